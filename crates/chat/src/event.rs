@@ -1,0 +1,174 @@
+//! What goes into the chat core and what comes out of it.
+
+use chatdrop_proto::{ServerMsg, Target};
+
+use crate::admin::AdminCommand;
+use crate::state::{HistoryEntry, RoomRecord};
+
+/// Identifies one client connection for the lifetime of the server process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// An input to [`crate::Chat::handle`].
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A connection proved it holds `public_key` and asks for `user`.
+    Login {
+        /// The connection.
+        conn: ConnId,
+        /// Requested user name (not yet validated).
+        user: String,
+        /// Its Ed25519 public key, signature already verified.
+        public_key: [u8; 32],
+    },
+    /// `ListRooms`.
+    ListRooms {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// `CreateRoom`, with the password already hashed by the server (hashing
+    /// is slow and must not stall the core) and a random ID for the room.
+    CreateRoom {
+        /// The connection.
+        conn: ConnId,
+        /// Requested room name.
+        room: String,
+        /// Argon2id PHC string of the password, for a private room.
+        password_hash: Option<String>,
+        /// A fresh random ID the room gets if it is created.
+        room_id: String,
+    },
+    /// `JoinRoom`.
+    JoinRoom {
+        /// The connection.
+        conn: ConnId,
+        /// The room.
+        room: String,
+        /// The password as typed, for a private room.
+        password: Option<String>,
+    },
+    /// Result of an [`Effect::CheckPassword`].
+    PasswordChecked {
+        /// The connection that asked to join.
+        conn: ConnId,
+        /// The room.
+        room: String,
+        /// Whether the password matched.
+        ok: bool,
+    },
+    /// `LeaveRoom`.
+    LeaveRoom {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// `GetPeers`.
+    GetPeers {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// `Say`.
+    Say {
+        /// The connection.
+        conn: ConnId,
+        /// Recipient.
+        to: Target,
+        /// Text (not yet checked).
+        text: String,
+    },
+    /// `Quit`: the client logs out cleanly.
+    Quit {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The connection is gone without a `Quit` (error, keepalive timeout, or
+    /// closed by the server).
+    Disconnected {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A command typed at the admin console.
+    Admin(AdminCommand),
+}
+
+/// A record the server must write to its store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persist {
+    /// A new room.
+    Room(RoomRecord),
+    /// A user name bound to a key at its first login.
+    Bind {
+        /// The user.
+        user: String,
+        /// Its key.
+        public_key: [u8; 32],
+    },
+    /// A ban.
+    Ban {
+        /// The user.
+        user: String,
+        /// The reason.
+        reason: String,
+    },
+    /// A ban lifted.
+    Unban {
+        /// The user.
+        user: String,
+    },
+    /// A line of a room's history; lines of the same room up to
+    /// `entry.seq - keep` may be forgotten.
+    History {
+        /// The room.
+        room: String,
+        /// The line.
+        entry: HistoryEntry,
+        /// How many lines of history the room keeps.
+        keep: u32,
+    },
+}
+
+/// An output of [`crate::Chat::handle`], carried out by the server in order.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Send a message to one connection.
+    Send {
+        /// The connection.
+        to: ConnId,
+        /// The message.
+        msg: ServerMsg,
+    },
+    /// Send the same message to many connections (encode it once).
+    Broadcast {
+        /// The connections.
+        to: Vec<ConnId>,
+        /// The message.
+        msg: ServerMsg,
+    },
+    /// Send a last message (if any), then close the connection. The core has
+    /// already forgotten the connection; no `Disconnected` is needed.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// A last message.
+        last: Option<ServerMsg>,
+    },
+    /// Verify `password` against the Argon2 PHC string `hash` off the core's
+    /// thread, then feed back [`Event::PasswordChecked`].
+    CheckPassword {
+        /// The connection.
+        conn: ConnId,
+        /// The room.
+        room: String,
+        /// The stored hash.
+        hash: String,
+        /// The password typed.
+        password: String,
+    },
+    /// Write a record to the store.
+    Persist(Persist),
+    /// A line for the admin console (answers to admin commands, `@server`
+    /// messages from users).
+    Console(String),
+    /// The admin asked the server to exit: every client has been sent a `Bye`
+    /// and closed; flush the store and stop.
+    Shutdown,
+}

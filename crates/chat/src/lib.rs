@@ -1,0 +1,22 @@
+//! chatdrop's chat state machine, free of I/O.
+//!
+//! [`Chat`] owns rooms, members, user-name bindings, bans and each room's
+//! recent history. The server feeds it [`Event`]s (with the current time) and
+//! carries out the [`Effect`]s it returns: frames to deliver, connections to
+//! close, passwords to check, records to persist, lines for the admin console.
+//! It must not touch sockets, files, clocks or randomness: everything from the
+//! outside comes in through events, which is what makes it testable to the
+//! letter.
+
+mod admin;
+mod core;
+mod event;
+mod state;
+
+pub use crate::admin::{parse_admin, AdminCommand};
+pub use crate::core::Chat;
+pub use crate::event::{ConnId, Effect, Event, Persist};
+pub use crate::state::{Ban, Binding, HistoryEntry, RoomRecord, Settings, Snapshot};
+
+#[cfg(test)]
+mod tests;

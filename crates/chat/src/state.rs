@@ -1,0 +1,79 @@
+//! The records the chat core keeps and the store persists.
+
+/// Tunables of the chat core.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Lines of history each room keeps and replays on join.
+    pub history_len: u32,
+    /// Wrong passwords allowed for one user before attempts are slowed down.
+    pub free_password_failures: u32,
+    /// Longest lock-out after repeated wrong passwords, in milliseconds.
+    pub max_lockout_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            history_len: 100,
+            free_password_failures: 3,
+            max_lockout_ms: 60_000,
+        }
+    }
+}
+
+/// A room as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRecord {
+    /// Its name.
+    pub name: String,
+    /// Its random ID.
+    pub id: String,
+    /// The user who created it.
+    pub creator: String,
+    /// Argon2id PHC string of its password; `None` for a public room.
+    pub password_hash: Option<String>,
+    /// Creation time, ms since the Unix epoch.
+    pub created_ms: u64,
+}
+
+/// A line of a room's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Position in the room's history, increasing from 1.
+    pub seq: u64,
+    /// Sender.
+    pub from: String,
+    /// Text.
+    pub text: String,
+    /// Time it was sent, ms since the Unix epoch.
+    pub ts: u64,
+}
+
+/// A user name bound to an identity key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The user.
+    pub user: String,
+    /// The key.
+    pub public_key: [u8; 32],
+}
+
+/// A banned user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    /// The user.
+    pub user: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Everything the store hands the core at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Rooms with their history, oldest line first.
+    pub rooms: Vec<(RoomRecord, Vec<HistoryEntry>)>,
+    /// Name bindings.
+    pub bindings: Vec<Binding>,
+    /// Bans.
+    pub bans: Vec<Ban>,
+}

@@ -1,0 +1,495 @@
+//! Scenario tests of the chat core: events in, effects out, no I/O.
+
+use chatdrop_proto::{ErrorCode, LeaveReason, ServerMsg, Target};
+
+use crate::{AdminCommand, Chat, ConnId, Effect, Event, Persist, Settings, Snapshot};
+
+/// Drives a [`Chat`] and files each delivered message under its recipient.
+struct Harness {
+    chat: Chat,
+    now: u64,
+    inbox: std::collections::HashMap<ConnId, Vec<ServerMsg>>,
+    closed: Vec<(ConnId, Option<ServerMsg>)>,
+    console: Vec<String>,
+    persisted: Vec<Persist>,
+    pending_checks: Vec<(ConnId, String, String, String)>,
+    shutdown: bool,
+}
+
+const A: ConnId = ConnId(1);
+const B: ConnId = ConnId(2);
+const C: ConnId = ConnId(3);
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(Settings::default(), Snapshot::default())
+    }
+
+    fn with(settings: Settings, snapshot: Snapshot) -> Self {
+        Harness {
+            chat: Chat::new(settings, snapshot),
+            now: 1_000_000,
+            inbox: Default::default(),
+            closed: vec![],
+            console: vec![],
+            persisted: vec![],
+            pending_checks: vec![],
+            shutdown: false,
+        }
+    }
+
+    fn ev(&mut self, event: Event) {
+        let mut out = Vec::new();
+        self.chat.handle(self.now, event, &mut out);
+        for e in out {
+            match e {
+                Effect::Send { to, msg } => self.inbox.entry(to).or_default().push(msg),
+                Effect::Broadcast { to, msg } => {
+                    for c in to {
+                        self.inbox.entry(c).or_default().push(msg.clone());
+                    }
+                }
+                Effect::Close { conn, last } => self.closed.push((conn, last)),
+                Effect::CheckPassword {
+                    conn,
+                    room,
+                    hash,
+                    password,
+                } => self.pending_checks.push((conn, room, hash, password)),
+                Effect::Persist(p) => self.persisted.push(p),
+                Effect::Console(s) => self.console.push(s),
+                Effect::Shutdown => self.shutdown = true,
+            }
+        }
+    }
+
+    /// Answers the pending password checks: the "hash" in these tests is the
+    /// password itself.
+    fn run_checks(&mut self) {
+        for (conn, room, hash, password) in std::mem::take(&mut self.pending_checks) {
+            self.ev(Event::PasswordChecked {
+                conn,
+                room,
+                ok: hash == password,
+            });
+        }
+    }
+
+    fn login(&mut self, conn: ConnId, user: &str) {
+        self.login_key(conn, user, [conn.0 as u8; 32]);
+    }
+
+    fn login_key(&mut self, conn: ConnId, user: &str, key: [u8; 32]) {
+        self.ev(Event::Login {
+            conn,
+            user: user.into(),
+            public_key: key,
+        });
+    }
+
+    fn take(&mut self, conn: ConnId) -> Vec<ServerMsg> {
+        self.inbox.remove(&conn).unwrap_or_default()
+    }
+
+    fn create(&mut self, conn: ConnId, room: &str, password: Option<&str>) {
+        self.ev(Event::CreateRoom {
+            conn,
+            room: room.into(),
+            password_hash: password.map(String::from),
+            room_id: format!("id-{room}"),
+        });
+    }
+
+    fn join(&mut self, conn: ConnId, room: &str, password: Option<&str>) {
+        self.ev(Event::JoinRoom {
+            conn,
+            room: room.into(),
+            password: password.map(String::from),
+        });
+        self.run_checks();
+    }
+
+    fn say(&mut self, conn: ConnId, to: Target, text: &str) {
+        self.ev(Event::Say {
+            conn,
+            to,
+            text: text.into(),
+        });
+    }
+}
+
+fn error_code(msgs: &[ServerMsg]) -> Option<ErrorCode> {
+    msgs.iter().find_map(|m| match m {
+        ServerMsg::Error { code, .. } => Some(*code),
+        _ => None,
+    })
+}
+
+fn texts(msgs: &[ServerMsg]) -> Vec<String> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ServerMsg::Message(l) => Some(format!("{}>{}:{}", l.from, l.to.as_str(), l.text)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_original_scenario() {
+    let mut h = Harness::new();
+    h.login(B, "bob");
+    h.login(A, "alice");
+    h.login(C, "carol");
+    assert!(matches!(&h.take(A)[..], [ServerMsg::LoggedIn { user }] if user == "alice"));
+    h.take(B);
+    h.take(C);
+
+    h.create(B, "whatsapp", Some("1234"));
+    let bob = h.take(B);
+    assert!(
+        matches!(&bob[0], ServerMsg::Joined { room, created: true, peers, room_id }
+        if room == "whatsapp" && peers.is_empty() && room_id == "id-whatsapp")
+    );
+    assert!(h
+        .persisted
+        .iter()
+        .any(|p| matches!(p, Persist::Room(r) if r.creator == "bob")));
+
+    // alice lists: the private room shows as private without its members.
+    h.ev(Event::ListRooms { conn: A });
+    let ServerMsg::Rooms { rooms } = &h.take(A)[0] else {
+        panic!("no room list")
+    };
+    assert_eq!(rooms.len(), 1);
+    assert!(rooms[0].private && rooms[0].members.is_none());
+
+    h.join(A, "whatsapp", None);
+    assert_eq!(error_code(&h.take(A)), Some(ErrorCode::PasswordRequired));
+    h.join(A, "whatsapp", Some("4321"));
+    assert_eq!(error_code(&h.take(A)), Some(ErrorCode::WrongPassword));
+    assert!(h.take(B).is_empty(), "bob hears nothing of failed joins");
+
+    h.join(A, "whatsapp", Some("1234"));
+    let alice = h.take(A);
+    assert!(matches!(&alice[0], ServerMsg::Joined { peers, .. } if peers == &["bob"]));
+    assert!(matches!(&h.take(B)[..], [ServerMsg::PeerJoined { user, .. }] if user == "alice"));
+
+    h.create(C, "lobby", None);
+    h.take(C);
+
+    // A DM reaches bob once and comes back to alice as a receipt; carol, in
+    // another room, sees nothing.
+    h.say(A, Target::User("bob".into()), "hi");
+    assert_eq!(texts(&h.take(B)), ["alice>bob:hi"]);
+    assert_eq!(texts(&h.take(A)), ["alice>bob:hi"]);
+    h.say(B, Target::All, "hello!");
+    assert_eq!(texts(&h.take(A)), ["bob>all:hello!"]);
+    assert_eq!(texts(&h.take(B)), ["bob>all:hello!"]);
+    assert!(h.take(C).is_empty());
+
+    // A DM to someone outside the room is refused.
+    h.say(A, Target::User("carol".into()), "psst");
+    assert_eq!(error_code(&h.take(A)), Some(ErrorCode::UnknownUser));
+    assert!(h.take(C).is_empty());
+
+    h.ev(Event::GetPeers { conn: A });
+    assert!(
+        matches!(&h.take(A)[..], [ServerMsg::Peers { peers, .. }] if peers == &["bob", "alice"])
+    );
+
+    h.ev(Event::Quit { conn: A });
+    assert!(matches!(&h.take(B)[..],
+        [ServerMsg::PeerLeft { user, reason: LeaveReason::Left, .. }] if user == "alice"));
+    assert!(matches!(
+        h.closed.last(),
+        Some((A, Some(ServerMsg::Bye { .. })))
+    ));
+}
+
+#[test]
+fn names_are_bound_to_keys_and_held_once() {
+    let mut h = Harness::new();
+    h.login_key(A, "alice", [1; 32]);
+    h.login_key(B, "alice", [1; 32]);
+    assert!(matches!(
+        &h.closed[..],
+        [(
+            B,
+            Some(ServerMsg::Error {
+                code: ErrorCode::NameInUse,
+                ..
+            })
+        )]
+    ));
+    h.login_key(C, "alice", [9; 32]);
+    assert!(matches!(
+        &h.closed[1],
+        (
+            C,
+            Some(ServerMsg::Error {
+                code: ErrorCode::NameTaken,
+                ..
+            })
+        )
+    ));
+    // After alice leaves, her key still owns the name.
+    h.ev(Event::Disconnected { conn: A });
+    h.login_key(ConnId(4), "alice", [9; 32]);
+    assert!(matches!(
+        &h.closed[2],
+        (
+            ConnId(4),
+            Some(ServerMsg::Error {
+                code: ErrorCode::NameTaken,
+                ..
+            })
+        )
+    ));
+    h.login_key(ConnId(5), "alice", [1; 32]);
+    assert!(matches!(
+        &h.take(ConnId(5))[..],
+        [ServerMsg::LoggedIn { .. }]
+    ));
+    h.login_key(ConnId(6), "Alice", [1; 32]);
+    assert!(matches!(
+        &h.closed[3],
+        (
+            ConnId(6),
+            Some(ServerMsg::Error {
+                code: ErrorCode::InvalidName,
+                ..
+            })
+        )
+    ));
+    let binds = h
+        .persisted
+        .iter()
+        .filter(|p| matches!(p, Persist::Bind { .. }))
+        .count();
+    assert_eq!(binds, 1, "the name is bound once");
+}
+
+#[test]
+fn a_lost_connection_is_announced() {
+    let mut h = Harness::new();
+    h.login(A, "alice");
+    h.login(B, "bob");
+    h.create(A, "r", None);
+    h.join(B, "r", None);
+    h.take(A);
+    h.ev(Event::Disconnected { conn: B });
+    assert!(matches!(&h.take(A)[..],
+        [ServerMsg::PeerLeft { user, reason: LeaveReason::Lost, .. }] if user == "bob"));
+    // Its name is free again for the same key.
+    h.login(B, "bob");
+    assert!(matches!(&h.take(B)[..], [ServerMsg::LoggedIn { .. }, ..]));
+}
+
+#[test]
+fn history_is_replayed_and_bounded() {
+    let settings = Settings {
+        history_len: 3,
+        ..Settings::default()
+    };
+    let mut h = Harness::with(settings, Snapshot::default());
+    h.login(A, "alice");
+    h.create(A, "r", None);
+    for i in 0..5 {
+        h.say(A, Target::All, &format!("m{i}"));
+    }
+    h.say(A, Target::User("alice".into()), "note to self");
+    h.login(B, "bob");
+    h.take(B);
+    h.join(B, "r", None);
+    let got = h.take(B);
+    let hist: Vec<_> = got
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Message(l) if l.history => Some(l.text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(hist, ["m2", "m3", "m4"], "last 3 public lines, no DMs");
+    let hist_writes = h
+        .persisted
+        .iter()
+        .filter(|p| matches!(p, Persist::History { .. }))
+        .count();
+    assert_eq!(hist_writes, 5);
+}
+
+#[test]
+fn restart_from_snapshot_keeps_rooms_and_bindings() {
+    let mut h = Harness::new();
+    h.login(A, "alice");
+    h.create(A, "secret", Some("pw"));
+    h.say(A, Target::All, "before restart");
+    let mut snap = Snapshot::default();
+    let mut history = vec![];
+    for p in &h.persisted {
+        match p {
+            Persist::Room(r) => snap.rooms.push((r.clone(), vec![])),
+            Persist::Bind { user, public_key } => snap.bindings.push(crate::Binding {
+                user: user.clone(),
+                public_key: *public_key,
+            }),
+            Persist::History { entry, .. } => history.push(entry.clone()),
+            _ => {}
+        }
+    }
+    snap.rooms[0].1 = history;
+    let mut h = Harness::with(Settings::default(), snap);
+    h.login_key(B, "alice", [7; 32]);
+    assert!(matches!(
+        &h.closed[..],
+        [(
+            B,
+            Some(ServerMsg::Error {
+                code: ErrorCode::NameTaken,
+                ..
+            })
+        )]
+    ));
+    h.login(C, "carol");
+    h.join(C, "secret", Some("nope"));
+    assert_eq!(error_code(&h.take(C)), Some(ErrorCode::WrongPassword));
+    h.join(C, "secret", Some("pw"));
+    let got = h.take(C);
+    assert!(matches!(&got[0], ServerMsg::Joined { room_id, .. } if room_id == "id-secret"));
+    assert_eq!(texts(&got), ["alice>all:before restart"]);
+    // New lines continue the sequence rather than overwrite.
+    h.say(C, Target::All, "after");
+    assert!(h
+        .persisted
+        .iter()
+        .any(|p| matches!(p, Persist::History { entry, .. } if entry.seq == 2)));
+}
+
+#[test]
+fn wrong_passwords_are_slowed_down() {
+    let mut h = Harness::new();
+    h.login(A, "alice");
+    h.login(B, "mallory");
+    h.create(A, "vault", Some("right"));
+    for _ in 0..3 {
+        h.join(B, "vault", Some("wrong"));
+        assert_eq!(error_code(&h.take(B)), Some(ErrorCode::WrongPassword));
+    }
+    // Locked out now: even the right password is not checked.
+    h.join(B, "vault", Some("right"));
+    let got = h.take(B);
+    assert_eq!(error_code(&got), Some(ErrorCode::RateLimited));
+    assert!(h.pending_checks.is_empty());
+    h.now += 1_001;
+    h.join(B, "vault", Some("wrong"));
+    assert_eq!(error_code(&h.take(B)), Some(ErrorCode::WrongPassword));
+    // The next lock-out is twice as long.
+    h.now += 1_500;
+    h.join(B, "vault", Some("right"));
+    assert_eq!(error_code(&h.take(B)), Some(ErrorCode::RateLimited));
+    h.now += 600;
+    h.join(B, "vault", Some("right"));
+    assert!(matches!(&h.take(B)[0], ServerMsg::Joined { .. }));
+}
+
+#[test]
+fn bad_messages_get_clear_errors() {
+    let mut h = Harness::new();
+    h.login(A, "alice");
+    h.take(A);
+    h.say(A, Target::All, "hi");
+    assert_eq!(error_code(&h.take(A)), Some(ErrorCode::NotInRoom));
+    h.create(A, "r", None);
+    h.take(A);
+    h.say(A, Target::All, &"x".repeat(4097));
+    assert_eq!(error_code(&h.take(A)), Some(ErrorCode::TooLong));
+    h.say(A, Target::All, "   ");
+    assert_eq!(error_code(&h.take(A)), Some(ErrorCode::BadRequest));
+    h.create(A, "r", None);
+    assert_eq!(error_code(&h.take(A)), Some(ErrorCode::RoomExists));
+    h.create(A, "bad/name", None);
+    assert_eq!(error_code(&h.take(A)), Some(ErrorCode::InvalidName));
+    h.join(A, "nowhere", None);
+    assert_eq!(error_code(&h.take(A)), Some(ErrorCode::NoSuchRoom));
+    h.say(A, Target::Server, "hello admin");
+    assert_eq!(h.console, ["@alice|hello admin"]);
+}
+
+#[test]
+fn admin_commands() {
+    let mut h = Harness::new();
+    h.login(A, "alice");
+    h.login(B, "bob");
+    h.login(C, "carol");
+    h.create(A, "r", None);
+    h.join(B, "r", None);
+    for c in [A, B, C] {
+        h.take(c);
+    }
+    h.ev(Event::Admin(AdminCommand::ToAll {
+        text: "maintenance".into(),
+    }));
+    for c in [A, B, C] {
+        assert_eq!(texts(&h.take(c)), ["server>all:maintenance"]);
+    }
+    h.ev(Event::Admin(AdminCommand::ToUser {
+        user: "bob".into(),
+        text: "hey".into(),
+    }));
+    assert_eq!(texts(&h.take(B)), ["server>bob:hey"]);
+    assert!(h.take(A).is_empty());
+
+    h.ev(Event::Admin(AdminCommand::Kick {
+        user: "bob".into(),
+        reason: "be nice".into(),
+    }));
+    assert!(
+        matches!(&h.closed[..], [(B, Some(ServerMsg::Kicked { reason }))] if reason == "be nice")
+    );
+    assert!(matches!(
+        &h.take(A)[..],
+        [ServerMsg::PeerLeft {
+            reason: LeaveReason::Kicked,
+            ..
+        }]
+    ));
+    // A kicked user may come back.
+    h.login_key(ConnId(4), "bob", [2; 32]);
+    assert!(matches!(
+        &h.take(ConnId(4))[..],
+        [ServerMsg::LoggedIn { .. }]
+    ));
+
+    h.ev(Event::Admin(AdminCommand::Ban {
+        user: "bob".into(),
+        reason: "spam".into(),
+    }));
+    assert!(matches!(
+        &h.closed[1],
+        (ConnId(4), Some(ServerMsg::Kicked { .. }))
+    ));
+    h.login_key(ConnId(5), "bob", [2; 32]);
+    assert!(matches!(&h.closed[2],
+        (ConnId(5), Some(ServerMsg::Error { code: ErrorCode::Banned, message })) if message.contains("spam")));
+    h.ev(Event::Admin(AdminCommand::Unban { user: "bob".into() }));
+    h.login_key(ConnId(6), "bob", [2; 32]);
+    assert!(matches!(
+        &h.take(ConnId(6))[..],
+        [ServerMsg::LoggedIn { .. }]
+    ));
+
+    h.ev(Event::Admin(AdminCommand::Rooms));
+    assert!(h
+        .console
+        .iter()
+        .any(|l| l.starts_with("r (public, id id-r") && l.ends_with("alice")));
+
+    h.ev(Event::Admin(AdminCommand::Exit));
+    assert!(h.shutdown);
+    let byes = h
+        .closed
+        .iter()
+        .filter(|(_, m)| matches!(m, Some(ServerMsg::Bye { .. })))
+        .count();
+    assert_eq!(byes, 3, "alice, carol and bob are told");
+}

@@ -1,0 +1,15 @@
+//! chatdrop's wire types and codecs.
+//!
+//! This crate owns what travels between a client and a server: the typed
+//! messages ([`ClientMsg`], [`ServerMsg`]), the length-prefixed framing
+//! ([`FrameCodec`]) and the limits every peer enforces ([`limits`]).
+//! It does no I/O and keeps no state; docs/PROTOCOL.md describes the same
+//! format for anyone writing another implementation.
+
+pub mod codec;
+pub mod limits;
+pub mod msg;
+pub mod names;
+
+pub use codec::{decode, encode, encode_frame, FrameCodec, ProtoError};
+pub use msg::*;

@@ -1,0 +1,34 @@
+//! Limits every chatdrop peer enforces. They are part of the protocol: a peer
+//! that exceeds them is dropped. Each is checked before anything is allocated
+//! for the data it bounds.
+
+/// The protocol version spoken by this implementation. The `Hello` frame
+/// carries it; a server refuses a version it does not speak.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest frame a client may send to a server (payload bytes, without the
+/// 4-byte length prefix).
+pub const MAX_CLIENT_FRAME: usize = 16 * 1024;
+
+/// Largest frame a server may send to a client. A `peers` list of a large
+/// room is the biggest message, so this is larger than the client's limit.
+pub const MAX_SERVER_FRAME: usize = 1024 * 1024;
+
+/// Longest chat message text, in bytes of UTF-8.
+pub const MAX_TEXT_BYTES: usize = 4096;
+
+/// Longest user name, in bytes.
+pub const MAX_USER_NAME: usize = 32;
+
+/// Longest room name, in bytes.
+pub const MAX_ROOM_NAME: usize = 64;
+
+/// Longest room password, in bytes.
+pub const MAX_PASSWORD: usize = 256;
+
+/// Seconds without any frame from the other side after which a connection is
+/// taken for dead. Clients send a `Ping` every [`PING_INTERVAL_SECS`].
+pub const IDLE_TIMEOUT_SECS: u64 = 15;
+
+/// How often a client pings its server when it has nothing else to send.
+pub const PING_INTERVAL_SECS: u64 = 5;

@@ -1,0 +1,317 @@
+//! The typed messages of the client <-> server control connection.
+//!
+//! Frames are postcard-encoded, so the order of enum variants is part of the
+//! wire format: add new variants at the end only, and bump
+//! [`crate::limits::PROTOCOL_VERSION`] for anything else.
+
+use serde::{Deserialize, Serialize};
+
+/// The recipient of a chat line: everyone in the room, the server's admin, or
+/// one user of the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    /// Every member of the sender's room (`@all`).
+    All,
+    /// The server's admin console (`@server`).
+    Server,
+    /// One member of the sender's room (`@name`).
+    User(String),
+}
+
+impl Target {
+    /// The target as users write it and as JSON events show it: `all`,
+    /// `server` or the user's name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Target::All => "all",
+            Target::Server => "server",
+            Target::User(name) => name,
+        }
+    }
+}
+
+/// A message from a client to its server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// First frame of a connection: protocol version, the user name asked for
+    /// and the client's Ed25519 identity public key.
+    Hello {
+        /// Protocol version the client speaks.
+        version: u16,
+        /// The user name to log in as.
+        user: String,
+        /// Ed25519 public key of the client's identity.
+        public_key: [u8; 32],
+    },
+    /// Answer to [`ServerMsg::Challenge`]: an Ed25519 signature over the login
+    /// transcript (see docs/PROTOCOL.md), proving the client holds the key.
+    Auth {
+        /// 64-byte Ed25519 signature.
+        signature: Vec<u8>,
+    },
+    /// Keepalive; the server answers [`ServerMsg::Pong`].
+    Ping,
+    /// Ask for the list of rooms (`@server get_rooms`).
+    ListRooms,
+    /// Create a room and join it. With a password the room is private.
+    CreateRoom {
+        /// Name of the new room.
+        room: String,
+        /// Password of a private room; `None` for a public room.
+        password: Option<String>,
+    },
+    /// Join a room, leaving the current one.
+    JoinRoom {
+        /// Name of the room.
+        room: String,
+        /// Password, for a private room.
+        password: Option<String>,
+    },
+    /// Leave the current room.
+    LeaveRoom,
+    /// Ask for the peers of the current room (`@server get_peers`).
+    GetPeers,
+    /// Send a chat line.
+    Say {
+        /// Who receives it.
+        to: Target,
+        /// The text, at most [`crate::limits::MAX_TEXT_BYTES`] bytes.
+        text: String,
+    },
+    /// Leave the room and log out cleanly (`@server exit`).
+    Quit,
+}
+
+/// One entry of the room list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    /// The room's name.
+    pub name: String,
+    /// Whether the room needs a password.
+    pub private: bool,
+    /// Number of members; `None` for private rooms, whose membership is not
+    /// shown to outsiders.
+    pub members: Option<u32>,
+}
+
+/// One chat line as delivered to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatLine {
+    /// Room it was sent in; `None` for a server broadcast to a user outside
+    /// any room.
+    pub room: Option<String>,
+    /// Sender: a user name, or `server` for the admin console.
+    pub from: String,
+    /// Recipient.
+    pub to: Target,
+    /// The text.
+    pub text: String,
+    /// Server time it was accepted, in milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// True when replayed from the room's history on join.
+    pub history: bool,
+}
+
+/// Why a peer left a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaveReason {
+    /// It left the room or logged out.
+    Left,
+    /// Its connection was lost (no keepalive, network error).
+    Lost,
+    /// The admin kicked it.
+    Kicked,
+    /// The admin banned it.
+    Banned,
+}
+
+impl LeaveReason {
+    /// The reason as a short word, for events and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveReason::Left => "left",
+            LeaveReason::Lost => "lost",
+            LeaveReason::Kicked => "kicked",
+            LeaveReason::Banned => "banned",
+        }
+    }
+}
+
+/// Error codes a server sends in [`ServerMsg::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The frame was valid but the request makes no sense in this state.
+    BadRequest,
+    /// The server does not speak the client's protocol version.
+    UnsupportedVersion,
+    /// A user or room name breaks the naming rules.
+    InvalidName,
+    /// The user name is held by a connected client.
+    NameInUse,
+    /// The user name is bound to another identity key.
+    NameTaken,
+    /// The login signature did not verify.
+    AuthFailed,
+    /// The user is banned from this server.
+    Banned,
+    /// The server has reached `--max-clients`.
+    ServerFull,
+    /// No room of that name.
+    NoSuchRoom,
+    /// A room of that name exists already.
+    RoomExists,
+    /// The room is private and no password was given.
+    PasswordRequired,
+    /// The password is wrong.
+    WrongPassword,
+    /// Too many wrong passwords; try again later.
+    RateLimited,
+    /// The request needs the client to be in a room.
+    NotInRoom,
+    /// No such user in the room.
+    UnknownUser,
+    /// A message or password is over its size limit.
+    TooLong,
+    /// Something failed inside the server.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as a snake_case word, as JSON events and docs show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::NameInUse => "name_in_use",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::Banned => "banned",
+            ErrorCode::ServerFull => "server_full",
+            ErrorCode::NoSuchRoom => "no_such_room",
+            ErrorCode::RoomExists => "room_exists",
+            ErrorCode::PasswordRequired => "password_required",
+            ErrorCode::WrongPassword => "wrong_password",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::NotInRoom => "not_in_room",
+            ErrorCode::UnknownUser => "unknown_user",
+            ErrorCode::TooLong => "too_long",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// Whether a client should give up rather than reconnect after this error
+    /// ended its login.
+    pub fn is_fatal_at_login(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::UnsupportedVersion
+                | ErrorCode::InvalidName
+                | ErrorCode::NameTaken
+                | ErrorCode::AuthFailed
+                | ErrorCode::Banned
+        )
+    }
+}
+
+/// A message from a server to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMsg {
+    /// Answer to `Hello`: the server's version and name, and a fresh random
+    /// nonce the client signs.
+    Challenge {
+        /// Protocol version the server speaks.
+        version: u16,
+        /// The server's name.
+        server_name: String,
+        /// 32 random bytes, new for every connection.
+        nonce: [u8; 32],
+    },
+    /// The login succeeded.
+    LoggedIn {
+        /// The user name now held by this connection.
+        user: String,
+    },
+    /// Answer to `Ping`.
+    Pong,
+    /// The room list.
+    Rooms {
+        /// Every room: public ones with their member count, private ones only
+        /// as private.
+        rooms: Vec<RoomInfo>,
+    },
+    /// The client joined (or created) a room. The room's recent history
+    /// follows as `Message` frames with `history` set.
+    Joined {
+        /// The room's name.
+        room: String,
+        /// The room's random ID, shown to members only.
+        room_id: String,
+        /// True when this request created the room.
+        created: bool,
+        /// The other members.
+        peers: Vec<String>,
+    },
+    /// The client left its room.
+    Left {
+        /// The room it left.
+        room: String,
+    },
+    /// A peer joined the client's room.
+    PeerJoined {
+        /// The room.
+        room: String,
+        /// The peer.
+        user: String,
+    },
+    /// A peer left the client's room.
+    PeerLeft {
+        /// The room.
+        room: String,
+        /// The peer.
+        user: String,
+        /// Why it left.
+        reason: LeaveReason,
+    },
+    /// A chat line.
+    Message(ChatLine),
+    /// The members of the client's room, the client included.
+    Peers {
+        /// The room.
+        room: String,
+        /// Its members.
+        peers: Vec<String>,
+    },
+    /// A notice from the server (its admin, or the server itself).
+    Notice {
+        /// The text.
+        text: String,
+    },
+    /// The admin removed this client; the connection closes after this frame.
+    Kicked {
+        /// The reason the admin gave.
+        reason: String,
+    },
+    /// A request failed.
+    Error {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// A sentence for the user.
+        message: String,
+    },
+    /// The server closes the connection (shutdown or logout); nothing follows.
+    Bye {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ServerMsg {
+    /// Shorthand for an [`ServerMsg::Error`].
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMsg::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
