@@ -1,1 +1,315 @@
-//! placeholder
+//! chatdrop's embedded store: one SQLite database (WAL mode) holding rooms,
+//! user-name bindings, bans and each room's recent history.
+//!
+//! The store only loads a [`Snapshot`] at start-up and applies batches of
+//! [`Persist`] records afterwards; the chat core decides everything. Each
+//! batch is one transaction, which is what lets the server sustain many
+//! thousands of history writes a second.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use chatdrop_chat::{Ban, Binding, HistoryEntry, Persist, RoomRecord, Snapshot};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database holds something this version cannot read.
+    #[error("the database is damaged or from another version: {0}")]
+    Corrupt(String),
+}
+
+/// Schema version written to SQLite's `user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS rooms (
+    name TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    password_hash TEXT,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bindings (
+    user TEXT PRIMARY KEY,
+    public_key BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bans (
+    user TEXT PRIMARY KEY,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    room TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    sender TEXT NOT NULL,
+    text TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (room, seq)
+) WITHOUT ROWID;
+";
+
+/// An open store.
+pub struct Store {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        // WAL: readers never block the writer, and a commit is one append.
+        // synchronous=NORMAL keeps every commit across a process crash
+        // (kill -9); only an OS crash or power loss may lose the last ones.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "schema version {version} is newer than this chatdrop ({SCHEMA_VERSION})"
+            )));
+        }
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(Store { conn })
+    }
+
+    /// Reads everything the chat core needs at start-up, keeping the last
+    /// `history_len` lines of each room.
+    pub fn load(&self, history_len: u32) -> Result<Snapshot, StoreError> {
+        let mut snap = Snapshot::default();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, id, creator, password_hash, created_ms FROM rooms ORDER BY name")?;
+        let rooms = stmt.query_map([], |r| {
+            Ok(RoomRecord {
+                name: r.get(0)?,
+                id: r.get(1)?,
+                creator: r.get(2)?,
+                password_hash: r.get(3)?,
+                created_ms: r.get::<_, i64>(4)? as u64,
+            })
+        })?;
+        let mut hist = self.conn.prepare(
+            "SELECT seq, sender, text, ts FROM
+               (SELECT seq, sender, text, ts FROM history WHERE room = ?1 ORDER BY seq DESC LIMIT ?2)
+             ORDER BY seq",
+        )?;
+        for room in rooms {
+            let room = room?;
+            let lines = hist
+                .query_map(params![room.name, history_len], |r| {
+                    Ok(HistoryEntry {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        from: r.get(1)?,
+                        text: r.get(2)?,
+                        ts: r.get::<_, i64>(3)? as u64,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            snap.rooms.push((room, lines));
+        }
+        let mut stmt = self.conn.prepare("SELECT user, public_key FROM bindings")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        for row in rows {
+            let (user, key) = row?;
+            let public_key: [u8; 32] = key.as_slice().try_into().map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "identity key of {user} has {} bytes, not 32",
+                    key.len()
+                ))
+            })?;
+            snap.bindings.push(Binding { user, public_key });
+        }
+        let mut stmt = self.conn.prepare("SELECT user, reason FROM bans")?;
+        for row in stmt.query_map([], |r| {
+            Ok(Ban {
+                user: r.get(0)?,
+                reason: r.get(1)?,
+            })
+        })? {
+            snap.bans.push(row?);
+        }
+        Ok(snap)
+    }
+
+    /// Writes a batch of records in one transaction.
+    pub fn apply(&mut self, batch: &[Persist]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        // Highest line written per room, and how many lines it keeps.
+        let mut trim: HashMap<&str, (u64, u32)> = HashMap::new();
+        {
+            let mut add_room = tx.prepare_cached(
+                "INSERT INTO rooms (name, id, creator, password_hash, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut add_line = tx.prepare_cached(
+                "INSERT OR REPLACE INTO history (room, seq, sender, text, ts) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for op in batch {
+                match op {
+                    Persist::Room(r) => {
+                        add_room.execute(params![
+                            r.name,
+                            r.id,
+                            r.creator,
+                            r.password_hash,
+                            r.created_ms as i64
+                        ])?;
+                    }
+                    Persist::Bind { user, public_key } => {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO bindings (user, public_key) VALUES (?1, ?2)",
+                            params![user, &public_key[..]],
+                        )?;
+                    }
+                    Persist::Ban { user, reason } => {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO bans (user, reason) VALUES (?1, ?2)",
+                            params![user, reason],
+                        )?;
+                    }
+                    Persist::Unban { user } => {
+                        tx.execute("DELETE FROM bans WHERE user = ?1", params![user])?;
+                    }
+                    Persist::History { room, entry, keep } => {
+                        add_line.execute(params![
+                            room,
+                            entry.seq as i64,
+                            entry.from,
+                            entry.text,
+                            entry.ts as i64
+                        ])?;
+                        let t = trim.entry(room.as_str()).or_insert((0, *keep));
+                        *t = (t.0.max(entry.seq), *keep);
+                    }
+                }
+            }
+            let mut cut = tx.prepare_cached("DELETE FROM history WHERE room = ?1 AND seq <= ?2")?;
+            for (room, (top, keep)) in trim {
+                if top > keep as u64 {
+                    cut.execute(params![room, (top - keep as u64) as i64])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Number of history lines stored for `room` (for tests and tooling).
+    pub fn history_count(&self, room: &str) -> Result<u64, StoreError> {
+        let n: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM history WHERE room = ?1",
+                params![room],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(n.unwrap_or(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(name: &str, pw: Option<&str>) -> Persist {
+        Persist::Room(RoomRecord {
+            name: name.into(),
+            id: format!("id-{name}"),
+            creator: "bob".into(),
+            password_hash: pw.map(String::from),
+            created_ms: 5,
+        })
+    }
+
+    fn line(room: &str, seq: u64) -> Persist {
+        Persist::History {
+            room: room.into(),
+            entry: HistoryEntry {
+                seq,
+                from: "bob".into(),
+                text: format!("line {seq}"),
+                ts: seq * 10,
+            },
+            keep: 3,
+        }
+    }
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chatdrop.db");
+        {
+            let mut store = Store::open(&path).unwrap();
+            store
+                .apply(&[
+                    room("whatsapp", Some("$argon2id$fake")),
+                    room("lobby", None),
+                    Persist::Bind {
+                        user: "bob".into(),
+                        public_key: [3; 32],
+                    },
+                    Persist::Ban {
+                        user: "eve".into(),
+                        reason: "spam".into(),
+                    },
+                    Persist::Ban {
+                        user: "mallory".into(),
+                        reason: "x".into(),
+                    },
+                    Persist::Unban {
+                        user: "mallory".into(),
+                    },
+                ])
+                .unwrap();
+            let lines: Vec<_> = (1..=5).map(|i| line("whatsapp", i)).collect();
+            store.apply(&lines).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let snap = store.load(100).unwrap();
+        assert_eq!(snap.rooms.len(), 2);
+        let (wa, hist) = snap.rooms.iter().find(|(r, _)| r.name == "whatsapp").unwrap();
+        assert_eq!(wa.password_hash.as_deref(), Some("$argon2id$fake"));
+        assert_eq!(wa.id, "id-whatsapp");
+        let seqs: Vec<u64> = hist.iter().map(|h| h.seq).collect();
+        assert_eq!(seqs, [3, 4, 5], "trimmed to the last 3 lines");
+        assert_eq!(snap.bindings, [Binding { user: "bob".into(), public_key: [3; 32] }]);
+        assert_eq!(snap.bans, [Ban { user: "eve".into(), reason: "spam".into() }]);
+        assert_eq!(store.load(2).unwrap().rooms[1].1.len(), 2);
+    }
+
+    #[test]
+    fn a_failed_batch_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("db")).unwrap();
+        store.apply(&[room("a", None)]).unwrap();
+        // The duplicate room makes the whole batch fail, line included.
+        assert!(store.apply(&[line("a", 1), room("a", None)]).is_err());
+        assert_eq!(store.history_count("a").unwrap(), 0);
+    }
+
+    #[test]
+    fn a_damaged_binding_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Store::open(&path).unwrap();
+        store
+            .conn
+            .execute("INSERT INTO bindings VALUES ('bob', x'0102')", [])
+            .unwrap();
+        let err = store.load(10).unwrap_err().to_string();
+        assert!(err.contains("identity key of bob has 2 bytes"), "{err}");
+    }
+}
