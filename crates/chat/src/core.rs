@@ -26,8 +26,9 @@ struct Room {
 struct Session {
     user: String,
     room: Option<String>,
-    /// Room whose password is being checked for this connection.
-    joining: Option<String>,
+    /// Room whose password is being checked for this connection, and the
+    /// check's attempt number.
+    joining: Option<(String, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +48,8 @@ pub struct Chat {
     bans: HashMap<String, String>,
     /// Wrong-password counts per user name.
     failures: HashMap<String, Failures>,
+    /// Numbers password checks.
+    next_attempt: u64,
 }
 
 fn err(conn: ConnId, code: ErrorCode, message: impl Into<String>) -> Effect {
@@ -92,6 +95,7 @@ impl Chat {
                 .map(|b| (b.user, b.reason))
                 .collect(),
             failures: HashMap::new(),
+            next_attempt: 1,
         }
     }
 
@@ -145,9 +149,12 @@ impl Chat {
                 room,
                 password,
             } => self.join(now_ms, conn, room, password, out),
-            Event::PasswordChecked { conn, room, ok } => {
-                self.password_checked(now_ms, conn, room, ok, out)
-            }
+            Event::PasswordChecked {
+                conn,
+                room,
+                attempt,
+                ok,
+            } => self.password_checked(now_ms, conn, room, attempt, ok, out),
             Event::LeaveRoom { conn } => {
                 if !self.sessions.contains_key(&conn) {
                     return;
@@ -346,10 +353,13 @@ impl Chat {
                 return;
             }
         }
-        session.joining = Some(name.clone());
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        session.joining = Some((name.clone(), attempt));
         out.push(Effect::CheckPassword {
             conn,
             room: name,
+            attempt,
             hash: hash.clone(),
             password,
         });
@@ -360,13 +370,14 @@ impl Chat {
         now_ms: u64,
         conn: ConnId,
         room: String,
+        attempt: u64,
         ok: bool,
         out: &mut Vec<Effect>,
     ) {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
-        if session.joining.as_deref() != Some(room.as_str()) {
+        if session.joining.as_ref() != Some(&(room.clone(), attempt)) {
             return; // a newer request replaced this one
         }
         session.joining = None;

@@ -53,6 +53,8 @@ pub enum Event {
         conn: ConnId,
         /// The room.
         room: String,
+        /// The `attempt` of the check.
+        attempt: u64,
         /// Whether the password matched.
         ok: bool,
     },
@@ -158,6 +160,9 @@ pub enum Effect {
         conn: ConnId,
         /// The room.
         room: String,
+        /// Identifies this check, so that a late answer to an older
+        /// request is not taken for the answer to a newer one.
+        attempt: u64,
         /// The stored hash.
         hash: String,
         /// The password typed.

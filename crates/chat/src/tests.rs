@@ -12,7 +12,7 @@ struct Harness {
     closed: Vec<(ConnId, Option<ServerMsg>)>,
     console: Vec<String>,
     persisted: Vec<Persist>,
-    pending_checks: Vec<(ConnId, String, String, String)>,
+    pending_checks: Vec<(ConnId, String, u64, String, String)>,
     shutdown: bool,
 }
 
@@ -53,9 +53,12 @@ impl Harness {
                 Effect::CheckPassword {
                     conn,
                     room,
+                    attempt,
                     hash,
                     password,
-                } => self.pending_checks.push((conn, room, hash, password)),
+                } => self
+                    .pending_checks
+                    .push((conn, room, attempt, hash, password)),
                 Effect::Persist(p) => self.persisted.push(p),
                 Effect::Console(s) => self.console.push(s),
                 Effect::Shutdown => self.shutdown = true,
@@ -66,10 +69,11 @@ impl Harness {
     /// Answers the pending password checks: the "hash" in these tests is the
     /// password itself.
     fn run_checks(&mut self) {
-        for (conn, room, hash, password) in std::mem::take(&mut self.pending_checks) {
+        for (conn, room, attempt, hash, password) in std::mem::take(&mut self.pending_checks) {
             self.ev(Event::PasswordChecked {
                 conn,
                 room,
+                attempt,
                 ok: hash == password,
             });
         }
@@ -492,4 +496,32 @@ fn admin_commands() {
         .filter(|(_, m)| matches!(m, Some(ServerMsg::Bye { .. })))
         .count();
     assert_eq!(byes, 3, "alice, carol and bob are told");
+}
+
+#[test]
+fn a_late_password_answer_does_not_settle_a_newer_request() {
+    let mut h = Harness::new();
+    h.login(A, "alice");
+    h.login(B, "bob");
+    h.create(B, "vault", Some("right"));
+    h.take(A);
+    // Two joins in flight: the wrong password first, then the right one.
+    h.ev(Event::JoinRoom {
+        conn: A,
+        room: "vault".into(),
+        password: Some("wrong".into()),
+    });
+    h.ev(Event::JoinRoom {
+        conn: A,
+        room: "vault".into(),
+        password: Some("right".into()),
+    });
+    h.run_checks();
+    let got = h.take(A);
+    assert_eq!(
+        error_code(&got),
+        None,
+        "the stale failure is ignored: {got:?}"
+    );
+    assert!(matches!(&got[..], [ServerMsg::Joined { .. }, ..]));
 }

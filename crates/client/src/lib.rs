@@ -1,1 +1,69 @@
-//! placeholder
+//! The chatdrop client library: everything a user-facing program needs to
+//! talk to a chatdrop server.
+//!
+//! - [`identity`]: the client's Ed25519 key pair, made on first run.
+//! - [`trust`]: pinning of server certificates by fingerprint (known hosts).
+//! - [`command`]: the line syntax users type (`@bob hi`, `/join room`...).
+//! - [`session`]: one TLS connection and its login.
+//! - [`run`]: the control loop: requests in, [`ClientEvent`]s out, keepalive,
+//!   reconnect with backoff and rejoin.
+//!
+//! Printing is not done here: the `chatdrop` binary turns events into human
+//! text or JSON.
+
+pub mod command;
+pub mod event;
+pub mod identity;
+pub mod run;
+pub mod session;
+pub mod trust;
+
+pub use command::{parse_command, Command};
+pub use event::ClientEvent;
+pub use run::{run, ClientOptions, Exit, RoomIntent};
+
+/// Errors that end a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server's certificate is not the one pinned for its address.
+    #[error(
+        "the certificate of {server} has changed: expected fingerprint {expected}, got {got}. \
+         If the server was reinstalled on purpose, remove its line from {known_hosts} \
+         or pass --server-fingerprint {got}"
+    )]
+    FingerprintMismatch {
+        /// The server address.
+        server: String,
+        /// The pinned fingerprint.
+        expected: String,
+        /// The one presented.
+        got: String,
+        /// The known-hosts file.
+        known_hosts: String,
+    },
+    /// The server refused the login or a request for good.
+    #[error("{message} ({code})")]
+    Refused {
+        /// The error code.
+        code: &'static str,
+        /// The server's words.
+        message: String,
+    },
+    /// The admin removed this client.
+    #[error("kicked by the server: {0}")]
+    Kicked(String),
+    /// Connecting failed.
+    #[error("cannot connect to {server}: {why}")]
+    Connect {
+        /// The server.
+        server: String,
+        /// Why.
+        why: String,
+    },
+    /// The connection broke or the server broke the protocol.
+    #[error("{0}")]
+    Protocol(String),
+    /// A local file (identity, known hosts) cannot be used.
+    #[error("{0}")]
+    Local(String),
+}

@@ -6,6 +6,7 @@
 //! It does no I/O and keeps no state; docs/PROTOCOL.md describes the same
 //! format for anyone writing another implementation.
 
+pub mod auth;
 pub mod codec;
 pub mod limits;
 pub mod msg;

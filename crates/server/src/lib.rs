@@ -1,1 +1,284 @@
-//! placeholder
+//! The chatdrop server: tokio I/O around the chat core.
+//!
+//! - [`tls`] makes or loads the certificate and the TLS 1.3 configuration.
+//! - [`conn`] runs one task per client connection: TLS, login proof, frames in
+//!   and out, keepalive.
+//! - [`hub`] owns the [`chatdrop_chat::Chat`] state and carries out its effects.
+//! - [`persist`] writes the chat core's records to SQLite in batches.
+//!
+//! Nothing here decides who may do what; the chat core does.
+
+pub mod conn;
+pub mod hub;
+pub mod password;
+pub mod persist;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chatdrop_chat::{AdminCommand, Chat, Settings};
+use chatdrop_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::hub::{Hub, HubMsg};
+
+/// Errors that stop the server from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data directory cannot be used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS set-up failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A task of the server failed.
+    #[error("internal: {0}")]
+    Internal(String),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] chatdrop_store::StoreError),
+}
+
+/// How to run a server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the database, certificate and key live.
+    pub data_dir: PathBuf,
+    /// A PEM certificate chain to use instead of the self-signed one.
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Most clients connected at once; more are refused with `server_full`.
+    pub max_clients: usize,
+    /// Lines of history each room keeps.
+    pub history_len: u32,
+    /// The server's name, sent to clients.
+    pub name: String,
+}
+
+impl ServerOptions {
+    /// Defaults for a server listening on `listen` with data in `data_dir`.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        ServerOptions {
+            listen,
+            data_dir,
+            tls_cert: None,
+            tls_key: None,
+            max_clients: 20_000,
+            history_len: 100,
+            name: "chatdrop".into(),
+        }
+    }
+}
+
+/// State every connection task shares.
+pub(crate) struct Shared {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub hub: mpsc::Sender<HubMsg>,
+    pub name: String,
+    pub shutdown: CancellationToken,
+    pub passwords: password::Hasher,
+}
+
+/// Sends admin commands to a running server.
+#[derive(Debug, Clone)]
+pub struct AdminHandle {
+    hub: mpsc::Sender<HubMsg>,
+}
+
+impl AdminHandle {
+    /// Delivers one command; fails only if the server has stopped.
+    pub async fn send(&self, cmd: AdminCommand) -> Result<(), AdminCommand> {
+        self.hub
+            .send(HubMsg::Admin(cmd))
+            .await
+            .map_err(|e| match e.0 {
+                HubMsg::Admin(cmd) => cmd,
+                _ => unreachable!("sent an admin message"),
+            })
+    }
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    hub: Hub,
+    hub_rx: mpsc::Receiver<HubMsg>,
+    fingerprint: String,
+    max_clients: usize,
+}
+
+impl Server {
+    /// Opens the store, prepares TLS and binds the listen address.
+    pub async fn bind(opts: ServerOptions) -> Result<Server, ServerError> {
+        std::fs::create_dir_all(&opts.data_dir).map_err(|source| ServerError::DataDir {
+            path: opts.data_dir.clone(),
+            source,
+        })?;
+        let (tls_config, fingerprint) = tls::server_config(&opts)?;
+        let store = Store::open(&opts.data_dir.join("chatdrop.db"))?;
+        let settings = Settings {
+            history_len: opts.history_len,
+            ..Settings::default()
+        };
+        let snapshot = store.load(settings.history_len)?;
+        let chat = Chat::new(settings, snapshot);
+        let writer = persist::Writer::start(store);
+        let listener =
+            TcpListener::bind(opts.listen)
+                .await
+                .map_err(|source| ServerError::Listen {
+                    addr: opts.listen,
+                    source,
+                })?;
+        let (hub_tx, hub_rx) = mpsc::channel(hub::HUB_QUEUE);
+        let shutdown = CancellationToken::new();
+        let passwords = password::Hasher::new();
+        let hub = Hub::new(
+            chat,
+            writer,
+            hub_tx.clone(),
+            shutdown.clone(),
+            passwords.clone(),
+        );
+        let shared = Arc::new(Shared {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls_config)),
+            hub: hub_tx,
+            name: opts.name.clone(),
+            shutdown,
+            passwords,
+        });
+        Ok(Server {
+            listener,
+            shared,
+            hub,
+            hub_rx,
+            fingerprint,
+            max_clients: opts.max_clients,
+        })
+    }
+
+    /// The address the server listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// SHA-256 fingerprint of the server's certificate, in hex.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// A handle for admin commands (the console, signals).
+    pub fn admin(&self) -> AdminHandle {
+        AdminHandle {
+            hub: self.shared.hub.clone(),
+        }
+    }
+
+    /// Runs until an `exit` command. Lines for the admin console (answers to
+    /// commands, `@server` messages) go to `console`.
+    pub async fn run(self, console: mpsc::Sender<String>) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            shared,
+            hub,
+            hub_rx,
+            max_clients,
+            ..
+        } = self;
+        let tracker = TaskTracker::new();
+        let hub_task = tokio::spawn(hub.run(hub_rx, console));
+        let slots = Arc::new(Semaphore::new(max_clients));
+        // Refusals ("server full") also cost a TLS handshake; cap them too.
+        let refusals = Arc::new(Semaphore::new(64));
+        let mut next_id = 1u64;
+        loop {
+            let accepted = tokio::select! {
+                _ = shared.shutdown.cancelled() => break,
+                a = listener.accept() => a,
+            };
+            let (tcp, addr) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment
+                    // rather than spin.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let id = next_id;
+            next_id += 1;
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let shared = shared.clone();
+                    tracker.spawn(async move {
+                        conn::serve(id, tcp, addr, shared).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                        let shared = shared.clone();
+                        tracker.spawn(async move {
+                            conn::refuse_full(tcp, addr, shared).await;
+                            drop(permit);
+                        });
+                    }
+                }
+            }
+        }
+        drop(listener);
+        info!("stopped accepting; closing connections");
+        tracker.close();
+        if tokio::time::timeout(std::time::Duration::from_secs(10), tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("some connections did not close within 10 s");
+        }
+        drop(shared);
+        match hub_task.await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(ServerError::Internal(format!("hub task failed: {e}"))),
+        }
+    }
+}
+
+impl AdminHandle {
+    /// Like [`AdminHandle::send`], for threads outside the runtime (a console
+    /// reading standard input).
+    pub fn hub_blocking_send(&self, cmd: AdminCommand) -> Result<(), AdminCommand> {
+        self.hub
+            .blocking_send(HubMsg::Admin(cmd))
+            .map_err(|e| match e.0 {
+                HubMsg::Admin(cmd) => cmd,
+                _ => unreachable!("sent an admin message"),
+            })
+    }
+}

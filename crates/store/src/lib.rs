@@ -89,9 +89,9 @@ impl Store {
     /// `history_len` lines of each room.
     pub fn load(&self, history_len: u32) -> Result<Snapshot, StoreError> {
         let mut snap = Snapshot::default();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, id, creator, password_hash, created_ms FROM rooms ORDER BY name")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT name, id, creator, password_hash, created_ms FROM rooms ORDER BY name",
+        )?;
         let rooms = stmt.query_map([], |r| {
             Ok(RoomRecord {
                 name: r.get(0)?,
@@ -121,7 +121,9 @@ impl Store {
             snap.rooms.push((room, lines));
         }
         let mut stmt = self.conn.prepare("SELECT user, public_key FROM bindings")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
         for row in rows {
             let (user, key) = row?;
             let public_key: [u8; 32] = key.as_slice().try_into().map_err(|_| {
@@ -280,13 +282,29 @@ mod tests {
         let store = Store::open(&path).unwrap();
         let snap = store.load(100).unwrap();
         assert_eq!(snap.rooms.len(), 2);
-        let (wa, hist) = snap.rooms.iter().find(|(r, _)| r.name == "whatsapp").unwrap();
+        let (wa, hist) = snap
+            .rooms
+            .iter()
+            .find(|(r, _)| r.name == "whatsapp")
+            .unwrap();
         assert_eq!(wa.password_hash.as_deref(), Some("$argon2id$fake"));
         assert_eq!(wa.id, "id-whatsapp");
         let seqs: Vec<u64> = hist.iter().map(|h| h.seq).collect();
         assert_eq!(seqs, [3, 4, 5], "trimmed to the last 3 lines");
-        assert_eq!(snap.bindings, [Binding { user: "bob".into(), public_key: [3; 32] }]);
-        assert_eq!(snap.bans, [Ban { user: "eve".into(), reason: "spam".into() }]);
+        assert_eq!(
+            snap.bindings,
+            [Binding {
+                user: "bob".into(),
+                public_key: [3; 32]
+            }]
+        );
+        assert_eq!(
+            snap.bans,
+            [Ban {
+                user: "eve".into(),
+                reason: "spam".into()
+            }]
+        );
         assert_eq!(store.load(2).unwrap().rooms[1].1.len(), 2);
     }
 

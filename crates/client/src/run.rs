@@ -1,0 +1,394 @@
+//! The client's control loop: one session at a time, keepalive, reconnect
+//! with backoff, and rejoining the room the user was in.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chatdrop_proto::limits::{IDLE_TIMEOUT_SECS, PING_INTERVAL_SECS};
+use chatdrop_proto::{ClientMsg, ErrorCode, ServerMsg};
+use ed25519_dalek::SigningKey;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::event::{ClientEvent, RoomEntry};
+use crate::session::{connect, ConnectError, Session};
+use crate::trust::KnownHosts;
+use crate::{identity, ClientError, Command};
+
+/// The room to enter right after logging in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomIntent {
+    /// Create it (private with a password) and join it.
+    Create {
+        /// Room.
+        room: String,
+        /// Password.
+        password: Option<String>,
+    },
+    /// Join it.
+    Join {
+        /// Room.
+        room: String,
+        /// Password.
+        password: Option<String>,
+    },
+}
+
+/// How to run a client.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `HOST:PORT` of the server.
+    pub server: String,
+    /// User name.
+    pub user: String,
+    /// Where the identity key and known hosts live.
+    pub data_dir: PathBuf,
+    /// A fingerprint to pin instead of trusting on first use.
+    pub fingerprint: Option<String>,
+    /// The room to enter after login.
+    pub intent: Option<RoomIntent>,
+}
+
+/// How the client ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The user quit (or closed standard input).
+    Quit,
+}
+
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Why a session ended.
+enum SessionEnd {
+    Quit,
+    Lost(String),
+}
+
+struct Loop {
+    opts: ClientOptions,
+    key: SigningKey,
+    events: mpsc::Sender<ClientEvent>,
+    /// Room to rejoin after a reconnect, with its password.
+    room: Option<(String, Option<String>)>,
+    /// Passwords of create/join requests awaiting an answer.
+    pending: HashMap<String, Option<String>>,
+}
+
+/// Runs the client until the user quits or something ends it for good.
+/// Requests come from `commands` (closing it quits); everything that happens
+/// goes to `events`.
+pub async fn run(
+    opts: ClientOptions,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<ClientEvent>,
+) -> Result<Exit, ClientError> {
+    let key = identity::load_or_create(&opts.data_dir)?;
+    let known = KnownHosts::in_dir(&opts.data_dir);
+    let pinned = match &opts.fingerprint {
+        Some(fp) => Some(crate::trust::normalise(fp).ok_or_else(|| {
+            ClientError::Local(format!(
+                "--server-fingerprint {fp:?} is not 64 hex digits (a SHA-256)"
+            ))
+        })?),
+        None => known.get(&opts.server),
+    };
+    let mut lp = Loop {
+        opts,
+        key,
+        events,
+        room: None,
+        pending: HashMap::new(),
+    };
+
+    // The first connection must work: a wrong address or name is better
+    // reported at once than retried forever.
+    let mut session = lp.connect(&pinned).await.map_err(|e| lp.fatal(e, &known))?;
+    if known.get(&lp.opts.server).is_none() {
+        known.add(&lp.opts.server, &session.fingerprint)?;
+    }
+    let first = match lp.opts.intent.clone() {
+        Some(RoomIntent::Create { room, password }) => Some(Command::Create { room, password }),
+        Some(RoomIntent::Join { room, password }) => Some(Command::Join { room, password }),
+        None => None,
+    };
+    if let Some(cmd) = first {
+        lp.command(&mut session, cmd).await;
+    }
+    let pinned = Some(session.fingerprint.clone());
+    loop {
+        let why = match lp.session(&mut session, &mut commands).await? {
+            SessionEnd::Quit => return Ok(Exit::Quit),
+            SessionEnd::Lost(why) => why,
+        };
+        lp.emit(ClientEvent::Disconnected { reason: why }).await;
+        let mut attempt = 0u32;
+        session = loop {
+            attempt += 1;
+            let delay = backoff(attempt);
+            lp.emit(ClientEvent::Reconnecting {
+                attempt,
+                delay_ms: delay.as_millis() as u64,
+            })
+            .await;
+            if lp.wait_offline(delay, &mut commands).await {
+                return Ok(Exit::Quit);
+            }
+            match lp.connect(&pinned).await {
+                Ok(s) => break s,
+                Err(e @ ConnectError::Fingerprint { .. }) => return Err(lp.fatal(e, &known)),
+                Err(ConnectError::Refused { code, message }) if code.is_fatal_at_login() => {
+                    return Err(lp.fatal(ConnectError::Refused { code, message }, &known))
+                }
+                Err(e) => {
+                    lp.emit(ClientEvent::Error {
+                        code: "connect_failed".into(),
+                        message: e.to_string(),
+                    })
+                    .await
+                }
+            }
+        };
+        if let Some((room, password)) = lp.room.clone() {
+            lp.command(&mut session, Command::Join { room, password })
+                .await;
+        }
+    }
+}
+
+/// Delay before reconnection attempt `n` (from 1): doubling from 250 ms up to
+/// 30 s, with up to 25% random jitter so that many clients of a restarted
+/// server do not all return at the same instant.
+fn backoff(n: u32) -> Duration {
+    let base = FIRST_BACKOFF
+        .saturating_mul(1u32 << n.saturating_sub(1).min(10))
+        .min(MAX_BACKOFF);
+    let jitter = rand::random::<f64>() * 0.25;
+    base.mul_f64(1.0 + jitter)
+}
+
+impl Loop {
+    async fn emit(&self, e: ClientEvent) {
+        let _ = self.events.send(e).await;
+    }
+
+    fn fatal(&self, e: ConnectError, known: &KnownHosts) -> ClientError {
+        match e {
+            ConnectError::Fingerprint { expected, got } => ClientError::FingerprintMismatch {
+                server: self.opts.server.clone(),
+                expected,
+                got,
+                known_hosts: known.path().display().to_string(),
+            },
+            ConnectError::Refused { code, message } => ClientError::Refused {
+                code: code.as_str(),
+                message,
+            },
+            ConnectError::Io(why) => ClientError::Connect {
+                server: self.opts.server.clone(),
+                why,
+            },
+        }
+    }
+
+    async fn connect(&self, pinned: &Option<String>) -> Result<Session, ConnectError> {
+        let session = connect(
+            &self.opts.server,
+            &self.opts.user,
+            &self.key,
+            pinned.clone(),
+        )
+        .await?;
+        self.emit(ClientEvent::Connected {
+            server: self.opts.server.clone(),
+            server_name: session.server_name.clone(),
+            user: self.opts.user.clone(),
+        })
+        .await;
+        Ok(session)
+    }
+
+    /// Sleeps `delay` while offline. Returns true if the user quit meanwhile.
+    async fn wait_offline(&self, delay: Duration, commands: &mut mpsc::Receiver<Command>) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return false,
+                cmd = commands.recv() => match cmd {
+                    None | Some(Command::Quit) => return true,
+                    Some(_) => self.emit(ClientEvent::Error {
+                        code: "offline".into(),
+                        message: "not connected; reconnecting to the server".into(),
+                    }).await,
+                }
+            }
+        }
+    }
+
+    /// Sends what a command asks for. Returns false if the connection failed.
+    async fn command(&mut self, s: &mut Session, cmd: Command) -> bool {
+        let msg = match cmd {
+            Command::Say { to, text } => ClientMsg::Say { to, text },
+            Command::ListRooms => ClientMsg::ListRooms,
+            Command::Peers => ClientMsg::GetPeers,
+            Command::Leave => ClientMsg::LeaveRoom,
+            Command::Quit => ClientMsg::Quit,
+            Command::Create { room, password } => {
+                self.pending.insert(room.clone(), password.clone());
+                ClientMsg::CreateRoom { room, password }
+            }
+            Command::Join { room, password } => {
+                self.pending.insert(room.clone(), password.clone());
+                ClientMsg::JoinRoom { room, password }
+            }
+            Command::Help => return true, // the front end shows help itself
+        };
+        s.send(&msg).await.is_ok()
+    }
+
+    /// Runs one logged-in session until it ends.
+    async fn session(
+        &mut self,
+        s: &mut Session,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> Result<SessionEnd, ClientError> {
+        let mut ping = tokio::time::interval(Duration::from_secs(PING_INTERVAL_SECS));
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let idle = Duration::from_secs(IDLE_TIMEOUT_SECS);
+        let mut quitting = false;
+        loop {
+            tokio::select! {
+                frame = tokio::time::timeout(idle, s.frames.next()) => {
+                    let payload = match frame {
+                        Err(_) => return Ok(SessionEnd::Lost("the server stopped answering".into())),
+                        Ok(None) if quitting => return Ok(SessionEnd::Quit),
+                        Ok(None) => return Ok(SessionEnd::Lost("the server closed the connection".into())),
+                        Ok(Some(Err(e))) => return Ok(SessionEnd::Lost(e.to_string())),
+                        Ok(Some(Ok(p))) => p,
+                    };
+                    let msg: ServerMsg = match chatdrop_proto::decode(&payload) {
+                        Ok(m) => m,
+                        Err(e) => return Ok(SessionEnd::Lost(format!("bad frame from server: {e}"))),
+                    };
+                    if let Some(end) = self.server_msg(msg, quitting).await? {
+                        return Ok(end);
+                    }
+                }
+                cmd = commands.recv(), if !quitting => {
+                    let cmd = cmd.unwrap_or(Command::Quit);
+                    quitting = cmd == Command::Quit;
+                    if !self.command(s, cmd).await {
+                        if quitting {
+                            return Ok(SessionEnd::Quit);
+                        }
+                        return Ok(SessionEnd::Lost("writing to the server failed".into()));
+                    }
+                }
+                _ = ping.tick() => {
+                    if s.send(&ClientMsg::Ping).await.is_err() && !quitting {
+                        return Ok(SessionEnd::Lost("writing to the server failed".into()));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn server_msg(
+        &mut self,
+        msg: ServerMsg,
+        quitting: bool,
+    ) -> Result<Option<SessionEnd>, ClientError> {
+        let event = match msg {
+            ServerMsg::Pong | ServerMsg::Challenge { .. } | ServerMsg::LoggedIn { .. } => {
+                return Ok(None)
+            }
+            ServerMsg::Rooms { rooms } => ClientEvent::Rooms {
+                rooms: rooms
+                    .into_iter()
+                    .map(|r| RoomEntry {
+                        name: r.name,
+                        private: r.private,
+                        members: r.members,
+                    })
+                    .collect(),
+            },
+            ServerMsg::Joined {
+                room,
+                room_id,
+                created,
+                peers,
+            } => {
+                let password = self.pending.remove(&room).flatten();
+                self.room = Some((room.clone(), password));
+                ClientEvent::Joined {
+                    room,
+                    room_id,
+                    created,
+                    peers,
+                }
+            }
+            ServerMsg::Left { room } => {
+                if self.room.as_ref().is_some_and(|(r, _)| *r == room) {
+                    self.room = None;
+                }
+                ClientEvent::Left { room }
+            }
+            ServerMsg::PeerJoined { room, user } => ClientEvent::PeerJoined { room, user },
+            ServerMsg::PeerLeft { room, user, reason } => ClientEvent::PeerLeft {
+                room,
+                user,
+                reason: reason.as_str().into(),
+            },
+            ServerMsg::Message(l) => ClientEvent::Message {
+                room: l.room,
+                from: l.from,
+                to: l.to.as_str().to_string(),
+                text: l.text,
+                ts: l.ts,
+                history: l.history,
+            },
+            ServerMsg::Peers { room, peers } => ClientEvent::Peers { room, peers },
+            ServerMsg::Notice { text } => ClientEvent::ServerNotice { text },
+            ServerMsg::Kicked { reason } => {
+                self.emit(ClientEvent::Kicked {
+                    reason: reason.clone(),
+                })
+                .await;
+                return Err(ClientError::Kicked(reason));
+            }
+            ServerMsg::Error { code, message } => {
+                if matches!(
+                    code,
+                    ErrorCode::WrongPassword
+                        | ErrorCode::PasswordRequired
+                        | ErrorCode::NoSuchRoom
+                        | ErrorCode::RoomExists
+                        | ErrorCode::RateLimited
+                        | ErrorCode::InvalidName
+                ) {
+                    // The create/join it answers failed; forget its password.
+                    self.pending.clear();
+                }
+                ClientEvent::Error {
+                    code: code.as_str().into(),
+                    message,
+                }
+            }
+            ServerMsg::Bye { reason } => {
+                if quitting {
+                    return Ok(Some(SessionEnd::Quit));
+                }
+                self.emit(ClientEvent::ServerNotice {
+                    text: reason.clone(),
+                })
+                .await;
+                return Ok(Some(SessionEnd::Lost(reason)));
+            }
+        };
+        self.emit(event).await;
+        Ok(None)
+    }
+}

@@ -1,0 +1,384 @@
+//! One client connection: TLS, the login proof, then frames both ways.
+//!
+//! The reader half decodes frames (checking each length before reserving
+//! anything) and forwards requests to the hub; the writer half drains the
+//! connection's bounded queue, writing everything queued in one go.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chatdrop_chat::{ConnId, Event};
+use chatdrop_proto::auth::{login_transcript, BINDING_LEN, EXPORTER_LABEL};
+use chatdrop_proto::limits::{IDLE_TIMEOUT_SECS, MAX_CLIENT_FRAME, MAX_PASSWORD, PROTOCOL_VERSION};
+use chatdrop_proto::{decode, encode_frame, ClientMsg, ErrorCode, FrameCodec, ServerMsg};
+use ed25519_dalek::{Signature, VerifyingKey};
+use futures::StreamExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::hub::{ConnHandle, HubMsg, CONN_QUEUE};
+use crate::Shared;
+
+/// Time allowed for the TLS handshake and for each login step.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Tls = TlsStream<TcpStream>;
+type Reader = FramedRead<ReadHalf<Tls>, FrameCodec>;
+
+/// Why a connection ended, for the log.
+#[derive(Debug)]
+enum End {
+    Closed,
+    Idle,
+    Error(String),
+    Refused(String),
+}
+
+/// Serves one accepted TCP connection to its end.
+pub(crate) async fn serve(id: u64, tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
+    let span = info_span!("conn", id, %addr, user = tracing::field::Empty);
+    async move {
+        let end = match run(ConnId(id), tcp, &shared).await {
+            Ok(end) => end,
+            Err(end) => end,
+        };
+        match &end {
+            End::Error(why) | End::Refused(why) => debug!("connection ended: {why}"),
+            other => debug!("connection ended: {other:?}"),
+        }
+        let _ = shared.hub.send(HubMsg::Gone(ConnId(id))).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Completes TLS only to tell the client the server is full.
+pub(crate) async fn refuse_full(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
+    let Ok(Ok(mut tls)) =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.acceptor.accept(tcp)).await
+    else {
+        return;
+    };
+    info!(%addr, "refused: server full");
+    let msg = ServerMsg::error(ErrorCode::ServerFull, "the server is full; try again later");
+    let _ = write_msg(&mut tls, &msg).await;
+    let _ = tls.shutdown().await;
+}
+
+async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &ServerMsg) -> std::io::Result<()> {
+    let frame = encode_frame(msg).map_err(std::io::Error::other)?;
+    w.write_all(&frame).await?;
+    w.flush().await
+}
+
+/// Reads the next message, within `limit`.
+async fn next_msg(frames: &mut Reader, limit: Duration) -> Result<ClientMsg, End> {
+    match tokio::time::timeout(limit, frames.next()).await {
+        Err(_) => Err(End::Idle),
+        Ok(None) => Err(End::Closed),
+        Ok(Some(Err(e))) => Err(End::Error(e.to_string())),
+        Ok(Some(Ok(payload))) => {
+            decode::<ClientMsg>(&payload).map_err(|e| End::Error(e.to_string()))
+        }
+    }
+}
+
+async fn run(conn: ConnId, tcp: TcpStream, shared: &Shared) -> Result<End, End> {
+    let tls = tokio::select! {
+        _ = shared.shutdown.cancelled() => return Ok(End::Closed),
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.acceptor.accept(tcp)) => match r {
+            Err(_) => return Err(End::Error("TLS handshake timed out".into())),
+            Ok(Err(e)) => return Err(End::Error(format!("TLS handshake: {e}"))),
+            Ok(Ok(tls)) => tls,
+        },
+    };
+    let mut binding = [0u8; BINDING_LEN];
+    tls.get_ref()
+        .1
+        .export_keying_material(&mut binding, EXPORTER_LABEL, None)
+        .map_err(|e| End::Error(format!("TLS exporter: {e}")))?;
+    let (rd, mut wr) = tokio::io::split(tls);
+    let mut frames = FramedRead::with_capacity(rd, FrameCodec::new(MAX_CLIENT_FRAME), 512);
+
+    // Login: Hello -> Challenge -> Auth, each within the handshake timeout.
+    let (user, public_key) = tokio::select! {
+        _ = shared.shutdown.cancelled() => return Ok(End::Closed),
+        r = login(&mut frames, &mut wr, &binding, shared) => r?,
+    };
+    tracing::Span::current().record("user", user.as_str());
+
+    let (tx, rx) = mpsc::channel::<Bytes>(CONN_QUEUE);
+    let close = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(wr, rx, close.clone()));
+    let handle = ConnHandle {
+        tx: tx.clone(),
+        close: close.clone(),
+    };
+    if shared
+        .hub
+        .send(HubMsg::Login {
+            conn,
+            handle,
+            user,
+            public_key,
+        })
+        .await
+        .is_err()
+    {
+        close.cancel();
+        return Ok(End::Closed);
+    }
+
+    let idle = Duration::from_secs(IDLE_TIMEOUT_SECS);
+    let end = loop {
+        let msg = tokio::select! {
+            _ = close.cancelled() => break End::Closed,
+            m = next_msg(&mut frames, idle) => m,
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(End::Error(e)) => {
+                // Malformed or oversized: say why, then drop the client.
+                warn!("dropping client: {e}");
+                if let Ok(frame) = encode_frame(&ServerMsg::error(ErrorCode::BadRequest, e.clone()))
+                {
+                    let _ = tx.try_send(frame);
+                }
+                break End::Error(e);
+            }
+            Err(end) => break end,
+        };
+        if let Err(end) = forward(conn, msg, &tx, shared).await {
+            break end;
+        }
+    };
+    close.cancel();
+    drop(tx);
+    let _ = writer.await;
+    Ok(end)
+}
+
+/// Tells the client why its login is refused and closes the connection.
+async fn refuse(wr: &mut WriteHalf<Tls>, code: ErrorCode, why: String) -> End {
+    let _ = write_msg(wr, &ServerMsg::error(code, why.clone())).await;
+    let _ = wr.shutdown().await;
+    End::Refused(why)
+}
+
+async fn login(
+    frames: &mut Reader,
+    wr: &mut WriteHalf<Tls>,
+    binding: &[u8; BINDING_LEN],
+    shared: &Shared,
+) -> Result<(String, [u8; 32]), End> {
+    let (version, user, public_key) = match next_msg(frames, HANDSHAKE_TIMEOUT).await? {
+        ClientMsg::Hello {
+            version,
+            user,
+            public_key,
+        } => (version, user, public_key),
+        other => {
+            return Err(refuse(
+                wr,
+                ErrorCode::BadRequest,
+                format!("expected Hello, got {}", msg_name(&other)),
+            )
+            .await)
+        }
+    };
+    if version != PROTOCOL_VERSION {
+        return Err(refuse(
+            wr,
+            ErrorCode::UnsupportedVersion,
+            format!("this server speaks protocol version {PROTOCOL_VERSION}, the client {version}"),
+        )
+        .await);
+    }
+    let nonce: [u8; 32] = rand::random();
+    let challenge = ServerMsg::Challenge {
+        version: PROTOCOL_VERSION,
+        server_name: shared.name.clone(),
+        nonce,
+    };
+    write_msg(wr, &challenge)
+        .await
+        .map_err(|e| End::Error(e.to_string()))?;
+    let signature = match next_msg(frames, HANDSHAKE_TIMEOUT).await? {
+        ClientMsg::Auth { signature } => signature,
+        other => {
+            return Err(refuse(
+                wr,
+                ErrorCode::BadRequest,
+                format!("expected Auth, got {}", msg_name(&other)),
+            )
+            .await)
+        }
+    };
+    let verified = VerifyingKey::from_bytes(&public_key).ok().and_then(|key| {
+        let sig = Signature::from_slice(&signature).ok()?;
+        let transcript = login_transcript(binding, &nonce, &user, &public_key);
+        key.verify_strict(&transcript, &sig).ok()
+    });
+    if verified.is_none() {
+        return Err(refuse(
+            wr,
+            ErrorCode::AuthFailed,
+            "the login signature does not verify".into(),
+        )
+        .await);
+    }
+    Ok((user, public_key))
+}
+
+fn msg_name(m: &ClientMsg) -> &'static str {
+    match m {
+        ClientMsg::Hello { .. } => "Hello",
+        ClientMsg::Auth { .. } => "Auth",
+        ClientMsg::Ping => "Ping",
+        ClientMsg::ListRooms => "ListRooms",
+        ClientMsg::CreateRoom { .. } => "CreateRoom",
+        ClientMsg::JoinRoom { .. } => "JoinRoom",
+        ClientMsg::LeaveRoom => "LeaveRoom",
+        ClientMsg::GetPeers => "GetPeers",
+        ClientMsg::Say { .. } => "Say",
+        ClientMsg::Quit => "Quit",
+    }
+}
+
+/// Turns one request into a hub event (or answers it here).
+async fn forward(
+    conn: ConnId,
+    msg: ClientMsg,
+    tx: &mpsc::Sender<Bytes>,
+    shared: &Shared,
+) -> Result<(), End> {
+    let reply = |msg: ServerMsg| {
+        if let Ok(frame) = encode_frame(&msg) {
+            let _ = tx.try_send(frame);
+        }
+    };
+    let too_long = |p: &Option<String>| p.as_ref().is_some_and(|p| p.len() > MAX_PASSWORD);
+    let event = match msg {
+        ClientMsg::Ping => {
+            reply(ServerMsg::Pong);
+            return Ok(());
+        }
+        ClientMsg::Hello { .. } | ClientMsg::Auth { .. } => {
+            reply(ServerMsg::error(ErrorCode::BadRequest, "already logged in"));
+            return Ok(());
+        }
+        ClientMsg::ListRooms => Event::ListRooms { conn },
+        ClientMsg::LeaveRoom => Event::LeaveRoom { conn },
+        ClientMsg::GetPeers => Event::GetPeers { conn },
+        ClientMsg::Quit => Event::Quit { conn },
+        ClientMsg::Say { to, text } => Event::Say { conn, to, text },
+        ClientMsg::JoinRoom { room, password } => {
+            if too_long(&password) {
+                reply(ServerMsg::error(
+                    ErrorCode::TooLong,
+                    format!("a password has at most {MAX_PASSWORD} bytes"),
+                ));
+                return Ok(());
+            }
+            Event::JoinRoom {
+                conn,
+                room,
+                password,
+            }
+        }
+        ClientMsg::CreateRoom { room, password } => {
+            if too_long(&password) {
+                reply(ServerMsg::error(
+                    ErrorCode::TooLong,
+                    format!("a password has at most {MAX_PASSWORD} bytes"),
+                ));
+                return Ok(());
+            }
+            let password_hash = match password {
+                None => None,
+                Some(p) if p.is_empty() => {
+                    reply(ServerMsg::error(
+                        ErrorCode::BadRequest,
+                        "a private room needs a non-empty password",
+                    ));
+                    return Ok(());
+                }
+                Some(p) => match shared.passwords.hash(p).await {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        warn!("hashing a password failed: {e}");
+                        reply(ServerMsg::error(
+                            ErrorCode::Internal,
+                            "could not hash the password",
+                        ));
+                        return Ok(());
+                    }
+                },
+            };
+            Event::CreateRoom {
+                conn,
+                room,
+                password_hash,
+                room_id: hex::encode(rand::random::<[u8; 16]>()),
+            }
+        }
+    };
+    shared
+        .hub
+        .send(HubMsg::Chat(event))
+        .await
+        .map_err(|_| End::Closed)
+}
+
+/// Writes queued frames until the queue closes or `close` is cancelled; then
+/// writes what is left and closes TLS cleanly.
+async fn write_loop(
+    mut wr: WriteHalf<Tls>,
+    mut rx: mpsc::Receiver<Bytes>,
+    close: CancellationToken,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            f = rx.recv() => f,
+            _ = close.cancelled() => None,
+        };
+        let closing = first.is_none();
+        if let Some(f) = first {
+            buf.extend_from_slice(&f);
+        }
+        // Take everything already queued so one write (and few TLS records)
+        // carries a burst of messages.
+        while let Ok(f) = rx.try_recv() {
+            buf.extend_from_slice(&f);
+            if buf.len() > 256 * 1024 {
+                break;
+            }
+        }
+        if !buf.is_empty() {
+            if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
+                close.cancel();
+                return;
+            }
+            buf.clear();
+            if buf.capacity() > 64 * 1024 {
+                buf = Vec::new(); // give a burst's memory back
+            }
+        }
+        if closing {
+            if rx.is_empty() {
+                let _ = wr.shutdown().await;
+                close.cancel();
+                return;
+            }
+        }
+    }
+}

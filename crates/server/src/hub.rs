@@ -1,0 +1,238 @@
+//! The hub: the one task that owns the chat state. Connection tasks send it
+//! what their clients asked; it runs the chat core and carries out the
+//! effects: frames into each connection's bounded queue, records to the store
+//! writer, password checks to the blocking pool, lines to the console.
+//!
+//! A client whose queue is full is too slow to keep up and is disconnected
+//! rather than allowed to grow the server's memory.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use chatdrop_chat::{AdminCommand, Chat, ConnId, Effect, Event};
+use chatdrop_proto::{encode_frame, ServerMsg};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::password::Hasher;
+use crate::persist::Writer;
+
+/// Messages waiting for the hub at most; connection readers wait when full.
+pub const HUB_QUEUE: usize = 8_192;
+
+/// Frames queued for one connection at most before it is dropped as too slow.
+pub const CONN_QUEUE: usize = 1_024;
+
+/// What the hub keeps of a connection.
+#[derive(Debug)]
+pub struct ConnHandle {
+    /// The connection's outgoing frames.
+    pub tx: mpsc::Sender<Bytes>,
+    /// Cancelling it makes the connection flush what is queued and close.
+    pub close: CancellationToken,
+}
+
+/// A message to the hub.
+#[derive(Debug)]
+pub enum HubMsg {
+    /// A connection proved its key and asks to log in.
+    Login {
+        /// The connection.
+        conn: ConnId,
+        /// Its handle.
+        handle: ConnHandle,
+        /// User name asked for.
+        user: String,
+        /// Proven public key.
+        public_key: [u8; 32],
+    },
+    /// A request of a logged-in connection.
+    Chat(Event),
+    /// A connection task ended.
+    Gone(ConnId),
+    /// An admin command.
+    Admin(AdminCommand),
+}
+
+/// The hub's state; see the module docs.
+pub struct Hub {
+    chat: Chat,
+    conns: HashMap<ConnId, ConnHandle>,
+    writer: Writer,
+    /// For feeding password-check results back.
+    self_tx: mpsc::Sender<HubMsg>,
+    shutdown: CancellationToken,
+    passwords: Hasher,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Hub {
+    /// A hub around `chat`.
+    pub fn new(
+        chat: Chat,
+        writer: Writer,
+        self_tx: mpsc::Sender<HubMsg>,
+        shutdown: CancellationToken,
+        passwords: Hasher,
+    ) -> Self {
+        Hub {
+            chat,
+            conns: HashMap::new(),
+            writer,
+            self_tx,
+            shutdown,
+            passwords,
+        }
+    }
+
+    /// Runs until the chat core asks for shutdown, then flushes the store.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<HubMsg>, console: mpsc::Sender<String>) {
+        let mut effects = Vec::new();
+        // Connections found dead while carrying out effects; their
+        // `Disconnected` is handled after the current batch.
+        let mut dead = Vec::new();
+        while let Some(msg) = rx.recv().await {
+            let event = match msg {
+                HubMsg::Login {
+                    conn,
+                    handle,
+                    user,
+                    public_key,
+                } => {
+                    self.conns.insert(conn, handle);
+                    Event::Login {
+                        conn,
+                        user,
+                        public_key,
+                    }
+                }
+                HubMsg::Chat(e) => e,
+                HubMsg::Admin(cmd) => Event::Admin(cmd),
+                HubMsg::Gone(conn) => {
+                    if self.conns.remove(&conn).is_none() {
+                        continue; // the hub closed it and has forgotten it
+                    }
+                    Event::Disconnected { conn }
+                }
+            };
+            let mut next = Some(event);
+            while let Some(event) = next.take() {
+                self.chat.handle(now_ms(), event, &mut effects);
+                let stop = self.apply(&mut effects, &console, &mut dead).await;
+                if stop {
+                    self.writer.flush().await;
+                    info!("store flushed; hub stopped");
+                    return;
+                }
+                next = dead.pop().map(|conn| Event::Disconnected { conn });
+            }
+        }
+    }
+
+    /// Carries out effects in order. Returns true on shutdown.
+    async fn apply(
+        &mut self,
+        effects: &mut Vec<Effect>,
+        console: &mpsc::Sender<String>,
+        dead: &mut Vec<ConnId>,
+    ) -> bool {
+        let mut stop = false;
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Send { to, msg } => {
+                    if let Some(frame) = encode(&msg) {
+                        self.deliver(to, frame, dead);
+                    }
+                }
+                Effect::Broadcast { to, msg } => {
+                    if let Some(frame) = encode(&msg) {
+                        for conn in to {
+                            self.deliver(conn, frame.clone(), dead);
+                        }
+                    }
+                }
+                Effect::Close { conn, last } => {
+                    if let Some(handle) = self.conns.remove(&conn) {
+                        if let Some(frame) = last.as_ref().and_then(encode) {
+                            let _ = handle.tx.try_send(frame);
+                        }
+                        handle.close.cancel();
+                    }
+                }
+                Effect::CheckPassword {
+                    conn,
+                    room,
+                    attempt,
+                    hash,
+                    password,
+                } => {
+                    let tx = self.self_tx.clone();
+                    let passwords = self.passwords.clone();
+                    tokio::spawn(async move {
+                        let ok = passwords.verify(hash, password).await;
+                        let _ = tx
+                            .send(HubMsg::Chat(Event::PasswordChecked {
+                                conn,
+                                room,
+                                attempt,
+                                ok,
+                            }))
+                            .await;
+                    });
+                }
+                Effect::Persist(p) => self.writer.write(p).await,
+                Effect::Console(line) => {
+                    // Chat lines for the admin (`@user|text`) also go to the
+                    // log; answers to console commands only to the console.
+                    if line.starts_with('@') {
+                        info!(target: "chatdrop::console", "{line}");
+                    }
+                    if console.try_send(line).is_err() {
+                        warn!("console output is backed up; a line was dropped");
+                    }
+                }
+                Effect::Shutdown => {
+                    self.shutdown.cancel();
+                    stop = true;
+                }
+            }
+        }
+        stop
+    }
+
+    fn deliver(&mut self, conn: ConnId, frame: Bytes, dead: &mut Vec<ConnId>) {
+        let Some(handle) = self.conns.get(&conn) else {
+            return;
+        };
+        if let Err(e) = handle.tx.try_send(frame) {
+            match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    warn!(conn = conn.0, "client too slow; disconnecting it")
+                }
+                mpsc::error::TrySendError::Closed(_) => debug!(conn = conn.0, "connection gone"),
+            }
+            if let Some(handle) = self.conns.remove(&conn) {
+                handle.close.cancel();
+                dead.push(conn);
+            }
+        }
+    }
+}
+
+fn encode(msg: &ServerMsg) -> Option<Bytes> {
+    match encode_frame(msg) {
+        Ok(frame) => Some(frame),
+        Err(e) => {
+            warn!("cannot encode {msg:?}: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! `chatdrop client`: standard input to commands, events to standard output.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chatdrop_client::command::HELP;
+use chatdrop_client::{
+    parse_command, ClientError, ClientEvent, ClientOptions, Command, RoomIntent,
+};
+use clap::Args;
+use tokio::sync::mpsc;
+
+use crate::printer::Printer;
+
+/// Options of `chatdrop client`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Server address, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:50000")]
+    server: String,
+    /// User name (asked for when missing and standard input is a terminal).
+    #[arg(long)]
+    user: Option<String>,
+    /// Room to join (or create, with --create) after connecting.
+    #[arg(long)]
+    room: Option<String>,
+    /// Create --room instead of joining it.
+    #[arg(long, requires = "room")]
+    create: bool,
+    /// Password of --room; with --create the room is private.
+    #[arg(long, requires = "room")]
+    password: Option<String>,
+    /// Directory of the identity key and known hosts [default: the
+    /// platform's data directory for chatdrop, then `client`].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Pin the server's certificate SHA-256 fingerprint (hex) instead of
+    /// trusting it on first use.
+    #[arg(long)]
+    server_fingerprint: Option<String>,
+    /// Print one JSON object per event instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The questions asked, as the original does, when no room was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Prompt {
+    /// Not asking anything.
+    Off,
+    /// "create or join?"
+    Choose,
+    /// Name of the room to create.
+    CreateName,
+    /// Password of the room to create.
+    CreatePassword(String),
+    /// Name of the room to join.
+    JoinName,
+    /// Password of a private room.
+    Password(String),
+    /// Waiting for the server's answer about this room.
+    Waiting(String),
+}
+
+impl Prompt {
+    fn question(&self) -> Option<String> {
+        Some(match self {
+            Prompt::Off | Prompt::Waiting(_) => return None,
+            Prompt::Choose => "Send create/join a chatroom (or press Enter to skip):".into(),
+            Prompt::CreateName => "Name of the new chatroom:".into(),
+            Prompt::CreatePassword(_) => "Password (empty for a public room):".into(),
+            Prompt::JoinName => "Which chatroom?".into(),
+            Prompt::Password(room) => {
+                format!("Chatroom {room} is private. Please enter password:")
+            }
+        })
+    }
+}
+
+fn ask(q: &str) {
+    eprintln!("{q}");
+    let _ = std::io::stderr().flush();
+}
+
+pub fn main(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let interactive = std::io::stdin().is_terminal();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    // Standard input blocks, so a thread reads it into a bounded channel.
+    let (line_tx, line_rx) = mpsc::channel::<String>(64);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if line_tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rt.block_on(client(args, interactive, line_rx))
+}
+
+async fn client(
+    args: ClientArgs,
+    interactive: bool,
+    mut lines: mpsc::Receiver<String>,
+) -> anyhow::Result<ExitCode> {
+    let user = match args.user {
+        Some(u) => u,
+        None if interactive => {
+            ask("Please enter your username:");
+            lines.recv().await.unwrap_or_default().trim().to_string()
+        }
+        None => anyhow::bail!("--user is required when standard input is not a terminal"),
+    };
+    if let Err(why) = chatdrop_proto::names::check_user_name(&user) {
+        anyhow::bail!("{why}");
+    }
+    let intent = args.room.clone().map(|room| {
+        if args.create {
+            RoomIntent::Create {
+                room,
+                password: args.password.clone(),
+            }
+        } else {
+            RoomIntent::Join {
+                room,
+                password: args.password.clone(),
+            }
+        }
+    });
+    let mut prompt = if intent.is_none() && interactive {
+        Prompt::Choose
+    } else {
+        Prompt::Off
+    };
+    let opts = ClientOptions {
+        server: args.server,
+        user: user.clone(),
+        data_dir: args
+            .data_dir
+            .unwrap_or_else(|| crate::paths::default_data_dir("client")),
+        fingerprint: args.server_fingerprint,
+        intent,
+    };
+    let printer = Printer {
+        json: args.json,
+        me: user,
+    };
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
+    let (ev_tx, mut ev_rx) = mpsc::channel::<ClientEvent>(256);
+    let mut task = tokio::spawn(chatdrop_client::run(opts, cmd_rx, ev_tx));
+    let mut cmd_tx = Some(cmd_tx);
+    let mut stdout = std::io::stdout().lock();
+    let result = loop {
+        tokio::select! {
+            ev = ev_rx.recv() => {
+                let Some(ev) = ev else { continue };
+                let _ = writeln!(stdout, "{}", printer.line(&ev));
+                let _ = stdout.flush();
+                if let Some(next) = advance(&prompt, &ev) {
+                    prompt = next;
+                    if let Some(q) = prompt.question() { ask(&q) }
+                }
+            }
+            line = lines.recv(), if cmd_tx.is_some() => {
+                let Some(line) = line else {
+                    cmd_tx = None; // end of input: quit cleanly
+                    continue;
+                };
+                let Some(tx) = &cmd_tx else { continue };
+                let (cmd, next) = if prompt != Prompt::Off && !line.starts_with(['@', '/']) {
+                    answer(&prompt, line.trim())
+                } else {
+                    match parse_command(&line) {
+                        Ok(cmd) => (cmd, None),
+                        Err(why) => {
+                            let ev = ClientEvent::Error { code: "bad_command".into(), message: why };
+                            let _ = writeln!(stdout, "{}", printer.line(&ev));
+                            (None, None)
+                        }
+                    }
+                };
+                if let Some(next) = next {
+                    prompt = next;
+                    if let Some(q) = prompt.question() { ask(&q) }
+                }
+                match cmd {
+                    Some(Command::Help) => { let _ = writeln!(stdout, "{HELP}"); }
+                    Some(cmd) => { if tx.send(cmd).await.is_err() { cmd_tx = None; } }
+                    None => {}
+                }
+                let _ = stdout.flush();
+            }
+            r = &mut task => break r,
+        }
+    };
+    // Print what the client said before it ended.
+    while let Ok(ev) = ev_rx.try_recv() {
+        let _ = writeln!(stdout, "{}", printer.line(&ev));
+    }
+    let _ = stdout.flush();
+    match result.context("client task failed")? {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            if printer.json && !matches!(e, ClientError::Kicked(_)) {
+                let ev = ClientEvent::Error {
+                    code: error_code(&e).into(),
+                    message: e.to_string(),
+                };
+                let _ = writeln!(stdout, "{}", printer.line(&ev));
+            }
+            eprintln!("chatdrop: {e}");
+            Ok(ExitCode::from(match e {
+                ClientError::Kicked(_) => 3,
+                _ => 1,
+            }))
+        }
+    }
+}
+
+fn error_code(e: &ClientError) -> &'static str {
+    match e {
+        ClientError::FingerprintMismatch { .. } => "fingerprint_mismatch",
+        ClientError::Refused { code, .. } => code,
+        ClientError::Kicked(_) => "kicked",
+        ClientError::Connect { .. } => "connect_failed",
+        ClientError::Protocol(_) => "protocol",
+        ClientError::Local(_) => "local",
+    }
+}
+
+/// The prompt an event leads to, if it changes.
+fn advance(prompt: &Prompt, ev: &ClientEvent) -> Option<Prompt> {
+    match (prompt, ev) {
+        (Prompt::Off, _) => None,
+        (_, ClientEvent::Joined { .. }) => Some(Prompt::Off),
+        (Prompt::Choose, ClientEvent::Connected { .. }) => Some(Prompt::Choose),
+        (Prompt::Waiting(room), ClientEvent::Error { code, .. }) => Some(match code.as_str() {
+            "password_required" | "wrong_password" => Prompt::Password(room.clone()),
+            _ => Prompt::Choose,
+        }),
+        _ => None,
+    }
+}
+
+/// Handles an answer to the current prompt: the command to send, and the
+/// next prompt.
+fn answer(prompt: &Prompt, text: &str) -> (Option<Command>, Option<Prompt>) {
+    match prompt {
+        Prompt::Off | Prompt::Waiting(_) => (None, None),
+        Prompt::Choose => match text {
+            "" => (None, Some(Prompt::Off)),
+            "create" | "c" => (None, Some(Prompt::CreateName)),
+            "join" | "j" => (Some(Command::ListRooms), Some(Prompt::JoinName)),
+            _ => (None, Some(Prompt::Choose)),
+        },
+        Prompt::CreateName if text.is_empty() => (None, Some(Prompt::CreateName)),
+        Prompt::CreateName => (None, Some(Prompt::CreatePassword(text.into()))),
+        Prompt::CreatePassword(room) => (
+            Some(Command::Create {
+                room: room.clone(),
+                password: (!text.is_empty()).then(|| text.into()),
+            }),
+            Some(Prompt::Waiting(room.clone())),
+        ),
+        Prompt::JoinName if text.is_empty() => (None, Some(Prompt::JoinName)),
+        Prompt::JoinName => (
+            Some(Command::Join {
+                room: text.into(),
+                password: None,
+            }),
+            Some(Prompt::Waiting(text.into())),
+        ),
+        Prompt::Password(room) => (
+            Some(Command::Join {
+                room: room.clone(),
+                password: Some(text.into()),
+            }),
+            Some(Prompt::Waiting(room.clone())),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_original_join_dialogue() {
+        let (cmd, p) = answer(&Prompt::Choose, "join");
+        assert_eq!(cmd, Some(Command::ListRooms));
+        let (cmd, p) = answer(&p.unwrap(), "whatsapp");
+        assert!(matches!(cmd, Some(Command::Join { password: None, .. })));
+        let p = p.unwrap();
+        let err = ClientEvent::Error {
+            code: "password_required".into(),
+            message: String::new(),
+        };
+        let p = advance(&p, &err).unwrap();
+        assert_eq!(p, Prompt::Password("whatsapp".into()));
+        let (cmd, p) = answer(&p, "1234");
+        assert_eq!(
+            cmd,
+            Some(Command::Join {
+                room: "whatsapp".into(),
+                password: Some("1234".into())
+            })
+        );
+        let joined = ClientEvent::Joined {
+            room: "whatsapp".into(),
+            room_id: "x".into(),
+            created: false,
+            peers: vec![],
+        };
+        assert_eq!(advance(&p.unwrap(), &joined), Some(Prompt::Off));
+    }
+}

@@ -1,0 +1,160 @@
+//! Turns client events into output lines: the original's human style, or one
+//! JSON object per line with `--json`.
+
+use chatdrop_client::ClientEvent;
+
+/// How events are printed.
+#[derive(Debug, Clone)]
+pub struct Printer {
+    /// One JSON object per line instead of human text.
+    pub json: bool,
+    /// Our own user name, to show our lines as `#me`.
+    pub me: String,
+}
+
+impl Printer {
+    /// The line for `event`.
+    pub fn line(&self, event: &ClientEvent) -> String {
+        if self.json {
+            return serde_json::to_string(event).unwrap_or_else(|e| {
+                format!(r#"{{"event":"error","code":"internal","message":"{e}"}}"#)
+            });
+        }
+        self.human(event)
+    }
+
+    fn human(&self, event: &ClientEvent) -> String {
+        match event {
+            ClientEvent::Connected {
+                server,
+                server_name,
+                user,
+            } => format!("Connected to {server_name} at {server} as {user}"),
+            ClientEvent::Rooms { rooms } => {
+                if rooms.is_empty() {
+                    return "No chatrooms yet; create one with /create NAME [password]".into();
+                }
+                let mut s = String::from("Here is a list of chatrooms:");
+                for r in rooms {
+                    let what = match (r.private, r.members) {
+                        (true, _) => "private".to_string(),
+                        (false, Some(1)) => "public, 1 member".to_string(),
+                        (false, Some(n)) => format!("public, {n} members"),
+                        (false, None) => "public".to_string(),
+                    };
+                    s.push_str(&format!("\n  {} ({what})", r.name));
+                }
+                s
+            }
+            ClientEvent::Joined {
+                room,
+                room_id,
+                created,
+                peers,
+            } => {
+                let verb = if *created {
+                    "created and joined"
+                } else {
+                    "joined"
+                };
+                let mut s = format!("You have {verb} chatroom - {room} (id {room_id})");
+                if peers.is_empty() {
+                    s.push_str("\nNo other peers in the room yet.");
+                } else {
+                    s.push_str("\nHere is a list of peers in the room:");
+                    for p in peers {
+                        s.push_str(&format!("\n  {p}"));
+                    }
+                }
+                s
+            }
+            ClientEvent::Left { room } => format!("You left {room}"),
+            ClientEvent::PeerJoined { room, user } => format!("* {user} joined {room}"),
+            ClientEvent::PeerLeft { room, user, reason } => match reason.as_str() {
+                "lost" => format!("* {user} left {room} (connection lost)"),
+                "left" => format!("* {user} left {room}"),
+                other => format!("* {user} left {room} ({other})"),
+            },
+            ClientEvent::Message {
+                from,
+                to,
+                text,
+                history,
+                ..
+            } => {
+                let who = if *from == self.me {
+                    "#me".to_string()
+                } else {
+                    format!("@{from}")
+                };
+                let dest = match to.as_str() {
+                    "all" => String::new(),
+                    t if t == self.me => " (to you)".to_string(),
+                    t => format!(" (to {t})"),
+                };
+                let past = if *history { "[earlier] " } else { "" };
+                format!("{past}{who}{dest}|{text}")
+            }
+            ClientEvent::Peers { room, peers } => {
+                format!("Peers in {room}: {}", peers.join(", "))
+            }
+            ClientEvent::ServerNotice { text } => format!("[server] {text}"),
+            ClientEvent::Kicked { reason } => format!("You were removed by the server: {reason}"),
+            ClientEvent::Error { code, message } => format!("error: {message} ({code})"),
+            ClientEvent::Disconnected { reason } => format!("Disconnected: {reason}"),
+            ClientEvent::Reconnecting { attempt, delay_ms } => {
+                format!(
+                    "Reconnecting in {:.1} s (attempt {attempt})",
+                    *delay_ms as f64 / 1000.0
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(json: bool) -> Printer {
+        Printer {
+            json,
+            me: "alice".into(),
+        }
+    }
+
+    fn msg(from: &str, to: &str) -> ClientEvent {
+        ClientEvent::Message {
+            room: Some("whatsapp".into()),
+            from: from.into(),
+            to: to.into(),
+            text: "hi".into(),
+            ts: 7,
+            history: false,
+        }
+    }
+
+    #[test]
+    fn human_lines_in_the_original_style() {
+        assert_eq!(p(false).line(&msg("bob", "all")), "@bob|hi");
+        assert_eq!(p(false).line(&msg("bob", "alice")), "@bob (to you)|hi");
+        assert_eq!(p(false).line(&msg("alice", "bob")), "#me (to bob)|hi");
+        assert_eq!(
+            p(false).line(&ClientEvent::PeerJoined {
+                room: "whatsapp".into(),
+                user: "alice".into()
+            }),
+            "* alice joined whatsapp"
+        );
+    }
+
+    #[test]
+    fn json_lines_carry_an_event_field() {
+        let v: serde_json::Value = serde_json::from_str(&p(true).line(&msg("bob", "all"))).unwrap();
+        assert_eq!(v["event"], "message");
+        assert_eq!(v["from"], "bob");
+        assert_eq!(v["to"], "all");
+        assert_eq!(v["ts"], 7);
+        assert_eq!(v["history"], false);
+    }
+}
