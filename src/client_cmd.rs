@@ -189,10 +189,13 @@ async fn client(
                     prompt = next;
                     if let Some(q) = prompt.question() { ask(&q) }
                 }
-                match cmd {
-                    Some(Command::Help) => { let _ = writeln!(stdout, "{HELP}"); }
-                    Some(cmd) => { if tx.send(cmd).await.is_err() { cmd_tx = None; } }
-                    None => {}
+                let sent = match cmd {
+                    Some(Command::Help) => { let _ = writeln!(stdout, "{HELP}"); true }
+                    Some(cmd) => tx.send(cmd).await.is_ok(),
+                    None => true,
+                };
+                if !sent {
+                    cmd_tx = None;
                 }
                 let _ = stdout.flush();
             }

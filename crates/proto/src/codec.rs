@@ -5,9 +5,9 @@
 //! reserved for the payload, so a peer that claims a 4 GiB frame costs
 //! nothing but its disconnection.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
-use tokio_util::codec::{Decoder, LengthDelimitedCodec};
+use tokio_util::codec::Decoder;
 
 /// Errors of encoding and decoding frames.
 #[derive(Debug, thiserror::Error)]
@@ -30,31 +30,15 @@ pub enum ProtoError {
 
 /// Decoder of length-prefixed frames with a size limit. Yields payloads; turn
 /// them into messages with [`decode`].
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct FrameCodec {
-    inner: LengthDelimitedCodec,
     max: usize,
 }
 
 impl FrameCodec {
     /// A codec that refuses frames longer than `max` payload bytes.
     pub fn new(max: usize) -> Self {
-        let inner = LengthDelimitedCodec::builder()
-            .length_field_length(4)
-            .big_endian()
-            .max_frame_length(max)
-            .new_codec();
-        FrameCodec { inner, max }
-    }
-
-    fn check_header(&self, src: &BytesMut) -> Result<(), ProtoError> {
-        if src.len() >= 4 {
-            let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-            if len > self.max {
-                return Err(ProtoError::FrameTooLarge { len, max: self.max });
-            }
-        }
-        Ok(())
+        FrameCodec { max }
     }
 }
 
@@ -63,10 +47,20 @@ impl Decoder for FrameCodec {
     type Error = ProtoError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, ProtoError> {
-        // Checked here too so the error names the sizes rather than the
-        // inner codec's generic message.
-        self.check_header(src)?;
-        Ok(self.inner.decode(src)?)
+        if src.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if len > self.max {
+            return Err(ProtoError::FrameTooLarge { len, max: self.max });
+        }
+        if src.len() < 4 + len {
+            // The length is within the limit, so reserving for it is safe.
+            src.reserve(4 + len - src.len());
+            return Ok(None);
+        }
+        src.advance(4);
+        Ok(Some(src.split_to(len)))
     }
 }
 
@@ -153,6 +147,25 @@ mod tests {
         buf.extend_from_slice(&frame[frame.len() - 1..]);
         let payload = codec.decode(&mut buf).unwrap().unwrap();
         assert_eq!(decode::<ServerMsg>(&payload).unwrap(), ServerMsg::Pong);
+    }
+
+    #[test]
+    fn frames_split_anywhere_decode_the_same() {
+        // A payload that starts like a large length must not be mistaken for
+        // a header when it arrives in pieces.
+        let msg = ClientMsg::Say {
+            to: Target::All,
+            text: "x".repeat(5000),
+        };
+        let frame = encode_frame(&msg).unwrap();
+        for cut in [1, 3, 4, 5, 6, 100, frame.len() - 1] {
+            let mut codec = FrameCodec::new(16 * 1024);
+            let mut buf = BytesMut::from(&frame[..cut]);
+            assert!(codec.decode(&mut buf).unwrap().is_none(), "cut at {cut}");
+            buf.extend_from_slice(&frame[cut..]);
+            let payload = codec.decode(&mut buf).unwrap().unwrap();
+            assert_eq!(decode::<ClientMsg>(&payload).unwrap(), msg);
+        }
     }
 
     #[test]

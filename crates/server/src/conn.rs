@@ -172,13 +172,22 @@ async fn refuse(wr: &mut WriteHalf<Tls>, code: ErrorCode, why: String) -> End {
     End::Refused(why)
 }
 
+/// Reads a login step; a malformed or oversized frame is answered with the
+/// reason before the connection is dropped.
+async fn login_msg(frames: &mut Reader, wr: &mut WriteHalf<Tls>) -> Result<ClientMsg, End> {
+    match next_msg(frames, HANDSHAKE_TIMEOUT).await {
+        Err(End::Error(why)) => Err(refuse(wr, ErrorCode::BadRequest, why).await),
+        other => other,
+    }
+}
+
 async fn login(
     frames: &mut Reader,
     wr: &mut WriteHalf<Tls>,
     binding: &[u8; BINDING_LEN],
     shared: &Shared,
 ) -> Result<(String, [u8; 32]), End> {
-    let (version, user, public_key) = match next_msg(frames, HANDSHAKE_TIMEOUT).await? {
+    let (version, user, public_key) = match login_msg(frames, wr).await? {
         ClientMsg::Hello {
             version,
             user,
@@ -210,7 +219,7 @@ async fn login(
     write_msg(wr, &challenge)
         .await
         .map_err(|e| End::Error(e.to_string()))?;
-    let signature = match next_msg(frames, HANDSHAKE_TIMEOUT).await? {
+    let signature = match login_msg(frames, wr).await? {
         ClientMsg::Auth { signature } => signature,
         other => {
             return Err(refuse(
@@ -373,12 +382,10 @@ async fn write_loop(
                 buf = Vec::new(); // give a burst's memory back
             }
         }
-        if closing {
-            if rx.is_empty() {
-                let _ = wr.shutdown().await;
-                close.cancel();
-                return;
-            }
+        if closing && rx.is_empty() {
+            let _ = wr.shutdown().await;
+            close.cancel();
+            return;
         }
     }
 }

@@ -188,7 +188,17 @@ impl Hub {
                             .await;
                     });
                 }
-                Effect::Persist(p) => self.writer.write(p).await,
+                Effect::Persist(p) => {
+                    // Rooms, name bindings and bans are rare and must never
+                    // be lost once a client was told of them: commit them
+                    // before anything that follows is sent. History lines
+                    // are batched.
+                    let durable = !matches!(p, chatdrop_chat::Persist::History { .. });
+                    self.writer.write(p).await;
+                    if durable {
+                        self.writer.flush().await;
+                    }
+                }
                 Effect::Console(line) => {
                     // Chat lines for the admin (`@user|text`) also go to the
                     // log; answers to console commands only to the console.

@@ -1,0 +1,479 @@
+//! End-to-end tests of the chat core: real `chatdrop` server and client
+//! processes on loopback, with temporary data directories.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use support::*;
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// The original's demo: bob creates private room `whatsapp` with password
+/// 1234; alice lists rooms, fails with a wrong password, joins with the right
+/// one; messages reach exactly the right people exactly once.
+#[test]
+fn the_original_scenario() {
+    let dir = tmp();
+    let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    let mut bob = joined(
+        &server,
+        dir.path(),
+        "bob",
+        "whatsapp",
+        &["--create", "--password", "1234"],
+    );
+    let mut carol = joined(&server, dir.path(), "carol", "lobby", &["--create"]);
+
+    let mut alice = client(&server, dir.path(), "alice", &[]);
+    alice.expect("connected", &[("user", json!("alice"))]);
+    alice.send("@server get_rooms");
+    let rooms = alice.expect("rooms", &[]);
+    assert_eq!(
+        rooms["rooms"],
+        json!([
+            {"name": "lobby", "private": false, "members": 1},
+            {"name": "whatsapp", "private": true, "members": null},
+        ])
+    );
+    alice.send("/join whatsapp");
+    alice.expect("error", &[("code", json!("password_required"))]);
+    alice.send("/join whatsapp 4321");
+    alice.expect("error", &[("code", json!("wrong_password"))]);
+    alice.send("/join whatsapp 1234");
+    let entered = alice.expect("joined", &[("room", json!("whatsapp"))]);
+    assert_eq!(entered["peers"], json!(["bob"]));
+    assert_eq!(entered["room_id"].as_str().unwrap().len(), 32);
+    bob.expect(
+        "peer_joined",
+        &[("user", json!("alice")), ("room", json!("whatsapp"))],
+    );
+
+    // A direct message, and messages to all, both ways.
+    alice.send("@bob hi");
+    bob.expect(
+        "message",
+        &[
+            ("from", json!("alice")),
+            ("to", json!("bob")),
+            ("text", json!("hi")),
+        ],
+    );
+    bob.send("@all hello!");
+    alice.expect(
+        "message",
+        &[
+            ("from", json!("bob")),
+            ("to", json!("all")),
+            ("text", json!("hello!")),
+        ],
+    );
+    alice.send("@all hello bob");
+    bob.expect("message", &[("text", json!("hello bob"))]);
+    // carol, in another room, hears none of it: her own line comes back and
+    // nothing of whatsapp came before it.
+    carol.send("@all carol here");
+    carol.expect("message", &[("text", json!("carol here"))]);
+    // A last marker so that everything sent before has been delivered.
+    bob.send("@all marker");
+    alice.expect("message", &[("text", json!("marker"))]);
+    bob.expect("message", &[("text", json!("marker"))]);
+
+    assert_eq!(bob.count_text("hi"), 1, "bob gets the DM once");
+    assert_eq!(alice.count_text("hi"), 1, "alice gets her receipt once");
+    assert_eq!(alice.count_text("hello!"), 1);
+    assert_eq!(
+        bob.count_text("hello!"),
+        1,
+        "the sender sees its own line once"
+    );
+    assert_eq!(bob.count_text("hello bob"), 1);
+    for t in ["hi", "hello!", "hello bob", "marker"] {
+        assert_eq!(carol.count_text(t), 0, "carol must not see {t:?}");
+    }
+    assert_eq!(alice.count_text("carol here"), 0);
+
+    alice.send("@server get_peers");
+    let peers = alice.expect("peers", &[]);
+    assert_eq!(peers["peers"], json!(["bob", "alice"]));
+
+    // Bad input gets a clear error and breaks nothing.
+    alice.send("@nobody hi");
+    alice.expect("error", &[("code", json!("unknown_user"))]);
+    alice.send(&format!("@all {}", "x".repeat(5000)));
+    let e = alice.expect("error", &[("code", json!("too_long"))]);
+    assert!(e["message"].as_str().unwrap().contains("4096"));
+    alice.send("what is this");
+    alice.expect("error", &[("code", json!("bad_command"))]);
+    alice.send("/dance");
+    alice.expect("error", &[("code", json!("bad_command"))]);
+
+    // alice leaves cleanly; bob is told.
+    alice.send("@server exit");
+    assert!(alice.wait_exit().success(), "{}", alice.stderr());
+    bob.expect(
+        "peer_left",
+        &[("user", json!("alice")), ("reason", json!("left"))],
+    );
+}
+
+/// The human output is the original's style.
+#[test]
+fn human_output() {
+    let dir = tmp();
+    let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    let mut bob = joined(&server, dir.path(), "bob", "room", &["--create"]);
+    let d = dir.path().join("alice");
+    let mut alice = Proc::spawn(
+        "alice",
+        &[
+            "client",
+            "--server",
+            &server.addr,
+            "--user",
+            "alice",
+            "--room",
+            "room",
+            "--data-dir",
+            d.to_str().unwrap(),
+        ],
+    );
+    alice.wait_line("join line", |l| {
+        l.starts_with("You have joined chatroom - room")
+    });
+    bob.expect("peer_joined", &[]);
+    bob.send("@all hi alice");
+    alice.wait_line("bob's line", |l| l == "@bob|hi alice");
+    alice.send("@all hi bob");
+    alice.wait_line("own line", |l| l == "#me|hi bob");
+}
+
+/// A restart keeps rooms, passwords and history; so does kill -9 after the
+/// client was told the room exists.
+#[test]
+fn restart_keeps_rooms_and_passwords() {
+    let dir = tmp();
+    let sdir = dir.path().join("server");
+    let mut server = ServerProc::start(&sdir, &[]);
+    let mut bob = joined(
+        &server,
+        dir.path(),
+        "bob",
+        "whatsapp",
+        &["--create", "--password", "1234"],
+    );
+    let id = bob.events().last().unwrap()["room_id"].clone();
+    bob.send("@all remember me");
+    bob.expect("message", &[("text", json!("remember me"))]);
+    server.console("exit");
+    bob.expect("disconnected", &[]);
+    assert!(
+        server.proc.wait_exit().success(),
+        "{}",
+        server.proc.stderr()
+    );
+    drop(bob);
+
+    let server = ServerProc::start(&sdir, &["--no-console"]);
+    let mut alice = client(&server, dir.path(), "alice", &[]);
+    alice.expect("connected", &[]);
+    alice.send("/join whatsapp 0000");
+    alice.expect("error", &[("code", json!("wrong_password"))]);
+    alice.send("/join whatsapp 1234");
+    let entered = alice.expect("joined", &[("room", json!("whatsapp"))]);
+    assert_eq!(entered["room_id"], id, "same room, same ID");
+    let old = alice.expect("message", &[("text", json!("remember me"))]);
+    assert_eq!(old["history"], json!(true));
+    assert_eq!(old["from"], json!("bob"));
+
+    // kill -9 right after a room was created: it is there after restart.
+    let mut carol = joined(
+        &server,
+        dir.path(),
+        "carol",
+        "vault",
+        &["--create", "--password", "s3cret"],
+    );
+    server.proc.signal(libc::SIGKILL);
+    carol.expect("disconnected", &[]);
+    drop(server);
+    let server = ServerProc::start(&sdir, &["--no-console"]);
+    let mut dave = client(
+        &server,
+        dir.path(),
+        "dave",
+        &["--room", "vault", "--password", "s3cret"],
+    );
+    dave.expect("joined", &[("room", json!("vault"))]);
+}
+
+/// kick, ban and unban from the admin console.
+#[test]
+fn kick_and_ban_from_the_console() {
+    let dir = tmp();
+    let mut server = ServerProc::start(&dir.path().join("server"), &[]);
+    let mut bob = joined(&server, dir.path(), "bob", "r", &["--create"]);
+    let mut alice = joined(&server, dir.path(), "alice", "r", &[]);
+    bob.expect("peer_joined", &[("user", json!("alice"))]);
+
+    server.console("kick alice be nice");
+    alice.expect("kicked", &[("reason", json!("be nice"))]);
+    assert_eq!(alice.wait_exit().code(), Some(3));
+    bob.expect(
+        "peer_left",
+        &[("user", json!("alice")), ("reason", json!("kicked"))],
+    );
+    server
+        .proc
+        .wait_line("kick answer", |l| l == "kicked alice");
+
+    // A kicked user may come back.
+    let mut alice = joined(&server, dir.path(), "alice", "r", &[]);
+    server.console("ban alice spamming");
+    alice.expect("kicked", &[("reason", json!("banned: spamming"))]);
+    alice.wait_exit();
+    bob.expect("peer_left", &[("reason", json!("banned"))]);
+
+    let mut alice = client(&server, dir.path(), "alice", &[]);
+    let e = alice.expect("error", &[("code", json!("banned"))]);
+    assert!(e["message"].as_str().unwrap().contains("spamming"));
+    assert_eq!(alice.wait_exit().code(), Some(1));
+
+    server.console("unban alice");
+    server
+        .proc
+        .wait_line("unban answer", |l| l == "unbanned alice");
+    let _alice = joined(&server, dir.path(), "alice", "r", &[]);
+    server.console("peers r");
+    server
+        .proc
+        .wait_line("peers answer", |l| l == "r: bob, alice");
+    server.console("@bob from the admin");
+    bob.expect(
+        "message",
+        &[("from", json!("server")), ("text", json!("from the admin"))],
+    );
+    server.console("@all maintenance soon");
+    bob.expect(
+        "message",
+        &[("from", json!("server")), ("to", json!("all"))],
+    );
+    server.console("frobnicate");
+    server
+        .proc
+        .wait_line("console error", |l| l.contains("unknown command"));
+}
+
+/// Nobody can take a name that another key holds or that is in use.
+#[test]
+fn names_cannot_be_taken() {
+    let dir = tmp();
+    let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    let mut alice = client(&server, dir.path(), "alice", &[]);
+    alice.expect("connected", &[]);
+
+    // Another key asking for alice.
+    let mut thief = client_in(&server, &dir.path().join("thief"), "alice", &[]);
+    let e = thief.expect("error", &[("code", json!("name_taken"))]);
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("another identity key"));
+    assert_eq!(thief.wait_exit().code(), Some(1));
+
+    // alice's own key, while alice is connected.
+    let mut twin = client(&server, dir.path(), "alice", &[]);
+    twin.expect("error", &[("code", json!("name_in_use"))]);
+    assert_eq!(twin.wait_exit().code(), Some(1));
+
+    // Still bound after alice leaves.
+    alice.send("/quit");
+    assert!(alice.wait_exit().success());
+    let mut thief = client_in(&server, &dir.path().join("thief"), "alice", &[]);
+    thief.expect("error", &[("code", json!("name_taken"))]);
+    let mut alice = client(&server, dir.path(), "alice", &[]);
+    alice.expect("connected", &[]);
+}
+
+/// A server whose certificate changed is refused, showing both fingerprints.
+#[test]
+fn a_changed_certificate_is_refused() {
+    let dir = tmp();
+    let mut first = ServerProc::start(&dir.path().join("s1"), &[]);
+    let mut alice = client(&first, dir.path(), "alice", &[]);
+    alice.expect("connected", &[]);
+    alice.send("/quit");
+    assert!(alice.wait_exit().success());
+    first.console("exit");
+    assert!(first.proc.wait_exit().success());
+
+    // Another server (another certificate) at the same address.
+    let listen = first.addr.clone();
+    let second = ServerProc::start_on(&listen, &dir.path().join("s2"), &["--no-console"]);
+    assert_ne!(first.fingerprint, second.fingerprint);
+    let mut alice = client(&second, dir.path(), "alice", &[]);
+    let e = alice.expect("error", &[("code", json!("fingerprint_mismatch"))]);
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&first.fingerprint) && msg.contains(&second.fingerprint),
+        "{msg}"
+    );
+    assert_eq!(alice.wait_exit().code(), Some(1));
+
+    // A wrong fingerprint pinned up front is refused too; the right one works.
+    let mut bob = client(
+        &second,
+        dir.path(),
+        "bob",
+        &["--server-fingerprint", &first.fingerprint],
+    );
+    bob.expect("error", &[("code", json!("fingerprint_mismatch"))]);
+    let upper = second.fingerprint.to_uppercase();
+    let mut bob = client(
+        &second,
+        dir.path(),
+        "bob",
+        &["--server-fingerprint", &upper],
+    );
+    bob.expect("connected", &[]);
+}
+
+/// Opens a TLS connection to the server that accepts its certificate.
+fn raw_tls(addr: &str) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let (verifier, _) = chatdrop_client::trust::PinVerifier::new(None);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), "chatdrop".try_into().unwrap()).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Reads until the server closes; returns what it sent.
+fn read_to_close(s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A client sending malformed or oversized frames is dropped; everyone else
+/// carries on.
+#[test]
+fn a_hostile_client_is_dropped() {
+    let dir = tmp();
+    let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    let mut bob = joined(&server, dir.path(), "bob", "r", &["--create"]);
+    let mut alice = joined(&server, dir.path(), "alice", "r", &[]);
+
+    // Claims a 4 GiB frame.
+    let mut s = raw_tls(&server.addr);
+    s.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).unwrap();
+    s.flush().unwrap();
+    let got = read_to_close(&mut s);
+    assert!(
+        String::from_utf8_lossy(&got).contains("over the"),
+        "got {got:?}"
+    );
+
+    // A well-sized frame of garbage.
+    let mut s = raw_tls(&server.addr);
+    s.write_all(&[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef]).unwrap();
+    s.flush().unwrap();
+    let got = read_to_close(&mut s);
+    assert!(
+        String::from_utf8_lossy(&got).contains("malformed"),
+        "got {got:?}"
+    );
+
+    // Plain text instead of TLS.
+    let mut t = TcpStream::connect(&server.addr).unwrap();
+    t.set_read_timeout(Some(WAIT)).unwrap();
+    let _ = t.write_all(b"GET / HTTP/1.1\r\n\r\n");
+    let mut sink = Vec::new();
+    let _ = t.read_to_end(&mut sink);
+
+    alice.send("@all still here");
+    bob.expect("message", &[("text", json!("still here"))]);
+}
+
+/// A peer whose connection silently dies is shown as gone within the
+/// keepalive timeout (15 s).
+#[test]
+fn a_dead_peer_is_noticed() {
+    let dir = tmp();
+    let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    let mut bob = joined(&server, dir.path(), "bob", "r", &["--create"]);
+    let alice = joined(&server, dir.path(), "alice", "r", &[]);
+    bob.expect("peer_joined", &[]);
+    // Frozen, alice sends nothing, not even TCP resets.
+    alice.signal(libc::SIGSTOP);
+    let left = bob.expect("peer_left", &[("user", json!("alice"))]);
+    assert_eq!(left["reason"], json!("lost"));
+    alice.signal(libc::SIGCONT);
+}
+
+/// A dropped connection is retried with backoff and the client rejoins its
+/// room by itself.
+#[test]
+fn clients_reconnect_and_rejoin() {
+    let dir = tmp();
+    let sdir = dir.path().join("server");
+    let mut server = ServerProc::start(&sdir, &[]);
+    let mut bob = joined(
+        &server,
+        dir.path(),
+        "bob",
+        "whatsapp",
+        &["--create", "--password", "1234"],
+    );
+    let listen = server.addr.clone();
+    server.console("exit");
+    bob.expect("server_notice", &[]);
+    bob.expect("reconnecting", &[]);
+    assert!(server.proc.wait_exit().success());
+
+    let server = ServerProc::start_on(&listen, &sdir, &["--no-console"]);
+    bob.expect("connected", &[]);
+    bob.expect("joined", &[("room", json!("whatsapp"))]);
+    let mut alice = joined(
+        &server,
+        dir.path(),
+        "alice",
+        "whatsapp",
+        &["--password", "1234"],
+    );
+    bob.send("@all welcome back");
+    alice.expect("message", &[("text", json!("welcome back"))]);
+}
+
+/// --max-clients: one more gets a clear refusal.
+#[test]
+fn a_full_server_refuses_clearly() {
+    let dir = tmp();
+    let server = ServerProc::start(
+        &dir.path().join("server"),
+        &["--no-console", "--max-clients", "1"],
+    );
+    let mut bob = client(&server, dir.path(), "bob", &[]);
+    bob.expect("connected", &[]);
+    let mut alice = client(&server, dir.path(), "alice", &[]);
+    let e: Value = alice.expect("error", &[("code", json!("server_full"))]);
+    assert!(e["message"].as_str().unwrap().contains("full"));
+    assert_eq!(alice.wait_exit().code(), Some(1));
+}

@@ -1,0 +1,263 @@
+//! Test support: real `chatdrop` processes on loopback, with their output
+//! read line by line so tests can wait for events instead of sleeping.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long any single expected event may take to show up.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A running `chatdrop` process.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    /// Every stdout line read so far.
+    pub seen: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_chatdrop")
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(bin())
+            .args(args)
+            .env("RUST_LOG", "warn,chatdrop=debug")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning chatdrop");
+        let (tx, lines) = channel();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Proc {
+            name: name.to_string(),
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Types one line on the process's standard input.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("writing to stdin");
+        stdin.flush().expect("flushing stdin");
+    }
+
+    /// Closes standard input.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for a stdout line matching `pred`; panics with everything seen
+    /// when none comes within [`WAIT`] or the process ends first.
+    pub fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{}: no {what} within {WAIT:?}.\nstdout:\n{}\nstderr:\n{}",
+                    self.name,
+                    self.seen.join("\n"),
+                    self.stderr()
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "{}: ended before {what}.\nstdout:\n{}\nstderr:\n{}",
+                    self.name,
+                    self.seen.join("\n"),
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Waits for a JSON event matching `pred` and returns it.
+    pub fn wait_event(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let line = self.wait_line(what, |l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| pred(&v))
+        });
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// Waits for an event of kind `kind` whose fields include `fields`.
+    pub fn expect(&mut self, kind: &str, fields: &[(&str, Value)]) -> Value {
+        let what = format!("{kind} {fields:?}");
+        self.wait_event(&what, |v| {
+            v["event"] == kind && fields.iter().all(|(k, want)| &v[*k] == want)
+        })
+    }
+
+    /// All JSON events seen so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.seen
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// How many `message` events with this text were seen.
+    pub fn count_text(&self, text: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|v| v["event"] == "message" && v["text"] == text && v["history"] == false)
+            .count()
+    }
+
+    /// Waits for the process to end (within [`WAIT`]) and returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Collect the rest of its output.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+                    self.seen.push(line);
+                }
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit.\nstdout:\n{}\nstderr:\n{}",
+                self.name,
+                self.seen.join("\n"),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running server and what it printed at start-up.
+pub struct ServerProc {
+    pub proc: Proc,
+    pub addr: String,
+    pub fingerprint: String,
+    pub data_dir: PathBuf,
+}
+
+impl ServerProc {
+    pub fn start(data_dir: &Path, extra: &[&str]) -> ServerProc {
+        Self::start_on("127.0.0.1:0", data_dir, extra)
+    }
+
+    pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> ServerProc {
+        let dir = data_dir.to_str().unwrap();
+        let mut args = vec!["server", "--listen", listen, "--data-dir", dir];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::spawn("server", &args);
+        let line = proc.wait_line("listening line", |l| l.contains("listening on"));
+        let addr = line.rsplit(' ').next().unwrap().to_string();
+        let line = proc.wait_line("fingerprint line", |l| {
+            l.starts_with("certificate fingerprint")
+        });
+        let fingerprint = line.rsplit(' ').next().unwrap().to_string();
+        ServerProc {
+            proc,
+            addr,
+            fingerprint,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// Types an admin command at the console.
+    pub fn console(&mut self, line: &str) {
+        self.proc.send(line);
+    }
+
+    pub fn port(&self) -> &str {
+        self.addr.rsplit(':').next().unwrap()
+    }
+}
+
+/// Starts `chatdrop client --json` as `user` against `server`, with its own
+/// data directory under `root`.
+pub fn client(server: &ServerProc, root: &Path, user: &str, extra: &[&str]) -> Proc {
+    client_in(server, &root.join(user), user, extra)
+}
+
+pub fn client_in(server: &ServerProc, dir: &Path, user: &str, extra: &[&str]) -> Proc {
+    let dir = dir.to_str().unwrap();
+    let mut args = vec![
+        "client",
+        "--json",
+        "--server",
+        &server.addr,
+        "--user",
+        user,
+        "--data-dir",
+        dir,
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn(user, &args)
+}
+
+/// A client already in `room` (created with `--create` when `create`).
+pub fn joined(server: &ServerProc, root: &Path, user: &str, room: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["--room", room];
+    args.extend_from_slice(extra);
+    let mut c = client(server, root, user, &args);
+    c.expect("joined", &[("room", Value::from(room))]);
+    c
+}
