@@ -12,7 +12,9 @@ use bytes::Bytes;
 use chatdrop_chat::{ConnId, Event};
 use chatdrop_proto::auth::{login_transcript, BINDING_LEN, EXPORTER_LABEL};
 use chatdrop_proto::limits::{IDLE_TIMEOUT_SECS, MAX_CLIENT_FRAME, MAX_PASSWORD, PROTOCOL_VERSION};
-use chatdrop_proto::{decode, encode_frame, ClientMsg, ErrorCode, FrameCodec, ServerMsg};
+use chatdrop_proto::{
+    decode, encode_frame, ClientMsg, ErrorCode, FrameCodec, ProtoError, ServerMsg,
+};
 use ed25519_dalek::{Signature, VerifyingKey};
 use futures::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -36,6 +38,8 @@ type Reader = FramedRead<ReadHalf<Tls>, FrameCodec>;
 #[derive(Debug)]
 enum End {
     Closed,
+    /// The connection broke (reset, EOF inside TLS...): nothing to answer.
+    Lost(String),
     Idle,
     Error(String),
     Refused(String),
@@ -50,7 +54,9 @@ pub(crate) async fn serve(id: u64, tcp: TcpStream, addr: SocketAddr, shared: Arc
             Err(end) => end,
         };
         match &end {
-            End::Error(why) | End::Refused(why) => debug!("connection ended: {why}"),
+            End::Error(why) | End::Refused(why) | End::Lost(why) => {
+                debug!("connection ended: {why}")
+            }
             other => debug!("connection ended: {other:?}"),
         }
         let _ = shared.hub.send(HubMsg::Gone(ConnId(id))).await;
@@ -83,6 +89,7 @@ async fn next_msg(frames: &mut Reader, limit: Duration) -> Result<ClientMsg, End
     match tokio::time::timeout(limit, frames.next()).await {
         Err(_) => Err(End::Idle),
         Ok(None) => Err(End::Closed),
+        Ok(Some(Err(ProtoError::Io(e)))) => Err(End::Lost(e.to_string())),
         Ok(Some(Err(e))) => Err(End::Error(e.to_string())),
         Ok(Some(Ok(payload))) => {
             decode::<ClientMsg>(&payload).map_err(|e| End::Error(e.to_string()))

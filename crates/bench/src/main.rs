@@ -1,0 +1,110 @@
+//! `chatdrop-load`: load generator for the chatdrop server. It starts a real
+//! server process, connects many real clients (TLS, login proof) and
+//! measures. Results and the exact commands are kept in docs/BENCHMARKS.md.
+
+mod fanout;
+mod idle;
+mod net;
+mod spawn;
+mod store;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Load generator and benchmarks for chatdrop.
+#[derive(Debug, Parser)]
+#[command(name = "chatdrop-load")]
+struct Cli {
+    /// The `chatdrop` binary to start the server from [default: next to this
+    /// program].
+    #[arg(long, global = true)]
+    server_bin: Option<PathBuf>,
+    /// Server worker threads.
+    #[arg(long, global = true, default_value_t = 2)]
+    workers: usize,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// N idle clients across rooms: server memory per client.
+    Idle {
+        /// Clients.
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        /// Rooms they are spread over.
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+    },
+    /// One room, many members, a few senders: deliveries per second and
+    /// delivery latency.
+    Fanout {
+        /// Members of the room.
+        #[arg(long, default_value_t = 2_000)]
+        members: usize,
+        /// How many of them send.
+        #[arg(long, default_value_t = 4)]
+        senders: usize,
+        /// Messages per second, all senders together; 0 for as fast as the
+        /// server takes them.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Seconds to measure.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Lines of history the server keeps per room (0: none, so that
+        /// only delivery is measured; more: every line is also stored).
+        #[arg(long, default_value_t = 0)]
+        history: u32,
+    },
+    /// The store alone: history lines committed per second in batches.
+    Store {
+        /// Lines to write.
+        #[arg(long, default_value_t = 200_000)]
+        lines: usize,
+        /// Lines per transaction.
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let server_bin = match cli.server_bin {
+        Some(p) => p,
+        None => std::env::current_exe()?
+            .parent()
+            .map(|d| d.join("chatdrop"))
+            .ok_or_else(|| anyhow::anyhow!("cannot find the chatdrop binary; pass --server-bin"))?,
+    };
+    net::raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match cli.cmd {
+        Cmd::Idle { clients, rooms } => {
+            rt.block_on(idle::run(&server_bin, cli.workers, clients, rooms))
+        }
+        Cmd::Fanout {
+            members,
+            senders,
+            rate,
+            secs,
+            history,
+        } => rt.block_on(fanout::run(
+            &server_bin,
+            cli.workers,
+            fanout::Load {
+                members,
+                senders,
+                rate,
+                secs,
+                history,
+            },
+        )),
+        Cmd::Store { lines, batch } => store::run(lines, batch),
+    }
+}

@@ -1,0 +1,68 @@
+//! Client connections for the load generator.
+
+use std::time::Duration;
+
+use chatdrop_client::session::{connect, Session};
+use chatdrop_proto::ClientMsg;
+use ed25519_dalek::SigningKey;
+
+/// Raises this process's open-file limit to its hard limit: each client is a
+/// socket.
+pub fn raise_fd_limit() {
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Connects and logs in as `user` with a fresh key, retrying briefly when the
+/// server is busy accepting others.
+pub async fn login(addr: &str, user: &str) -> anyhow::Result<Session> {
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    let mut last = None;
+    for _ in 0..5 {
+        match connect(addr, user, &key, None).await {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                last = Some(e.to_string());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    anyhow::bail!("{user}: {}", last.unwrap_or_default())
+}
+
+/// Creates or joins `room`, waiting for the answer.
+pub async fn enter(s: &mut Session, room: &str, create: bool) -> anyhow::Result<()> {
+    use chatdrop_proto::ServerMsg;
+    use futures::StreamExt;
+    let msg = if create {
+        ClientMsg::CreateRoom {
+            room: room.into(),
+            password: None,
+        }
+    } else {
+        ClientMsg::JoinRoom {
+            room: room.into(),
+            password: None,
+        }
+    };
+    s.send(&msg).await?;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), s.frames.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("closed while joining"))??;
+        match chatdrop_proto::decode::<ServerMsg>(&frame)? {
+            ServerMsg::Joined { .. } => return Ok(()),
+            ServerMsg::Error { message, .. } => anyhow::bail!("joining {room}: {message}"),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Starting the server under test as its own process, and reading its memory.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context};
+
+/// A server process, killed on drop.
+pub struct ServerProc {
+    child: Child,
+    /// Its address.
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerProc {
+    /// Starts `bin server` on a free loopback port with a fresh data dir.
+    pub fn start(bin: &Path, workers: usize, extra: &[&str]) -> anyhow::Result<ServerProc> {
+        let dir = tempfile::tempdir()?;
+        let mut child = Command::new(bin)
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-console",
+                "--workers",
+            ])
+            .arg(workers.to_string())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let out = child.stdout.take().context("server stdout")?;
+        let mut lines = BufReader::new(out).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("listening on") => {
+                    break l.rsplit(' ').next().unwrap_or_default().to_string()
+                }
+                Some(Ok(_)) => continue,
+                _ => bail!("the server ended before saying where it listens"),
+            }
+        };
+        // Keep draining its stdout so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(ServerProc {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+
+    /// Resident memory of the server, in KiB (from /proc).
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .context("no VmRSS in /proc status")
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
