@@ -477,3 +477,160 @@ fn a_full_server_refuses_clearly() {
     assert!(e["message"].as_str().unwrap().contains("full"));
     assert_eq!(alice.wait_exit().code(), Some(1));
 }
+
+/// A pseudo-terminal: the master side to type on, the slave side to hand to a
+/// process as its standard input.
+fn pty() -> (std::fs::File, std::process::Stdio) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty fills two descriptors we then own.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty failed");
+    // SAFETY: both descriptors are fresh and owned by us alone.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::process::Stdio::from(std::os::fd::OwnedFd::from_raw_fd(slave)),
+        )
+    }
+}
+
+/// Without --user and --room, on a terminal, the client asks as the original
+/// does: user name, create or join, the room, the password.
+#[test]
+fn the_original_dialogue_on_a_terminal() {
+    let dir = tmp();
+    let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    let mut bob = joined(
+        &server,
+        dir.path(),
+        "bob",
+        "whatsapp",
+        &["--create", "--password", "1234"],
+    );
+    let (mut tty, stdin) = pty();
+    let d = dir.path().join("alice");
+    let mut alice = Proc::spawn_with_stdin(
+        "alice",
+        &[
+            "client",
+            "--json",
+            "--server",
+            &server.addr,
+            "--data-dir",
+            d.to_str().unwrap(),
+        ],
+        stdin,
+    );
+    // Keep the terminal's echo from filling up.
+    let mut echo = tty.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 1024];
+        while matches!(echo.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let mut type_line = |s: &str| {
+        tty.write_all(format!("{s}\n").as_bytes()).unwrap();
+        tty.flush().unwrap();
+    };
+    alice.wait_stderr("user name prompt", |l| {
+        l.contains("Please enter your username")
+    });
+    type_line("alice");
+    alice.expect("connected", &[("user", json!("alice"))]);
+    alice.wait_stderr("create/join prompt", |l| l.contains("create/join"));
+    type_line("join");
+    alice.expect("rooms", &[]);
+    alice.wait_stderr("room prompt", |l| l.contains("Which chatroom"));
+    type_line("whatsapp");
+    alice.expect("error", &[("code", json!("password_required"))]);
+    alice.wait_stderr("password prompt", |l| l.contains("is private"));
+    type_line("4321");
+    alice.expect("error", &[("code", json!("wrong_password"))]);
+    alice.wait_stderr("password prompt again", |l| l.contains("is private"));
+    type_line("1234");
+    alice.expect("joined", &[("room", json!("whatsapp"))]);
+    bob.expect("peer_joined", &[("user", json!("alice"))]);
+    type_line("@bob hi from a terminal");
+    bob.expect("message", &[("text", json!("hi from a terminal"))]);
+}
+
+/// SIGTERM does what `exit` does: clients are told, the server exits 0.
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let dir = tmp();
+    let mut server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    let mut bob = joined(&server, dir.path(), "bob", "r", &["--create"]);
+    server.proc.signal(libc::SIGTERM);
+    let notice = bob.expect("server_notice", &[]);
+    assert!(notice["text"].as_str().unwrap().contains("shutting down"));
+    assert!(
+        server.proc.wait_exit().success(),
+        "{}",
+        server.proc.stderr()
+    );
+}
+
+/// --tls-cert and --tls-key serve a certificate of the operator's choosing.
+#[test]
+fn a_certificate_from_files() {
+    let dir = tmp();
+    // A certificate made by another server's first start, used from files.
+    let mut maker = ServerProc::start(&dir.path().join("maker"), &[]);
+    maker.console("exit");
+    assert!(maker.proc.wait_exit().success());
+    let cert = dir.path().join("maker/server-cert.pem");
+    let key = dir.path().join("maker/server-key.pem");
+    let server = ServerProc::start(
+        &dir.path().join("server"),
+        &[
+            "--no-console",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(server.fingerprint, maker.fingerprint);
+    assert!(
+        !dir.path().join("server/server-cert.pem").exists(),
+        "no self-signed one made"
+    );
+    let mut alice = client(
+        &server,
+        dir.path(),
+        "alice",
+        &["--server-fingerprint", &maker.fingerprint],
+    );
+    alice.expect("connected", &[]);
+
+    // A missing key file is a clear start-up error.
+    let mut bad = Proc::spawn(
+        "bad",
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-console",
+            "--data-dir",
+            dir.path().join("bad").to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ],
+    );
+    assert!(!bad.wait_exit().success());
+    assert!(
+        bad.stderr().contains("/nonexistent/key.pem"),
+        "{}",
+        bad.stderr()
+    );
+}

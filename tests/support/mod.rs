@@ -21,6 +21,7 @@ pub struct Proc {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
+    err_lines: Receiver<String>,
     /// Every stdout line read so far.
     pub seen: Vec<String>,
     stderr: Arc<Mutex<String>>,
@@ -32,10 +33,15 @@ pub fn bin() -> &'static str {
 
 impl Proc {
     pub fn spawn(name: &str, args: &[&str]) -> Proc {
+        Self::spawn_with_stdin(name, args, Stdio::piped())
+    }
+
+    /// Like [`Proc::spawn`] with the given standard input (a terminal, say).
+    pub fn spawn_with_stdin(name: &str, args: &[&str], stdin: Stdio) -> Proc {
         let mut child = Command::new(bin())
             .args(args)
             .env("RUST_LOG", "warn,chatdrop=debug")
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -53,12 +59,16 @@ impl Proc {
         let stderr = Arc::new(Mutex::new(String::new()));
         let err = child.stderr.take().expect("stderr");
         let sink = stderr.clone();
+        let (etx, err_lines) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
+                {
+                    let mut s = sink.lock().unwrap();
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+                let _ = etx.send(line);
             }
         });
         Proc {
@@ -66,6 +76,7 @@ impl Proc {
             stdin: child.stdin.take(),
             child,
             lines,
+            err_lines,
             seen: Vec::new(),
             stderr,
         }
@@ -115,6 +126,24 @@ impl Proc {
                     self.name,
                     self.seen.join("\n"),
                     self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Waits for a standard-error line matching `pred` (a prompt, say).
+    pub fn wait_stderr(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.err_lines.recv_timeout(left) {
+                Ok(line) if pred(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "{}: no {what} on stderr within {WAIT:?}.\nstderr:\n{}\nstdout:\n{}",
+                    self.name,
+                    self.stderr(),
+                    self.seen.join("\n")
                 ),
             }
         }
