@@ -6,9 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use chatdrop_client::command::HELP;
-use chatdrop_client::{
-    parse_command, ClientError, ClientEvent, ClientOptions, Command, RoomIntent,
-};
+use chatdrop_client::{parse_command, ClientError, ClientEvent, ClientOptions, Command};
 use clap::Args;
 use tokio::sync::mpsc;
 
@@ -120,20 +118,15 @@ async fn client(
     if let Err(why) = chatdrop_proto::names::check_user_name(&user) {
         anyhow::bail!("{why}");
     }
-    let intent = args.room.clone().map(|room| {
+    let first = args.room.clone().map(|room| {
+        let password = args.password.clone();
         if args.create {
-            RoomIntent::Create {
-                room,
-                password: args.password.clone(),
-            }
+            Command::Create { room, password }
         } else {
-            RoomIntent::Join {
-                room,
-                password: args.password.clone(),
-            }
+            Command::Join { room, password }
         }
     });
-    let mut prompt = if intent.is_none() && interactive {
+    let mut prompt = if first.is_none() && interactive {
         Prompt::Choose
     } else {
         Prompt::Off
@@ -145,7 +138,7 @@ async fn client(
             .data_dir
             .unwrap_or_else(|| crate::paths::default_data_dir("client")),
         fingerprint: args.server_fingerprint,
-        intent,
+        first,
     };
     let printer = Printer {
         json: args.json,

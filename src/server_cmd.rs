@@ -44,26 +44,8 @@ pub struct ServerArgs {
     no_console: bool,
 }
 
-/// Raises the open-file limit to its hard maximum: every client is a socket,
-/// and the usual soft limit (1024) would cap a server far below its
-/// `--max-clients`.
-fn raise_fd_limit() {
-    #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 pub fn main(args: ServerArgs) -> anyhow::Result<ExitCode> {
-    raise_fd_limit();
+    chatdrop_server::raise_fd_limit();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if let Some(n) = args.workers {

@@ -79,7 +79,8 @@ fn main() -> anyhow::Result<()> {
             .map(|d| d.join("chatdrop"))
             .ok_or_else(|| anyhow::anyhow!("cannot find the chatdrop binary; pass --server-bin"))?,
     };
-    net::raise_fd_limit();
+    // Each client is a socket.
+    chatdrop_server::raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -6,22 +6,6 @@ use chatdrop_client::session::{connect, Session};
 use chatdrop_proto::ClientMsg;
 use ed25519_dalek::SigningKey;
 
-/// Raises this process's open-file limit to its hard limit: each client is a
-/// socket.
-pub fn raise_fd_limit() {
-    // SAFETY: plain getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 /// Connects and logs in as `user` with a fresh key, retrying briefly when the
 /// server is busy accepting others.
 pub async fn login(addr: &str, user: &str) -> anyhow::Result<Session> {

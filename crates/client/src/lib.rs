@@ -20,7 +20,7 @@ pub mod trust;
 
 pub use command::{parse_command, Command};
 pub use event::ClientEvent;
-pub use run::{run, ClientOptions, Exit, RoomIntent};
+pub use run::{run, ClientOptions, Exit};
 
 /// Errors that end a client.
 #[derive(Debug, thiserror::Error)]

@@ -16,25 +16,6 @@ use crate::session::{connect, ConnectError, Session};
 use crate::trust::KnownHosts;
 use crate::{identity, ClientError, Command};
 
-/// The room to enter right after logging in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoomIntent {
-    /// Create it (private with a password) and join it.
-    Create {
-        /// Room.
-        room: String,
-        /// Password.
-        password: Option<String>,
-    },
-    /// Join it.
-    Join {
-        /// Room.
-        room: String,
-        /// Password.
-        password: Option<String>,
-    },
-}
-
 /// How to run a client.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -46,8 +27,9 @@ pub struct ClientOptions {
     pub data_dir: PathBuf,
     /// A fingerprint to pin instead of trusting on first use.
     pub fingerprint: Option<String>,
-    /// The room to enter after login.
-    pub intent: Option<RoomIntent>,
+    /// What to send right after the first login: a `Create` or `Join`
+    /// command, to enter a room at once.
+    pub first: Option<Command>,
 }
 
 /// How the client ended without error.
@@ -109,12 +91,7 @@ pub async fn run(
     if known.get(&lp.opts.server).is_none() {
         known.add(&lp.opts.server, &session.fingerprint)?;
     }
-    let first = match lp.opts.intent.clone() {
-        Some(RoomIntent::Create { room, password }) => Some(Command::Create { room, password }),
-        Some(RoomIntent::Join { room, password }) => Some(Command::Join { room, password }),
-        None => None,
-    };
-    if let Some(cmd) = first {
+    if let Some(cmd) = lp.opts.first.clone() {
         lp.command(&mut session, cmd).await;
     }
     let pinned = Some(session.fingerprint.clone());

@@ -282,3 +282,21 @@ impl AdminHandle {
             })
     }
 }
+
+/// Raises the process's open-file limit to its hard maximum: every client is
+/// a socket, and the usual soft limit (1024) would cap a server far below its
+/// `--max-clients`.
+pub fn raise_fd_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
