@@ -334,6 +334,16 @@ impl Chat {
             self.enter_room(conn, &name, false, out);
             return;
         }
+        if session.joining.is_some() {
+            // One password check per connection at a time: checks are slow
+            // by design, and a client must not queue up unbounded work.
+            out.push(err(
+                conn,
+                ErrorCode::RateLimited,
+                "a password check is already under way; wait for its answer",
+            ));
+            return;
+        }
         let Some(password) = password else {
             out.push(err(
                 conn,

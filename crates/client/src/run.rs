@@ -240,8 +240,10 @@ impl Loop {
             tokio::select! {
                 frame = tokio::time::timeout(idle, s.frames.next()) => {
                     let payload = match frame {
+                        // Once we asked to quit, however the connection ends
+                        // is a clean end.
+                        Err(_) | Ok(None) | Ok(Some(Err(_))) if quitting => return Ok(SessionEnd::Quit),
                         Err(_) => return Ok(SessionEnd::Lost("the server stopped answering".into())),
-                        Ok(None) if quitting => return Ok(SessionEnd::Quit),
                         Ok(None) => return Ok(SessionEnd::Lost("the server closed the connection".into())),
                         Ok(Some(Err(e))) => return Ok(SessionEnd::Lost(e.to_string())),
                         Ok(Some(Ok(p))) => p,
