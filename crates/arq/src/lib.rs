@@ -1,0 +1,105 @@
+//! chatdrop's reliable transfer, free of I/O.
+//!
+//! A [`Sender`] and a [`Receiver`] move one byte range (a file, or the rest
+//! of one) over an unreliable datagram path with Go-Back-N or Selective
+//! Repeat ([`Scheme`]). They never touch sockets, files or clocks: the
+//! driver passes in the time and the frames that arrived, and asks what to
+//! send and when to wake up. The sender does not even hold the data: it says
+//! which range to send ([`Transmit`]) and the driver reads it from the file,
+//! so memory stays bounded by the window whatever the file's size.
+//!
+//! Sequence numbers are 32 bits on the wire and wrap; both sides keep 64-bit
+//! packet indices and map sequence numbers into their window with serial
+//! arithmetic, so a transfer may cross the wrap any number of times.
+
+mod frame;
+mod receiver;
+mod rtt;
+mod sender;
+
+pub use frame::{Ack, DecodeError, Frame, MAX_ACK_RANGES};
+pub use receiver::{Receiver, Verdict};
+pub use rtt::RttEstimator;
+pub use sender::{Sender, Transmit};
+
+use std::time::Duration;
+
+/// The ARQ scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Go-Back-N: cumulative acks; the receiver takes packets in order only;
+    /// on a timeout the sender resends everything from the oldest unacked.
+    GoBackN,
+    /// Selective Repeat: the receiver keeps out-of-order packets of its
+    /// window and acks each (cumulative ack plus SACK ranges); the sender
+    /// resends only what timed out.
+    SelectiveRepeat,
+}
+
+impl std::str::FromStr for Scheme {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "gbn" | "go-back-n" => Ok(Scheme::GoBackN),
+            "sr" | "selective-repeat" => Ok(Scheme::SelectiveRepeat),
+            other => Err(format!("unknown ARQ scheme {other:?}: use gbn or sr")),
+        }
+    }
+}
+
+impl Scheme {
+    /// Short name: `gbn` or `sr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::GoBackN => "gbn",
+            Scheme::SelectiveRepeat => "sr",
+        }
+    }
+}
+
+/// Settings shared by both ends of a transfer.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The scheme.
+    pub scheme: Scheme,
+    /// Window in packets (at least 1).
+    pub window: u32,
+    /// Payload bytes per data packet (at least 1).
+    pub mss: u32,
+    /// Retransmission timeout before any RTT sample.
+    pub initial_rto: Duration,
+    /// Lower bound of the retransmission timeout.
+    pub min_rto: Duration,
+    /// Upper bound of the retransmission timeout (after backoff too).
+    pub max_rto: Duration,
+    /// A side that hears nothing from its peer for this long gives up.
+    pub idle_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults for `scheme` with a window of `window` packets.
+    pub fn new(scheme: Scheme, window: u32) -> Self {
+        Config {
+            scheme,
+            window: window.max(1),
+            mss: 1200,
+            initial_rto: Duration::from_millis(500),
+            min_rto: Duration::from_millis(50),
+            max_rto: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Number of packets needed for `len` bytes.
+    pub fn packets_for(&self, len: u64) -> u64 {
+        len.div_ceil(self.mss as u64)
+    }
+}
+
+/// Why a transfer failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArqError {
+    /// Nothing came from the peer for the idle timeout.
+    #[error("no answer from the peer for {0:?}")]
+    PeerSilent(Duration),
+}

@@ -1,0 +1,178 @@
+//! The receiving side.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::frame::{Ack, MAX_ACK_RANGES};
+use crate::{ArqError, Config, Scheme};
+
+/// What to do with an arriving data packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// New data: write the payload at its offset.
+    Write,
+    /// Already have it (a duplicate or a retransmission): ignore the payload.
+    Duplicate,
+    /// Not acceptable now (Go-Back-N: out of order; beyond the window): drop.
+    OutOfWindow,
+    /// Its sequence number, offset and length do not agree: drop.
+    Invalid,
+}
+
+/// Receives the byte range `[start, total)`. See the crate docs.
+#[derive(Debug)]
+pub struct Receiver {
+    cfg: Config,
+    isn: u32,
+    start: u64,
+    total: u64,
+    packets: u64,
+    /// Index of the next packet expected in order.
+    base: u64,
+    /// Selective Repeat: whether packets `base + 1 ..` arrived (index 0 is
+    /// `base + 1`; `base` itself is never marked, it advances `base`).
+    ahead: VecDeque<bool>,
+    need_ack: bool,
+    last_heard: Instant,
+    failed: Option<ArqError>,
+}
+
+impl Receiver {
+    /// A receiver of bytes `[start, total)` whose packets are numbered from
+    /// `isn`.
+    pub fn new(cfg: Config, isn: u32, start: u64, total: u64, now: Instant) -> Self {
+        let start = start.min(total);
+        let packets = cfg.packets_for(total - start);
+        Receiver {
+            cfg,
+            isn,
+            start,
+            total,
+            packets,
+            base: 0,
+            ahead: VecDeque::new(),
+            need_ack: false,
+            last_heard: now,
+            failed: None,
+        }
+    }
+
+    fn seq_of(&self, idx: u64) -> u32 {
+        self.isn.wrapping_add(idx as u32)
+    }
+
+    /// True once every byte arrived.
+    pub fn is_complete(&self) -> bool {
+        self.base >= self.packets
+    }
+
+    /// Bytes received without a gap from the start of the file: what a
+    /// resumed transfer need not fetch again.
+    pub fn contiguous_bytes(&self) -> u64 {
+        (self.start + self.base * self.cfg.mss as u64).min(self.total)
+    }
+
+    /// Why the transfer failed, if it did.
+    pub fn failure(&self) -> Option<&ArqError> {
+        self.failed.as_ref()
+    }
+
+    /// Judges a data packet. On [`Verdict::Write`] the caller must write the
+    /// payload at `offset` before anything else.
+    pub fn on_data(&mut self, now: Instant, seq: u32, offset: u64, len: usize) -> Verdict {
+        self.last_heard = now;
+        // Every data packet is answered, duplicates too: their ack may be
+        // what the sender missed.
+        self.need_ack = true;
+        let diff = seq.wrapping_sub(self.seq_of(self.base));
+        if diff > u32::MAX / 2 {
+            // Behind the window: delivered long ago.
+            return Verdict::Duplicate;
+        }
+        let idx = self.base + diff as u64;
+        if idx >= self.packets {
+            return Verdict::Invalid;
+        }
+        let want_offset = self.start + idx * self.cfg.mss as u64;
+        let want_len = (self.total - want_offset).min(self.cfg.mss as u64) as usize;
+        if offset != want_offset || len != want_len {
+            return Verdict::Invalid;
+        }
+        let window = match self.cfg.scheme {
+            Scheme::GoBackN => 1,
+            Scheme::SelectiveRepeat => self.cfg.window as u64,
+        };
+        if idx >= self.base + window {
+            return Verdict::OutOfWindow;
+        }
+        if idx == self.base {
+            // Slide over what already arrived out of order: `ahead[0]` is
+            // the packet after `base`, so each step drops one mark.
+            loop {
+                self.base += 1;
+                if self.ahead.pop_front() != Some(true) {
+                    break;
+                }
+            }
+            return Verdict::Write;
+        }
+        let pos = (idx - self.base - 1) as usize;
+        if self.ahead.len() <= pos {
+            self.ahead.resize(pos + 1, false);
+        }
+        if self.ahead[pos] {
+            return Verdict::Duplicate;
+        }
+        self.ahead[pos] = true;
+        Verdict::Write
+    }
+
+    /// The acknowledgement to send, if one is due.
+    pub fn poll_ack(&mut self) -> Option<Ack> {
+        if !std::mem::take(&mut self.need_ack) {
+            return None;
+        }
+        let mut ranges = Vec::new();
+        let mut run: Option<u64> = None;
+        for (i, &got) in self.ahead.iter().enumerate() {
+            let idx = self.base + 1 + i as u64;
+            match (got, run) {
+                (true, None) => run = Some(idx),
+                (false, Some(s)) => {
+                    ranges.push((self.seq_of(s), self.seq_of(idx)));
+                    run = None;
+                    if ranges.len() == MAX_ACK_RANGES {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = run {
+            if ranges.len() < MAX_ACK_RANGES {
+                ranges.push((
+                    self.seq_of(s),
+                    self.seq_of(self.base + 1 + self.ahead.len() as u64),
+                ));
+            }
+        }
+        Some(Ack {
+            cum: self.seq_of(self.base),
+            ranges,
+        })
+    }
+
+    /// When the receiver next needs [`Receiver::on_timeout`] (its liveness
+    /// check), unless complete.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (!self.is_complete() && self.failed.is_none())
+            .then(|| self.last_heard + self.cfg.idle_timeout)
+    }
+
+    /// Gives up if the sender has been silent for the idle timeout.
+    pub fn on_timeout(&mut self, now: Instant) {
+        if !self.is_complete() && now >= self.last_heard + self.cfg.idle_timeout {
+            self.failed = Some(ArqError::PeerSilent(self.cfg.idle_timeout));
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! The ARQ over a simulated link: seeded loss, duplication, reordering,
+//! corruption and delay, on a simulated clock. Every case must deliver the
+//! data byte-exact.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use chatdrop_arq::{Ack, ArqError, Config, Frame, Receiver, Scheme, Sender, Verdict};
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// How one direction of the link misbehaves.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    loss: f64,
+    dup: f64,
+    /// Chance a packet is held back behind later ones.
+    reorder: f64,
+    corrupt: f64,
+    delay: Duration,
+    jitter: Duration,
+}
+
+impl Link {
+    fn clean(delay_ms: u64) -> Link {
+        Link {
+            loss: 0.0,
+            dup: 0.0,
+            reorder: 0.0,
+            corrupt: 0.0,
+            delay: Duration::from_millis(delay_ms),
+            jitter: Duration::ZERO,
+        }
+    }
+    fn lossy(loss: f64) -> Link {
+        Link {
+            loss,
+            ..Link::clean(10)
+        }
+    }
+    fn nasty(loss: f64) -> Link {
+        Link {
+            loss,
+            dup: 0.05,
+            reorder: 0.1,
+            corrupt: 0.02,
+            delay: Duration::from_millis(10),
+            jitter: Duration::from_millis(5),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Outcome {
+    received: Vec<u8>,
+    sent: u64,
+    retransmissions: u64,
+    sim_time: Duration,
+    sender_failure: Option<ArqError>,
+    receiver_failure: Option<ArqError>,
+}
+
+/// A datagram in flight: `to_receiver` tells the direction.
+type InFlight = Reverse<(Instant, u64, bool, Vec<u8>)>;
+
+struct Net {
+    rng: ChaCha8Rng,
+    heap: BinaryHeap<InFlight>,
+    tie: u64,
+}
+
+impl Net {
+    /// Sends `frame` over `link`, sealed with a CRC that stands in for the
+    /// AEAD of the real transport (a corrupted datagram fails it).
+    fn send(&mut self, now: Instant, link: &Link, to_receiver: bool, frame: &Frame) {
+        let mut bytes = Vec::new();
+        frame.encode(&mut bytes);
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        if self.rng.gen_bool(link.loss) {
+            return;
+        }
+        let copies = if self.rng.gen_bool(link.dup) { 2 } else { 1 };
+        for _ in 0..copies {
+            let mut b = bytes.clone();
+            if self.rng.gen_bool(link.corrupt) {
+                let i = self.rng.gen_range(0..b.len());
+                b[i] ^= 1 << self.rng.gen_range(0..8);
+            }
+            let jitter = link.jitter.mul_f64(self.rng.gen::<f64>());
+            let mut at = now + link.delay + jitter;
+            if self.rng.gen_bool(link.reorder) {
+                at += link.delay * self.rng.gen_range(1..4);
+            }
+            self.tie += 1;
+            self.heap.push(Reverse((at, self.tie, to_receiver, b)));
+        }
+    }
+}
+
+fn open(b: &[u8]) -> Option<&[u8]> {
+    let (body, crc) = b.split_at(b.len().checked_sub(4)?);
+    (crc32fast::hash(body).to_be_bytes() == crc).then_some(body)
+}
+
+fn transfer(seed: u64, cfg: Config, isn: u32, data: &[u8], fwd: Link, back: Link) -> Outcome {
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut sender = Sender::new(cfg.clone(), isn, 0, data.len() as u64, now);
+    let mut receiver = Receiver::new(cfg, isn, 0, data.len() as u64, now);
+    let mut net = Net {
+        rng: ChaCha8Rng::seed_from_u64(seed),
+        heap: BinaryHeap::new(),
+        tie: 0,
+    };
+    let mut out = vec![0u8; data.len()];
+    let mut written = vec![false; data.len()];
+    for _step in 0..5_000_000 {
+        while let Some(t) = sender.poll_transmit(now) {
+            let payload = &data[t.offset as usize..(t.offset + t.len as u64) as usize];
+            let frame = Frame::Data {
+                seq: t.seq,
+                offset: t.offset,
+                payload,
+            };
+            net.send(now, &fwd, true, &frame);
+        }
+        while let Some(ack) = receiver.poll_ack() {
+            net.send(now, &back, false, &Frame::Ack(ack));
+        }
+        let finished = sender.is_done() && receiver.is_complete();
+        let failed = sender.failure().is_some() || receiver.failure().is_some();
+        if finished || failed {
+            break;
+        }
+        let next = [
+            net.heap.peek().map(|Reverse((t, ..))| *t),
+            sender.poll_timeout(),
+            receiver.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(next) = next else { break };
+        now = now.max(next);
+        while net.heap.peek().is_some_and(|Reverse((t, ..))| *t <= now) {
+            let Reverse((_, _, to_receiver, bytes)) = net.heap.pop().unwrap();
+            let Some(body) = open(&bytes) else { continue };
+            match (to_receiver, Frame::decode(body)) {
+                (
+                    true,
+                    Ok(Frame::Data {
+                        seq,
+                        offset,
+                        payload,
+                    }),
+                ) => {
+                    if receiver.on_data(now, seq, offset, payload.len()) == Verdict::Write {
+                        let at = offset as usize;
+                        assert!(!written[at], "the receiver wrote offset {at} twice");
+                        written[at] = true;
+                        out[at..at + payload.len()].copy_from_slice(payload);
+                    }
+                }
+                (false, Ok(Frame::Ack(ack))) => sender.on_ack(now, &ack),
+                (_, other) => panic!("unexpected {other:?}"),
+            }
+        }
+        if sender.poll_timeout().is_some_and(|t| t <= now) {
+            sender.on_timeout(now);
+        }
+        if receiver.poll_timeout().is_some_and(|t| t <= now) {
+            receiver.on_timeout(now);
+        }
+    }
+    let (sent, retransmissions) = sender.stats();
+    Outcome {
+        received: if receiver.is_complete() {
+            out
+        } else {
+            Vec::new()
+        },
+        sent,
+        retransmissions,
+        sim_time: now - t0,
+        sender_failure: sender.failure().cloned(),
+        receiver_failure: receiver.failure().cloned(),
+    }
+}
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut d = vec![0u8; len];
+    ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut d);
+    d
+}
+
+fn cfg(scheme: Scheme, window: u32) -> Config {
+    let mut c = Config::new(scheme, window);
+    c.mss = 1000;
+    c.idle_timeout = Duration::from_secs(30);
+    c
+}
+
+#[test]
+fn every_scheme_window_and_loss_delivers_byte_exact() {
+    let file = data(60_500, 1);
+    let mut case = 0;
+    for scheme in [Scheme::GoBackN, Scheme::SelectiveRepeat] {
+        for window in [1, 2, 3, 8, 16, 64] {
+            for loss in [0.0, 0.01, 0.05, 0.1, 0.2, 0.3] {
+                case += 1;
+                let link = Link::lossy(loss);
+                let o = transfer(case, cfg(scheme, window), 1000, &file, link, link);
+                assert!(
+                    o.received == file,
+                    "{scheme:?} w={window} loss={loss}: not delivered ({:?} {:?}) after {:?}",
+                    o.sender_failure,
+                    o.receiver_failure,
+                    o.sim_time
+                );
+                if loss == 0.0 {
+                    assert_eq!(
+                        o.retransmissions, 0,
+                        "{scheme:?} w={window}: no loss, no resend"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn duplication_reordering_corruption_and_jitter() {
+    let file = data(100_000, 2);
+    for (i, scheme) in [Scheme::GoBackN, Scheme::SelectiveRepeat]
+        .into_iter()
+        .enumerate()
+    {
+        for window in [1, 4, 16, 100] {
+            for loss in [0.0, 0.05, 0.2] {
+                let seed = 100 + i as u64 * 1000 + window as u64 * 10 + (loss * 100.0) as u64;
+                let o = transfer(
+                    seed,
+                    cfg(scheme, window),
+                    7,
+                    &file,
+                    Link::nasty(loss),
+                    Link::nasty(loss),
+                );
+                assert!(
+                    o.received == file,
+                    "{scheme:?} w={window} loss={loss}: {:?} {:?}",
+                    o.sender_failure,
+                    o.receiver_failure
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn sequence_numbers_wrap() {
+    let file = data(200_000, 3);
+    for scheme in [Scheme::GoBackN, Scheme::SelectiveRepeat] {
+        let o = transfer(
+            9,
+            cfg(scheme, 32),
+            u32::MAX - 50,
+            &file,
+            Link::nasty(0.1),
+            Link::nasty(0.1),
+        );
+        assert!(o.received == file, "{scheme:?} across the wrap");
+    }
+}
+
+#[test]
+fn odd_sizes() {
+    for len in [0usize, 1, 999, 1000, 1001, 64_000] {
+        let file = data(len, len as u64);
+        for scheme in [Scheme::GoBackN, Scheme::SelectiveRepeat] {
+            let o = transfer(
+                len as u64,
+                cfg(scheme, 4),
+                0,
+                &file,
+                Link::lossy(0.1),
+                Link::lossy(0.1),
+            );
+            assert!(o.received == file, "{scheme:?} len={len}");
+        }
+    }
+}
+
+#[test]
+fn go_back_n_resends_more_than_selective_repeat() {
+    // The same lossy link: Go-Back-N resends whole windows, Selective Repeat
+    // only what was lost.
+    let file = data(500_000, 4);
+    let link = Link::lossy(0.05);
+    let gbn = transfer(5, cfg(Scheme::GoBackN, 32), 0, &file, link, Link::clean(10));
+    let sr = transfer(
+        5,
+        cfg(Scheme::SelectiveRepeat, 32),
+        0,
+        &file,
+        link,
+        Link::clean(10),
+    );
+    assert!(gbn.received == file && sr.received == file);
+    assert!(
+        gbn.retransmissions > 3 * sr.retransmissions,
+        "gbn {} vs sr {}",
+        gbn.retransmissions,
+        sr.retransmissions
+    );
+    assert!(sr.sent < gbn.sent);
+}
+
+#[test]
+fn a_dead_link_ends_with_a_clear_error_on_both_sides() {
+    let file = data(10_000, 5);
+    let dead = Link {
+        loss: 1.0,
+        ..Link::clean(10)
+    };
+    let mut c = cfg(Scheme::SelectiveRepeat, 4);
+    c.idle_timeout = Duration::from_secs(5);
+    let o = transfer(6, c, 0, &file, dead, dead);
+    assert!(o.received.is_empty());
+    assert_eq!(
+        o.sender_failure,
+        Some(ArqError::PeerSilent(Duration::from_secs(5)))
+    );
+    assert_eq!(
+        o.receiver_failure,
+        Some(ArqError::PeerSilent(Duration::from_secs(5)))
+    );
+    assert!(o.sim_time <= Duration::from_secs(6));
+}
+
+#[test]
+fn the_rto_follows_the_path() {
+    // 100 ms each way: the RTO settles near the RTT instead of resending
+    // early (no loss, so any retransmission is spurious).
+    let file = data(300_000, 6);
+    let o = transfer(
+        7,
+        cfg(Scheme::SelectiveRepeat, 16),
+        0,
+        &file,
+        Link::clean(100),
+        Link::clean(100),
+    );
+    assert!(o.received == file);
+    assert_eq!(o.retransmissions, 0);
+}
+
+#[test]
+fn foreign_and_bogus_packets_are_rejected() {
+    let now = Instant::now();
+    let c = cfg(Scheme::SelectiveRepeat, 8);
+    let mut r = Receiver::new(c.clone(), 100, 0, 10_000, now);
+    // Wrong offset for its sequence number, wrong length, past the end.
+    assert_eq!(r.on_data(now, 100, 1000, 1000), Verdict::Invalid);
+    assert_eq!(r.on_data(now, 100, 0, 999), Verdict::Invalid);
+    assert_eq!(r.on_data(now, 100 + 10, 10_000, 0), Verdict::Invalid);
+    // Beyond the window.
+    assert_eq!(r.on_data(now, 100 + 9, 9000, 1000), Verdict::OutOfWindow);
+    assert_eq!(r.on_data(now, 100, 0, 1000), Verdict::Write);
+    assert_eq!(r.on_data(now, 100, 0, 1000), Verdict::Duplicate);
+    assert_eq!(r.on_data(now, 102, 2000, 1000), Verdict::Write);
+    assert_eq!(
+        r.poll_ack(),
+        Some(Ack {
+            cum: 101,
+            ranges: vec![(102, 103)]
+        })
+    );
+    assert_eq!(r.contiguous_bytes(), 1000);
+
+    // An ack for packets never sent moves nothing.
+    let mut s = Sender::new(c, 100, 0, 10_000, now);
+    let t = s.poll_transmit(now).unwrap();
+    assert_eq!((t.seq, t.offset, t.len), (100, 0, 1000));
+    s.on_ack(
+        now,
+        &Ack {
+            cum: 5000,
+            ranges: vec![(7, 9)],
+        },
+    );
+    assert_eq!(s.acked_bytes(), 0);
+    s.on_ack(
+        now,
+        &Ack {
+            cum: 101,
+            ranges: vec![],
+        },
+    );
+    assert_eq!(s.acked_bytes(), 1000);
+}
+
+#[test]
+fn go_back_n_receiver_takes_packets_in_order_only() {
+    let now = Instant::now();
+    let mut r = Receiver::new(cfg(Scheme::GoBackN, 8), 0, 0, 10_000, now);
+    assert_eq!(r.on_data(now, 1, 1000, 1000), Verdict::OutOfWindow);
+    assert_eq!(r.on_data(now, 0, 0, 1000), Verdict::Write);
+    assert_eq!(r.on_data(now, 1, 1000, 1000), Verdict::Write);
+    assert_eq!(
+        r.poll_ack(),
+        Some(Ack {
+            cum: 2,
+            ranges: vec![]
+        })
+    );
+}
+
+#[test]
+fn resuming_sends_only_the_rest() {
+    let now = Instant::now();
+    let c = cfg(Scheme::SelectiveRepeat, 4);
+    let mut s = Sender::new(c, 0, 2500, 5000, now);
+    let offsets: Vec<u64> = std::iter::from_fn(|| s.poll_transmit(now))
+        .map(|t| t.offset)
+        .collect();
+    assert_eq!(offsets, [2500, 3500, 4500]);
+}
+
+#[test]
+fn random_bytes_never_panic_the_decoder() {
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
+    for _ in 0..20_000 {
+        let len = rng.gen_range(0..64);
+        let mut b = vec![0u8; len];
+        rng.fill_bytes(&mut b);
+        if let Some(first) = b.first_mut() {
+            *first = rng.gen_range(0..6);
+        }
+        let _ = Frame::decode(&b);
+    }
+}
