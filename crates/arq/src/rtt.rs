@@ -54,6 +54,13 @@ impl RttEstimator {
         self.backoff = (self.backoff * 2).min(64);
     }
 
+    /// Forgets the backoff: the path delivers again. (TCP stacks and QUIC
+    /// reset it on any ack of new data, not only on a clean RTT sample,
+    /// which under steady loss may not come for a long time.)
+    pub fn reset_backoff(&mut self) {
+        self.backoff = 1;
+    }
+
     /// The current retransmission timeout, backoff included.
     pub fn rto(&self) -> Duration {
         (self.rto * self.backoff).min(self.max_rto)

@@ -227,6 +227,7 @@ impl Sender {
             self.next = self.base;
         }
         if self.base != before {
+            self.rtt.reset_backoff();
             // Fresh progress: restart the timer for the new oldest packet.
             self.gbn_deadline = (!self.slots.is_empty()).then(|| now + self.rtt.rto());
         }

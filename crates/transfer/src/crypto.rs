@@ -1,0 +1,191 @@
+//! The envelope of every datagram of a session:
+//!
+//! ```text
+//! version u8 (1) | session id [8] | packet number u64 | ChaCha20-Poly1305(frame) + tag [16]
+//! ```
+//!
+//! The header is the AEAD's associated data. Each direction has its own key
+//! (derived with HKDF-SHA256 from the session secret), so the packet number
+//! alone is a unique nonce: each side numbers its datagrams from 0 and never
+//! reuses a number. A datagram that fails to open (tampered, foreign, or of
+//! another session) is dropped before anything reads it.
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use hkdf::Hkdf;
+use sha2::Sha256;
+
+/// Envelope version.
+pub const VERSION: u8 = 1;
+/// Bytes before the ciphertext.
+pub const HEADER: usize = 1 + 8 + 8;
+/// Bytes of the AEAD tag.
+pub const TAG: usize = 16;
+
+/// Which end of the session this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sends the file.
+    Sender,
+    /// Receives it.
+    Receiver,
+}
+
+/// Why a datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// Too short, wrong version or another session's id.
+    #[error("not a datagram of this session")]
+    Foreign,
+    /// The AEAD tag does not verify: tampered or forged.
+    #[error("authentication failed")]
+    Forged,
+}
+
+/// Keys and counters of one session.
+pub struct SessionKeys {
+    id: [u8; 8],
+    seal: ChaCha20Poly1305,
+    open: ChaCha20Poly1305,
+    next_pn: u64,
+}
+
+impl std::fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionKeys")
+            .field("id", &hex::encode(self.id))
+            .finish_non_exhaustive()
+    }
+}
+
+fn nonce(pn: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&pn.to_be_bytes());
+    n.into()
+}
+
+impl SessionKeys {
+    /// Keys for session `id` from a 32-byte secret both ends share (from a
+    /// ticket, or from the key exchange), for the end `role`. `context`
+    /// binds the keys to how the secret was agreed.
+    pub fn derive(secret: &[u8; 32], id: [u8; 8], context: &[u8], role: Role) -> SessionKeys {
+        let hk = Hkdf::<Sha256>::new(Some(&id), secret);
+        let mut to_receiver = [0u8; 32];
+        let mut to_sender = [0u8; 32];
+        let mut info = b"chatdrop transfer v1 to-receiver ".to_vec();
+        info.extend_from_slice(context);
+        // Both lengths are valid for HKDF-SHA256 (at most 255 * 32 bytes).
+        hk.expand(&info, &mut to_receiver)
+            .expect("32 bytes is a valid HKDF length");
+        let mut info = b"chatdrop transfer v1 to-sender ".to_vec();
+        info.extend_from_slice(context);
+        hk.expand(&info, &mut to_sender)
+            .expect("32 bytes is a valid HKDF length");
+        let (seal, open) = match role {
+            Role::Sender => (to_receiver, to_sender),
+            Role::Receiver => (to_sender, to_receiver),
+        };
+        SessionKeys {
+            id,
+            seal: ChaCha20Poly1305::new(Key::from_slice(&seal)),
+            open: ChaCha20Poly1305::new(Key::from_slice(&open)),
+            next_pn: 0,
+        }
+    }
+
+    /// The session id.
+    pub fn id(&self) -> [u8; 8] {
+        self.id
+    }
+
+    /// Seals `frame` (already encoded in `buf[HEADER..]`) in place: writes
+    /// the header and appends the tag. `buf` must start with `HEADER` bytes
+    /// of room.
+    pub fn seal(&mut self, buf: &mut Vec<u8>) {
+        let pn = self.next_pn;
+        self.next_pn += 1;
+        buf[0] = VERSION;
+        buf[1..9].copy_from_slice(&self.id);
+        buf[9..17].copy_from_slice(&pn.to_be_bytes());
+        let (header, body) = buf.split_at_mut(HEADER);
+        // Encryption in place cannot fail for messages under 256 GiB.
+        let tag = self
+            .seal
+            .encrypt_in_place_detached(&nonce(pn), header, body)
+            .expect("ChaCha20-Poly1305 seals any datagram-sized message");
+        buf.extend_from_slice(&tag);
+    }
+
+    /// Opens a datagram in place; returns the frame's bytes.
+    pub fn open<'a>(&self, buf: &'a mut [u8]) -> Result<&'a [u8], OpenError> {
+        if buf.len() < HEADER + TAG || buf[0] != VERSION || buf[1..9] != self.id {
+            return Err(OpenError::Foreign);
+        }
+        let mut pn = [0u8; 8];
+        pn.copy_from_slice(&buf[9..17]);
+        let pn = u64::from_be_bytes(pn);
+        let (header, rest) = buf.split_at_mut(HEADER);
+        let (body, tag) = rest.split_at_mut(rest.len() - TAG);
+        let tag = Tag::clone_from_slice(tag);
+        self.open
+            .decrypt_in_place_detached(&nonce(pn), header, body, &tag)
+            .map_err(|_| OpenError::Forged)?;
+        Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (SessionKeys, SessionKeys) {
+        let secret = [7u8; 32];
+        let id = [1, 2, 3, 4, 5, 6, 7, 8];
+        (
+            SessionKeys::derive(&secret, id, b"test", Role::Sender),
+            SessionKeys::derive(&secret, id, b"test", Role::Receiver),
+        )
+    }
+
+    fn sealed(k: &mut SessionKeys, msg: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; HEADER];
+        buf.extend_from_slice(msg);
+        k.seal(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn both_directions_open() {
+        let (mut s, mut r) = pair();
+        let mut d = sealed(&mut s, b"data");
+        assert_eq!(r.open(&mut d).unwrap(), b"data");
+        let mut a = sealed(&mut r, b"ack");
+        assert_eq!(s.open(&mut a).unwrap(), b"ack");
+        // A side cannot open its own datagrams (directions have own keys).
+        let mut d = sealed(&mut s, b"data");
+        assert_eq!(s.open(&mut d), Err(OpenError::Forged));
+    }
+
+    #[test]
+    fn tampering_and_foreign_datagrams_are_dropped() {
+        let (mut s, r) = pair();
+        let clean = sealed(&mut s, b"payload bytes");
+        for i in 0..clean.len() {
+            let mut d = clean.clone();
+            d[i] ^= 0x40;
+            assert!(r.open(&mut d).is_err(), "flipping byte {i} must be caught");
+        }
+        let other = SessionKeys::derive(&[7u8; 32], [9; 8], b"test", Role::Receiver);
+        let mut d = clean.clone();
+        assert_eq!(other.open(&mut d), Err(OpenError::Foreign));
+        let wrong_ctx = SessionKeys::derive(
+            &[7u8; 32],
+            [1, 2, 3, 4, 5, 6, 7, 8],
+            b"other",
+            Role::Receiver,
+        );
+        let mut d = clean.clone();
+        assert_eq!(wrong_ctx.open(&mut d), Err(OpenError::Forged));
+        assert_eq!(r.open(&mut [1u8; 5]), Err(OpenError::Foreign));
+    }
+}

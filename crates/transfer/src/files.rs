@@ -1,0 +1,303 @@
+//! Files at both ends: the source being sent, read at offsets, and the
+//! download being received, written at offsets into a `.part` file that is
+//! hashed as it fills, checked, synced and renamed into place at the end.
+//!
+//! An interrupted download keeps its `.part` file and a small record of how
+//! much of it is complete, keyed by the file's BLAKE3 hash; fetching the same
+//! file again (from any peer) continues from there.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::TransferError;
+
+/// The BLAKE3 hash and size of a file, read in one pass.
+pub fn hash_file(path: &Path) -> Result<(u64, [u8; 32]), TransferError> {
+    let mut f =
+        File::open(path).map_err(TransferError::io(format!("opening {}", path.display())))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(TransferError::io(format!("reading {}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((size, *hasher.finalize().as_bytes()))
+}
+
+/// A file being sent.
+#[derive(Debug)]
+pub struct Source {
+    file: File,
+    size: u64,
+}
+
+impl Source {
+    /// Opens `path` for sending; `size` is what was announced.
+    pub fn open(path: &Path, size: u64) -> Result<Source, TransferError> {
+        let file =
+            File::open(path).map_err(TransferError::io(format!("opening {}", path.display())))?;
+        let len = file
+            .metadata()
+            .map_err(TransferError::io(format!("reading {}", path.display())))?
+            .len();
+        if len != size {
+            return Err(TransferError::Invalid(format!(
+                "{} changed size since it was announced ({size} -> {len} bytes)",
+                path.display()
+            )));
+        }
+        Ok(Source { file, size })
+    }
+
+    /// The announced size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Fills `buf` from `offset`.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), TransferError> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(TransferError::io("reading the file being sent"))
+    }
+}
+
+/// Makes a name from a peer safe to create in the download folder: its last
+/// path component, without control characters, not `.`/`..`/empty.
+pub fn safe_file_name(name: &str) -> Result<String, TransferError> {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let clean: String = last.chars().filter(|c| !c.is_control()).collect();
+    if clean.is_empty()
+        || clean == "."
+        || clean == ".."
+        || clean.starts_with('.') && clean.ends_with(".part")
+    {
+        return Err(TransferError::Invalid(format!(
+            "{name:?} cannot be a file name"
+        )));
+    }
+    Ok(clean)
+}
+
+/// A download in progress.
+#[derive(Debug)]
+pub struct Download {
+    dir: PathBuf,
+    name: String,
+    size: u64,
+    hash: [u8; 32],
+    part: PathBuf,
+    record: PathBuf,
+    file: File,
+    hasher: blake3::Hasher,
+    hashed: u64,
+    buf: Vec<u8>,
+}
+
+fn read_record(path: &Path, size: u64, hash: &[u8; 32]) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    let mut parts = text.split_whitespace();
+    let (s, h, done) = (parts.next()?, parts.next()?, parts.next()?);
+    (s.parse::<u64>().ok()? == size && h == hex::encode(hash))
+        .then(|| done.parse::<u64>().ok())
+        .flatten()
+        .filter(|d| *d <= size)
+}
+
+impl Download {
+    /// Prepares a download of `name` (`size` bytes, BLAKE3 `hash`) into
+    /// `dir`, picking up an earlier interrupted download of the same file.
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        size: u64,
+        hash: [u8; 32],
+    ) -> Result<Download, TransferError> {
+        let name = safe_file_name(name)?;
+        fs::create_dir_all(dir)
+            .map_err(TransferError::io(format!("creating {}", dir.display())))?;
+        let key = &hex::encode(hash)[..16];
+        let part = dir.join(format!(".{key}.part"));
+        let record = dir.join(format!(".{key}.part.resume"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&part)
+            .map_err(TransferError::io(format!("opening {}", part.display())))?;
+        let on_disk = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let resume = read_record(&record, size, &hash)
+            .filter(|d| *d <= on_disk)
+            .unwrap_or(0);
+        if resume == 0 {
+            file.set_len(0)
+                .map_err(TransferError::io(format!("truncating {}", part.display())))?;
+        }
+        let mut d = Download {
+            dir: dir.to_path_buf(),
+            name,
+            size,
+            hash,
+            part,
+            record,
+            file,
+            hasher: blake3::Hasher::new(),
+            hashed: 0,
+            buf: Vec::new(),
+        };
+        d.hash_up_to(resume)?;
+        Ok(d)
+    }
+
+    /// Bytes already there from an earlier attempt.
+    pub fn resume_from(&self) -> u64 {
+        self.hashed
+    }
+
+    /// Writes received bytes at `offset`.
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), TransferError> {
+        self.file
+            .write_all_at(data, offset)
+            .map_err(TransferError::io(format!(
+                "writing {}",
+                self.part.display()
+            )))
+    }
+
+    /// Feeds the hash with the bytes up to `contiguous` (all written): the
+    /// hash is computed as the file fills, not in a second pass at the end.
+    pub fn hash_up_to(&mut self, contiguous: u64) -> Result<(), TransferError> {
+        while self.hashed < contiguous {
+            let n = (contiguous - self.hashed).min(1 << 20) as usize;
+            self.buf.resize(n, 0);
+            self.file
+                .read_exact_at(&mut self.buf, self.hashed)
+                .map_err(TransferError::io(format!(
+                    "reading {}",
+                    self.part.display()
+                )))?;
+            self.hasher.update(&self.buf);
+            self.hashed += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Records how much is complete, so a later attempt resumes from there.
+    pub fn save_progress(&mut self, contiguous: u64) -> Result<(), TransferError> {
+        let _ = self.file.sync_data();
+        let tmp = self.record.with_extension("tmp");
+        fs::write(
+            &tmp,
+            format!("{} {} {}\n", self.size, hex::encode(self.hash), contiguous),
+        )
+        .and_then(|_| fs::rename(&tmp, &self.record))
+        .map_err(TransferError::io(format!(
+            "writing {}",
+            self.record.display()
+        )))
+    }
+
+    /// Checks the hash, syncs and moves the file into place under a name
+    /// that does not overwrite anything. Returns its path.
+    pub fn finish(mut self) -> Result<(PathBuf, [u8; 32]), TransferError> {
+        self.hash_up_to(self.size)?;
+        let got = *self.hasher.finalize().as_bytes();
+        if got != self.hash {
+            let _ = fs::remove_file(&self.part);
+            let _ = fs::remove_file(&self.record);
+            return Err(TransferError::HashMismatch {
+                expected: hex::encode(self.hash),
+                got: hex::encode(got),
+            });
+        }
+        self.file.sync_all().map_err(TransferError::io(format!(
+            "syncing {}",
+            self.part.display()
+        )))?;
+        let target = free_name(&self.dir, &self.name);
+        fs::rename(&self.part, &target).map_err(TransferError::io(format!(
+            "renaming to {}",
+            target.display()
+        )))?;
+        let _ = fs::remove_file(&self.record);
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok((target, got))
+    }
+}
+
+/// `dir/name`, or `dir/stem (1).ext`, `(2)`... if taken.
+fn free_name(dir: &Path, name: &str) -> PathBuf {
+    let first = dir.join(name);
+    if !first.exists() {
+        return first;
+    }
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    (1..)
+        .map(|i| dir.join(format!("{stem} ({i}){ext}")))
+        .find(|p| !p.exists())
+        .unwrap_or(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_peers_are_made_safe() {
+        assert_eq!(safe_file_name("report.pdf").unwrap(), "report.pdf");
+        assert_eq!(safe_file_name("../../etc/passwd").unwrap(), "passwd");
+        assert_eq!(safe_file_name("a\\b\\c.txt").unwrap(), "c.txt");
+        assert!(safe_file_name("..").is_err());
+        assert!(safe_file_name("dir/").is_err());
+        assert!(safe_file_name("").is_err());
+    }
+
+    #[test]
+    fn download_resume_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+        let hash = *blake3::hash(&data).as_bytes();
+        let mut d = Download::open(dir.path(), "x.bin", data.len() as u64, hash).unwrap();
+        assert_eq!(d.resume_from(), 0);
+        d.write_at(0, &data[..40_000]).unwrap();
+        d.hash_up_to(40_000).unwrap();
+        d.save_progress(40_000).unwrap();
+        drop(d);
+        let mut d = Download::open(dir.path(), "x.bin", data.len() as u64, hash).unwrap();
+        assert_eq!(d.resume_from(), 40_000);
+        d.write_at(40_000, &data[40_000..]).unwrap();
+        let (path, _) = d.finish().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), data);
+        // A second copy does not overwrite the first.
+        let mut d = Download::open(dir.path(), "x.bin", data.len() as u64, hash).unwrap();
+        assert_eq!(d.resume_from(), 0, "the record went with the finished file");
+        d.write_at(0, &data).unwrap();
+        let (second, _) = d.finish().unwrap();
+        assert_eq!(second.file_name().unwrap(), "x (1).bin");
+    }
+
+    #[test]
+    fn a_wrong_hash_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Download::open(dir.path(), "x.bin", 3, [0; 32]).unwrap();
+        d.write_at(0, b"abc").unwrap();
+        let err = d.finish().unwrap_err().to_string();
+        assert!(err.contains("does not match"), "{err}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

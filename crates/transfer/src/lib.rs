@@ -1,0 +1,57 @@
+//! chatdrop's peer-to-peer file transfer: one UDP session per file, sealed
+//! end to end, driving the sans-IO ARQ of `chatdrop-arq`.
+//!
+//! - [`crypto`]: session keys and the AEAD envelope of every datagram.
+//! - [`wire`]: the frames of a session (the ARQ's plus `Start`).
+//! - [`ticket`]: what a receiver needs to fetch a file in direct mode.
+//! - [`files`]: reading the shared file, and the download's `.part` file
+//!   with its resume record and BLAKE3 check.
+//! - [`session`]: the two drivers, [`session::serve`] and [`session::fetch`].
+//! - [`relay`]: a lossy UDP relay, for tests and benchmarks.
+
+pub mod crypto;
+pub mod files;
+pub mod relay;
+pub mod session;
+pub mod ticket;
+pub mod wire;
+
+pub use session::{fetch, serve, FetchOptions, Progress, ServeOptions, TransferStats};
+pub use ticket::Ticket;
+
+/// Errors of a transfer.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// Socket or file I/O failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The peer stopped answering.
+    #[error("the peer stopped answering ({0})")]
+    PeerSilent(String),
+    /// The peer gave up and said why.
+    #[error("the peer aborted: {0}")]
+    Aborted(String),
+    /// The file received does not match the announced hash.
+    #[error("the file received does not match its BLAKE3 hash (expected {expected}, got {got}); nothing was kept")]
+    HashMismatch {
+        /// Announced.
+        expected: String,
+        /// Computed.
+        got: String,
+    },
+    /// A ticket or name that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl TransferError {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TransferError {
+        let what = what.into();
+        move |source| TransferError::Io { what, source }
+    }
+}

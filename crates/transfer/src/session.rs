@@ -1,0 +1,294 @@
+//! The two ends of a transfer session over one UDP socket each.
+//!
+//! The receiver speaks first (`Start`, repeated until data flows), so the
+//! sender learns its address from an authenticated datagram: only the holder
+//! of the session keys can start a session, and only once.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chatdrop_arq::{Config, Frame, Receiver, Sender, Verdict};
+use tokio::net::UdpSocket;
+use tracing::debug;
+
+use crate::crypto::{SessionKeys, HEADER};
+use crate::files::{Download, Source};
+use crate::wire::Msg;
+use crate::TransferError;
+
+/// How often the receiver repeats `Start` until the sender answers.
+const START_REPEAT: Duration = Duration::from_millis(250);
+/// How long a finished receiver stays to answer a sender that missed its
+/// last ack, when the sender's `Done` does not come.
+const LINGER: Duration = Duration::from_secs(1);
+/// How often a receiver records its progress for resuming.
+const SAVE_EVERY: u64 = 8 << 20;
+
+/// Numbers of one finished transfer.
+#[derive(Debug, Clone, Default)]
+pub struct TransferStats {
+    /// Bytes moved in this session (a resumed one moves only the rest).
+    pub bytes: u64,
+    /// Wall time from the first datagram to the last.
+    pub seconds: f64,
+    /// Data packets sent (sender) or received (receiver).
+    pub packets: u64,
+    /// Retransmitted data packets (sender only).
+    pub retransmissions: u64,
+    /// Datagrams dropped because they did not authenticate.
+    pub forged: u64,
+    /// Where the download resumed from.
+    pub resumed_from: u64,
+}
+
+/// Receives progress: bytes done out of the total.
+pub trait Progress: FnMut(u64, u64) {}
+impl<F: FnMut(u64, u64)> Progress for F {}
+
+/// Options of the sending end.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// ARQ settings (scheme, window, packet size, timeouts).
+    pub cfg: Config,
+    /// How long to wait for the receiver's `Start`; `None` waits for ever.
+    pub wait_for_start: Option<Duration>,
+}
+
+/// Options of the receiving end.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// ARQ settings; must match the sender's scheme, window and packet size.
+    pub cfg: Config,
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> TransferError {
+    TransferError::io(what)
+}
+
+async fn send_msg(
+    socket: &UdpSocket,
+    keys: &mut SessionKeys,
+    to: SocketAddr,
+    msg: &Msg<'_>,
+    buf: &mut Vec<u8>,
+) -> Result<(), TransferError> {
+    buf.clear();
+    buf.resize(HEADER, 0);
+    msg.encode(buf);
+    keys.seal(buf);
+    socket
+        .send_to(buf, to)
+        .await
+        .map_err(io("sending a datagram"))?;
+    Ok(())
+}
+
+/// Serves `source` to the one receiver that starts the session with `keys`.
+pub async fn serve(
+    socket: &UdpSocket,
+    mut keys: SessionKeys,
+    source: &Source,
+    opts: &ServeOptions,
+    mut progress: impl Progress,
+) -> Result<TransferStats, TransferError> {
+    let mut rbuf = vec![0u8; 65_536];
+    let mut sbuf = Vec::with_capacity(opts.cfg.mss as usize + 64);
+    let mut chunk = vec![0u8; opts.cfg.mss as usize];
+    let mut stats = TransferStats::default();
+    // Wait for an authentic Start.
+    let deadline = opts.wait_for_start.map(|d| Instant::now() + d);
+    let (peer, isn, resume_from) = loop {
+        let recv = socket.recv_from(&mut rbuf);
+        let (n, from) = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), recv)
+                .await
+                .map_err(|_| TransferError::PeerSilent("no receiver came".into()))?,
+            None => recv.await,
+        }
+        .map_err(io("receiving"))?;
+        let Ok(body) = keys.open(&mut rbuf[..n]) else {
+            stats.forged += 1;
+            continue;
+        };
+        if let Ok(Msg::Start { isn, resume_from }) = Msg::decode(body) {
+            break (from, isn, resume_from);
+        }
+    };
+    debug!(%peer, isn, resume_from, "session started");
+    let started = Instant::now();
+    let size = source.size();
+    stats.resumed_from = resume_from.min(size);
+    let mut arq = Sender::new(opts.cfg.clone(), isn, resume_from, size, started);
+    loop {
+        let now = Instant::now();
+        while let Some(t) = arq.poll_transmit(now) {
+            let data = &mut chunk[..t.len as usize];
+            source.read_at(t.offset, data)?;
+            let frame = Msg::Arq(Frame::Data {
+                seq: t.seq,
+                offset: t.offset,
+                payload: data,
+            });
+            send_msg(socket, &mut keys, peer, &frame, &mut sbuf).await?;
+        }
+        if arq.is_done() {
+            // Tell the receiver it may stop; if this is lost it stops by
+            // itself after a moment of silence.
+            send_msg(socket, &mut keys, peer, &Msg::Arq(Frame::Done), &mut sbuf).await?;
+            let (packets, retransmissions) = arq.stats();
+            stats.packets = packets;
+            stats.retransmissions = retransmissions;
+            stats.bytes = size - stats.resumed_from;
+            stats.seconds = started.elapsed().as_secs_f64();
+            progress(size, size);
+            return Ok(stats);
+        }
+        if let Some(e) = arq.failure() {
+            let why = e.to_string();
+            let _ = send_msg(
+                socket,
+                &mut keys,
+                peer,
+                &Msg::Arq(Frame::Abort(&why)),
+                &mut sbuf,
+            )
+            .await;
+            return Err(TransferError::PeerSilent(why));
+        }
+        let wake = arq.poll_timeout().unwrap_or(now + opts.cfg.idle_timeout);
+        tokio::select! {
+            r = socket.recv_from(&mut rbuf) => {
+                let (n, from) = r.map_err(io("receiving"))?;
+                if from != peer {
+                    continue;
+                }
+                let Ok(body) = keys.open(&mut rbuf[..n]) else {
+                    stats.forged += 1;
+                    continue;
+                };
+                match Msg::decode(body) {
+                    Ok(Msg::Arq(Frame::Ack(ack))) => {
+                        arq.on_ack(Instant::now(), &ack);
+                        progress(arq.acked_bytes(), size);
+                    }
+                    Ok(Msg::Arq(Frame::Abort(why))) => {
+                        return Err(TransferError::Aborted(why.to_string()))
+                    }
+                    _ => {}
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => arq.on_timeout(Instant::now()),
+        }
+    }
+}
+
+/// Fetches a file from `peer` into `download` with `keys`.
+pub async fn fetch(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    mut keys: SessionKeys,
+    download: &mut Download,
+    size: u64,
+    opts: &FetchOptions,
+    mut progress: impl Progress,
+) -> Result<TransferStats, TransferError> {
+    let mut rbuf = vec![0u8; 65_536];
+    let mut sbuf = Vec::with_capacity(256);
+    let isn: u32 = rand::random();
+    let resume_from = download.resume_from();
+    let mut stats = TransferStats {
+        resumed_from: resume_from,
+        ..TransferStats::default()
+    };
+    let started = Instant::now();
+    let mut arq = Receiver::new(opts.cfg.clone(), isn, resume_from, size, started);
+    let start = Msg::Start { isn, resume_from };
+    send_msg(socket, &mut keys, peer, &start, &mut sbuf).await?;
+    let mut heard = false;
+    let mut next_start = started + START_REPEAT;
+    let mut saved = resume_from;
+    let mut done_at: Option<Instant> = None;
+    let result = loop {
+        let now = Instant::now();
+        if let Some(at) = done_at {
+            if now >= at + LINGER {
+                break Ok(());
+            }
+        } else if arq.is_complete() {
+            done_at = Some(now);
+        }
+        if let Some(e) = arq.failure() {
+            break Err(TransferError::PeerSilent(e.to_string()));
+        }
+        let mut wake = done_at
+            .map(|t| t + LINGER)
+            .or_else(|| arq.poll_timeout())
+            .unwrap_or(now + opts.cfg.idle_timeout);
+        if !heard {
+            wake = wake.min(next_start);
+        }
+        let got = tokio::select! {
+            r = socket.recv_from(&mut rbuf) => Some(r.map_err(io("receiving"))?),
+            _ = tokio::time::sleep_until(wake.into()) => None,
+        };
+        let Some((n, from)) = got else {
+            let now = Instant::now();
+            if !heard && now >= next_start {
+                send_msg(socket, &mut keys, peer, &start, &mut sbuf).await?;
+                next_start = now + START_REPEAT;
+            }
+            arq.on_timeout(now);
+            continue;
+        };
+        if from != peer {
+            continue;
+        }
+        let Ok(body) = keys.open(&mut rbuf[..n]) else {
+            stats.forged += 1;
+            continue;
+        };
+        heard = true;
+        match Msg::decode(body) {
+            Ok(Msg::Arq(Frame::Data {
+                seq,
+                offset,
+                payload,
+            })) => {
+                stats.packets += 1;
+                if arq.on_data(Instant::now(), seq, offset, payload.len()) == Verdict::Write {
+                    download.write_at(offset, payload)?;
+                }
+            }
+            Ok(Msg::Arq(Frame::Done)) if arq.is_complete() => break Ok(()),
+            Ok(Msg::Arq(Frame::Abort(why))) => break Err(TransferError::Aborted(why.to_string())),
+            _ => {}
+        }
+        if let Some(ack) = arq.poll_ack() {
+            send_msg(
+                socket,
+                &mut keys,
+                peer,
+                &Msg::Arq(Frame::Ack(ack)),
+                &mut sbuf,
+            )
+            .await?;
+        }
+        let contiguous = arq.contiguous_bytes();
+        if contiguous >= saved + SAVE_EVERY {
+            download.hash_up_to(contiguous)?;
+            download.save_progress(contiguous)?;
+            saved = contiguous;
+        }
+        progress(contiguous, size);
+    };
+    let contiguous = arq.contiguous_bytes();
+    if let Err(e) = result {
+        // Keep what arrived for the next attempt.
+        let _ = download.hash_up_to(contiguous);
+        let _ = download.save_progress(contiguous);
+        return Err(e);
+    }
+    stats.bytes = size - resume_from;
+    stats.seconds = started.elapsed().as_secs_f64();
+    Ok(stats)
+}

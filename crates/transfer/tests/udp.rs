@@ -1,0 +1,147 @@
+//! Sessions over real UDP sockets on loopback, directly and through the
+//! lossy relay.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chatdrop_arq::{Config, Scheme};
+use chatdrop_transfer::crypto::{Role, SessionKeys};
+use chatdrop_transfer::files::{hash_file, Download, Source};
+use chatdrop_transfer::relay::{Impairment, Relay};
+use chatdrop_transfer::{fetch, serve, FetchOptions, ServeOptions, TransferError};
+use rand::{RngCore, SeedableRng};
+use tokio::net::UdpSocket;
+
+fn write_random(path: &Path, len: usize, seed: u64) -> Vec<u8> {
+    let mut d = vec![0u8; len];
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut d);
+    std::fs::write(path, &d).unwrap();
+    d
+}
+
+fn cfg(scheme: Scheme, window: u32) -> Config {
+    let mut c = Config::new(scheme, window);
+    c.idle_timeout = Duration::from_secs(3);
+    c
+}
+
+struct Run {
+    result: Result<std::path::PathBuf, TransferError>,
+    sender: Result<chatdrop_transfer::TransferStats, TransferError>,
+}
+
+/// Serves `file` and fetches it into `out`, through `imp` if given.
+async fn run(file: &Path, out: &Path, c: Config, imp: Option<Impairment>, secret: [u8; 32]) -> Run {
+    let (size, hash) = hash_file(file).unwrap();
+    let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = server.local_addr().unwrap();
+    let source = Source::open(file, size).unwrap();
+    let id = [5u8; 8];
+    let send_keys = SessionKeys::derive(&secret, id, b"test", Role::Sender);
+    let recv_keys = SessionKeys::derive(&secret, id, b"test", Role::Receiver);
+    let relay = match imp {
+        Some(imp) => Some(Relay::start(target, imp).await.unwrap()),
+        None => None,
+    };
+    let peer = relay.as_ref().map_or(target, |r| r.addr);
+    let sopts = ServeOptions {
+        cfg: c.clone(),
+        wait_for_start: Some(Duration::from_secs(5)),
+    };
+    let sender =
+        tokio::spawn(async move { serve(&server, send_keys, &source, &sopts, |_, _| {}).await });
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut dl = Download::open(out, "file.bin", size, hash).unwrap();
+    let fetched = fetch(
+        &client,
+        peer,
+        recv_keys,
+        &mut dl,
+        size,
+        &FetchOptions { cfg: c },
+        |_, _| {},
+    )
+    .await;
+    let result = fetched.and_then(|_| dl.finish().map(|(p, _)| p));
+    let sender = sender.await.unwrap();
+    Run { result, sender }
+}
+
+#[tokio::test]
+async fn byte_exact_over_loopback_both_schemes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.bin");
+    let data = write_random(&src, 3_000_001, 1);
+    for (i, scheme) in [Scheme::GoBackN, Scheme::SelectiveRepeat]
+        .into_iter()
+        .enumerate()
+    {
+        let out = dir.path().join(format!("out{i}"));
+        let r = run(&src, &out, cfg(scheme, 64), None, [1; 32]).await;
+        let path = r.result.unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), data, "{scheme:?}");
+        assert!(r.sender.is_ok());
+    }
+}
+
+#[tokio::test]
+async fn through_a_lossy_tampering_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.bin");
+    let data = write_random(&src, 1_000_000, 2);
+    for (i, scheme) in [Scheme::GoBackN, Scheme::SelectiveRepeat]
+        .into_iter()
+        .enumerate()
+    {
+        let out = dir.path().join(format!("out{i}"));
+        let imp = Impairment {
+            loss: 0.05,
+            tamper: 0.02,
+            seed: 7 + i as u64,
+        };
+        let r = run(&src, &out, cfg(scheme, 32), Some(imp), [2; 32]).await;
+        let path = r.result.unwrap_or_else(|e| panic!("{scheme:?}: {e}"));
+        assert_eq!(std::fs::read(path).unwrap(), data, "{scheme:?}");
+        let stats = r.sender.unwrap();
+        assert!(stats.retransmissions > 0, "losses were repaired");
+    }
+}
+
+#[tokio::test]
+async fn a_receiver_with_the_wrong_keys_gets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.bin");
+    write_random(&src, 10_000, 3);
+    let (size, _) = hash_file(&src).unwrap();
+    let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = server.local_addr().unwrap();
+    let source = Source::open(&src, size).unwrap();
+    let keys = SessionKeys::derive(&[1; 32], [1; 8], b"t", Role::Sender);
+    let sopts = ServeOptions {
+        cfg: cfg(Scheme::SelectiveRepeat, 8),
+        wait_for_start: Some(Duration::from_millis(800)),
+    };
+    let sender =
+        tokio::spawn(async move { serve(&server, keys, &source, &sopts, |_, _| {}).await });
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let wrong = SessionKeys::derive(&[9; 32], [1; 8], b"t", Role::Receiver);
+    let mut dl = Download::open(&dir.path().join("out"), "x", size, [0; 32]).unwrap();
+    let got = fetch(
+        &client,
+        target,
+        wrong,
+        &mut dl,
+        size,
+        &FetchOptions {
+            cfg: cfg(Scheme::SelectiveRepeat, 8),
+        },
+        |_, _| {},
+    )
+    .await;
+    assert!(matches!(got, Err(TransferError::PeerSilent(_))), "{got:?}");
+    let sent = sender.await.unwrap();
+    assert!(
+        matches!(sent, Err(TransferError::PeerSilent(_))),
+        "the sender never started: {sent:?}"
+    );
+}
