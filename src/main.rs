@@ -4,7 +4,9 @@
 mod client_cmd;
 mod paths;
 mod printer;
+mod progress;
 mod server_cmd;
+mod transfer_cmd;
 
 use std::process::ExitCode;
 
@@ -24,6 +26,10 @@ enum Cmd {
     Server(server_cmd::ServerArgs),
     /// Connect to a server and chat.
     Client(client_cmd::ClientArgs),
+    /// Offer one file to one receiver, without a server: prints a ticket.
+    Send(transfer_cmd::SendArgs),
+    /// Fetch a file offered with `chatdrop send`.
+    Recv(transfer_cmd::RecvArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +45,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Server(args) => server_cmd::main(args),
         Cmd::Client(args) => client_cmd::main(args),
+        Cmd::Send(args) => transfer_cmd::send(args),
+        Cmd::Recv(args) => transfer_cmd::recv(args),
     };
     match result {
         Ok(code) => code,

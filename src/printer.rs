@@ -103,12 +103,73 @@ impl Printer {
             ClientEvent::Error { code, message } => format!("error: {message} ({code})"),
             ClientEvent::Disconnected { reason } => format!("Disconnected: {reason}"),
             ClientEvent::Reconnecting { attempt, delay_ms } => {
-                format!(
-                    "Reconnecting in {:.1} s (attempt {attempt})",
-                    *delay_ms as f64 / 1000.0
-                )
+                format!("Reconnecting in {:.1} s (attempt {attempt})", *delay_ms as f64 / 1000.0)
             }
+            ClientEvent::Ticket { ticket, file, size, .. } => format!(
+                "Offering {file} ({}). On the receiving machine run:\n  chatdrop recv {ticket}",
+                human_bytes(*size)
+            ),
+            ClientEvent::TransferStarted {
+                file,
+                from,
+                size,
+                resumed_from,
+                ..
+            } => {
+                if *resumed_from > 0 {
+                    format!(
+                        "Fetching {file} ({}) from {from}, resuming at {}",
+                        human_bytes(*size),
+                        human_bytes(*resumed_from)
+                    )
+                } else {
+                    format!("Fetching {file} ({}) from {from}", human_bytes(*size))
+                }
+            }
+            ClientEvent::TransferProgress { bytes, total, .. } => {
+                format!("{} of {}", human_bytes(*bytes), human_bytes(*total))
+            }
+            ClientEvent::TransferDone {
+                bytes,
+                seconds,
+                path,
+                ..
+            } => format!(
+                "Completed file transfer in {seconds:.2} seconds. ({} at {}/s, saved as {path})",
+                human_bytes(*bytes),
+                human_bytes((*bytes as f64 / seconds.max(1e-9)) as u64)
+            ),
+            ClientEvent::TransferFailed { file, from, reason, .. } => {
+                format!("Transfer of {file} from {from} failed: {reason}")
+            }
+            ClientEvent::UploadStarted { file, to } => format!("Sending {file} to {to}"),
+            ClientEvent::UploadDone {
+                file,
+                to,
+                bytes,
+                seconds,
+            } => format!(
+                "Completed file transfer in {seconds:.2} seconds. (sent {file} to {to}: {} at {}/s)",
+                human_bytes(*bytes),
+                human_bytes((*bytes as f64 / seconds.max(1e-9)) as u64)
+            ),
         }
+    }
+}
+
+/// `1.5 MB`-style sizes (decimal units, as transfer rates are usually given).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
     }
 }
 
@@ -146,6 +207,13 @@ mod tests {
             }),
             "* alice joined whatsapp"
         );
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_500_000), "1.5 MB");
+        assert_eq!(human_bytes(10_000_000_000), "10.0 GB");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub struct RoomEntry {
 }
 
 /// An event of the client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ClientEvent {
     /// Logged in.
@@ -115,5 +115,84 @@ pub enum ClientEvent {
         attempt: u32,
         /// Wait before this attempt, in ms.
         delay_ms: u64,
+    },
+    /// A file is offered in direct mode (`chatdrop send`).
+    Ticket {
+        /// The ticket to give to `chatdrop recv`.
+        ticket: String,
+        /// The file's name.
+        file: String,
+        /// Its size.
+        size: u64,
+        /// Its BLAKE3 hash, hex.
+        blake3: String,
+    },
+    /// A download started.
+    TransferStarted {
+        /// Transfer id.
+        id: String,
+        /// File name.
+        file: String,
+        /// The peer sending it.
+        from: String,
+        /// Size in bytes.
+        size: u64,
+        /// Bytes already there from an earlier attempt.
+        resumed_from: u64,
+    },
+    /// Progress of a download or upload (at most 4 a second).
+    TransferProgress {
+        /// Transfer id.
+        id: String,
+        /// Bytes done.
+        bytes: u64,
+        /// Bytes in all.
+        total: u64,
+    },
+    /// A download finished and was verified.
+    TransferDone {
+        /// Transfer id.
+        id: String,
+        /// File name.
+        file: String,
+        /// The peer that sent it.
+        from: String,
+        /// Bytes moved in this run.
+        bytes: u64,
+        /// Seconds it took.
+        seconds: f64,
+        /// BLAKE3 hash, hex (verified).
+        blake3: String,
+        /// Where it was saved.
+        path: String,
+    },
+    /// A download failed.
+    TransferFailed {
+        /// Transfer id.
+        id: String,
+        /// File name.
+        file: String,
+        /// The peer.
+        from: String,
+        /// Why.
+        reason: String,
+    },
+    /// An upload to a peer started.
+    UploadStarted {
+        /// File name.
+        file: String,
+        /// The peer receiving it.
+        to: String,
+    },
+    /// An upload finished.
+    UploadDone {
+        /// File name.
+        file: String,
+        /// The peer.
+        to: String,
+        /// Bytes sent in this run.
+        bytes: u64,
+        /// Seconds it took.
+        seconds: f64,
     },
 }
