@@ -162,7 +162,7 @@ fn a_killed_sender_then_a_resumed_download() {
     let data = random_file(&file, 30_000_000, 5);
     let out = dir.path().join("out");
     // Go-Back-N with a window of one packet is slow enough to interrupt.
-    let (mut s, ticket) = sender(&file, &["--arq", "gbn", "-w", "1"]);
+    let (s, ticket) = sender(&file, &["--arq", "gbn", "-w", "1"]);
     let mut r = receiver(&ticket, &out, &["--timeout", "2"]);
     r.wait_event("some progress", |v| {
         v["event"] == "transfer_progress" && v["bytes"].as_u64().unwrap() > 2_000_000
