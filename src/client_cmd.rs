@@ -1,16 +1,19 @@
 //! `chatdrop client`: standard input to commands, events to standard output.
 
+use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use chatdrop_client::command::HELP;
+use chatdrop_client::peer::TransferOptions;
 use chatdrop_client::{parse_command, ClientError, ClientEvent, ClientOptions, Command};
 use clap::Args;
 use tokio::sync::mpsc;
 
 use crate::printer::Printer;
+use crate::progress::Meter;
 
 /// Options of `chatdrop client`.
 #[derive(Debug, Args)]
@@ -41,6 +44,26 @@ pub struct ClientArgs {
     /// Print one JSON object per event instead of text.
     #[arg(long)]
     json: bool,
+    /// The folder whose files can be shared [default: `shared` in the data
+    /// directory].
+    #[arg(long)]
+    share_dir: Option<PathBuf>,
+    /// Where downloads go [default: `downloads` in the data directory].
+    #[arg(long)]
+    download_dir: Option<PathBuf>,
+    /// ARQ scheme for sending files: `sr` (Selective Repeat) or `gbn`
+    /// (Go-Back-N).
+    #[arg(long, default_value = "sr")]
+    arq: chatdrop_arq::Scheme,
+    /// Window size in packets, for sending files.
+    #[arg(short = 'w', long = "window", default_value_t = 64)]
+    window: u32,
+    /// Uploads at once; further requests are refused as busy.
+    #[arg(long, default_value_t = 4)]
+    max_uploads: usize,
+    /// Seconds of silence after which a file transfer fails.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
 }
 
 /// The questions asked, as the original does, when no room was given.
@@ -131,14 +154,27 @@ async fn client(
     } else {
         Prompt::Off
     };
+    anyhow::ensure!(args.window >= 1, "-w must be at least 1");
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| crate::paths::default_data_dir("client"));
+    let transfer = TransferOptions {
+        share_dir: args.share_dir.unwrap_or_else(|| data_dir.join("shared")),
+        download_dir: args
+            .download_dir
+            .unwrap_or_else(|| data_dir.join("downloads")),
+        scheme: args.arq,
+        window: args.window,
+        max_uploads: args.max_uploads,
+        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+    };
     let opts = ClientOptions {
         server: args.server,
         user: user.clone(),
-        data_dir: args
-            .data_dir
-            .unwrap_or_else(|| crate::paths::default_data_dir("client")),
+        data_dir,
         fingerprint: args.server_fingerprint,
         first,
+        transfer,
     };
     let printer = Printer {
         json: args.json,
@@ -149,10 +185,14 @@ async fn client(
     let mut task = tokio::spawn(chatdrop_client::run(opts, cmd_rx, ev_tx));
     let mut cmd_tx = Some(cmd_tx);
     let mut stdout = std::io::stdout().lock();
+    let mut bars: HashMap<String, Meter> = HashMap::new();
     let result = loop {
         tokio::select! {
             ev = ev_rx.recv() => {
                 let Some(ev) = ev else { continue };
+                if !printer.json && show_progress(&mut bars, &printer, &ev) {
+                    continue;
+                }
                 let _ = writeln!(stdout, "{}", printer.line(&ev));
                 let _ = stdout.flush();
                 if let Some(next) = advance(&prompt, &ev) {
@@ -216,6 +256,30 @@ async fn client(
                 _ => 1,
             }))
         }
+    }
+}
+
+/// Keeps the progress bars of transfers in human mode. Returns true when the
+/// event is shown by a bar alone.
+fn show_progress(bars: &mut HashMap<String, Meter>, printer: &Printer, ev: &ClientEvent) -> bool {
+    match ev {
+        ClientEvent::TransferStarted { id, size, .. } => {
+            bars.insert(id.clone(), Meter::new(printer, id, *size));
+            false
+        }
+        ClientEvent::TransferProgress { id, bytes, total } => {
+            if let Some(m) = bars.get_mut(id) {
+                m.update(*bytes, *total);
+            }
+            true
+        }
+        ClientEvent::TransferDone { id, .. } | ClientEvent::TransferFailed { id, .. } => {
+            if let Some(m) = bars.remove(id) {
+                m.finish();
+            }
+            false
+        }
+        _ => false,
     }
 }
 

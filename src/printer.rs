@@ -143,6 +143,26 @@ impl Printer {
                 format!("Transfer of {file} from {from} failed: {reason}")
             }
             ClientEvent::UploadStarted { file, to } => format!("Sending {file} to {to}"),
+            ClientEvent::WhohasReply {
+                file, from, size, ..
+            } => format!("{from} has {file} ({})", human_bytes(*size)),
+            ClientEvent::TransferRefused {
+                file,
+                from,
+                reason,
+                detail,
+            } => format!("{from} refused {file} ({reason}): {detail}"),
+            ClientEvent::ShareStatus { global, files } => {
+                let mut s = format!(
+                    "Sharing every file of the folder: {}",
+                    if *global { "yes" } else { "no" }
+                );
+                for f in files {
+                    let mark = if f.shared { "shared    " } else { "not shared" };
+                    s.push_str(&format!("\n  {mark}  {}", f.file));
+                }
+                s
+            }
             ClientEvent::UploadDone {
                 file,
                 to,

@@ -42,6 +42,19 @@ pub struct ServerArgs {
     /// Do not read admin commands from standard input.
     #[arg(long)]
     no_console: bool,
+    /// Refuse to broker files with this extension (repeatable).
+    #[arg(long = "block-ext", value_name = "EXT")]
+    block_ext: Vec<String>,
+    /// Refuse to broker files whose name matches this pattern, e.g.
+    /// `*.torrent` (repeatable).
+    #[arg(long = "block-name", value_name = "GLOB")]
+    block_name: Vec<String>,
+    /// Refuse to broker the file with this BLAKE3 hash (repeatable).
+    #[arg(long = "block-hash", value_name = "BLAKE3")]
+    block_hash: Vec<String>,
+    /// Refuse to broker files larger than this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_share_size: Option<u64>,
 }
 
 pub fn main(args: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -67,6 +80,18 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     opts.max_clients = args.max_clients;
     opts.history_len = args.history;
     opts.name = args.name;
+    for ext in &args.block_ext {
+        opts.policy.block_ext(ext);
+    }
+    for pattern in &args.block_name {
+        opts.policy
+            .block_name(pattern)
+            .map_err(anyhow::Error::msg)?;
+    }
+    for hash in &args.block_hash {
+        opts.policy.block_hash(hash).map_err(anyhow::Error::msg)?;
+    }
+    opts.policy.max_size = args.max_share_size;
     let server = Server::bind(opts).await?;
     println!("chatdrop server listening on {}", server.local_addr());
     println!("certificate fingerprint: {}", server.fingerprint());

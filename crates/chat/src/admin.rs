@@ -46,6 +46,8 @@ pub enum AdminCommand {
         /// The room.
         room: String,
     },
+    /// `policy`: show the share policy in force.
+    Policy,
     /// `help`.
     Help,
     /// `exit`: tell every client, close every connection, flush, exit.
@@ -63,6 +65,7 @@ commands:
   unban USER          lift a ban
   rooms               list rooms and members
   peers ROOM          list a room's members
+  policy              show the share policy in force
   exit                tell every client, close every connection and exit";
 
 fn split_word(s: &str) -> (&str, &str) {
@@ -131,6 +134,7 @@ pub fn parse_admin(line: &str) -> Result<Option<AdminCommand>, String> {
                 }
             }
             "help" => AdminCommand::Help,
+            "policy" => AdminCommand::Policy,
             "exit" | "quit" => AdminCommand::Exit,
             other => return Err(format!("unknown command {other:?}; type `help`")),
         }

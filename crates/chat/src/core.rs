@@ -1,10 +1,13 @@
 //! The chat core: one place that decides who is where and who receives what.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 
 use chatdrop_proto::limits::MAX_TEXT_BYTES;
 use chatdrop_proto::names::{check_room_name, check_user_name};
-use chatdrop_proto::{ChatLine, ErrorCode, LeaveReason, RoomInfo, ServerMsg, Target};
+use chatdrop_proto::{
+    ChatLine, ErrorCode, FileAnswer, LeaveReason, RefuseReason, RoomInfo, ServerMsg, Target,
+};
 
 use crate::admin::{AdminCommand, ADMIN_HELP};
 use crate::event::{ConnId, Effect, Event, Persist};
@@ -25,6 +28,8 @@ struct Room {
 #[derive(Debug)]
 struct Session {
     user: String,
+    key: [u8; 32],
+    ip: IpAddr,
     room: Option<String>,
     /// Room whose password is being checked for this connection, and the
     /// check's attempt number.
@@ -50,6 +55,17 @@ pub struct Chat {
     failures: HashMap<String, Failures>,
     /// Numbers password checks.
     next_attempt: u64,
+    /// File requests waiting for the owner's answer.
+    requests: HashMap<u64, Request>,
+    next_request: u64,
+}
+
+/// A file request brokered between two members.
+#[derive(Debug)]
+struct Request {
+    asker: ConnId,
+    owner: ConnId,
+    file: String,
 }
 
 fn err(conn: ConnId, code: ErrorCode, message: impl Into<String>) -> Effect {
@@ -96,6 +112,8 @@ impl Chat {
                 .collect(),
             failures: HashMap::new(),
             next_attempt: 1,
+            requests: HashMap::new(),
+            next_request: 1,
         }
     }
 
@@ -112,7 +130,8 @@ impl Chat {
                 conn,
                 user,
                 public_key,
-            } => self.login(conn, user, public_key, out),
+                ip,
+            } => self.login(conn, user, public_key, ip, out),
             Event::Admin(cmd) => self.admin(now_ms, cmd, out),
             Event::Disconnected { conn } => {
                 if self.sessions.contains_key(&conn) {
@@ -183,10 +202,255 @@ impl Chat {
                 }
             }
             Event::Say { conn, to, text } => self.say(now_ms, conn, to, text, out),
+            Event::WhoHas { conn, file } => self.who_has(conn, file, out),
+            Event::HaveFile {
+                conn,
+                to,
+                file,
+                size,
+                blake3,
+            } => self.have_file(conn, to, file, size, blake3, out),
+            Event::GetFile {
+                conn,
+                owner,
+                file,
+                eph,
+                sig,
+            } => self.get_file(conn, owner, file, eph, sig, out),
+            Event::FileAnswer { conn, req, answer } => self.file_answer(conn, req, answer, out),
         }
     }
 
-    fn login(&mut self, conn: ConnId, user: String, key: [u8; 32], out: &mut Vec<Effect>) {
+    /// The room of a logged-in connection, or an error to it.
+    fn room_of(&self, conn: ConnId, out: &mut Vec<Effect>) -> Option<&Room> {
+        let session = self.sessions.get(&conn)?;
+        let room = session.room.as_ref().and_then(|r| self.rooms.get(r));
+        if room.is_none() {
+            out.push(err(
+                conn,
+                ErrorCode::NotInRoom,
+                "join a room first (/rooms, /join NAME)",
+            ));
+        }
+        room
+    }
+
+    /// A member of `conn`'s room by name, or an error to `conn`.
+    fn member(&self, conn: ConnId, name: &str, out: &mut Vec<Effect>) -> Option<ConnId> {
+        let room = self.room_of(conn, out)?;
+        let found = self
+            .online
+            .get(name)
+            .copied()
+            .filter(|c| room.members.contains(c));
+        if found.is_none() {
+            out.push(err(
+                conn,
+                ErrorCode::UnknownUser,
+                format!("no user {name} in room {}", room.rec.name),
+            ));
+        }
+        found
+    }
+
+    fn refused(to: ConnId, from: &str, file: &str, reason: RefuseReason, detail: String) -> Effect {
+        Effect::Send {
+            to,
+            msg: ServerMsg::TransferRefused {
+                from: from.to_string(),
+                file: file.to_string(),
+                reason,
+                detail,
+            },
+        }
+    }
+
+    fn who_has(&mut self, conn: ConnId, file: String, out: &mut Vec<Effect>) {
+        let Some(room) = self.room_of(conn, out) else {
+            return;
+        };
+        if let Err(why) = self.settings.policy.check_name(&file) {
+            out.push(Self::refused(
+                conn,
+                SERVER_SENDER,
+                &file,
+                RefuseReason::Blocked,
+                why,
+            ));
+            return;
+        }
+        let others: Vec<ConnId> = room
+            .members
+            .iter()
+            .copied()
+            .filter(|c| *c != conn)
+            .collect();
+        let from = self.sessions[&conn].user.clone();
+        if !others.is_empty() {
+            out.push(Effect::Broadcast {
+                to: others,
+                msg: ServerMsg::WhoHas { from, file },
+            });
+        }
+    }
+
+    fn have_file(
+        &mut self,
+        conn: ConnId,
+        to: String,
+        file: String,
+        size: u64,
+        blake3: [u8; 32],
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(asker) = self.member(conn, &to, out) else {
+            return;
+        };
+        let from = self.sessions[&conn].user.clone();
+        if let Err(why) = self.settings.policy.check_file(&file, size, &blake3) {
+            // The answer is not passed on; the asker learns why.
+            out.push(Self::refused(
+                asker,
+                &from,
+                &file,
+                RefuseReason::Blocked,
+                why,
+            ));
+            return;
+        }
+        out.push(Effect::Send {
+            to: asker,
+            msg: ServerMsg::HaveFile {
+                from,
+                file,
+                size,
+                blake3,
+            },
+        });
+    }
+
+    fn get_file(
+        &mut self,
+        conn: ConnId,
+        owner: String,
+        file: String,
+        eph: [u8; 32],
+        sig: Vec<u8>,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(owner_conn) = self.member(conn, &owner, out) else {
+            return;
+        };
+        if let Err(why) = self.settings.policy.check_name(&file) {
+            out.push(Self::refused(
+                conn,
+                &owner,
+                &file,
+                RefuseReason::Blocked,
+                why,
+            ));
+            return;
+        }
+        let waiting = self.requests.values().filter(|r| r.asker == conn).count();
+        if waiting >= self.settings.max_pending_requests {
+            out.push(err(
+                conn,
+                ErrorCode::RateLimited,
+                "too many file requests waiting for an answer",
+            ));
+            return;
+        }
+        let req = self.next_request;
+        self.next_request += 1;
+        self.requests.insert(
+            req,
+            Request {
+                asker: conn,
+                owner: owner_conn,
+                file: file.clone(),
+            },
+        );
+        let asker = &self.sessions[&conn];
+        out.push(Effect::Send {
+            to: owner_conn,
+            msg: ServerMsg::FileRequest {
+                req,
+                from: asker.user.clone(),
+                from_key: asker.key,
+                file,
+                eph,
+                sig,
+            },
+        });
+    }
+
+    fn file_answer(&mut self, conn: ConnId, req: u64, answer: FileAnswer, out: &mut Vec<Effect>) {
+        // Only the owner asked can answer, and only once.
+        if self.requests.get(&req).is_none_or(|r| r.owner != conn) {
+            out.push(err(
+                conn,
+                ErrorCode::BadRequest,
+                format!("no file request {req} for you"),
+            ));
+            return;
+        }
+        let Some(r) = self.requests.remove(&req) else {
+            return;
+        };
+        let Some(owner) = self.sessions.get(&conn) else {
+            return;
+        };
+        if !self.sessions.contains_key(&r.asker) {
+            return; // the asker is gone
+        }
+        match answer {
+            FileAnswer::Refuse(reason) => {
+                let detail = match reason {
+                    RefuseReason::Busy => format!("{} is busy with other uploads", owner.user),
+                    RefuseReason::NotFound => format!("{} has no file {}", owner.user, r.file),
+                    RefuseReason::NotShared => format!("{} does not share {}", owner.user, r.file),
+                    RefuseReason::BadName => format!("{:?} is not a shareable file name", r.file),
+                    RefuseReason::Blocked => "blocked by the owner".to_string(),
+                };
+                out.push(Self::refused(r.asker, &owner.user, &r.file, reason, detail));
+            }
+            FileAnswer::Accept(offer) => {
+                if let Err(why) =
+                    self.settings
+                        .policy
+                        .check_file(&r.file, offer.size, &offer.blake3)
+                {
+                    out.push(Self::refused(
+                        r.asker,
+                        &owner.user,
+                        &r.file,
+                        RefuseReason::Blocked,
+                        why,
+                    ));
+                    return;
+                }
+                out.push(Effect::Send {
+                    to: r.asker,
+                    msg: ServerMsg::FileOffer {
+                        from: owner.user.clone(),
+                        from_key: owner.key,
+                        file: r.file,
+                        addr: SocketAddr::new(owner.ip, offer.port),
+                        offer,
+                    },
+                });
+            }
+        }
+    }
+
+    fn login(
+        &mut self,
+        conn: ConnId,
+        user: String,
+        key: [u8; 32],
+        ip: IpAddr,
+        out: &mut Vec<Effect>,
+    ) {
         let refuse = |code, message: String| Effect::Close {
             conn,
             last: Some(ServerMsg::error(code, message)),
@@ -235,6 +499,8 @@ impl Chat {
             conn,
             Session {
                 user: user.clone(),
+                key,
+                ip,
                 room: None,
                 joining: None,
             },
@@ -507,6 +773,8 @@ impl Chat {
     /// Forgets a logged-in connection, telling its room.
     fn logout(&mut self, conn: ConnId, reason: LeaveReason, out: &mut Vec<Effect>) {
         self.leave_room(conn, reason, out);
+        self.requests
+            .retain(|_, r| r.asker != conn && r.owner != conn);
         if let Some(session) = self.sessions.remove(&conn) {
             self.online.remove(&session.user);
         }
@@ -628,6 +896,11 @@ impl Chat {
         let console = |s: String| Effect::Console(s);
         match cmd {
             AdminCommand::Help => out.push(console(ADMIN_HELP.to_string())),
+            AdminCommand::Policy => {
+                for line in self.settings.policy.describe() {
+                    out.push(console(line));
+                }
+            }
             AdminCommand::ToSelf { text } => out.push(console(format!("@server|{text}"))),
             AdminCommand::ToUser { user, text } => {
                 let Some(conn) = self.online.get(&user).copied() else {

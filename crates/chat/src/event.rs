@@ -1,6 +1,8 @@
 //! What goes into the chat core and what comes out of it.
 
-use chatdrop_proto::{ServerMsg, Target};
+use std::net::IpAddr;
+
+use chatdrop_proto::{FileAnswer, ServerMsg, Target};
 
 use crate::admin::AdminCommand;
 use crate::state::{HistoryEntry, RoomRecord};
@@ -20,6 +22,9 @@ pub enum Event {
         user: String,
         /// Its Ed25519 public key, signature already verified.
         public_key: [u8; 32],
+        /// The IP address the connection comes from (where its peers reach
+        /// its file offers).
+        ip: IpAddr,
     },
     /// `ListRooms`.
     ListRooms {
@@ -90,6 +95,48 @@ pub enum Event {
     },
     /// A command typed at the admin console.
     Admin(AdminCommand),
+    /// `WhoHas`.
+    WhoHas {
+        /// The connection.
+        conn: ConnId,
+        /// The file.
+        file: String,
+    },
+    /// `HaveFile`.
+    HaveFile {
+        /// The connection.
+        conn: ConnId,
+        /// The asker.
+        to: String,
+        /// The file.
+        file: String,
+        /// Its size.
+        size: u64,
+        /// Its hash.
+        blake3: [u8; 32],
+    },
+    /// `GetFile`.
+    GetFile {
+        /// The connection.
+        conn: ConnId,
+        /// The owner asked.
+        owner: String,
+        /// The file.
+        file: String,
+        /// The asker's ephemeral key.
+        eph: [u8; 32],
+        /// The asker's signature.
+        sig: Vec<u8>,
+    },
+    /// `FileAnswer`.
+    FileAnswer {
+        /// The connection.
+        conn: ConnId,
+        /// The request answered.
+        req: u64,
+        /// The answer.
+        answer: FileAnswer,
+    },
 }
 
 /// A record the server must write to its store.

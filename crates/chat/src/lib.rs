@@ -11,11 +11,13 @@
 mod admin;
 mod core;
 mod event;
+mod policy;
 mod state;
 
 pub use crate::admin::{parse_admin, AdminCommand};
 pub use crate::core::Chat;
 pub use crate::event::{ConnId, Effect, Event, Persist};
+pub use crate::policy::SharePolicy;
 pub use crate::state::{Ban, Binding, HistoryEntry, RoomRecord, Settings, Snapshot};
 
 #[cfg(test)]

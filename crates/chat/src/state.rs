@@ -9,6 +9,10 @@ pub struct Settings {
     pub free_password_failures: u32,
     /// Longest lock-out after repeated wrong passwords, in milliseconds.
     pub max_lockout_ms: u64,
+    /// Which files the server refuses to broker.
+    pub policy: crate::SharePolicy,
+    /// File requests one client may have waiting for an answer.
+    pub max_pending_requests: usize,
 }
 
 impl Default for Settings {
@@ -17,6 +21,8 @@ impl Default for Settings {
             history_len: 100,
             free_password_failures: 3,
             max_lockout_ms: 60_000,
+            policy: crate::SharePolicy::default(),
+            max_pending_requests: 8,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Scenario tests of the chat core: events in, effects out, no I/O.
 
-use chatdrop_proto::{ErrorCode, LeaveReason, ServerMsg, Target};
+use chatdrop_proto::{ErrorCode, FileAnswer, LeaveReason, Offer, RefuseReason, ServerMsg, Target};
 
 use crate::{AdminCommand, Chat, ConnId, Effect, Event, Persist, Settings, Snapshot};
 
@@ -88,6 +88,7 @@ impl Harness {
             conn,
             user: user.into(),
             public_key: key,
+            ip: [127, 0, 0, conn.0 as u8].into(),
         });
     }
 
@@ -531,4 +532,208 @@ fn one_password_check_at_a_time() {
     assert_eq!(error_code(&h.take(A)), Some(ErrorCode::WrongPassword));
     h.join(A, "vault", Some("right"));
     assert!(matches!(&h.take(A)[..], [ServerMsg::Joined { .. }, ..]));
+}
+
+fn offer(size: u64, hash: u8) -> Offer {
+    Offer {
+        size,
+        blake3: [hash; 32],
+        port: 4000,
+        eph: [5; 32],
+        session: [6; 8],
+        selective_repeat: true,
+        window: 16,
+        mss: 1200,
+        sig: vec![1; 64],
+    }
+}
+
+#[test]
+fn whohas_and_getfile_are_brokered_within_the_room() {
+    let mut h = Harness::new();
+    h.login(A, "alice");
+    h.login(B, "bob");
+    h.login(C, "carol");
+    h.create(A, "r", None);
+    h.join(B, "r", None);
+    h.create(C, "elsewhere", None);
+    for c in [A, B, C] {
+        h.take(c);
+    }
+    h.ev(Event::WhoHas {
+        conn: A,
+        file: "song.mp3".into(),
+    });
+    assert!(
+        matches!(&h.take(B)[..], [ServerMsg::WhoHas { from, file }] if from == "alice" && file == "song.mp3")
+    );
+    assert!(
+        h.take(A).is_empty() && h.take(C).is_empty(),
+        "not the asker, not other rooms"
+    );
+
+    h.ev(Event::HaveFile {
+        conn: B,
+        to: "alice".into(),
+        file: "song.mp3".into(),
+        size: 10,
+        blake3: [1; 32],
+    });
+    assert!(
+        matches!(&h.take(A)[..], [ServerMsg::HaveFile { from, size: 10, .. }] if from == "bob")
+    );
+
+    h.ev(Event::GetFile {
+        conn: A,
+        owner: "bob".into(),
+        file: "song.mp3".into(),
+        eph: [2; 32],
+        sig: vec![3; 64],
+    });
+    let got = h.take(B);
+    let [ServerMsg::FileRequest {
+        req,
+        from,
+        from_key,
+        eph,
+        ..
+    }] = &got[..]
+    else {
+        panic!("{got:?}")
+    };
+    assert_eq!(
+        (from.as_str(), *from_key, *eph),
+        ("alice", [1; 32], [2; 32])
+    );
+    // Only bob may answer, once.
+    h.ev(Event::FileAnswer {
+        conn: C,
+        req: *req,
+        answer: FileAnswer::Refuse(RefuseReason::Busy),
+    });
+    assert_eq!(error_code(&h.take(C)), Some(ErrorCode::BadRequest));
+    assert!(h.take(A).is_empty());
+    h.ev(Event::FileAnswer {
+        conn: B,
+        req: *req,
+        answer: FileAnswer::Accept(offer(10, 1)),
+    });
+    let got = h.take(A);
+    let [ServerMsg::FileOffer {
+        from,
+        from_key,
+        addr,
+        ..
+    }] = &got[..]
+    else {
+        panic!("{got:?}")
+    };
+    assert_eq!((from.as_str(), *from_key), ("bob", [2; 32]));
+    assert_eq!(
+        addr.to_string(),
+        "127.0.0.2:4000",
+        "bob's address as the server sees it"
+    );
+    h.ev(Event::FileAnswer {
+        conn: B,
+        req: *req,
+        answer: FileAnswer::Accept(offer(10, 1)),
+    });
+    assert_eq!(error_code(&h.take(B)), Some(ErrorCode::BadRequest));
+
+    // A refusal reaches the asker with its reason.
+    h.ev(Event::GetFile {
+        conn: A,
+        owner: "bob".into(),
+        file: "x".into(),
+        eph: [2; 32],
+        sig: vec![],
+    });
+    let ServerMsg::FileRequest { req, .. } = h.take(B)[0].clone() else {
+        panic!()
+    };
+    h.ev(Event::FileAnswer {
+        conn: B,
+        req,
+        answer: FileAnswer::Refuse(RefuseReason::Busy),
+    });
+    assert!(
+        matches!(&h.take(A)[..], [ServerMsg::TransferRefused { reason: RefuseReason::Busy, detail, .. }] if detail.contains("busy"))
+    );
+
+    // Nobody outside the room can be asked.
+    h.ev(Event::GetFile {
+        conn: A,
+        owner: "carol".into(),
+        file: "x".into(),
+        eph: [2; 32],
+        sig: vec![],
+    });
+    assert_eq!(error_code(&h.take(A)), Some(ErrorCode::UnknownUser));
+}
+
+#[test]
+fn the_share_policy_is_enforced_where_requests_are_brokered() {
+    let mut settings = Settings::default();
+    settings.policy.block_ext("exe");
+    settings.policy.max_size = Some(100);
+    settings.policy.block_hash(&"09".repeat(32)).unwrap();
+    let mut h = Harness::with(settings, Snapshot::default());
+    h.login(A, "alice");
+    h.login(B, "bob");
+    h.create(A, "r", None);
+    h.join(B, "r", None);
+    h.take(A);
+    h.take(B);
+    h.ev(Event::WhoHas {
+        conn: A,
+        file: "setup.exe".into(),
+    });
+    assert!(h.take(B).is_empty(), "a blocked name is not asked");
+    assert!(matches!(
+        &h.take(A)[..],
+        [ServerMsg::TransferRefused {
+            reason: RefuseReason::Blocked,
+            ..
+        }]
+    ));
+    // Answers breaking the policy are not passed on.
+    for (size, hash) in [(1000, 1), (10, 9)] {
+        h.ev(Event::HaveFile {
+            conn: B,
+            to: "alice".into(),
+            file: "a.bin".into(),
+            size,
+            blake3: [hash; 32],
+        });
+        assert!(matches!(
+            &h.take(A)[..],
+            [ServerMsg::TransferRefused {
+                reason: RefuseReason::Blocked,
+                ..
+            }]
+        ));
+    }
+    h.ev(Event::GetFile {
+        conn: A,
+        owner: "bob".into(),
+        file: "a.bin".into(),
+        eph: [0; 32],
+        sig: vec![],
+    });
+    let ServerMsg::FileRequest { req, .. } = h.take(B)[0].clone() else {
+        panic!()
+    };
+    h.ev(Event::FileAnswer {
+        conn: B,
+        req,
+        answer: FileAnswer::Accept(offer(5000, 1)),
+    });
+    let got = h.take(A);
+    assert!(
+        matches!(&got[..], [ServerMsg::TransferRefused { reason: RefuseReason::Blocked, detail, .. }] if detail.contains("100 bytes")),
+        "{got:?}"
+    );
+    h.ev(Event::Admin(AdminCommand::Policy));
+    assert!(h.console.iter().any(|l| l.contains(".exe")));
 }

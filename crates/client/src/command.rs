@@ -3,6 +3,8 @@
 
 use chatdrop_proto::Target;
 
+use crate::peer::ShareCommand;
+
 /// One parsed input line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -37,6 +39,20 @@ pub enum Command {
     Help,
     /// `@server exit`, `/quit`: leave the room, disconnect cleanly and exit.
     Quit,
+    /// `@all whohas FILE`: ask the room who shares a file.
+    WhoHas {
+        /// The file.
+        file: String,
+    },
+    /// `@USER getfile FILE`: fetch a file from a peer.
+    GetFile {
+        /// The peer.
+        owner: String,
+        /// The file.
+        file: String,
+    },
+    /// `@me ...`: sharing settings.
+    Share(ShareCommand),
 }
 
 /// The help text listing every command.
@@ -48,6 +64,13 @@ commands:
   @server get_rooms     list the rooms            (also /rooms)
   @server get_peers     list the peers in the room (also /peers)
   @server exit          leave and disconnect       (also /quit)
+  @all whohas FILE      ask the room who shares FILE
+  @USER getfile FILE    fetch FILE from USER, peer to peer
+  @me setshare FILE     share FILE (a path inside your share folder)
+  @me clrshare FILE     stop sharing FILE
+  @me setglobalshare    share every file of the folder
+  @me clrglobalshare    stop sharing the folder as a whole
+  @me getsharestatus    what is shared
   /create NAME [PASS]   create a room (private with a password) and join it
   /join NAME [PASS]     join a room
   /leave                leave the room
@@ -72,6 +95,27 @@ fn room_and_password(rest: &str, cmd: &str) -> Result<(String, Option<String>), 
     ))
 }
 
+fn parse_share(rest: &str) -> Result<ShareCommand, String> {
+    let (word, file) = split_word(rest);
+    let need_file = |cmd: fn(String) -> ShareCommand| {
+        if file.is_empty() {
+            Err(format!("@me {word} needs a file name"))
+        } else {
+            Ok(cmd(file.to_string()))
+        }
+    };
+    match word {
+        "setshare" => need_file(ShareCommand::Set),
+        "clrshare" => need_file(ShareCommand::Clear),
+        "setglobalshare" => Ok(ShareCommand::SetGlobal),
+        "clrglobalshare" => Ok(ShareCommand::ClearGlobal),
+        "getsharestatus" => Ok(ShareCommand::Status),
+        other => Err(format!(
+            "unknown @me command {other:?}: setshare, clrshare, setglobalshare, clrglobalshare, getsharestatus"
+        )),
+    }
+}
+
 /// Parses one line. Blank lines give `Ok(None)`; a line that is not a command
 /// gives an error saying what is expected.
 pub fn parse_command(line: &str) -> Result<Option<Command>, String> {
@@ -86,7 +130,11 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, String> {
             ("server", "get_rooms") => Command::ListRooms,
             ("server", "get_peers") => Command::Peers,
             ("server", "exit") => Command::Quit,
+            ("me", rest) => Command::Share(parse_share(rest)?),
             (_, "") => return Err(format!("{word} needs a message: {word} hello")),
+            ("all", text) if text.starts_with("whohas ") => Command::WhoHas {
+                file: text["whohas ".len()..].trim().to_string(),
+            },
             ("all", text) => Command::Say {
                 to: Target::All,
                 text: text.into(),
@@ -95,11 +143,10 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, String> {
                 to: Target::Server,
                 text: text.into(),
             },
-            ("me", _) => {
-                return Err(
-                    "@me commands manage file sharing, which this client does not offer".into(),
-                )
-            }
+            (user, text) if text.starts_with("getfile ") => Command::GetFile {
+                owner: user.to_string(),
+                file: text["getfile ".len()..].trim().to_string(),
+            },
             (user, text) => Command::Say {
                 to: Target::User(user.into()),
                 text: text.into(),
@@ -166,6 +213,42 @@ mod tests {
         );
         assert_eq!(parse_command("@server exit").unwrap(), Some(Command::Quit));
         assert_eq!(parse_command("").unwrap(), None);
+    }
+
+    #[test]
+    fn file_commands() {
+        assert_eq!(
+            parse_command("@all whohas my song.mp3").unwrap(),
+            Some(Command::WhoHas {
+                file: "my song.mp3".into()
+            })
+        );
+        assert_eq!(
+            parse_command("@bob getfile docs/a.pdf").unwrap(),
+            Some(Command::GetFile {
+                owner: "bob".into(),
+                file: "docs/a.pdf".into()
+            })
+        );
+        assert_eq!(
+            parse_command("@me setshare a.txt").unwrap(),
+            Some(Command::Share(ShareCommand::Set("a.txt".into())))
+        );
+        assert_eq!(
+            parse_command("@me getsharestatus").unwrap(),
+            Some(Command::Share(ShareCommand::Status))
+        );
+        assert!(parse_command("@me setshare")
+            .unwrap_err()
+            .contains("needs a file"));
+        assert!(parse_command("@me dance")
+            .unwrap_err()
+            .contains("unknown @me"));
+        // Plain messages that merely mention the words stay messages.
+        assert_eq!(
+            parse_command("@all whohasit").unwrap(),
+            say(Target::All, "whohasit")
+        );
     }
 
     #[test]

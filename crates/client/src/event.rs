@@ -195,4 +195,33 @@ pub enum ClientEvent {
         /// Seconds it took.
         seconds: f64,
     },
+    /// A peer shares a file asked about with `whohas`.
+    WhohasReply {
+        /// The file.
+        file: String,
+        /// The peer.
+        from: String,
+        /// Its size.
+        size: u64,
+        /// Its BLAKE3 hash, hex.
+        blake3: String,
+    },
+    /// A file request was refused, by the owner or the server's policy.
+    TransferRefused {
+        /// The file.
+        file: String,
+        /// The owner asked (`server` when the policy refused it).
+        from: String,
+        /// `not_found`, `not_shared`, `busy`, `blocked` or `bad_name`.
+        reason: String,
+        /// A sentence for the user.
+        detail: String,
+    },
+    /// The share settings (after any `@me` command).
+    ShareStatus {
+        /// Whether every file of the folder is shared.
+        global: bool,
+        /// Each file of the share folder and whether it is shared.
+        files: Vec<crate::shares::FileShare>,
+    },
 }

@@ -5,6 +5,8 @@
 //! - [`trust`]: pinning of server certificates by fingerprint (known hosts).
 //! - [`command`]: the line syntax users type (`@bob hi`, `/join room`...).
 //! - [`session`]: one TLS connection and its login.
+//! - [`shares`]: the share folder and what of it is shared.
+//! - [`peer`]: whohas, getfile, uploads and downloads.
 //! - [`run`]: the control loop: requests in, [`ClientEvent`]s out, keepalive,
 //!   reconnect with backoff and rejoin.
 //!
@@ -14,8 +16,10 @@
 pub mod command;
 pub mod event;
 pub mod identity;
+pub mod peer;
 pub mod run;
 pub mod session;
+pub mod shares;
 pub mod trust;
 
 pub use command::{parse_command, Command};

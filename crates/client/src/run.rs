@@ -12,6 +12,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::event::{ClientEvent, RoomEntry};
+use crate::peer::{Peer, TransferOptions};
 use crate::session::{connect, ConnectError, Session};
 use crate::trust::KnownHosts;
 use crate::{identity, ClientError, Command};
@@ -30,6 +31,8 @@ pub struct ClientOptions {
     /// What to send right after the first login: a `Create` or `Join`
     /// command, to enter a room at once.
     pub first: Option<Command>,
+    /// File sharing and transfer settings.
+    pub transfer: TransferOptions,
 }
 
 /// How the client ended without error.
@@ -57,6 +60,8 @@ struct Loop {
     room: Option<(String, Option<String>)>,
     /// Passwords of create/join requests awaiting an answer.
     pending: HashMap<String, Option<String>>,
+    /// File requests and transfers.
+    peer: Peer,
 }
 
 /// Runs the client until the user quits or something ends it for good.
@@ -77,10 +82,12 @@ pub async fn run(
         })?),
         None => known.get(&opts.server),
     };
+    let peer = Peer::new(opts.transfer.clone(), &opts.data_dir, events.clone())?;
     let mut lp = Loop {
         opts,
         key,
         events,
+        peer,
         room: None,
         pending: HashMap::new(),
     };
@@ -222,6 +229,15 @@ impl Loop {
                 ClientMsg::JoinRoom { room, password }
             }
             Command::Help => return true, // the front end shows help itself
+            Command::WhoHas { file } => self.peer.who_has(&file),
+            Command::GetFile { owner, file } => {
+                self.peer
+                    .get_file(&self.opts.user, &self.key, &owner, &file)
+            }
+            Command::Share(cmd) => {
+                self.peer.share_command(cmd).await;
+                return true;
+            }
         };
         s.send(&msg).await.is_ok()
     }
@@ -252,7 +268,7 @@ impl Loop {
                         Ok(m) => m,
                         Err(e) => return Ok(SessionEnd::Lost(format!("bad frame from server: {e}"))),
                     };
-                    if let Some(end) = self.server_msg(msg, quitting).await? {
+                    if let Some(end) = self.server_msg(msg, quitting, s).await? {
                         return Ok(end);
                     }
                 }
@@ -279,8 +295,25 @@ impl Loop {
         &mut self,
         msg: ServerMsg,
         quitting: bool,
+        s: &mut Session,
     ) -> Result<Option<SessionEnd>, ClientError> {
         let event = match msg {
+            msg @ (ServerMsg::WhoHas { .. }
+            | ServerMsg::HaveFile { .. }
+            | ServerMsg::FileRequest { .. }
+            | ServerMsg::FileOffer { .. }
+            | ServerMsg::TransferRefused { .. }) => {
+                if let Err(e) = self
+                    .peer
+                    .on_server(msg, &self.opts.user, &self.key, s)
+                    .await
+                {
+                    return Ok(Some(SessionEnd::Lost(format!(
+                        "writing to the server failed: {e}"
+                    ))));
+                }
+                return Ok(None);
+            }
             ServerMsg::Pong | ServerMsg::Challenge { .. } | ServerMsg::LoggedIn { .. } => {
                 return Ok(None)
             }

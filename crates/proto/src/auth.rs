@@ -29,3 +29,44 @@ pub fn login_transcript(
     t.extend_from_slice(user.as_bytes());
     t
 }
+
+fn put_str(t: &mut Vec<u8>, s: &str) {
+    t.extend_from_slice(&(s.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    t.extend_from_slice(s.as_bytes());
+}
+
+/// The bytes a client signs to ask `owner` for `file`, binding its ephemeral
+/// X25519 key `eph` to its identity.
+pub fn request_transcript(asker: &str, owner: &str, file: &str, eph: &[u8; 32]) -> Vec<u8> {
+    let mut t = b"chatdrop getfile v1\0".to_vec();
+    put_str(&mut t, asker);
+    put_str(&mut t, owner);
+    put_str(&mut t, file);
+    t.extend_from_slice(eph);
+    t
+}
+
+/// The bytes an owner signs to accept a request: everything the asker acts
+/// on, and the asker's ephemeral key, so the offer answers that request only.
+pub fn offer_transcript(
+    owner: &str,
+    asker: &str,
+    file: &str,
+    asker_eph: &[u8; 32],
+    offer: &crate::Offer,
+) -> Vec<u8> {
+    let mut t = b"chatdrop offer v1\0".to_vec();
+    put_str(&mut t, owner);
+    put_str(&mut t, asker);
+    put_str(&mut t, file);
+    t.extend_from_slice(asker_eph);
+    t.extend_from_slice(&offer.size.to_be_bytes());
+    t.extend_from_slice(&offer.blake3);
+    t.extend_from_slice(&offer.port.to_be_bytes());
+    t.extend_from_slice(&offer.eph);
+    t.extend_from_slice(&offer.session);
+    t.push(offer.selective_repeat as u8);
+    t.extend_from_slice(&offer.window.to_be_bytes());
+    t.extend_from_slice(&offer.mss.to_be_bytes());
+    t
+}

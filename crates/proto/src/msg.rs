@@ -80,6 +80,102 @@ pub enum ClientMsg {
     },
     /// Leave the room and log out cleanly (`@server exit`).
     Quit,
+    /// Ask the room who shares a file (`@all whohas FILE`).
+    WhoHas {
+        /// The file's name, relative to the owners' share folders.
+        file: String,
+    },
+    /// Answer a `WhoHas`: this client shares the file.
+    HaveFile {
+        /// Who asked.
+        to: String,
+        /// The file's name.
+        file: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Its BLAKE3 hash.
+        blake3: [u8; 32],
+    },
+    /// Ask a peer for a file (`@USER getfile FILE`), opening the key
+    /// exchange: an ephemeral X25519 key signed by the asker's identity.
+    GetFile {
+        /// The peer that shares it.
+        owner: String,
+        /// The file's name.
+        file: String,
+        /// The asker's ephemeral X25519 public key.
+        eph: [u8; 32],
+        /// Ed25519 signature over the request (docs/PROTOCOL.md).
+        sig: Vec<u8>,
+    },
+    /// The owner's answer to a `FileRequest`.
+    FileAnswer {
+        /// The request it answers.
+        req: u64,
+        /// Accepted with an offer, or refused.
+        answer: FileAnswer,
+    },
+}
+
+/// Why a peer (or the server) refused a file request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefuseReason {
+    /// No such file in the owner's share folder.
+    NotFound,
+    /// The file exists but is not shared.
+    NotShared,
+    /// The owner runs as many uploads as it allows.
+    Busy,
+    /// The server's share policy forbids this file.
+    Blocked,
+    /// The name is not a valid shared-file name (e.g. it leaves the folder).
+    BadName,
+}
+
+impl RefuseReason {
+    /// The reason as a snake_case word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefuseReason::NotFound => "not_found",
+            RefuseReason::NotShared => "not_shared",
+            RefuseReason::Busy => "busy",
+            RefuseReason::Blocked => "blocked",
+            RefuseReason::BadName => "bad_name",
+        }
+    }
+}
+
+/// An owner's acceptance of a file request: what the asker needs to fetch
+/// the file over UDP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// File size in bytes.
+    pub size: u64,
+    /// BLAKE3 hash of the file.
+    pub blake3: [u8; 32],
+    /// UDP port the owner serves on (at the address the server sees it at).
+    pub port: u16,
+    /// The owner's ephemeral X25519 public key.
+    pub eph: [u8; 32],
+    /// Session id.
+    pub session: [u8; 8],
+    /// ARQ scheme: Selective Repeat (`true`) or Go-Back-N.
+    pub selective_repeat: bool,
+    /// The owner's window, in packets.
+    pub window: u32,
+    /// Payload bytes per packet.
+    pub mss: u32,
+    /// Ed25519 signature of the owner over the offer (docs/PROTOCOL.md).
+    pub sig: Vec<u8>,
+}
+
+/// Accept or refuse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileAnswer {
+    /// The owner will serve the file.
+    Accept(Offer),
+    /// The owner will not.
+    Refuse(RefuseReason),
 }
 
 /// One entry of the room list.
@@ -303,6 +399,63 @@ pub enum ServerMsg {
     Bye {
         /// Why.
         reason: String,
+    },
+    /// A peer of the room asks who shares a file.
+    WhoHas {
+        /// The asker.
+        from: String,
+        /// The file.
+        file: String,
+    },
+    /// A peer shares the file this client asked about.
+    HaveFile {
+        /// The peer.
+        from: String,
+        /// The file.
+        file: String,
+        /// Its size.
+        size: u64,
+        /// Its BLAKE3 hash.
+        blake3: [u8; 32],
+    },
+    /// A peer asks this client for a file; answer with `FileAnswer`.
+    FileRequest {
+        /// Request id, for the answer.
+        req: u64,
+        /// The asker.
+        from: String,
+        /// The asker's identity key (as bound on this server).
+        from_key: [u8; 32],
+        /// The file.
+        file: String,
+        /// The asker's ephemeral X25519 key.
+        eph: [u8; 32],
+        /// The asker's signature over its request.
+        sig: Vec<u8>,
+    },
+    /// The owner accepted: fetch the file over UDP.
+    FileOffer {
+        /// The owner.
+        from: String,
+        /// The owner's identity key (as bound on this server).
+        from_key: [u8; 32],
+        /// The file.
+        file: String,
+        /// Where the owner serves it.
+        addr: std::net::SocketAddr,
+        /// The offer.
+        offer: Offer,
+    },
+    /// A file request was refused, by the owner or by the server's policy.
+    TransferRefused {
+        /// The owner asked.
+        from: String,
+        /// The file.
+        file: String,
+        /// Why.
+        reason: RefuseReason,
+        /// A sentence for the user.
+        detail: String,
     },
 }
 

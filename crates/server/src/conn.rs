@@ -4,7 +4,7 @@
 //! anything) and forwards requests to the hub; the writer half drains the
 //! connection's bounded queue, writing everything queued in one go.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,7 +49,7 @@ enum End {
 pub(crate) async fn serve(id: u64, tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
     let span = info_span!("conn", id, %addr, user = tracing::field::Empty);
     async move {
-        let end = match run(ConnId(id), tcp, &shared).await {
+        let end = match run(ConnId(id), tcp, addr.ip(), &shared).await {
             Ok(end) => end,
             Err(end) => end,
         };
@@ -97,7 +97,7 @@ async fn next_msg(frames: &mut Reader, limit: Duration) -> Result<ClientMsg, End
     }
 }
 
-async fn run(conn: ConnId, tcp: TcpStream, shared: &Shared) -> Result<End, End> {
+async fn run(conn: ConnId, tcp: TcpStream, ip: IpAddr, shared: &Shared) -> Result<End, End> {
     let tls = tokio::select! {
         _ = shared.shutdown.cancelled() => return Ok(End::Closed),
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.acceptor.accept(tcp)) => match r {
@@ -135,6 +135,7 @@ async fn run(conn: ConnId, tcp: TcpStream, shared: &Shared) -> Result<End, End> 
             handle,
             user,
             public_key,
+            ip,
         })
         .await
         .is_err()
@@ -265,6 +266,10 @@ fn msg_name(m: &ClientMsg) -> &'static str {
         ClientMsg::GetPeers => "GetPeers",
         ClientMsg::Say { .. } => "Say",
         ClientMsg::Quit => "Quit",
+        ClientMsg::WhoHas { .. } => "WhoHas",
+        ClientMsg::HaveFile { .. } => "HaveFile",
+        ClientMsg::GetFile { .. } => "GetFile",
+        ClientMsg::FileAnswer { .. } => "FileAnswer",
     }
 }
 
@@ -295,6 +300,32 @@ async fn forward(
         ClientMsg::GetPeers => Event::GetPeers { conn },
         ClientMsg::Quit => Event::Quit { conn },
         ClientMsg::Say { to, text } => Event::Say { conn, to, text },
+        ClientMsg::WhoHas { file } => Event::WhoHas { conn, file },
+        ClientMsg::HaveFile {
+            to,
+            file,
+            size,
+            blake3,
+        } => Event::HaveFile {
+            conn,
+            to,
+            file,
+            size,
+            blake3,
+        },
+        ClientMsg::GetFile {
+            owner,
+            file,
+            eph,
+            sig,
+        } => Event::GetFile {
+            conn,
+            owner,
+            file,
+            eph,
+            sig,
+        },
+        ClientMsg::FileAnswer { req, answer } => Event::FileAnswer { conn, req, answer },
         ClientMsg::JoinRoom { room, password } => {
             if too_long(&password) {
                 reply(ServerMsg::error(

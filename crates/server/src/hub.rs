@@ -47,6 +47,8 @@ pub enum HubMsg {
         user: String,
         /// Proven public key.
         public_key: [u8; 32],
+        /// The address it connects from.
+        ip: std::net::IpAddr,
     },
     /// A request of a logged-in connection.
     Chat(Event),
@@ -106,12 +108,14 @@ impl Hub {
                     handle,
                     user,
                     public_key,
+                    ip,
                 } => {
                     self.conns.insert(conn, handle);
                     Event::Login {
                         conn,
                         user,
                         public_key,
+                        ip,
                     }
                 }
                 HubMsg::Chat(e) => e,

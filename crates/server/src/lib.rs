@@ -75,6 +75,8 @@ pub struct ServerOptions {
     pub history_len: u32,
     /// The server's name, sent to clients.
     pub name: String,
+    /// Which files the server refuses to broker.
+    pub policy: chatdrop_chat::SharePolicy,
 }
 
 impl ServerOptions {
@@ -88,6 +90,7 @@ impl ServerOptions {
             max_clients: 20_000,
             history_len: 100,
             name: "chatdrop".into(),
+            policy: chatdrop_chat::SharePolicy::default(),
         }
     }
 }
@@ -141,6 +144,7 @@ impl Server {
         let store = Store::open(&opts.data_dir.join("chatdrop.db"))?;
         let settings = Settings {
             history_len: opts.history_len,
+            policy: opts.policy.clone(),
             ..Settings::default()
         };
         let snapshot = store.load(settings.history_len)?;

@@ -1,0 +1,558 @@
+//! File requests between peers: answering `whohas`, asking with `getfile`,
+//! accepting or refusing requests, and running the uploads and downloads.
+//!
+//! The server only brokers: it passes requests and offers between members
+//! of a room, with each side's identity key. The key exchange rides on them:
+//! the asker signs an ephemeral X25519 key with its identity key; the owner
+//! checks that, and signs its own ephemeral key together with the offer;
+//! the asker checks that. Both then derive the session keys from the X25519
+//! shared secret (HKDF-SHA256, bound to the whole signed offer), and the
+//! file moves peer to peer over UDP.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chatdrop_arq::{Config, Scheme};
+use chatdrop_proto::auth::{offer_transcript, request_transcript};
+use chatdrop_proto::{ClientMsg, FileAnswer, Offer, RefuseReason, ServerMsg};
+use chatdrop_transfer::crypto::{Role, SessionKeys};
+use chatdrop_transfer::files::{Download, Source};
+use chatdrop_transfer::{fetch, serve, FetchOptions, ServeOptions};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::event::ClientEvent;
+use crate::session::Session;
+use crate::shares::Shares;
+
+/// How this client transfers files.
+#[derive(Debug, Clone)]
+pub struct TransferOptions {
+    /// The share folder.
+    pub share_dir: PathBuf,
+    /// Where downloads go.
+    pub download_dir: PathBuf,
+    /// ARQ scheme used when sending.
+    pub scheme: Scheme,
+    /// Window used when sending, in packets.
+    pub window: u32,
+    /// Uploads at once; more requests are refused as busy.
+    pub max_uploads: usize,
+    /// Seconds of silence after which a transfer fails.
+    pub timeout: Duration,
+}
+
+/// A `share` command (`@me ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShareCommand {
+    /// `@me setshare FILE`.
+    Set(String),
+    /// `@me clrshare FILE`.
+    Clear(String),
+    /// `@me setglobalshare`.
+    SetGlobal,
+    /// `@me clrglobalshare`.
+    ClearGlobal,
+    /// `@me getsharestatus`.
+    Status,
+}
+
+/// A peer that answered `whohas`.
+#[derive(Debug, Clone)]
+struct Holder {
+    user: String,
+    hash: [u8; 32],
+}
+
+/// A `getfile` waiting for its offer.
+struct Asking {
+    eph: StaticSecret,
+    /// The hash the owner announced in `whohas`, if it did.
+    expect: Option<[u8; 32]>,
+}
+
+/// State of this client's file requests.
+pub struct Peer {
+    opts: TransferOptions,
+    shares: Shares,
+    /// Who answered `whohas` for each file, in order of answer.
+    holders: HashMap<String, Vec<Holder>>,
+    /// Owners already asked for each file (so fallback moves on).
+    tried: HashMap<String, HashSet<String>>,
+    /// Requests sent, by (owner, file).
+    asking: HashMap<(String, String), Asking>,
+    uploads: Arc<AtomicUsize>,
+    events: mpsc::Sender<ClientEvent>,
+}
+
+impl Peer {
+    /// File requests for a client with these options.
+    pub fn new(
+        opts: TransferOptions,
+        data_dir: &std::path::Path,
+        events: mpsc::Sender<ClientEvent>,
+    ) -> Result<Peer, crate::ClientError> {
+        let shares = Shares::open(&opts.share_dir, data_dir)?;
+        Ok(Peer {
+            opts,
+            shares,
+            holders: HashMap::new(),
+            tried: HashMap::new(),
+            asking: HashMap::new(),
+            uploads: Arc::new(AtomicUsize::new(0)),
+            events,
+        })
+    }
+
+    async fn emit(&self, e: ClientEvent) {
+        let _ = self.events.send(e).await;
+    }
+
+    async fn error(&self, code: &str, message: String) {
+        self.emit(ClientEvent::Error {
+            code: code.into(),
+            message,
+        })
+        .await;
+    }
+
+    /// `@me ...`.
+    pub async fn share_command(&mut self, cmd: ShareCommand) {
+        let result = match &cmd {
+            ShareCommand::Set(f) => self.shares.set_share(f),
+            ShareCommand::Clear(f) => self.shares.clear_share(f),
+            ShareCommand::SetGlobal => self.shares.set_global(true),
+            ShareCommand::ClearGlobal => self.shares.set_global(false),
+            ShareCommand::Status => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                let (global, files) = self.shares.status();
+                self.emit(ClientEvent::ShareStatus { global, files }).await;
+            }
+            Err(why) => self.error("share", why).await,
+        }
+    }
+
+    /// `@all whohas FILE`: forget earlier answers for it and ask.
+    pub fn who_has(&mut self, file: &str) -> ClientMsg {
+        self.holders.remove(file);
+        self.tried.remove(file);
+        ClientMsg::WhoHas { file: file.into() }
+    }
+
+    /// `@USER getfile FILE`: the request, signed.
+    pub fn get_file(&mut self, me: &str, key: &SigningKey, owner: &str, file: &str) -> ClientMsg {
+        let eph = StaticSecret::random_from_rng(rand::rngs::OsRng);
+        let eph_pub = PublicKey::from(&eph).to_bytes();
+        let sig = key.sign(&request_transcript(me, owner, file, &eph_pub));
+        let expect = self
+            .holders
+            .get(file)
+            .and_then(|hs| hs.iter().find(|h| h.user == owner))
+            .map(|h| h.hash);
+        self.tried
+            .entry(file.to_string())
+            .or_default()
+            .insert(owner.to_string());
+        self.asking.insert(
+            (owner.to_string(), file.to_string()),
+            Asking { eph, expect },
+        );
+        ClientMsg::GetFile {
+            owner: owner.into(),
+            file: file.into(),
+            eph: eph_pub,
+            sig: sig.to_bytes().to_vec(),
+        }
+    }
+
+    /// Handles a file-related message from the server. Returns what to send
+    /// back, if anything.
+    pub async fn on_server(
+        &mut self,
+        msg: ServerMsg,
+        me: &str,
+        key: &SigningKey,
+        s: &mut Session,
+    ) -> std::io::Result<()> {
+        match msg {
+            ServerMsg::WhoHas { from, file } => {
+                // Only shared files are answered; anything else stays quiet.
+                if let Ok((_, size, blake3)) = self.shares.describe(&file) {
+                    s.send(&ClientMsg::HaveFile {
+                        to: from,
+                        file,
+                        size,
+                        blake3,
+                    })
+                    .await?;
+                }
+            }
+            ServerMsg::HaveFile {
+                from,
+                file,
+                size,
+                blake3,
+            } => {
+                self.emit(ClientEvent::WhohasReply {
+                    file: file.clone(),
+                    from: from.clone(),
+                    size,
+                    blake3: hex::encode(blake3),
+                })
+                .await;
+                let list = self.holders.entry(file).or_default();
+                if !list.iter().any(|h| h.user == from) {
+                    list.push(Holder {
+                        user: from,
+                        hash: blake3,
+                    });
+                }
+            }
+            ServerMsg::FileRequest {
+                req,
+                from,
+                from_key,
+                file,
+                eph,
+                sig,
+            } => {
+                let answer = self
+                    .answer(me, key, &from, from_key, &file, eph, &sig)
+                    .await;
+                s.send(&ClientMsg::FileAnswer { req, answer }).await?;
+            }
+            ServerMsg::FileOffer {
+                from,
+                from_key,
+                file,
+                addr,
+                offer,
+            } => self.on_offer(me, from, from_key, file, addr, offer).await,
+            ServerMsg::TransferRefused {
+                from,
+                file,
+                reason,
+                detail,
+            } => {
+                self.asking.remove(&(from.clone(), file.clone()));
+                self.emit(ClientEvent::TransferRefused {
+                    file: file.clone(),
+                    from: from.clone(),
+                    reason: reason.as_str().into(),
+                    detail,
+                })
+                .await;
+                if reason != RefuseReason::Blocked {
+                    self.next_peer(me, key, &from, &file, s).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// After a refusal: ask the next peer that announced the same file.
+    async fn next_peer(
+        &mut self,
+        me: &str,
+        key: &SigningKey,
+        refused: &str,
+        file: &str,
+        s: &mut Session,
+    ) -> std::io::Result<()> {
+        let holders = self.holders.get(file).cloned().unwrap_or_default();
+        let same = holders.iter().find(|h| h.user == refused).map(|h| h.hash);
+        let tried = self.tried.get(file).cloned().unwrap_or_default();
+        let next = holders
+            .iter()
+            .find(|h| !tried.contains(&h.user) && same.is_none_or(|x| x == h.hash));
+        match next {
+            Some(h) => {
+                let user = h.user.clone();
+                self.emit(ClientEvent::ServerNotice {
+                    text: format!("{refused} refused {file}; asking {user}, who also has it"),
+                })
+                .await;
+                let msg = self.get_file(me, key, &user, file);
+                s.send(&msg).await
+            }
+            None if holders.is_empty() => Ok(()), // no `whohas` was asked: nothing to fall back on
+            None => {
+                self.error(
+                    "no_peer_left",
+                    format!("no other peer has {file}; ask again with @all whohas {file}"),
+                )
+                .await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Decides on a request and, on acceptance, starts serving.
+    #[allow(clippy::too_many_arguments)]
+    async fn answer(
+        &mut self,
+        me: &str,
+        key: &SigningKey,
+        asker: &str,
+        asker_key: [u8; 32],
+        file: &str,
+        eph: [u8; 32],
+        sig: &[u8],
+    ) -> FileAnswer {
+        let genuine = VerifyingKey::from_bytes(&asker_key).ok().is_some_and(|k| {
+            Signature::from_slice(sig).is_ok_and(|sig| {
+                k.verify_strict(&request_transcript(asker, me, file, &eph), &sig)
+                    .is_ok()
+            })
+        });
+        if !genuine {
+            tracing::warn!(
+                asker,
+                file,
+                "a file request with a bad signature was refused"
+            );
+            return FileAnswer::Refuse(RefuseReason::NotShared);
+        }
+        let (path, size, blake3) = match self.shares.describe(file) {
+            Ok(d) => d,
+            Err(reason) => return FileAnswer::Refuse(reason),
+        };
+        // Take an upload slot, or refuse as busy.
+        let slots = self.uploads.clone();
+        if slots
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.opts.max_uploads).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return FileAnswer::Refuse(RefuseReason::Busy);
+        }
+        let release = SlotGuard(slots);
+        let socket = match UdpSocket::bind("0.0.0.0:0").await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot open a UDP socket: {e}");
+                return FileAnswer::Refuse(RefuseReason::Busy);
+            }
+        };
+        let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+        let source = match Source::open(&path, size) {
+            Ok(s) => s,
+            Err(_) => return FileAnswer::Refuse(RefuseReason::NotFound),
+        };
+        let my_eph = StaticSecret::random_from_rng(rand::rngs::OsRng);
+        let mut cfg = Config::new(self.opts.scheme, self.opts.window);
+        cfg.idle_timeout = self.opts.timeout;
+        let mut offer = Offer {
+            size,
+            blake3,
+            port,
+            eph: PublicKey::from(&my_eph).to_bytes(),
+            session: rand::random(),
+            selective_repeat: self.opts.scheme == Scheme::SelectiveRepeat,
+            window: cfg.window,
+            mss: cfg.mss,
+            sig: Vec::new(),
+        };
+        let transcript = offer_transcript(me, asker, file, &eph, &offer);
+        offer.sig = key.sign(&transcript).to_bytes().to_vec();
+        let keys = session_keys(&my_eph, &eph, &offer, &transcript, Role::Sender);
+        let events = self.events.clone();
+        let (file, asker) = (file.to_string(), asker.to_string());
+        tokio::spawn(async move {
+            let _slot = release;
+            let opts = ServeOptions {
+                cfg,
+                wait_for_start: Some(Duration::from_secs(30)),
+            };
+            let _ = events
+                .send(ClientEvent::UploadStarted {
+                    file: file.clone(),
+                    to: asker.clone(),
+                })
+                .await;
+            match serve(&socket, keys, &source, &opts, |_, _| {}).await {
+                Ok(stats) => {
+                    let _ = events
+                        .send(ClientEvent::UploadDone {
+                            file,
+                            to: asker,
+                            bytes: stats.bytes,
+                            seconds: stats.seconds,
+                        })
+                        .await;
+                }
+                Err(e) => {
+                    let _ = events
+                        .send(ClientEvent::Error {
+                            code: "upload_failed".into(),
+                            message: format!("sending {file} to {asker} failed: {e}"),
+                        })
+                        .await;
+                }
+            }
+        });
+        FileAnswer::Accept(offer)
+    }
+
+    async fn on_offer(
+        &mut self,
+        me: &str,
+        owner: String,
+        owner_key: [u8; 32],
+        file: String,
+        addr: SocketAddr,
+        offer: Offer,
+    ) {
+        let Some(asking) = self.asking.remove(&(owner.clone(), file.clone())) else {
+            return; // not asked for, or already answered
+        };
+        let my_pub = PublicKey::from(&asking.eph).to_bytes();
+        let transcript = offer_transcript(&owner, me, &file, &my_pub, &offer);
+        let genuine = VerifyingKey::from_bytes(&owner_key).ok().is_some_and(|k| {
+            Signature::from_slice(&offer.sig)
+                .is_ok_and(|sig| k.verify_strict(&transcript, &sig).is_ok())
+        });
+        let id = hex::encode(offer.session);
+        let fail = {
+            let (id, file, owner) = (id.clone(), file.clone(), owner.clone());
+            move |reason: String| ClientEvent::TransferFailed {
+                id: id.clone(),
+                file: file.clone(),
+                from: owner.clone(),
+                reason,
+            }
+        };
+        if !genuine {
+            self.emit(fail("the offer is not signed by the owner's key".into()))
+                .await;
+            return;
+        }
+        if asking.expect.is_some_and(|h| h != offer.blake3) {
+            self.emit(fail(
+                "the offer's hash differs from the one announced".into(),
+            ))
+            .await;
+            return;
+        }
+        if offer.window == 0 || offer.mss == 0 || offer.mss > 65_000 {
+            self.emit(fail(
+                "the offer's window or packet size is out of range".into(),
+            ))
+            .await;
+            return;
+        }
+        let name = file.rsplit('/').next().unwrap_or(&file).to_string();
+        let mut download =
+            match Download::open(&self.opts.download_dir, &name, offer.size, offer.blake3) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.emit(fail(e.to_string())).await;
+                    return;
+                }
+            };
+        let keys = session_keys(&asking.eph, &offer.eph, &offer, &transcript, Role::Receiver);
+        let scheme = if offer.selective_repeat {
+            Scheme::SelectiveRepeat
+        } else {
+            Scheme::GoBackN
+        };
+        let mut cfg = Config::new(scheme, offer.window);
+        cfg.mss = offer.mss;
+        cfg.idle_timeout = self.opts.timeout;
+        let events = self.events.clone();
+        self.emit(ClientEvent::TransferStarted {
+            id: id.clone(),
+            file: file.clone(),
+            from: owner.clone(),
+            size: offer.size,
+            resumed_from: download.resume_from(),
+        })
+        .await;
+        tokio::spawn(async move {
+            let bind = if addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
+            let socket = match UdpSocket::bind(bind).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = events
+                        .send(fail(format!("cannot open a UDP socket: {e}")))
+                        .await;
+                    return;
+                }
+            };
+            let mut last = Instant::now();
+            let progress_events = events.clone();
+            let pid = id.clone();
+            let progress = move |done: u64, total: u64| {
+                if last.elapsed() >= Duration::from_millis(250) || done == total {
+                    last = Instant::now();
+                    let _ = progress_events.try_send(ClientEvent::TransferProgress {
+                        id: pid.clone(),
+                        bytes: done,
+                        total,
+                    });
+                }
+            };
+            let result = fetch(
+                &socket,
+                addr,
+                keys,
+                &mut download,
+                offer.size,
+                &FetchOptions { cfg },
+                progress,
+            )
+            .await
+            .and_then(|stats| download.finish().map(|d| (stats, d)));
+            let event = match result {
+                Ok((stats, (path, hash))) => ClientEvent::TransferDone {
+                    id,
+                    file,
+                    from: owner,
+                    bytes: stats.bytes,
+                    seconds: stats.seconds,
+                    blake3: hex::encode(hash),
+                    path: path.display().to_string(),
+                },
+                Err(e) => fail(e.to_string()),
+            };
+            let _ = events.send(event).await;
+        });
+    }
+}
+
+/// Session keys from the ephemeral X25519 exchange, bound to the offer.
+fn session_keys(
+    mine: &StaticSecret,
+    theirs: &[u8; 32],
+    offer: &Offer,
+    transcript: &[u8],
+    role: Role,
+) -> SessionKeys {
+    let shared = mine.diffie_hellman(&PublicKey::from(*theirs));
+    let context = Sha256::digest(transcript);
+    SessionKeys::derive(shared.as_bytes(), offer.session, &context, role)
+}
+
+/// Gives an upload slot back when the upload ends (or never starts).
+struct SlotGuard(Arc<AtomicUsize>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}

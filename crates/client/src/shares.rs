@@ -1,0 +1,250 @@
+//! The share folder: which files this client offers, kept across restarts.
+//!
+//! Nothing is shared until the user says so (`@me setshare FILE`, or
+//! `@me setglobalshare` for the whole folder). A file is named by its path
+//! relative to the share folder, `/`-separated. Nothing outside the folder can
+//! be named: absolute names and `..` are refused, and a symlink that leads
+//! out is refused after it is resolved.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use chatdrop_proto::RefuseReason;
+use serde::{Deserialize, Serialize};
+
+use crate::ClientError;
+
+/// File name of the share state in the client's data directory.
+pub const STATE_FILE: &str = "shares.json";
+
+/// Most files listed by `getsharestatus`.
+const MAX_LISTED: usize = 10_000;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    global: bool,
+    files: BTreeSet<String>,
+}
+
+/// The share folder and what of it is shared.
+#[derive(Debug)]
+pub struct Shares {
+    root: PathBuf,
+    state_path: PathBuf,
+    state: State,
+    /// Hashes already computed: name -> (modified, size, hash).
+    hashes: HashMap<String, (SystemTime, u64, [u8; 32])>,
+}
+
+/// One file of the share folder and whether it is shared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileShare {
+    /// Name relative to the share folder.
+    pub file: String,
+    /// Whether it is offered.
+    pub shared: bool,
+}
+
+impl Shares {
+    /// The share folder `root` (created if missing), with the state kept in
+    /// `data_dir`.
+    pub fn open(root: &Path, data_dir: &Path) -> Result<Shares, ClientError> {
+        fs::create_dir_all(root)
+            .map_err(|e| ClientError::Local(format!("{}: {e}", root.display())))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| ClientError::Local(format!("{}: {e}", root.display())))?;
+        let state_path = data_dir.join(STATE_FILE);
+        let state = match fs::read_to_string(&state_path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| ClientError::Local(format!("{}: {e}", state_path.display())))?,
+            Err(_) => State::default(),
+        };
+        Ok(Shares {
+            root,
+            state_path,
+            state,
+            hashes: HashMap::new(),
+        })
+    }
+
+    /// The share folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn save(&self) -> Result<(), ClientError> {
+        let text = serde_json::to_string_pretty(&self.state).unwrap_or_default();
+        let tmp = self.state_path.with_extension("tmp");
+        if let Some(dir) = self.state_path.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        fs::write(&tmp, text)
+            .and_then(|_| fs::rename(&tmp, &self.state_path))
+            .map_err(|e| ClientError::Local(format!("{}: {e}", self.state_path.display())))
+    }
+
+    /// Finds the file a name stands for, refusing anything outside the
+    /// folder.
+    pub fn resolve(&self, name: &str) -> Result<PathBuf, RefuseReason> {
+        let rel = Path::new(name);
+        if name.is_empty()
+            || name.contains('\0')
+            || name.contains('\\')
+            || !rel.components().all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(RefuseReason::BadName);
+        }
+        let path = self.root.join(rel);
+        let real = path.canonicalize().map_err(|_| RefuseReason::NotFound)?;
+        if !real.starts_with(&self.root) {
+            return Err(RefuseReason::BadName);
+        }
+        if !real.is_file() {
+            return Err(RefuseReason::NotFound);
+        }
+        Ok(real)
+    }
+
+    /// Whether `name` is offered.
+    pub fn is_shared(&self, name: &str) -> bool {
+        self.state.global || self.state.files.contains(name)
+    }
+
+    /// Size and BLAKE3 hash of a shared file (computed once per version).
+    pub fn describe(&mut self, name: &str) -> Result<(PathBuf, u64, [u8; 32]), RefuseReason> {
+        let path = self.resolve(name)?;
+        if !self.is_shared(name) {
+            return Err(RefuseReason::NotShared);
+        }
+        let meta = fs::metadata(&path).map_err(|_| RefuseReason::NotFound)?;
+        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        if let Some((m, size, hash)) = self.hashes.get(name) {
+            if *m == modified && *size == meta.len() {
+                return Ok((path, *size, *hash));
+            }
+        }
+        let (size, hash) =
+            chatdrop_transfer::files::hash_file(&path).map_err(|_| RefuseReason::NotFound)?;
+        self.hashes.insert(name.to_string(), (modified, size, hash));
+        Ok((path, size, hash))
+    }
+
+    /// `@me setshare FILE`.
+    pub fn set_share(&mut self, name: &str) -> Result<(), String> {
+        match self.resolve(name) {
+            Ok(_) => {}
+            Err(RefuseReason::BadName) => {
+                return Err(format!(
+                    "{name:?} is not inside the share folder {}",
+                    self.root.display()
+                ))
+            }
+            Err(_) => {
+                return Err(format!(
+                    "no file {name:?} in the share folder {}",
+                    self.root.display()
+                ))
+            }
+        }
+        self.state.files.insert(name.to_string());
+        self.save().map_err(|e| e.to_string())
+    }
+
+    /// `@me clrshare FILE`.
+    pub fn clear_share(&mut self, name: &str) -> Result<(), String> {
+        if !self.state.files.remove(name) {
+            return Err(format!("{name:?} was not shared"));
+        }
+        self.save().map_err(|e| e.to_string())
+    }
+
+    /// `@me setglobalshare` / `@me clrglobalshare`.
+    pub fn set_global(&mut self, on: bool) -> Result<(), String> {
+        self.state.global = on;
+        self.save().map_err(|e| e.to_string())
+    }
+
+    /// The global flag, and every file of the folder with its state.
+    pub fn status(&self) -> (bool, Vec<FileShare>) {
+        let mut files = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                let path = entry.path();
+                if kind.is_dir() {
+                    stack.push(path);
+                } else if kind.is_file() {
+                    if let Ok(rel) = path.strip_prefix(&self.root) {
+                        let name = rel.to_string_lossy().replace('\\', "/");
+                        files.push(FileShare {
+                            shared: self.is_shared(&name),
+                            file: name,
+                        });
+                    }
+                }
+                if files.len() >= MAX_LISTED {
+                    break;
+                }
+            }
+        }
+        files.sort_by(|a, b| a.file.cmp(&b.file));
+        (self.state.global, files)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_outside_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(root.join("a.txt"), "a").unwrap();
+        fs::write(root.join("sub/b.txt"), "b").unwrap();
+        fs::write(dir.path().join("secret.txt"), "s").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("link.txt")).unwrap();
+        let mut s = Shares::open(&root, dir.path()).unwrap();
+        assert!(s.resolve("a.txt").is_ok());
+        assert!(s.resolve("sub/b.txt").is_ok());
+        for bad in [
+            "../secret.txt",
+            "/etc/passwd",
+            "sub/../a.txt",
+            "",
+            "link.txt",
+        ] {
+            assert_eq!(s.resolve(bad), Err(RefuseReason::BadName), "{bad}");
+        }
+        assert_eq!(s.resolve("nope.txt"), Err(RefuseReason::NotFound));
+        assert_eq!(s.describe("a.txt"), Err(RefuseReason::NotShared));
+        s.set_share("a.txt").unwrap();
+        assert!(s
+            .set_share("../secret.txt")
+            .unwrap_err()
+            .contains("not inside"));
+        assert!(s.set_share("link.txt").is_err());
+        let (_, size, _) = s.describe("a.txt").unwrap();
+        assert_eq!(size, 1);
+        // Kept across restarts.
+        let mut s = Shares::open(&root, dir.path()).unwrap();
+        assert!(s.is_shared("a.txt") && !s.is_shared("sub/b.txt"));
+        s.set_global(true).unwrap();
+        let (global, files) = s.status();
+        assert!(global);
+        let names: Vec<_> = files.iter().map(|f| f.file.as_str()).collect();
+        assert_eq!(names, ["a.txt", "sub/b.txt"], "links are not listed");
+        // Even shared globally, the link leading out is not offered.
+        assert_eq!(s.describe("link.txt"), Err(RefuseReason::BadName));
+    }
+}
