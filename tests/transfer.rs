@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use chatdrop_transfer::relay::{Impairment, Relay};
 use rand::{RngCore, SeedableRng};
+use serde_json::json;
 use support::*;
 
 fn tmp() -> tempfile::TempDir {
@@ -204,4 +205,169 @@ fn a_bad_ticket_is_refused_clearly() {
         "{}",
         r.stderr()
     );
+}
+
+/// A client in `room` with its own share folder holding `files`.
+fn sharer(
+    server: &ServerProc,
+    root: &Path,
+    user: &str,
+    room: &str,
+    files: &[(&str, &[u8])],
+    extra: &[&str],
+) -> Proc {
+    let share = root.join(format!("{user}-share"));
+    std::fs::create_dir_all(&share).unwrap();
+    for (name, data) in files {
+        let path = share.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    }
+    let share = share.to_str().unwrap().to_string();
+    let downloads = root.join(format!("{user}-downloads"));
+    let downloads = downloads.to_str().unwrap().to_string();
+    let mut args = vec!["--share-dir", &share, "--download-dir", &downloads];
+    args.extend_from_slice(extra);
+    joined(server, root, user, room, &args)
+}
+
+/// whohas through the server, getfile peer to peer; a busy owner refuses
+/// and the asker moves on to the next peer with the same file by itself.
+#[test]
+fn whohas_getfile_busy_and_next_peer() {
+    let dir = tmp();
+    let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    let mut photo = vec![0u8; 2_500_000];
+    rand::rngs::StdRng::seed_from_u64(9).fill_bytes(&mut photo);
+    let mut bob = sharer(
+        &server,
+        dir.path(),
+        "bob",
+        "r",
+        &[("photo.jpg", &photo)],
+        &["--create", "--max-uploads", "0"],
+    );
+    let mut carol = sharer(
+        &server,
+        dir.path(),
+        "carol",
+        "r",
+        &[("photo.jpg", &photo)],
+        &["--arq", "gbn", "-w", "8"],
+    );
+    for p in [&mut bob, &mut carol] {
+        p.send("@me setshare photo.jpg");
+        p.expect("share_status", &[]);
+    }
+    let mut alice = sharer(&server, dir.path(), "alice", "r", &[], &[]);
+    alice.send("@all whohas photo.jpg");
+    let a = alice.expect("whohas_reply", &[]);
+    let b = alice.expect("whohas_reply", &[]);
+    assert_eq!(a["blake3"], b["blake3"]);
+    assert_eq!(a["size"], serde_json::json!(2_500_000));
+    alice.send("@bob getfile photo.jpg");
+    let refused = alice.expect("transfer_refused", &[("from", "bob".into())]);
+    assert_eq!(refused["reason"], "busy");
+    let started = alice.expect("transfer_started", &[]);
+    assert_eq!(
+        started["from"], "carol",
+        "moved on to the next peer by itself"
+    );
+    let done = alice.expect("transfer_done", &[]);
+    assert_eq!(done["from"], "carol");
+    assert!(std::fs::read(done["path"].as_str().unwrap()).unwrap() == photo);
+    carol.expect("upload_done", &[("to", "alice".into())]);
+}
+
+/// Unshared files, names leaving the share folder and missing files are
+/// refused with their reason; nothing outside the folder is read.
+#[test]
+fn unshared_traversal_and_missing_files_are_refused() {
+    let dir = tmp();
+    let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    std::fs::write(dir.path().join("secret.txt"), "outside").unwrap();
+    let mut bob = sharer(
+        &server,
+        dir.path(),
+        "bob",
+        "r",
+        &[("notes.txt", b"notes"), ("sub/a.txt", b"a")],
+        &["--create"],
+    );
+    let link = dir.path().join("bob-share/escape.txt");
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), &link).unwrap();
+    bob.send("@me setglobalshare");
+    bob.expect("share_status", &[("global", true.into())]);
+    bob.send("@me clrglobalshare");
+    bob.expect("share_status", &[("global", false.into())]);
+    bob.send("@me setshare ../secret.txt");
+    let e = bob.expect("error", &[("code", "share".into())]);
+    assert!(e["message"].as_str().unwrap().contains("not inside"));
+
+    let mut alice = sharer(&server, dir.path(), "alice", "r", &[], &[]);
+    for (file, reason) in [
+        ("notes.txt", "not_shared"),
+        ("../secret.txt", "bad_name"),
+        ("/etc/passwd", "bad_name"),
+        ("escape.txt", "bad_name"),
+        ("nothing.txt", "not_found"),
+    ] {
+        alice.send(&format!("@bob getfile {file}"));
+        let r = alice.expect("transfer_refused", &[("file", file.into())]);
+        assert_eq!(r["reason"], reason, "{file}");
+    }
+    // Shared after all, inside a sub-folder: it comes.
+    bob.send("@me setshare sub/a.txt");
+    bob.expect("share_status", &[]);
+    alice.send("@bob getfile sub/a.txt");
+    let done = alice.expect("transfer_done", &[]);
+    assert_eq!(std::fs::read(done["path"].as_str().unwrap()).unwrap(), b"a");
+    assert!(!dir.path().join("alice-downloads/secret.txt").exists());
+}
+
+/// The server's share policy: blocked files are neither asked for nor
+/// brokered, and the user is told why.
+#[test]
+fn the_server_share_policy() {
+    let dir = tmp();
+    let mut server = ServerProc::start(
+        &dir.path().join("server"),
+        &[
+            "--block-ext",
+            "exe",
+            "--block-name",
+            "*.torrent",
+            "--max-share-size",
+            "1000",
+        ],
+    );
+    let mut bob = sharer(
+        &server,
+        dir.path(),
+        "bob",
+        "r",
+        &[
+            ("setup.exe", b"MZ"),
+            ("big.bin", &[7u8; 5000]),
+            ("ok.txt", b"fine"),
+        ],
+        &["--create"],
+    );
+    bob.send("@me setglobalshare");
+    bob.expect("share_status", &[]);
+    let mut alice = sharer(&server, dir.path(), "alice", "r", &[], &[]);
+    alice.send("@all whohas setup.exe");
+    let r = alice.expect("transfer_refused", &[("file", "setup.exe".into())]);
+    assert_eq!(r["reason"], "blocked");
+    assert!(r["detail"].as_str().unwrap().contains(".exe"));
+    alice.send("@bob getfile big.bin");
+    let r = alice.expect("transfer_refused", &[("file", "big.bin".into())]);
+    assert_eq!(r["reason"], "blocked");
+    assert!(r["detail"].as_str().unwrap().contains("1000 bytes"));
+    alice.send("@bob getfile ok.txt");
+    alice.expect("transfer_done", &[("file", "ok.txt".into())]);
+    server.console("policy");
+    server
+        .proc
+        .wait_line("policy line", |l| l.contains("blocked extensions: .exe"));
 }

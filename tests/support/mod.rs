@@ -22,6 +22,8 @@ pub struct Proc {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     err_lines: Receiver<String>,
+    /// The threads reading stdout and stderr; they end with the process.
+    readers: Vec<std::thread::JoinHandle<()>>,
     /// Every stdout line read so far.
     pub seen: Vec<String>,
     stderr: Arc<Mutex<String>>,
@@ -48,7 +50,7 @@ impl Proc {
             .expect("spawning chatdrop");
         let (tx, lines) = channel();
         let out = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
+        let out_reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 if tx.send(line).is_err() {
@@ -60,7 +62,7 @@ impl Proc {
         let err = child.stderr.take().expect("stderr");
         let sink = stderr.clone();
         let (etx, err_lines) = channel();
-        std::thread::spawn(move || {
+        let err_reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
                 {
@@ -79,6 +81,7 @@ impl Proc {
             err_lines,
             seen: Vec::new(),
             stderr,
+            readers: vec![out_reader, err_reader],
         }
     }
 
@@ -186,8 +189,12 @@ impl Proc {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Collect the rest of its output.
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+                // Its pipes are closed: once the readers are done, all of
+                // its output is here.
+                for r in self.readers.drain(..) {
+                    let _ = r.join();
+                }
+                while let Ok(line) = self.lines.try_recv() {
                     self.seen.push(line);
                 }
                 return status;
