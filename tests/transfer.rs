@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use chatdrop_transfer::relay::{Impairment, Relay};
 use rand::{RngCore, SeedableRng};
-use serde_json::json;
 use support::*;
 
 fn tmp() -> tempfile::TempDir {
@@ -264,7 +263,7 @@ fn whohas_getfile_busy_and_next_peer() {
     let a = alice.expect("whohas_reply", &[]);
     let b = alice.expect("whohas_reply", &[]);
     assert_eq!(a["blake3"], b["blake3"]);
-    assert_eq!(a["size"], serde_json::json!(2_500_000));
+    assert_eq!(a["size"], 2_500_000);
     alice.send("@bob getfile photo.jpg");
     let refused = alice.expect("transfer_refused", &[("from", "bob".into())]);
     assert_eq!(refused["reason"], "busy");
