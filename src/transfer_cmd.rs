@@ -13,7 +13,6 @@ use chatdrop_transfer::crypto::{Role, SessionKeys};
 use chatdrop_transfer::files::{hash_file, Download, Source};
 use chatdrop_transfer::{fetch, serve, FetchOptions, ServeOptions, Ticket};
 use clap::Args;
-use tokio::net::UdpSocket;
 
 use crate::printer::Printer;
 use crate::progress::Meter;
@@ -107,9 +106,7 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let source = Source::open(&args.file, size)?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let socket = UdpSocket::bind(args.bind)
-            .await
-            .with_context(|| format!("binding {}", args.bind))?;
+        let socket = chatdrop_transfer::socket::bind(args.bind).with_context(|| format!("binding {}", args.bind))?;
         let bound = socket.local_addr()?;
         let mut cfg = Config::new(args.arq, args.window);
         cfg.idle_timeout = Duration::from_secs(args.timeout.max(1));
@@ -169,9 +166,7 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
         } else {
             "[::]:0".parse()?
         };
-        let socket = UdpSocket::bind(bind)
-            .await
-            .context("binding a UDP socket")?;
+        let socket = chatdrop_transfer::socket::bind(bind).context("binding a UDP socket")?;
         let scheme = if ticket.selective_repeat {
             Scheme::SelectiveRepeat
         } else {

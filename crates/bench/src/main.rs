@@ -7,6 +7,7 @@ mod idle;
 mod net;
 mod spawn;
 mod store;
+mod transfer;
 
 use std::path::PathBuf;
 
@@ -59,6 +60,23 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         history: u32,
     },
+    /// File transfer over loopback UDP (the code of `chatdrop send`/`recv`),
+    /// directly and through the lossy relay: throughput per scheme, window
+    /// and loss.
+    Transfer {
+        /// Bytes of the file.
+        #[arg(long, default_value_t = 100_000_000)]
+        size: u64,
+        /// Windows to try, in packets.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256")]
+        windows: Vec<u32>,
+        /// Loss rates to try (0 = direct, no relay).
+        #[arg(long, value_delimiter = ',', default_value = "0,0.01,0.05")]
+        loss: Vec<f64>,
+        /// Runs of each case (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// The store alone: history lines committed per second in batches.
     Store {
         /// Lines to write.
@@ -107,5 +125,11 @@ fn main() -> anyhow::Result<()> {
             },
         )),
         Cmd::Store { lines, batch } => store::run(lines, batch),
+        Cmd::Transfer {
+            size,
+            windows,
+            loss,
+            runs,
+        } => rt.block_on(transfer::run(size, &windows, &loss, runs)),
     }
 }

@@ -24,7 +24,6 @@ use chatdrop_transfer::files::{Download, Source};
 use chatdrop_transfer::{fetch, serve, FetchOptions, ServeOptions};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -338,7 +337,7 @@ impl Peer {
             return FileAnswer::Refuse(RefuseReason::Busy);
         }
         let release = SlotGuard(slots);
-        let socket = match UdpSocket::bind("0.0.0.0:0").await {
+        let socket = match chatdrop_transfer::socket::bind(([0, 0, 0, 0], 0).into()) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("cannot open a UDP socket: {e}");
@@ -485,7 +484,11 @@ impl Peer {
             } else {
                 "[::]:0"
             };
-            let socket = match UdpSocket::bind(bind).await {
+            let socket = match bind
+                .parse()
+                .map_err(std::io::Error::other)
+                .and_then(chatdrop_transfer::socket::bind)
+            {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = events

@@ -7,12 +7,14 @@
 //! - [`files`]: reading the shared file, and the download's `.part` file
 //!   with its resume record and BLAKE3 check.
 //! - [`session`]: the two drivers, [`session::serve`] and [`session::fetch`].
+//! - [`socket`]: UDP sockets with buffers sized for bursts.
 //! - [`relay`]: a lossy UDP relay, for tests and benchmarks.
 
 pub mod crypto;
 pub mod files;
 pub mod relay;
 pub mod session;
+pub mod socket;
 pub mod ticket;
 pub mod wire;
 

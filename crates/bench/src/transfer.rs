@@ -1,0 +1,85 @@
+//! File transfer throughput over loopback UDP, with the library code that
+//! `chatdrop send` and `chatdrop recv` run, directly or through the lossy
+//! relay.
+
+use std::time::{Duration, Instant};
+
+use chatdrop_arq::{Config, Scheme};
+use chatdrop_transfer::crypto::{Role, SessionKeys};
+use chatdrop_transfer::files::{hash_file, Download, Source};
+use chatdrop_transfer::relay::{Impairment, Relay};
+use chatdrop_transfer::{fetch, serve, FetchOptions, ServeOptions};
+use rand::RngCore;
+
+/// One transfer; returns (seconds, retransmissions).
+async fn once(
+    path: &std::path::Path,
+    out: &std::path::Path,
+    scheme: Scheme,
+    window: u32,
+    loss: f64,
+    seed: u64,
+) -> anyhow::Result<(f64, u64)> {
+    let (size, hash) = hash_file(path)?;
+    let server = chatdrop_transfer::socket::bind(([127, 0, 0, 1], 0).into())?;
+    let target = server.local_addr()?;
+    let relay = if loss > 0.0 {
+        Some(Relay::start(target, Impairment { loss, tamper: 0.0, seed }).await?)
+    } else {
+        None
+    };
+    let peer = relay.as_ref().map_or(target, |r| r.addr);
+    let secret: [u8; 32] = rand::random();
+    let id: [u8; 8] = rand::random();
+    let mut cfg = Config::new(scheme, window);
+    cfg.idle_timeout = Duration::from_secs(30);
+    let source = Source::open(path, size)?;
+    let scfg = cfg.clone();
+    let sender = tokio::spawn(async move {
+        let keys = SessionKeys::derive(&secret, id, b"bench", Role::Sender);
+        let opts = ServeOptions { cfg: scfg, wait_for_start: Some(Duration::from_secs(10)) };
+        serve(&server, keys, &source, &opts, |_, _| {}).await
+    });
+    let client = chatdrop_transfer::socket::bind(([127, 0, 0, 1], 0).into())?;
+    let _ = std::fs::remove_dir_all(out);
+    let mut dl = Download::open(out, "bench.bin", size, hash)?;
+    let keys = SessionKeys::derive(&secret, id, b"bench", Role::Receiver);
+    let started = Instant::now();
+    fetch(&client, peer, keys, &mut dl, size, &FetchOptions { cfg }, |_, _| {}).await?;
+    dl.finish()?;
+    let secs = started.elapsed().as_secs_f64();
+    let stats = sender.await??;
+    Ok((secs, stats.retransmissions))
+}
+
+pub async fn run(size: u64, windows: &[u32], losses: &[f64], runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("bench.bin");
+    let mut data = vec![0u8; size as usize];
+    rand::thread_rng().fill_bytes(&mut data);
+    std::fs::write(&path, &data)?;
+    drop(data);
+    println!("| scheme | window | loss | MB/s (median of {runs}) | Mbit/s | retransmitted packets |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for &loss in losses {
+        for scheme in [Scheme::GoBackN, Scheme::SelectiveRepeat] {
+            for &window in windows {
+                let mut results = Vec::new();
+                for r in 0..runs {
+                    let out = dir.path().join("out");
+                    results.push(once(&path, &out, scheme, window, loss, r as u64).await?);
+                }
+                results.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let (secs, retx) = results[results.len() / 2];
+                let mbps = size as f64 / secs / 1e6;
+                println!(
+                    "| {} | {window} | {}% | {mbps:.1} | {:.0} | {retx} |",
+                    scheme.as_str(),
+                    loss * 100.0,
+                    mbps * 8.0
+                );
+            }
+        }
+    }
+    Ok(())
+}
