@@ -106,7 +106,8 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let source = Source::open(&args.file, size)?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let socket = chatdrop_transfer::socket::bind(args.bind).with_context(|| format!("binding {}", args.bind))?;
+        let socket = chatdrop_transfer::socket::bind(args.bind)
+            .with_context(|| format!("binding {}", args.bind))?;
         let bound = socket.local_addr()?;
         let mut cfg = Config::new(args.arq, args.window);
         cfg.idle_timeout = Duration::from_secs(args.timeout.max(1));

@@ -24,7 +24,17 @@ async fn once(
     let server = chatdrop_transfer::socket::bind(([127, 0, 0, 1], 0).into())?;
     let target = server.local_addr()?;
     let relay = if loss > 0.0 {
-        Some(Relay::start(target, Impairment { loss, tamper: 0.0, seed }).await?)
+        Some(
+            Relay::start(
+                target,
+                Impairment {
+                    loss,
+                    tamper: 0.0,
+                    seed,
+                },
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -37,7 +47,10 @@ async fn once(
     let scfg = cfg.clone();
     let sender = tokio::spawn(async move {
         let keys = SessionKeys::derive(&secret, id, b"bench", Role::Sender);
-        let opts = ServeOptions { cfg: scfg, wait_for_start: Some(Duration::from_secs(10)) };
+        let opts = ServeOptions {
+            cfg: scfg,
+            wait_for_start: Some(Duration::from_secs(10)),
+        };
         serve(&server, keys, &source, &opts, |_, _| {}).await
     });
     let client = chatdrop_transfer::socket::bind(([127, 0, 0, 1], 0).into())?;
@@ -45,7 +58,16 @@ async fn once(
     let mut dl = Download::open(out, "bench.bin", size, hash)?;
     let keys = SessionKeys::derive(&secret, id, b"bench", Role::Receiver);
     let started = Instant::now();
-    fetch(&client, peer, keys, &mut dl, size, &FetchOptions { cfg }, |_, _| {}).await?;
+    fetch(
+        &client,
+        peer,
+        keys,
+        &mut dl,
+        size,
+        &FetchOptions { cfg },
+        |_, _| {},
+    )
+    .await?;
     dl.finish()?;
     let secs = started.elapsed().as_secs_f64();
     let stats = sender.await??;
@@ -59,7 +81,9 @@ pub async fn run(size: u64, windows: &[u32], losses: &[f64], runs: usize) -> any
     rand::thread_rng().fill_bytes(&mut data);
     std::fs::write(&path, &data)?;
     drop(data);
-    println!("| scheme | window | loss | MB/s (median of {runs}) | Mbit/s | retransmitted packets |");
+    println!(
+        "| scheme | window | loss | MB/s (median of {runs}) | Mbit/s | retransmitted packets |"
+    );
     println!("| --- | --- | --- | --- | --- | --- |");
     for &loss in losses {
         for scheme in [Scheme::GoBackN, Scheme::SelectiveRepeat] {
