@@ -122,6 +122,19 @@ impl Peer {
         .await;
     }
 
+    /// Size and hash of a shared file. Hashing a large file for the first
+    /// time takes a while, so it runs where it may block (the client runs on
+    /// a multi-threaded runtime).
+    fn describe(&mut self, name: &str) -> Result<(PathBuf, u64, [u8; 32]), RefuseReason> {
+        let shares = &mut self.shares;
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| shares.describe(name))
+            }
+            _ => shares.describe(name),
+        }
+    }
+
     /// `@me ...`.
     pub async fn share_command(&mut self, cmd: ShareCommand) {
         let result = match &cmd {
@@ -185,7 +198,7 @@ impl Peer {
         match msg {
             ServerMsg::WhoHas { from, file } => {
                 // Only shared files are answered; anything else stays quiet.
-                if let Ok((_, size, blake3)) = self.shares.describe(&file) {
+                if let Ok((_, size, blake3)) = self.describe(&file) {
                     s.send(&ClientMsg::HaveFile {
                         to: from,
                         file,
@@ -322,7 +335,7 @@ impl Peer {
             );
             return FileAnswer::Refuse(RefuseReason::NotShared);
         }
-        let (path, size, blake3) = match self.shares.describe(file) {
+        let (path, size, blake3) = match self.describe(file) {
             Ok(d) => d,
             Err(reason) => return FileAnswer::Refuse(reason),
         };
