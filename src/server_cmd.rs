@@ -9,14 +9,19 @@ use anyhow::Context;
 use chatdrop_chat::{parse_admin, AdminCommand};
 use chatdrop_server::{Server, ServerOptions};
 use clap::Args;
+use serde::Deserialize;
 use tokio::sync::mpsc;
 
-/// Options of `chatdrop server`.
+/// Options of `chatdrop server`. Each may also be set in the `--config`
+/// file; a flag given on the command line wins.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0:50000")]
-    listen: SocketAddr,
+    /// A TOML file with any of these options (see docs/CONFIG.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0:50000].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// Directory of the database and certificate [default: the platform's
     /// data directory for chatdrop, then `server`].
     #[arg(long)]
@@ -27,18 +32,19 @@ pub struct ServerArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Most clients at once; more are refused with `server_full`.
-    #[arg(long, default_value_t = 20_000)]
-    max_clients: usize,
+    /// Most clients at once; more are refused with `server_full`
+    /// [default: 20000].
+    #[arg(long)]
+    max_clients: Option<usize>,
     /// Worker threads [default: one per core].
     #[arg(long)]
     workers: Option<usize>,
-    /// Lines of history each room keeps and shows on join.
-    #[arg(long, default_value_t = 100)]
-    history: u32,
-    /// The server's name, shown to clients.
-    #[arg(long, default_value = "chatdrop")]
-    name: String,
+    /// Lines of history each room keeps and shows on join [default: 100].
+    #[arg(long)]
+    history: Option<u32>,
+    /// The server's name, shown to clients [default: chatdrop].
+    #[arg(long)]
+    name: Option<String>,
     /// Do not read admin commands from standard input.
     #[arg(long)]
     no_console: bool,
@@ -57,8 +63,63 @@ pub struct ServerArgs {
     max_share_size: Option<u64>,
 }
 
+/// The `--config` file: the same options as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    max_clients: Option<usize>,
+    workers: Option<usize>,
+    history: Option<u32>,
+    name: Option<String>,
+    #[serde(default)]
+    share_policy: PolicyFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    block_ext: Vec<String>,
+    #[serde(default)]
+    block_name: Vec<String>,
+    #[serde(default)]
+    block_hash: Vec<String>,
+    max_share_size: Option<u64>,
+}
+
+/// Folds the config file into the flags: a flag given wins, lists add up.
+fn merge(mut args: ServerArgs) -> anyhow::Result<ServerArgs> {
+    let Some(path) = &args.config else {
+        return Ok(args);
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let c: ConfigFile = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+    args.listen = args.listen.or(c.listen);
+    args.data_dir = args.data_dir.or(c.data_dir);
+    if args.tls_cert.is_none() && args.tls_key.is_none() {
+        args.tls_cert = c.tls_cert;
+        args.tls_key = c.tls_key;
+    }
+    args.max_clients = args.max_clients.or(c.max_clients);
+    args.workers = args.workers.or(c.workers);
+    args.history = args.history.or(c.history);
+    args.name = args.name.or(c.name);
+    let p = c.share_policy;
+    args.block_ext.extend(p.block_ext);
+    args.block_name.extend(p.block_name);
+    args.block_hash.extend(p.block_hash);
+    args.max_share_size = args.max_share_size.or(p.max_share_size);
+    Ok(args)
+}
+
 pub fn main(args: ServerArgs) -> anyhow::Result<ExitCode> {
     chatdrop_server::raise_fd_limit();
+    let args = merge(args)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if let Some(n) = args.workers {
@@ -74,12 +135,25 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| crate::paths::default_data_dir("server"));
-    let mut opts = ServerOptions::new(args.listen, data_dir.clone());
+    let listen = args
+        .listen
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 50_000)));
+    let mut opts = ServerOptions::new(listen, data_dir.clone());
+    anyhow::ensure!(
+        args.tls_cert.is_some() == args.tls_key.is_some(),
+        "tls_cert and tls_key go together"
+    );
     opts.tls_cert = args.tls_cert;
     opts.tls_key = args.tls_key;
-    opts.max_clients = args.max_clients;
-    opts.history_len = args.history;
-    opts.name = args.name;
+    if let Some(n) = args.max_clients {
+        opts.max_clients = n;
+    }
+    if let Some(n) = args.history {
+        opts.history_len = n;
+    }
+    if let Some(name) = args.name {
+        opts.name = name;
+    }
     for ext in &args.block_ext {
         opts.policy.block_ext(ext);
     }
@@ -152,5 +226,52 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServerArgs,
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file_and_lists_add_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:4000\"\nname = \"from-file\"\nhistory = 5\n\
+             [share_policy]\nblock_ext = [\"exe\"]\nmax_share_size = 10\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "x",
+            "--config",
+            path.to_str().unwrap(),
+            "--name",
+            "from-flag",
+            "--block-ext",
+            "iso",
+        ]);
+        let a = merge(cli.args).unwrap();
+        assert_eq!(a.listen, Some("127.0.0.1:4000".parse().unwrap()));
+        assert_eq!(a.name.as_deref(), Some("from-flag"));
+        assert_eq!(a.history, Some(5));
+        assert_eq!(a.block_ext, ["iso", "exe"]);
+        assert_eq!(a.max_share_size, Some(10));
+
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let cli = Cli::parse_from(["x", "--config", path.to_str().unwrap()]);
+        let err = format!("{:#}", merge(cli.args).unwrap_err());
+        assert!(
+            err.contains("unknown field") && err.contains("lisen"),
+            "{err}"
+        );
     }
 }
