@@ -135,6 +135,13 @@ impl Download {
             .truncate(false)
             .open(&part)
             .map_err(TransferError::io(format!("opening {}", part.display())))?;
+        // One download of a file at a time: a second would share the `.part`.
+        if file.try_lock().is_err() {
+            return Err(TransferError::Invalid(format!(
+                "{name} is already being downloaded into {}",
+                dir.display()
+            )));
+        }
         let on_disk = file.metadata().map(|m| m.len()).unwrap_or(0);
         let resume = read_record(&record, size, &hash)
             .filter(|d| *d <= on_disk)
@@ -289,6 +296,18 @@ mod tests {
         d.write_at(0, &data).unwrap();
         let (second, _) = d.finish().unwrap();
         assert_eq!(second.file_name().unwrap(), "x (1).bin");
+    }
+
+    #[test]
+    fn one_download_of_a_file_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Download::open(dir.path(), "x.bin", 3, [1; 32]).unwrap();
+        let err = Download::open(dir.path(), "x.bin", 3, [1; 32])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already being downloaded"), "{err}");
+        drop(first);
+        assert!(Download::open(dir.path(), "x.bin", 3, [1; 32]).is_ok());
     }
 
     #[test]
