@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
-use chatdrop_proto::limits::MAX_TEXT_BYTES;
+use chatdrop_proto::limits::{MAX_FILE_NAME, MAX_TEXT_BYTES};
 use chatdrop_proto::names::{check_room_name, check_user_name};
 use chatdrop_proto::{
     ChatLine, ErrorCode, FileAnswer, LeaveReason, RefuseReason, RoomInfo, ServerMsg, Target,
@@ -265,7 +265,24 @@ impl Chat {
         }
     }
 
+    /// Whether a file name may be passed on: short, no control characters.
+    fn check_file_name(conn: ConnId, file: &str, out: &mut Vec<Effect>) -> bool {
+        let ok =
+            !file.is_empty() && file.len() <= MAX_FILE_NAME && !file.chars().any(char::is_control);
+        if !ok {
+            out.push(err(
+                conn,
+                ErrorCode::BadRequest,
+                format!("a file name has 1 to {MAX_FILE_NAME} bytes and no control characters"),
+            ));
+        }
+        ok
+    }
+
     fn who_has(&mut self, conn: ConnId, file: String, out: &mut Vec<Effect>) {
+        if !Self::check_file_name(conn, &file, out) {
+            return;
+        }
         let Some(room) = self.room_of(conn, out) else {
             return;
         };
@@ -303,6 +320,9 @@ impl Chat {
         blake3: [u8; 32],
         out: &mut Vec<Effect>,
     ) {
+        if !Self::check_file_name(conn, &file, out) {
+            return;
+        }
         let Some(asker) = self.member(conn, &to, out) else {
             return;
         };
@@ -338,6 +358,9 @@ impl Chat {
         sig: Vec<u8>,
         out: &mut Vec<Effect>,
     ) {
+        if !Self::check_file_name(conn, &file, out) {
+            return;
+        }
         let Some(owner_conn) = self.member(conn, &owner, out) else {
             return;
         };
@@ -794,6 +817,16 @@ impl Chat {
         };
         if text.trim().is_empty() {
             out.push(err(conn, ErrorCode::BadRequest, "empty message"));
+            return;
+        }
+        if text.chars().any(char::is_control) {
+            // Escape sequences and line breaks would let a sender forge lines
+            // or take over its peers' terminals.
+            out.push(err(
+                conn,
+                ErrorCode::BadRequest,
+                "messages may not contain control characters",
+            ));
             return;
         }
         if text.len() > MAX_TEXT_BYTES {

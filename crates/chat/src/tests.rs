@@ -410,6 +410,15 @@ fn bad_messages_get_clear_errors() {
     assert_eq!(error_code(&h.take(A)), Some(ErrorCode::TooLong));
     h.say(A, Target::All, "   ");
     assert_eq!(error_code(&h.take(A)), Some(ErrorCode::BadRequest));
+    h.say(A, Target::All, "fake\n@server|you are banned");
+    assert_eq!(error_code(&h.take(A)), Some(ErrorCode::BadRequest));
+    h.say(A, Target::All, "\x1b[2Jcleared");
+    assert_eq!(error_code(&h.take(A)), Some(ErrorCode::BadRequest));
+    h.ev(Event::WhoHas {
+        conn: A,
+        file: "a\x1b[31m.txt".into(),
+    });
+    assert_eq!(error_code(&h.take(A)), Some(ErrorCode::BadRequest));
     h.create(A, "r", None);
     assert_eq!(error_code(&h.take(A)), Some(ErrorCode::RoomExists));
     h.create(A, "bad/name", None);

@@ -17,6 +17,9 @@ pub const MAX_SERVER_FRAME: usize = 1024 * 1024;
 /// Longest chat message text, in bytes of UTF-8.
 pub const MAX_TEXT_BYTES: usize = 4096;
 
+/// Longest file name in `whohas` and `getfile`, in bytes.
+pub const MAX_FILE_NAME: usize = 1024;
+
 /// Longest user name, in bytes.
 pub const MAX_USER_NAME: usize = 32;
 
