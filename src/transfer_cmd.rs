@@ -168,14 +168,12 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
             "[::]:0".parse()?
         };
         let socket = chatdrop_transfer::socket::bind(bind).context("binding a UDP socket")?;
-        let scheme = if ticket.selective_repeat {
-            Scheme::SelectiveRepeat
-        } else {
-            Scheme::GoBackN
-        };
-        let mut cfg = Config::new(scheme, ticket.window);
-        cfg.mss = ticket.mss;
-        cfg.idle_timeout = Duration::from_secs(args.timeout.max(1));
+        let cfg = Config::announced(
+            ticket.selective_repeat,
+            ticket.window,
+            ticket.mss,
+            Duration::from_secs(args.timeout.max(1)),
+        );
         let mut download = Download::open(&args.out, &ticket.name, ticket.size, ticket.blake3)?;
         let id = hex::encode(ticket.session);
         let from = ticket.addr.to_string();

@@ -90,6 +90,25 @@ impl Config {
         }
     }
 
+    /// The receiving end's settings for what the sender announced: its
+    /// scheme (`selective_repeat` or Go-Back-N), window and packet size.
+    pub fn announced(
+        selective_repeat: bool,
+        window: u32,
+        mss: u32,
+        idle_timeout: Duration,
+    ) -> Self {
+        let scheme = if selective_repeat {
+            Scheme::SelectiveRepeat
+        } else {
+            Scheme::GoBackN
+        };
+        let mut cfg = Config::new(scheme, window);
+        cfg.mss = mss.max(1);
+        cfg.idle_timeout = idle_timeout;
+        cfg
+    }
+
     /// Number of packets needed for `len` bytes.
     pub fn packets_for(&self, len: u64) -> u64 {
         len.div_ceil(self.mss as u64)

@@ -474,14 +474,12 @@ impl Peer {
                 }
             };
         let keys = session_keys(&asking.eph, &offer.eph, &offer, &transcript, Role::Receiver);
-        let scheme = if offer.selective_repeat {
-            Scheme::SelectiveRepeat
-        } else {
-            Scheme::GoBackN
-        };
-        let mut cfg = Config::new(scheme, offer.window);
-        cfg.mss = offer.mss;
-        cfg.idle_timeout = self.opts.timeout;
+        let cfg = Config::announced(
+            offer.selective_repeat,
+            offer.window,
+            offer.mss,
+            self.opts.timeout,
+        );
         let events = self.events.clone();
         self.emit(ClientEvent::TransferStarted {
             id: id.clone(),
