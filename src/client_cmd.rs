@@ -289,7 +289,6 @@ fn error_code(e: &ClientError) -> &'static str {
         ClientError::Refused { code, .. } => code,
         ClientError::Kicked(_) => "kicked",
         ClientError::Connect { .. } => "connect_failed",
-        ClientError::Protocol(_) => "protocol",
         ClientError::Local(_) => "local",
     }
 }

@@ -186,28 +186,26 @@ impl Proc {
 
     /// Waits for the process to end (within [`WAIT`]) and returns its status.
     pub fn wait_exit(&mut self) -> ExitStatus {
+        // The process's stdout closes when it ends: wait for that, reading
+        // what it still prints, then collect its status.
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Its pipes are closed: once the readers are done, all of
-                // its output is here.
-                for r in self.readers.drain(..) {
-                    let _ = r.join();
-                }
-                while let Ok(line) = self.lines.try_recv() {
-                    self.seen.push(line);
-                }
-                return status;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{} did not exit.\nstdout:\n{}\nstderr:\n{}",
+                    self.name,
+                    self.seen.join("\n"),
+                    self.stderr()
+                ),
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit.\nstdout:\n{}\nstderr:\n{}",
-                self.name,
-                self.seen.join("\n"),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        self.child.wait().expect("waiting for the process")
     }
 
     pub fn signal(&self, sig: i32) {

@@ -64,9 +64,6 @@ pub enum ClientError {
         /// Why.
         why: String,
     },
-    /// The connection broke or the server broke the protocol.
-    #[error("{0}")]
-    Protocol(String),
     /// A local file (identity, known hosts) cannot be used.
     #[error("{0}")]
     Local(String),

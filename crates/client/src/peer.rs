@@ -186,8 +186,8 @@ impl Peer {
         }
     }
 
-    /// Handles a file-related message from the server. Returns what to send
-    /// back, if anything.
+    /// Handles a file-related message from the server, answering through
+    /// `s` where one is due. Fails only if writing to the server fails.
     pub async fn on_server(
         &mut self,
         msg: ServerMsg,
