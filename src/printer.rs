@@ -99,6 +99,9 @@ impl Printer {
                 format!("Peers in {room}: {}", peers.join(", "))
             }
             ClientEvent::ServerNotice { text } => format!("[server] {text}"),
+            ClientEvent::RoomRenamed { old, new, reason } => {
+                format!("Room {old} is now called {new}: {reason}")
+            }
             ClientEvent::Kicked { reason } => format!("You were removed by the server: {reason}"),
             ClientEvent::Error { code, message } => format!("error: {message} ({code})"),
             ClientEvent::Disconnected { reason } => format!("Disconnected: {reason}"),

@@ -61,6 +61,16 @@ pub struct ServerArgs {
     /// Refuse to broker files larger than this many bytes.
     #[arg(long, value_name = "BYTES")]
     max_share_size: Option<u64>,
+    /// Link to another server of the network at its client address
+    /// (repeatable). Links are redialled when they drop.
+    #[arg(long = "link", value_name = "HOST:PORT")]
+    link: Vec<String>,
+    /// The secret shared by every server of the network; links from servers
+    /// without it are refused. Prefer the config file or the
+    /// CHATDROP_NETWORK_KEY environment variable, which other users of the
+    /// machine cannot read from the process list.
+    #[arg(long, value_name = "KEY", env = "CHATDROP_NETWORK_KEY", hide_env_values = true)]
+    network_key: Option<String>,
 }
 
 /// The `--config` file: the same options as the flags.
@@ -75,6 +85,9 @@ struct ConfigFile {
     workers: Option<usize>,
     history: Option<u32>,
     name: Option<String>,
+    #[serde(default)]
+    links: Vec<String>,
+    network_key: Option<String>,
     #[serde(default)]
     share_policy: PolicyFile,
 }
@@ -109,6 +122,8 @@ fn merge(mut args: ServerArgs) -> anyhow::Result<ServerArgs> {
     args.workers = args.workers.or(c.workers);
     args.history = args.history.or(c.history);
     args.name = args.name.or(c.name);
+    args.link.extend(c.links);
+    args.network_key = args.network_key.or(c.network_key);
     let p = c.share_policy;
     args.block_ext.extend(p.block_ext);
     args.block_name.extend(p.block_name);
@@ -166,6 +181,20 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         opts.policy.block_hash(hash).map_err(anyhow::Error::msg)?;
     }
     opts.policy.max_size = args.max_share_size;
+    if !args.link.is_empty() {
+        anyhow::ensure!(
+            args.network_key.is_some(),
+            "--link needs --network-key (every server of the network shares it)"
+        );
+    }
+    if let Some(key) = &args.network_key {
+        anyhow::ensure!(
+            key.len() >= 16,
+            "the network key must have at least 16 characters (a long random string)"
+        );
+    }
+    opts.links = args.link;
+    opts.network_key = args.network_key;
     let server = Server::bind(opts).await?;
     println!("chatdrop server listening on {}", server.local_addr());
     println!("certificate fingerprint: {}", server.fingerprint());

@@ -48,6 +48,10 @@ pub enum AdminCommand {
     },
     /// `policy`: show the share policy in force.
     Policy,
+    /// `links`: each server link, its state and round-trip time.
+    Links,
+    /// `network`: the servers this one knows and the next hop to each.
+    Network,
     /// `help`.
     Help,
     /// `exit`: tell every client, close every connection, flush, exit.
@@ -66,6 +70,8 @@ commands:
   rooms               list rooms and members
   peers ROOM          list a room's members
   policy              show the share policy in force
+  links               show the links to other servers and their round-trip times
+  network             show the servers of the network and the next hop to each
   exit                tell every client, close every connection and exit";
 
 fn split_word(s: &str) -> (&str, &str) {
@@ -133,6 +139,8 @@ pub fn parse_admin(line: &str) -> Result<Option<AdminCommand>, String> {
                     room: rest.to_string(),
                 }
             }
+            "links" => AdminCommand::Links,
+            "network" => AdminCommand::Network,
             "help" => AdminCommand::Help,
             "policy" => AdminCommand::Policy,
             "exit" | "quit" => AdminCommand::Exit,
@@ -175,6 +183,8 @@ mod tests {
             })
         );
         assert_eq!(parse_admin("exit").unwrap(), Some(AdminCommand::Exit));
+        assert_eq!(parse_admin("links").unwrap(), Some(AdminCommand::Links));
+        assert_eq!(parse_admin("network").unwrap(), Some(AdminCommand::Network));
         assert!(parse_admin("kick")
             .unwrap_err()
             .contains("needs a user name"));

@@ -9,9 +9,14 @@ use chatdrop_proto::{
     ChatLine, ErrorCode, FileAnswer, LeaveReason, RefuseReason, RoomInfo, ServerMsg, Target,
 };
 
+use chatdrop_proto::link::{NetMsg, ServerId};
+
 use crate::admin::{AdminCommand, ADMIN_HELP};
 use crate::event::{ConnId, Effect, Event, Persist};
+use crate::net::Network;
 use crate::state::{HistoryEntry, RoomRecord, Settings, Snapshot};
+
+mod remote;
 
 /// Name shown as the sender of messages typed at the admin console.
 pub const SERVER_SENDER: &str = "server";
@@ -19,8 +24,10 @@ pub const SERVER_SENDER: &str = "server";
 #[derive(Debug)]
 struct Room {
     rec: RoomRecord,
-    /// Members in the order they joined.
+    /// Members connected here, in the order they joined.
     members: Vec<ConnId>,
+    /// Members connected to other servers, and their server.
+    remote: BTreeMap<String, ServerId>,
     history: VecDeque<HistoryEntry>,
     next_seq: u64,
 }
@@ -31,6 +38,8 @@ struct Session {
     key: [u8; 32],
     ip: IpAddr,
     room: Option<String>,
+    /// When it logged in (ms since the Unix epoch).
+    since_ms: u64,
     /// Room whose password is being checked for this connection, and the
     /// check's attempt number.
     joining: Option<(String, u64)>,
@@ -49,7 +58,14 @@ pub struct Chat {
     rooms: BTreeMap<String, Room>,
     sessions: HashMap<ConnId, Session>,
     online: HashMap<String, ConnId>,
-    bindings: HashMap<String, [u8; 32]>,
+    /// Users online at other servers.
+    remote: HashMap<String, RemoteUser>,
+    /// Name bindings: key and when it was bound.
+    bindings: HashMap<String, ([u8; 32], u64)>,
+    /// Room names by room id.
+    room_ids: HashMap<String, String>,
+    /// Links, routes and channels to the other servers.
+    net: Network,
     bans: HashMap<String, String>,
     /// Wrong-password counts per user name.
     failures: HashMap<String, Failures>,
@@ -63,9 +79,28 @@ pub struct Chat {
 /// A file request brokered between two members.
 #[derive(Debug)]
 struct Request {
-    asker: ConnId,
+    asker: Who,
+    asker_name: String,
     owner: ConnId,
     file: String,
+}
+
+/// Where a user is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Local(ConnId),
+    Remote(ServerId),
+}
+
+/// A user online at another server.
+#[derive(Debug, Clone)]
+struct RemoteUser {
+    server: ServerId,
+    key: [u8; 32],
+    ip: IpAddr,
+    /// Name of its room, as known here.
+    room: Option<String>,
+    since_ms: u64,
 }
 
 fn err(conn: ConnId, code: ErrorCode, message: impl Into<String>) -> Effect {
@@ -79,7 +114,7 @@ impl Chat {
     /// A chat core holding what the store saved.
     pub fn new(settings: Settings, snapshot: Snapshot) -> Self {
         let keep = settings.history_len as usize;
-        let rooms = snapshot
+        let rooms: BTreeMap<String, Room> = snapshot
             .rooms
             .into_iter()
             .map(|(rec, history)| {
@@ -89,21 +124,29 @@ impl Chat {
                 let room = Room {
                     rec,
                     members: Vec::new(),
+                    remote: BTreeMap::new(),
                     history,
                     next_seq,
                 };
                 (room.rec.name.clone(), room)
             })
             .collect();
+        let room_ids = rooms
+            .values()
+            .map(|r: &Room| (r.rec.id.clone(), r.rec.name.clone()))
+            .collect();
         Chat {
+            net: Network::new(settings.identity.clone()),
             settings,
+            room_ids,
+            remote: HashMap::new(),
             rooms,
             sessions: HashMap::new(),
             online: HashMap::new(),
             bindings: snapshot
                 .bindings
                 .into_iter()
-                .map(|b| (b.user, b.public_key))
+                .map(|b| (b.user, (b.public_key, b.bound_ms)))
                 .collect(),
             bans: snapshot
                 .bans
@@ -131,16 +174,16 @@ impl Chat {
                 user,
                 public_key,
                 ip,
-            } => self.login(conn, user, public_key, ip, out),
+            } => self.login(now_ms, conn, user, public_key, ip, out),
             Event::Admin(cmd) => self.admin(now_ms, cmd, out),
             Event::Disconnected { conn } => {
                 if self.sessions.contains_key(&conn) {
-                    self.logout(conn, LeaveReason::Lost, out);
+                    self.logout(now_ms, conn, LeaveReason::Lost, out);
                 }
             }
             Event::Quit { conn } => {
                 if self.sessions.contains_key(&conn) {
-                    self.logout(conn, LeaveReason::Left, out);
+                    self.logout(now_ms, conn, LeaveReason::Left, out);
                     out.push(Effect::Close {
                         conn,
                         last: Some(ServerMsg::Bye {
@@ -178,7 +221,7 @@ impl Chat {
                 if !self.sessions.contains_key(&conn) {
                     return;
                 }
-                match self.leave_room(conn, LeaveReason::Left, out) {
+                match self.leave_room(conn, LeaveReason::Left, true, now_ms, out) {
                     Some(room) => out.push(Effect::Send {
                         to: conn,
                         msg: ServerMsg::Left { room },
@@ -195,29 +238,49 @@ impl Chat {
                         to: conn,
                         msg: ServerMsg::Peers {
                             room: room.rec.name.clone(),
-                            peers: self.names(&room.members, None),
+                            peers: self.names(room, None),
                         },
                     }),
                     None => out.push(err(conn, ErrorCode::NotInRoom, "you are not in a room")),
                 }
             }
             Event::Say { conn, to, text } => self.say(now_ms, conn, to, text, out),
-            Event::WhoHas { conn, file } => self.who_has(conn, file, out),
+            Event::WhoHas { conn, file } => self.who_has(now_ms, conn, file, out),
             Event::HaveFile {
                 conn,
                 to,
                 file,
                 size,
                 blake3,
-            } => self.have_file(conn, to, file, size, blake3, out),
+            } => self.have_file(now_ms, conn, to, file, size, blake3, out),
             Event::GetFile {
                 conn,
                 owner,
                 file,
                 eph,
                 sig,
-            } => self.get_file(conn, owner, file, eph, sig, out),
-            Event::FileAnswer { conn, req, answer } => self.file_answer(conn, req, answer, out),
+            } => self.get_file(now_ms, conn, owner, file, eph, sig, out),
+            Event::FileAnswer { conn, req, answer } => {
+                self.file_answer(now_ms, conn, req, answer, out)
+            }
+            Event::LinkUp { link, peer, name } => {
+                let events = self.net.link_up(now_ms, link, peer, name, out);
+                self.net_events(now_ms, events, out);
+            }
+            Event::LinkDown { link } => {
+                let events = self.net.link_down(now_ms, link, out);
+                self.net_events(now_ms, events, out);
+            }
+            Event::LinkRtt { link, rtt_us } => {
+                let events = self.net.link_rtt(now_ms, link, rtt_us, out);
+                self.net_events(now_ms, events, out);
+            }
+            Event::LinkFrame { link, msg } => {
+                let events = self.net.link_msg(now_ms, link, msg, out);
+                self.net_events(now_ms, events, out);
+            }
+            Event::Tick => self.net.tick(now_ms, out),
+            Event::Flush => self.net.flush(out),
         }
     }
 
@@ -236,13 +299,12 @@ impl Chat {
     }
 
     /// A member of `conn`'s room by name, or an error to `conn`.
-    fn member(&self, conn: ConnId, name: &str, out: &mut Vec<Effect>) -> Option<ConnId> {
+    fn member(&self, conn: ConnId, name: &str, out: &mut Vec<Effect>) -> Option<Who> {
         let room = self.room_of(conn, out)?;
-        let found = self
-            .online
-            .get(name)
-            .copied()
-            .filter(|c| room.members.contains(c));
+        let found = match self.online.get(name) {
+            Some(c) if room.members.contains(c) => Some(Who::Local(*c)),
+            _ => room.remote.get(name).map(|s| Who::Remote(*s)),
+        };
         if found.is_none() {
             out.push(err(
                 conn,
@@ -279,7 +341,7 @@ impl Chat {
         ok
     }
 
-    fn who_has(&mut self, conn: ConnId, file: String, out: &mut Vec<Effect>) {
+    fn who_has(&mut self, now_ms: u64, conn: ConnId, file: String, out: &mut Vec<Effect>) {
         if !Self::check_file_name(conn, &file, out) {
             return;
         }
@@ -302,7 +364,17 @@ impl Chat {
             .copied()
             .filter(|c| *c != conn)
             .collect();
+        let servers = Self::servers_of(room);
+        let room_id = room.rec.id.clone();
         let from = self.sessions[&conn].user.clone();
+        for server in servers {
+            let msg = NetMsg::WhoHas {
+                from: from.clone(),
+                room: room_id.clone(),
+                file: file.clone(),
+            };
+            self.net.send(now_ms, server, msg, out);
+        }
         if !others.is_empty() {
             out.push(Effect::Broadcast {
                 to: others,
@@ -311,8 +383,18 @@ impl Chat {
         }
     }
 
+    /// The other servers hosting members of `room`.
+    fn servers_of(room: &Room) -> Vec<ServerId> {
+        let mut servers: Vec<ServerId> = room.remote.values().copied().collect();
+        servers.sort();
+        servers.dedup();
+        servers
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn have_file(
         &mut self,
+        now_ms: u64,
         conn: ConnId,
         to: String,
         file: String,
@@ -329,28 +411,64 @@ impl Chat {
         let from = self.sessions[&conn].user.clone();
         if let Err(why) = self.settings.policy.check_file(&file, size, &blake3) {
             // The answer is not passed on; the asker learns why.
-            out.push(Self::refused(
-                asker,
-                &from,
-                &file,
-                RefuseReason::Blocked,
-                why,
-            ));
+            self.refuse_to(now_ms, asker, &to, &from, &file, RefuseReason::Blocked, why, out);
             return;
         }
-        out.push(Effect::Send {
-            to: asker,
-            msg: ServerMsg::HaveFile {
-                from,
-                file,
-                size,
-                blake3,
-            },
-        });
+        match asker {
+            Who::Local(asker) => out.push(Effect::Send {
+                to: asker,
+                msg: ServerMsg::HaveFile {
+                    from,
+                    file,
+                    size,
+                    blake3,
+                },
+            }),
+            Who::Remote(server) => {
+                let msg = NetMsg::HaveFile {
+                    from,
+                    to,
+                    file,
+                    size,
+                    blake3,
+                };
+                self.net.send(now_ms, server, msg, out);
+            }
+        }
     }
 
+    /// Tells an asker, here or at another server, that a request was refused.
+    #[allow(clippy::too_many_arguments)]
+    fn refuse_to(
+        &mut self,
+        now_ms: u64,
+        asker: Who,
+        asker_name: &str,
+        owner: &str,
+        file: &str,
+        reason: RefuseReason,
+        detail: String,
+        out: &mut Vec<Effect>,
+    ) {
+        match asker {
+            Who::Local(conn) => out.push(Self::refused(conn, owner, file, reason, detail)),
+            Who::Remote(server) => {
+                let msg = NetMsg::Refused {
+                    to: asker_name.to_string(),
+                    from: owner.to_string(),
+                    file: file.to_string(),
+                    reason,
+                    detail,
+                };
+                self.net.send(now_ms, server, msg, out);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn get_file(
         &mut self,
+        now_ms: u64,
         conn: ConnId,
         owner: String,
         file: String,
@@ -361,7 +479,7 @@ impl Chat {
         if !Self::check_file_name(conn, &file, out) {
             return;
         }
-        let Some(owner_conn) = self.member(conn, &owner, out) else {
+        let Some(owner_at) = self.member(conn, &owner, out) else {
             return;
         };
         if let Err(why) = self.settings.policy.check_name(&file) {
@@ -374,13 +492,59 @@ impl Chat {
             ));
             return;
         }
-        let waiting = self.requests.values().filter(|r| r.asker == conn).count();
+        let asker = &self.sessions[&conn];
+        let (from, from_key) = (asker.user.clone(), asker.key);
+        match owner_at {
+            Who::Local(owner_conn) => self.request(
+                Who::Local(conn),
+                from,
+                from_key,
+                owner_conn,
+                file,
+                eph,
+                sig,
+                out,
+            ),
+            Who::Remote(server) => {
+                let msg = NetMsg::GetFile {
+                    from,
+                    from_key,
+                    owner,
+                    file,
+                    eph,
+                    sig,
+                };
+                self.net.send(now_ms, server, msg, out);
+            }
+        }
+    }
+
+    /// Passes a file request to an owner connected here.
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &mut self,
+        asker: Who,
+        asker_name: String,
+        asker_key: [u8; 32],
+        owner: ConnId,
+        file: String,
+        eph: [u8; 32],
+        sig: Vec<u8>,
+        out: &mut Vec<Effect>,
+    ) {
+        let waiting = self
+            .requests
+            .values()
+            .filter(|r| r.asker_name == asker_name)
+            .count();
         if waiting >= self.settings.max_pending_requests {
-            out.push(err(
-                conn,
-                ErrorCode::RateLimited,
-                "too many file requests waiting for an answer",
-            ));
+            if let Who::Local(conn) = asker {
+                out.push(err(
+                    conn,
+                    ErrorCode::RateLimited,
+                    "too many file requests waiting for an answer",
+                ));
+            }
             return;
         }
         let req = self.next_request;
@@ -388,18 +552,18 @@ impl Chat {
         self.requests.insert(
             req,
             Request {
-                asker: conn,
-                owner: owner_conn,
+                asker,
+                asker_name: asker_name.clone(),
+                owner,
                 file: file.clone(),
             },
         );
-        let asker = &self.sessions[&conn];
         out.push(Effect::Send {
-            to: owner_conn,
+            to: owner,
             msg: ServerMsg::FileRequest {
                 req,
-                from: asker.user.clone(),
-                from_key: asker.key,
+                from: asker_name,
+                from_key: asker_key,
                 file,
                 eph,
                 sig,
@@ -407,7 +571,14 @@ impl Chat {
         });
     }
 
-    fn file_answer(&mut self, conn: ConnId, req: u64, answer: FileAnswer, out: &mut Vec<Effect>) {
+    fn file_answer(
+        &mut self,
+        now_ms: u64,
+        conn: ConnId,
+        req: u64,
+        answer: FileAnswer,
+        out: &mut Vec<Effect>,
+    ) {
         // Only the owner asked can answer, and only once.
         if self.requests.get(&req).is_none_or(|r| r.owner != conn) {
             out.push(err(
@@ -423,19 +594,33 @@ impl Chat {
         let Some(owner) = self.sessions.get(&conn) else {
             return;
         };
-        if !self.sessions.contains_key(&r.asker) {
+        let asker_here = match r.asker {
+            Who::Local(c) => self.sessions.contains_key(&c),
+            Who::Remote(s) => self.remote.get(&r.asker_name).is_some_and(|u| u.server == s),
+        };
+        if !asker_here {
             return; // the asker is gone
         }
+        let (owner_name, owner_key, owner_ip) = (owner.user.clone(), owner.key, owner.ip);
         match answer {
             FileAnswer::Refuse(reason) => {
                 let detail = match reason {
-                    RefuseReason::Busy => format!("{} is busy with other uploads", owner.user),
-                    RefuseReason::NotFound => format!("{} has no file {}", owner.user, r.file),
-                    RefuseReason::NotShared => format!("{} does not share {}", owner.user, r.file),
+                    RefuseReason::Busy => format!("{owner_name} is busy with other uploads"),
+                    RefuseReason::NotFound => format!("{owner_name} has no file {}", r.file),
+                    RefuseReason::NotShared => format!("{owner_name} does not share {}", r.file),
                     RefuseReason::BadName => format!("{:?} is not a shareable file name", r.file),
                     RefuseReason::Blocked => "blocked by the owner".to_string(),
                 };
-                out.push(Self::refused(r.asker, &owner.user, &r.file, reason, detail));
+                self.refuse_to(
+                    now_ms,
+                    r.asker,
+                    &r.asker_name,
+                    &owner_name,
+                    &r.file,
+                    reason,
+                    detail,
+                    out,
+                );
             }
             FileAnswer::Accept(offer) => {
                 if let Err(why) =
@@ -443,31 +628,49 @@ impl Chat {
                         .policy
                         .check_file(&r.file, offer.size, &offer.blake3)
                 {
-                    out.push(Self::refused(
+                    self.refuse_to(
+                        now_ms,
                         r.asker,
-                        &owner.user,
+                        &r.asker_name,
+                        &owner_name,
                         &r.file,
                         RefuseReason::Blocked,
                         why,
-                    ));
+                        out,
+                    );
                     return;
                 }
-                out.push(Effect::Send {
-                    to: r.asker,
-                    msg: ServerMsg::FileOffer {
-                        from: owner.user.clone(),
-                        from_key: owner.key,
-                        file: r.file,
-                        addr: SocketAddr::new(owner.ip, offer.port),
-                        offer,
-                    },
-                });
+                let addr = SocketAddr::new(owner_ip, offer.port);
+                match r.asker {
+                    Who::Local(asker) => out.push(Effect::Send {
+                        to: asker,
+                        msg: ServerMsg::FileOffer {
+                            from: owner_name,
+                            from_key: owner_key,
+                            file: r.file,
+                            addr,
+                            offer,
+                        },
+                    }),
+                    Who::Remote(server) => {
+                        let msg = NetMsg::FileOffer {
+                            to: r.asker_name,
+                            from: owner_name,
+                            from_key: owner_key,
+                            file: r.file,
+                            addr,
+                            offer,
+                        };
+                        self.net.send(now_ms, server, msg, out);
+                    }
+                }
             }
         }
     }
 
     fn login(
         &mut self,
+        now_ms: u64,
         conn: ConnId,
         user: String,
         key: [u8; 32],
@@ -494,20 +697,27 @@ impl Chat {
             return;
         }
         match self.bindings.get(&user) {
-            Some(bound) if *bound != key => {
+            Some((bound, _)) if *bound != key => {
                 out.push(refuse(
                     ErrorCode::NameTaken,
-                    format!("user name {user} belongs to another identity key on this server"),
+                    format!("user name {user} belongs to another identity key in this network"),
                 ));
                 return;
             }
             Some(_) => {}
             None => {
-                self.bindings.insert(user.clone(), key);
+                self.bindings.insert(user.clone(), (key, now_ms));
                 out.push(Effect::Persist(Persist::Bind {
                     user: user.clone(),
                     public_key: key,
+                    bound_ms: now_ms,
                 }));
+                let bind = NetMsg::Bind(chatdrop_proto::link::NetBinding {
+                    user: user.clone(),
+                    key,
+                    bound_ms: now_ms,
+                });
+                self.net.send_all(now_ms, &bind, out);
             }
         }
         if self.online.contains_key(&user) {
@@ -517,6 +727,22 @@ impl Chat {
             ));
             return;
         }
+        if let Some(other) = self.remote.get(&user) {
+            if other.key != key {
+                out.push(refuse(
+                    ErrorCode::NameInUse,
+                    format!(
+                        "user {user} is connected to server {}",
+                        self.net.name_of(&other.server)
+                    ),
+                ));
+                return;
+            }
+            // The same identity moved here (its server failed, or it picked
+            // a closer one): this login replaces the one over there, which
+            // that server closes when it hears of this one.
+            self.remove_remote(&user, LeaveReason::Left, out);
+        }
         self.online.insert(user.clone(), conn);
         self.sessions.insert(
             conn,
@@ -525,9 +751,12 @@ impl Chat {
                 key,
                 ip,
                 room: None,
+                since_ms: now_ms,
                 joining: None,
             },
         );
+        let online = NetMsg::Online(self.net_user(conn));
+        self.net.send_all(now_ms, &online, out);
         out.push(Effect::Send {
             to: conn,
             msg: ServerMsg::LoggedIn { user },
@@ -544,7 +773,7 @@ impl Chat {
                     RoomInfo {
                         name: r.rec.name.clone(),
                         private,
-                        members: (!private).then_some(r.members.len() as u32),
+                        members: (!private).then_some((r.members.len() + r.remote.len()) as u32),
                     }
                 })
                 .collect(),
@@ -583,16 +812,25 @@ impl Chat {
             created_ms: now_ms,
         };
         out.push(Effect::Persist(Persist::Room(rec.clone())));
+        let announce = NetMsg::Room(remote::net_room(&rec));
+        self.net.send_all(now_ms, &announce, out);
+        self.add_room(rec);
+        self.enter_room(now_ms, conn, &name, true, out);
+    }
+
+    /// Adds a room record (not yet persisted by this call).
+    fn add_room(&mut self, rec: RoomRecord) {
+        self.room_ids.insert(rec.id.clone(), rec.name.clone());
         self.rooms.insert(
-            name.clone(),
+            rec.name.clone(),
             Room {
                 rec,
                 members: Vec::new(),
+                remote: BTreeMap::new(),
                 history: VecDeque::new(),
                 next_seq: 1,
             },
         );
-        self.enter_room(conn, &name, true, out);
     }
 
     fn join(
@@ -615,12 +853,12 @@ impl Chat {
             return;
         };
         let Some(hash) = &room.rec.password_hash else {
-            self.enter_room(conn, &name, false, out);
+            self.enter_room(now_ms, conn, &name, false, out);
             return;
         };
         if session.room.as_deref() == Some(name.as_str()) {
             // Already a member: no password needed to be told again.
-            self.enter_room(conn, &name, false, out);
+            self.enter_room(now_ms, conn, &name, false, out);
             return;
         }
         if session.joining.is_some() {
@@ -690,7 +928,7 @@ impl Chat {
         }
         if ok {
             self.failures.remove(&session.user);
-            self.enter_room(conn, &room, false, out);
+            self.enter_room(now_ms, conn, &room, false, out);
             return;
         }
         let f = self.failures.entry(session.user.clone()).or_default();
@@ -708,13 +946,21 @@ impl Chat {
     }
 
     /// Puts `conn` in room `name` (which exists), leaving its current room.
-    fn enter_room(&mut self, conn: ConnId, name: &str, created: bool, out: &mut Vec<Effect>) {
+    fn enter_room(
+        &mut self,
+        now_ms: u64,
+        conn: ConnId,
+        name: &str,
+        created: bool,
+        out: &mut Vec<Effect>,
+    ) {
         let already = self
             .sessions
             .get(&conn)
             .is_some_and(|s| s.room.as_deref() == Some(name));
         if !already {
-            if let Some(old) = self.leave_room(conn, LeaveReason::Left, out) {
+            // The other servers learn of the move from the `Enter` below.
+            if let Some(old) = self.leave_room(conn, LeaveReason::Left, false, now_ms, out) {
                 out.push(Effect::Send {
                     to: conn,
                     msg: ServerMsg::Left { room: old },
@@ -734,13 +980,14 @@ impl Chat {
             room.members.push(conn);
         }
         let room = &self.rooms[name];
+        let room_id = room.rec.id.clone();
         out.push(Effect::Send {
             to: conn,
             msg: ServerMsg::Joined {
                 room: name.to_string(),
-                room_id: room.rec.id.clone(),
+                room_id: room_id.clone(),
                 created,
-                peers: self.names(&room.members, Some(conn)),
+                peers: self.names(room, Some(conn)),
             },
         });
         for h in &room.history {
@@ -756,22 +1003,33 @@ impl Chat {
                 }),
             });
         }
-        if !already && !others.is_empty() {
+        if already {
+            return;
+        }
+        if !others.is_empty() {
             out.push(Effect::Broadcast {
                 to: others,
                 msg: ServerMsg::PeerJoined {
                     room: name.to_string(),
-                    user,
+                    user: user.clone(),
                 },
             });
         }
+        let enter = NetMsg::Enter {
+            user,
+            room: room_id,
+        };
+        self.net.send_all(now_ms, &enter, out);
     }
 
-    /// Takes `conn` out of its room, telling the others. Returns the room.
+    /// Takes `conn` out of its room, telling the others (and, with
+    /// `announce`, the other servers). Returns the room.
     fn leave_room(
         &mut self,
         conn: ConnId,
         reason: LeaveReason,
+        announce: bool,
+        now_ms: u64,
         out: &mut Vec<Effect>,
     ) -> Option<String> {
         let session = self.sessions.get_mut(&conn)?;
@@ -784,30 +1042,42 @@ impl Chat {
                     to: room.members.clone(),
                     msg: ServerMsg::PeerLeft {
                         room: name.clone(),
-                        user,
+                        user: user.clone(),
                         reason,
                     },
                 });
             }
         }
+        if announce {
+            let leave = NetMsg::Leave { user, reason };
+            self.net.send_all(now_ms, &leave, out);
+        }
         Some(name)
     }
 
-    /// Forgets a logged-in connection, telling its room.
-    fn logout(&mut self, conn: ConnId, reason: LeaveReason, out: &mut Vec<Effect>) {
-        self.leave_room(conn, reason, out);
+    /// Forgets a logged-in connection, telling its room and the network.
+    fn logout(&mut self, now_ms: u64, conn: ConnId, reason: LeaveReason, out: &mut Vec<Effect>) {
+        self.leave_room(conn, reason, false, now_ms, out);
         self.requests
-            .retain(|_, r| r.asker != conn && r.owner != conn);
+            .retain(|_, r| r.asker != Who::Local(conn) && r.owner != conn);
         if let Some(session) = self.sessions.remove(&conn) {
             self.online.remove(&session.user);
+            let offline = NetMsg::Offline {
+                user: session.user,
+                reason,
+            };
+            self.net.send_all(now_ms, &offline, out);
         }
     }
 
-    fn names(&self, members: &[ConnId], except: Option<ConnId>) -> Vec<String> {
-        members
+    /// Names of a room's members: those connected here in the order they
+    /// joined, then those at other servers.
+    fn names(&self, room: &Room, except: Option<ConnId>) -> Vec<String> {
+        room.members
             .iter()
             .filter(|c| Some(**c) != except)
             .filter_map(|c| self.sessions.get(c).map(|s| s.user.clone()))
+            .chain(room.remote.keys().cloned())
             .collect()
     }
 
@@ -867,61 +1137,104 @@ impl Chat {
             ));
             return;
         };
-        let keep = self.settings.history_len;
-        let Some(room) = self.rooms.get_mut(&room_name) else {
+        let Some(room) = self.rooms.get(&room_name) else {
             return;
         };
         match to {
             Target::All => {
-                let entry = HistoryEntry {
-                    seq: room.next_seq,
-                    from: from.clone(),
-                    text: text.clone(),
-                    ts: now_ms,
-                };
-                room.next_seq += 1;
-                if keep > 0 {
-                    if room.history.len() >= keep as usize {
-                        room.history.pop_front();
-                    }
-                    room.history.push_back(entry.clone());
-                    out.push(Effect::Persist(Persist::History {
-                        room: room_name.clone(),
-                        entry,
-                        keep,
-                    }));
+                let servers: Vec<ServerId> = self.net.reachable().copied().collect();
+                let room_id = room.rec.id.clone();
+                self.room_line(&room_name, &from, &text, now_ms, out);
+                // Every server keeps the room's history, so the line goes to
+                // all of them, not only to those hosting members.
+                for server in servers {
+                    let msg = NetMsg::Say {
+                        from: from.clone(),
+                        room: room_id.clone(),
+                        to: Target::All,
+                        text: text.clone(),
+                        ts: now_ms,
+                    };
+                    self.net.send(now_ms, server, msg, out);
                 }
-                out.push(Effect::Broadcast {
-                    to: room.members.clone(),
-                    msg: line(Some(room_name), Target::All, text),
-                });
             }
             Target::User(name) => {
-                let target = self
+                let local = self
                     .online
                     .get(&name)
                     .copied()
                     .filter(|c| room.members.contains(c));
-                let Some(target) = target else {
-                    out.push(err(
+                let remote = room.remote.get(&name).copied();
+                let room_id = room.rec.id.clone();
+                let msg = line(Some(room_name.clone()), Target::User(name.clone()), text.clone());
+                match (local, remote) {
+                    (Some(target), _) if target != conn => {
+                        // The sender gets the line back as its receipt.
+                        out.push(Effect::Broadcast {
+                            to: vec![target, conn],
+                            msg,
+                        });
+                    }
+                    (Some(_), _) => out.push(Effect::Send { to: conn, msg }),
+                    (None, Some(server)) => {
+                        let net = NetMsg::Say {
+                            from: from.clone(),
+                            room: room_id,
+                            to: Target::User(name),
+                            text,
+                            ts: now_ms,
+                        };
+                        self.net.send(now_ms, server, net, out);
+                        out.push(Effect::Send { to: conn, msg });
+                    }
+                    (None, None) => out.push(err(
                         conn,
                         ErrorCode::UnknownUser,
                         format!("no user {name} in room {room_name}"),
-                    ));
-                    return;
-                };
-                let msg = line(Some(room_name), Target::User(name), text);
-                if target != conn {
-                    // The sender gets the line back as its receipt.
-                    out.push(Effect::Broadcast {
-                        to: vec![target, conn],
-                        msg,
-                    });
-                } else {
-                    out.push(Effect::Send { to: conn, msg });
+                    )),
                 }
             }
             Target::Server => unreachable!("handled above"),
+        }
+    }
+
+    /// Adds a line to a room's history and delivers it to the room's
+    /// members connected here.
+    fn room_line(&mut self, room_name: &str, from: &str, text: &str, ts: u64, out: &mut Vec<Effect>) {
+        let keep = self.settings.history_len;
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let entry = HistoryEntry {
+            seq: room.next_seq,
+            from: from.to_string(),
+            text: text.to_string(),
+            ts,
+        };
+        room.next_seq += 1;
+        if keep > 0 {
+            if room.history.len() >= keep as usize {
+                room.history.pop_front();
+            }
+            room.history.push_back(entry.clone());
+            out.push(Effect::Persist(Persist::History {
+                room: room_name.to_string(),
+                entry,
+                keep,
+            }));
+        }
+        if !room.members.is_empty() {
+            out.push(Effect::Broadcast {
+                to: room.members.clone(),
+                msg: ServerMsg::Message(ChatLine {
+                    room: Some(room_name.to_string()),
+                    from: from.to_string(),
+                    to: Target::All,
+                    text: text.to_string(),
+                    ts,
+                    history: false,
+                }),
+            });
         }
     }
 
@@ -935,9 +1248,19 @@ impl Chat {
                 }
             }
             AdminCommand::ToSelf { text } => out.push(console(format!("@server|{text}"))),
+            AdminCommand::Links => {
+                for line in self.net.describe_links() {
+                    out.push(console(line));
+                }
+            }
+            AdminCommand::Network => {
+                for line in self.net.describe_network() {
+                    out.push(console(line));
+                }
+            }
             AdminCommand::ToUser { user, text } => {
                 let Some(conn) = self.online.get(&user).copied() else {
-                    out.push(console(format!("no user {user} is online")));
+                    out.push(console(self.not_here(&user)));
                     return;
                 };
                 let room = self.sessions.get(&conn).and_then(|s| s.room.clone());
@@ -977,10 +1300,10 @@ impl Chat {
                 out.push(console(format!("sent to {n} users")));
             }
             AdminCommand::Kick { user, reason } => {
-                if self.remove_user(&user, LeaveReason::Kicked, reason, out) {
+                if self.remove_user(now_ms, &user, LeaveReason::Kicked, reason, out) {
                     out.push(console(format!("kicked {user}")));
                 } else {
-                    out.push(console(format!("no user {user} is online")));
+                    out.push(console(self.not_here(&user)));
                 }
             }
             AdminCommand::Ban { user, reason } => {
@@ -989,8 +1312,13 @@ impl Chat {
                     user: user.clone(),
                     reason: reason.clone(),
                 }));
-                let was_online =
-                    self.remove_user(&user, LeaveReason::Banned, format!("banned: {reason}"), out);
+                let was_online = self.remove_user(
+                    now_ms,
+                    &user,
+                    LeaveReason::Banned,
+                    format!("banned: {reason}"),
+                    out,
+                );
                 out.push(console(format!(
                     "banned {user}{}",
                     if was_online {
@@ -1023,15 +1351,15 @@ impl Chat {
                         },
                         room.rec.id,
                         room.rec.creator,
-                        room.members.len(),
-                        self.names(&room.members, None).join(", ")
+                        room.members.len() + room.remote.len(),
+                        self.names(room, None).join(", ")
                     )));
                 }
             }
             AdminCommand::Peers { room } => match self.rooms.get(&room) {
                 Some(r) => out.push(console(format!(
                     "{room}: {}",
-                    self.names(&r.members, None).join(", ")
+                    self.names(r, None).join(", ")
                 ))),
                 None => out.push(console(format!("no room named {room}"))),
             },
@@ -1046,6 +1374,7 @@ impl Chat {
                         }),
                     });
                 }
+                // The other servers see these users go when the links drop.
                 self.sessions.clear();
                 self.online.clear();
                 for room in self.rooms.values_mut() {
@@ -1056,10 +1385,22 @@ impl Chat {
         }
     }
 
+    /// Why the console cannot reach `user` here.
+    fn not_here(&self, user: &str) -> String {
+        match self.remote.get(user) {
+            Some(u) => format!(
+                "{user} is connected to server {}; use that server's console",
+                self.net.name_of(&u.server)
+            ),
+            None => format!("no user {user} is online"),
+        }
+    }
+
     /// Disconnects an online user by admin decision. Returns whether it was
     /// online.
     fn remove_user(
         &mut self,
+        now_ms: u64,
         user: &str,
         why: LeaveReason,
         reason: String,
@@ -1068,7 +1409,7 @@ impl Chat {
         let Some(conn) = self.online.get(user).copied() else {
             return false;
         };
-        self.logout(conn, why, out);
+        self.logout(now_ms, conn, why, out);
         out.push(Effect::Close {
             conn,
             last: Some(ServerMsg::Kicked { reason }),

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use chatdrop_proto::link::{LinkMsg, ServerId};
 use chatdrop_proto::{FileAnswer, ServerMsg, Target};
 
 use crate::admin::AdminCommand;
@@ -10,6 +11,10 @@ use crate::state::{HistoryEntry, RoomRecord};
 /// Identifies one client connection for the lifetime of the server process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
+
+/// Identifies one server link for the lifetime of the server process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId(pub u64);
 
 /// An input to [`crate::Chat::handle`].
 #[derive(Debug, Clone)]
@@ -137,6 +142,40 @@ pub enum Event {
         /// The answer.
         answer: FileAnswer,
     },
+    /// A link to another server completed its handshake.
+    LinkUp {
+        /// The link.
+        link: LinkId,
+        /// The server at the other end.
+        peer: ServerId,
+        /// Its name.
+        name: String,
+    },
+    /// A link went down.
+    LinkDown {
+        /// The link.
+        link: LinkId,
+    },
+    /// A link's round-trip time was measured.
+    LinkRtt {
+        /// The link.
+        link: LinkId,
+        /// The round-trip time in microseconds.
+        rtt_us: u64,
+    },
+    /// A frame arrived on a link.
+    LinkFrame {
+        /// The link.
+        link: LinkId,
+        /// The frame.
+        msg: LinkMsg,
+    },
+    /// Time passed: resend what other servers did not acknowledge. The
+    /// server sends one every 100 ms.
+    Tick,
+    /// The server has no more events queued: send the acknowledgements owed
+    /// to other servers (batched, rather than one per message).
+    Flush,
 }
 
 /// A record the server must write to its store.
@@ -144,12 +183,22 @@ pub enum Event {
 pub enum Persist {
     /// A new room.
     Room(RoomRecord),
-    /// A user name bound to a key at its first login.
+    /// A user name bound to a key at its first login (here or anywhere in
+    /// the network), or rebound when networks merged.
     Bind {
         /// The user.
         user: String,
         /// Its key.
         public_key: [u8; 32],
+        /// When it was first bound (ms since the Unix epoch).
+        bound_ms: u64,
+    },
+    /// A room renamed (it lost a name clash when networks merged).
+    RenameRoom {
+        /// Its old name.
+        old: String,
+        /// Its new name.
+        new: String,
     },
     /// A ban.
     Ban {
@@ -217,6 +266,13 @@ pub enum Effect {
     },
     /// Write a record to the store.
     Persist(Persist),
+    /// Send a frame on a server link.
+    Link {
+        /// The link.
+        link: LinkId,
+        /// The frame.
+        msg: LinkMsg,
+    },
     /// A line for the admin console (answers to admin commands, `@server`
     /// messages from users).
     Console(String),

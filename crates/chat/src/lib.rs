@@ -11,12 +11,13 @@
 mod admin;
 mod core;
 mod event;
+pub mod net;
 mod policy;
 mod state;
 
 pub use crate::admin::{parse_admin, AdminCommand};
 pub use crate::core::Chat;
-pub use crate::event::{ConnId, Effect, Event, Persist};
+pub use crate::event::{ConnId, Effect, Event, LinkId, Persist};
 pub use crate::policy::SharePolicy;
 pub use crate::state::{Ban, Binding, HistoryEntry, RoomRecord, Settings, Snapshot};
 

@@ -13,6 +13,8 @@ pub struct Settings {
     pub policy: crate::SharePolicy,
     /// File requests one client may have waiting for an answer.
     pub max_pending_requests: usize,
+    /// This server's identity in the server network.
+    pub identity: crate::net::Identity,
 }
 
 impl Default for Settings {
@@ -23,6 +25,11 @@ impl Default for Settings {
             max_lockout_ms: 60_000,
             policy: crate::SharePolicy::default(),
             max_pending_requests: 8,
+            identity: crate::net::Identity {
+                id: [0; 16],
+                name: "chatdrop".into(),
+                incarnation: 0,
+            },
         }
     }
 }
@@ -62,6 +69,8 @@ pub struct Binding {
     pub user: String,
     /// The key.
     pub public_key: [u8; 32],
+    /// When the name was first bound (ms since the Unix epoch).
+    pub bound_ms: u64,
 }
 
 /// A banned user.

@@ -62,6 +62,7 @@ impl Harness {
                 Effect::Persist(p) => self.persisted.push(p),
                 Effect::Console(s) => self.console.push(s),
                 Effect::Shutdown => self.shutdown = true,
+                Effect::Link { .. } => {} // a lone server has no links
             }
         }
     }
@@ -334,9 +335,14 @@ fn restart_from_snapshot_keeps_rooms_and_bindings() {
     for p in &h.persisted {
         match p {
             Persist::Room(r) => snap.rooms.push((r.clone(), vec![])),
-            Persist::Bind { user, public_key } => snap.bindings.push(crate::Binding {
+            Persist::Bind {
+                user,
+                public_key,
+                bound_ms,
+            } => snap.bindings.push(crate::Binding {
                 user: user.clone(),
                 public_key: *public_key,
+                bound_ms: *bound_ms,
             }),
             Persist::History { entry, .. } => history.push(entry.clone()),
             _ => {}

@@ -87,6 +87,16 @@ pub enum ClientEvent {
         /// Members, us included.
         peers: Vec<String>,
     },
+    /// Our room was renamed: two parts of the server network merged and each
+    /// had a room of this name; the one created earlier kept it.
+    RoomRenamed {
+        /// The old name.
+        old: String,
+        /// The new name.
+        new: String,
+        /// Why, for the user.
+        reason: String,
+    },
     /// A notice from the server.
     ServerNotice {
         /// Text.

@@ -364,6 +364,13 @@ impl Loop {
             },
             ServerMsg::Peers { room, peers } => ClientEvent::Peers { room, peers },
             ServerMsg::Notice { text } => ClientEvent::ServerNotice { text },
+            ServerMsg::RoomRenamed { old, new, reason } => {
+                // Rejoin under the new name after a reconnect.
+                if let Some((room, _)) = self.room.as_mut().filter(|(r, _)| *r == old) {
+                    *room = new.clone();
+                }
+                ClientEvent::RoomRenamed { old, new, reason }
+            }
             ServerMsg::Kicked { reason } => {
                 self.emit(ClientEvent::Kicked {
                     reason: reason.clone(),

@@ -9,23 +9,13 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls13_signature, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
+pub use chatdrop_proto::tls::{fingerprint, PinVerifier};
 
 use crate::ClientError;
 
 /// File name of the pinned fingerprints in the data directory.
 pub const KNOWN_HOSTS: &str = "known_hosts";
-
-/// SHA-256 of a DER certificate, as lower-case hex.
-pub fn fingerprint(cert: &[u8]) -> String {
-    hex::encode(Sha256::digest(cert))
-}
 
 /// Normalises a fingerprint typed by a user: drops `:` and spaces, lower-cases.
 /// Returns `None` unless 64 hex digits remain.
@@ -78,80 +68,6 @@ impl KnownHosts {
             .map_err(|e| ClientError::Local(format!("{}: {e}", self.path.display())))?;
         writeln!(f, "{server} {fp}")
             .map_err(|e| ClientError::Local(format!("{}: {e}", self.path.display())))
-    }
-}
-
-/// A rustls verifier that accepts exactly one certificate fingerprint, or,
-/// with none pinned yet, any certificate (trust on first use). Either way it
-/// records the fingerprint it saw, and the TLS 1.3 handshake signature is
-/// verified as usual.
-#[derive(Debug)]
-pub struct PinVerifier {
-    expected: Option<String>,
-    seen: Arc<Mutex<Option<String>>>,
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl PinVerifier {
-    /// A verifier expecting `expected` (or any, when `None`). The fingerprint
-    /// seen is written to the returned slot.
-    pub fn new(expected: Option<String>) -> (Arc<Self>, Arc<Mutex<Option<String>>>) {
-        let seen = Arc::new(Mutex::new(None));
-        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        (
-            Arc::new(PinVerifier {
-                expected,
-                seen: seen.clone(),
-                algs,
-            }),
-            seen,
-        )
-    }
-}
-
-impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let fp = fingerprint(end_entity);
-        if let Ok(mut seen) = self.seen.lock() {
-            *seen = Some(fp.clone());
-        }
-        match &self.expected {
-            Some(want) if *want != fp => Err(rustls::Error::General(format!(
-                "certificate fingerprint {fp} is not the pinned {want}"
-            ))),
-            _ => Ok(ServerCertVerified::assertion()),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General(
-            "chatdrop speaks TLS 1.3 only".into(),
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
     }
 }
 

@@ -70,3 +70,26 @@ pub fn offer_transcript(
     t.extend_from_slice(&offer.mss.to_be_bytes());
     t
 }
+
+/// TLS exporter label both ends of a server link use for the channel binding.
+pub const LINK_EXPORTER_LABEL: &[u8] = b"EXPORTER-chatdrop-link";
+
+/// The bytes a server MACs with the network key to prove it belongs to the
+/// network: bound to this TLS session, to both fresh nonces, to its own
+/// identity and to its side of the link (`dialer`), so a proof can be neither
+/// replayed, relayed nor reflected back.
+pub fn link_transcript(
+    channel_binding: &[u8; BINDING_LEN],
+    dialer_nonce: &[u8; 32],
+    acceptor_nonce: &[u8; 32],
+    prover: &crate::link::ServerId,
+    dialer: bool,
+) -> Vec<u8> {
+    let mut t = b"chatdrop link v1\0".to_vec();
+    t.extend_from_slice(channel_binding);
+    t.extend_from_slice(dialer_nonce);
+    t.extend_from_slice(acceptor_nonce);
+    t.extend_from_slice(prover);
+    t.push(dialer as u8);
+    t
+}

@@ -40,6 +40,12 @@ impl FrameCodec {
     pub fn new(max: usize) -> Self {
         FrameCodec { max }
     }
+
+    /// Changes the limit, for a connection that turned out to be a server
+    /// link after its first frame.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
 }
 
 impl Decoder for FrameCodec {

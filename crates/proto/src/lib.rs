@@ -9,8 +9,10 @@
 pub mod auth;
 pub mod codec;
 pub mod limits;
+pub mod link;
 pub mod msg;
 pub mod names;
+pub mod tls;
 
 pub use codec::{decode, encode, encode_frame, FrameCodec, ProtoError};
 pub use msg::*;

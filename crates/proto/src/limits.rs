@@ -35,3 +35,15 @@ pub const IDLE_TIMEOUT_SECS: u64 = 15;
 
 /// How often a client pings its server when it has nothing else to send.
 pub const PING_INTERVAL_SECS: u64 = 5;
+
+/// Largest frame on a server-to-server link. A `Sync` carrying every user of
+/// a full server is the biggest message.
+pub const MAX_LINK_FRAME: usize = 16 * 1024 * 1024;
+
+/// How often a server pings each link, in milliseconds.
+pub const LINK_PING_MS: u64 = 200;
+
+/// A link silent for this long (ms) is taken for down: with
+/// [`LINK_PING_MS`] this is what lets traffic move to another path within
+/// two seconds of a failure.
+pub const LINK_DEAD_MS: u64 = 1_000;

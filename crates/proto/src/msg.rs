@@ -115,6 +115,9 @@ pub enum ClientMsg {
         /// Accepted with an offer, or refused.
         answer: FileAnswer,
     },
+    /// First frame of a server dialling another server: this connection is a
+    /// link, not a client (see [`crate::link`]).
+    LinkHello(crate::link::LinkHello),
 }
 
 /// Why a peer (or the server) refused a file request.
@@ -456,6 +459,16 @@ pub enum ServerMsg {
         reason: RefuseReason,
         /// A sentence for the user.
         detail: String,
+    },
+    /// The client's room was renamed: when two parts of a server network
+    /// merge and each had a room of the same name, the later one is renamed.
+    RoomRenamed {
+        /// The old name.
+        old: String,
+        /// The new name.
+        new: String,
+        /// Why, for the user.
+        reason: String,
     },
 }
 

@@ -4,13 +4,13 @@
 //! anything) and forwards requests to the hub; the writer half drains the
 //! connection's bounded queue, writing everything queued in one go.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chatdrop_chat::{ConnId, Event};
-use chatdrop_proto::auth::{login_transcript, BINDING_LEN, EXPORTER_LABEL};
+use chatdrop_proto::auth::{login_transcript, BINDING_LEN, EXPORTER_LABEL, LINK_EXPORTER_LABEL};
 use chatdrop_proto::limits::{IDLE_TIMEOUT_SECS, MAX_CLIENT_FRAME, MAX_PASSWORD, PROTOCOL_VERSION};
 use chatdrop_proto::{
     decode, encode_frame, ClientMsg, ErrorCode, FrameCodec, ProtoError, ServerMsg,
@@ -49,7 +49,7 @@ enum End {
 pub(crate) async fn serve(id: u64, tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
     let span = info_span!("conn", id, %addr, user = tracing::field::Empty);
     async move {
-        let end = match run(ConnId(id), tcp, addr.ip(), &shared).await {
+        let end = match run(ConnId(id), tcp, addr, &shared).await {
             Ok(end) => end,
             Err(end) => end,
         };
@@ -97,7 +97,13 @@ async fn next_msg(frames: &mut Reader, limit: Duration) -> Result<ClientMsg, End
     }
 }
 
-async fn run(conn: ConnId, tcp: TcpStream, ip: IpAddr, shared: &Shared) -> Result<End, End> {
+async fn run(
+    conn: ConnId,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Result<End, End> {
+    let ip = addr.ip();
     let tls = tokio::select! {
         _ = shared.shutdown.cancelled() => return Ok(End::Closed),
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.acceptor.accept(tcp)) => match r {
@@ -111,13 +117,28 @@ async fn run(conn: ConnId, tcp: TcpStream, ip: IpAddr, shared: &Shared) -> Resul
         .1
         .export_keying_material(&mut binding, EXPORTER_LABEL, None)
         .map_err(|e| End::Error(format!("TLS exporter: {e}")))?;
+    let mut link_binding = [0u8; BINDING_LEN];
+    tls.get_ref()
+        .1
+        .export_keying_material(&mut link_binding, LINK_EXPORTER_LABEL, None)
+        .map_err(|e| End::Error(format!("TLS exporter: {e}")))?;
     let (rd, mut wr) = tokio::io::split(tls);
     let mut frames = FramedRead::with_capacity(rd, FrameCodec::new(MAX_CLIENT_FRAME), 512);
+
+    // The first frame tells a client (Hello) from another server (LinkHello).
+    let first = tokio::select! {
+        _ = shared.shutdown.cancelled() => return Ok(End::Closed),
+        r = login_msg(&mut frames, &mut wr) => r?,
+    };
+    if let ClientMsg::LinkHello(hello) = first {
+        crate::link::accept(frames, wr, hello, link_binding, addr, shared.clone()).await;
+        return Ok(End::Closed);
+    }
 
     // Login: Hello -> Challenge -> Auth, each within the handshake timeout.
     let (user, public_key) = tokio::select! {
         _ = shared.shutdown.cancelled() => return Ok(End::Closed),
-        r = login(&mut frames, &mut wr, &binding, shared) => r?,
+        r = login(first, &mut frames, &mut wr, &binding, shared) => r?,
     };
     tracing::Span::current().record("user", user.as_str());
 
@@ -190,12 +211,13 @@ async fn login_msg(frames: &mut Reader, wr: &mut WriteHalf<Tls>) -> Result<Clien
 }
 
 async fn login(
+    first: ClientMsg,
     frames: &mut Reader,
     wr: &mut WriteHalf<Tls>,
     binding: &[u8; BINDING_LEN],
     shared: &Shared,
 ) -> Result<(String, [u8; 32]), End> {
-    let (version, user, public_key) = match login_msg(frames, wr).await? {
+    let (version, user, public_key) = match first {
         ClientMsg::Hello {
             version,
             user,
@@ -270,6 +292,7 @@ fn msg_name(m: &ClientMsg) -> &'static str {
         ClientMsg::HaveFile { .. } => "HaveFile",
         ClientMsg::GetFile { .. } => "GetFile",
         ClientMsg::FileAnswer { .. } => "FileAnswer",
+        ClientMsg::LinkHello(_) => "LinkHello",
     }
 }
 
@@ -291,7 +314,7 @@ async fn forward(
             reply(ServerMsg::Pong);
             return Ok(());
         }
-        ClientMsg::Hello { .. } | ClientMsg::Auth { .. } => {
+        ClientMsg::Hello { .. } | ClientMsg::Auth { .. } | ClientMsg::LinkHello(_) => {
             reply(ServerMsg::error(ErrorCode::BadRequest, "already logged in"));
             return Ok(());
         }
@@ -386,8 +409,8 @@ async fn forward(
 
 /// Writes queued frames until the queue closes or `close` is cancelled; then
 /// writes what is left and closes TLS cleanly.
-async fn write_loop(
-    mut wr: WriteHalf<Tls>,
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::Receiver<Bytes>,
     close: CancellationToken,
 ) {

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use chatdrop_chat::{AdminCommand, Chat, ConnId, Effect, Event};
+use chatdrop_chat::{AdminCommand, Chat, ConnId, Effect, Event, LinkId};
+use chatdrop_proto::link::ServerId;
 use chatdrop_proto::{encode_frame, ServerMsg};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -56,12 +57,34 @@ pub enum HubMsg {
     Gone(ConnId),
     /// An admin command.
     Admin(AdminCommand),
+    /// A link to another server completed its handshake.
+    LinkUp {
+        /// The link.
+        link: LinkId,
+        /// The server at the other end.
+        peer: ServerId,
+        /// Its name.
+        name: String,
+        /// Its outgoing frames.
+        handle: ConnHandle,
+    },
+    /// A link task ended.
+    LinkGone(LinkId),
 }
+
+/// How often the hub lets the chat core resend what other servers have not
+/// acknowledged.
+const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Messages the hub takes in one go before it flushes acknowledgements and
+/// looks at its timer again.
+const BATCH: usize = 1_024;
 
 /// The hub's state; see the module docs.
 pub struct Hub {
     chat: Chat,
     conns: HashMap<ConnId, ConnHandle>,
+    links: HashMap<LinkId, ConnHandle>,
     writer: Writer,
     /// For feeding password-check results back.
     self_tx: mpsc::Sender<HubMsg>,
@@ -88,6 +111,7 @@ impl Hub {
         Hub {
             chat,
             conns: HashMap::new(),
+            links: HashMap::new(),
             writer,
             self_tx,
             shutdown,
@@ -97,48 +121,108 @@ impl Hub {
 
     /// Runs until the chat core asks for shutdown, then flushes the store.
     pub async fn run(mut self, mut rx: mpsc::Receiver<HubMsg>, console: mpsc::Sender<String>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut effects = Vec::new();
-        // Connections found dead while carrying out effects; their
-        // `Disconnected` is handled after the current batch.
-        let mut dead = Vec::new();
-        while let Some(msg) = rx.recv().await {
-            let event = match msg {
-                HubMsg::Login {
+        // Connections and links found dead while carrying out effects; they
+        // are handled after the current event.
+        let mut dead = Dead::default();
+        loop {
+            let first = tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+                _ = tick.tick() => HubMsg::Chat(Event::Tick),
+            };
+            let mut next = Some(first);
+            let mut taken = 0;
+            while let Some(msg) = next.take() {
+                if self
+                    .step(msg, &mut effects, &console, &mut dead)
+                    .await
+                {
+                    return;
+                }
+                taken += 1;
+                if taken < BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            // Nothing more queued: acknowledge what other servers sent.
+            if self
+                .step(HubMsg::Chat(Event::Flush), &mut effects, &console, &mut dead)
+                .await
+            {
+                return;
+            }
+        }
+    }
+
+    /// Handles one message. Returns true when the server stops.
+    async fn step(
+        &mut self,
+        msg: HubMsg,
+        effects: &mut Vec<Effect>,
+        console: &mpsc::Sender<String>,
+        dead: &mut Dead,
+    ) -> bool {
+        let event = match msg {
+            HubMsg::Login {
+                conn,
+                handle,
+                user,
+                public_key,
+                ip,
+            } => {
+                self.conns.insert(conn, handle);
+                Event::Login {
                     conn,
-                    handle,
                     user,
                     public_key,
                     ip,
-                } => {
-                    self.conns.insert(conn, handle);
-                    Event::Login {
-                        conn,
-                        user,
-                        public_key,
-                        ip,
-                    }
                 }
-                HubMsg::Chat(e) => e,
-                HubMsg::Admin(cmd) => Event::Admin(cmd),
-                HubMsg::Gone(conn) => {
-                    if self.conns.remove(&conn).is_none() {
-                        continue; // the hub closed it and has forgotten it
-                    }
-                    Event::Disconnected { conn }
-                }
-            };
-            let mut next = Some(event);
-            while let Some(event) = next.take() {
-                self.chat.handle(now_ms(), event, &mut effects);
-                let stop = self.apply(&mut effects, &console, &mut dead).await;
-                if stop {
-                    self.writer.flush().await;
-                    info!("store flushed; hub stopped");
-                    return;
-                }
-                next = dead.pop().map(|conn| Event::Disconnected { conn });
             }
+            HubMsg::Chat(e) => e,
+            HubMsg::Admin(cmd) => Event::Admin(cmd),
+            HubMsg::Gone(conn) => {
+                if self.conns.remove(&conn).is_none() {
+                    return false; // the hub closed it and has forgotten it
+                }
+                Event::Disconnected { conn }
+            }
+            HubMsg::LinkUp {
+                link,
+                peer,
+                name,
+                handle,
+            } => {
+                self.links.insert(link, handle);
+                Event::LinkUp { link, peer, name }
+            }
+            HubMsg::LinkGone(link) => {
+                if self.links.remove(&link).is_none() {
+                    return false;
+                }
+                Event::LinkDown { link }
+            }
+        };
+        let mut next = Some(event);
+        while let Some(event) = next.take() {
+            self.chat.handle(now_ms(), event, effects);
+            let stop = self.apply(effects, console, dead).await;
+            if stop {
+                self.writer.flush().await;
+                info!("store flushed; hub stopped");
+                return true;
+            }
+            next = dead
+                .conns
+                .pop()
+                .map(|conn| Event::Disconnected { conn })
+                .or_else(|| dead.links.pop().map(|link| Event::LinkDown { link }));
         }
+        false
     }
 
     /// Carries out effects in order. Returns true on shutdown.
@@ -146,7 +230,7 @@ impl Hub {
         &mut self,
         effects: &mut Vec<Effect>,
         console: &mpsc::Sender<String>,
-        dead: &mut Vec<ConnId>,
+        dead: &mut Dead,
     ) -> bool {
         let mut stop = false;
         for effect in effects.drain(..) {
@@ -213,6 +297,26 @@ impl Hub {
                         warn!("console output is backed up; a line was dropped");
                     }
                 }
+                Effect::Link { link, msg } => {
+                    let Some(handle) = self.links.get(&link) else {
+                        continue;
+                    };
+                    let Some(frame) = encode_frame(&msg)
+                        .map_err(|e| warn!("cannot encode a link frame: {e}"))
+                        .ok()
+                    else {
+                        continue;
+                    };
+                    if handle.tx.try_send(frame).is_err() {
+                        // Too far behind: drop the link; it is redialled and
+                        // the other servers' channels resend what it lost.
+                        warn!(link = link.0, "link too slow; dropping it");
+                        if let Some(handle) = self.links.remove(&link) {
+                            handle.close.cancel();
+                            dead.links.push(link);
+                        }
+                    }
+                }
                 Effect::Shutdown => {
                     self.shutdown.cancel();
                     stop = true;
@@ -222,7 +326,7 @@ impl Hub {
         stop
     }
 
-    fn deliver(&mut self, conn: ConnId, frame: Bytes, dead: &mut Vec<ConnId>) {
+    fn deliver(&mut self, conn: ConnId, frame: Bytes, dead: &mut Dead) {
         let Some(handle) = self.conns.get(&conn) else {
             return;
         };
@@ -235,10 +339,17 @@ impl Hub {
             }
             if let Some(handle) = self.conns.remove(&conn) {
                 handle.close.cancel();
-                dead.push(conn);
+                dead.conns.push(conn);
             }
         }
     }
+}
+
+/// Connections and links the hub dropped while carrying out effects.
+#[derive(Debug, Default)]
+struct Dead {
+    conns: Vec<ConnId>,
+    links: Vec<LinkId>,
 }
 
 fn encode(msg: &ServerMsg) -> Option<Bytes> {

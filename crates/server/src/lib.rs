@@ -5,11 +5,14 @@
 //!   and out, keepalive.
 //! - [`hub`] owns the [`chatdrop_chat::Chat`] state and carries out its effects.
 //! - [`persist`] writes the chat core's records to SQLite in batches.
+//! - [`link`] dials and accepts links to other servers (network key
+//!   handshake, keepalive); the chat core's network layer routes over them.
 //!
 //! Nothing here decides who may do what; the chat core does.
 
 pub mod conn;
 pub mod hub;
+pub mod link;
 pub mod password;
 pub mod persist;
 pub mod tls;
@@ -77,6 +80,11 @@ pub struct ServerOptions {
     pub name: String,
     /// Which files the server refuses to broker.
     pub policy: chatdrop_chat::SharePolicy,
+    /// Other servers to link to (`HOST:PORT`, their client address).
+    pub links: Vec<String>,
+    /// The secret every server of the network shares; links are refused
+    /// without it.
+    pub network_key: Option<String>,
 }
 
 impl ServerOptions {
@@ -91,6 +99,8 @@ impl ServerOptions {
             history_len: 100,
             name: "chatdrop".into(),
             policy: chatdrop_chat::SharePolicy::default(),
+            links: Vec::new(),
+            network_key: None,
         }
     }
 }
@@ -102,6 +112,7 @@ pub(crate) struct Shared {
     pub name: String,
     pub shutdown: CancellationToken,
     pub passwords: password::Hasher,
+    pub link: link::LinkConfig,
 }
 
 /// Sends admin commands to a running server.
@@ -131,6 +142,33 @@ pub struct Server {
     hub_rx: mpsc::Receiver<HubMsg>,
     fingerprint: String,
     max_clients: usize,
+    links: Vec<String>,
+}
+
+/// File in the data directory holding the server's id in the network.
+pub const SERVER_ID_FILE: &str = "server-id";
+
+/// Reads the server's id, making one on first start.
+fn server_id(dir: &std::path::Path) -> Result<chatdrop_proto::link::ServerId, ServerError> {
+    let path = dir.join(SERVER_ID_FILE);
+    let err = |source| ServerError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes = hex::decode(text.trim()).ok();
+            bytes
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| err(std::io::Error::other("not a 32-digit hex server id")))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id: chatdrop_proto::link::ServerId = rand::random();
+            std::fs::write(&path, hex::encode(id)).map_err(err)?;
+            Ok(id)
+        }
+        Err(e) => Err(err(e)),
+    }
 }
 
 impl Server {
@@ -142,9 +180,24 @@ impl Server {
         })?;
         let (tls_config, fingerprint) = tls::server_config(&opts)?;
         let store = Store::open(&opts.data_dir.join("chatdrop.db"))?;
+        let identity = chatdrop_chat::net::Identity {
+            id: server_id(&opts.data_dir)?,
+            name: opts.name.clone(),
+            incarnation: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(1),
+        };
+        let link = link::LinkConfig::new(
+            identity.id,
+            identity.name.clone(),
+            identity.incarnation,
+            opts.network_key.as_ref().map(|k| k.as_bytes().to_vec()),
+        );
         let settings = Settings {
             history_len: opts.history_len,
             policy: opts.policy.clone(),
+            identity,
             ..Settings::default()
         };
         let snapshot = store.load(settings.history_len)?;
@@ -173,6 +226,7 @@ impl Server {
             name: opts.name.clone(),
             shutdown,
             passwords,
+            link,
         });
         Ok(Server {
             listener,
@@ -181,6 +235,7 @@ impl Server {
             hub_rx,
             fingerprint,
             max_clients: opts.max_clients,
+            links: opts.links.clone(),
         })
     }
 
@@ -212,10 +267,14 @@ impl Server {
             hub,
             hub_rx,
             max_clients,
+            links,
             ..
         } = self;
         let tracker = TaskTracker::new();
         let hub_task = tokio::spawn(hub.run(hub_rx, console));
+        for target in links {
+            tracker.spawn(link::dial_forever(target, shared.clone()));
+        }
         let slots = Arc::new(Semaphore::new(max_clients));
         // Refusals ("server full") also cost a TLS handshake; cap them too.
         let refusals = Arc::new(Semaphore::new(64));

@@ -24,7 +24,7 @@ pub enum StoreError {
 }
 
 /// Schema version written to SQLite's `user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rooms (
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS rooms (
 );
 CREATE TABLE IF NOT EXISTS bindings (
     user TEXT PRIMARY KEY,
-    public_key BLOB NOT NULL
+    public_key BLOB NOT NULL,
+    bound_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS bans (
     user TEXT PRIMARY KEY,
@@ -81,6 +82,13 @@ impl Store {
             )));
         }
         conn.execute_batch(SCHEMA)?;
+        if version == 1 {
+            // Version 2 records when each name was bound, which settles
+            // name clashes between merging server networks.
+            conn.execute_batch(
+                "ALTER TABLE bindings ADD COLUMN bound_ms INTEGER NOT NULL DEFAULT 0",
+            )?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Store { conn })
     }
@@ -120,19 +128,29 @@ impl Store {
                 .collect::<Result<Vec<_>, _>>()?;
             snap.rooms.push((room, lines));
         }
-        let mut stmt = self.conn.prepare("SELECT user, public_key FROM bindings")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT user, public_key, bound_ms FROM bindings")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
         })?;
         for row in rows {
-            let (user, key) = row?;
+            let (user, key, bound_ms) = row?;
             let public_key: [u8; 32] = key.as_slice().try_into().map_err(|_| {
                 StoreError::Corrupt(format!(
                     "identity key of {user} has {} bytes, not 32",
                     key.len()
                 ))
             })?;
-            snap.bindings.push(Binding { user, public_key });
+            snap.bindings.push(Binding {
+                user,
+                public_key,
+                bound_ms: bound_ms as u64,
+            });
         }
         let mut stmt = self.conn.prepare("SELECT user, reason FROM bans")?;
         for row in stmt.query_map([], |r| {
@@ -169,10 +187,24 @@ impl Store {
                             r.created_ms as i64
                         ])?;
                     }
-                    Persist::Bind { user, public_key } => {
+                    Persist::Bind {
+                        user,
+                        public_key,
+                        bound_ms,
+                    } => {
                         tx.execute(
-                            "INSERT OR REPLACE INTO bindings (user, public_key) VALUES (?1, ?2)",
-                            params![user, &public_key[..]],
+                            "INSERT OR REPLACE INTO bindings (user, public_key, bound_ms) VALUES (?1, ?2, ?3)",
+                            params![user, &public_key[..], *bound_ms as i64],
+                        )?;
+                    }
+                    Persist::RenameRoom { old, new } => {
+                        tx.execute(
+                            "UPDATE rooms SET name = ?2 WHERE name = ?1",
+                            params![old, new],
+                        )?;
+                        tx.execute(
+                            "UPDATE history SET room = ?2 WHERE room = ?1",
+                            params![old, new],
                         )?;
                     }
                     Persist::Ban { user, reason } => {
@@ -250,6 +282,45 @@ mod tests {
     }
 
     #[test]
+    fn a_renamed_room_keeps_its_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chatdrop.db");
+        let mut store = Store::open(&path).unwrap();
+        store
+            .apply(&[room("lobby", None), line("lobby", 1), line("lobby", 2)])
+            .unwrap();
+        store
+            .apply(&[Persist::RenameRoom {
+                old: "lobby".into(),
+                new: "lobby-abc123".into(),
+            }])
+            .unwrap();
+        let snap = store.load(100).unwrap();
+        assert_eq!(snap.rooms.len(), 1);
+        assert_eq!(snap.rooms[0].0.name, "lobby-abc123");
+        assert_eq!(snap.rooms[0].1.len(), 2);
+    }
+
+    #[test]
+    fn a_version_1_database_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chatdrop.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE bindings (user TEXT PRIMARY KEY, public_key BLOB NOT NULL);
+                 INSERT INTO bindings VALUES ('bob', zeroblob(32));
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let snap = store.load(10).unwrap();
+        assert_eq!(snap.bindings[0].user, "bob");
+        assert_eq!(snap.bindings[0].bound_ms, 0);
+    }
+
+    #[test]
     fn survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chatdrop.db");
@@ -262,6 +333,7 @@ mod tests {
                     Persist::Bind {
                         user: "bob".into(),
                         public_key: [3; 32],
+                        bound_ms: 77,
                     },
                     Persist::Ban {
                         user: "eve".into(),
@@ -295,7 +367,8 @@ mod tests {
             snap.bindings,
             [Binding {
                 user: "bob".into(),
-                public_key: [3; 32]
+                public_key: [3; 32],
+                bound_ms: 77,
             }]
         );
         assert_eq!(
@@ -325,7 +398,7 @@ mod tests {
         let store = Store::open(&path).unwrap();
         store
             .conn
-            .execute("INSERT INTO bindings VALUES ('bob', x'0102')", [])
+            .execute("INSERT INTO bindings (user, public_key) VALUES ('bob', x'0102')", [])
             .unwrap();
         let err = store.load(10).unwrap_err().to_string();
         assert!(err.contains("identity key of bob has 2 bytes"), "{err}");

@@ -1,0 +1,314 @@
+//! The messages of a server-to-server link.
+//!
+//! A server dials another at its client port and opens with
+//! [`crate::ClientMsg::LinkHello`]; the answering server replies with
+//! [`LinkMsg::Hello`], both prove they hold the network key
+//! ([`LinkMsg::Proof`], transcript in [`crate::auth::link_transcript`]), and
+//! from then on both sides send [`LinkMsg`] frames.
+//!
+//! Two layers travel over links:
+//! - hop by hop: keepalives ([`LinkMsg::Ping`]) and link-state records
+//!   ([`Lsa`]), flooded to every server;
+//! - end to end: [`Routed`] frames, forwarded along the current shortest path
+//!   to one destination server, carrying numbered [`NetMsg`]s that the
+//!   destination acknowledges, delivers once and in order.
+//!
+//! Variant order is part of the wire format: add new variants at the end.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{LeaveReason, Offer, RefuseReason, Target};
+
+/// A server's random 128-bit identity, kept in its data directory.
+pub type ServerId = [u8; 16];
+
+/// The first frame of each side of a link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkHello {
+    /// Protocol version the server speaks.
+    pub version: u16,
+    /// The server's identity.
+    pub id: ServerId,
+    /// The server's `--name`.
+    pub name: String,
+    /// When this run of the server started (ms since the Unix epoch): tells a
+    /// restarted server from its previous life.
+    pub incarnation: u64,
+    /// 32 fresh random bytes for the key proof.
+    pub nonce: [u8; 32],
+}
+
+/// A link-state record: one server's links and their costs. Every server
+/// floods its own, numbered; the newest of each origin wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lsa {
+    /// The server it describes.
+    pub origin: ServerId,
+    /// Its name.
+    pub name: String,
+    /// Its incarnation (see [`LinkHello::incarnation`]).
+    pub incarnation: u64,
+    /// Increases with every new record of the same incarnation.
+    pub seq: u64,
+    /// The servers it has a working link to, with the link's cost
+    /// (round-trip time in ms, at least 1).
+    pub neighbors: Vec<(ServerId, u32)>,
+}
+
+/// A frame on a link, after the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkMsg {
+    /// The answering server's hello.
+    Hello(LinkHello),
+    /// HMAC-SHA256 under the network key over the link transcript.
+    Proof {
+        /// The 32-byte MAC.
+        mac: [u8; 32],
+    },
+    /// Keepalive and round-trip probe; answered with `Pong` of the same value.
+    Ping(u64),
+    /// Answer to `Ping`.
+    Pong(u64),
+    /// A link-state record to store and flood on.
+    Lsa(Lsa),
+    /// A frame for one server, forwarded hop by hop.
+    Routed(Routed),
+}
+
+/// A frame routed to one server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routed {
+    /// The server that sent it.
+    pub src: ServerId,
+    /// The server it is for.
+    pub dst: ServerId,
+    /// Hops left; a frame is dropped when it reaches 0, so a routing loop
+    /// during convergence cannot keep it forever.
+    pub ttl: u8,
+    /// What it carries.
+    pub body: RoutedBody,
+}
+
+/// The end-to-end layer between two servers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoutedBody {
+    /// A numbered message.
+    Data(Data),
+    /// Cumulative acknowledgement: every `Data` of `epoch` up to `seq` arrived.
+    Ack {
+        /// The acknowledging server's incarnation.
+        src_inc: u64,
+        /// The incarnation of the server acknowledged.
+        dst_inc: u64,
+        /// The epoch acknowledged.
+        epoch: u64,
+        /// Highest sequence number received in order.
+        seq: u64,
+    },
+    /// "Send me your state": the sender lost or never had the destination's
+    /// state and asks it to open a new epoch, starting with a `Sync`.
+    Resync {
+        /// The asking server's incarnation.
+        src_inc: u64,
+    },
+}
+
+/// A numbered message of one epoch of the channel from `src` to `dst`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Data {
+    /// The sender's incarnation.
+    pub src_inc: u64,
+    /// The incarnation of the destination it was meant for.
+    pub dst_inc: u64,
+    /// The channel's epoch; a new one starts with a `Sync` at `seq` 1.
+    pub epoch: u64,
+    /// Position in the epoch, from 1, with no gaps.
+    pub seq: u64,
+    /// The sender's message number, increasing over all its epochs; 0 for a
+    /// `Sync`. The destination delivers each number once.
+    pub id: u64,
+    /// The message.
+    pub msg: NetMsg,
+}
+
+/// A user online at a server, as the other servers learn of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetUser {
+    /// The user's name.
+    pub user: String,
+    /// Its identity key.
+    pub key: [u8; 32],
+    /// The address its server sees it at (where its file offers are reached).
+    pub ip: IpAddr,
+    /// The room it is in.
+    pub room: Option<String>,
+    /// When it logged in (ms since the Unix epoch).
+    pub since_ms: u64,
+}
+
+/// A room, as every server learns of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetRoom {
+    /// Its name.
+    pub name: String,
+    /// Its random id.
+    pub id: String,
+    /// Who created it.
+    pub creator: String,
+    /// Argon2id PHC string of its password, for a private room.
+    pub password_hash: Option<String>,
+    /// Creation time (ms since the Unix epoch).
+    pub created_ms: u64,
+}
+
+/// A user name bound to an identity key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetBinding {
+    /// The user.
+    pub user: String,
+    /// The key.
+    pub key: [u8; 32],
+    /// When the name was first bound (ms since the Unix epoch).
+    pub bound_ms: u64,
+}
+
+/// What one server tells another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetMsg {
+    /// Everything the sender knows: its own users (it is their authority),
+    /// and every room and name binding. Replaces what the destination held
+    /// of the sender's users.
+    Sync {
+        /// The sender's users.
+        users: Vec<NetUser>,
+        /// Rooms.
+        rooms: Vec<NetRoom>,
+        /// Name bindings.
+        bindings: Vec<NetBinding>,
+    },
+    /// A user logged in at the sender.
+    Online(NetUser),
+    /// A user of the sender logged out or was lost.
+    Offline {
+        /// The user.
+        user: String,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// A user of the sender entered a room (leaving any other).
+    Enter {
+        /// The user.
+        user: String,
+        /// The room.
+        room: String,
+    },
+    /// A user of the sender left its room.
+    Leave {
+        /// The user.
+        user: String,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// A room was created (or is known) at the sender.
+    Room(NetRoom),
+    /// A name was bound at the sender.
+    Bind(NetBinding),
+    /// A chat line from a user of the sender.
+    Say {
+        /// The sender.
+        from: String,
+        /// Its room.
+        room: String,
+        /// `All` or one user.
+        to: Target,
+        /// The text.
+        text: String,
+        /// When the sender's server accepted it.
+        ts: u64,
+    },
+    /// A `whohas` of a user of the sender, for the destination's members of
+    /// the room.
+    WhoHas {
+        /// The asker.
+        from: String,
+        /// Its room.
+        room: String,
+        /// The file.
+        file: String,
+    },
+    /// An owner's answer to a `whohas`, for the asker.
+    HaveFile {
+        /// The owner.
+        from: String,
+        /// The asker.
+        to: String,
+        /// The file.
+        file: String,
+        /// Its size.
+        size: u64,
+        /// Its BLAKE3 hash.
+        blake3: [u8; 32],
+    },
+    /// A file request for an owner at the destination.
+    GetFile {
+        /// The asker.
+        from: String,
+        /// The asker's identity key.
+        from_key: [u8; 32],
+        /// The owner.
+        owner: String,
+        /// The file.
+        file: String,
+        /// The asker's ephemeral X25519 key.
+        eph: [u8; 32],
+        /// The asker's signature.
+        sig: Vec<u8>,
+    },
+    /// An owner accepted a request: the offer, for the asker.
+    FileOffer {
+        /// The asker.
+        to: String,
+        /// The owner.
+        from: String,
+        /// The owner's identity key.
+        from_key: [u8; 32],
+        /// The file.
+        file: String,
+        /// Where the owner serves it.
+        addr: SocketAddr,
+        /// The signed offer.
+        offer: Offer,
+    },
+    /// A request was refused, for the asker.
+    Refused {
+        /// The asker.
+        to: String,
+        /// The owner.
+        from: String,
+        /// The file.
+        file: String,
+        /// Why.
+        reason: RefuseReason,
+        /// A sentence for the user.
+        detail: String,
+    },
+}
+
+impl NetMsg {
+    /// Whether the message describes state (users, rooms, bindings), which a
+    /// newer `Sync` supersedes, rather than traffic that must be delivered.
+    pub fn is_state(&self) -> bool {
+        matches!(
+            self,
+            NetMsg::Sync { .. }
+                | NetMsg::Online(_)
+                | NetMsg::Offline { .. }
+                | NetMsg::Enter { .. }
+                | NetMsg::Leave { .. }
+                | NetMsg::Room(_)
+                | NetMsg::Bind(_)
+        )
+    }
+}
