@@ -18,9 +18,11 @@ use crate::progress::Meter;
 /// Options of `chatdrop client`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Server address, HOST:PORT.
-    #[arg(long, default_value = "127.0.0.1:50000")]
-    server: String,
+    /// Server address, HOST:PORT; or several, comma-separated, servers of
+    /// one network: the client measures the round-trip time to each, uses
+    /// the closest, and moves to the next closest when its server fails.
+    #[arg(long, default_value = "127.0.0.1:50000", value_delimiter = ',')]
+    server: Vec<String>,
     /// User name (asked for when missing and standard input is a terminal).
     #[arg(long)]
     user: Option<String>,
@@ -169,7 +171,7 @@ async fn client(
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
     };
     let opts = ClientOptions {
-        server: args.server,
+        servers: args.server,
         user: user.clone(),
         data_dir,
         fingerprint: args.server_fingerprint,

@@ -99,6 +99,26 @@ impl Printer {
                 format!("Peers in {room}: {}", peers.join(", "))
             }
             ClientEvent::ServerNotice { text } => format!("[server] {text}"),
+            ClientEvent::ServerChosen { server, candidates } => {
+                let others: Vec<String> = candidates
+                    .iter()
+                    .filter(|c| c.server != *server)
+                    .map(|c| match (c.rtt_ms, &c.error) {
+                        (Some(ms), _) => format!("{} {ms:.1} ms", c.server),
+                        (None, Some(e)) => format!("{} unreachable ({e})", c.server),
+                        (None, None) => format!("{} unreachable", c.server),
+                    })
+                    .collect();
+                let rtt = candidates
+                    .iter()
+                    .find(|c| c.server == *server)
+                    .and_then(|c| c.rtt_ms)
+                    .map_or("unmeasured".to_string(), |ms| format!("{ms:.1} ms"));
+                format!(
+                    "Using server {server}, the closest: round-trip time {rtt} (others: {})",
+                    others.join(", ")
+                )
+            }
             ClientEvent::RoomRenamed { old, new, reason } => {
                 format!("Room {old} is now called {new}: {reason}")
             }

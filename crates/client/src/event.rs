@@ -28,6 +28,15 @@ pub enum ClientEvent {
         /// Our user name.
         user: String,
     },
+    /// Of several servers, the closest was chosen.
+    ServerChosen {
+        /// The server chosen.
+        server: String,
+        /// Every server, closest first, with its measured round-trip time
+        /// (TCP connection and TLS handshake) or why it could not be
+        /// reached.
+        candidates: Vec<ServerRtt>,
+    },
     /// The room list.
     Rooms {
         /// The rooms.
@@ -234,4 +243,15 @@ pub enum ClientEvent {
         /// Each file of the share folder and whether it is shared.
         files: Vec<crate::shares::FileShare>,
     },
+}
+
+/// One server's round-trip time, measured to pick the closest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerRtt {
+    /// Its address.
+    pub server: String,
+    /// Round-trip time of a TCP connection and TLS handshake, in ms.
+    pub rtt_ms: Option<f64>,
+    /// Why it could not be measured.
+    pub error: Option<String>,
 }

@@ -11,7 +11,7 @@ use ed25519_dalek::SigningKey;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::event::{ClientEvent, RoomEntry};
+use crate::event::{ClientEvent, RoomEntry, ServerRtt};
 use crate::peer::{Peer, TransferOptions};
 use crate::session::{connect, ConnectError, Session};
 use crate::trust::KnownHosts;
@@ -20,8 +20,9 @@ use crate::{identity, ClientError, Command};
 /// How to run a client.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// `HOST:PORT` of the server.
-    pub server: String,
+    /// `HOST:PORT` of each server to choose from (the closest is used; the
+    /// others are where the client goes when its server fails).
+    pub servers: Vec<String>,
     /// User name.
     pub user: String,
     /// Where the identity key and known hosts live.
@@ -62,7 +63,14 @@ struct Loop {
     pending: HashMap<String, Option<String>>,
     /// File requests and transfers.
     peer: Peer,
+    /// The servers, closest first.
+    servers: Vec<String>,
+    /// Index in `servers` of the current one.
+    at: usize,
 }
+
+/// How long a server may take to answer the closeness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs the client until the user quits or something ends it for good.
 /// Requests come from `commands` (closing it quits); everything that happens
@@ -74,16 +82,21 @@ pub async fn run(
 ) -> Result<Exit, ClientError> {
     let key = identity::load_or_create(&opts.data_dir)?;
     let known = KnownHosts::in_dir(&opts.data_dir);
-    let pinned = match &opts.fingerprint {
+    if opts.servers.is_empty() {
+        return Err(ClientError::Local("no server address given".into()));
+    }
+    let fingerprint = match &opts.fingerprint {
         Some(fp) => Some(crate::trust::normalise(fp).ok_or_else(|| {
             ClientError::Local(format!(
                 "--server-fingerprint {fp:?} is not 64 hex digits (a SHA-256)"
             ))
         })?),
-        None => known.get(&opts.server),
+        None => None,
     };
     let peer = Peer::new(opts.transfer.clone(), &opts.data_dir, events.clone())?;
     let mut lp = Loop {
+        servers: opts.servers.clone(),
+        at: 0,
         opts,
         key,
         events,
@@ -91,17 +104,33 @@ pub async fn run(
         room: None,
         pending: HashMap::new(),
     };
+    if lp.servers.len() > 1 {
+        lp.rank().await;
+    }
+    let pin = |server: &str| fingerprint.clone().or_else(|| known.get(server));
 
     // The first connection must work: a wrong address or name is better
-    // reported at once than retried forever.
-    let mut session = lp.connect(&pinned).await.map_err(|e| lp.fatal(e, &known))?;
-    if known.get(&lp.opts.server).is_none() {
-        known.add(&lp.opts.server, &session.fingerprint)?;
-    }
+    // reported at once than retried forever. With several servers, each is
+    // tried in order of closeness.
+    let mut session = loop {
+        let server = lp.current().to_string();
+        match lp.connect(&pin(&server)).await {
+            Ok(s) => break s,
+            Err(e) if lp.at + 1 < lp.servers.len() && !matches!(e, ConnectError::Fingerprint { .. }) => {
+                lp.emit(ClientEvent::Error {
+                    code: "connect_failed".into(),
+                    message: format!("{server}: {e}; trying the next closest server"),
+                })
+                .await;
+                lp.at += 1;
+            }
+            Err(e) => return Err(lp.fatal(e, &known)),
+        }
+    };
+    lp.pin_first_use(&known, &session)?;
     if let Some(cmd) = lp.opts.first.clone() {
         lp.command(&mut session, cmd).await;
     }
-    let pinned = Some(session.fingerprint.clone());
     loop {
         let why = match lp.session(&mut session, &mut commands).await? {
             SessionEnd::Quit => return Ok(Exit::Quit),
@@ -111,7 +140,14 @@ pub async fn run(
         let mut attempt = 0u32;
         session = loop {
             attempt += 1;
-            let delay = backoff(attempt);
+            // With other servers to go to, the first attempt moves to the
+            // next closest at once; later ones back off as usual.
+            let delay = if lp.servers.len() > 1 && attempt == 1 {
+                Duration::ZERO
+            } else {
+                backoff(attempt)
+            };
+            lp.at = (lp.at + 1) % lp.servers.len();
             lp.emit(ClientEvent::Reconnecting {
                 attempt,
                 delay_ms: delay.as_millis() as u64,
@@ -120,7 +156,7 @@ pub async fn run(
             if lp.wait_offline(delay, &mut commands).await {
                 return Ok(Exit::Quit);
             }
-            match lp.connect(&pinned).await {
+            match lp.connect(&pin(lp.current())).await {
                 Ok(s) => break s,
                 Err(e @ ConnectError::Fingerprint { .. }) => return Err(lp.fatal(e, &known)),
                 Err(ConnectError::Refused { code, message }) if code.is_fatal_at_login() => {
@@ -129,12 +165,13 @@ pub async fn run(
                 Err(e) => {
                     lp.emit(ClientEvent::Error {
                         code: "connect_failed".into(),
-                        message: e.to_string(),
+                        message: format!("{}: {e}", lp.current()),
                     })
                     .await
                 }
             }
         };
+        lp.pin_first_use(&known, &session)?;
         if let Some((room, password)) = lp.room.clone() {
             lp.command(&mut session, Command::Join { room, password })
                 .await;
@@ -158,10 +195,59 @@ impl Loop {
         let _ = self.events.send(e).await;
     }
 
+    /// The server in use (or being tried).
+    fn current(&self) -> &str {
+        &self.servers[self.at]
+    }
+
+    /// Remembers the certificate of a server met for the first time.
+    fn pin_first_use(&self, known: &KnownHosts, session: &Session) -> Result<(), ClientError> {
+        if known.get(self.current()).is_none() {
+            known.add(self.current(), &session.fingerprint)?;
+        }
+        Ok(())
+    }
+
+    /// Orders the servers by round-trip time (a TCP connection and TLS
+    /// handshake each, all at once), unreachable ones last, and says which
+    /// was chosen and why.
+    async fn rank(&mut self) {
+        let probes = self.servers.iter().map(|s| async move {
+            let r = match tokio::time::timeout(PROBE_TIMEOUT, crate::session::probe(s)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+            };
+            (s.clone(), r)
+        });
+        let mut results = futures::future::join_all(probes).await;
+        // Stable: unreachable servers keep the order they were given in.
+        results.sort_by(|a, b| match (&a.1, &b.1) {
+            (Ok(x), Ok(y)) => x.cmp(y),
+            (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+            (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+            (Err(_), Err(_)) => std::cmp::Ordering::Equal,
+        });
+        self.servers = results.iter().map(|(s, _)| s.clone()).collect();
+        self.at = 0;
+        let candidates = results
+            .into_iter()
+            .map(|(server, r)| ServerRtt {
+                server,
+                rtt_ms: r.as_ref().ok().map(|d| d.as_secs_f64() * 1000.0),
+                error: r.err(),
+            })
+            .collect();
+        self.emit(ClientEvent::ServerChosen {
+            server: self.servers[0].clone(),
+            candidates,
+        })
+        .await;
+    }
+
     fn fatal(&self, e: ConnectError, known: &KnownHosts) -> ClientError {
         match e {
             ConnectError::Fingerprint { expected, got } => ClientError::FingerprintMismatch {
-                server: self.opts.server.clone(),
+                server: self.current().to_string(),
                 expected,
                 got,
                 known_hosts: known.path().display().to_string(),
@@ -171,7 +257,7 @@ impl Loop {
                 message,
             },
             ConnectError::Io(why) => ClientError::Connect {
-                server: self.opts.server.clone(),
+                server: self.current().to_string(),
                 why,
             },
         }
@@ -179,14 +265,14 @@ impl Loop {
 
     async fn connect(&self, pinned: &Option<String>) -> Result<Session, ConnectError> {
         let session = connect(
-            &self.opts.server,
+            self.current(),
             &self.opts.user,
             &self.key,
             pinned.clone(),
         )
         .await?;
         self.emit(ClientEvent::Connected {
-            server: self.opts.server.clone(),
+            server: self.current().to_string(),
             server_name: session.server_name.clone(),
             user: self.opts.user.clone(),
         })

@@ -92,14 +92,12 @@ async fn read_msg(
     }
 }
 
-/// Connects to `server`, checks its certificate against `pinned` (any, when
-/// `None`), and logs in as `user` with `key`.
-pub async fn connect(
+/// Opens TCP and TLS to `server`, checking its certificate against
+/// `pinned`. Returns the stream and the certificate's fingerprint.
+async fn open_tls(
     server: &str,
-    user: &str,
-    key: &SigningKey,
     pinned: Option<String>,
-) -> Result<Session, ConnectError> {
+) -> Result<(Tls, String), ConnectError> {
     let io = |e: std::io::Error| ConnectError::Io(e.to_string());
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(server))
         .await
@@ -131,7 +129,27 @@ pub async fn connect(
         }
         Ok(Ok(tls)) => tls,
     };
-    let fingerprint = got.unwrap_or_default();
+    Ok((tls, got.unwrap_or_default()))
+}
+
+/// Times a TCP connection and TLS handshake to `server`: the round-trip
+/// measure `--server A,B,C` picks the closest server by.
+pub async fn probe(server: &str) -> Result<std::time::Duration, String> {
+    let start = std::time::Instant::now();
+    let _tls = open_tls(server, None).await.map_err(|e| e.to_string())?;
+    Ok(start.elapsed())
+}
+
+/// Connects to `server`, checks its certificate against `pinned` (any, when
+/// `None`), and logs in as `user` with `key`.
+pub async fn connect(
+    server: &str,
+    user: &str,
+    key: &SigningKey,
+    pinned: Option<String>,
+) -> Result<Session, ConnectError> {
+    let io = |e: std::io::Error| ConnectError::Io(e.to_string());
+    let (tls, fingerprint) = open_tls(server, pinned).await?;
     let mut binding = [0u8; BINDING_LEN];
     tls.get_ref()
         .1

@@ -234,7 +234,10 @@ async fn dial(target: &str, shared: &Arc<Shared>) -> Result<(), String> {
     let _ = tcp.set_nodelay(true);
     let addr = tcp.peer_addr().map_err(|e| e.to_string())?;
     let (verifier, _) = chatdrop_proto::tls::PinVerifier::new(None);
-    let config = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();

@@ -439,8 +439,13 @@ impl Network {
 
     /// Lines for the console's `network` command.
     pub fn describe_network(&self) -> Vec<String> {
+        let synced = self
+            .reachable
+            .keys()
+            .filter(|s| self.chans.synced(s))
+            .count();
         let mut lines = vec![format!(
-            "this server: {} ({}), {} other server(s) reachable",
+            "this server: {} ({}), {} other server(s) reachable, {synced} in sync",
             self.me.name,
             hex(&self.me.id),
             self.reachable.len()
