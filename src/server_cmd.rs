@@ -69,7 +69,12 @@ pub struct ServerArgs {
     /// without it are refused. Prefer the config file or the
     /// CHATDROP_NETWORK_KEY environment variable, which other users of the
     /// machine cannot read from the process list.
-    #[arg(long, value_name = "KEY", env = "CHATDROP_NETWORK_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "CHATDROP_NETWORK_KEY",
+        hide_env_values = true
+    )]
     network_key: Option<String>,
 }
 

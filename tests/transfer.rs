@@ -206,30 +206,6 @@ fn a_bad_ticket_is_refused_clearly() {
     );
 }
 
-/// A client in `room` with its own share folder holding `files`.
-fn sharer(
-    server: &ServerProc,
-    root: &Path,
-    user: &str,
-    room: &str,
-    files: &[(&str, &[u8])],
-    extra: &[&str],
-) -> Proc {
-    let share = root.join(format!("{user}-share"));
-    std::fs::create_dir_all(&share).unwrap();
-    for (name, data) in files {
-        let path = share.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, data).unwrap();
-    }
-    let share = share.to_str().unwrap().to_string();
-    let downloads = root.join(format!("{user}-downloads"));
-    let downloads = downloads.to_str().unwrap().to_string();
-    let mut args = vec!["--share-dir", &share, "--download-dir", &downloads];
-    args.extend_from_slice(extra);
-    joined(server, root, user, room, &args)
-}
-
 /// whohas through the server, getfile peer to peer; a busy owner refuses
 /// and the asker moves on to the next peer with the same file by itself.
 #[test]

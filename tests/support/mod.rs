@@ -168,6 +168,17 @@ impl Proc {
         })
     }
 
+    /// Like [`Proc::expect`], but also takes a matching event that was read
+    /// already (while waiting for another one).
+    pub fn expect_ever(&mut self, kind: &str, fields: &[(&str, Value)]) -> Value {
+        let matches =
+            |v: &Value| v["event"] == kind && fields.iter().all(|(k, want)| &v[*k] == want);
+        if let Some(v) = self.events().into_iter().find(|v| matches(v)) {
+            return v;
+        }
+        self.expect(kind, fields)
+    }
+
     /// All JSON events seen so far.
     pub fn events(&self) -> Vec<Value> {
         self.seen
@@ -294,4 +305,197 @@ pub fn joined(server: &ServerProc, root: &Path, user: &str, room: &str, extra: &
     let mut c = client(server, root, user, &args);
     c.expect("joined", &[("room", Value::from(room))]);
     c
+}
+
+/// The network key the tests' servers share.
+pub const NETWORK_KEY: &str = "test-network-key-0123456789";
+
+impl ServerProc {
+    /// Starts a server of the test network named `name`, linking to `links`.
+    pub fn linked(data_dir: &Path, name: &str, links: &[&str], extra: &[&str]) -> ServerProc {
+        Self::linked_on("127.0.0.1:0", data_dir, name, links, extra)
+    }
+
+    /// Like [`ServerProc::linked`], listening on `listen`.
+    pub fn linked_on(
+        listen: &str,
+        data_dir: &Path,
+        name: &str,
+        links: &[&str],
+        extra: &[&str],
+    ) -> ServerProc {
+        let mut args = vec!["--name", name, "--network-key", NETWORK_KEY];
+        for l in links {
+            args.push("--link");
+            args.push(l);
+        }
+        args.extend_from_slice(extra);
+        let mut s = Self::start_on(listen, data_dir, &args);
+        s.proc.name = name.to_string();
+        s
+    }
+
+    /// Waits until the server says it holds the state of `n` reachable
+    /// servers, all there are.
+    pub fn wait_in_sync(&mut self, n: usize) {
+        let want = format!("{n}/{n} reachable servers in sync");
+        self.proc
+            .wait_line(&want, |l| l.starts_with("[network]") && l.ends_with(&want));
+    }
+
+    /// Waits until the server knows room `room` (created anywhere in the
+    /// network), asking its console. Bounded by [`WAIT`].
+    pub fn wait_room(&mut self, room: &str) {
+        let deadline = Instant::now() + WAIT;
+        let prefix = format!("{room} (");
+        loop {
+            self.console("rooms");
+            let line = self.proc.wait_line("rooms answer", |l| {
+                l.starts_with(&prefix) || l == "no rooms" || l.contains(" members): ")
+            });
+            if line.starts_with(&prefix) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: room {room} never arrived",
+                self.proc.name
+            );
+            // Let the other servers' news arrive before asking again.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The console's `network` line about server `name`.
+    pub fn route_to(&mut self, name: &str) -> String {
+        self.console("network");
+        let prefix = format!("{name} (");
+        self.proc
+            .wait_line("network answer", |l| l.starts_with(&prefix))
+    }
+}
+
+/// A TCP relay for tests: forwards to a target, optionally delaying every
+/// chunk each way, and can cut every connection (and refuse new ones) until
+/// healed: a network split, or a distant server, on loopback.
+pub struct Proxy {
+    pub addr: String,
+    state: Arc<ProxyState>,
+}
+
+struct ProxyState {
+    open: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+    conns: Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl Proxy {
+    pub fn start(target: &str, delay: Duration) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let state = Arc::new(ProxyState {
+            open: true.into(),
+            stop: false.into(),
+            conns: Mutex::new(Vec::new()),
+        });
+        let st = state.clone();
+        let target = target.to_string();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(down) = conn else { continue };
+                if !st.open.load(Ordering::SeqCst) {
+                    continue; // dropped: the far side is unreachable
+                }
+                let Ok(up) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                let _ = down.set_nodelay(true);
+                let _ = up.set_nodelay(true);
+                {
+                    let mut conns = st.conns.lock().unwrap();
+                    conns.push(down.try_clone().unwrap());
+                    conns.push(up.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                    (up, down),
+                ] {
+                    std::thread::spawn(move || {
+                        use std::io::Read;
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if !delay.is_zero() {
+                                std::thread::sleep(delay); // the emulated distance
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { addr, state }
+    }
+
+    /// Cuts every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.state.open.store(false, Ordering::SeqCst);
+        for c in self.state.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn heal(&self) {
+        self.state
+            .open
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.state
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so its thread ends.
+        let _ = std::net::TcpStream::connect(&self.addr);
+    }
+}
+
+/// A client in `room` with its own share folder holding `files`.
+pub fn sharer(
+    server: &ServerProc,
+    root: &Path,
+    user: &str,
+    room: &str,
+    files: &[(&str, &[u8])],
+    extra: &[&str],
+) -> Proc {
+    let share = root.join(format!("{user}-share"));
+    std::fs::create_dir_all(&share).unwrap();
+    for (name, data) in files {
+        let path = share.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    }
+    let share = share.to_str().unwrap().to_string();
+    let downloads = root.join(format!("{user}-downloads"));
+    let downloads = downloads.to_str().unwrap().to_string();
+    let mut args = vec!["--share-dir", &share, "--download-dir", &downloads];
+    args.extend_from_slice(extra);
+    joined(server, root, user, room, &args)
 }

@@ -411,7 +411,16 @@ impl Chat {
         let from = self.sessions[&conn].user.clone();
         if let Err(why) = self.settings.policy.check_file(&file, size, &blake3) {
             // The answer is not passed on; the asker learns why.
-            self.refuse_to(now_ms, asker, &to, &from, &file, RefuseReason::Blocked, why, out);
+            self.refuse_to(
+                now_ms,
+                asker,
+                &to,
+                &from,
+                &file,
+                RefuseReason::Blocked,
+                why,
+                out,
+            );
             return;
         }
         match asker {
@@ -596,7 +605,10 @@ impl Chat {
         };
         let asker_here = match r.asker {
             Who::Local(c) => self.sessions.contains_key(&c),
-            Who::Remote(s) => self.remote.get(&r.asker_name).is_some_and(|u| u.server == s),
+            Who::Remote(s) => self
+                .remote
+                .get(&r.asker_name)
+                .is_some_and(|u| u.server == s),
         };
         if !asker_here {
             return; // the asker is gone
@@ -1166,7 +1178,11 @@ impl Chat {
                     .filter(|c| room.members.contains(c));
                 let remote = room.remote.get(&name).copied();
                 let room_id = room.rec.id.clone();
-                let msg = line(Some(room_name.clone()), Target::User(name.clone()), text.clone());
+                let msg = line(
+                    Some(room_name.clone()),
+                    Target::User(name.clone()),
+                    text.clone(),
+                );
                 match (local, remote) {
                     (Some(target), _) if target != conn => {
                         // The sender gets the line back as its receipt.
@@ -1200,7 +1216,14 @@ impl Chat {
 
     /// Adds a line to a room's history and delivers it to the room's
     /// members connected here.
-    fn room_line(&mut self, room_name: &str, from: &str, text: &str, ts: u64, out: &mut Vec<Effect>) {
+    fn room_line(
+        &mut self,
+        room_name: &str,
+        from: &str,
+        text: &str,
+        ts: u64,
+        out: &mut Vec<Effect>,
+    ) {
         let keep = self.settings.history_len;
         let Some(room) = self.rooms.get_mut(room_name) else {
             return;

@@ -116,7 +116,10 @@ pub async fn run(
         let server = lp.current().to_string();
         match lp.connect(&pin(&server)).await {
             Ok(s) => break s,
-            Err(e) if lp.at + 1 < lp.servers.len() && !matches!(e, ConnectError::Fingerprint { .. }) => {
+            Err(e)
+                if lp.at + 1 < lp.servers.len()
+                    && !matches!(e, ConnectError::Fingerprint { .. }) =>
+            {
                 lp.emit(ClientEvent::Error {
                     code: "connect_failed".into(),
                     message: format!("{server}: {e}; trying the next closest server"),
@@ -264,13 +267,7 @@ impl Loop {
     }
 
     async fn connect(&self, pinned: &Option<String>) -> Result<Session, ConnectError> {
-        let session = connect(
-            self.current(),
-            &self.opts.user,
-            &self.key,
-            pinned.clone(),
-        )
-        .await?;
+        let session = connect(self.current(), &self.opts.user, &self.key, pinned.clone()).await?;
         self.emit(ClientEvent::Connected {
             server: self.current().to_string(),
             server_name: session.server_name.clone(),

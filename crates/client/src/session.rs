@@ -94,10 +94,7 @@ async fn read_msg(
 
 /// Opens TCP and TLS to `server`, checking its certificate against
 /// `pinned`. Returns the stream and the certificate's fingerprint.
-async fn open_tls(
-    server: &str,
-    pinned: Option<String>,
-) -> Result<(Tls, String), ConnectError> {
+async fn open_tls(server: &str, pinned: Option<String>) -> Result<(Tls, String), ConnectError> {
     let io = |e: std::io::Error| ConnectError::Io(e.to_string());
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(server))
         .await

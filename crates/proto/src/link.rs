@@ -74,7 +74,7 @@ pub enum LinkMsg {
     /// A link-state record to store and flood on.
     Lsa(Lsa),
     /// A frame for one server, forwarded hop by hop.
-    Routed(Routed),
+    Routed(Box<Routed>),
 }
 
 /// A frame routed to one server.
@@ -95,7 +95,7 @@ pub struct Routed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RoutedBody {
     /// A numbered message.
-    Data(Data),
+    Data(Box<Data>),
     /// Cumulative acknowledgement: every `Data` of `epoch` up to `seq` arrived.
     Ack {
         /// The acknowledging server's incarnation.

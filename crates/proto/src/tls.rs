@@ -95,4 +95,3 @@ impl ServerCertVerifier for PinVerifier {
         self.algs.supported_schemes()
     }
 }
-

@@ -138,10 +138,7 @@ impl Hub {
             let mut next = Some(first);
             let mut taken = 0;
             while let Some(msg) = next.take() {
-                if self
-                    .step(msg, &mut effects, &console, &mut dead)
-                    .await
-                {
+                if self.step(msg, &mut effects, &console, &mut dead).await {
                     return;
                 }
                 taken += 1;
@@ -151,7 +148,12 @@ impl Hub {
             }
             // Nothing more queued: acknowledge what other servers sent.
             if self
-                .step(HubMsg::Chat(Event::Flush), &mut effects, &console, &mut dead)
+                .step(
+                    HubMsg::Chat(Event::Flush),
+                    &mut effects,
+                    &console,
+                    &mut dead,
+                )
                 .await
             {
                 return;

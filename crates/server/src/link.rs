@@ -155,7 +155,11 @@ pub(crate) async fn accept<R, W>(
     let cfg = &shared.link;
     if cfg.key.is_none() {
         warn!(%addr, server = %peer.name, "refused a link: this server has no --network-key");
-        refuse(&mut wr, "this server takes no links (it has no network key)").await;
+        refuse(
+            &mut wr,
+            "this server takes no links (it has no network key)",
+        )
+        .await;
         return;
     }
     if let Err(why) = check_hello(cfg, &peer) {
@@ -284,8 +288,13 @@ async fn dial(target: &str, shared: &Arc<Shared>) -> Result<(), String> {
 
 /// Carries a link after its handshake until it drops: frames to the hub,
 /// keepalives both ways, round-trip times to the hub.
-async fn run<R, W>(mut frames: Frames<R>, wr: W, peer: LinkHello, addr: SocketAddr, shared: Arc<Shared>)
-where
+async fn run<R, W>(
+    mut frames: Frames<R>,
+    wr: W,
+    peer: LinkHello,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {

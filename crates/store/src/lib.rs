@@ -398,7 +398,10 @@ mod tests {
         let store = Store::open(&path).unwrap();
         store
             .conn
-            .execute("INSERT INTO bindings (user, public_key) VALUES ('bob', x'0102')", [])
+            .execute(
+                "INSERT INTO bindings (user, public_key) VALUES ('bob', x'0102')",
+                [],
+            )
             .unwrap();
         let err = store.load(10).unwrap_err().to_string();
         assert!(err.contains("identity key of bob has 2 bytes"), "{err}");

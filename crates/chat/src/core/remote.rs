@@ -58,7 +58,13 @@ impl Chat {
     pub(super) fn net_events(&mut self, now_ms: u64, events: Vec<NetEvent>, out: &mut Vec<Effect>) {
         for event in events {
             match event {
-                NetEvent::Lost { server } => self.server_lost(server, out),
+                NetEvent::Lost { server } => {
+                    self.server_lost(server, out);
+                    out.push(self.network_notice(format!(
+                        "lost sight of server {}",
+                        self.net.name_of(&server)
+                    )));
+                }
                 NetEvent::Resync { from, inc } => {
                     let sync = self.sync_msg();
                     self.net.open(now_ms, from, inc, sync, out);
@@ -66,6 +72,15 @@ impl Chat {
                 NetEvent::Deliver { from, msg } => self.net_msg(now_ms, from, msg, out),
             }
         }
+    }
+
+    /// A console line on a change in the network, with how much of it this
+    /// server is in sync with.
+    fn network_notice(&self, what: String) -> Effect {
+        let (synced, reachable) = self.net.sync_counts();
+        Effect::Console(format!(
+            "[network] {what}; {synced}/{reachable} reachable servers in sync"
+        ))
     }
 
     fn sync_msg(&self) -> NetMsg {
@@ -110,7 +125,13 @@ impl Chat {
         }
     }
 
-    fn remote_left_room(&mut self, user: &str, room: &str, reason: LeaveReason, out: &mut Vec<Effect>) {
+    fn remote_left_room(
+        &mut self,
+        user: &str,
+        room: &str,
+        reason: LeaveReason,
+        out: &mut Vec<Effect>,
+    ) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
@@ -260,6 +281,9 @@ impl Chat {
                 for u in users {
                     self.remote_online(from, u, out);
                 }
+                out.push(
+                    self.network_notice(format!("in sync with server {}", self.net.name_of(&from))),
+                );
             }
             NetMsg::Online(u) => self.remote_online(from, u, out),
             NetMsg::Offline { user, reason } => {
@@ -366,7 +390,11 @@ impl Chat {
                     return;
                 };
                 // The asker's key is the one this server knows for its name.
-                if self.bindings.get(&asker).is_some_and(|(k, _)| *k != from_key) {
+                if self
+                    .bindings
+                    .get(&asker)
+                    .is_some_and(|(k, _)| *k != from_key)
+                {
                     return;
                 }
                 self.request(

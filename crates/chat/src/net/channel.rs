@@ -217,10 +217,7 @@ impl Channels {
         if data.dst_inc != self.inc {
             return Vec::new(); // meant for an earlier life of this server
         }
-        let chan = self
-            .ins
-            .entry(src)
-            .or_insert_with(|| In::new(data.src_inc));
+        let chan = self.ins.entry(src).or_insert_with(|| In::new(data.src_inc));
         if data.src_inc < chan.src_inc {
             return Vec::new();
         }
@@ -425,9 +422,7 @@ mod tests {
     #[test]
     fn in_order_once_despite_reordering_and_copies() {
         let (mut a, mut b) = pair();
-        let frames: Vec<Data> = (1..=5)
-            .filter_map(|n| a.send(B, 20, say(n), 0))
-            .collect();
+        let frames: Vec<Data> = (1..=5).filter_map(|n| a.send(B, 20, say(n), 0)).collect();
         let mut got = Vec::new();
         // 3 and 5 overtake, 2 arrives twice.
         for i in [2usize, 4, 0, 1, 1, 3] {
@@ -448,7 +443,10 @@ mod tests {
         b.take_acks();
         let again = a.due(RESEND_MS);
         assert_eq!(again.len(), 4, "the Sync and all three messages");
-        let got: Vec<NetMsg> = again.into_iter().flat_map(|(_, d)| b.on_data(A, d)).collect();
+        let got: Vec<NetMsg> = again
+            .into_iter()
+            .flat_map(|(_, d)| b.on_data(A, d))
+            .collect();
         assert_eq!(texts(&got), ["2", "3"]);
     }
 

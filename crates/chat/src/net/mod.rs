@@ -34,6 +34,7 @@ pub struct Identity {
 
 /// What the chat core must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // short-lived, almost all are `Deliver`
 pub enum NetEvent {
     /// A message from another server, in that server's order.
     Deliver {
@@ -201,7 +202,7 @@ impl Network {
             .collect();
         for dst in changed {
             for data in self.chans.resend_all(&dst, now) {
-                self.route(dst, RoutedBody::Data(data), out);
+                self.route(dst, RoutedBody::Data(Box::new(data)), out);
             }
         }
         self.ask_state(now, out);
@@ -221,17 +222,17 @@ impl Network {
     /// Hands a frame for `dst` to the next hop, if there is a route.
     fn route(&self, dst: ServerId, body: RoutedBody, out: &mut Vec<Effect>) {
         self.forward(
-            Routed {
+            Box::new(Routed {
                 src: self.me.id,
                 dst,
                 ttl: MAX_HOPS,
                 body,
-            },
+            }),
             out,
         );
     }
 
-    fn forward(&self, routed: Routed, out: &mut Vec<Effect>) {
+    fn forward(&self, routed: Box<Routed>, out: &mut Vec<Effect>) {
         let Some(link) = self
             .topo
             .route(&routed.dst)
@@ -343,7 +344,8 @@ impl Network {
                     }
                     return events;
                 }
-                self.arrived(routed.src, routed.body, &mut events);
+                let Routed { src, body, .. } = *routed;
+                self.arrived(src, body, &mut events);
             }
             // Handshake and keepalive frames are the link task's business.
             LinkMsg::Hello(_) | LinkMsg::Proof { .. } | LinkMsg::Ping(_) | LinkMsg::Pong(_) => {}
@@ -357,7 +359,7 @@ impl Network {
                 if !self.reachable.contains_key(&src) {
                     return; // its users are gone here; it will resync
                 }
-                for msg in self.chans.on_data(src, data) {
+                for msg in self.chans.on_data(src, *data) {
                     events.push(NetEvent::Deliver { from: src, msg });
                 }
             }
@@ -384,7 +386,7 @@ impl Network {
             return;
         };
         if let Some(data) = self.chans.send(dst, inc, msg, now) {
-            self.route(dst, RoutedBody::Data(data), out);
+            self.route(dst, RoutedBody::Data(Box::new(data)), out);
         }
     }
 
@@ -401,7 +403,7 @@ impl Network {
     pub fn open(&mut self, now: u64, dst: ServerId, inc: u64, sync: NetMsg, out: &mut Vec<Effect>) {
         let frames: Vec<Data> = self.chans.open(dst, inc, sync, now);
         for data in frames {
-            self.route(dst, RoutedBody::Data(data), out);
+            self.route(dst, RoutedBody::Data(Box::new(data)), out);
         }
     }
 
@@ -409,7 +411,7 @@ impl Network {
     /// every 100 ms or so.
     pub fn tick(&mut self, now: u64, out: &mut Vec<Effect>) {
         for (dst, data) in self.chans.due(now) {
-            self.route(dst, RoutedBody::Data(data), out);
+            self.route(dst, RoutedBody::Data(Box::new(data)), out);
         }
         self.ask_state(now, out);
     }
@@ -429,21 +431,28 @@ impl Network {
         self.links
             .iter()
             .map(|(id, l)| {
-                let rtt = l
-                    .rtt_us
-                    .map_or("rtt unknown".to_string(), |us| format!("rtt {:.2} ms", us as f64 / 1000.0));
+                let rtt = l.rtt_us.map_or("rtt unknown".to_string(), |us| {
+                    format!("rtt {:.2} ms", us as f64 / 1000.0)
+                });
                 format!("link {}: {} ({}) up, {rtt}", id.0, l.name, hex(&l.peer))
             })
             .collect()
     }
 
-    /// Lines for the console's `network` command.
-    pub fn describe_network(&self) -> Vec<String> {
+    /// How many reachable servers there are, and how many of them this
+    /// server holds the state of.
+    pub fn sync_counts(&self) -> (usize, usize) {
         let synced = self
             .reachable
             .keys()
             .filter(|s| self.chans.synced(s))
             .count();
+        (synced, self.reachable.len())
+    }
+
+    /// Lines for the console's `network` command.
+    pub fn describe_network(&self) -> Vec<String> {
+        let (synced, _) = self.sync_counts();
         let mut lines = vec![format!(
             "this server: {} ({}), {} other server(s) reachable, {synced} in sync",
             self.me.name,

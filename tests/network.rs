@@ -1,0 +1,284 @@
+//! End-to-end tests of the server network with real processes on loopback:
+//! servers linked in a line and in a ring, a failing server, a network split
+//! and its healing, and clients picking the closest server and failing over.
+
+mod support;
+
+use std::time::Duration;
+
+use rand::{RngCore, SeedableRng};
+use serde_json::Value;
+use support::*;
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// The texts of the live `message` events `p` got from `from`, in order.
+fn texts_from(p: &Proc, from: &str) -> Vec<String> {
+    p.events()
+        .iter()
+        .filter(|v| v["event"] == "message" && v["from"] == from && v["history"] == false)
+        .map(|v| v["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Three servers in a line, clients at both ends: rooms, messages both
+/// ways, the peer list, whohas and a getfile across two hops.
+#[test]
+fn three_servers_in_a_line() {
+    let dir = tmp();
+    let mut a = ServerProc::linked(&dir.path().join("a"), "alpha", &[], &[]);
+    let mut b = ServerProc::linked(&dir.path().join("b"), "beta", &[&a.addr], &[]);
+    let mut c = ServerProc::linked(&dir.path().join("c"), "gamma", &[&b.addr], &[]);
+    for s in [&mut a, &mut b, &mut c] {
+        s.wait_in_sync(2);
+    }
+    assert!(c.route_to("alpha").contains("next hop beta, 2 hop(s)"));
+
+    let mut report = vec![0u8; 300_000];
+    rand::rngs::StdRng::seed_from_u64(3).fill_bytes(&mut report);
+    let mut alice = sharer(
+        &a,
+        dir.path(),
+        "alice",
+        "lobby",
+        &[("report.pdf", &report)],
+        &["--create"],
+    );
+    c.wait_room("lobby");
+    let mut bob = sharer(&c, dir.path(), "bob", "lobby", &[], &[]);
+    let joined = bob
+        .events()
+        .into_iter()
+        .find(|v| v["event"] == "joined")
+        .unwrap();
+    assert_eq!(joined["peers"], serde_json::json!(["alice"]));
+    alice.expect("peer_joined", &[("user", "bob".into())]);
+
+    alice.send("@all hello from alpha");
+    bob.expect("message", &[("text", "hello from alpha".into())]);
+    bob.send("@alice hi back from gamma");
+    let m = alice.expect("message", &[("text", "hi back from gamma".into())]);
+    assert_eq!(m["from"], "bob");
+    assert_eq!(m["to"], "alice");
+    bob.send("@server get_peers");
+    let peers = bob.expect("peers", &[]);
+    let mut names: Vec<&str> = peers["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["alice", "bob"]);
+
+    alice.send("@me setshare report.pdf");
+    alice.expect("share_status", &[]);
+    bob.send("@all whohas report.pdf");
+    let reply = bob.expect("whohas_reply", &[("from", "alice".into())]);
+    assert_eq!(reply["size"], 300_000);
+    bob.send("@alice getfile report.pdf");
+    let done = bob.expect("transfer_done", &[("from", "alice".into())]);
+    assert!(std::fs::read(done["path"].as_str().unwrap()).unwrap() == report);
+    alice.expect("upload_done", &[("to", "bob".into())]);
+
+    // Each line arrived exactly once.
+    assert_eq!(bob.count_text("hello from alpha"), 1);
+    assert_eq!(alice.count_text("hi back from gamma"), 1);
+}
+
+/// Four servers in a ring. The server carrying alpha's traffic to gamma is
+/// killed while alice and carol talk: nothing is lost, nothing doubled,
+/// nothing reordered. Restarted, it rejoins and its user comes back.
+#[test]
+fn a_ring_loses_a_server_and_nothing_else() {
+    let dir = tmp();
+    let mut a = ServerProc::linked(&dir.path().join("a"), "alpha", &[], &[]);
+    let mut b = ServerProc::linked(&dir.path().join("b"), "beta", &[&a.addr], &[]);
+    let mut c = ServerProc::linked(&dir.path().join("c"), "gamma", &[&b.addr], &[]);
+    let mut d = ServerProc::linked(&dir.path().join("d"), "delta", &[&c.addr, &a.addr], &[]);
+    for s in [&mut a, &mut b, &mut c, &mut d] {
+        s.wait_in_sync(3);
+    }
+    let mut alice = joined(&a, dir.path(), "alice", "ring", &["--create"]);
+    // The path alpha -> gamma goes through beta or delta (two hops either
+    // way); the one it takes is the one to kill.
+    let route = a.route_to("gamma");
+    let (victim, victim_name, victim_links) = if route.contains("next hop beta") {
+        (b, "beta", vec![a.addr.clone()])
+    } else {
+        assert!(route.contains("next hop delta"), "{route}");
+        (d, "delta", vec![c.addr.clone(), a.addr.clone()])
+    };
+    let mut victim = victim;
+    for s in [&mut c, &mut victim] {
+        s.wait_room("ring");
+    }
+    let mut carol = joined(&c, dir.path(), "carol", "ring", &[]);
+    let mut dave = joined(&victim, dir.path(), "dave", "ring", &[]);
+    alice.expect("peer_joined", &[("user", "carol".into())]);
+    alice.expect("peer_joined", &[("user", "dave".into())]);
+
+    for i in 0..10 {
+        alice.send(&format!("@all a{i}"));
+        carol.send(&format!("@all c{i}"));
+    }
+    victim.proc.signal(libc::SIGKILL);
+    for i in 10..20 {
+        alice.send(&format!("@all a{i}"));
+        carol.send(&format!("@all c{i}"));
+    }
+    carol.expect("message", &[("text", "a19".into())]);
+    alice.expect("message", &[("text", "c19".into())]);
+    let want = |p: &str| (0..20).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
+    assert_eq!(
+        texts_from(&carol, "alice"),
+        want("a"),
+        "carol got every line once, in order"
+    );
+    assert_eq!(
+        texts_from(&alice, "carol"),
+        want("c"),
+        "alice got every line once, in order"
+    );
+    let left = alice.expect_ever("peer_left", &[("user", "dave".into())]);
+    assert_eq!(left["reason"], "lost");
+
+    // Restarted on its address and data, it rejoins; dave's client comes
+    // back with it.
+    let links: Vec<&str> = victim_links.iter().map(String::as_str).collect();
+    let mut again = ServerProc::linked_on(&victim.addr, &victim.data_dir, victim_name, &links, &[]);
+    again.wait_in_sync(3);
+    alice.expect("peer_joined", &[("user", "dave".into())]);
+    dave.expect("joined", &[("room", "ring".into())]);
+    dave.send("@all dave is back");
+    alice.expect("message", &[("text", "dave is back".into())]);
+    carol.expect("message", &[("text", "dave is back".into())]);
+}
+
+/// A network split in two: each side keeps working and sees the other's
+/// users go; both create a room of the same name. Healed, the users come
+/// back and the later room is renamed, its members told why.
+#[test]
+fn a_split_heals_and_settles_a_room_clash() {
+    let dir = tmp();
+    let mut a = ServerProc::linked(&dir.path().join("a"), "alpha", &[], &[]);
+    let cable = Proxy::start(&a.addr, Duration::ZERO);
+    let mut b = ServerProc::linked(&dir.path().join("b"), "beta", &[&cable.addr], &[]);
+    a.wait_in_sync(1);
+    b.wait_in_sync(1);
+    let mut alice = joined(&a, dir.path(), "alice", "start", &["--create"]);
+    b.wait_room("start");
+    let mut bob = joined(&b, dir.path(), "bob", "start", &[]);
+    alice.expect("peer_joined", &[("user", "bob".into())]);
+
+    cable.cut();
+    let gone = alice.expect("peer_left", &[("user", "bob".into())]);
+    assert_eq!(gone["reason"], "lost");
+    let gone = bob.expect("peer_left", &[("user", "alice".into())]);
+    assert_eq!(gone["reason"], "lost");
+    // Each side goes on by itself.
+    let mut dave = joined(&a, dir.path(), "dave", "plans", &["--create"]);
+    let mut erin = joined(&b, dir.path(), "erin", "plans", &["--create"]);
+    alice.send("@all alpha side still works");
+    alice.expect("message", &[("text", "alpha side still works".into())]);
+
+    cable.heal();
+    a.wait_in_sync(1);
+    b.wait_in_sync(1);
+    alice.expect("peer_joined", &[("user", "bob".into())]);
+    bob.expect("peer_joined", &[("user", "alice".into())]);
+    // dave's room was made first and keeps its name; erin's is renamed.
+    let renamed = erin.expect("room_renamed", &[("old", "plans".into())]);
+    let new = renamed["new"].as_str().unwrap().to_string();
+    assert!(new.starts_with("plans-"), "{renamed}");
+    assert!(renamed["reason"]
+        .as_str()
+        .unwrap()
+        .contains("created earlier"));
+    erin.send("@all erin here");
+    erin.expect(
+        "message",
+        &[
+            ("text", "erin here".into()),
+            ("room", Value::from(new.as_str())),
+        ],
+    );
+    dave.send("/rooms");
+    let rooms = dave.expect("rooms", &[]);
+    let names: Vec<&str> = rooms["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"plans") && names.contains(&new.as_str()),
+        "{rooms}"
+    );
+    assert!(
+        !dave.events().iter().any(|v| v["event"] == "room_renamed"),
+        "the older room keeps its name"
+    );
+    assert_eq!(dave.count_text("erin here"), 0, "the two rooms stay apart");
+}
+
+/// A client given three servers measures each, uses the closest, and when
+/// that one fails moves to the next closest and rejoins its room; its peers
+/// see it leave and come back.
+#[test]
+fn the_closest_server_and_failover() {
+    let dir = tmp();
+    let mut near = ServerProc::linked(&dir.path().join("near"), "near", &[], &[]);
+    let mut far = ServerProc::linked(&dir.path().join("far"), "far", &[&near.addr], &[]);
+    near.wait_in_sync(1);
+    far.wait_in_sync(1);
+    // "far" is only reachable across an emulated 100 ms each way.
+    let distance = Proxy::start(&far.addr, Duration::from_millis(100));
+    let mut alice = joined(&far, dir.path(), "alice", "r", &["--create"]);
+    near.wait_room("r");
+
+    let servers = format!("{},{},127.0.0.1:1", distance.addr, near.addr);
+    let bob_dir = dir.path().join("bob");
+    let mut bob = Proc::spawn(
+        "bob",
+        &[
+            "client",
+            "--json",
+            "--server",
+            &servers,
+            "--user",
+            "bob",
+            "--data-dir",
+            bob_dir.to_str().unwrap(),
+            "--room",
+            "r",
+        ],
+    );
+    let chosen = bob.expect("server_chosen", &[]);
+    assert_eq!(chosen["server"], Value::from(near.addr.as_str()));
+    let c = chosen["candidates"].as_array().unwrap();
+    assert_eq!(c.len(), 3);
+    assert!(c[1]["rtt_ms"].as_f64().unwrap() > 100.0, "{chosen}");
+    assert!(
+        c[2]["error"].is_string(),
+        "an unreachable server is said so"
+    );
+    bob.expect("connected", &[("server", Value::from(near.addr.as_str()))]);
+    bob.expect("joined", &[("room", "r".into())]);
+    alice.expect("peer_joined", &[("user", "bob".into())]);
+
+    near.proc.signal(libc::SIGKILL);
+    bob.expect("disconnected", &[]);
+    bob.expect(
+        "connected",
+        &[("server", Value::from(distance.addr.as_str()))],
+    );
+    bob.expect("joined", &[("room", "r".into())]);
+    let left = alice.expect("peer_left", &[("user", "bob".into())]);
+    assert_eq!(left["reason"], "lost");
+    alice.expect("peer_joined", &[("user", "bob".into())]);
+    bob.send("@all still here");
+    alice.expect("message", &[("text", "still here".into())]);
+}
