@@ -3,6 +3,7 @@
 //! measures. Results and the exact commands are kept in docs/BENCHMARKS.md.
 
 mod fanout;
+mod hops;
 mod idle;
 mod net;
 mod spawn;
@@ -77,6 +78,25 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Servers linked in a chain: latency across 0 to N hops, and lines a
+    /// second across 3 hops against one server.
+    Hops {
+        /// Longest chain, in hops.
+        #[arg(long, default_value_t = 5)]
+        max_hops: usize,
+        /// Lines sent for each latency measurement.
+        #[arg(long, default_value_t = 2_000)]
+        count: u64,
+        /// Their rate, lines a second (light load).
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        /// Members at the far end for the throughput run.
+        #[arg(long, default_value_t = 100)]
+        receivers: usize,
+        /// Seconds each throughput run is measured.
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+    },
     /// The store alone: history lines committed per second in batches.
     Store {
         /// Lines to write.
@@ -125,6 +145,21 @@ fn main() -> anyhow::Result<()> {
             },
         )),
         Cmd::Store { lines, batch } => store::run(lines, batch),
+        Cmd::Hops {
+            max_hops,
+            count,
+            rate,
+            receivers,
+            secs,
+        } => rt.block_on(hops::run(
+            &server_bin,
+            cli.workers,
+            max_hops,
+            count,
+            rate,
+            receivers,
+            secs,
+        )),
         Cmd::Transfer {
             size,
             windows,

@@ -11,6 +11,9 @@ pub struct ServerProc {
     child: Child,
     /// Its address.
     pub addr: String,
+    /// Its standard output after the address line (console lines, network
+    /// notices).
+    lines: std::sync::mpsc::Receiver<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -47,12 +50,31 @@ impl ServerProc {
             }
         };
         // Keep draining its stdout so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
         Ok(ServerProc {
             child,
             addr,
+            lines: rx,
             _dir: dir,
         })
+    }
+
+    /// Waits (up to 30 s) for an output line containing `what`.
+    pub fn wait_for(&self, what: &str) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(what) => return Ok(()),
+                Ok(_) => {}
+                Err(_) => bail!("the server never said {what:?}"),
+            }
+        }
     }
 
     /// Resident memory of the server, in KiB (from /proc).
