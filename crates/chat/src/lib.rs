@@ -22,4 +22,6 @@ pub use crate::policy::SharePolicy;
 pub use crate::state::{Ban, Binding, HistoryEntry, RoomRecord, Settings, Snapshot};
 
 #[cfg(test)]
+mod net_tests;
+#[cfg(test)]
 mod tests;

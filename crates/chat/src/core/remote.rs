@@ -188,6 +188,10 @@ impl Chat {
 
     /// A user is online at `server`.
     fn remote_online(&mut self, server: ServerId, u: NetUser, out: &mut Vec<Effect>) {
+        if self.bindings.get(&u.user).is_some_and(|(k, _)| *k != u.key) {
+            // Its name lost a clash; its server disconnects it.
+            return;
+        }
         if let Some(conn) = self.online.get(&u.user).copied() {
             // The same name here too: the later login wins (ties: the smaller
             // server id), and each server closes its own loser.

@@ -1,0 +1,372 @@
+//! Several chat cores linked by simulated links: routing, failover, splits
+//! and clashes, deterministic (no I/O, simulated time).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
+
+use chatdrop_proto::{ErrorCode, ServerMsg, Target};
+
+use crate::net::Identity;
+use crate::{Chat, ConnId, Effect, Event, LinkId, Settings, Snapshot};
+
+const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+struct Cable {
+    ends: [(usize, LinkId); 2],
+    up: bool,
+}
+
+/// Servers, the cables between them, and what every client received.
+struct Sim {
+    now: u64,
+    chats: Vec<Chat>,
+    cables: Vec<Cable>,
+    /// Events waiting, with the cable a frame travels on.
+    queue: VecDeque<(usize, Event, Option<usize>)>,
+    inbox: HashMap<(usize, ConnId), Vec<ServerMsg>>,
+    closed: Vec<(usize, ConnId, Option<ServerMsg>)>,
+    next_link: u64,
+}
+
+impl Sim {
+    fn new(n: usize) -> Self {
+        let chats = (0..n)
+            .map(|i| {
+                let settings = Settings {
+                    identity: Identity {
+                        id: [i as u8 + 1; 16],
+                        name: format!("s{i}"),
+                        incarnation: 1,
+                    },
+                    ..Settings::default()
+                };
+                Chat::new(settings, Snapshot::default())
+            })
+            .collect();
+        Sim {
+            now: 1_000_000,
+            chats,
+            cables: Vec::new(),
+            queue: VecDeque::new(),
+            inbox: HashMap::new(),
+            closed: Vec::new(),
+            next_link: 1,
+        }
+    }
+
+    /// Links servers `a` and `b`; returns the cable.
+    fn cable(&mut self, a: usize, b: usize) -> usize {
+        let (la, lb) = (LinkId(self.next_link), LinkId(self.next_link + 1));
+        self.next_link += 2;
+        self.cables.push(Cable {
+            ends: [(a, la), (b, lb)],
+            up: true,
+        });
+        let name = |i: usize| format!("s{i}");
+        let id = |i: usize| [i as u8 + 1; 16];
+        self.queue.push_back((
+            a,
+            Event::LinkUp {
+                link: la,
+                peer: id(b),
+                name: name(b),
+            },
+            None,
+        ));
+        self.queue.push_back((
+            b,
+            Event::LinkUp {
+                link: lb,
+                peer: id(a),
+                name: name(a),
+            },
+            None,
+        ));
+        self.cables.len() - 1
+    }
+
+    /// Cuts a cable: what is on it is lost; both ends see it go down.
+    fn cut(&mut self, c: usize) {
+        self.cables[c].up = false;
+        for (server, link) in self.cables[c].ends {
+            self.queue
+                .push_back((server, Event::LinkDown { link }, None));
+        }
+    }
+
+    fn ev(&mut self, server: usize, event: Event) {
+        self.queue.push_back((server, event, None));
+        self.run();
+    }
+
+    /// Runs until nothing is left to do (bounded).
+    fn run(&mut self) {
+        for _ in 0..1_000_000 {
+            let Some((server, event, cable)) = self.queue.pop_front() else {
+                return;
+            };
+            if cable.is_some_and(|c| !self.cables[c].up) {
+                continue; // lost with the cable
+            }
+            let mut out = Vec::new();
+            self.chats[server].handle(self.now, event, &mut out);
+            self.chats[server].handle(self.now, Event::Flush, &mut out);
+            for e in out {
+                self.effect(server, e);
+            }
+        }
+        panic!("the network never settled");
+    }
+
+    fn effect(&mut self, server: usize, e: Effect) {
+        match e {
+            Effect::Send { to, msg } => self.inbox.entry((server, to)).or_default().push(msg),
+            Effect::Broadcast { to, msg } => {
+                for c in to {
+                    self.inbox.entry((server, c)).or_default().push(msg.clone());
+                }
+            }
+            Effect::Close { conn, last } => self.closed.push((server, conn, last)),
+            Effect::Link { link, msg } => {
+                let Some(c) = self
+                    .cables
+                    .iter()
+                    .position(|c| c.up && c.ends.iter().any(|e| *e == (server, link)))
+                else {
+                    return;
+                };
+                let (to, to_link) = if self.cables[c].ends[0] == (server, link) {
+                    self.cables[c].ends[1]
+                } else {
+                    self.cables[c].ends[0]
+                };
+                self.queue
+                    .push_back((to, Event::LinkFrame { link: to_link, msg }, Some(c)));
+            }
+            Effect::CheckPassword { .. }
+            | Effect::Persist(_)
+            | Effect::Console(_)
+            | Effect::Shutdown => {}
+        }
+    }
+
+    /// Lets `ms` pass in ticks of 100 ms.
+    fn wait(&mut self, ms: u64) {
+        for _ in 0..ms / 100 {
+            self.now += 100;
+            for s in 0..self.chats.len() {
+                self.queue.push_back((s, Event::Tick, None));
+            }
+            self.run();
+        }
+    }
+
+    fn login(&mut self, server: usize, conn: u64, user: &str, key: u8) {
+        self.ev(
+            server,
+            Event::Login {
+                conn: ConnId(conn),
+                user: user.into(),
+                public_key: [key; 32],
+                ip: IP,
+            },
+        );
+    }
+
+    fn say(&mut self, server: usize, conn: u64, text: &str) {
+        self.ev(
+            server,
+            Event::Say {
+                conn: ConnId(conn),
+                to: Target::All,
+                text: text.into(),
+            },
+        );
+    }
+
+    fn lines(&self, server: usize, conn: u64, from: &str) -> Vec<String> {
+        self.inbox
+            .get(&(server, ConnId(conn)))
+            .into_iter()
+            .flatten()
+            .filter_map(|m| match m {
+                ServerMsg::Message(l) if l.from == from && !l.history => Some(l.text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn got(&self, server: usize, conn: u64, pred: impl Fn(&ServerMsg) -> bool) -> bool {
+        self.inbox
+            .get(&(server, ConnId(conn)))
+            .is_some_and(|m| m.iter().any(pred))
+    }
+}
+
+/// A ring of four; the cable carrying s0's lines to s2 is cut in the middle
+/// of a conversation, with lines on it: every line arrives once, in order.
+#[test]
+fn a_cut_in_a_ring_loses_and_doubles_nothing() {
+    let mut sim = Sim::new(4);
+    let c01 = sim.cable(0, 1);
+    sim.cable(1, 2);
+    sim.cable(2, 3);
+    sim.cable(3, 0);
+    sim.run();
+    sim.wait(2_000);
+    sim.login(0, 1, "alice", 1);
+    sim.ev(
+        0,
+        Event::CreateRoom {
+            conn: ConnId(1),
+            room: "ring".into(),
+            password_hash: None,
+            room_id: "r1".into(),
+        },
+    );
+    sim.login(2, 1, "carol", 2);
+    sim.ev(
+        2,
+        Event::JoinRoom {
+            conn: ConnId(1),
+            room: "ring".into(),
+            password: None,
+        },
+    );
+    assert!(sim.got(
+        0,
+        1,
+        |m| matches!(m, ServerMsg::PeerJoined { user, .. } if user == "carol")
+    ));
+    // Ties go to the smaller id: s0 reaches s2 through s1.
+    for i in 0..30 {
+        // Lines queued but not yet carried: the cut catches some on the wire.
+        sim.queue.push_back((
+            0,
+            Event::Say {
+                conn: ConnId(1),
+                to: Target::All,
+                text: format!("m{i}"),
+            },
+            None,
+        ));
+        if i == 15 {
+            sim.cut(c01);
+        }
+    }
+    sim.run();
+    sim.wait(1_500);
+    let want: Vec<String> = (0..30).map(|i| format!("m{i}")).collect();
+    assert_eq!(sim.lines(2, 1, "alice"), want);
+    assert_eq!(sim.lines(0, 1, "alice"), want, "the sender's own copies");
+}
+
+/// Two parts bound the same name to different keys while apart; when they
+/// meet, the earlier binding wins and the later user is told why.
+#[test]
+fn a_name_clash_is_settled_by_the_earlier_binding() {
+    let mut sim = Sim::new(2);
+    sim.login(0, 1, "ann", 1);
+    sim.now += 5_000;
+    sim.login(1, 1, "ann", 2);
+    sim.cable(0, 1);
+    sim.run();
+    sim.wait(2_000);
+    let (server, _, last) = sim.closed.last().expect("one ann was disconnected").clone();
+    assert_eq!(server, 1, "the later binding lost");
+    assert!(
+        matches!(&last, Some(ServerMsg::Error { code: ErrorCode::NameTaken, message }) if message.contains("bound earlier")),
+        "{last:?}"
+    );
+    // The name is now s0's ann's everywhere.
+    sim.login(1, 2, "ann", 2);
+    assert!(matches!(
+        sim.closed.last(),
+        Some((
+            1,
+            ConnId(2),
+            Some(ServerMsg::Error {
+                code: ErrorCode::NameTaken,
+                ..
+            })
+        ))
+    ));
+}
+
+/// A user whose client moved to another server before the old one noticed:
+/// the new login wins and the old server closes its session.
+#[test]
+fn the_same_identity_moving_servers_replaces_its_old_session() {
+    let mut sim = Sim::new(2);
+    sim.cable(0, 1);
+    sim.run();
+    sim.wait(2_000);
+    sim.login(0, 1, "bob", 7);
+    sim.now += 10;
+    sim.login(1, 1, "bob", 7);
+    assert!(sim.got(1, 1, |m| matches!(m, ServerMsg::LoggedIn { .. })));
+    assert!(matches!(
+        sim.closed.last(),
+        Some((0, ConnId(1), Some(ServerMsg::Error { code: ErrorCode::NameInUse, message }))) if message.contains("s1")
+    ));
+    // Another key cannot do the same.
+    sim.login(0, 2, "bob", 8);
+    assert!(matches!(
+        sim.closed.last(),
+        Some((
+            0,
+            ConnId(2),
+            Some(ServerMsg::Error {
+                code: ErrorCode::NameTaken,
+                ..
+            })
+        ))
+    ));
+}
+
+/// A split shows the far side's users as lost; the heal brings them back
+/// and history written on either side while apart stays where it was.
+#[test]
+fn a_split_and_heal_show_users_go_and_come_back() {
+    let mut sim = Sim::new(2);
+    let c = sim.cable(0, 1);
+    sim.run();
+    sim.wait(2_000);
+    sim.login(0, 1, "alice", 1);
+    sim.ev(
+        0,
+        Event::CreateRoom {
+            conn: ConnId(1),
+            room: "r".into(),
+            password_hash: None,
+            room_id: "id-r".into(),
+        },
+    );
+    sim.login(1, 1, "bob", 2);
+    sim.ev(
+        1,
+        Event::JoinRoom {
+            conn: ConnId(1),
+            room: "r".into(),
+            password: None,
+        },
+    );
+    sim.cut(c);
+    sim.run();
+    assert!(sim.got(0, 1, |m| matches!(m, ServerMsg::PeerLeft { user, reason: chatdrop_proto::LeaveReason::Lost, .. } if user == "bob")));
+    sim.say(0, 1, "only alpha hears this");
+    assert!(sim.lines(1, 1, "alice").is_empty());
+    sim.cable(0, 1);
+    sim.run();
+    sim.wait(2_000);
+    let joined_again = sim
+        .inbox
+        .get(&(0, ConnId(1)))
+        .into_iter()
+        .flatten()
+        .filter(|m| matches!(m, ServerMsg::PeerJoined { user, .. } if user == "bob"))
+        .count();
+    assert_eq!(joined_again, 2, "bob joined, went, and came back");
+    sim.say(1, 1, "back");
+    assert_eq!(sim.lines(0, 1, "bob"), ["back"]);
+}
