@@ -131,7 +131,7 @@ impl Sim {
                 let Some(c) = self
                     .cables
                     .iter()
-                    .position(|c| c.up && c.ends.iter().any(|e| *e == (server, link)))
+                    .position(|c| c.up && c.ends.contains(&(server, link)))
                 else {
                     return;
                 };
