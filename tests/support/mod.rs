@@ -179,6 +179,20 @@ impl Proc {
         self.expect(kind, fields)
     }
 
+    /// Waits until `n` events of kind `kind` with `fields` have been seen in
+    /// all (counting those read already) and returns the last.
+    pub fn expect_nth(&mut self, n: usize, kind: &str, fields: &[(&str, Value)]) -> Value {
+        let matches =
+            |v: &Value| v["event"] == kind && fields.iter().all(|(k, want)| &v[*k] == want);
+        loop {
+            let seen: Vec<Value> = self.events().into_iter().filter(|v| matches(v)).collect();
+            if seen.len() >= n {
+                return seen[n - 1].clone();
+            }
+            self.expect(kind, fields);
+        }
+    }
+
     /// All JSON events seen so far.
     pub fn events(&self) -> Vec<Value> {
         self.seen

@@ -100,6 +100,9 @@ struct RemoteUser {
     ip: IpAddr,
     /// Name of its room, as known here.
     room: Option<String>,
+    /// Id of the room its server says it is in; kept while that room is not
+    /// known here yet (its record may come from a third server, later).
+    room_id: Option<String>,
     since_ms: u64,
 }
 
@@ -279,7 +282,10 @@ impl Chat {
                 let events = self.net.link_msg(now_ms, link, msg, out);
                 self.net_events(now_ms, events, out);
             }
-            Event::Tick => self.net.tick(now_ms, out),
+            Event::Tick => {
+                let events = self.net.tick(now_ms, out);
+                self.net_events(now_ms, events, out);
+            }
             Event::Flush => self.net.flush(out),
         }
     }
@@ -918,7 +924,7 @@ impl Chat {
         &mut self,
         now_ms: u64,
         conn: ConnId,
-        room: String,
+        _room: String,
         attempt: u64,
         ok: bool,
         out: &mut Vec<Effect>,
@@ -926,9 +932,11 @@ impl Chat {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
-        if session.joining.as_ref() != Some(&(room.clone(), attempt)) {
+        // The attempt number says which request this answers; the room is
+        // the session's, which follows a rename during the check.
+        let Some((room, _)) = session.joining.clone().filter(|(_, a)| *a == attempt) else {
             return; // a newer request replaced this one
-        }
+        };
         session.joining = None;
         if !self.rooms.contains_key(&room) {
             out.push(err(

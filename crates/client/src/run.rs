@@ -85,6 +85,13 @@ pub async fn run(
     if opts.servers.is_empty() {
         return Err(ClientError::Local("no server address given".into()));
     }
+    if opts.fingerprint.is_some() && opts.servers.len() > 1 {
+        return Err(ClientError::Local(
+            "--server-fingerprint pins one server; with several, each is pinned on first use \
+             (known_hosts)"
+                .into(),
+        ));
+    }
     let fingerprint = match &opts.fingerprint {
         Some(fp) => Some(crate::trust::normalise(fp).ok_or_else(|| {
             ClientError::Local(format!(
@@ -335,18 +342,28 @@ impl Loop {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let idle = Duration::from_secs(IDLE_TIMEOUT_SECS);
         let mut quitting = false;
+        // One deadline, pushed back by every frame from the server (a
+        // timeout around each read would restart at every ping).
+        let silence = tokio::time::sleep(idle);
+        tokio::pin!(silence);
         loop {
             tokio::select! {
-                frame = tokio::time::timeout(idle, s.frames.next()) => {
+                _ = &mut silence => {
+                    if quitting {
+                        return Ok(SessionEnd::Quit);
+                    }
+                    return Ok(SessionEnd::Lost("the server stopped answering".into()));
+                }
+                frame = s.frames.next() => {
                     let payload = match frame {
                         // Once we asked to quit, however the connection ends
                         // is a clean end.
-                        Err(_) | Ok(None) | Ok(Some(Err(_))) if quitting => return Ok(SessionEnd::Quit),
-                        Err(_) => return Ok(SessionEnd::Lost("the server stopped answering".into())),
-                        Ok(None) => return Ok(SessionEnd::Lost("the server closed the connection".into())),
-                        Ok(Some(Err(e))) => return Ok(SessionEnd::Lost(e.to_string())),
-                        Ok(Some(Ok(p))) => p,
+                        None | Some(Err(_)) if quitting => return Ok(SessionEnd::Quit),
+                        None => return Ok(SessionEnd::Lost("the server closed the connection".into())),
+                        Some(Err(e)) => return Ok(SessionEnd::Lost(e.to_string())),
+                        Some(Ok(p)) => p,
                     };
+                    silence.as_mut().reset(tokio::time::Instant::now() + idle);
                     let msg: ServerMsg = match chatdrop_proto::decode(&payload) {
                         Ok(m) => m,
                         Err(e) => return Ok(SessionEnd::Lost(format!("bad frame from server: {e}"))),

@@ -171,7 +171,6 @@ pub(crate) async fn accept<R, W>(
     if send(&mut wr, &LinkMsg::Hello(mine.clone())).await.is_err() {
         return;
     }
-    frames.decoder_mut().set_max(MAX_LINK_FRAME);
     let their_proof = match recv(&mut frames).await {
         Ok(LinkMsg::Proof { mac }) => mac,
         Ok(_) => {
@@ -189,6 +188,8 @@ pub(crate) async fn accept<R, W>(
         refuse(&mut wr, "wrong network key").await;
         return;
     }
+    // Only a proven server may send the large frames of a link.
+    frames.decoder_mut().set_max(MAX_LINK_FRAME);
     let ours = link_transcript(&binding, &peer.nonce, &mine.nonce, &cfg.id, false);
     let Some(mac) = cfg.mac(&ours) else {
         return;
@@ -324,6 +325,10 @@ async fn run<R, W>(
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let dead = Duration::from_millis(LINK_DEAD_MS);
         let mut last_rtt_report = None::<Instant>;
+        // One deadline, pushed back by every frame that arrives (a timeout
+        // around each read would restart at every ping and never fire).
+        let silence = tokio::time::sleep(dead);
+        tokio::pin!(silence);
         let why = loop {
             tokio::select! {
                 _ = close.cancelled() => break "closed by this server".to_string(),
@@ -334,13 +339,14 @@ async fn run<R, W>(
                         let _ = tx.try_send(frame);
                     }
                 }
-                frame = tokio::time::timeout(dead, frames.next()) => {
+                _ = &mut silence => break format!("silent for {LINK_DEAD_MS} ms"),
+                frame = frames.next() => {
                     let payload = match frame {
-                        Err(_) => break format!("silent for {LINK_DEAD_MS} ms"),
-                        Ok(None) => break "closed by the other server".to_string(),
-                        Ok(Some(Err(e))) => break e.to_string(),
-                        Ok(Some(Ok(p))) => p,
+                        None => break "closed by the other server".to_string(),
+                        Some(Err(e)) => break e.to_string(),
+                        Some(Ok(p)) => p,
                     };
+                    silence.as_mut().reset(tokio::time::Instant::now() + dead);
                     let msg = match decode::<LinkMsg>(&payload) {
                         Ok(m) => m,
                         Err(e) => break format!("bad frame: {e}"),
@@ -370,10 +376,14 @@ async fn run<R, W>(
             }
         };
         info!("link down: {why}");
+        // Routes move first; the writer may be stuck on a dead socket.
+        let _ = shared.hub.send(HubMsg::LinkGone(link)).await;
         close.cancel();
         drop(tx);
-        let _ = writer.await;
-        let _ = shared.hub.send(HubMsg::LinkGone(link)).await;
+        let abort = writer.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(1), writer).await.is_err() {
+            abort.abort();
+        }
     }
     .instrument(span)
     .await

@@ -28,9 +28,9 @@ pub(super) fn net_room(rec: &RoomRecord) -> NetRoom {
 }
 
 /// The name a room takes when it loses a name clash: its name with the
-/// start of its id, within the length limit.
-fn clash_name(name: &str, id: &str) -> String {
-    let tag: String = id.chars().take(6).collect();
+/// start of its id (or, with `long`, all of it), within the length limit.
+fn clash_name(name: &str, id: &str, long: bool) -> String {
+    let tag: String = id.chars().take(if long { 32 } else { 6 }).collect();
     let room_max = chatdrop_proto::limits::MAX_ROOM_NAME;
     let keep = room_max.saturating_sub(tag.len() + 1);
     let base: String = name.chars().take(keep).collect();
@@ -161,6 +161,7 @@ impl Chat {
         let Some(u) = self.remote.get_mut(user) else {
             return;
         };
+        u.room_id = room_id.map(str::to_string);
         if u.room == new {
             return;
         }
@@ -187,7 +188,7 @@ impl Chat {
     }
 
     /// A user is online at `server`.
-    fn remote_online(&mut self, server: ServerId, u: NetUser, out: &mut Vec<Effect>) {
+    fn remote_online(&mut self, now_ms: u64, server: ServerId, u: NetUser, out: &mut Vec<Effect>) {
         if self.bindings.get(&u.user).is_some_and(|(k, _)| *k != u.key) {
             // Its name lost a clash; its server disconnects it.
             return;
@@ -198,6 +199,10 @@ impl Chat {
             let here = &self.sessions[&conn];
             let theirs_wins = (u.since_ms, server) > (here.since_ms, self.net.id());
             if !theirs_wins {
+                // Tell that server ours is the later login, so that it
+                // closes its own session by the same rule.
+                let ours = NetMsg::Online(self.net_user(conn));
+                self.net.send(now_ms, server, ours, out);
                 return;
             }
             let text = format!(
@@ -230,6 +235,7 @@ impl Chat {
                     key: u.key,
                     ip: u.ip,
                     room: None,
+                    room_id: None,
                     since_ms: u.since_ms,
                 },
             );
@@ -283,13 +289,13 @@ impl Chat {
                     self.remove_remote(&user, LeaveReason::Lost, out);
                 }
                 for u in users {
-                    self.remote_online(from, u, out);
+                    self.remote_online(now_ms, from, u, out);
                 }
                 out.push(
                     self.network_notice(format!("in sync with server {}", self.net.name_of(&from))),
                 );
             }
-            NetMsg::Online(u) => self.remote_online(from, u, out),
+            NetMsg::Online(u) => self.remote_online(now_ms, from, u, out),
             NetMsg::Offline { user, reason } => {
                 if self.of_server(&user, from) {
                     self.remove_remote(&user, reason, out);
@@ -317,6 +323,9 @@ impl Chat {
                 let Some(name) = self.room_ids.get(&room).cloned() else {
                     return;
                 };
+                if !self.of_server(&sender, from) {
+                    return; // a server speaks only for its own users
+                }
                 match to {
                     Target::All => self.room_line(&name, &sender, &text, ts, out),
                     Target::User(user) => {
@@ -345,6 +354,9 @@ impl Chat {
                 let Some(r) = self.room_ids.get(&room).and_then(|n| self.rooms.get(n)) else {
                     return;
                 };
+                if !self.of_server(&asker, from) {
+                    return;
+                }
                 if !r.members.is_empty() {
                     out.push(Effect::Broadcast {
                         to: r.members.clone(),
@@ -359,6 +371,9 @@ impl Chat {
                 size,
                 blake3,
             } => {
+                if !self.of_server(&owner, from) {
+                    return;
+                }
                 if let Some(conn) = self.local_in(&to, None) {
                     out.push(Effect::Send {
                         to: conn,
@@ -393,11 +408,13 @@ impl Chat {
                     );
                     return;
                 };
-                // The asker's key is the one this server knows for its name.
-                if self
-                    .bindings
-                    .get(&asker)
-                    .is_some_and(|(k, _)| *k != from_key)
+                // The asker is that server's, with the key this server knows
+                // for its name.
+                if !self.of_server(&asker, from)
+                    || self
+                        .bindings
+                        .get(&asker)
+                        .is_some_and(|(k, _)| *k != from_key)
                 {
                     return;
                 }
@@ -420,6 +437,13 @@ impl Chat {
                 addr,
                 offer,
             } => {
+                let owner_ok = self
+                    .remote
+                    .get(&owner)
+                    .is_some_and(|u| u.server == from && u.key == from_key);
+                if !owner_ok {
+                    return;
+                }
                 if let Some(conn) = self.local_in(&to, None) {
                     out.push(Effect::Send {
                         to: conn,
@@ -460,8 +484,10 @@ impl Chat {
             created_ms: r.created_ms,
         };
         let Some(existing) = self.rooms.get(&r.name) else {
+            let id = rec.id.clone();
             out.push(Effect::Persist(Persist::Room(rec.clone())));
             self.add_room(rec);
+            self.attach_waiting(&id, out);
             return;
         };
         let ours = (existing.rec.created_ms, existing.rec.id.clone());
@@ -469,20 +495,50 @@ impl Chat {
         if (rec.created_ms, rec.id.clone()) < ours {
             // The newcomer is older: ours gives way.
             let loser_id = existing.rec.id.clone();
-            let new_name = clash_name(&r.name, &loser_id);
+            let new_name = self.free_clash_name(&r.name, &loser_id);
             self.rename_room(&r.name, &new_name, out);
         } else {
-            rec.name = clash_name(&r.name, &rec.id);
-            if self.rooms.contains_key(&rec.name) {
-                return; // cannot happen with distinct ids; refuse to overwrite
-            }
+            rec.name = self.free_clash_name(&r.name, &rec.id);
         }
+        let id = rec.id.clone();
         out.push(Effect::Persist(Persist::Room(rec.clone())));
         self.add_room(rec);
+        self.attach_waiting(&id, out);
+    }
+
+    /// The clash name for room `id`: the short form, or the long one when a
+    /// room already has the short one. (Every server picks the same name
+    /// unless a user made a room named like a clash name, a rare case where
+    /// they may differ.)
+    fn free_clash_name(&self, name: &str, id: &str) -> String {
+        let short = clash_name(name, id, false);
+        if self.rooms.contains_key(&short) {
+            clash_name(name, id, true)
+        } else {
+            short
+        }
+    }
+
+    /// Users of other servers who entered room `id` before this server knew
+    /// it: they are in it now.
+    fn attach_waiting(&mut self, id: &str, out: &mut Vec<Effect>) {
+        let mut waiting: Vec<String> = self
+            .remote
+            .iter()
+            .filter(|(_, u)| u.room.is_none() && u.room_id.as_deref() == Some(id))
+            .map(|(n, _)| n.clone())
+            .collect();
+        waiting.sort();
+        for user in waiting {
+            self.move_remote(&user, Some(id), LeaveReason::Left, out);
+        }
     }
 
     /// Renames a room that lost a clash, telling its members here.
     fn rename_room(&mut self, old: &str, new: &str, out: &mut Vec<Effect>) {
+        if self.rooms.contains_key(new) {
+            return; // never overwrite a room
+        }
         let Some(mut room) = self.rooms.remove(old) else {
             return;
         };
@@ -491,6 +547,12 @@ impl Chat {
         for conn in &room.members {
             if let Some(s) = self.sessions.get_mut(conn) {
                 s.room = Some(new.to_string());
+            }
+        }
+        // A password check under way for the old name is for this room.
+        for s in self.sessions.values_mut() {
+            if let Some((r, _)) = s.joining.as_mut().filter(|(r, _)| r == old) {
+                *r = new.to_string();
             }
         }
         for user in room.remote.keys() {

@@ -110,6 +110,9 @@ pub struct Channels {
     acks: BTreeSet<ServerId>,
     /// Messages dropped because a destination's queue was full.
     pub dropped: u64,
+    /// Destinations whose open channel overflowed: numbered frames were
+    /// dropped, so the channel must start a new epoch (with a `Sync`).
+    reopen: BTreeSet<ServerId>,
 }
 
 impl Channels {
@@ -123,12 +126,16 @@ impl Channels {
             ins: HashMap::new(),
             acks: BTreeSet::new(),
             dropped: 0,
+            reopen: BTreeSet::new(),
         }
     }
 
     fn out(&mut self, dst: ServerId, dst_inc: u64) -> &mut Out {
         let out = self.outs.entry(dst).or_insert_with(|| Out::new(dst_inc));
-        if out.dst_inc != dst_inc {
+        // Only a newer incarnation resets the channel: news of an older one
+        // (a link-state record slower than the new life's own request) must
+        // not close a channel that life opened.
+        if dst_inc > out.dst_inc {
             // The destination restarted: what was queued was for users it
             // no longer has.
             *out = Out::new(dst_inc);
@@ -154,6 +161,11 @@ impl Channels {
             out.queue.pop_front();
             dropped += 1;
         }
+        if dropped > 0 && out.epoch != 0 {
+            // The receiver would wait for the dropped numbers forever.
+            self.reopen.insert(dst);
+        }
+        let out = self.out(dst, dst_inc);
         let seq = if out.epoch == 0 {
             0
         } else {
@@ -172,15 +184,37 @@ impl Channels {
         data
     }
 
+    /// Channels that overflowed and must be opened again, with the
+    /// incarnation of their destination.
+    pub fn take_reopens(&mut self) -> Vec<(ServerId, u64)> {
+        std::mem::take(&mut self.reopen)
+            .into_iter()
+            .filter_map(|d| self.outs.get(&d).map(|o| (d, o.dst_inc)))
+            .collect()
+    }
+
+    /// Forgets what is queued for `dst` (gone for long).
+    pub fn forget(&mut self, dst: &ServerId) {
+        self.outs.remove(dst);
+        self.reopen.remove(dst);
+    }
+
     /// Opens a new epoch to `dst`: `sync` first, then the traffic not yet
     /// acknowledged. Returns every frame to send.
     pub fn open(&mut self, dst: ServerId, dst_inc: u64, sync: NetMsg, now: u64) -> Vec<Data> {
+        self.reopen.remove(&dst);
         let epoch = self.next_epoch;
         self.next_epoch += 1;
         let inc = self.inc;
         let out = self.out(dst, dst_inc);
         out.epoch = epoch;
         out.queue.retain(|p| !p.msg.is_state());
+        let mut dropped = 0;
+        while out.queue.len() > MAX_QUEUE / 2 {
+            // Room to go on after an overflow.
+            out.queue.pop_front();
+            dropped += 1;
+        }
         out.queue.push_front(Pending {
             seq: 0,
             id: 0,
@@ -192,7 +226,9 @@ impl Channels {
             p.sent_ms = now;
         }
         out.next_seq = out.queue.len() as u64 + 1;
-        out.queue.iter().map(|p| out.data(p, inc)).collect()
+        let frames = out.queue.iter().map(|p| out.data(p, inc)).collect();
+        self.dropped += dropped;
+        frames
     }
 
     /// Takes an acknowledgement from `from`.
@@ -231,7 +267,11 @@ impl Channels {
             chan.epoch = data.epoch;
             chan.expected = 1;
             chan.buffer.clear();
-        } else if data.epoch < chan.epoch {
+        } else if data.epoch < chan.epoch || !chan.synced {
+            // Older epoch; or this server dropped the source's state (it
+            // lost sight of it) and takes nothing more until the new epoch's
+            // `Sync`: a line from a user it no longer knows would be lost.
+            // Unacknowledged, such messages come again after the `Sync`.
             return Vec::new();
         }
         self.acks.insert(src);
@@ -507,6 +547,69 @@ mod tests {
             .flat_map(|d| b.on_data(A, d))
             .collect();
         assert_eq!(texts(&got), ["sync", "7"]);
+    }
+
+    #[test]
+    fn nothing_is_taken_between_losing_a_source_and_its_new_sync() {
+        let (mut a, mut b) = pair();
+        b.take_acks();
+        b.lost(&A);
+        // A never noticed and goes on in the old epoch: B must not take it
+        // (it no longer knows A's users), nor acknowledge it.
+        let line = a.send(B, 20, say(1), 0).expect("open channel");
+        assert!(b.on_data(A, line).is_empty());
+        assert!(b.take_acks().is_empty());
+        b.resyncs(0, [(&A, 10)].into_iter());
+        let got: Vec<NetMsg> = a
+            .open(B, 20, sync(), 1)
+            .into_iter()
+            .flat_map(|d| b.on_data(A, d))
+            .collect();
+        assert_eq!(texts(&got), ["sync", "1"], "the line comes after the state");
+    }
+
+    #[test]
+    fn an_overflowing_channel_starts_a_new_epoch() {
+        let (mut a, mut b) = pair();
+        let mut first = None;
+        for n in 0..=MAX_QUEUE as u32 {
+            let d = a.send(B, 20, say(n), 0);
+            first = first.or(d);
+        }
+        // The oldest frames are gone: B cannot go on in this epoch.
+        assert_eq!(a.take_reopens(), [(B, 20)]);
+        assert!(a.dropped > 0);
+        let got: Vec<NetMsg> = a
+            .open(B, 20, sync(), 1)
+            .into_iter()
+            .chain(first)
+            .flat_map(|d| b.on_data(A, d))
+            .collect();
+        assert_eq!(texts(&got[..1]), ["sync"]);
+        assert_eq!(got.len(), 1 + MAX_QUEUE / 2, "the newest half goes on");
+    }
+
+    #[test]
+    fn news_of_an_older_incarnation_does_not_close_a_channel() {
+        let (mut a, mut b) = pair();
+        // B's new life asked and A opened; a slower record of the old life
+        // must not reset the channel.
+        let mut b2 = Channels::new(21);
+        b2.resyncs(0, [(&A, 10)].into_iter());
+        let opened = a.open(B, 21, sync(), 0);
+        let one = a.send(B, 20, say(1), 0).expect("the channel stays open");
+        assert_eq!(one.dst_inc, 21);
+        let got: Vec<NetMsg> = opened
+            .into_iter()
+            .chain([one])
+            .chain(a.send(B, 21, say(2), 0))
+            .flat_map(|d| b2.on_data(A, d))
+            .collect();
+        assert_eq!(texts(&got), ["sync", "1", "2"]);
+        // The old life gets nothing more.
+        assert!(a
+            .send(B, 20, say(3), 0)
+            .is_some_and(|d| b.on_data(A, d).is_empty()));
     }
 
     #[test]

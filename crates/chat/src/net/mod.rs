@@ -21,6 +21,12 @@ use topology::Topology;
 /// Hops a routed frame may take at most.
 pub const MAX_HOPS: u8 = 32;
 
+/// How long (ms) messages for a server out of reach are kept for it. Views
+/// of reachability differ for a moment while routes converge; a server gone
+/// longer than this has lost sight of this one too and will ask for its
+/// state when it is back.
+pub const KEEP_FOR_LOST_MS: u64 = 60_000;
+
 /// Who this server is in the network.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -73,6 +79,9 @@ pub struct Network {
     chans: Channels,
     /// Reachable servers and their incarnations.
     reachable: BTreeMap<ServerId, u64>,
+    /// Servers out of reach that were reachable: their last incarnation and
+    /// since when they are out of reach.
+    lost: BTreeMap<ServerId, (u64, u64)>,
 }
 
 /// Link cost from a round-trip time: milliseconds, at least 1, so that on a
@@ -96,6 +105,7 @@ impl Network {
             topo: Topology::new(own),
             links: BTreeMap::new(),
             reachable: BTreeMap::new(),
+            lost: BTreeMap::new(),
             me,
         }
     }
@@ -130,9 +140,12 @@ impl Network {
             .map_or_else(|| hex(server), |l| l.name.clone())
     }
 
+    /// The link to a neighbour; the newest when there are several (an old
+    /// one may be on its way out).
     fn link_to(&self, server: &ServerId) -> Option<LinkId> {
         self.links
             .iter()
+            .rev()
             .find(|(_, l)| l.peer == *server)
             .map(|(id, _)| *id)
     }
@@ -183,6 +196,7 @@ impl Network {
             match now_reachable.get(dst) {
                 None => {
                     self.chans.lost(dst);
+                    self.lost.insert(*dst, (*inc, now));
                     events.push(NetEvent::Lost { server: *dst });
                 }
                 Some(new) if new != inc => {
@@ -191,6 +205,9 @@ impl Network {
                 }
                 _ => {}
             }
+        }
+        for dst in now_reachable.keys() {
+            self.lost.remove(dst);
         }
         self.reachable = now_reachable;
         let changed: Vec<ServerId> = self
@@ -380,19 +397,30 @@ impl Network {
         }
     }
 
-    /// Sends `msg` to `dst`, reliably and in order.
+    /// Sends `msg` to `dst`, reliably and in order. For a server out of
+    /// reach for a moment it is kept, and sent when the server is back.
     pub fn send(&mut self, now: u64, dst: ServerId, msg: NetMsg, out: &mut Vec<Effect>) {
-        let Some(inc) = self.reachable.get(&dst).copied() else {
-            return;
+        let inc = match self.reachable.get(&dst) {
+            Some(inc) => *inc,
+            None => match self.lost.get(&dst) {
+                Some((inc, _)) => *inc,
+                None => return,
+            },
         };
         if let Some(data) = self.chans.send(dst, inc, msg, now) {
             self.route(dst, RoutedBody::Data(Box::new(data)), out);
         }
     }
 
-    /// Sends `msg` to every reachable server.
+    /// Sends `msg` to every server: those reachable, and those out of reach
+    /// for a moment (see [`KEEP_FOR_LOST_MS`]).
     pub fn send_all(&mut self, now: u64, msg: &NetMsg, out: &mut Vec<Effect>) {
-        let all: Vec<ServerId> = self.reachable.keys().copied().collect();
+        let all: Vec<ServerId> = self
+            .reachable
+            .keys()
+            .chain(self.lost.keys())
+            .copied()
+            .collect();
         for dst in all {
             self.send(now, dst, msg.clone(), out);
         }
@@ -407,13 +435,29 @@ impl Network {
         }
     }
 
-    /// Resends what is overdue and asks again for missing state; call
-    /// every 100 ms or so.
-    pub fn tick(&mut self, now: u64, out: &mut Vec<Effect>) {
+    /// Resends what is overdue, asks again for missing state, forgets
+    /// servers gone for long; call every 100 ms or so. Channels that
+    /// overflowed come back as [`NetEvent::Resync`]s to answer.
+    pub fn tick(&mut self, now: u64, out: &mut Vec<Effect>) -> Vec<NetEvent> {
+        let gone: Vec<ServerId> = self
+            .lost
+            .iter()
+            .filter(|(_, (_, since))| since + KEEP_FOR_LOST_MS <= now)
+            .map(|(d, _)| *d)
+            .collect();
+        for dst in gone {
+            self.lost.remove(&dst);
+            self.chans.forget(&dst);
+        }
         for (dst, data) in self.chans.due(now) {
             self.route(dst, RoutedBody::Data(Box::new(data)), out);
         }
         self.ask_state(now, out);
+        self.chans
+            .take_reopens()
+            .into_iter()
+            .map(|(from, inc)| NetEvent::Resync { from, inc })
+            .collect()
     }
 
     /// Sends the acknowledgements owed; call when a batch of work is done.
