@@ -2,6 +2,7 @@
 //! server process, connects many real clients (TLS, login proof) and
 //! measures. Results and the exact commands are kept in docs/BENCHMARKS.md.
 
+mod failover;
 mod fanout;
 mod hops;
 mod idle;
@@ -97,6 +98,16 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         secs: u64,
     },
+    /// Four servers in a ring; the server on a conversation's path crashes
+    /// or freezes: how long lines stop, and whether any is lost or doubled.
+    Failover {
+        /// Runs of each kind of failure.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Milliseconds between lines.
+        #[arg(long, default_value_t = 5)]
+        interval_ms: u64,
+    },
     /// The store alone: history lines committed per second in batches.
     Store {
         /// Lines to write.
@@ -145,6 +156,9 @@ fn main() -> anyhow::Result<()> {
             },
         )),
         Cmd::Store { lines, batch } => store::run(lines, batch),
+        Cmd::Failover { runs, interval_ms } => {
+            rt.block_on(failover::run(&server_bin, cli.workers, runs, interval_ms))
+        }
         Cmd::Hops {
             max_hops,
             count,

@@ -64,6 +64,19 @@ impl ServerProc {
         })
     }
 
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// Sends a signal to the server process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
     /// Waits (up to 30 s) for an output line containing `what`.
     pub fn wait_for(&self, what: &str) -> anyhow::Result<()> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
