@@ -281,6 +281,7 @@ mod tests {
         std::fs::write(
             &path,
             "listen = \"127.0.0.1:4000\"\nname = \"from-file\"\nhistory = 5\n\
+             links = [\"10.0.0.1:50000\"]\nnetwork_key = \"from-the-file-0123\"\n\
              [share_policy]\nblock_ext = [\"exe\"]\nmax_share_size = 10\n",
         )
         .unwrap();
@@ -292,6 +293,8 @@ mod tests {
             "from-flag",
             "--block-ext",
             "iso",
+            "--link",
+            "10.0.0.2:50000",
         ]);
         let a = merge(cli.args).unwrap();
         assert_eq!(a.listen, Some("127.0.0.1:4000".parse().unwrap()));
@@ -299,6 +302,8 @@ mod tests {
         assert_eq!(a.history, Some(5));
         assert_eq!(a.block_ext, ["iso", "exe"]);
         assert_eq!(a.max_share_size, Some(10));
+        assert_eq!(a.link, ["10.0.0.2:50000", "10.0.0.1:50000"]);
+        assert_eq!(a.network_key.as_deref(), Some("from-the-file-0123"));
 
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let cli = Cli::parse_from(["x", "--config", path.to_str().unwrap()]);

@@ -35,6 +35,11 @@ fn three_servers_in_a_line() {
         s.wait_in_sync(2);
     }
     assert!(c.route_to("alpha").contains("next hop beta, 2 hop(s)"));
+    b.console("links");
+    let link = b.proc.wait_line("links answer", |l| {
+        l.starts_with("link ") && l.contains("gamma")
+    });
+    assert!(link.contains(" up, rtt "), "{link}");
 
     let mut report = vec![0u8; 300_000];
     rand::rngs::StdRng::seed_from_u64(3).fill_bytes(&mut report);

@@ -511,6 +511,7 @@ impl Chat {
         let (from, from_key) = (asker.user.clone(), asker.key);
         match owner_at {
             Who::Local(owner_conn) => self.request(
+                now_ms,
                 Who::Local(conn),
                 from,
                 from_key,
@@ -538,6 +539,7 @@ impl Chat {
     #[allow(clippy::too_many_arguments)]
     fn request(
         &mut self,
+        now_ms: u64,
         asker: Who,
         asker_name: String,
         asker_key: [u8; 32],
@@ -553,12 +555,22 @@ impl Chat {
             .filter(|r| r.asker_name == asker_name)
             .count();
         if waiting >= self.settings.max_pending_requests {
-            if let Who::Local(conn) = asker {
-                out.push(err(
-                    conn,
-                    ErrorCode::RateLimited,
-                    "too many file requests waiting for an answer",
-                ));
+            let why = "too many file requests waiting for an answer";
+            match asker {
+                Who::Local(conn) => out.push(err(conn, ErrorCode::RateLimited, why)),
+                Who::Remote(_) => {
+                    let owner_name = self.sessions.get(&owner).map(|s| s.user.clone());
+                    self.refuse_to(
+                        now_ms,
+                        asker,
+                        &asker_name,
+                        owner_name.as_deref().unwrap_or(SERVER_SENDER),
+                        &file,
+                        RefuseReason::Blocked,
+                        why.to_string(),
+                        out,
+                    );
+                }
             }
             return;
         }

@@ -419,6 +419,7 @@ impl Chat {
                     return;
                 }
                 self.request(
+                    now_ms,
                     Who::Remote(from),
                     asker,
                     from_key,
