@@ -235,7 +235,21 @@ impl Hub {
         dead: &mut Dead,
     ) -> bool {
         let mut stop = false;
+        // A durable record written and not yet committed.
+        let mut uncommitted = false;
         for effect in effects.drain(..) {
+            let tells_someone = matches!(
+                effect,
+                Effect::Send { .. }
+                    | Effect::Broadcast { .. }
+                    | Effect::Close { .. }
+                    | Effect::Link { .. }
+                    | Effect::Shutdown
+            );
+            if uncommitted && tells_someone {
+                self.writer.flush().await;
+                uncommitted = false;
+            }
             match effect {
                 Effect::Send { to, msg } => {
                     if let Some(frame) = encode(&msg) {
@@ -279,15 +293,13 @@ impl Hub {
                     });
                 }
                 Effect::Persist(p) => {
-                    // Rooms, name bindings and bans are rare and must never
-                    // be lost once a client was told of them: commit them
-                    // before anything that follows is sent. History lines
-                    // are batched.
-                    let durable = !matches!(p, chatdrop_chat::Persist::History { .. });
+                    // Rooms, name bindings and bans must never be lost once
+                    // a client or another server was told of them: they are
+                    // committed before anything that follows is sent (in one
+                    // commit when several come together, as in a `Sync`).
+                    // History lines are batched.
+                    uncommitted |= !matches!(p, chatdrop_chat::Persist::History { .. });
                     self.writer.write(p).await;
-                    if durable {
-                        self.writer.flush().await;
-                    }
                 }
                 Effect::Console(line) => {
                     // Chat lines for the admin (`@user|text`) also go to the
@@ -324,6 +336,9 @@ impl Hub {
                     stop = true;
                 }
             }
+        }
+        if uncommitted {
+            self.writer.flush().await;
         }
         stop
     }
