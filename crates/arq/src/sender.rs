@@ -21,9 +21,17 @@ pub struct Transmit {
     pub retransmission: bool,
 }
 
+/// Packets sent after a lost one and acknowledged before it declare it lost
+/// (RFC 9002's packet threshold): fewer would take reordering for loss.
+pub const PACKET_THRESHOLD: u64 = 3;
+
 #[derive(Debug, Clone)]
 struct Slot {
     sent_at: Instant,
+    /// Number of its latest transmission, counting every packet sent: loss
+    /// is judged in sending order, so a retransmission is not taken for
+    /// lost again because packets numbered after it were acked long ago.
+    tx: u64,
     /// Sent more than once: no RTT sample from it (Karn).
     resent: bool,
     acked: bool,
@@ -54,6 +62,17 @@ pub struct Sender {
     failed: Option<ArqError>,
     sent_packets: u64,
     retransmissions: u64,
+    /// Transmission number of the next packet sent.
+    next_tx: u64,
+    /// Highest transmission number acknowledged.
+    largest_acked_tx: Option<u64>,
+    /// The latest RTT sample.
+    latest_rtt: Option<Duration>,
+    /// Selective Repeat: when a packet sent before the newest acknowledged
+    /// one has been out long enough to be declared lost by time.
+    loss_time: Option<Instant>,
+    /// Retransmission timeouts that fired.
+    timeouts: u64,
 }
 
 impl Sender {
@@ -78,7 +97,18 @@ impl Sender {
             failed: None,
             sent_packets: 0,
             retransmissions: 0,
+            next_tx: 0,
+            largest_acked_tx: None,
+            latest_rtt: None,
+            loss_time: None,
+            timeouts: 0,
         }
+    }
+
+    /// Retransmission timeouts that fired (losses found by acknowledgements
+    /// are not counted here).
+    pub fn timeouts(&self) -> u64 {
+        self.timeouts
     }
 
     fn seq_of(&self, idx: u64) -> u32 {
@@ -140,6 +170,8 @@ impl Sender {
                 }
                 slot.sent_at = now;
                 slot.resent = true;
+                slot.tx = self.next_tx;
+                self.next_tx += 1;
                 self.sent_packets += 1;
                 self.retransmissions += 1;
                 return Some(self.transmit(idx, true));
@@ -158,10 +190,12 @@ impl Sender {
             let slot = &mut self.slots[pos];
             slot.sent_at = now;
             slot.resent = true;
+            slot.tx = self.next_tx;
             self.retransmissions += 1;
         } else {
             self.slots.push_back(Slot {
                 sent_at: now,
+                tx: self.next_tx,
                 resent: false,
                 acked: false,
                 queued: false,
@@ -170,6 +204,7 @@ impl Sender {
         if self.gbn_deadline.is_none() {
             self.gbn_deadline = Some(now + self.rtt.rto());
         }
+        self.next_tx += 1;
         self.sent_packets += 1;
         Some(self.transmit(idx, resent))
     }
@@ -188,9 +223,11 @@ impl Sender {
         }
         self.last_heard = now;
         let mut newest_sample: Option<(u64, Duration)> = None;
+        let mut largest_tx = self.largest_acked_tx;
         let mut take = |slot: &mut Slot, idx: u64| {
             if !slot.acked {
                 slot.acked = true;
+                largest_tx = largest_tx.max(Some(slot.tx));
                 if !slot.resent && newest_sample.is_none_or(|(i, _)| idx > i) {
                     newest_sample = Some((idx, now.saturating_duration_since(slot.sent_at)));
                 }
@@ -215,8 +252,13 @@ impl Sender {
                 }
             }
         }
+        self.largest_acked_tx = largest_tx;
         if let Some((_, rtt)) = newest_sample {
             self.rtt.sample(rtt);
+            self.latest_rtt = Some(rtt);
+        }
+        if self.cfg.scheme == Scheme::SelectiveRepeat {
+            self.detect_lost(now);
         }
         let before = self.base;
         while self.slots.front().is_some_and(|s| s.acked) {
@@ -233,6 +275,41 @@ impl Sender {
         }
     }
 
+    /// How long a packet sent before the newest acknowledged one may stay
+    /// unacknowledged before it is taken for lost: 9/8 of the larger of the
+    /// smoothed and the latest RTT (RFC 9002), so jitter is not loss.
+    fn loss_delay(&self) -> Duration {
+        let rtt = match (self.rtt.srtt(), self.latest_rtt) {
+            (Some(s), Some(l)) => s.max(l),
+            (Some(s), None) => s,
+            _ => self.cfg.initial_rto,
+        };
+        (rtt * 9 / 8).max(Duration::from_millis(1))
+    }
+
+    /// Selective Repeat: queues for resending every packet that the
+    /// acknowledgements show lost (by packet or time threshold), and sets
+    /// the timer for those that may be lost later.
+    fn detect_lost(&mut self, now: Instant) {
+        self.loss_time = None;
+        let Some(largest) = self.largest_acked_tx else {
+            return;
+        };
+        let delay = self.loss_delay();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.acked || slot.queued || slot.tx >= largest {
+                continue;
+            }
+            if largest - slot.tx >= PACKET_THRESHOLD || now >= slot.sent_at + delay {
+                slot.queued = true;
+                self.resend.push_back(self.base + i as u64);
+            } else {
+                let at = slot.sent_at + delay;
+                self.loss_time = Some(self.loss_time.map_or(at, |t| t.min(at)));
+            }
+        }
+    }
+
     /// When the sender next needs [`Sender::on_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.failed.is_some() || self.is_done() {
@@ -243,11 +320,16 @@ impl Sender {
             Scheme::GoBackN => self.gbn_deadline,
             Scheme::SelectiveRepeat => {
                 let rto = self.rtt.rto();
-                self.slots
+                let oldest = self
+                    .slots
                     .iter()
                     .filter(|s| !s.acked && !s.queued)
                     .map(|s| s.sent_at + rto)
-                    .min()
+                    .min();
+                match (oldest, self.loss_time) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             }
         };
         Some(rto.map_or(idle, |t| t.min(idle)))
@@ -267,11 +349,15 @@ impl Sender {
                 if self.gbn_deadline.is_some_and(|d| now >= d) {
                     // Go back: everything from the oldest unacked goes again.
                     self.next = self.base;
+                    self.timeouts += 1;
                     self.rtt.back_off();
                     self.gbn_deadline = Some(now + self.rtt.rto());
                 }
             }
             Scheme::SelectiveRepeat => {
+                if self.loss_time.is_some_and(|t| now >= t) {
+                    self.detect_lost(now);
+                }
                 let rto = self.rtt.rto();
                 let mut any = false;
                 for (i, slot) in self.slots.iter_mut().enumerate() {
@@ -282,9 +368,87 @@ impl Sender {
                     }
                 }
                 if any {
+                    self.timeouts += 1;
                     self.rtt.back_off();
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Selective Repeat sender with ten packets out at `t0` and an RTT of
+    /// 100 ms measured on an earlier packet.
+    fn ten_out(t0: Instant) -> Sender {
+        let mut cfg = Config::new(Scheme::SelectiveRepeat, 64);
+        cfg.mss = 100;
+        let mut s = Sender::new(cfg, 0, 0, 100 * 11, t0);
+        let first = s.poll_transmit(t0).expect("a packet");
+        assert_eq!(first.seq, 0);
+        let t1 = t0 + Duration::from_millis(100);
+        s.on_ack(
+            t1,
+            &Ack {
+                cum: 1,
+                ranges: vec![],
+            },
+        );
+        for _ in 0..10 {
+            assert!(s.poll_transmit(t1).is_some());
+        }
+        s
+    }
+
+    fn sack(cum: u32, ranges: &[(u32, u32)]) -> Ack {
+        Ack {
+            cum,
+            ranges: ranges.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_packet_overtaken_by_two_is_reordered_not_lost() {
+        let t0 = Instant::now();
+        let mut s = ten_out(t0);
+        let t = t0 + Duration::from_millis(150);
+        // 1 is missing, 2 and 3 arrived.
+        s.on_ack(t, &sack(1, &[(2, 4)]));
+        assert_eq!(s.poll_transmit(t), None, "two later packets are not proof");
+        // A third later packet is.
+        s.on_ack(t, &sack(1, &[(2, 5)]));
+        let again = s.poll_transmit(t).expect("packet 1 resent");
+        assert_eq!((again.seq, again.retransmission), (1, true));
+        assert_eq!(s.timeouts(), 0);
+    }
+
+    #[test]
+    fn a_packet_missing_for_nine_eighths_of_a_round_trip_is_lost() {
+        let t0 = Instant::now();
+        let mut s = ten_out(t0);
+        let t = t0 + Duration::from_millis(150);
+        s.on_ack(t, &sack(1, &[(2, 4)]));
+        assert_eq!(s.poll_transmit(t), None);
+        // Sent at 100 ms; lost by time 9/8 of the RTT later (the RTT is
+        // about 94 ms now: 100 ms, then a 50 ms sample from packets 2 and 3).
+        let due = s.poll_timeout().expect("a loss timer");
+        let rtt_ms = 100.0 * 7.0 / 8.0 + 50.0 / 8.0;
+        let want =
+            t0 + Duration::from_millis(100) + Duration::from_secs_f64(rtt_ms * 9.0 / 8.0 / 1000.0);
+        assert!(
+            due.max(want) - due.min(want) < Duration::from_micros(10),
+            "{due:?} vs {want:?}"
+        );
+        s.on_timeout(due - Duration::from_micros(10));
+        assert_eq!(s.poll_transmit(due), None, "not before its time");
+        s.on_timeout(due);
+        let again = s.poll_transmit(due).expect("packet 1 resent");
+        assert_eq!(again.seq, 1);
+        assert_eq!(s.timeouts(), 0, "found lost by time, not by the RTO");
+        // Resent, it is judged again from its new sending only.
+        s.on_ack(due, &sack(1, &[(2, 11)]));
+        assert_eq!(s.poll_transmit(due), None);
     }
 }
