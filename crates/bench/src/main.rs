@@ -2,10 +2,12 @@
 //! server process, connects many real clients (TLS, login proof) and
 //! measures. Results and the exact commands are kept in docs/BENCHMARKS.md.
 
+mod emu;
 mod failover;
 mod fanout;
 mod hops;
 mod idle;
+mod link;
 mod net;
 mod spawn;
 mod store;
@@ -108,6 +110,26 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         interval_ms: u64,
     },
+    /// TCP (CUBIC, BBR) and chatdrop (SR, GBN) side by side over an
+    /// emulated link (two network namespaces and a user-space forwarder;
+    /// needs root).
+    Link {
+        /// Link rate, Mbit/s.
+        #[arg(long, default_value_t = 200)]
+        mbit: u64,
+        /// Round-trip time, ms.
+        #[arg(long, default_value_t = 20)]
+        rtt_ms: u64,
+        /// Random loss each way (0.01 = 1%).
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Bytes moved by each protocol.
+        #[arg(long, default_value_t = 20_000_000)]
+        size: u64,
+        /// chatdrop's window, packets.
+        #[arg(long, default_value_t = 512)]
+        window: u32,
+    },
     /// The store alone: history lines committed per second in batches.
     Store {
         /// Lines to write.
@@ -156,6 +178,13 @@ fn main() -> anyhow::Result<()> {
             },
         )),
         Cmd::Store { lines, batch } => store::run(lines, batch),
+        Cmd::Link {
+            mbit,
+            rtt_ms,
+            loss,
+            size,
+            window,
+        } => rt.block_on(link::run(mbit, rtt_ms, loss, size, window)),
         Cmd::Failover { runs, interval_ms } => {
             rt.block_on(failover::run(&server_bin, cli.workers, runs, interval_ms))
         }

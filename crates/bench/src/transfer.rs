@@ -20,7 +20,6 @@ async fn once(
     loss: f64,
     seed: u64,
 ) -> anyhow::Result<(f64, u64)> {
-    let (size, hash) = hash_file(path)?;
     let server = chatdrop_transfer::socket::bind(([127, 0, 0, 1], 0).into())?;
     let target = server.local_addr()?;
     let relay = if loss > 0.0 {
@@ -39,6 +38,22 @@ async fn once(
         None
     };
     let peer = relay.as_ref().map_or(target, |r| r.addr);
+    let client = chatdrop_transfer::socket::bind(([127, 0, 0, 1], 0).into())?;
+    between(path, out, scheme, window, server, client, peer).await
+}
+
+/// One transfer from `server` to `client`, which reaches the server at
+/// `peer`; returns (seconds, retransmissions).
+pub async fn between(
+    path: &std::path::Path,
+    out: &std::path::Path,
+    scheme: Scheme,
+    window: u32,
+    server: tokio::net::UdpSocket,
+    client: tokio::net::UdpSocket,
+    peer: std::net::SocketAddr,
+) -> anyhow::Result<(f64, u64)> {
+    let (size, hash) = hash_file(path)?;
     let secret: [u8; 32] = rand::random();
     let id: [u8; 8] = rand::random();
     let mut cfg = Config::new(scheme, window);
@@ -53,7 +68,6 @@ async fn once(
         };
         serve(&server, keys, &source, &opts, |_, _| {}).await
     });
-    let client = chatdrop_transfer::socket::bind(([127, 0, 0, 1], 0).into())?;
     let _ = std::fs::remove_dir_all(out);
     let mut dl = Download::open(out, "bench.bin", size, hash)?;
     let keys = SessionKeys::derive(&secret, id, b"bench", Role::Receiver);
