@@ -133,6 +133,9 @@ fn readable(fd: i32, ms: i32) -> bool {
     unsafe { libc::poll(&mut p, 1, ms) > 0 }
 }
 
+/// Packets with the time each is due, and a signal for new ones.
+type DelayLine = (Mutex<VecDeque<(Instant, Vec<u8>)>>, Condvar);
+
 /// Moves packets from `from` to `to` with the impairment of `spec`.
 fn forward(
     mut from: File,
@@ -144,7 +147,7 @@ fn forward(
 ) -> [std::thread::JoinHandle<()>; 2] {
     // Packets waiting for their delivery time, in order (the delay is
     // constant and departures are in order, so the queue stays sorted).
-    let queue: Arc<(Mutex<VecDeque<(Instant, Vec<u8>)>>, Condvar)> = Arc::default();
+    let queue: Arc<DelayLine> = Arc::default();
     let (q, st) = (queue.clone(), stop.clone());
     let reader = std::thread::spawn(move || {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
