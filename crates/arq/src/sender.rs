@@ -73,7 +73,21 @@ pub struct Sender {
     loss_time: Option<Instant>,
     /// Retransmission timeouts that fired.
     timeouts: u64,
+    /// Congestion window, packets in flight (NewReno-style: slow start,
+    /// then one packet a round trip; halved once per loss event).
+    cwnd: f64,
+    ssthresh: f64,
+    /// Losses of packets sent before this transmission number belong to
+    /// the loss event already answered.
+    recovery_tx: u64,
+    /// Acknowledged packets still in `slots` (behind an unacknowledged one).
+    acked_in_slots: u64,
 }
+
+/// Congestion window at the start, packets (RFC 9002's 10 datagrams).
+pub const INITIAL_CWND: f64 = 10.0;
+/// The congestion window never goes below this, packets.
+pub const MIN_CWND: f64 = 2.0;
 
 impl Sender {
     /// A sender of bytes `[start, total)`, numbering packets from `isn`.
@@ -102,7 +116,29 @@ impl Sender {
             latest_rtt: None,
             loss_time: None,
             timeouts: 0,
+            cwnd: INITIAL_CWND,
+            ssthresh: f64::INFINITY,
+            recovery_tx: 0,
+            acked_in_slots: 0,
         }
+    }
+
+    /// The congestion window, packets.
+    pub fn cwnd(&self) -> f64 {
+        self.cwnd
+    }
+
+    /// Packets sent and neither acknowledged nor declared lost.
+    fn in_flight(&self) -> u64 {
+        self.slots.len() as u64 - self.acked_in_slots - self.resend.len() as u64
+    }
+
+    /// A loss (or a timeout) was found among packets sent at or after
+    /// `recovery_tx`: a new loss event, answered once.
+    fn on_congestion(&mut self, timeout: bool) {
+        self.ssthresh = (self.cwnd / 2.0).max(MIN_CWND);
+        self.cwnd = if timeout { MIN_CWND } else { self.ssthresh };
+        self.recovery_tx = self.next_tx;
     }
 
     /// Retransmission timeouts that fired (losses found by acknowledgements
@@ -181,6 +217,14 @@ impl Sender {
         if self.next >= window_end || self.next >= self.packets {
             return None;
         }
+        // The window is a cap; the congestion window decides within it.
+        let room = match self.cfg.scheme {
+            Scheme::SelectiveRepeat => self.in_flight(),
+            Scheme::GoBackN => self.next - self.base,
+        };
+        if room as f64 >= self.cwnd.floor() {
+            return None;
+        }
         let idx = self.next;
         self.next += 1;
         let pos = (idx - self.base) as usize;
@@ -224,9 +268,11 @@ impl Sender {
         self.last_heard = now;
         let mut newest_sample: Option<(u64, Duration)> = None;
         let mut largest_tx = self.largest_acked_tx;
+        let mut newly = 0u64;
         let mut take = |slot: &mut Slot, idx: u64| {
             if !slot.acked {
                 slot.acked = true;
+                newly += 1;
                 largest_tx = largest_tx.max(Some(slot.tx));
                 if !slot.resent && newest_sample.is_none_or(|(i, _)| idx > i) {
                     newest_sample = Some((idx, now.saturating_duration_since(slot.sent_at)));
@@ -253,6 +299,15 @@ impl Sender {
             }
         }
         self.largest_acked_tx = largest_tx;
+        self.acked_in_slots += newly;
+        for _ in 0..newly {
+            if self.cwnd < self.ssthresh {
+                self.cwnd += 1.0;
+            } else {
+                self.cwnd += 1.0 / self.cwnd;
+            }
+        }
+        self.cwnd = self.cwnd.min(self.cfg.window as f64);
         if let Some((_, rtt)) = newest_sample {
             self.rtt.sample(rtt);
             self.latest_rtt = Some(rtt);
@@ -264,6 +319,7 @@ impl Sender {
         while self.slots.front().is_some_and(|s| s.acked) {
             self.slots.pop_front();
             self.base += 1;
+            self.acked_in_slots -= 1;
         }
         if self.next < self.base {
             self.next = self.base;
@@ -296,17 +352,22 @@ impl Sender {
             return;
         };
         let delay = self.loss_delay();
+        let mut new_event = false;
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if slot.acked || slot.queued || slot.tx >= largest {
                 continue;
             }
             if largest - slot.tx >= PACKET_THRESHOLD || now >= slot.sent_at + delay {
                 slot.queued = true;
+                new_event |= slot.tx >= self.recovery_tx;
                 self.resend.push_back(self.base + i as u64);
             } else {
                 let at = slot.sent_at + delay;
                 self.loss_time = Some(self.loss_time.map_or(at, |t| t.min(at)));
             }
+        }
+        if new_event {
+            self.on_congestion(false);
         }
     }
 
@@ -350,6 +411,7 @@ impl Sender {
                     // Go back: everything from the oldest unacked goes again.
                     self.next = self.base;
                     self.timeouts += 1;
+                    self.on_congestion(true);
                     self.rtt.back_off();
                     self.gbn_deadline = Some(now + self.rtt.rto());
                 }
@@ -369,6 +431,7 @@ impl Sender {
                 }
                 if any {
                     self.timeouts += 1;
+                    self.on_congestion(true);
                     self.rtt.back_off();
                 }
             }
@@ -422,6 +485,27 @@ mod tests {
         let again = s.poll_transmit(t).expect("packet 1 resent");
         assert_eq!((again.seq, again.retransmission), (1, true));
         assert_eq!(s.timeouts(), 0);
+    }
+
+    #[test]
+    fn one_loss_event_halves_the_congestion_window_once() {
+        let t0 = Instant::now();
+        let mut s = ten_out(t0);
+        // Slow start: 10, plus one for the first packet acknowledged.
+        assert_eq!(s.cwnd(), INITIAL_CWND + 1.0);
+        let t = t0 + Duration::from_millis(150);
+        // Packets 1 and 2 lost, 3..6 acknowledged: one loss event.
+        s.on_ack(t, &sack(1, &[(3, 7)]));
+        let after = s.cwnd();
+        assert_eq!(after, (INITIAL_CWND + 1.0 + 4.0) / 2.0);
+        s.on_ack(t, &sack(1, &[(3, 10)]));
+        assert!(s.cwnd() >= after, "the same event does not halve it again");
+        // Both lost packets go again, and the window limits new ones.
+        let resent: Vec<u32> = std::iter::from_fn(|| s.poll_transmit(t))
+            .filter(|t| t.retransmission)
+            .map(|t| t.seq)
+            .collect();
+        assert_eq!(resent, [1, 2]);
     }
 
     #[test]
