@@ -8,6 +8,12 @@
 //! which range to send ([`Transmit`]) and the driver reads it from the file,
 //! so memory stays bounded by the window whatever the file's size.
 //!
+//! Selective Repeat finds losses from acknowledgements (three later packets
+//! acknowledged first, or one acknowledged and 9/8 of an RTT passed, judged in
+//! sending order as RFC 9002 does), with the retransmission timeout as the
+//! backstop; Go-Back-N goes back on its timeout, as the textbook has it. Both
+//! send within a NewReno-style congestion window under the configured window.
+//!
 //! Sequence numbers are 32 bits on the wire and wrap; both sides keep 64-bit
 //! packet indices and map sequence numbers into their window with serial
 //! arithmetic, so a transfer may cross the wrap any number of times.
