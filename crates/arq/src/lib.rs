@@ -38,7 +38,7 @@ pub enum Scheme {
     GoBackN,
     /// Selective Repeat: the receiver keeps out-of-order packets of its
     /// window and acks each (cumulative ack plus SACK ranges); the sender
-    /// resends only what timed out.
+    /// resends only what the acknowledgements (or a timeout) show lost.
     SelectiveRepeat,
 }
 
