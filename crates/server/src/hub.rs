@@ -312,23 +312,14 @@ impl Hub {
                     }
                 }
                 Effect::Link { link, msg } => {
-                    let Some(handle) = self.links.get(&link) else {
+                    let Ok(frame) = encode_frame(&msg) else {
+                        warn!("cannot encode a link frame");
                         continue;
                     };
-                    let Some(frame) = encode_frame(&msg)
-                        .map_err(|e| warn!("cannot encode a link frame: {e}"))
-                        .ok()
-                    else {
-                        continue;
-                    };
-                    if handle.tx.try_send(frame).is_err() {
-                        // Too far behind: drop the link; it is redialled and
-                        // the other servers' channels resend what it lost.
-                        warn!(link = link.0, "link too slow; dropping it");
-                        if let Some(handle) = self.links.remove(&link) {
-                            handle.close.cancel();
-                            dead.links.push(link);
-                        }
+                    // A link too far behind is dropped like a slow client:
+                    // it is redialled, and the channels resend what it lost.
+                    if !push(&mut self.links, link, frame, "link") {
+                        dead.links.push(link);
                     }
                 }
                 Effect::Shutdown => {
@@ -344,22 +335,34 @@ impl Hub {
     }
 
     fn deliver(&mut self, conn: ConnId, frame: Bytes, dead: &mut Dead) {
-        let Some(handle) = self.conns.get(&conn) else {
-            return;
-        };
-        if let Err(e) = handle.tx.try_send(frame) {
-            match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    warn!(conn = conn.0, "client too slow; disconnecting it")
-                }
-                mpsc::error::TrySendError::Closed(_) => debug!(conn = conn.0, "connection gone"),
-            }
-            if let Some(handle) = self.conns.remove(&conn) {
-                handle.close.cancel();
-                dead.conns.push(conn);
-            }
+        if !push(&mut self.conns, conn, frame, "client") {
+            dead.conns.push(conn);
         }
     }
+}
+
+/// Queues `frame` for a connection or link. One whose queue is full (too
+/// slow) or closed is closed and forgotten; returns false then.
+fn push<K: std::hash::Hash + Eq + std::fmt::Debug>(
+    handles: &mut HashMap<K, ConnHandle>,
+    key: K,
+    frame: Bytes,
+    what: &str,
+) -> bool {
+    let Some(handle) = handles.get(&key) else {
+        return true; // forgotten already
+    };
+    match handle.tx.try_send(frame) {
+        Ok(()) => return true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            warn!(?key, "{what} too slow; disconnecting it")
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => debug!(?key, "{what} gone"),
+    }
+    if let Some(handle) = handles.remove(&key) {
+        handle.close.cancel();
+    }
+    false
 }
 
 /// Connections and links the hub dropped while carrying out effects.

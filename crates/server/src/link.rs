@@ -283,8 +283,9 @@ async fn dial(target: &str, shared: &Arc<Shared>) -> Result<(), String> {
             peer.name
         ));
     }
+    // `run` logs why the link ended; the caller redials.
     run(frames, wr, peer, addr, shared.clone()).await;
-    Err("link down".into())
+    Ok(())
 }
 
 /// Carries a link after its handshake until it drops: frames to the hub,
