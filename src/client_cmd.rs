@@ -57,8 +57,9 @@ pub struct ClientArgs {
     /// (Go-Back-N).
     #[arg(long, default_value = "sr")]
     arq: chatdrop_arq::Scheme,
-    /// Window size in packets, for sending files.
-    #[arg(short = 'w', long = "window", default_value_t = 64)]
+    /// Window cap in packets, for sending files: the most ever in flight
+    /// (the congestion controller decides how many below it).
+    #[arg(short = 'w', long = "window", default_value_t = chatdrop_arq::DEFAULT_WINDOW)]
     window: u32,
     /// Uploads at once; further requests are refused as busy.
     #[arg(long, default_value_t = 4)]
@@ -156,7 +157,11 @@ async fn client(
     } else {
         Prompt::Off
     };
-    anyhow::ensure!(args.window >= 1, "-w must be at least 1");
+    anyhow::ensure!(
+        (1..=chatdrop_arq::MAX_WINDOW).contains(&args.window),
+        "-w must be between 1 and {} packets",
+        chatdrop_arq::MAX_WINDOW
+    );
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| crate::paths::default_data_dir("client"));

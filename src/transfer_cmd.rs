@@ -35,8 +35,9 @@ pub struct SendArgs {
     /// ARQ scheme: `sr` (Selective Repeat) or `gbn` (Go-Back-N).
     #[arg(long, default_value = "sr")]
     arq: Scheme,
-    /// Window size in packets.
-    #[arg(short = 'w', long = "window", default_value_t = 64)]
+    /// Window cap in packets: the most ever in flight (the congestion
+    /// controller decides how many below it).
+    #[arg(short = 'w', long = "window", default_value_t = chatdrop_arq::DEFAULT_WINDOW)]
     window: u32,
     /// Seconds of silence from the receiver after which the transfer fails.
     #[arg(long, default_value_t = 10)]
@@ -95,7 +96,11 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         json: args.json,
         me: String::new(),
     };
-    anyhow::ensure!(args.window >= 1, "-w must be at least 1");
+    anyhow::ensure!(
+        (1..=chatdrop_arq::MAX_WINDOW).contains(&args.window),
+        "-w must be between 1 and {} packets",
+        chatdrop_arq::MAX_WINDOW
+    );
     let name = args
         .file
         .file_name()

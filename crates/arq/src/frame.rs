@@ -10,7 +10,7 @@
 //! All integers big-endian.
 
 /// Most SACK ranges in one ack.
-pub const MAX_ACK_RANGES: usize = 32;
+pub const MAX_ACK_RANGES: usize = 128;
 
 /// An acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

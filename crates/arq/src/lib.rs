@@ -12,13 +12,18 @@
 //! acknowledged first, or one acknowledged and 9/8 of an RTT passed, judged in
 //! sending order as RFC 9002 does), with the retransmission timeout as the
 //! backstop; Go-Back-N goes back on its timeout, as the textbook has it. Both
-//! send within a NewReno-style congestion window under the configured window.
+//! send as a model-based congestion controller allows ([`congestion`]: the
+//! path's bandwidth and RTT, after BBR), paced ([`pacer`]), with the
+//! configured window as a cap.
 //!
 //! Sequence numbers are 32 bits on the wire and wrap; both sides keep 64-bit
 //! packet indices and map sequence numbers into their window with serial
 //! arithmetic, so a transfer may cross the wrap any number of times.
 
+pub mod congestion;
 mod frame;
+pub mod pacer;
+pub mod rate;
 mod receiver;
 mod rtt;
 mod sender;
@@ -62,6 +67,14 @@ impl Scheme {
         }
     }
 }
+
+/// The default window cap, packets: enough to fill 1 Gbit/s at 100 ms RTT
+/// with 1200-byte packets (about 10,400). The congestion controller keeps
+/// the flight near what the path needs; the cap only bounds it.
+pub const DEFAULT_WINDOW: u32 = 16_384;
+/// The largest window either side accepts, packets (the receiver's
+/// bookkeeping and the sender's grow with it).
+pub const MAX_WINDOW: u32 = 1 << 20;
 
 /// Settings shared by both ends of a transfer.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! The receiving side.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::frame::{Ack, MAX_ACK_RANGES};
@@ -29,9 +29,11 @@ pub struct Receiver {
     packets: u64,
     /// Index of the next packet expected in order.
     base: u64,
-    /// Selective Repeat: whether packets `base + 1 ..` arrived (index 0 is
-    /// `base + 1`; `base` itself is never marked, it advances `base`).
-    ahead: VecDeque<bool>,
+    /// Selective Repeat: the packets that arrived beyond `base`, as
+    /// disjoint ranges `start -> end` (end exclusive, never touching), so
+    /// that an arrival and an acknowledgement cost what the gaps cost, not
+    /// the window.
+    ahead: BTreeMap<u64, u64>,
     need_ack: bool,
     last_heard: Instant,
     failed: Option<ArqError>,
@@ -50,7 +52,7 @@ impl Receiver {
             total,
             packets,
             base: 0,
-            ahead: VecDeque::new(),
+            ahead: BTreeMap::new(),
             need_ack: false,
             last_heard: now,
             failed: None,
@@ -106,24 +108,29 @@ impl Receiver {
             return Verdict::OutOfWindow;
         }
         if idx == self.base {
-            // Slide over what already arrived out of order: `ahead[0]` is
-            // the packet after `base`, so each step drops one mark.
-            loop {
-                self.base += 1;
-                if self.ahead.pop_front() != Some(true) {
-                    break;
-                }
+            self.base += 1;
+            // Slide over what already arrived out of order.
+            if let Some(end) = self.ahead.remove(&self.base) {
+                self.base = end;
             }
             return Verdict::Write;
         }
-        let pos = (idx - self.base - 1) as usize;
-        if self.ahead.len() <= pos {
-            self.ahead.resize(pos + 1, false);
-        }
-        if self.ahead[pos] {
+        // The range starting at or before `idx`, if any.
+        let before = self.ahead.range(..=idx).next_back().map(|(&s, &e)| (s, e));
+        if before.is_some_and(|(_, e)| idx < e) {
             return Verdict::Duplicate;
         }
-        self.ahead[pos] = true;
+        let mut start = idx;
+        let mut end = idx + 1;
+        if let Some((s, e)) = before {
+            if e == idx {
+                start = s;
+            }
+        }
+        if let Some(next_end) = self.ahead.remove(&end) {
+            end = next_end;
+        }
+        self.ahead.insert(start, end);
         Verdict::Write
     }
 
@@ -132,29 +139,19 @@ impl Receiver {
         if !std::mem::take(&mut self.need_ack) {
             return None;
         }
-        let mut ranges = Vec::new();
-        let mut run: Option<u64> = None;
-        for (i, &got) in self.ahead.iter().enumerate() {
-            let idx = self.base + 1 + i as u64;
-            match (got, run) {
-                (true, None) => run = Some(idx),
-                (false, Some(s)) => {
-                    ranges.push((self.seq_of(s), self.seq_of(idx)));
-                    run = None;
-                    if ranges.len() == MAX_ACK_RANGES {
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
-        if let Some(s) = run {
-            if ranges.len() < MAX_ACK_RANGES {
-                ranges.push((
-                    self.seq_of(s),
-                    self.seq_of(self.base + 1 + self.ahead.len() as u64),
-                ));
-            }
+        // When the gaps are more than an ack can list, the oldest ones
+        // and the newest range: the sender repairs the oldest holes first,
+        // learns how far the flight got, and judges nothing in between
+        // (which it knows this ack left out).
+        let seq = |(&s, &e): (&u64, &u64)| (self.seq_of(s), self.seq_of(e));
+        let mut ranges: Vec<(u32, u32)> = self
+            .ahead
+            .iter()
+            .take(MAX_ACK_RANGES - 1)
+            .map(seq)
+            .collect();
+        if self.ahead.len() >= MAX_ACK_RANGES {
+            ranges.extend(self.ahead.iter().next_back().map(seq));
         }
         Some(Ack {
             cum: self.seq_of(self.base),

@@ -1,9 +1,12 @@
 //! The sending side.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::congestion::{AckEvent, Controller};
 use crate::frame::Ack;
+use crate::pacer::Pacer;
+use crate::rate::{DeliveryState, SendState};
 use crate::rtt::RttEstimator;
 use crate::{ArqError, Config, Scheme};
 
@@ -27,7 +30,8 @@ pub const PACKET_THRESHOLD: u64 = 3;
 
 #[derive(Debug, Clone)]
 struct Slot {
-    sent_at: Instant,
+    /// Delivery state at its latest sending (with the time it was sent).
+    state: SendState,
     /// Number of its latest transmission, counting every packet sent: loss
     /// is judged in sending order, so a retransmission is not taken for
     /// lost again because packets numbered after it were acked long ago.
@@ -55,6 +59,20 @@ pub struct Sender {
     slots: VecDeque<Slot>,
     /// Selective Repeat: indices to resend.
     resend: VecDeque<u64>,
+    /// Indices sent and not acknowledged: SACK ranges touch only these, so
+    /// an ack costs what it newly acknowledges, not the window.
+    unacked: BTreeSet<u64>,
+    /// Selective Repeat: (transmission number, index) in sending order;
+    /// entries whose packet was acknowledged, queued or sent again since
+    /// are stale and skipped. Loss detection and the timer look at its
+    /// front only.
+    flight: VecDeque<(u64, u64)>,
+    /// Scratch space for the indices one ack acknowledges.
+    hits: Vec<u64>,
+    /// Loss is judged only below this index: an ack with more gaps than it
+    /// can list leaves out those between its oldest ranges and its newest,
+    /// and a packet there may well have arrived.
+    judge_below: u64,
     rtt: RttEstimator,
     last_heard: Instant,
     /// Go-Back-N: when the oldest unacked packet times out.
@@ -73,21 +91,26 @@ pub struct Sender {
     loss_time: Option<Instant>,
     /// Retransmission timeouts that fired.
     timeouts: u64,
-    /// Congestion window, packets in flight (NewReno-style: slow start,
-    /// then one packet a round trip; halved once per loss event).
-    cwnd: f64,
-    ssthresh: f64,
-    /// Losses of packets sent before this transmission number belong to
-    /// the loss event already answered.
-    recovery_tx: u64,
+    /// The congestion controller: how much may be in flight, how fast.
+    cc: Controller,
+    pacer: Pacer,
+    delivery: DeliveryState,
     /// Acknowledged packets still in `slots` (behind an unacknowledged one).
     acked_in_slots: u64,
+    /// Packets queued for resending and not acknowledged meanwhile.
+    queued_live: u64,
+    /// Packets that may go beyond the congestion window after a timeout.
+    probes: u64,
+    /// When the latest retransmission timeout fired: a packet sent before
+    /// it and acknowledged after it gives no RTT sample, even if it was
+    /// never resent, because its own acknowledgements were likely lost and
+    /// the one that came was drawn by a retransmission (Karn's reasoning,
+    /// carried over to lost acks).
+    last_timeout: Option<Instant>,
 }
 
-/// Congestion window at the start, packets (RFC 9002's 10 datagrams).
-pub const INITIAL_CWND: f64 = 10.0;
-/// The congestion window never goes below this, packets.
-pub const MIN_CWND: f64 = 2.0;
+/// Packets sent on a probe timeout regardless of the window.
+const PROBES: u64 = 2;
 
 impl Sender {
     /// A sender of bytes `[start, total)`, numbering packets from `isn`.
@@ -95,6 +118,7 @@ impl Sender {
         let start = start.min(total);
         let packets = cfg.packets_for(total - start);
         let rtt = RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto);
+        let cfg_window = cfg.window;
         Sender {
             cfg,
             isn,
@@ -105,6 +129,10 @@ impl Sender {
             next: 0,
             slots: VecDeque::new(),
             resend: VecDeque::new(),
+            unacked: BTreeSet::new(),
+            flight: VecDeque::new(),
+            hits: Vec::new(),
+            judge_below: u64::MAX,
             rtt,
             last_heard: now,
             gbn_deadline: None,
@@ -116,29 +144,43 @@ impl Sender {
             latest_rtt: None,
             loss_time: None,
             timeouts: 0,
-            cwnd: INITIAL_CWND,
-            ssthresh: f64::INFINITY,
-            recovery_tx: 0,
+            cc: Controller::new(cfg_window, u64::from(isn), now),
+            pacer: Pacer::new(now),
+            delivery: DeliveryState::new(now),
             acked_in_slots: 0,
+            queued_live: 0,
+            probes: 0,
+            last_timeout: None,
         }
     }
 
-    /// The congestion window, packets.
-    pub fn cwnd(&self) -> f64 {
-        self.cwnd
+    /// The congestion controller.
+    pub fn controller(&self) -> &Controller {
+        &self.cc
     }
 
-    /// Packets sent and neither acknowledged nor declared lost.
+    /// Packets sent and neither acknowledged nor declared lost (Go-Back-N:
+    /// those between the oldest unacknowledged and the next to send).
     fn in_flight(&self) -> u64 {
-        self.slots.len() as u64 - self.acked_in_slots - self.resend.len() as u64
+        match self.cfg.scheme {
+            Scheme::SelectiveRepeat => {
+                self.slots.len() as u64 - self.acked_in_slots - self.queued_live
+            }
+            Scheme::GoBackN => self.next - self.base,
+        }
     }
 
-    /// A loss (or a timeout) was found among packets sent at or after
-    /// `recovery_tx`: a new loss event, answered once.
-    fn on_congestion(&mut self, timeout: bool) {
-        self.ssthresh = (self.cwnd / 2.0).max(MIN_CWND);
-        self.cwnd = if timeout { MIN_CWND } else { self.ssthresh };
-        self.recovery_tx = self.next_tx;
+    /// Whether a packet (new or resent) is waiting for the windows only,
+    /// not for pacing.
+    fn has_sendable(&self) -> bool {
+        if self.cfg.scheme == Scheme::SelectiveRepeat && !self.resend.is_empty() {
+            return self.probes > 0 || self.in_flight() < self.cc.cwnd();
+        }
+        if self.in_flight() >= self.cc.cwnd() {
+            return false;
+        }
+        let window_end = self.base + self.cfg.window as u64;
+        self.next < window_end && self.next < self.packets
     }
 
     /// Retransmission timeouts that fired (losses found by acknowledgements
@@ -187,43 +229,58 @@ impl Sender {
         &self.rtt
     }
 
-    /// The next packet to send now, if the window allows one.
+    /// The next packet to send now, if the windows and the pacing allow
+    /// one.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         if self.failed.is_some() || self.is_done() {
             return None;
         }
-        if self.cfg.scheme == Scheme::SelectiveRepeat {
-            while let Some(idx) = self.resend.pop_front() {
-                let Some(slot) = idx
-                    .checked_sub(self.base)
-                    .and_then(|i| self.slots.get_mut(i as usize))
-                else {
-                    continue;
-                };
+        // Drop resend entries that no longer need it (acknowledged since).
+        while let Some(&idx) = self.resend.front() {
+            let live = idx
+                .checked_sub(self.base)
+                .and_then(|i| self.slots.get(i as usize))
+                .is_some_and(|s| !s.acked);
+            if live {
+                break;
+            }
+            self.resend.pop_front();
+            if let Some(slot) = idx
+                .checked_sub(self.base)
+                .and_then(|i| self.slots.get_mut(i as usize))
+            {
                 slot.queued = false;
-                if slot.acked {
-                    continue;
-                }
-                slot.sent_at = now;
+            }
+        }
+        if !self.has_sendable() {
+            let window_end = self.base + self.cfg.window as u64;
+            if self.resend.is_empty() && (self.next >= self.packets || self.next >= window_end) {
+                // Short of data (or held by the cap), not of window: rate
+                // samples from now on may understate the path.
+                self.delivery.on_app_limited(self.in_flight());
+            }
+            return None;
+        }
+        if !self.pacer.try_take(now, self.cc.pacing_rate()) {
+            return None;
+        }
+        let in_flight = self.in_flight();
+        let state = self.delivery.on_send(now, in_flight);
+        if self.cfg.scheme == Scheme::SelectiveRepeat {
+            if let Some(idx) = self.resend.pop_front() {
+                self.probes = self.probes.saturating_sub(1);
+                let slot = &mut self.slots[(idx - self.base) as usize];
+                slot.queued = false;
+                self.queued_live -= 1;
+                slot.state = state;
                 slot.resent = true;
                 slot.tx = self.next_tx;
+                self.flight.push_back((self.next_tx, idx));
                 self.next_tx += 1;
                 self.sent_packets += 1;
                 self.retransmissions += 1;
                 return Some(self.transmit(idx, true));
             }
-        }
-        let window_end = self.base + self.cfg.window as u64;
-        if self.next >= window_end || self.next >= self.packets {
-            return None;
-        }
-        // The window is a cap; the congestion window decides within it.
-        let room = match self.cfg.scheme {
-            Scheme::SelectiveRepeat => self.in_flight(),
-            Scheme::GoBackN => self.next - self.base,
-        };
-        if room as f64 >= self.cwnd.floor() {
-            return None;
         }
         let idx = self.next;
         self.next += 1;
@@ -232,18 +289,22 @@ impl Sender {
         if resent {
             // Go-Back-N going back over packets it sent before.
             let slot = &mut self.slots[pos];
-            slot.sent_at = now;
+            slot.state = state;
             slot.resent = true;
             slot.tx = self.next_tx;
             self.retransmissions += 1;
         } else {
             self.slots.push_back(Slot {
-                sent_at: now,
+                state,
                 tx: self.next_tx,
                 resent: false,
                 acked: false,
                 queued: false,
             });
+            self.unacked.insert(idx);
+        }
+        if self.cfg.scheme == Scheme::SelectiveRepeat {
+            self.flight.push_back((self.next_tx, idx));
         }
         if self.gbn_deadline.is_none() {
             self.gbn_deadline = Some(now + self.rtt.rto());
@@ -266,16 +327,27 @@ impl Sender {
             return;
         }
         self.last_heard = now;
+        // The newest acknowledged packet sent once (an RTT sample), and
+        // the most recently sent one (the delivery-rate sample).
         let mut newest_sample: Option<(u64, Duration)> = None;
+        let mut latest: Option<SendState> = None;
         let mut largest_tx = self.largest_acked_tx;
         let mut newly = 0u64;
+        let mut acked_queued = 0u64;
+        let last_timeout = self.last_timeout;
         let mut take = |slot: &mut Slot, idx: u64| {
             if !slot.acked {
                 slot.acked = true;
                 newly += 1;
+                acked_queued += u64::from(slot.queued);
                 largest_tx = largest_tx.max(Some(slot.tx));
-                if !slot.resent && newest_sample.is_none_or(|(i, _)| idx > i) {
-                    newest_sample = Some((idx, now.saturating_duration_since(slot.sent_at)));
+                let clean = !slot.resent && last_timeout.is_none_or(|t| slot.state.sent_at > t);
+                if clean && newest_sample.is_none_or(|(i, _)| idx > i) {
+                    let rtt = now.saturating_duration_since(slot.state.sent_at);
+                    newest_sample = Some((idx, rtt));
+                }
+                if latest.is_none_or(|l| slot.state.sent_at >= l.sent_at) {
+                    latest = Some(slot.state);
                 }
             }
         };
@@ -287,43 +359,71 @@ impl Sender {
             }
         }
         if self.cfg.scheme == Scheme::SelectiveRepeat {
+            let mut hits = std::mem::take(&mut self.hits);
+            let full = ack.ranges.len() >= crate::MAX_ACK_RANGES;
+            let mut spans = Vec::with_capacity(ack.ranges.len());
             for &(s, e) in &ack.ranges {
                 let (Some(s), Some(e)) = (self.index_of(s), self.index_of(e)) else {
                     continue;
                 };
-                for idx in s..e.max(s) {
-                    if let Some(slot) = self.slots.get_mut((idx - self.base) as usize) {
-                        take(slot, idx);
-                    }
+                hits.extend(self.unacked.range(s..e.max(s)));
+                spans.push((s, e));
+            }
+            self.judge_below = match spans.iter().max() {
+                Some(&top) if full => spans
+                    .iter()
+                    .filter(|&&r| r != top)
+                    .map(|&(_, e)| e)
+                    .max()
+                    .unwrap_or(self.base),
+                _ => u64::MAX,
+            };
+            for &idx in &hits {
+                self.unacked.remove(&idx);
+                if let Some(slot) = self.slots.get_mut((idx - self.base) as usize) {
+                    take(slot, idx);
                 }
             }
+            hits.clear();
+            self.hits = hits;
         }
         self.largest_acked_tx = largest_tx;
         self.acked_in_slots += newly;
-        for _ in 0..newly {
-            if self.cwnd < self.ssthresh {
-                self.cwnd += 1.0;
-            } else {
-                self.cwnd += 1.0 / self.cwnd;
-            }
-        }
-        self.cwnd = self.cwnd.min(self.cfg.window as f64);
-        if let Some((_, rtt)) = newest_sample {
+        self.queued_live -= acked_queued;
+        let rtt_sample = newest_sample.map(|(_, rtt)| rtt);
+        if let Some(rtt) = rtt_sample {
             self.rtt.sample(rtt);
             self.latest_rtt = Some(rtt);
         }
-        if self.cfg.scheme == Scheme::SelectiveRepeat {
-            self.detect_lost(now);
-        }
+        let newly_lost = if self.cfg.scheme == Scheme::SelectiveRepeat {
+            self.detect_lost(now)
+        } else {
+            0
+        };
+        let sample = latest.map(|l| self.delivery.on_ack(now, newly, &l));
         let before = self.base;
         while self.slots.front().is_some_and(|s| s.acked) {
             self.slots.pop_front();
             self.base += 1;
             self.acked_in_slots -= 1;
         }
+        // Everything below the base is acknowledged; acknowledged packets
+        // above it were taken out as they were.
+        while self.unacked.first().is_some_and(|&i| i < self.base) {
+            self.unacked.pop_first();
+        }
         if self.next < self.base {
             self.next = self.base;
         }
+        let event = AckEvent {
+            sample,
+            newly_acked: newly,
+            newly_lost,
+            delivered: self.delivery.delivered(),
+            in_flight: self.in_flight(),
+            rtt: rtt_sample,
+        };
+        self.cc.on_ack(now, &event);
         if self.base != before {
             self.rtt.reset_backoff();
             // Fresh progress: restart the timer for the new oldest packet.
@@ -343,35 +443,65 @@ impl Sender {
         (rtt * 9 / 8).max(Duration::from_millis(1))
     }
 
-    /// Selective Repeat: queues for resending every packet that the
-    /// acknowledgements show lost (by packet or time threshold), and sets
-    /// the timer for those that may be lost later.
-    fn detect_lost(&mut self, now: Instant) {
-        self.loss_time = None;
-        let Some(largest) = self.largest_acked_tx else {
-            return;
-        };
-        let delay = self.loss_delay();
-        let mut new_event = false;
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.acked || slot.queued || slot.tx >= largest {
-                continue;
-            }
-            if largest - slot.tx >= PACKET_THRESHOLD || now >= slot.sent_at + delay {
-                slot.queued = true;
-                new_event |= slot.tx >= self.recovery_tx;
-                self.resend.push_back(self.base + i as u64);
-            } else {
-                let at = slot.sent_at + delay;
-                self.loss_time = Some(self.loss_time.map_or(at, |t| t.min(at)));
+    /// Selective Repeat: the oldest entry of the flight that is still
+    /// out (sent, not acknowledged, not queued, not sent again since),
+    /// dropping stale entries before it.
+    fn oldest_out(&mut self) -> Option<(u64, u64, Instant)> {
+        while let Some(&(tx, idx)) = self.flight.front() {
+            let live = idx
+                .checked_sub(self.base)
+                .and_then(|i| self.slots.get(i as usize))
+                .filter(|s| !s.acked && !s.queued && s.tx == tx);
+            match live {
+                Some(slot) => return Some((tx, idx, slot.state.sent_at)),
+                None => {
+                    self.flight.pop_front();
+                }
             }
         }
-        if new_event {
-            self.on_congestion(false);
+        None
+    }
+
+    /// Queues the oldest packet out for resending (see `oldest_out`).
+    fn queue_oldest(&mut self, idx: u64) {
+        self.flight.pop_front();
+        if let Some(slot) = self.slots.get_mut((idx - self.base) as usize) {
+            slot.queued = true;
+            self.queued_live += 1;
+            self.resend.push_back(idx);
         }
     }
 
-    /// When the sender next needs [`Sender::on_timeout`].
+    /// Selective Repeat: queues for resending every packet that the
+    /// acknowledgements show lost (by packet or time threshold), and sets
+    /// the timer for those that may be lost later. Returns how many.
+    ///
+    /// Packets are judged in sending order: if the oldest one out is not
+    /// lost by either threshold, none sent after it is.
+    fn detect_lost(&mut self, now: Instant) -> u64 {
+        self.loss_time = None;
+        let Some(largest) = self.largest_acked_tx else {
+            return 0;
+        };
+        let delay = self.loss_delay();
+        let mut lost = 0;
+        while let Some((tx, idx, sent_at)) = self.oldest_out() {
+            if tx >= largest || idx >= self.judge_below {
+                break;
+            }
+            if largest - tx >= PACKET_THRESHOLD || now >= sent_at + delay {
+                self.queue_oldest(idx);
+                lost += 1;
+            } else {
+                self.loss_time = Some(sent_at + delay);
+                break;
+            }
+        }
+        lost
+    }
+
+    /// When the sender next needs [`Sender::on_timeout`] (or
+    /// [`Sender::poll_transmit`], when pacing holds a packet back).
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.failed.is_some() || self.is_done() {
             return None;
@@ -381,19 +511,25 @@ impl Sender {
             Scheme::GoBackN => self.gbn_deadline,
             Scheme::SelectiveRepeat => {
                 let rto = self.rtt.rto();
+                let base = self.base;
                 let oldest = self
-                    .slots
+                    .flight
                     .iter()
-                    .filter(|s| !s.acked && !s.queued)
-                    .map(|s| s.sent_at + rto)
-                    .min();
+                    .find_map(|&(tx, idx)| {
+                        let slot = self.slots.get(idx.checked_sub(base)? as usize)?;
+                        (!slot.acked && !slot.queued && slot.tx == tx).then_some(slot)
+                    })
+                    .map(|s| s.state.sent_at + rto);
                 match (oldest, self.loss_time) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 }
             }
         };
-        Some(rto.map_or(idle, |t| t.min(idle)))
+        let pace = self
+            .has_sendable()
+            .then(|| self.pacer.next_token(self.cc.pacing_rate()));
+        [Some(idle), rto, pace].into_iter().flatten().min()
     }
 
     /// Handles the timers due at `now`.
@@ -411,7 +547,8 @@ impl Sender {
                     // Go back: everything from the oldest unacked goes again.
                     self.next = self.base;
                     self.timeouts += 1;
-                    self.on_congestion(true);
+                    self.last_timeout = Some(now);
+                    self.cc.on_timeout();
                     self.rtt.back_off();
                     self.gbn_deadline = Some(now + self.rtt.rto());
                 }
@@ -420,18 +557,26 @@ impl Sender {
                 if self.loss_time.is_some_and(|t| now >= t) {
                     self.detect_lost(now);
                 }
+                // A probe timeout (RFC 9002): resend the oldest packet out,
+                // beyond the window if need be. Its acknowledgement shows
+                // what else was lost (everything sent before it and still
+                // out), so one timeout repairs a whole lost flight instead
+                // of one packet per (doubling) timeout.
                 let rto = self.rtt.rto();
-                let mut any = false;
-                for (i, slot) in self.slots.iter_mut().enumerate() {
-                    if !slot.acked && !slot.queued && now >= slot.sent_at + rto {
-                        slot.queued = true;
-                        self.resend.push_back(self.base + i as u64);
-                        any = true;
+                if self
+                    .oldest_out()
+                    .is_some_and(|(_, _, sent_at)| now >= sent_at + rto)
+                {
+                    for _ in 0..PROBES {
+                        let Some((_, idx, _)) = self.oldest_out() else {
+                            break;
+                        };
+                        self.queue_oldest(idx);
                     }
-                }
-                if any {
+                    self.probes = PROBES;
                     self.timeouts += 1;
-                    self.on_congestion(true);
+                    self.last_timeout = Some(now);
+                    self.cc.on_timeout();
                     self.rtt.back_off();
                 }
             }
@@ -488,24 +633,47 @@ mod tests {
     }
 
     #[test]
-    fn one_loss_event_halves_the_congestion_window_once() {
+    fn losses_are_resent_without_shrinking_the_window() {
         let t0 = Instant::now();
         let mut s = ten_out(t0);
-        // Slow start: 10, plus one for the first packet acknowledged.
-        assert_eq!(s.cwnd(), INITIAL_CWND + 1.0);
+        let before = s.controller().cwnd();
         let t = t0 + Duration::from_millis(150);
-        // Packets 1 and 2 lost, 3..6 acknowledged: one loss event.
+        // Packets 1 and 2 lost, 3..6 acknowledged.
         s.on_ack(t, &sack(1, &[(3, 7)]));
-        let after = s.cwnd();
-        assert_eq!(after, (INITIAL_CWND + 1.0 + 4.0) / 2.0);
-        s.on_ack(t, &sack(1, &[(3, 10)]));
-        assert!(s.cwnd() >= after, "the same event does not halve it again");
-        // Both lost packets go again, and the window limits new ones.
+        assert!(
+            s.controller().cwnd() >= before,
+            "random loss is not congestion"
+        );
         let resent: Vec<u32> = std::iter::from_fn(|| s.poll_transmit(t))
             .filter(|t| t.retransmission)
             .map(|t| t.seq)
             .collect();
         assert_eq!(resent, [1, 2]);
+    }
+
+    #[test]
+    fn a_probe_timeout_sends_two_probes_whose_ack_repairs_the_flight() {
+        let t0 = Instant::now();
+        let mut s = ten_out(t0);
+        // The whole flight (packets 1..=10) is lost.
+        let due = s.poll_timeout().expect("a timer");
+        s.on_timeout(due);
+        assert_eq!(s.timeouts(), 1);
+        let probes: Vec<u32> = std::iter::from_fn(|| s.poll_transmit(due))
+            .map(|t| t.seq)
+            .collect();
+        assert_eq!(probes, [1, 2], "the two oldest, beyond the window");
+        // The probes arrive: everything sent before them is shown lost at
+        // once, and the window the model had returns.
+        let t = due + Duration::from_millis(100);
+        s.on_ack(t, &sack(3, &[]));
+        assert!(s.controller().cwnd() > crate::congestion::MIN_CWND);
+        let resent: Vec<u32> = std::iter::from_fn(|| s.poll_transmit(t))
+            .filter(|t| t.retransmission)
+            .map(|t| t.seq)
+            .collect();
+        assert_eq!(resent, (3..=10).collect::<Vec<u32>>());
+        assert_eq!(s.timeouts(), 1, "one timeout for the whole flight");
     }
 
     #[test]

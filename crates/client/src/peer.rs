@@ -457,7 +457,11 @@ impl Peer {
             .await;
             return;
         }
-        if offer.window == 0 || offer.mss == 0 || offer.mss > 65_000 {
+        if offer.window == 0
+            || offer.window > chatdrop_arq::MAX_WINDOW
+            || offer.mss == 0
+            || offer.mss > 65_000
+        {
             self.emit(fail(
                 "the offer's window or packet size is out of range".into(),
             ))

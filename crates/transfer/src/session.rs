@@ -23,6 +23,10 @@ const START_REPEAT: Duration = Duration::from_millis(250);
 const LINGER: Duration = Duration::from_secs(1);
 /// How often a receiver records its progress for resuming.
 const SAVE_EVERY: u64 = 8 << 20;
+/// Datagrams taken from the socket before answering: the receiver sends
+/// one acknowledgement per batch of arrivals, the sender reacts to a batch
+/// of acknowledgements at once.
+const BATCH: usize = 64;
 
 /// Numbers of one finished transfer.
 #[derive(Debug, Clone, Default)]
@@ -156,29 +160,36 @@ pub async fn serve(
             return Err(TransferError::PeerSilent(why));
         }
         let wake = arq.poll_timeout().unwrap_or(now + opts.cfg.idle_timeout);
-        tokio::select! {
-            r = socket.recv_from(&mut rbuf) => {
-                let (n, from) = r.map_err(io("receiving"))?;
-                if from != peer {
-                    continue;
-                }
-                let Ok(body) = keys.open(&mut rbuf[..n]) else {
-                    stats.forged += 1;
-                    continue;
-                };
+        let first = tokio::select! {
+            r = socket.recv_from(&mut rbuf) => Some(r.map_err(io("receiving"))?),
+            _ = tokio::time::sleep_until(wake.into()) => None,
+        };
+        let Some(mut got) = first else {
+            arq.on_timeout(Instant::now());
+            continue;
+        };
+        for _ in 0..BATCH {
+            let (n, from) = got;
+            if from != peer {
+                // Not our receiver's.
+            } else if let Ok(body) = keys.open(&mut rbuf[..n]) {
                 match Msg::decode(body) {
-                    Ok(Msg::Arq(Frame::Ack(ack))) => {
-                        arq.on_ack(Instant::now(), &ack);
-                        progress(arq.acked_bytes(), size);
-                    }
+                    Ok(Msg::Arq(Frame::Ack(ack))) => arq.on_ack(Instant::now(), &ack),
                     Ok(Msg::Arq(Frame::Abort(why))) => {
                         return Err(TransferError::Aborted(why.to_string()))
                     }
                     _ => {}
                 }
+            } else {
+                stats.forged += 1;
             }
-            _ = tokio::time::sleep_until(wake.into()) => arq.on_timeout(Instant::now()),
+            match socket.try_recv_from(&mut rbuf) {
+                Ok(next) => got = next,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(io("receiving")(e)),
+            }
         }
+        progress(arq.acked_bytes(), size);
     }
 }
 
@@ -231,7 +242,7 @@ pub async fn fetch(
             r = socket.recv_from(&mut rbuf) => Some(r.map_err(io("receiving"))?),
             _ = tokio::time::sleep_until(wake.into()) => None,
         };
-        let Some((n, from)) = got else {
+        let Some(mut got) = got else {
             let now = Instant::now();
             if !heard && now >= next_start {
                 send_msg(socket, &mut keys, peer, &start, &mut sbuf).await?;
@@ -240,28 +251,49 @@ pub async fn fetch(
             arq.on_timeout(now);
             continue;
         };
-        if from != peer {
-            continue;
-        }
-        let Ok(body) = keys.open(&mut rbuf[..n]) else {
-            stats.forged += 1;
-            continue;
-        };
-        heard = true;
-        match Msg::decode(body) {
-            Ok(Msg::Arq(Frame::Data {
-                seq,
-                offset,
-                payload,
-            })) => {
-                stats.packets += 1;
-                if arq.on_data(Instant::now(), seq, offset, payload.len()) == Verdict::Write {
-                    download.write_at(offset, payload)?;
+        // Take what has arrived, then acknowledge it all at once.
+        let mut outcome = None;
+        for _ in 0..BATCH {
+            let (n, from) = got;
+            if from == peer {
+                match keys.open(&mut rbuf[..n]) {
+                    Err(_) => stats.forged += 1,
+                    Ok(body) => {
+                        heard = true;
+                        match Msg::decode(body) {
+                            Ok(Msg::Arq(Frame::Data {
+                                seq,
+                                offset,
+                                payload,
+                            })) => {
+                                stats.packets += 1;
+                                let verdict =
+                                    arq.on_data(Instant::now(), seq, offset, payload.len());
+                                if verdict == Verdict::Write {
+                                    download.write_at(offset, payload)?;
+                                }
+                            }
+                            Ok(Msg::Arq(Frame::Done)) if arq.is_complete() => {
+                                outcome = Some(Ok(()));
+                                break;
+                            }
+                            Ok(Msg::Arq(Frame::Abort(why))) => {
+                                outcome = Some(Err(TransferError::Aborted(why.to_string())));
+                                break;
+                            }
+                            _ => {}
+                        }
+                    }
                 }
             }
-            Ok(Msg::Arq(Frame::Done)) if arq.is_complete() => break Ok(()),
-            Ok(Msg::Arq(Frame::Abort(why))) => break Err(TransferError::Aborted(why.to_string())),
-            _ => {}
+            match socket.try_recv_from(&mut rbuf) {
+                Ok(next) => got = next,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(io("receiving")(e)),
+            }
+        }
+        if let Some(outcome) = outcome {
+            break outcome;
         }
         if let Some(ack) = arq.poll_ack() {
             send_msg(

@@ -1,0 +1,433 @@
+//! Congestion control: a model of the path, after BBR.
+//!
+//! A transfer must fill the path, keep its queue short, share it with
+//! other flows, and not read random (non-congestive) loss as congestion:
+//! loss-based controllers (Reno, CUBIC) halve their window at every loss
+//! and move a few percent of a lossy link. This controller instead keeps a
+//! model of the path, as BBR (Cardwell et al., 2016) does:
+//!
+//! - the bottleneck bandwidth: the largest delivery rate measured over the
+//!   last ten round trips ([`crate::rate`]);
+//! - the round-trip propagation time: the smallest RTT seen in ten seconds;
+//!
+//! and sends at the bandwidth (pacing) with about two bandwidth-delay
+//! products in flight at most. It finds the bandwidth by doubling the rate
+//! each round trip (startup) until three rounds bring less than a quarter
+//! more, drains the queue that built, then cycles its pacing gain around 1
+//! (1.25 one round trip to probe for more, 0.75 the next to drain what that
+//! queued, then six at 1). Flows sharing a bottleneck converge because each
+//! probe takes from the others' measured share; every ten seconds without a
+//! new smallest RTT it cuts its flight to four packets for 200 ms, so that
+//! flows sharing a path measure the empty-queue RTT together.
+//!
+//! Losses do not shrink the model. A retransmission timeout does hold the
+//! window to a few packets until the path acknowledges again.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::rate::RateSample;
+
+/// Startup's pacing gain: doubles the delivery rate each round trip
+/// (2/ln 2, rounded down slightly as in BBR v2).
+const STARTUP_GAIN: f64 = 2.77;
+/// Drain's pacing gain: undoes startup's queue in about one round trip.
+const DRAIN_GAIN: f64 = 1.0 / 2.885;
+/// The flight allowed, in bandwidth-delay products.
+const CWND_GAIN: f64 = 2.0;
+/// Pacing gains of the bandwidth-probing cycle, one round trip each.
+const PROBE_GAINS: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+/// Round trips over which the largest delivery rate is the bandwidth.
+const BW_ROUNDS: u64 = 10;
+/// How long a smallest RTT stays valid without being seen again.
+const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// How long the flight stays small to measure the RTT afresh.
+const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
+/// The flight while measuring the RTT, and the smallest window, packets.
+pub const MIN_CWND: u64 = 4;
+/// The window before anything is measured, packets (RFC 9002's ten).
+pub const INITIAL_CWND: u64 = 10;
+/// Startup ends when three round trips each raise the bandwidth by less
+/// than this factor.
+const FULL_BW_GROWTH: f64 = 1.25;
+const FULL_BW_ROUNDS: u32 = 3;
+/// An RTT this many times the smallest means a queue has built: a loss
+/// then is taken for the queue overflowing, not for noise on the path.
+const QUEUE_RTT_FACTOR: f64 = 1.5;
+
+/// The controller's phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Doubling the rate each round trip to find the bandwidth.
+    Startup,
+    /// Emptying the queue startup built.
+    Drain,
+    /// Sending at the bandwidth, probing for more now and then.
+    ProbeBw,
+    /// A small flight for a moment, to see the RTT without a queue.
+    ProbeRtt,
+}
+
+/// The largest value seen over the last `BW_ROUNDS` rounds (a monotone
+/// queue: at most one entry per round).
+#[derive(Debug, Clone, Default)]
+struct WindowedMax {
+    entries: VecDeque<(u64, f64)>,
+}
+
+impl WindowedMax {
+    fn update(&mut self, round: u64, value: f64) {
+        while self.entries.back().is_some_and(|&(_, v)| v <= value) {
+            self.entries.pop_back();
+        }
+        if self.entries.back().is_none_or(|&(r, _)| r != round) {
+            self.entries.push_back((round, value));
+        }
+        self.expire(round);
+    }
+
+    fn expire(&mut self, round: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|&(r, _)| r + BW_ROUNDS <= round)
+        {
+            self.entries.pop_front();
+        }
+    }
+
+    fn get(&self) -> f64 {
+        self.entries.front().map_or(0.0, |&(_, v)| v)
+    }
+}
+
+/// What one acknowledgement tells the controller.
+#[derive(Debug, Clone, Copy)]
+pub struct AckEvent {
+    /// The delivery-rate sample, if a packet was newly acknowledged.
+    pub sample: Option<RateSample>,
+    /// Packets newly acknowledged.
+    pub newly_acked: u64,
+    /// Packets newly found lost.
+    pub newly_lost: u64,
+    /// Packets delivered in all.
+    pub delivered: u64,
+    /// Packets in flight after this acknowledgement.
+    pub in_flight: u64,
+    /// An RTT sample, if one was taken.
+    pub rtt: Option<Duration>,
+}
+
+/// The model-based congestion controller. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    mode: Mode,
+    /// The window cap (`-w`), packets.
+    cap: u64,
+    bw: WindowedMax,
+    min_rtt: Option<Duration>,
+    min_rtt_stamp: Instant,
+    round: u64,
+    next_round_delivered: u64,
+    full_bw: f64,
+    full_bw_rounds: u32,
+    full_bw_reached: bool,
+    cycle: usize,
+    cycle_stamp: Instant,
+    probe_rtt_until: Option<Instant>,
+    probe_rtt_round: Option<u64>,
+    pacing_gain: f64,
+    cwnd_gain: f64,
+    cwnd: u64,
+    /// After a retransmission timeout: the window to restore once the
+    /// path acknowledges again.
+    restore_cwnd: Option<u64>,
+    pacing_rate: f64,
+    /// The latest RTT sample.
+    latest_rtt: Option<Duration>,
+    /// Deterministic randomness for where the probing cycle starts.
+    seed: u64,
+}
+
+impl Controller {
+    /// A controller for a flow allowed at most `cap` packets in flight;
+    /// `seed` varies where its probing cycle starts.
+    pub fn new(cap: u32, seed: u64, now: Instant) -> Self {
+        let cap = u64::from(cap.max(1));
+        let mut c = Controller {
+            mode: Mode::Startup,
+            cap,
+            bw: WindowedMax::default(),
+            min_rtt: None,
+            min_rtt_stamp: now,
+            round: 0,
+            next_round_delivered: 0,
+            full_bw: 0.0,
+            full_bw_rounds: 0,
+            full_bw_reached: false,
+            cycle: 0,
+            cycle_stamp: now,
+            probe_rtt_until: None,
+            probe_rtt_round: None,
+            pacing_gain: STARTUP_GAIN,
+            cwnd_gain: CWND_GAIN,
+            cwnd: INITIAL_CWND.min(cap),
+            restore_cwnd: None,
+            pacing_rate: 0.0,
+            latest_rtt: None,
+            seed: seed | 1,
+        };
+        c.set_pacing_rate();
+        c
+    }
+
+    /// The phase.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Packets allowed in flight.
+    pub fn cwnd(&self) -> u64 {
+        self.cwnd
+    }
+
+    /// Packets a second to pace at.
+    pub fn pacing_rate(&self) -> f64 {
+        self.pacing_rate
+    }
+
+    /// The bottleneck bandwidth estimate, packets a second.
+    pub fn bandwidth(&self) -> f64 {
+        self.bw.get()
+    }
+
+    /// Round trips counted so far (by packets delivered).
+    pub fn rounds(&self) -> u64 {
+        self.round
+    }
+
+    /// The propagation RTT estimate.
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64: enough to spread flows over the cycle, reproducible.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        self.seed
+    }
+
+    /// `gain` bandwidth-delay products, packets (the initial window until
+    /// both are measured).
+    fn bdp(&self, gain: f64) -> u64 {
+        match self.min_rtt {
+            Some(rtt) if self.bw.get() > 0.0 => {
+                (self.bw.get() * rtt.as_secs_f64() * gain).ceil() as u64
+            }
+            _ => INITIAL_CWND,
+        }
+    }
+
+    /// Packets sent back to back at most: about a millisecond at the
+    /// pacing rate (BBR's send quantum). Also the extra flight allowed for
+    /// acknowledgements that arrive in bunches.
+    pub fn send_quantum(&self) -> u64 {
+        ((self.pacing_rate / 1000.0) as u64).clamp(2, 64)
+    }
+
+    fn set_pacing_rate(&mut self) {
+        let bw = self.bw.get();
+        let rate = if bw > 0.0 {
+            self.pacing_gain * bw
+        } else {
+            // Nothing measured yet: the initial window over the RTT (or
+            // over a millisecond, unpaced in effect, before any RTT).
+            let rtt = self.min_rtt.unwrap_or(Duration::from_millis(1));
+            self.pacing_gain * self.cwnd as f64 / rtt.as_secs_f64().max(1e-6)
+        };
+        // During startup the rate only grows: a low early sample must not
+        // slow the search for the bandwidth.
+        if self.full_bw_reached || rate > self.pacing_rate {
+            self.pacing_rate = rate;
+        }
+    }
+
+    /// Whether the latest RTT shows a queue on the path.
+    fn queue_built(&self) -> bool {
+        match (self.latest_rtt, self.min_rtt) {
+            (Some(l), Some(m)) => l.as_secs_f64() > m.as_secs_f64() * QUEUE_RTT_FACTOR,
+            _ => false,
+        }
+    }
+
+    /// A retransmission timeout fired: hold the flight to a few packets
+    /// until an acknowledgement shows the path delivers again.
+    pub fn on_timeout(&mut self) {
+        if self.restore_cwnd.is_none() {
+            self.restore_cwnd = Some(self.cwnd);
+        }
+        self.cwnd = MIN_CWND.min(self.cap);
+    }
+
+    /// Takes what an acknowledgement tells.
+    pub fn on_ack(&mut self, now: Instant, ev: &AckEvent) {
+        let mut round_start = false;
+        // An acknowledgement that came back in less than half the path's
+        // RTT acknowledged an earlier transmission of a resent packet: it
+        // neither ends a round nor measures the rate.
+        let sample = ev
+            .sample
+            .filter(|s| self.min_rtt.is_none_or(|m| s.since_sent * 2 >= m));
+        if let Some(s) = sample {
+            if s.prior_delivered >= self.next_round_delivered {
+                self.next_round_delivered = ev.delivered;
+                self.round += 1;
+                round_start = true;
+            }
+        }
+        if let Some(rtt) = ev.rtt {
+            self.latest_rtt = Some(rtt);
+            let expired = now > self.min_rtt_stamp + MIN_RTT_WINDOW;
+            if self.min_rtt.is_none_or(|m| rtt <= m) || expired {
+                self.min_rtt = Some(rtt);
+                self.min_rtt_stamp = now;
+            }
+        }
+        if let Some(s) = sample {
+            // A sample over less than the RTT comes from a burst of acks
+            // and overstates the path.
+            let short = self.min_rtt.is_some_and(|m| s.interval < m);
+            if let Some(rate) = s.rate().filter(|_| !short) {
+                if !s.app_limited || rate >= self.bw.get() {
+                    self.bw.update(self.round, rate);
+                }
+            }
+            self.bw.expire(self.round);
+            if round_start && !self.full_bw_reached && !s.app_limited {
+                let bw = self.bw.get();
+                if bw >= self.full_bw * FULL_BW_GROWTH {
+                    self.full_bw = bw;
+                    self.full_bw_rounds = 0;
+                } else {
+                    self.full_bw_rounds += 1;
+                    self.full_bw_reached = self.full_bw_rounds >= FULL_BW_ROUNDS;
+                }
+            }
+        }
+        if ev.newly_lost > 0 && !self.full_bw_reached && self.queue_built() {
+            // Startup overflowed the bottleneck's queue: the bandwidth is
+            // found (random loss alone, with no queue, does not end it).
+            self.full_bw_reached = true;
+        }
+        self.update_mode(now, ev);
+        self.set_pacing_rate();
+        self.update_cwnd(ev);
+    }
+
+    fn enter_probe_bw(&mut self, now: Instant) {
+        self.mode = Mode::ProbeBw;
+        // Start anywhere but in the draining phase.
+        let len = PROBE_GAINS.len() as u64;
+        self.cycle = ((2 + self.random() % (len - 1)) % len) as usize;
+        self.cycle_stamp = now;
+        self.pacing_gain = PROBE_GAINS[self.cycle];
+        self.cwnd_gain = CWND_GAIN;
+    }
+
+    fn update_mode(&mut self, now: Instant, ev: &AckEvent) {
+        if self.mode == Mode::Startup && self.full_bw_reached {
+            self.mode = Mode::Drain;
+            self.pacing_gain = DRAIN_GAIN;
+            self.cwnd_gain = CWND_GAIN;
+        }
+        if self.mode == Mode::Drain && ev.in_flight <= self.bdp(1.0) {
+            self.enter_probe_bw(now);
+        }
+        if self.mode == Mode::ProbeBw {
+            let full_length = self.min_rtt.is_some_and(|m| now - self.cycle_stamp > m);
+            let gain = PROBE_GAINS[self.cycle];
+            let prior_in_flight = ev.in_flight + ev.newly_acked;
+            let next = if gain > 1.0 {
+                full_length && (ev.newly_lost > 0 || prior_in_flight >= self.bdp(gain))
+            } else if gain < 1.0 {
+                full_length || prior_in_flight <= self.bdp(1.0)
+            } else {
+                full_length
+            };
+            if next {
+                self.cycle = (self.cycle + 1) % PROBE_GAINS.len();
+                self.cycle_stamp = now;
+                self.pacing_gain = PROBE_GAINS[self.cycle];
+            }
+        }
+        // Measure the RTT afresh when the smallest one is old.
+        let stale = now > self.min_rtt_stamp + MIN_RTT_WINDOW;
+        if stale && self.mode != Mode::ProbeRtt && self.min_rtt.is_some() {
+            self.mode = Mode::ProbeRtt;
+            self.pacing_gain = 1.0;
+            self.cwnd_gain = 1.0;
+            self.probe_rtt_until = None;
+            self.probe_rtt_round = None;
+        }
+        if self.mode == Mode::ProbeRtt {
+            if self.probe_rtt_until.is_none() && ev.in_flight <= MIN_CWND {
+                self.probe_rtt_until = Some(now + PROBE_RTT_TIME);
+                self.probe_rtt_round = Some(self.round + 1);
+            }
+            let time_done = self.probe_rtt_until.is_some_and(|t| now >= t);
+            let round_done = self.probe_rtt_round.is_some_and(|r| self.round >= r);
+            if time_done && round_done {
+                self.min_rtt_stamp = now;
+                if self.full_bw_reached {
+                    self.enter_probe_bw(now);
+                } else {
+                    self.mode = Mode::Startup;
+                    self.pacing_gain = STARTUP_GAIN;
+                    self.cwnd_gain = CWND_GAIN;
+                }
+            }
+        }
+    }
+
+    fn update_cwnd(&mut self, ev: &AckEvent) {
+        if let (Some(restore), true) = (self.restore_cwnd, ev.newly_acked > 0) {
+            self.cwnd = self.cwnd.max(restore);
+            self.restore_cwnd = None;
+        }
+        if self.restore_cwnd.is_some() {
+            return;
+        }
+        let target = self.bdp(self.cwnd_gain) + 3 * self.send_quantum();
+        if self.full_bw_reached {
+            self.cwnd = (self.cwnd + ev.newly_acked).min(target);
+        } else if self.cwnd < target || ev.delivered < INITIAL_CWND {
+            self.cwnd += ev.newly_acked;
+        }
+        self.cwnd = self.cwnd.max(MIN_CWND);
+        if self.mode == Mode::ProbeRtt {
+            self.cwnd = self.cwnd.min(MIN_CWND);
+        }
+        self.cwnd = self.cwnd.min(self.cap);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_windowed_max_forgets_after_ten_rounds() {
+        let mut m = WindowedMax::default();
+        m.update(0, 100.0);
+        m.update(1, 50.0);
+        m.update(5, 80.0);
+        assert_eq!(m.get(), 100.0);
+        m.update(10, 10.0);
+        assert_eq!(m.get(), 80.0, "round 0 is out of the window");
+        m.update(15, 10.0);
+        assert_eq!(m.get(), 10.0);
+        assert!(m.entries.len() <= 2);
+    }
+}
