@@ -39,6 +39,10 @@ pub struct SendArgs {
     /// controller decides how many below it).
     #[arg(short = 'w', long = "window", default_value_t = chatdrop_arq::DEFAULT_WINDOW)]
     window: u32,
+    /// Largest payload per data packet, bytes (at least 1200). By default
+    /// the session finds the largest the path carries, up to 64 KiB.
+    #[arg(long, default_value_t = chatdrop_transfer::session::MAX_MSS)]
+    max_packet: u32,
     /// Seconds of silence from the receiver after which the transfer fails.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
@@ -97,6 +101,13 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         me: String::new(),
     };
     anyhow::ensure!(
+        (chatdrop_transfer::session::MIN_MSS..=chatdrop_transfer::session::MAX_MSS)
+            .contains(&args.max_packet),
+        "--max-packet must be between {} and {} bytes",
+        chatdrop_transfer::session::MIN_MSS,
+        chatdrop_transfer::session::MAX_MSS
+    );
+    anyhow::ensure!(
         (1..=chatdrop_arq::MAX_WINDOW).contains(&args.window),
         "-w must be between 1 and {} packets",
         chatdrop_arq::MAX_WINDOW
@@ -116,6 +127,8 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         let bound = socket.local_addr()?;
         let mut cfg = Config::new(args.arq, args.window);
         cfg.idle_timeout = Duration::from_secs(args.timeout.max(1));
+        // The largest packet offered; the session finds what the path carries.
+        cfg.mss = args.max_packet;
         let ticket = Ticket {
             addr: args.advertise.unwrap_or_else(|| reachable(bound)),
             session: rand::random(),

@@ -104,6 +104,7 @@ fn through_a_lossy_tampering_relay() {
             loss: 0.05,
             tamper: 0.02,
             seed: 10 + i as u64,
+            ..Default::default()
         };
         let relay = rt.block_on(Relay::start(target, imp)).unwrap();
         let relay_addr = relay.addr.to_string();
@@ -115,6 +116,9 @@ fn through_a_lossy_tampering_relay() {
             arq,
             "-w",
             "32",
+            // Many small packets, so that the relay has plenty to damage.
+            "--max-packet",
+            "1200",
         ];
         let bind = format!("127.0.0.1:{port}");
         args.extend_from_slice(&["--bind", &bind, "--advertise", &relay_addr]);
@@ -161,8 +165,9 @@ fn a_killed_sender_then_a_resumed_download() {
     let file = dir.path().join("movie.bin");
     let data = random_file(&file, 30_000_000, 5);
     let out = dir.path().join("out");
-    // Go-Back-N with a window of one packet is slow enough to interrupt.
-    let (s, ticket) = sender(&file, &["--arq", "gbn", "-w", "1"]);
+    // Go-Back-N with a window of one small packet is slow enough to
+    // interrupt.
+    let (s, ticket) = sender(&file, &["--arq", "gbn", "-w", "1", "--max-packet", "1200"]);
     let mut r = receiver(&ticket, &out, &["--timeout", "2"]);
     r.wait_event("some progress", |v| {
         v["event"] == "transfer_progress" && v["bytes"].as_u64().unwrap() > 2_000_000

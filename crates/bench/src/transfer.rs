@@ -30,6 +30,7 @@ async fn once(
                     loss,
                     tamper: 0.0,
                     seed,
+                    ..Default::default()
                 },
             )
             .await?,
@@ -58,6 +59,7 @@ pub async fn between(
     let id: [u8; 8] = rand::random();
     let mut cfg = Config::new(scheme, window);
     cfg.idle_timeout = Duration::from_secs(30);
+    cfg.mss = chatdrop_transfer::session::MAX_MSS;
     let source = Source::open(path, size)?;
     let scfg = cfg.clone();
     let sender = tokio::spawn(async move {

@@ -365,6 +365,8 @@ impl Peer {
         let my_eph = StaticSecret::random_from_rng(rand::rngs::OsRng);
         let mut cfg = Config::new(self.opts.scheme, self.opts.window);
         cfg.idle_timeout = self.opts.timeout;
+        // The largest packet offered; the session finds what the path carries.
+        cfg.mss = chatdrop_transfer::session::MAX_MSS;
         let mut offer = Offer {
             size,
             blake3,
@@ -460,7 +462,7 @@ impl Peer {
         if offer.window == 0
             || offer.window > chatdrop_arq::MAX_WINDOW
             || offer.mss == 0
-            || offer.mss > 65_000
+            || offer.mss > chatdrop_transfer::session::MAX_MSS
         {
             self.emit(fail(
                 "the offer's window or packet size is out of range".into(),

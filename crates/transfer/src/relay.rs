@@ -20,6 +20,9 @@ pub struct Impairment {
     pub tamper: f64,
     /// Seed of the relay's randomness.
     pub seed: u64,
+    /// Datagrams longer than this are dropped silently, as a hop with a
+    /// small MTU and no error reports would (0: no limit).
+    pub max_datagram: usize,
 }
 
 /// Counters of a running relay.
@@ -73,7 +76,8 @@ impl Relay {
                         _ => continue,
                     },
                 };
-                if rng.gen_bool(imp.loss.clamp(0.0, 1.0)) {
+                let too_long = imp.max_datagram > 0 && n > imp.max_datagram;
+                if too_long || rng.gen_bool(imp.loss.clamp(0.0, 1.0)) {
                     st.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }

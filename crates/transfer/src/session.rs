@@ -1,8 +1,17 @@
 //! The two ends of a transfer session over one UDP socket each.
 //!
-//! The receiver speaks first (`Start`, repeated until data flows), so the
-//! sender learns its address from an authenticated datagram: only the holder
-//! of the session keys can start a session, and only once.
+//! The receiver speaks first (`Start`, repeated until the sender begins),
+//! so the sender learns its address from an authenticated datagram: only
+//! the holder of the session keys can start a session, and only once.
+//!
+//! The sender then finds the largest packet the path carries: it tries
+//! IP packet sizes from the largest down (loopback's 64 KiB, jumbo frames,
+//! Ethernet), each with a `Probe` as long as such a data datagram; a size
+//! the host already knows too big fails at once, one the path loses goes
+//! unanswered; the first `ProbeAck` fixes the size, sent in `Begin` (and
+//! repeated until the first acknowledgement). Bigger packets mean fewer of
+//! them, and less header per byte: 1426 payload bytes fill a 1500-byte
+//! Ethernet frame where the 1200-byte floor would take 6% more packets.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,13 +20,28 @@ use chatdrop_arq::{Config, Frame, Receiver, Sender, Verdict};
 use tokio::net::UdpSocket;
 use tracing::debug;
 
-use crate::crypto::{SessionKeys, HEADER};
+use crate::crypto::{SessionKeys, HEADER, TAG};
 use crate::files::{Download, Source};
+use crate::socket;
 use crate::wire::Msg;
 use crate::TransferError;
 
 /// How often the receiver repeats `Start` until the sender answers.
 const START_REPEAT: Duration = Duration::from_millis(250);
+/// IP packet sizes tried for data, largest first: loopback's limit, jumbo
+/// frames, Ethernet.
+const PATH_SIZES: [usize; 3] = [65_535, 9_000, 1_500];
+/// Payload bytes of a data packet when no larger size is confirmed: fits
+/// any path that carries IPv6's minimum of 1280-byte packets over IPv4.
+pub const MIN_MSS: u32 = 1200;
+/// The largest payload a data packet may carry (a 64 KiB IPv4 datagram).
+pub const MAX_MSS: u32 = (65_507 - HEADER - TAG - Frame::DATA_HEADER) as u32;
+/// How long the sender waits for a probe's answer before trying again, and
+/// how many times it tries one size.
+const PROBE_WAIT: Duration = Duration::from_millis(150);
+const PROBE_TRIES: u32 = 3;
+/// How often the sender repeats `Begin` until the first acknowledgement.
+const BEGIN_REPEAT: Duration = Duration::from_millis(100);
 /// How long a finished receiver stays to answer a sender that missed its
 /// last ack, when the sender's `Done` does not come.
 const LINGER: Duration = Duration::from_secs(1);
@@ -43,6 +67,8 @@ pub struct TransferStats {
     pub forged: u64,
     /// Where the download resumed from.
     pub resumed_from: u64,
+    /// Payload bytes per data packet (the largest the path carried).
+    pub mss: u32,
 }
 
 /// Receives progress: bytes done out of the total.
@@ -87,6 +113,60 @@ async fn send_msg(
     Ok(())
 }
 
+/// Payload bytes of a data packet that makes an IP packet of `ip_size`.
+fn payload_for(ip_size: usize, v6: bool) -> u32 {
+    let ip_udp = if v6 { 48 } else { 28 };
+    (ip_size.saturating_sub(ip_udp + HEADER + TAG + Frame::DATA_HEADER) as u32).min(MAX_MSS)
+}
+
+/// Finds the largest data payload, at most `cap`, that reaches `peer`
+/// (see the module docs); [`MIN_MSS`] (or `cap`, if smaller) when no
+/// larger probe is answered.
+async fn probe_path(
+    socket: &UdpSocket,
+    keys: &mut SessionKeys,
+    peer: SocketAddr,
+    cap: u32,
+    rbuf: &mut [u8],
+    sbuf: &mut Vec<u8>,
+) -> Result<u32, TransferError> {
+    let floor = MIN_MSS.min(cap);
+    let sizes = PATH_SIZES
+        .iter()
+        .map(|&ip| payload_for(ip, peer.is_ipv6()).min(cap))
+        .filter(|&s| s > floor);
+    let mut tried = Vec::new();
+    for size in sizes {
+        if tried.contains(&size) {
+            continue;
+        }
+        tried.push(size);
+        'tries: for _ in 0..PROBE_TRIES {
+            match send_msg(socket, keys, peer, &Msg::Probe { size }, sbuf).await {
+                Err(TransferError::Io { source, .. }) if socket::too_big(&source) => break,
+                other => other?,
+            }
+            let until = tokio::time::Instant::now() + PROBE_WAIT;
+            loop {
+                let Ok(got) = tokio::time::timeout_at(until, socket.recv_from(rbuf)).await else {
+                    continue 'tries;
+                };
+                let (n, from) = got.map_err(io("receiving"))?;
+                if from != peer {
+                    continue;
+                }
+                let Ok(body) = keys.open(&mut rbuf[..n]) else {
+                    continue;
+                };
+                if Msg::decode(body) == Ok(Msg::ProbeAck { size }) {
+                    return Ok(size);
+                }
+            }
+        }
+    }
+    Ok(floor)
+}
+
 /// Serves `source` to the one receiver that starts the session with `keys`.
 pub async fn serve(
     socket: &UdpSocket,
@@ -96,8 +176,7 @@ pub async fn serve(
     mut progress: impl Progress,
 ) -> Result<TransferStats, TransferError> {
     let mut rbuf = vec![0u8; 65_536];
-    let mut sbuf = Vec::with_capacity(opts.cfg.mss as usize + 64);
-    let mut chunk = vec![0u8; opts.cfg.mss as usize];
+    let mut sbuf = Vec::with_capacity(65_536);
     let mut stats = TransferStats::default();
     // Wait for an authentic Start.
     let deadline = opts.wait_for_start.map(|d| Instant::now() + d);
@@ -122,9 +201,22 @@ pub async fn serve(
     let started = Instant::now();
     let size = source.size();
     stats.resumed_from = resume_from.min(size);
-    let mut arq = Sender::new(opts.cfg.clone(), isn, resume_from, size, started);
+    let mss = probe_path(socket, &mut keys, peer, opts.cfg.mss, &mut rbuf, &mut sbuf).await?;
+    debug!(%peer, mss, "packet size");
+    let mut cfg = opts.cfg.clone();
+    cfg.mss = mss;
+    stats.mss = mss;
+    let mut chunk = vec![0u8; mss as usize];
+    let mut arq = Sender::new(cfg, isn, resume_from, size, Instant::now());
+    let mut next_begin = Instant::now();
     loop {
         let now = Instant::now();
+        if arq.acked_bytes() == stats.resumed_from && now >= next_begin && !arq.is_done() {
+            // Until the receiver acknowledges something, it may not know
+            // the packet size yet.
+            send_msg(socket, &mut keys, peer, &Msg::Begin { mss }, &mut sbuf).await?;
+            next_begin = now + BEGIN_REPEAT;
+        }
         while let Some(t) = arq.poll_transmit(now) {
             let data = &mut chunk[..t.len as usize];
             source.read_at(t.offset, data)?;
@@ -159,7 +251,10 @@ pub async fn serve(
             .await;
             return Err(TransferError::PeerSilent(why));
         }
-        let wake = arq.poll_timeout().unwrap_or(now + opts.cfg.idle_timeout);
+        let mut wake = arq.poll_timeout().unwrap_or(now + opts.cfg.idle_timeout);
+        if arq.acked_bytes() == stats.resumed_from {
+            wake = wake.min(next_begin);
+        }
         let first = tokio::select! {
             r = socket.recv_from(&mut rbuf) => Some(r.map_err(io("receiving"))?),
             _ = tokio::time::sleep_until(wake.into()) => None,
@@ -212,11 +307,21 @@ pub async fn fetch(
         ..TransferStats::default()
     };
     let started = Instant::now();
-    let mut arq = Receiver::new(opts.cfg.clone(), isn, resume_from, size, started);
     let start = Msg::Start { isn, resume_from };
-    send_msg(socket, &mut keys, peer, &start, &mut sbuf).await?;
-    let mut heard = false;
-    let mut next_start = started + START_REPEAT;
+    let opening = OpenReceiver {
+        socket,
+        peer,
+        start: &start,
+        cap: opts.cfg.mss,
+        idle_timeout: opts.cfg.idle_timeout,
+    };
+    let mss = opening
+        .wait_for_begin(&mut keys, &mut rbuf, &mut sbuf, &mut stats)
+        .await?;
+    stats.mss = mss;
+    let mut cfg = opts.cfg.clone();
+    cfg.mss = mss;
+    let mut arq = Receiver::new(cfg, isn, resume_from, size, Instant::now());
     let mut saved = resume_from;
     let mut done_at: Option<Instant> = None;
     let result = loop {
@@ -231,24 +336,16 @@ pub async fn fetch(
         if let Some(e) = arq.failure() {
             break Err(TransferError::PeerSilent(e.to_string()));
         }
-        let mut wake = done_at
+        let wake = done_at
             .map(|t| t + LINGER)
             .or_else(|| arq.poll_timeout())
             .unwrap_or(now + opts.cfg.idle_timeout);
-        if !heard {
-            wake = wake.min(next_start);
-        }
         let got = tokio::select! {
             r = socket.recv_from(&mut rbuf) => Some(r.map_err(io("receiving"))?),
             _ = tokio::time::sleep_until(wake.into()) => None,
         };
         let Some(mut got) = got else {
-            let now = Instant::now();
-            if !heard && now >= next_start {
-                send_msg(socket, &mut keys, peer, &start, &mut sbuf).await?;
-                next_start = now + START_REPEAT;
-            }
-            arq.on_timeout(now);
+            arq.on_timeout(Instant::now());
             continue;
         };
         // Take what has arrived, then acknowledge it all at once.
@@ -258,32 +355,28 @@ pub async fn fetch(
             if from == peer {
                 match keys.open(&mut rbuf[..n]) {
                     Err(_) => stats.forged += 1,
-                    Ok(body) => {
-                        heard = true;
-                        match Msg::decode(body) {
-                            Ok(Msg::Arq(Frame::Data {
-                                seq,
-                                offset,
-                                payload,
-                            })) => {
-                                stats.packets += 1;
-                                let verdict =
-                                    arq.on_data(Instant::now(), seq, offset, payload.len());
-                                if verdict == Verdict::Write {
-                                    download.write_at(offset, payload)?;
-                                }
+                    Ok(body) => match Msg::decode(body) {
+                        Ok(Msg::Arq(Frame::Data {
+                            seq,
+                            offset,
+                            payload,
+                        })) => {
+                            stats.packets += 1;
+                            let verdict = arq.on_data(Instant::now(), seq, offset, payload.len());
+                            if verdict == Verdict::Write {
+                                download.write_at(offset, payload)?;
                             }
-                            Ok(Msg::Arq(Frame::Done)) if arq.is_complete() => {
-                                outcome = Some(Ok(()));
-                                break;
-                            }
-                            Ok(Msg::Arq(Frame::Abort(why))) => {
-                                outcome = Some(Err(TransferError::Aborted(why.to_string())));
-                                break;
-                            }
-                            _ => {}
                         }
-                    }
+                        Ok(Msg::Arq(Frame::Done)) if arq.is_complete() => {
+                            outcome = Some(Ok(()));
+                            break;
+                        }
+                        Ok(Msg::Arq(Frame::Abort(why))) => {
+                            outcome = Some(Err(TransferError::Aborted(why.to_string())));
+                            break;
+                        }
+                        _ => {}
+                    },
                 }
             }
             match socket.try_recv_from(&mut rbuf) {
@@ -323,4 +416,73 @@ pub async fn fetch(
     stats.bytes = size - resume_from;
     stats.seconds = started.elapsed().as_secs_f64();
     Ok(stats)
+}
+
+/// The receiver's side of the opening: `Start` until the sender's `Begin`.
+struct OpenReceiver<'a> {
+    socket: &'a UdpSocket,
+    peer: SocketAddr,
+    start: &'a Msg<'a>,
+    /// The largest payload accepted (the offer's).
+    cap: u32,
+    idle_timeout: Duration,
+}
+
+impl OpenReceiver<'_> {
+    /// Sends `Start` (again every [`START_REPEAT`]), answers the sender's
+    /// probes, and returns the packet size its `Begin` fixes.
+    async fn wait_for_begin(
+        &self,
+        keys: &mut SessionKeys,
+        rbuf: &mut [u8],
+        sbuf: &mut Vec<u8>,
+        stats: &mut TransferStats,
+    ) -> Result<u32, TransferError> {
+        let give_up = Instant::now() + self.idle_timeout;
+        let mut next_start = Instant::now();
+        loop {
+            let now = Instant::now();
+            if now >= give_up {
+                return Err(TransferError::PeerSilent(format!(
+                    "no answer from the peer for {:?}",
+                    self.idle_timeout
+                )));
+            }
+            if now >= next_start {
+                send_msg(self.socket, keys, self.peer, self.start, sbuf).await?;
+                next_start = now + START_REPEAT;
+            }
+            let wake = next_start.min(give_up);
+            let got = tokio::select! {
+                r = self.socket.recv_from(rbuf) => r.map_err(io("receiving"))?,
+                _ = tokio::time::sleep_until(wake.into()) => continue,
+            };
+            let (n, from) = got;
+            if from != self.peer {
+                continue;
+            }
+            let Ok(body) = keys.open(&mut rbuf[..n]) else {
+                stats.forged += 1;
+                continue;
+            };
+            match Msg::decode(body) {
+                Ok(Msg::Probe { size }) if size <= self.cap => {
+                    let ack = Msg::ProbeAck { size };
+                    send_msg(self.socket, keys, self.peer, &ack, sbuf).await?;
+                }
+                Ok(Msg::Begin { mss }) if (1..=self.cap).contains(&mss) => return Ok(mss),
+                Ok(Msg::Begin { mss }) => {
+                    return Err(TransferError::Invalid(format!(
+                        "the sender chose {mss}-byte packets, outside 1..={}",
+                        self.cap
+                    )))
+                }
+                Ok(Msg::Arq(Frame::Abort(why))) => {
+                    return Err(TransferError::Aborted(why.to_string()))
+                }
+                // Data before `Begin` is dropped: it will come again.
+                _ => {}
+            }
+        }
+    }
 }

@@ -55,7 +55,11 @@ impl Ticket {
         }
         let bytes = hex::decode(body).map_err(|_| bad("not hex"))?;
         let t: Ticket = postcard::from_bytes(&bytes).map_err(|_| bad("damaged"))?;
-        if t.window == 0 || t.window > chatdrop_arq::MAX_WINDOW || t.mss == 0 || t.mss > 65_000 {
+        if t.window == 0
+            || t.window > chatdrop_arq::MAX_WINDOW
+            || t.mss == 0
+            || t.mss > crate::session::MAX_MSS
+        {
             return Err(bad("window or packet size out of range"));
         }
         Ok(t)

@@ -1,12 +1,18 @@
 //! The frames of a transfer session: the ARQ's own (`Data`, `Ack`, `Done`,
-//! `Abort`), plus `Start`, which the receiver sends first:
+//! `Abort`), plus the session's opening, before any data:
 //!
 //! ```text
-//! Start: 0x10 | isn u32 | resume_from u64
+//! Start:    0x10 | isn u32 | resume_from u64     receiver -> sender, first
+//! Probe:    0x11 | size u32 | padding            sender -> receiver
+//! ProbeAck: 0x12 | size u32                      receiver -> sender
+//! Begin:    0x13 | mss u32                       sender -> receiver
 //! ```
 //!
 //! `isn` numbers the data packets; `resume_from` is the byte offset to start
-//! at (what an earlier, interrupted download already has).
+//! at (what an earlier, interrupted download already has). A `Probe` is as
+//! long as a data datagram carrying `size` payload bytes would be: if its
+//! `ProbeAck` comes back, the path carries datagrams that large. `Begin`
+//! fixes the payload size of every data packet of the session.
 
 use chatdrop_arq::{DecodeError, Frame};
 
@@ -22,30 +28,64 @@ pub enum Msg<'a> {
         /// Byte offset to start at.
         resume_from: u64,
     },
+    /// The sender tries a packet size; the frame is padded to match it.
+    Probe {
+        /// Payload bytes per data packet being tried.
+        size: u32,
+    },
+    /// The receiver got a probe of this size.
+    ProbeAck {
+        /// The probe's size.
+        size: u32,
+    },
+    /// The sender fixes the payload size of the session's data packets.
+    Begin {
+        /// Payload bytes per data packet.
+        mss: u32,
+    },
 }
 
 const START: u8 = 0x10;
+const PROBE: u8 = 0x11;
+const PROBE_ACK: u8 = 0x12;
+const BEGIN: u8 = 0x13;
+
+fn u32_at(b: &[u8], at: usize) -> Result<u32, DecodeError> {
+    b.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_be_bytes)
+        .ok_or(DecodeError("truncated"))
+}
 
 impl<'a> Msg<'a> {
     /// Parses a frame.
     pub fn decode(b: &'a [u8]) -> Result<Msg<'a>, DecodeError> {
-        if b.first() == Some(&START) {
-            if b.len() != 13 {
-                return Err(DecodeError("bad Start length"));
+        match b.first() {
+            Some(&START) => {
+                if b.len() != 13 {
+                    return Err(DecodeError("bad Start length"));
+                }
+                let mut from = [0u8; 8];
+                from.copy_from_slice(&b[5..13]);
+                Ok(Msg::Start {
+                    isn: u32_at(b, 1)?,
+                    resume_from: u64::from_be_bytes(from),
+                })
             }
-            let mut isn = [0u8; 4];
-            isn.copy_from_slice(&b[1..5]);
-            let mut from = [0u8; 8];
-            from.copy_from_slice(&b[5..13]);
-            return Ok(Msg::Start {
-                isn: u32::from_be_bytes(isn),
-                resume_from: u64::from_be_bytes(from),
-            });
+            Some(&PROBE) => Ok(Msg::Probe {
+                size: u32_at(b, 1)?,
+            }),
+            Some(&PROBE_ACK) if b.len() == 5 => Ok(Msg::ProbeAck {
+                size: u32_at(b, 1)?,
+            }),
+            Some(&BEGIN) if b.len() == 5 => Ok(Msg::Begin { mss: u32_at(b, 1)? }),
+            Some(&PROBE_ACK) | Some(&BEGIN) => Err(DecodeError("bad length")),
+            _ => Frame::decode(b).map(Msg::Arq),
         }
-        Frame::decode(b).map(Msg::Arq)
     }
 
-    /// Appends the encoding to `out`.
+    /// Appends the encoding to `out`. A `Probe` is padded so that the frame
+    /// is as long as a data frame of `size` payload bytes.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Msg::Arq(f) => f.encode(out),
@@ -53,6 +93,21 @@ impl<'a> Msg<'a> {
                 out.push(START);
                 out.extend_from_slice(&isn.to_be_bytes());
                 out.extend_from_slice(&resume_from.to_be_bytes());
+            }
+            Msg::Probe { size } => {
+                let start = out.len();
+                out.push(PROBE);
+                out.extend_from_slice(&size.to_be_bytes());
+                let len = Frame::DATA_HEADER + *size as usize;
+                out.resize(start + len.max(5), 0);
+            }
+            Msg::ProbeAck { size } => {
+                out.push(PROBE_ACK);
+                out.extend_from_slice(&size.to_be_bytes());
+            }
+            Msg::Begin { mss } => {
+                out.push(BEGIN);
+                out.extend_from_slice(&mss.to_be_bytes());
             }
         }
     }
@@ -63,15 +118,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn start_round_trips() {
-        let m = Msg::Start {
-            isn: 0xdead_beef,
-            resume_from: 12345,
-        };
-        let mut b = Vec::new();
-        m.encode(&mut b);
-        assert_eq!(Msg::decode(&b).unwrap(), m);
-        assert!(Msg::decode(&b[..5]).is_err());
+    fn session_frames_round_trip() {
+        for m in [
+            Msg::Start {
+                isn: 0xdead_beef,
+                resume_from: 12345,
+            },
+            Msg::Probe { size: 1426 },
+            Msg::ProbeAck { size: 1426 },
+            Msg::Begin { mss: 1426 },
+        ] {
+            let mut b = Vec::new();
+            m.encode(&mut b);
+            assert_eq!(Msg::decode(&b).unwrap(), m);
+            assert!(Msg::decode(&b[..3]).is_err(), "{m:?} truncated");
+        }
         assert_eq!(Msg::decode(&[3]).unwrap(), Msg::Arq(Frame::Done));
+    }
+
+    #[test]
+    fn a_probe_is_as_long_as_the_data_frame_it_stands_for() {
+        let mut probe = Vec::new();
+        Msg::Probe { size: 1400 }.encode(&mut probe);
+        let mut data = Vec::new();
+        let payload = vec![0u8; 1400];
+        Frame::Data {
+            seq: 1,
+            offset: 2,
+            payload: &payload,
+        }
+        .encode(&mut data);
+        assert_eq!(probe.len(), data.len());
     }
 }

@@ -8,6 +8,7 @@ use chatdrop_arq::{Config, Scheme};
 use chatdrop_transfer::crypto::{Role, SessionKeys};
 use chatdrop_transfer::files::{hash_file, Download, Source};
 use chatdrop_transfer::relay::{Impairment, Relay};
+use chatdrop_transfer::session::MAX_MSS;
 use chatdrop_transfer::{fetch, serve, FetchOptions, ServeOptions, TransferError};
 use rand::{RngCore, SeedableRng};
 use tokio::net::UdpSocket;
@@ -85,6 +86,29 @@ async fn byte_exact_over_loopback_both_schemes() {
 }
 
 #[tokio::test]
+async fn packets_are_as_large_as_the_path_carries() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.bin");
+    let data = write_random(&src, 2_000_000, 3);
+    let mut c = cfg(Scheme::SelectiveRepeat, 256);
+    c.mss = MAX_MSS;
+    // Loopback carries 64 KiB datagrams.
+    let r = run(&src, &dir.path().join("a"), c.clone(), None, [3; 32]).await;
+    assert_eq!(std::fs::read(r.result.unwrap()).unwrap(), data);
+    assert_eq!(r.sender.unwrap().mss, MAX_MSS);
+    // A hop that silently drops anything longer than an Ethernet frame
+    // carries (1472 bytes of UDP payload): the probes find 1426-byte
+    // payloads, which fill such frames exactly.
+    let imp = Impairment {
+        max_datagram: 1472,
+        ..Default::default()
+    };
+    let r = run(&src, &dir.path().join("b"), c, Some(imp), [4; 32]).await;
+    assert_eq!(std::fs::read(r.result.unwrap()).unwrap(), data);
+    assert_eq!(r.sender.unwrap().mss, 1426);
+}
+
+#[tokio::test]
 async fn through_a_lossy_tampering_relay() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src.bin");
@@ -98,6 +122,7 @@ async fn through_a_lossy_tampering_relay() {
             loss: 0.05,
             tamper: 0.02,
             seed: 7 + i as u64,
+            ..Default::default()
         };
         let r = run(&src, &out, cfg(scheme, 32), Some(imp), [2; 32]).await;
         let path = r.result.unwrap_or_else(|e| panic!("{scheme:?}: {e}"));
