@@ -54,6 +54,11 @@ const FULL_BW_ROUNDS: u32 = 3;
 /// An RTT this many times the smallest means a queue has built: a loss
 /// then is taken for the queue overflowing, not for noise on the path.
 const QUEUE_RTT_FACTOR: f64 = 1.5;
+/// What a round trip with overflow losses leaves of the bandwidth
+/// estimate: the estimate was above what the bottleneck drains (or a
+/// competing flow holds the queue), so the flow yields a little each such
+/// round until the losses stop.
+const OVERFLOW_BACKOFF: f64 = 0.95;
 
 /// The controller's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +103,19 @@ impl WindowedMax {
 
     fn get(&self) -> f64 {
         self.entries.front().map_or(0.0, |&(_, v)| v)
+    }
+
+    /// Lowers every value above `limit` to it.
+    fn cap(&mut self, limit: f64) {
+        // Values decrease from front to back: those above the limit form a
+        // prefix, which collapses into its newest entry at the limit.
+        let mut newest_capped = None;
+        while self.entries.front().is_some_and(|&(_, v)| v >= limit) {
+            newest_capped = self.entries.pop_front().map(|(r, _)| r);
+        }
+        if let Some(r) = newest_capped {
+            self.entries.push_front((r, limit));
+        }
     }
 }
 
@@ -145,6 +163,8 @@ pub struct Controller {
     pacing_rate: f64,
     /// The latest RTT sample.
     latest_rtt: Option<Duration>,
+    /// The round in which the estimate last yielded to overflow losses.
+    backed_off_round: Option<u64>,
     /// Deterministic randomness for where the probing cycle starts.
     seed: u64,
 }
@@ -175,6 +195,7 @@ impl Controller {
             restore_cwnd: None,
             pacing_rate: 0.0,
             latest_rtt: None,
+            backed_off_round: None,
             seed: seed | 1,
         };
         c.set_pacing_rate();
@@ -316,10 +337,19 @@ impl Controller {
                 }
             }
         }
-        if ev.newly_lost > 0 && !self.full_bw_reached && self.queue_built() {
-            // Startup overflowed the bottleneck's queue: the bandwidth is
-            // found (random loss alone, with no queue, does not end it).
-            self.full_bw_reached = true;
+        // (Startup ignores losses: its own queue inflates the RTT, and
+        // random loss then would end it long before the bandwidth is found.)
+        if ev.newly_lost > 0 && self.queue_built() && self.mode == Mode::ProbeBw {
+            if self.backed_off_round != Some(self.round) {
+                // Losses with a standing queue: the queue overflows, so the
+                // flow sends faster than its share drains. Delivery-rate
+                // samples run a few percent high when acknowledgements are
+                // handled in bunches, and the windowed maximum keeps the
+                // highest; without this the flow would hold the queue full.
+                self.backed_off_round = Some(self.round);
+                let bw = self.bw.get();
+                self.bw.cap(bw * OVERFLOW_BACKOFF);
+            }
         }
         self.update_mode(now, ev);
         self.set_pacing_rate();
@@ -429,5 +459,17 @@ mod tests {
         m.update(15, 10.0);
         assert_eq!(m.get(), 10.0);
         assert!(m.entries.len() <= 2);
+    }
+
+    #[test]
+    fn capping_the_windowed_max_lowers_what_is_above() {
+        let mut m = WindowedMax::default();
+        m.update(0, 100.0);
+        m.update(1, 90.0);
+        m.update(2, 50.0);
+        m.cap(80.0);
+        assert_eq!(m.get(), 80.0);
+        m.update(11, 10.0);
+        assert_eq!(m.get(), 50.0, "the capped entry expires with its round");
     }
 }
