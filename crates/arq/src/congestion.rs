@@ -339,17 +339,16 @@ impl Controller {
         }
         // (Startup ignores losses: its own queue inflates the RTT, and
         // random loss then would end it long before the bandwidth is found.)
-        if ev.newly_lost > 0 && self.queue_built() && self.mode == Mode::ProbeBw {
-            if self.backed_off_round != Some(self.round) {
-                // Losses with a standing queue: the queue overflows, so the
-                // flow sends faster than its share drains. Delivery-rate
-                // samples run a few percent high when acknowledgements are
-                // handled in bunches, and the windowed maximum keeps the
-                // highest; without this the flow would hold the queue full.
-                self.backed_off_round = Some(self.round);
-                let bw = self.bw.get();
-                self.bw.cap(bw * OVERFLOW_BACKOFF);
-            }
+        let overflow = ev.newly_lost > 0 && self.queue_built() && self.mode == Mode::ProbeBw;
+        if overflow && self.backed_off_round != Some(self.round) {
+            // Losses with a standing queue: the queue overflows, so the flow
+            // sends faster than its share drains. Delivery-rate samples run
+            // a few percent high when acknowledgements are handled in
+            // bunches, and the windowed maximum keeps the highest; without
+            // this the flow would hold the queue full.
+            self.backed_off_round = Some(self.round);
+            let bw = self.bw.get();
+            self.bw.cap(bw * OVERFLOW_BACKOFF);
         }
         self.update_mode(now, ev);
         self.set_pacing_rate();
