@@ -76,6 +76,8 @@ pub struct Emulator {
     threads: Vec<std::thread::JoinHandle<()>>,
     /// A to B, then B to A.
     pub stats: [Arc<DirStats>; 2],
+    /// The link from A to B.
+    pub spec: LinkSpec,
 }
 
 fn sh(args: &[&str]) -> anyhow::Result<()> {
@@ -264,6 +266,7 @@ impl Emulator {
             stop,
             threads,
             stats,
+            spec: ab,
         })
     }
 

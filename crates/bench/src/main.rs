@@ -5,12 +5,14 @@
 mod emu;
 mod failover;
 mod fanout;
+mod flows;
 mod hops;
 mod idle;
-mod link;
 mod net;
+mod plot;
 mod spawn;
 mod store;
+mod suite;
 mod transfer;
 
 use std::path::PathBuf;
@@ -110,9 +112,9 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         interval_ms: u64,
     },
-    /// TCP (CUBIC, BBR) and chatdrop (SR, GBN) side by side over an
-    /// emulated link (two network namespaces and a user-space forwarder;
-    /// needs root).
+    /// Every protocol (chatdrop SR and GBN, TCP CUBIC and BBR, quinn with
+    /// CUBIC and BBR) over one emulated link (two network namespaces and a
+    /// user-space forwarder; needs root).
     Link {
         /// Link rate, Mbit/s.
         #[arg(long, default_value_t = 200)]
@@ -123,12 +125,33 @@ enum Cmd {
         /// Random loss each way (0.01 = 1%).
         #[arg(long, default_value_t = 0.0)]
         loss: f64,
-        /// Bytes moved by each protocol.
-        #[arg(long, default_value_t = 20_000_000)]
+        /// Bytes moved by each flow.
+        #[arg(long, default_value_t = 100_000_000)]
         size: u64,
-        /// chatdrop's window, packets.
-        #[arg(long, default_value_t = 512)]
-        window: u32,
+        /// Runs per protocol.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
+    /// The transfer suite: every protocol over loopback and the emulated
+    /// links (200 Mbit/s 20 ms at 0, 1 and 5% loss; 100 Mbit/s 100 ms at
+    /// 1%; 1 Gbit/s 2 ms), fairness, CPU per GB, receive drops, and a plot
+    /// (needs root).
+    Suite {
+        /// Bytes moved by each flow.
+        #[arg(long, default_value_t = 100_000_000)]
+        size: u64,
+        /// Runs per protocol and link (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Where to write the throughput-against-loss plot (SVG).
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Only the links whose name contains this (e.g. `loopback`).
+        #[arg(long)]
+        only: Option<String>,
+        /// Skip the fairness runs.
+        #[arg(long)]
+        no_fairness: bool,
     },
     /// The store alone: history lines committed per second in batches.
     Store {
@@ -183,8 +206,33 @@ fn main() -> anyhow::Result<()> {
             rtt_ms,
             loss,
             size,
-            window,
-        } => rt.block_on(link::run(mbit, rtt_ms, loss, size, window)),
+            runs,
+        } => suite::run(
+            &[suite::Link { mbit, rtt_ms, loss }],
+            &suite::Options {
+                size,
+                runs,
+                plot: None,
+                only: None,
+                no_fairness: true,
+            },
+        ),
+        Cmd::Suite {
+            size,
+            runs,
+            plot,
+            only,
+            no_fairness,
+        } => suite::run(
+            &suite::LINKS,
+            &suite::Options {
+                size,
+                runs,
+                plot,
+                only,
+                no_fairness,
+            },
+        ),
         Cmd::Failover { runs, interval_ms } => {
             rt.block_on(failover::run(&server_bin, cli.workers, runs, interval_ms))
         }

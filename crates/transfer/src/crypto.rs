@@ -1,8 +1,13 @@
 //! The envelope of every datagram of a session:
 //!
 //! ```text
-//! version u8 (1) | session id [8] | packet number u64 | ChaCha20-Poly1305(frame) + tag [16]
+//! version u8 (2) | session id [8] | packet number u64 | AES-256-GCM(frame) + tag [16]
 //! ```
+//!
+//! AES-256-GCM (from `ring`) rather than ChaCha20-Poly1305: with the AES and
+//! carry-less multiply instructions every x86-64 and ARMv8 server has, it
+//! seals several times faster, and at gigabits a second the AEAD is most of
+//! a transfer's CPU time. (Version 1 used ChaCha20-Poly1305.)
 //!
 //! The header is the AEAD's associated data. Each direction has its own key
 //! (derived with HKDF-SHA256 from the session secret), so the packet number
@@ -10,13 +15,12 @@
 //! reuses a number. A datagram that fails to open (tampered, foreign, or of
 //! another session) is dropped before anything reads it.
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
 use hkdf::Hkdf;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use sha2::Sha256;
 
 /// Envelope version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes before the ciphertext.
 pub const HEADER: usize = 1 + 8 + 8;
 /// Bytes of the AEAD tag.
@@ -45,8 +49,8 @@ pub enum OpenError {
 /// Keys and counters of one session.
 pub struct SessionKeys {
     id: [u8; 8],
-    seal: ChaCha20Poly1305,
-    open: ChaCha20Poly1305,
+    seal: LessSafeKey,
+    open: LessSafeKey,
     next_pn: u64,
 }
 
@@ -61,7 +65,12 @@ impl std::fmt::Debug for SessionKeys {
 fn nonce(pn: u64) -> Nonce {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&pn.to_be_bytes());
-    n.into()
+    Nonce::assume_unique_for_key(n)
+}
+
+fn key(bytes: &[u8; 32]) -> LessSafeKey {
+    // A 32-byte key is always valid for AES-256-GCM.
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("a 32-byte AES-256 key"))
 }
 
 impl SessionKeys {
@@ -72,12 +81,12 @@ impl SessionKeys {
         let hk = Hkdf::<Sha256>::new(Some(&id), secret);
         let mut to_receiver = [0u8; 32];
         let mut to_sender = [0u8; 32];
-        let mut info = b"chatdrop transfer v1 to-receiver ".to_vec();
+        let mut info = b"chatdrop transfer v2 to-receiver ".to_vec();
         info.extend_from_slice(context);
         // Both lengths are valid for HKDF-SHA256 (at most 255 * 32 bytes).
         hk.expand(&info, &mut to_receiver)
             .expect("32 bytes is a valid HKDF length");
-        let mut info = b"chatdrop transfer v1 to-sender ".to_vec();
+        let mut info = b"chatdrop transfer v2 to-sender ".to_vec();
         info.extend_from_slice(context);
         hk.expand(&info, &mut to_sender)
             .expect("32 bytes is a valid HKDF length");
@@ -87,8 +96,8 @@ impl SessionKeys {
         };
         SessionKeys {
             id,
-            seal: ChaCha20Poly1305::new(Key::from_slice(&seal)),
-            open: ChaCha20Poly1305::new(Key::from_slice(&open)),
+            seal: key(&seal),
+            open: key(&open),
             next_pn: 0,
         }
     }
@@ -108,12 +117,12 @@ impl SessionKeys {
         buf[1..9].copy_from_slice(&self.id);
         buf[9..17].copy_from_slice(&pn.to_be_bytes());
         let (header, body) = buf.split_at_mut(HEADER);
-        // Encryption in place cannot fail for messages under 256 GiB.
+        // Sealing fails only for messages over 64 GiB.
         let tag = self
             .seal
-            .encrypt_in_place_detached(&nonce(pn), header, body)
-            .expect("ChaCha20-Poly1305 seals any datagram-sized message");
-        buf.extend_from_slice(&tag);
+            .seal_in_place_separate_tag(nonce(pn), Aad::from(&*header), body)
+            .expect("AES-256-GCM seals any datagram-sized message");
+        buf.extend_from_slice(tag.as_ref());
     }
 
     /// Opens a datagram in place; returns the frame's bytes.
@@ -125,10 +134,9 @@ impl SessionKeys {
         pn.copy_from_slice(&buf[9..17]);
         let pn = u64::from_be_bytes(pn);
         let (header, rest) = buf.split_at_mut(HEADER);
-        let (body, tag) = rest.split_at_mut(rest.len() - TAG);
-        let tag = Tag::clone_from_slice(tag);
-        self.open
-            .decrypt_in_place_detached(&nonce(pn), header, body, &tag)
+        let body = self
+            .open
+            .open_in_place(nonce(pn), Aad::from(&*header), rest)
             .map_err(|_| OpenError::Forged)?;
         Ok(body)
     }

@@ -46,7 +46,7 @@ const BEGIN_REPEAT: Duration = Duration::from_millis(100);
 /// last ack, when the sender's `Done` does not come.
 const LINGER: Duration = Duration::from_secs(1);
 /// How often a receiver records its progress for resuming.
-const SAVE_EVERY: u64 = 8 << 20;
+const SAVE_EVERY: u64 = 64 << 20;
 /// Datagrams taken from the socket before answering: the receiver sends
 /// one acknowledgement per batch of arrivals, the sender reacts to a batch
 /// of acknowledgements at once.

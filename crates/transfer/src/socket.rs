@@ -19,6 +19,12 @@ pub const BUFFER: usize = 4 << 20;
 /// Binds a UDP socket at `addr` with large send and receive buffers and
 /// fragmentation off.
 pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    UdpSocket::from_std(bind_std(addr)?)
+}
+
+/// [`bind`] without a runtime: a non-blocking standard socket, to hand to
+/// whichever runtime will drive it (`UdpSocket::from_std`).
+pub fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Best effort: a smaller buffer still works, only less well.
     let _ = socket.set_recv_buffer_size(BUFFER);
@@ -26,7 +32,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     dont_fragment(&socket, addr.is_ipv6());
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Sets "don't fragment" (best effort: without it probing still works, as

@@ -1,0 +1,375 @@
+//! One bulk flow of each protocol, from the sending side (1) to the
+//! receiving side (0) of a [`Path`]: TCP with a chosen congestion control,
+//! chatdrop's transfer (the library `chatdrop send`/`recv` run), and QUIC
+//! (quinn). Each side runs on its own thread (with its own runtime), so
+//! the CPU time of each side can be read from its thread's clock.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chatdrop_arq::{Config, Scheme};
+use chatdrop_transfer::crypto::{Role, SessionKeys};
+use chatdrop_transfer::files::{hash_file, Download, Source};
+use chatdrop_transfer::{fetch, serve, FetchOptions, ServeOptions};
+
+use crate::emu::{Emulator, ADDR_A, ADDR_B};
+
+/// Where flows run: loopback, or the two namespaces of an emulated link.
+#[derive(Clone, Copy)]
+pub struct Path<'a> {
+    /// The emulator, or `None` for loopback.
+    pub emu: Option<&'a Emulator>,
+}
+
+impl Path<'_> {
+    /// Runs `f` in side `side`'s network namespace (0 receives, 1 sends).
+    fn on<T: Send + 'static>(
+        &self,
+        side: usize,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        match self.emu {
+            Some(emu) => emu.in_ns(side, f),
+            None => Ok(f()),
+        }
+    }
+
+    fn ip(&self, side: usize) -> IpAddr {
+        match (self.emu, side) {
+            (None, _) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            (Some(_), 0) => IpAddr::V4(ADDR_A),
+            (Some(_), _) => IpAddr::V4(ADDR_B),
+        }
+    }
+}
+
+/// What one flow measured.
+#[derive(Debug, Clone, Default)]
+pub struct Flow {
+    /// Payload bytes delivered.
+    pub bytes: u64,
+    /// Seconds from the receiver's start to its end.
+    pub secs: f64,
+    /// CPU seconds of the sending and the receiving side.
+    pub send_cpu: f64,
+    /// See `send_cpu`.
+    pub recv_cpu: f64,
+    /// Retransmitted packets, where the protocol reports them.
+    pub retransmissions: Option<u64>,
+}
+
+impl Flow {
+    /// Payload Mbit/s.
+    pub fn mbit(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.secs.max(1e-9) / 1e6
+    }
+}
+
+/// CPU time of the calling thread, seconds (user and system).
+pub fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// Runs `f` on a new thread with its own single-threaded runtime; returns
+/// its result and the thread's CPU seconds.
+fn on_thread<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> std::thread::JoinHandle<anyhow::Result<(T, f64)>> {
+    std::thread::spawn(move || {
+        let out = f()?;
+        Ok((out, thread_cpu()))
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn join<T>(h: std::thread::JoinHandle<anyhow::Result<T>>) -> anyhow::Result<T> {
+    h.join()
+        .map_err(|_| anyhow::anyhow!("a flow thread panicked"))?
+}
+
+/// Sets a socket's TCP congestion control by name (`cubic`, `bbr`...).
+fn set_cc(s: &TcpStream, cc: &str) -> anyhow::Result<()> {
+    // SAFETY: setsockopt with a byte string of the given length.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            cc.as_ptr().cast(),
+            cc.len() as libc::socklen_t,
+        )
+    };
+    anyhow::ensure!(
+        r == 0,
+        "TCP_CONGESTION {cc}: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+/// TCP with congestion control `cc`: `bytes` (or as many as fit in
+/// `limit`); `got` counts what arrived as it arrives.
+pub fn tcp(
+    path: Path,
+    cc: &str,
+    bytes: u64,
+    limit: Duration,
+    got: Arc<AtomicU64>,
+) -> anyhow::Result<Flow> {
+    let ip = path.ip(0);
+    let listener = path.on(0, move || TcpListener::bind((ip, 0)))??;
+    let addr = listener.local_addr()?;
+    let cc_name = cc.to_string();
+    let stream = path.on(1, move || -> anyhow::Result<TcpStream> {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        set_cc(&s, &cc_name)?;
+        Ok(s)
+    })??;
+    let (mut conn, _) = listener.accept()?;
+    let deadline = Instant::now() + limit;
+    let writer = on_thread(move || {
+        let mut s = stream;
+        let chunk = vec![7u8; 128 * 1024];
+        let mut left = bytes;
+        while left > 0 && Instant::now() < deadline {
+            let n = left.min(chunk.len() as u64) as usize;
+            s.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
+        s.shutdown(std::net::Shutdown::Write)?;
+        Ok(())
+    });
+    let reader = on_thread(move || {
+        let started = Instant::now();
+        let mut buf = vec![0u8; 256 * 1024];
+        conn.set_read_timeout(Some(limit + Duration::from_secs(30)))?;
+        loop {
+            let n = conn.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            got.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok((got.load(Ordering::Relaxed), started.elapsed().as_secs_f64()))
+    });
+    let ((bytes, secs), recv_cpu) = join(reader)?;
+    let ((), send_cpu) = join(writer)?;
+    Ok(Flow {
+        bytes,
+        secs,
+        send_cpu,
+        recv_cpu,
+        retransmissions: None,
+    })
+}
+
+/// chatdrop's transfer of the file at `file` with `scheme`; `got` follows
+/// the bytes received in order.
+pub fn chatdrop(
+    path: Path,
+    file: &std::path::Path,
+    out: &std::path::Path,
+    scheme: Scheme,
+    window: u32,
+    got: Arc<AtomicU64>,
+) -> anyhow::Result<Flow> {
+    let (ip0, ip1) = (path.ip(0), path.ip(1));
+    let server = path.on(1, move || {
+        chatdrop_transfer::socket::bind_std(SocketAddr::new(ip1, 0))
+    })??;
+    let client = path.on(0, move || {
+        chatdrop_transfer::socket::bind_std(SocketAddr::new(ip0, 0))
+    })??;
+    let peer = server.local_addr()?;
+    let (size, hash) = hash_file(file)?;
+    let secret: [u8; 32] = rand::random();
+    let id: [u8; 8] = rand::random();
+    let mut cfg = Config::new(scheme, window);
+    cfg.idle_timeout = Duration::from_secs(30);
+    cfg.mss = chatdrop_transfer::session::MAX_MSS;
+    let source = Source::open(file, size)?;
+    let scfg = cfg.clone();
+    let sender = on_thread(move || {
+        runtime()?.block_on(async move {
+            let socket = tokio::net::UdpSocket::from_std(server)?;
+            let keys = SessionKeys::derive(&secret, id, b"bench", Role::Sender);
+            let opts = ServeOptions {
+                cfg: scfg,
+                wait_for_start: Some(Duration::from_secs(10)),
+            };
+            Ok(serve(&socket, keys, &source, &opts, |_, _| {}).await?)
+        })
+    });
+    let _ = std::fs::remove_dir_all(out);
+    let out = out.to_path_buf();
+    let receiver = on_thread(move || {
+        runtime()?.block_on(async move {
+            let socket = tokio::net::UdpSocket::from_std(client)?;
+            let mut dl = Download::open(&out, "bench.bin", size, hash)?;
+            let keys = SessionKeys::derive(&secret, id, b"bench", Role::Receiver);
+            let started = Instant::now();
+            let progress = |done: u64, _| got.store(done, Ordering::Relaxed);
+            let opts = FetchOptions { cfg };
+            fetch(&socket, peer, keys, &mut dl, size, &opts, progress).await?;
+            let secs = started.elapsed().as_secs_f64();
+            dl.finish()?;
+            let _ = std::fs::remove_dir_all(&out);
+            Ok(secs)
+        })
+    });
+    let (secs, recv_cpu) = join(receiver)?;
+    let (stats, send_cpu) = join(sender)?;
+    Ok(Flow {
+        bytes: size,
+        secs,
+        send_cpu,
+        recv_cpu,
+        retransmissions: Some(stats.retransmissions),
+    })
+}
+
+/// quinn's congestion controllers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuicCc {
+    /// quinn's default.
+    Cubic,
+    /// quinn's (experimental) BBR.
+    Bbr,
+}
+
+fn quic_transport(cc: QuicCc) -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    // Flow control out of the way: windows for 1 Gbit/s at 100 ms.
+    let window = 32u32 << 20;
+    t.stream_receive_window(window.into());
+    t.receive_window(window.into());
+    t.send_window(u64::from(window));
+    // Let path MTU discovery go as high as chatdrop's probing does.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(65_527);
+    t.mtu_discovery_config(Some(mtu));
+    if cc == QuicCc::Bbr {
+        t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+    }
+    Arc::new(t)
+}
+
+/// QUIC (quinn) with controller `cc`: one stream of `bytes` (or as many
+/// as fit in `limit`).
+pub fn quic(
+    path: Path,
+    cc: QuicCc,
+    bytes: u64,
+    limit: Duration,
+    got: Arc<AtomicU64>,
+) -> anyhow::Result<Flow> {
+    use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = rcgen::generate_simple_self_signed(vec!["bench".into()])?;
+    let cert_der = cert.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der.clone()], key)?;
+    let mut server_cfg =
+        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server_tls)?));
+    server_cfg.transport_config(quic_transport(cc));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der)?;
+    let client_tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut client_cfg =
+        quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client_tls)?));
+    client_cfg.transport_config(quic_transport(cc));
+
+    let (ip0, ip1) = (path.ip(0), path.ip(1));
+    let server_sock = path.on(0, move || {
+        chatdrop_transfer::socket::bind_std(SocketAddr::new(ip0, 0))
+    })??;
+    let client_sock = path.on(1, move || {
+        chatdrop_transfer::socket::bind_std(SocketAddr::new(ip1, 0))
+    })??;
+    let server_addr = server_sock.local_addr()?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let receiver = on_thread(move || {
+        runtime()?.block_on(async move {
+            let ep = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(server_cfg),
+                server_sock,
+                Arc::new(quinn::TokioRuntime),
+            )?;
+            let _ = ready_tx.send(());
+            let conn = ep
+                .accept()
+                .await
+                .context("no QUIC connection came")?
+                .await?;
+            let mut stream = conn.accept_uni().await?;
+            let started = Instant::now();
+            while let Some(chunk) = stream.read_chunk(1 << 20, true).await? {
+                got.fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+            }
+            let secs = started.elapsed().as_secs_f64();
+            conn.close(0u32.into(), b"done");
+            ep.wait_idle().await;
+            Ok((got.load(Ordering::Relaxed), secs))
+        })
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("the QUIC receiver did not start")?;
+    let sender = on_thread(move || {
+        runtime()?.block_on(async move {
+            let mut ep = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                None,
+                client_sock,
+                Arc::new(quinn::TokioRuntime),
+            )?;
+            ep.set_default_client_config(client_cfg);
+            let conn = ep.connect(server_addr, "bench")?.await?;
+            let mut stream = conn.open_uni().await?;
+            let chunk = bytes::Bytes::from(vec![7u8; 256 * 1024]);
+            let deadline = Instant::now() + limit;
+            let mut left = bytes;
+            while left > 0 && Instant::now() < deadline {
+                let n = left.min(chunk.len() as u64) as usize;
+                stream.write_chunk(chunk.slice(..n)).await?;
+                left -= n as u64;
+            }
+            stream.finish()?;
+            // Until the receiver has read it all (then it closes).
+            let _ = tokio::time::timeout(Duration::from_secs(60), conn.closed()).await;
+            Ok(())
+        })
+    });
+    let ((bytes, secs), recv_cpu) = join(receiver)?;
+    let ((), send_cpu) = join(sender)?;
+    Ok(Flow {
+        bytes,
+        secs,
+        send_cpu,
+        recv_cpu,
+        retransmissions: None,
+    })
+}

@@ -1,0 +1,408 @@
+//! The transfer benchmark suite: every protocol over every link of the
+//! suite in one run (medians of `runs`), Go-Back-N beside its textbook
+//! efficiency, receive-buffer drops, CPU per GB, fairness, and a plot of
+//! throughput against loss. Needs root for the emulated links.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chatdrop_arq::Scheme;
+use rand::RngCore;
+
+use crate::emu::{Emulator, LinkSpec};
+use crate::flows::{self, Flow, Path, QuicCc};
+
+/// A protocol of the suite.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Proto {
+    /// chatdrop's transfer with an ARQ scheme.
+    Chatdrop(Scheme),
+    /// Kernel TCP with a congestion control.
+    Tcp(&'static str),
+    /// quinn with a congestion controller.
+    Quic(QuicCc),
+}
+
+impl Proto {
+    /// Its name in tables and the plot.
+    pub fn label(self) -> String {
+        match self {
+            Proto::Chatdrop(s) => format!("chatdrop {}", s.as_str()),
+            Proto::Tcp(cc) => format!("TCP {cc}"),
+            Proto::Quic(QuicCc::Cubic) => "quinn (CUBIC)".into(),
+            Proto::Quic(QuicCc::Bbr) => "quinn (BBR)".into(),
+        }
+    }
+}
+
+/// Every protocol, in table order.
+pub const PROTOS: [Proto; 6] = [
+    Proto::Chatdrop(Scheme::SelectiveRepeat),
+    Proto::Chatdrop(Scheme::GoBackN),
+    Proto::Tcp("cubic"),
+    Proto::Tcp("bbr"),
+    Proto::Quic(QuicCc::Cubic),
+    Proto::Quic(QuicCc::Bbr),
+];
+
+/// A link of the suite (`mbit` 0: loopback, no emulator).
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    /// Rate, Mbit/s.
+    pub mbit: u64,
+    /// Round trip, ms.
+    pub rtt_ms: u64,
+    /// Random loss each way.
+    pub loss: f64,
+}
+
+impl Link {
+    fn name(&self) -> String {
+        if self.mbit == 0 {
+            "loopback".into()
+        } else {
+            format!(
+                "{} Mbit/s, {} ms, {}% loss",
+                self.mbit,
+                self.rtt_ms,
+                self.loss * 100.0
+            )
+        }
+    }
+}
+
+/// The links.
+pub const LINKS: [Link; 6] = [
+    Link {
+        mbit: 0,
+        rtt_ms: 0,
+        loss: 0.0,
+    },
+    Link {
+        mbit: 200,
+        rtt_ms: 20,
+        loss: 0.0,
+    },
+    Link {
+        mbit: 200,
+        rtt_ms: 20,
+        loss: 0.01,
+    },
+    Link {
+        mbit: 200,
+        rtt_ms: 20,
+        loss: 0.05,
+    },
+    Link {
+        mbit: 100,
+        rtt_ms: 100,
+        loss: 0.01,
+    },
+    Link {
+        mbit: 1000,
+        rtt_ms: 2,
+        loss: 0.0,
+    },
+];
+
+/// How long a TCP or QUIC flow may run (those that collapse under loss
+/// are measured on what they move in this time).
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Median of a non-empty list.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The UDP receive-buffer drops counted in the namespace of `path`'s side 0.
+fn rcvbuf_errors(path: Path) -> u64 {
+    let read = || -> u64 {
+        let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap_or_default();
+        let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+        let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+            return 0;
+        };
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == "RcvbufErrors")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0)
+    };
+    match path.emu {
+        Some(emu) => emu.in_ns(0, read).unwrap_or(0),
+        None => read(),
+    }
+}
+
+/// Go-Back-N's textbook efficiency: `p / (p + m (1 - p))`, with `p` the
+/// chance a packet arrives and `m` the round trip in packets.
+pub fn gbn_textbook(link: &Link, packet_bytes: f64) -> f64 {
+    let p = 1.0 - link.loss;
+    let m = link.mbit as f64 * 1e6 * link.rtt_ms as f64 / 1000.0 / (packet_bytes * 8.0);
+    p / (p + m * (1.0 - p))
+}
+
+/// One row of results.
+#[derive(Debug, Clone)]
+struct Row {
+    proto: Proto,
+    mbit: f64,
+    send_cpu_gb: f64,
+    recv_cpu_gb: f64,
+    retransmissions: Option<u64>,
+}
+
+fn write_file(path: &std::path::Path, size: u64) -> anyhow::Result<()> {
+    let mut data = vec![0u8; size as usize];
+    rand::thread_rng().fill_bytes(&mut data);
+    std::fs::write(path, &data)?;
+    Ok(())
+}
+
+/// Runs one protocol once over `path`.
+fn once(
+    path: Path,
+    proto: Proto,
+    file: &std::path::Path,
+    out: &std::path::Path,
+    size: u64,
+) -> anyhow::Result<Flow> {
+    let got = Arc::new(AtomicU64::new(0));
+    match proto {
+        Proto::Chatdrop(scheme) => {
+            flows::chatdrop(path, file, out, scheme, chatdrop_arq::DEFAULT_WINDOW, got)
+        }
+        Proto::Tcp(cc) => flows::tcp(path, cc, size, LIMIT, got),
+        Proto::Quic(cc) => flows::quic(path, cc, size, LIMIT, got),
+    }
+}
+
+/// Options of a suite run.
+pub struct Options {
+    /// Bytes per flow (Go-Back-N on lossy links moves a twentieth).
+    pub size: u64,
+    /// Runs per protocol and link.
+    pub runs: usize,
+    /// Where to write the plot (SVG).
+    pub plot: Option<std::path::PathBuf>,
+    /// Only links whose name contains this.
+    pub only: Option<String>,
+    /// Skip the fairness runs.
+    pub no_fairness: bool,
+}
+
+/// Runs the suite over `links` and prints Markdown tables.
+pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
+    // Files live in memory (tmpfs) where there is one: on the machine of
+    // docs/BENCHMARKS.md, writing to the disk's page cache runs at about
+    // 290 MB/s (dd), which would cap every receiver that writes a file at
+    // 2.3 Gbit/s and measure the disk, not the transport.
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)?
+    } else {
+        tempfile::tempdir()?
+    };
+    let file = dir.path().join("file.bin");
+    let small = dir.path().join("small.bin");
+    write_file(&file, opts.size)?;
+    let small_size = (opts.size / 20).max(2_000_000);
+    write_file(&small, small_size)?;
+    let out = dir.path().join("out");
+    let mut lossy: Vec<(f64, Vec<(Proto, f64)>)> = Vec::new();
+    println!(
+        "{} MB per flow ({} MB for Go-Back-N on lossy links); TCP and QUIC flows stop after {} s; medians of {} runs.\n",
+        opts.size / 1_000_000,
+        small_size / 1_000_000,
+        LIMIT.as_secs(),
+        opts.runs
+    );
+    for &link in links {
+        if opts
+            .only
+            .as_ref()
+            .is_some_and(|o| !link.name().contains(o.as_str()))
+        {
+            continue;
+        }
+        let emu = if link.mbit == 0 {
+            None
+        } else {
+            let spec = LinkSpec::new(link.mbit, link.rtt_ms, link.loss);
+            Some(Emulator::start(spec, spec, 1)?)
+        };
+        let path = Path { emu: emu.as_ref() };
+        println!("### {}\n", link.name());
+        if let Some(e) = &emu {
+            println!(
+                "Queue {} KB each way (one bandwidth-delay product, at least 64 KB).\n",
+                e.spec.queue_bytes / 1000
+            );
+        }
+        println!("| protocol | Mbit/s | % of link | sender CPU s/GB | receiver CPU s/GB | retransmitted packets |");
+        println!("| --- | --- | --- | --- | --- | --- |");
+        let drops_before = rcvbuf_errors(path);
+        let mut rows = Vec::new();
+        for proto in PROTOS {
+            let gbn_lossy = proto == Proto::Chatdrop(Scheme::GoBackN) && link.loss > 0.0;
+            let (f, size) = if gbn_lossy {
+                (&small, small_size)
+            } else {
+                (&file, opts.size)
+            };
+            let mut flows = Vec::new();
+            for _ in 0..opts.runs {
+                match once(path, proto, f, &out, size) {
+                    Ok(flow) => flows.push(flow),
+                    Err(e) => eprintln!("{} over {}: {e:#}", proto.label(), link.name()),
+                }
+            }
+            if flows.is_empty() {
+                println!("| {} | failed | | | | |", proto.label());
+                continue;
+            }
+            let gb = |f: &Flow| f.bytes as f64 / 1e9;
+            let row =
+                Row {
+                    proto,
+                    mbit: median(flows.iter().map(Flow::mbit).collect()),
+                    send_cpu_gb: median(flows.iter().map(|f| f.send_cpu / gb(f)).collect()),
+                    recv_cpu_gb: median(flows.iter().map(|f| f.recv_cpu / gb(f)).collect()),
+                    retransmissions: flows.iter().filter_map(|f| f.retransmissions).max().map(
+                        |_| {
+                            let mut r: Vec<u64> =
+                                flows.iter().filter_map(|f| f.retransmissions).collect();
+                            r.sort_unstable();
+                            r[r.len() / 2]
+                        },
+                    ),
+                };
+            let share = if link.mbit > 0 {
+                format!("{:.1}%", 100.0 * row.mbit / link.mbit as f64)
+            } else {
+                String::new()
+            };
+            println!(
+                "| {} | {:.1} | {share} | {:.2} | {:.2} | {} |",
+                proto.label(),
+                row.mbit,
+                row.send_cpu_gb,
+                row.recv_cpu_gb,
+                row.retransmissions.map_or(String::new(), |r| r.to_string())
+            );
+            rows.push(row);
+        }
+        let drops = rcvbuf_errors(path).saturating_sub(drops_before);
+        println!("\nUDP receive-buffer drops on the receiving side during these runs (RcvbufErrors): {drops}.");
+        if link.mbit > 0 {
+            if let Some(g) = rows
+                .iter()
+                .find(|r| r.proto == Proto::Chatdrop(Scheme::GoBackN))
+            {
+                println!(
+                    "Go-Back-N: {:.1}% of the link; textbook p/(p+m(1-p)) with 1500-byte packets: {:.1}%.",
+                    100.0 * g.mbit / link.mbit as f64,
+                    100.0 * gbn_textbook(&link, 1500.0)
+                );
+            }
+            let e = emu.as_ref().map(|e| &e.stats[1]);
+            if let Some(s) = e {
+                println!(
+                    "Emulator, sending direction: forwarded {}, lost at random {}, queue drops {}.",
+                    s.forwarded.load(Ordering::Relaxed),
+                    s.lost.load(Ordering::Relaxed),
+                    s.overflowed.load(Ordering::Relaxed)
+                );
+            }
+        }
+        println!();
+        if link.mbit == 200 && link.rtt_ms == 20 {
+            lossy.push((link.loss, rows.iter().map(|r| (r.proto, r.mbit)).collect()));
+        }
+        if link.mbit == 200 && link.loss == 0.0 && !opts.no_fairness {
+            fairness(path, dir.path(), opts.size)?;
+        }
+    }
+    if let Some(p) = &opts.plot {
+        if !lossy.is_empty() {
+            crate::plot::throughput_vs_loss(p, 200.0, &lossy)?;
+            println!("Plot written to {}.", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// Two flows at once over `path`, sampled between 3 s and 13 s after they
+/// start: two chatdrop flows, then chatdrop beside TCP CUBIC.
+fn fairness(path: Path, dir: &std::path::Path, size: u64) -> anyhow::Result<()> {
+    let big = dir.join("fair.bin");
+    let fair_size = size.max(200_000_000);
+    write_file(&big, fair_size)?;
+    println!(
+        "Fairness: two flows start together; shares of what both moved between 3 s and 13 s.\n"
+    );
+    println!("| flows | first | second | first's share | second's share |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (name, second_tcp) in [
+        ("chatdrop + chatdrop", false),
+        ("chatdrop + TCP CUBIC", true),
+    ] {
+        let a = Arc::new(AtomicU64::new(0));
+        let b = Arc::new(AtomicU64::new(0));
+        let (result_a, result_b) = std::thread::scope(|s| {
+            let (ga, gb) = (a.clone(), b.clone());
+            let (big, out_a, out_b) = (&big, dir.join("fa"), dir.join("fb"));
+            let ha = s.spawn(move || {
+                flows::chatdrop(
+                    path,
+                    big,
+                    &out_a,
+                    Scheme::SelectiveRepeat,
+                    chatdrop_arq::DEFAULT_WINDOW,
+                    ga,
+                )
+            });
+            let hb = s.spawn(move || {
+                if second_tcp {
+                    flows::tcp(path, "cubic", fair_size, Duration::from_secs(16), gb)
+                } else {
+                    flows::chatdrop(
+                        path,
+                        big,
+                        &out_b,
+                        Scheme::SelectiveRepeat,
+                        chatdrop_arq::DEFAULT_WINDOW,
+                        gb,
+                    )
+                }
+            });
+            let start = Instant::now();
+            std::thread::sleep(Duration::from_secs(3).saturating_sub(start.elapsed()));
+            let (a0, b0) = (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_secs(13).saturating_sub(start.elapsed()));
+            let (a1, b1) = (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed));
+            let ra = (a1 - a0) as f64 * 8.0 / 10.0 / 1e6;
+            let rb = (b1 - b0) as f64 * 8.0 / 10.0 / 1e6;
+            let total = (ra + rb).max(1e-9);
+            let second = if second_tcp { "TCP CUBIC" } else { "chatdrop" };
+            println!(
+                "| {name} | chatdrop {ra:.1} Mbit/s | {second} {rb:.1} Mbit/s | {:.0}% | {:.0}% |",
+                100.0 * ra / total,
+                100.0 * rb / total
+            );
+            (ha.join(), hb.join())
+        });
+        for r in [result_a, result_b] {
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => eprintln!("a fairness flow failed: {e:#}"),
+                Err(_) => eprintln!("a fairness flow panicked"),
+            }
+        }
+    }
+    println!();
+    Ok(())
+}
