@@ -335,12 +335,19 @@ impl Sender {
         let mut newly = 0u64;
         let mut acked_queued = 0u64;
         let last_timeout = self.last_timeout;
+        // An acknowledgement that comes back sooner than half the path's
+        // RTT after a packet was resent is for an earlier copy: it must not
+        // count as the resend arriving, or every packet sent before the
+        // resend and not yet acknowledged would be taken for lost at once.
+        let plausible = self.cc.min_rtt().map_or(Duration::ZERO, |m| m / 2);
         let mut take = |slot: &mut Slot, idx: u64| {
             if !slot.acked {
                 slot.acked = true;
                 newly += 1;
                 acked_queued += u64::from(slot.queued);
-                largest_tx = largest_tx.max(Some(slot.tx));
+                if now.saturating_duration_since(slot.state.sent_at) >= plausible {
+                    largest_tx = largest_tx.max(Some(slot.tx));
+                }
                 let clean = !slot.resent && last_timeout.is_none_or(|t| slot.state.sent_at > t);
                 if clean && newest_sample.is_none_or(|(i, _)| idx > i) {
                     let rtt = now.saturating_duration_since(slot.state.sent_at);
@@ -649,6 +656,26 @@ mod tests {
             .map(|t| t.seq)
             .collect();
         assert_eq!(resent, [1, 2]);
+    }
+
+    #[test]
+    fn a_late_ack_of_an_original_does_not_pass_for_its_resend() {
+        let t0 = Instant::now();
+        let mut s = ten_out(t0);
+        // The flight's acks are late: the timeout resends packets 1 and 2.
+        let due = s.poll_timeout().expect("a timer");
+        s.on_timeout(due);
+        assert_eq!(std::iter::from_fn(|| s.poll_transmit(due)).count(), 2);
+        // Moments later the originals' acks come (1..=3). They must not be
+        // taken for the resends' (sent after 4..=10, which would make all
+        // of those look lost at once).
+        let t = due + Duration::from_millis(5);
+        s.on_ack(t, &sack(4, &[]));
+        let resent: Vec<u32> = std::iter::from_fn(|| s.poll_transmit(t))
+            .filter(|t| t.retransmission)
+            .map(|t| t.seq)
+            .collect();
+        assert_eq!(resent, Vec::<u32>::new(), "nothing else is lost");
     }
 
     #[test]

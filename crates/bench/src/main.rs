@@ -131,6 +131,9 @@ enum Cmd {
         /// Runs per protocol.
         #[arg(long, default_value_t = 1)]
         runs: usize,
+        /// Only these protocols: sr, gbn, cubic, bbr, quinn-cubic, quinn-bbr.
+        #[arg(long, value_delimiter = ',')]
+        protocols: Vec<String>,
     },
     /// The transfer suite: every protocol over loopback and the emulated
     /// links (200 Mbit/s 20 ms at 0, 1 and 5% loss; 100 Mbit/s 100 ms at
@@ -152,6 +155,9 @@ enum Cmd {
         /// Skip the fairness runs.
         #[arg(long)]
         no_fairness: bool,
+        /// Only these protocols: sr, gbn, cubic, bbr, quinn-cubic, quinn-bbr.
+        #[arg(long, value_delimiter = ',')]
+        protocols: Vec<String>,
     },
     /// The store alone: history lines committed per second in batches.
     Store {
@@ -207,6 +213,7 @@ fn main() -> anyhow::Result<()> {
             loss,
             size,
             runs,
+            protocols,
         } => suite::run(
             &[suite::Link { mbit, rtt_ms, loss }],
             &suite::Options {
@@ -215,6 +222,7 @@ fn main() -> anyhow::Result<()> {
                 plot: None,
                 only: None,
                 no_fairness: true,
+                protocols,
             },
         ),
         Cmd::Suite {
@@ -223,6 +231,7 @@ fn main() -> anyhow::Result<()> {
             plot,
             only,
             no_fairness,
+            protocols,
         } => suite::run(
             &suite::LINKS,
             &suite::Options {
@@ -231,6 +240,7 @@ fn main() -> anyhow::Result<()> {
                 plot,
                 only,
                 no_fairness,
+                protocols,
             },
         ),
         Cmd::Failover { runs, interval_ms } => {

@@ -25,6 +25,17 @@ pub enum Proto {
 }
 
 impl Proto {
+    /// Its short name, for `--protocols`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Proto::Chatdrop(Scheme::SelectiveRepeat) => "sr",
+            Proto::Chatdrop(Scheme::GoBackN) => "gbn",
+            Proto::Tcp(cc) => cc,
+            Proto::Quic(QuicCc::Cubic) => "quinn-cubic",
+            Proto::Quic(QuicCc::Bbr) => "quinn-bbr",
+        }
+    }
+
     /// Its name in tables and the plot.
     pub fn label(self) -> String {
         match self {
@@ -192,6 +203,9 @@ pub struct Options {
     pub only: Option<String>,
     /// Skip the fairness runs.
     pub no_fairness: bool,
+    /// Only these protocols (`sr`, `gbn`, `cubic`, `bbr`, `quinn-cubic`,
+    /// `quinn-bbr`); all when empty.
+    pub protocols: Vec<String>,
 }
 
 /// Runs the suite over `links` and prints Markdown tables.
@@ -247,6 +261,9 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
         let drops_before = rcvbuf_errors(path);
         let mut rows = Vec::new();
         for proto in PROTOS {
+            if !opts.protocols.is_empty() && !opts.protocols.iter().any(|p| p == proto.key()) {
+                continue;
+            }
             let gbn_lossy = proto == Proto::Chatdrop(Scheme::GoBackN) && link.loss > 0.0;
             let (f, size) = if gbn_lossy {
                 (&small, small_size)
