@@ -122,7 +122,8 @@ impl WindowedMax {
 /// What one acknowledgement tells the controller.
 #[derive(Debug, Clone, Copy)]
 pub struct AckEvent {
-    /// The delivery-rate sample, if a packet was newly acknowledged.
+    /// The delivery-rate sample, if a packet was newly acknowledged and the
+    /// acknowledgement can be for its latest sending.
     pub sample: Option<RateSample>,
     /// Packets newly acknowledged.
     pub newly_acked: u64,
@@ -295,12 +296,7 @@ impl Controller {
     /// Takes what an acknowledgement tells.
     pub fn on_ack(&mut self, now: Instant, ev: &AckEvent) {
         let mut round_start = false;
-        // An acknowledgement that came back in less than half the path's
-        // RTT acknowledged an earlier transmission of a resent packet: it
-        // neither ends a round nor measures the rate.
-        let sample = ev
-            .sample
-            .filter(|s| self.min_rtt.is_none_or(|m| s.since_sent * 2 >= m));
+        let sample = ev.sample;
         if let Some(s) = sample {
             if s.prior_delivered >= self.next_round_delivered {
                 self.next_round_delivered = ev.delivered;

@@ -237,20 +237,15 @@ impl Sender {
         }
         // Drop resend entries that no longer need it (acknowledged since).
         while let Some(&idx) = self.resend.front() {
-            let live = idx
+            let slot = idx
                 .checked_sub(self.base)
-                .and_then(|i| self.slots.get(i as usize))
-                .is_some_and(|s| !s.acked);
-            if live {
-                break;
+                .and_then(|i| self.slots.get_mut(i as usize));
+            match slot {
+                Some(slot) if !slot.acked => break,
+                Some(slot) => slot.queued = false,
+                None => {}
             }
             self.resend.pop_front();
-            if let Some(slot) = idx
-                .checked_sub(self.base)
-                .and_then(|i| self.slots.get_mut(i as usize))
-            {
-                slot.queued = false;
-            }
         }
         if !self.has_sendable() {
             let window_end = self.base + self.cfg.window as u64;
@@ -368,22 +363,29 @@ impl Sender {
         if self.cfg.scheme == Scheme::SelectiveRepeat {
             let mut hits = std::mem::take(&mut self.hits);
             let full = ack.ranges.len() >= crate::MAX_ACK_RANGES;
-            let mut spans = Vec::with_capacity(ack.ranges.len());
+            // The highest range, and the end of the highest of the others
+            // (what a full ack covers below its gap of left-out ranges).
+            let mut top: Option<(u64, u64)> = None;
+            let mut covered = self.base;
             for &(s, e) in &ack.ranges {
                 let (Some(s), Some(e)) = (self.index_of(s), self.index_of(e)) else {
                     continue;
                 };
                 hits.extend(self.unacked.range(s..e.max(s)));
-                spans.push((s, e));
+                match top {
+                    Some(t) if t >= (s, e) => covered = covered.max(e),
+                    _ => {
+                        if let Some((_, te)) = top {
+                            covered = covered.max(te);
+                        }
+                        top = Some((s, e));
+                    }
+                }
             }
-            self.judge_below = match spans.iter().max() {
-                Some(&top) if full => spans
-                    .iter()
-                    .filter(|&&r| r != top)
-                    .map(|&(_, e)| e)
-                    .max()
-                    .unwrap_or(self.base),
-                _ => u64::MAX,
+            self.judge_below = if full && top.is_some() {
+                covered
+            } else {
+                u64::MAX
             };
             for &idx in &hits {
                 self.unacked.remove(&idx);
@@ -407,7 +409,11 @@ impl Sender {
         } else {
             0
         };
-        let sample = latest.map(|l| self.delivery.on_ack(now, newly, &l));
+        // A sample whose packet was acknowledged too soon after it was
+        // sent (see `plausible`) neither ends a round nor measures a rate.
+        let sample = latest
+            .map(|l| self.delivery.on_ack(now, newly, &l))
+            .filter(|s| s.since_sent >= plausible);
         let before = self.base;
         while self.slots.front().is_some_and(|s| s.acked) {
             self.slots.pop_front();

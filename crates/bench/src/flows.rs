@@ -103,6 +103,23 @@ fn join<T>(h: std::thread::JoinHandle<anyhow::Result<T>>) -> anyhow::Result<T> {
         .map_err(|_| anyhow::anyhow!("a flow thread panicked"))?
 }
 
+/// Waits for both sides of a byte-stream flow (TCP, QUIC): the receiver
+/// gives bytes and seconds, the sender nothing.
+fn stream_flow(
+    receiver: std::thread::JoinHandle<anyhow::Result<((u64, f64), f64)>>,
+    sender: std::thread::JoinHandle<anyhow::Result<((), f64)>>,
+) -> anyhow::Result<Flow> {
+    let ((bytes, secs), recv_cpu) = join(receiver)?;
+    let ((), send_cpu) = join(sender)?;
+    Ok(Flow {
+        bytes,
+        secs,
+        send_cpu,
+        recv_cpu,
+        retransmissions: None,
+    })
+}
+
 /// Sets a socket's TCP congestion control by name (`cubic`, `bbr`...).
 fn set_cc(s: &TcpStream, cc: &str) -> anyhow::Result<()> {
     // SAFETY: setsockopt with a byte string of the given length.
@@ -168,15 +185,7 @@ pub fn tcp(
         }
         Ok((got.load(Ordering::Relaxed), started.elapsed().as_secs_f64()))
     });
-    let ((bytes, secs), recv_cpu) = join(reader)?;
-    let ((), send_cpu) = join(writer)?;
-    Ok(Flow {
-        bytes,
-        secs,
-        send_cpu,
-        recv_cpu,
-        retransmissions: None,
-    })
+    stream_flow(reader, writer)
 }
 
 /// chatdrop's transfer of the file at `file` with `scheme`; `got` follows
@@ -363,13 +372,5 @@ pub fn quic(
             Ok(())
         })
     });
-    let ((bytes, secs), recv_cpu) = join(receiver)?;
-    let ((), send_cpu) = join(sender)?;
-    Ok(Flow {
-        bytes,
-        secs,
-        send_cpu,
-        recv_cpu,
-        retransmissions: None,
-    })
+    stream_flow(receiver, sender)
 }

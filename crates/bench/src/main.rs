@@ -139,26 +139,7 @@ enum Cmd {
     /// links (200 Mbit/s 20 ms at 0, 1 and 5% loss; 100 Mbit/s 100 ms at
     /// 1%; 1 Gbit/s 2 ms), fairness, CPU per GB, receive drops, and a plot
     /// (needs root).
-    Suite {
-        /// Bytes moved by each flow.
-        #[arg(long, default_value_t = 100_000_000)]
-        size: u64,
-        /// Runs per protocol and link (medians are reported).
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// Where to write the throughput-against-loss plot (SVG).
-        #[arg(long)]
-        plot: Option<PathBuf>,
-        /// Only the links whose name contains this (e.g. `loopback`).
-        #[arg(long)]
-        only: Option<String>,
-        /// Skip the fairness runs.
-        #[arg(long)]
-        no_fairness: bool,
-        /// Only these protocols: sr, gbn, cubic, bbr, quinn-cubic, quinn-bbr.
-        #[arg(long, value_delimiter = ',')]
-        protocols: Vec<String>,
-    },
+    Suite(suite::Options),
     /// The store alone: history lines committed per second in batches.
     Store {
         /// Lines to write.
@@ -225,24 +206,7 @@ fn main() -> anyhow::Result<()> {
                 protocols,
             },
         ),
-        Cmd::Suite {
-            size,
-            runs,
-            plot,
-            only,
-            no_fairness,
-            protocols,
-        } => suite::run(
-            &suite::LINKS,
-            &suite::Options {
-                size,
-                runs,
-                plot,
-                only,
-                no_fairness,
-                protocols,
-            },
-        ),
+        Cmd::Suite(opts) => suite::run(&suite::LINKS, &opts),
         Cmd::Failover { runs, interval_ms } => {
             rt.block_on(failover::run(&server_bin, cli.workers, runs, interval_ms))
         }

@@ -127,6 +127,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Median of counts, if there are any.
+fn median_u64(v: impl Iterator<Item = u64>) -> Option<u64> {
+    let mut v: Vec<u64> = v.collect();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied()
+}
+
 /// The UDP receive-buffer drops counted in the namespace of `path`'s side 0.
 fn rcvbuf_errors(path: Path) -> u64 {
     let read = || -> u64 {
@@ -191,20 +198,27 @@ fn once(
     }
 }
 
-/// Options of a suite run.
+/// Options of a suite run (also its command line).
+#[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Bytes per flow (Go-Back-N on lossy links moves a twentieth).
+    /// Bytes moved by each flow (Go-Back-N on lossy links moves a twentieth).
+    #[arg(long, default_value_t = 100_000_000)]
     pub size: u64,
-    /// Runs per protocol and link.
+    /// Runs per protocol and link (medians are reported).
+    #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Where to write the plot (SVG).
+    /// Where to write the throughput-against-loss plot (SVG).
+    #[arg(long)]
     pub plot: Option<std::path::PathBuf>,
-    /// Only links whose name contains this.
+    /// Only the links whose name contains this (e.g. `loopback`).
+    #[arg(long)]
     pub only: Option<String>,
     /// Skip the fairness runs.
+    #[arg(long)]
     pub no_fairness: bool,
-    /// Only these protocols (`sr`, `gbn`, `cubic`, `bbr`, `quinn-cubic`,
-    /// `quinn-bbr`); all when empty.
+    /// Only these protocols: sr, gbn, cubic, bbr, quinn-cubic, quinn-bbr
+    /// (all when not given).
+    #[arg(long, value_delimiter = ',')]
     pub protocols: Vec<String>,
 }
 
@@ -282,21 +296,13 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
                 continue;
             }
             let gb = |f: &Flow| f.bytes as f64 / 1e9;
-            let row =
-                Row {
-                    proto,
-                    mbit: median(flows.iter().map(Flow::mbit).collect()),
-                    send_cpu_gb: median(flows.iter().map(|f| f.send_cpu / gb(f)).collect()),
-                    recv_cpu_gb: median(flows.iter().map(|f| f.recv_cpu / gb(f)).collect()),
-                    retransmissions: flows.iter().filter_map(|f| f.retransmissions).max().map(
-                        |_| {
-                            let mut r: Vec<u64> =
-                                flows.iter().filter_map(|f| f.retransmissions).collect();
-                            r.sort_unstable();
-                            r[r.len() / 2]
-                        },
-                    ),
-                };
+            let row = Row {
+                proto,
+                mbit: median(flows.iter().map(Flow::mbit).collect()),
+                send_cpu_gb: median(flows.iter().map(|f| f.send_cpu / gb(f)).collect()),
+                recv_cpu_gb: median(flows.iter().map(|f| f.recv_cpu / gb(f)).collect()),
+                retransmissions: median_u64(flows.iter().filter_map(|f| f.retransmissions)),
+            };
             let share = if link.mbit > 0 {
                 format!("{:.1}%", 100.0 * row.mbit / link.mbit as f64)
             } else {

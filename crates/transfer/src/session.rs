@@ -113,6 +113,18 @@ async fn send_msg(
     Ok(())
 }
 
+/// The next datagram already queued on `socket`, without waiting.
+fn next_ready(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> Result<Option<(usize, SocketAddr)>, TransferError> {
+    match socket.try_recv_from(buf) {
+        Ok(got) => Ok(Some(got)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(io("receiving")(e)),
+    }
+}
+
 /// Payload bytes of a data packet that makes an IP packet of `ip_size`.
 fn payload_for(ip_size: usize, v6: bool) -> u32 {
     let ip_udp = if v6 { 48 } else { 28 };
@@ -131,16 +143,14 @@ async fn probe_path(
     sbuf: &mut Vec<u8>,
 ) -> Result<u32, TransferError> {
     let floor = MIN_MSS.min(cap);
-    let sizes = PATH_SIZES
+    let mut sizes: Vec<u32> = PATH_SIZES
         .iter()
         .map(|&ip| payload_for(ip, peer.is_ipv6()).min(cap))
-        .filter(|&s| s > floor);
-    let mut tried = Vec::new();
+        .filter(|&s| s > floor)
+        .collect();
+    // Largest first; a cap below several sizes makes them one.
+    sizes.dedup();
     for size in sizes {
-        if tried.contains(&size) {
-            continue;
-        }
-        tried.push(size);
         'tries: for _ in 0..PROBE_TRIES {
             match send_msg(socket, keys, peer, &Msg::Probe { size }, sbuf).await {
                 Err(TransferError::Io { source, .. }) if socket::too_big(&source) => break,
@@ -278,10 +288,9 @@ pub async fn serve(
             } else {
                 stats.forged += 1;
             }
-            match socket.try_recv_from(&mut rbuf) {
-                Ok(next) => got = next,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(io("receiving")(e)),
+            match next_ready(socket, &mut rbuf)? {
+                Some(next) => got = next,
+                None => break,
             }
         }
         progress(arq.acked_bytes(), size);
@@ -379,10 +388,9 @@ pub async fn fetch(
                     },
                 }
             }
-            match socket.try_recv_from(&mut rbuf) {
-                Ok(next) => got = next,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(io("receiving")(e)),
+            match next_ready(socket, &mut rbuf)? {
+                Some(next) => got = next,
+                None => break,
             }
         }
         if let Some(outcome) = outcome {
