@@ -111,12 +111,20 @@ impl SessionKeys {
     /// the header and appends the tag. `buf` must start with `HEADER` bytes
     /// of room.
     pub fn seal(&mut self, buf: &mut Vec<u8>) {
+        self.seal_from(buf, 0);
+    }
+
+    /// [`seal`](Self::seal) for the datagram that starts at `start` of
+    /// `buf` and runs to its end: several datagrams sealed end to end go
+    /// to the kernel in one send.
+    pub fn seal_from(&mut self, buf: &mut Vec<u8>, start: usize) {
         let pn = self.next_pn;
         self.next_pn += 1;
-        buf[0] = VERSION;
-        buf[1..9].copy_from_slice(&self.id);
-        buf[9..17].copy_from_slice(&pn.to_be_bytes());
-        let (header, body) = buf.split_at_mut(HEADER);
+        let datagram = &mut buf[start..];
+        datagram[0] = VERSION;
+        datagram[1..9].copy_from_slice(&self.id);
+        datagram[9..17].copy_from_slice(&pn.to_be_bytes());
+        let (header, body) = datagram.split_at_mut(HEADER);
         // Sealing fails only for messages over 64 GiB.
         let tag = self
             .seal

@@ -99,9 +99,25 @@ pub struct Download {
     record: PathBuf,
     file: File,
     hasher: blake3::Hasher,
+    /// Bytes fed to the hasher.
     hashed: u64,
-    buf: Vec<u8>,
+    /// The bytes right after `hashed`, in order, not yet fed (see
+    /// [`Download::write_at`]).
+    staged: Vec<u8>,
+    /// Received bytes that continue one another from `run_at`, not yet
+    /// written: small packets are written in runs, one call for many.
+    run_at: u64,
+    run: Vec<u8>,
 }
+
+/// Bytes given to the hasher at once: BLAKE3 hashes many 1 KiB chunks in
+/// parallel (SIMD) only when given many at a time.
+const HASH_STEP: usize = 1 << 20;
+/// The most bytes held for one write.
+const WRITE_RUN: usize = 1 << 20;
+/// Packets at least this large are written and hashed as they come: they
+/// are already big enough for one call each.
+const LARGE: usize = 16 << 10;
 
 fn read_record(path: &Path, size: u64, hash: &[u8; 32]) -> Option<u64> {
     let text = fs::read_to_string(path).ok()?;
@@ -160,7 +176,9 @@ impl Download {
             file,
             hasher: blake3::Hasher::new(),
             hashed: 0,
-            buf: Vec::new(),
+            staged: Vec::with_capacity(HASH_STEP + 65_536),
+            run_at: 0,
+            run: Vec::new(),
         };
         d.hash_up_to(resume)?;
         Ok(d)
@@ -168,11 +186,67 @@ impl Download {
 
     /// Bytes already there from an earlier attempt.
     pub fn resume_from(&self) -> u64 {
-        self.hashed
+        self.covered()
     }
 
-    /// Writes received bytes at `offset`.
+    /// Bytes from the start that the hash has taken in (fed or staged).
+    fn covered(&self) -> u64 {
+        self.hashed + self.staged.len() as u64
+    }
+
+    /// Feeds the staged bytes to the hasher once there are enough of them
+    /// (all of them with `all`).
+    fn feed(&mut self, all: bool) {
+        if self.staged.len() >= HASH_STEP || all && !self.staged.is_empty() {
+            self.hasher.update(&self.staged);
+            self.hashed += self.staged.len() as u64;
+            self.staged.clear();
+        }
+    }
+
+    /// Writes received bytes at `offset` (small ones may wait for the
+    /// next [`flush`](Self::flush) or [`hash_up_to`](Self::hash_up_to)).
+    /// Bytes that continue what the hash has taken in are given to it too,
+    /// so data arriving in order is hashed without being read back.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), TransferError> {
+        if data.len() >= LARGE {
+            self.flush()?;
+            self.write_now(offset, data)?;
+        } else {
+            let end = self.run_at + self.run.len() as u64;
+            if !self.run.is_empty() && (offset != end || self.run.len() >= WRITE_RUN) {
+                self.flush()?;
+            }
+            if self.run.is_empty() {
+                self.run_at = offset;
+            }
+            self.run.extend_from_slice(data);
+        }
+        if offset == self.covered() {
+            if self.staged.is_empty() && data.len() >= LARGE {
+                self.hasher.update(data);
+                self.hashed += data.len() as u64;
+            } else {
+                self.staged.extend_from_slice(data);
+                self.feed(false);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the bytes held back by [`write_at`](Self::write_at).
+    pub fn flush(&mut self) -> Result<(), TransferError> {
+        if !self.run.is_empty() {
+            let run = std::mem::take(&mut self.run);
+            let written = self.write_now(self.run_at, &run);
+            self.run = run;
+            self.run.clear();
+            written?;
+        }
+        Ok(())
+    }
+
+    fn write_now(&self, offset: u64, data: &[u8]) -> Result<(), TransferError> {
         self.file
             .write_all_at(data, offset)
             .map_err(TransferError::io(format!(
@@ -181,26 +255,32 @@ impl Download {
             )))
     }
 
-    /// Feeds the hash with the bytes up to `contiguous` (all written): the
-    /// hash is computed as the file fills, not in a second pass at the end.
+    /// Brings the hash up to `contiguous` (all written): the hash is
+    /// computed as the file fills, not in a second pass at the end; only
+    /// bytes that arrived ahead of a gap are read back from the file.
     pub fn hash_up_to(&mut self, contiguous: u64) -> Result<(), TransferError> {
-        while self.hashed < contiguous {
-            let n = (contiguous - self.hashed).min(1 << 20) as usize;
-            self.buf.resize(n, 0);
-            self.file
-                .read_exact_at(&mut self.buf, self.hashed)
-                .map_err(TransferError::io(format!(
+        self.flush()?;
+        while self.covered() < contiguous {
+            let at = self.covered();
+            let n = (contiguous - at).min(HASH_STEP as u64) as usize;
+            let old = self.staged.len();
+            self.staged.resize(old + n, 0);
+            let read = self.file.read_exact_at(&mut self.staged[old..], at);
+            if let Err(e) = read {
+                self.staged.truncate(old);
+                return Err(TransferError::io(format!(
                     "reading {}",
                     self.part.display()
-                )))?;
-            self.hasher.update(&self.buf);
-            self.hashed += n as u64;
+                ))(e));
+            }
+            self.feed(false);
         }
         Ok(())
     }
 
     /// Records how much is complete, so a later attempt resumes from there.
     pub fn save_progress(&mut self, contiguous: u64) -> Result<(), TransferError> {
+        self.flush()?;
         let _ = self.file.sync_data();
         let tmp = self.record.with_extension("tmp");
         fs::write(
@@ -218,6 +298,7 @@ impl Download {
     /// that does not overwrite anything. Returns its path.
     pub fn finish(mut self) -> Result<(PathBuf, [u8; 32]), TransferError> {
         self.hash_up_to(self.size)?;
+        self.feed(true);
         let got = *self.hasher.finalize().as_bytes();
         if got != self.hash {
             let _ = fs::remove_file(&self.part);
@@ -272,6 +353,50 @@ mod tests {
         assert!(safe_file_name("..").is_err());
         assert!(safe_file_name("dir/").is_err());
         assert!(safe_file_name("").is_err());
+    }
+
+    #[test]
+    fn packets_in_any_order_and_size_make_the_exact_file() {
+        use rand::{seq::SliceRandom, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let hash = *blake3::hash(&data).as_bytes();
+        let mut d = Download::open(dir.path(), "x.bin", data.len() as u64, hash).unwrap();
+        // Small packets with a few swapped neighbours (gaps filled later),
+        // then large ones.
+        let mut pieces: Vec<(usize, usize)> =
+            (0..2_000_000).step_by(1_000).map(|o| (o, 1_000)).collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for pair in pieces.chunks_mut(2) {
+            if rand::Rng::gen_bool(&mut rng, 0.1) {
+                pair.reverse();
+            }
+        }
+        let mut tail: Vec<(usize, usize)> = (2_000_000..3_000_000)
+            .step_by(50_000)
+            .map(|o| (o, 50_000))
+            .collect();
+        tail.shuffle(&mut rng);
+        pieces.extend(tail);
+        let mut contiguous = 0;
+        let mut done = std::collections::BTreeSet::new();
+        for (n, &(at, len)) in pieces.iter().enumerate() {
+            d.write_at(at as u64, &data[at..at + len]).unwrap();
+            done.insert(at);
+            while let Some(&next) = done.first() {
+                if next != contiguous {
+                    break;
+                }
+                done.remove(&next);
+                contiguous += if next < 2_000_000 { 1_000 } else { 50_000 };
+            }
+            if n % 50 == 0 {
+                d.hash_up_to(contiguous as u64).unwrap();
+            }
+        }
+        let (path, got) = d.finish().unwrap();
+        assert_eq!(got, hash);
+        assert_eq!(fs::read(&path).unwrap(), data);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`socket`]: UDP sockets with buffers sized for bursts.
 //! - [`relay`]: a lossy UDP relay, for tests and benchmarks.
 
+pub mod batch;
 pub mod crypto;
 pub mod files;
 pub mod relay;

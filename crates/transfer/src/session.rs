@@ -20,6 +20,7 @@ use chatdrop_arq::{Config, Frame, Receiver, Sender, Verdict};
 use tokio::net::UdpSocket;
 use tracing::debug;
 
+use crate::batch::{BatchSocket, MAX_SEND_BYTES};
 use crate::crypto::{SessionKeys, HEADER, TAG};
 use crate::files::{Download, Source};
 use crate::socket;
@@ -51,6 +52,10 @@ const SAVE_EVERY: u64 = 64 << 20;
 /// one acknowledgement per batch of arrivals, the sender reacts to a batch
 /// of acknowledgements at once.
 const BATCH: usize = 64;
+/// Receive buffers of the sending end (it receives only acknowledgements)
+/// and of the receiving end.
+const SENDER_BUFFERS: usize = 8;
+const RECEIVER_BUFFERS: usize = 32;
 
 /// Numbers of one finished transfer.
 #[derive(Debug, Clone, Default)]
@@ -96,7 +101,7 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> TransferError {
 }
 
 async fn send_msg(
-    socket: &UdpSocket,
+    net: &BatchSocket<'_>,
     keys: &mut SessionKeys,
     to: SocketAddr,
     msg: &Msg<'_>,
@@ -106,23 +111,81 @@ async fn send_msg(
     buf.resize(HEADER, 0);
     msg.encode(buf);
     keys.seal(buf);
-    socket
-        .send_to(buf, to)
+    net.send(to, buf, buf.len())
         .await
-        .map_err(io("sending a datagram"))?;
-    Ok(())
+        .map_err(io("sending a datagram"))
 }
 
-/// The next datagram already queued on `socket`, without waiting.
-fn next_ready(
-    socket: &UdpSocket,
-    buf: &mut [u8],
-) -> Result<Option<(usize, SocketAddr)>, TransferError> {
-    match socket.try_recv_from(buf) {
-        Ok(got) => Ok(Some(got)),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(io("receiving")(e)),
+/// Data datagrams sealed end to end in one buffer, to go to the kernel in
+/// one call (see [`crate::batch`]): all of one size but the last.
+struct Outgoing {
+    buf: Vec<u8>,
+    /// The size of the first datagram, which all others match.
+    segment: usize,
+    count: usize,
+    max_segments: usize,
+    /// A shorter datagram went in: it must be the last.
+    closed: bool,
+}
+
+impl Outgoing {
+    fn new(max_segments: usize) -> Outgoing {
+        Outgoing {
+            buf: Vec::with_capacity(MAX_SEND_BYTES + 65_536),
+            segment: 0,
+            count: 0,
+            max_segments,
+            closed: false,
+        }
     }
+
+    /// Whether a datagram of `len` bytes can join the batch.
+    fn fits(&self, len: usize) -> bool {
+        self.count == 0
+            || !self.closed
+                && self.count < self.max_segments
+                && len <= self.segment
+                && self.buf.len() + len <= MAX_SEND_BYTES
+    }
+
+    /// Seals `msg` onto the end of the batch.
+    fn push(&mut self, keys: &mut SessionKeys, msg: &Msg<'_>) {
+        let start = self.buf.len();
+        self.buf.resize(start + HEADER, 0);
+        msg.encode(&mut self.buf);
+        keys.seal_from(&mut self.buf, start);
+        let len = self.buf.len() - start;
+        if self.count == 0 {
+            self.segment = len;
+        } else if len < self.segment {
+            self.closed = true;
+        }
+        self.count += 1;
+    }
+
+    /// Sends the batch, if any.
+    async fn flush(&mut self, net: &BatchSocket<'_>, to: SocketAddr) -> Result<(), TransferError> {
+        if self.count > 0 {
+            net.send(to, &self.buf, self.segment)
+                .await
+                .map_err(io("sending data"))?;
+        }
+        self.buf.clear();
+        self.count = 0;
+        self.closed = false;
+        Ok(())
+    }
+}
+
+/// Takes the datagram pending on `net`, or the next the kernel already
+/// holds, without waiting.
+fn next_ready<'n>(
+    net: &'n mut BatchSocket<'_>,
+) -> Result<Option<(SocketAddr, &'n mut [u8])>, TransferError> {
+    if !net.try_recv().map_err(io("receiving"))? {
+        return Ok(None);
+    }
+    Ok(net.next_datagram())
 }
 
 /// Payload bytes of a data packet that makes an IP packet of `ip_size`.
@@ -135,11 +198,10 @@ fn payload_for(ip_size: usize, v6: bool) -> u32 {
 /// (see the module docs); [`MIN_MSS`] (or `cap`, if smaller) when no
 /// larger probe is answered.
 async fn probe_path(
-    socket: &UdpSocket,
+    net: &mut BatchSocket<'_>,
     keys: &mut SessionKeys,
     peer: SocketAddr,
     cap: u32,
-    rbuf: &mut [u8],
     sbuf: &mut Vec<u8>,
 ) -> Result<u32, TransferError> {
     let floor = MIN_MSS.min(cap);
@@ -152,20 +214,20 @@ async fn probe_path(
     sizes.dedup();
     for size in sizes {
         'tries: for _ in 0..PROBE_TRIES {
-            match send_msg(socket, keys, peer, &Msg::Probe { size }, sbuf).await {
+            match send_msg(net, keys, peer, &Msg::Probe { size }, sbuf).await {
                 Err(TransferError::Io { source, .. }) if socket::too_big(&source) => break,
                 other => other?,
             }
             let until = tokio::time::Instant::now() + PROBE_WAIT;
             loop {
-                let Ok(got) = tokio::time::timeout_at(until, socket.recv_from(rbuf)).await else {
+                let Ok(got) = tokio::time::timeout_at(until, net.recv()).await else {
                     continue 'tries;
                 };
-                let (n, from) = got.map_err(io("receiving"))?;
+                let (from, datagram) = got.map_err(io("receiving"))?;
                 if from != peer {
                     continue;
                 }
-                let Ok(body) = keys.open(&mut rbuf[..n]) else {
+                let Ok(body) = keys.open(datagram) else {
                     continue;
                 };
                 if Msg::decode(body) == Ok(Msg::ProbeAck { size }) {
@@ -185,21 +247,21 @@ pub async fn serve(
     opts: &ServeOptions,
     mut progress: impl Progress,
 ) -> Result<TransferStats, TransferError> {
-    let mut rbuf = vec![0u8; 65_536];
+    let mut net = BatchSocket::new(socket, SENDER_BUFFERS).map_err(io("preparing the socket"))?;
     let mut sbuf = Vec::with_capacity(65_536);
     let mut stats = TransferStats::default();
     // Wait for an authentic Start.
     let deadline = opts.wait_for_start.map(|d| Instant::now() + d);
     let (peer, isn, resume_from) = loop {
-        let recv = socket.recv_from(&mut rbuf);
-        let (n, from) = match deadline {
+        let recv = net.recv();
+        let (from, datagram) = match deadline {
             Some(d) => tokio::time::timeout_at(d.into(), recv)
                 .await
                 .map_err(|_| TransferError::PeerSilent("no receiver came".into()))?,
             None => recv.await,
         }
         .map_err(io("receiving"))?;
-        let Ok(body) = keys.open(&mut rbuf[..n]) else {
+        let Ok(body) = keys.open(datagram) else {
             stats.forged += 1;
             continue;
         };
@@ -211,12 +273,13 @@ pub async fn serve(
     let started = Instant::now();
     let size = source.size();
     stats.resumed_from = resume_from.min(size);
-    let mss = probe_path(socket, &mut keys, peer, opts.cfg.mss, &mut rbuf, &mut sbuf).await?;
-    debug!(%peer, mss, "packet size");
+    let mss = probe_path(&mut net, &mut keys, peer, opts.cfg.mss, &mut sbuf).await?;
+    debug!(%peer, mss, segments = net.max_segments(), "packet size");
     let mut cfg = opts.cfg.clone();
     cfg.mss = mss;
     stats.mss = mss;
     let mut chunk = vec![0u8; mss as usize];
+    let mut out = Outgoing::new(net.max_segments());
     let mut arq = Sender::new(cfg, isn, resume_from, size, Instant::now());
     let mut next_begin = Instant::now();
     loop {
@@ -224,10 +287,14 @@ pub async fn serve(
         if arq.acked_bytes() == stats.resumed_from && now >= next_begin && !arq.is_done() {
             // Until the receiver acknowledges something, it may not know
             // the packet size yet.
-            send_msg(socket, &mut keys, peer, &Msg::Begin { mss }, &mut sbuf).await?;
+            send_msg(&net, &mut keys, peer, &Msg::Begin { mss }, &mut sbuf).await?;
             next_begin = now + BEGIN_REPEAT;
         }
         while let Some(t) = arq.poll_transmit(now) {
+            let len = HEADER + Frame::DATA_HEADER + t.len as usize + TAG;
+            if !out.fits(len) {
+                out.flush(&net, peer).await?;
+            }
             let data = &mut chunk[..t.len as usize];
             source.read_at(t.offset, data)?;
             let frame = Msg::Arq(Frame::Data {
@@ -235,12 +302,13 @@ pub async fn serve(
                 offset: t.offset,
                 payload: data,
             });
-            send_msg(socket, &mut keys, peer, &frame, &mut sbuf).await?;
+            out.push(&mut keys, &frame);
         }
+        out.flush(&net, peer).await?;
         if arq.is_done() {
             // Tell the receiver it may stop; if this is lost it stops by
             // itself after a moment of silence.
-            send_msg(socket, &mut keys, peer, &Msg::Arq(Frame::Done), &mut sbuf).await?;
+            send_msg(&net, &mut keys, peer, &Msg::Arq(Frame::Done), &mut sbuf).await?;
             let (packets, retransmissions) = arq.stats();
             stats.packets = packets;
             stats.retransmissions = retransmissions;
@@ -251,33 +319,29 @@ pub async fn serve(
         }
         if let Some(e) = arq.failure() {
             let why = e.to_string();
-            let _ = send_msg(
-                socket,
-                &mut keys,
-                peer,
-                &Msg::Arq(Frame::Abort(&why)),
-                &mut sbuf,
-            )
-            .await;
+            let abort = Msg::Arq(Frame::Abort(&why));
+            let _ = send_msg(&net, &mut keys, peer, &abort, &mut sbuf).await;
             return Err(TransferError::PeerSilent(why));
         }
         let mut wake = arq.poll_timeout().unwrap_or(now + opts.cfg.idle_timeout);
         if arq.acked_bytes() == stats.resumed_from {
             wake = wake.min(next_begin);
         }
-        let first = tokio::select! {
-            r = socket.recv_from(&mut rbuf) => Some(r.map_err(io("receiving"))?),
-            _ = tokio::time::sleep_until(wake.into()) => None,
+        let arrived = tokio::select! {
+            r = net.ready() => { r.map_err(io("receiving"))?; true }
+            _ = tokio::time::sleep_until(wake.into()) => false,
         };
-        let Some(mut got) = first else {
+        if !arrived {
             arq.on_timeout(Instant::now());
             continue;
-        };
+        }
         for _ in 0..BATCH {
-            let (n, from) = got;
+            let Some((from, datagram)) = next_ready(&mut net)? else {
+                break;
+            };
             if from != peer {
                 // Not our receiver's.
-            } else if let Ok(body) = keys.open(&mut rbuf[..n]) {
+            } else if let Ok(body) = keys.open(datagram) {
                 match Msg::decode(body) {
                     Ok(Msg::Arq(Frame::Ack(ack))) => arq.on_ack(Instant::now(), &ack),
                     Ok(Msg::Arq(Frame::Abort(why))) => {
@@ -287,10 +351,6 @@ pub async fn serve(
                 }
             } else {
                 stats.forged += 1;
-            }
-            match next_ready(socket, &mut rbuf)? {
-                Some(next) => got = next,
-                None => break,
             }
         }
         progress(arq.acked_bytes(), size);
@@ -307,7 +367,7 @@ pub async fn fetch(
     opts: &FetchOptions,
     mut progress: impl Progress,
 ) -> Result<TransferStats, TransferError> {
-    let mut rbuf = vec![0u8; 65_536];
+    let mut net = BatchSocket::new(socket, RECEIVER_BUFFERS).map_err(io("preparing the socket"))?;
     let mut sbuf = Vec::with_capacity(256);
     let isn: u32 = rand::random();
     let resume_from = download.resume_from();
@@ -318,14 +378,13 @@ pub async fn fetch(
     let started = Instant::now();
     let start = Msg::Start { isn, resume_from };
     let opening = OpenReceiver {
-        socket,
         peer,
         start: &start,
         cap: opts.cfg.mss,
         idle_timeout: opts.cfg.idle_timeout,
     };
     let mss = opening
-        .wait_for_begin(&mut keys, &mut rbuf, &mut sbuf, &mut stats)
+        .wait_for_begin(&mut net, &mut keys, &mut sbuf, &mut stats)
         .await?;
     stats.mss = mss;
     let mut cfg = opts.cfg.clone();
@@ -349,66 +408,60 @@ pub async fn fetch(
             .map(|t| t + LINGER)
             .or_else(|| arq.poll_timeout())
             .unwrap_or(now + opts.cfg.idle_timeout);
-        let got = tokio::select! {
-            r = socket.recv_from(&mut rbuf) => Some(r.map_err(io("receiving"))?),
-            _ = tokio::time::sleep_until(wake.into()) => None,
+        let arrived = tokio::select! {
+            r = net.ready() => { r.map_err(io("receiving"))?; true }
+            _ = tokio::time::sleep_until(wake.into()) => false,
         };
-        let Some(mut got) = got else {
+        if !arrived {
             arq.on_timeout(Instant::now());
             continue;
-        };
+        }
         // Take what has arrived, then acknowledge it all at once.
         let mut outcome = None;
         for _ in 0..BATCH {
-            let (n, from) = got;
-            if from == peer {
-                match keys.open(&mut rbuf[..n]) {
-                    Err(_) => stats.forged += 1,
-                    Ok(body) => match Msg::decode(body) {
-                        Ok(Msg::Arq(Frame::Data {
-                            seq,
-                            offset,
-                            payload,
-                        })) => {
-                            stats.packets += 1;
-                            let verdict = arq.on_data(Instant::now(), seq, offset, payload.len());
-                            if verdict == Verdict::Write {
-                                download.write_at(offset, payload)?;
-                            }
-                        }
-                        Ok(Msg::Arq(Frame::Done)) if arq.is_complete() => {
-                            outcome = Some(Ok(()));
-                            break;
-                        }
-                        Ok(Msg::Arq(Frame::Abort(why))) => {
-                            outcome = Some(Err(TransferError::Aborted(why.to_string())));
-                            break;
-                        }
-                        _ => {}
-                    },
-                }
+            let Some((from, datagram)) = next_ready(&mut net)? else {
+                break;
+            };
+            if from != peer {
+                continue;
             }
-            match next_ready(socket, &mut rbuf)? {
-                Some(next) => got = next,
-                None => break,
+            let Ok(body) = keys.open(datagram) else {
+                stats.forged += 1;
+                continue;
+            };
+            match Msg::decode(body) {
+                Ok(Msg::Arq(Frame::Data {
+                    seq,
+                    offset,
+                    payload,
+                })) => {
+                    stats.packets += 1;
+                    let verdict = arq.on_data(Instant::now(), seq, offset, payload.len());
+                    if verdict == Verdict::Write {
+                        download.write_at(offset, payload)?;
+                    }
+                }
+                Ok(Msg::Arq(Frame::Done)) if arq.is_complete() => {
+                    outcome = Some(Ok(()));
+                    break;
+                }
+                Ok(Msg::Arq(Frame::Abort(why))) => {
+                    outcome = Some(Err(TransferError::Aborted(why.to_string())));
+                    break;
+                }
+                _ => {}
             }
         }
         if let Some(outcome) = outcome {
             break outcome;
         }
         if let Some(ack) = arq.poll_ack() {
-            send_msg(
-                socket,
-                &mut keys,
-                peer,
-                &Msg::Arq(Frame::Ack(ack)),
-                &mut sbuf,
-            )
-            .await?;
+            let ack = Msg::Arq(Frame::Ack(ack));
+            send_msg(&net, &mut keys, peer, &ack, &mut sbuf).await?;
         }
         let contiguous = arq.contiguous_bytes();
+        download.hash_up_to(contiguous)?;
         if contiguous >= saved + SAVE_EVERY {
-            download.hash_up_to(contiguous)?;
             download.save_progress(contiguous)?;
             saved = contiguous;
         }
@@ -428,7 +481,6 @@ pub async fn fetch(
 
 /// The receiver's side of the opening: `Start` until the sender's `Begin`.
 struct OpenReceiver<'a> {
-    socket: &'a UdpSocket,
     peer: SocketAddr,
     start: &'a Msg<'a>,
     /// The largest payload accepted (the offer's).
@@ -436,13 +488,21 @@ struct OpenReceiver<'a> {
     idle_timeout: Duration,
 }
 
+/// What the receiver does with a datagram of the opening.
+enum Opening {
+    Ignore,
+    AnswerProbe(u32),
+    Begin(u32),
+    Fail(TransferError),
+}
+
 impl OpenReceiver<'_> {
     /// Sends `Start` (again every [`START_REPEAT`]), answers the sender's
     /// probes, and returns the packet size its `Begin` fixes.
     async fn wait_for_begin(
         &self,
+        net: &mut BatchSocket<'_>,
         keys: &mut SessionKeys,
-        rbuf: &mut [u8],
         sbuf: &mut Vec<u8>,
         stats: &mut TransferStats,
     ) -> Result<u32, TransferError> {
@@ -457,40 +517,56 @@ impl OpenReceiver<'_> {
                 )));
             }
             if now >= next_start {
-                send_msg(self.socket, keys, self.peer, self.start, sbuf).await?;
+                send_msg(net, keys, self.peer, self.start, sbuf).await?;
                 next_start = now + START_REPEAT;
             }
             let wake = next_start.min(give_up);
-            let got = tokio::select! {
-                r = self.socket.recv_from(rbuf) => r.map_err(io("receiving"))?,
+            let step = tokio::select! {
+                r = net.recv() => {
+                    let (from, datagram) = r.map_err(io("receiving"))?;
+                    self.judge(keys, from, datagram, stats)
+                }
                 _ = tokio::time::sleep_until(wake.into()) => continue,
             };
-            let (n, from) = got;
-            if from != self.peer {
-                continue;
-            }
-            let Ok(body) = keys.open(&mut rbuf[..n]) else {
-                stats.forged += 1;
-                continue;
-            };
-            match Msg::decode(body) {
-                Ok(Msg::Probe { size }) if size <= self.cap => {
+            match step {
+                Opening::Ignore => {}
+                Opening::AnswerProbe(size) => {
                     let ack = Msg::ProbeAck { size };
-                    send_msg(self.socket, keys, self.peer, &ack, sbuf).await?;
+                    send_msg(net, keys, self.peer, &ack, sbuf).await?;
                 }
-                Ok(Msg::Begin { mss }) if (1..=self.cap).contains(&mss) => return Ok(mss),
-                Ok(Msg::Begin { mss }) => {
-                    return Err(TransferError::Invalid(format!(
-                        "the sender chose {mss}-byte packets, outside 1..={}",
-                        self.cap
-                    )))
-                }
-                Ok(Msg::Arq(Frame::Abort(why))) => {
-                    return Err(TransferError::Aborted(why.to_string()))
-                }
-                // Data before `Begin` is dropped: it will come again.
-                _ => {}
+                Opening::Begin(mss) => return Ok(mss),
+                Opening::Fail(e) => return Err(e),
             }
+        }
+    }
+
+    /// What to do with `datagram` from `from` during the opening.
+    fn judge(
+        &self,
+        keys: &SessionKeys,
+        from: SocketAddr,
+        datagram: &mut [u8],
+        stats: &mut TransferStats,
+    ) -> Opening {
+        if from != self.peer {
+            return Opening::Ignore;
+        }
+        let Ok(body) = keys.open(datagram) else {
+            stats.forged += 1;
+            return Opening::Ignore;
+        };
+        match Msg::decode(body) {
+            Ok(Msg::Probe { size }) if size <= self.cap => Opening::AnswerProbe(size),
+            Ok(Msg::Begin { mss }) if (1..=self.cap).contains(&mss) => Opening::Begin(mss),
+            Ok(Msg::Begin { mss }) => Opening::Fail(TransferError::Invalid(format!(
+                "the sender chose {mss}-byte packets, outside 1..={}",
+                self.cap
+            ))),
+            Ok(Msg::Arq(Frame::Abort(why))) => {
+                Opening::Fail(TransferError::Aborted(why.to_string()))
+            }
+            // Data before `Begin` is dropped: it will come again.
+            _ => Opening::Ignore,
         }
     }
 }
