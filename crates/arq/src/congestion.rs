@@ -59,6 +59,13 @@ const QUEUE_RTT_FACTOR: f64 = 1.5;
 /// competing flow holds the queue), so the flow yields a little each such
 /// round until the losses stop.
 const OVERFLOW_BACKOFF: f64 = 0.95;
+/// What a round trip with overflow losses leaves of the flight: the flight
+/// is capped at this share of what was in flight, and the cap then grows
+/// by one send quantum per round trip without such losses. Flows sharing
+/// a full queue thus cut in proportion to their size and grow back by the
+/// same amount, which (as for Reno's window) brings them to equal shares,
+/// and a loss-based flow beside this one keeps room to grow.
+const OVERFLOW_BETA: f64 = 0.7;
 
 /// The controller's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +173,13 @@ pub struct Controller {
     latest_rtt: Option<Duration>,
     /// The round in which the estimate last yielded to overflow losses.
     backed_off_round: Option<u64>,
+    /// The flight cap set by overflow losses (see [`OVERFLOW_BETA`]),
+    /// packets; `None` once it grew past the model's window.
+    inflight_hi: Option<u64>,
+    /// Round trips with overflow losses so far.
+    overflows: u64,
+    /// The round in which ProbeBw last began.
+    probe_bw_round: u64,
     /// Deterministic randomness for where the probing cycle starts.
     seed: u64,
 }
@@ -197,6 +211,9 @@ impl Controller {
             pacing_rate: 0.0,
             latest_rtt: None,
             backed_off_round: None,
+            inflight_hi: None,
+            overflows: 0,
+            probe_bw_round: 0,
             seed: seed | 1,
         };
         c.set_pacing_rate();
@@ -226,6 +243,12 @@ impl Controller {
     /// Round trips counted so far (by packets delivered).
     pub fn rounds(&self) -> u64 {
         self.round
+    }
+
+    /// Round trips in which losses met a standing queue (the flow
+    /// yielded).
+    pub fn overflows(&self) -> u64 {
+        self.overflows
     }
 
     /// The propagation RTT estimate.
@@ -335,7 +358,13 @@ impl Controller {
         }
         // (Startup ignores losses: its own queue inflates the RTT, and
         // random loss then would end it long before the bandwidth is found.)
-        let overflow = ev.newly_lost > 0 && self.queue_built() && self.mode == Mode::ProbeBw;
+        // RTTs measured in ProbeBw's first two rounds are of packets sent
+        // before it (draining startup's queue): they show a queue that is
+        // gone.
+        let overflow = ev.newly_lost > 0
+            && self.queue_built()
+            && self.mode == Mode::ProbeBw
+            && self.round >= self.probe_bw_round + 2;
         if overflow && self.backed_off_round != Some(self.round) {
             // Losses with a standing queue: the queue overflows, so the flow
             // sends faster than its share drains. Delivery-rate samples run
@@ -343,8 +372,16 @@ impl Controller {
             // bunches, and the windowed maximum keeps the highest; without
             // this the flow would hold the queue full.
             self.backed_off_round = Some(self.round);
+            self.overflows += 1;
             let bw = self.bw.get();
             self.bw.cap(bw * OVERFLOW_BACKOFF);
+            let before = (ev.in_flight + ev.newly_lost + ev.newly_acked) as f64;
+            self.inflight_hi = Some(((before * OVERFLOW_BETA) as u64).max(MIN_CWND));
+        } else if round_start && self.backed_off_round.is_none_or(|r| r < self.round) {
+            if let Some(hi) = self.inflight_hi {
+                let hi = hi + self.send_quantum();
+                self.inflight_hi = (hi < self.bdp(self.cwnd_gain)).then_some(hi);
+            }
         }
         self.update_mode(now, ev);
         self.set_pacing_rate();
@@ -353,6 +390,7 @@ impl Controller {
 
     fn enter_probe_bw(&mut self, now: Instant) {
         self.mode = Mode::ProbeBw;
+        self.probe_bw_round = self.round;
         // Start anywhere but in the draining phase.
         let len = PROBE_GAINS.len() as u64;
         self.cycle = ((2 + self.random() % (len - 1)) % len) as usize;
@@ -424,7 +462,10 @@ impl Controller {
         if self.restore_cwnd.is_some() {
             return;
         }
-        let target = self.bdp(self.cwnd_gain) + 3 * self.send_quantum();
+        let mut target = self.bdp(self.cwnd_gain) + 3 * self.send_quantum();
+        if let Some(hi) = self.inflight_hi {
+            target = target.min(hi);
+        }
         if self.full_bw_reached {
             self.cwnd = (self.cwnd + ev.newly_acked).min(target);
         } else if self.cwnd < target || ev.delivered < INITIAL_CWND {

@@ -107,6 +107,14 @@ pub struct Sender {
     /// the one that came was drawn by a retransmission (Karn's reasoning,
     /// carried over to lost acks).
     last_timeout: Option<Instant>,
+    /// Selective Repeat: when a data packet last went out. The probe
+    /// timer runs from here (RFC 9002), not from the oldest packet out:
+    /// while packets go out and acknowledgements come back, losses are
+    /// found from the acknowledgements, and a timer on the oldest packet
+    /// would fire whenever a queue grows the RTT past the timeout
+    /// (startup, each bandwidth probe), each time shrinking the window
+    /// for nothing.
+    last_sent: Option<Instant>,
 }
 
 /// Packets sent on a probe timeout regardless of the window.
@@ -151,6 +159,7 @@ impl Sender {
             queued_live: 0,
             probes: 0,
             last_timeout: None,
+            last_sent: None,
         }
     }
 
@@ -274,6 +283,7 @@ impl Sender {
                 self.next_tx += 1;
                 self.sent_packets += 1;
                 self.retransmissions += 1;
+                self.last_sent = Some(now);
                 return Some(self.transmit(idx, true));
             }
         }
@@ -300,6 +310,7 @@ impl Sender {
         }
         if self.cfg.scheme == Scheme::SelectiveRepeat {
             self.flight.push_back((self.next_tx, idx));
+            self.last_sent = Some(now);
         }
         if self.gbn_deadline.is_none() {
             self.gbn_deadline = Some(now + self.rtt.rto());
@@ -523,17 +534,17 @@ impl Sender {
         let rto = match self.cfg.scheme {
             Scheme::GoBackN => self.gbn_deadline,
             Scheme::SelectiveRepeat => {
-                let rto = self.rtt.rto();
                 let base = self.base;
-                let oldest = self
-                    .flight
-                    .iter()
-                    .find_map(|&(tx, idx)| {
-                        let slot = self.slots.get(idx.checked_sub(base)? as usize)?;
-                        (!slot.acked && !slot.queued && slot.tx == tx).then_some(slot)
-                    })
-                    .map(|s| s.state.sent_at + rto);
-                match (oldest, self.loss_time) {
+                let any_out = self.flight.iter().any(|&(tx, idx)| {
+                    idx.checked_sub(base)
+                        .and_then(|i| self.slots.get(i as usize))
+                        .is_some_and(|slot| !slot.acked && !slot.queued && slot.tx == tx)
+                });
+                let probe = self
+                    .last_sent
+                    .filter(|_| any_out)
+                    .map(|t| t + self.rtt.rto());
+                match (probe, self.loss_time) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 }
@@ -570,16 +581,16 @@ impl Sender {
                 if self.loss_time.is_some_and(|t| now >= t) {
                     self.detect_lost(now);
                 }
-                // A probe timeout (RFC 9002): resend the oldest packet out,
-                // beyond the window if need be. Its acknowledgement shows
-                // what else was lost (everything sent before it and still
-                // out), so one timeout repairs a whole lost flight instead
-                // of one packet per (doubling) timeout.
+                // A probe timeout (RFC 9002): nothing sent for a timeout
+                // with packets out, so acknowledgements have stopped
+                // coming. Resend the oldest packets out, beyond the window
+                // if need be. Their acknowledgement shows what else was
+                // lost (everything sent before and still out), so one
+                // timeout repairs a whole lost flight instead of one packet
+                // per (doubling) timeout.
                 let rto = self.rtt.rto();
-                if self
-                    .oldest_out()
-                    .is_some_and(|(_, _, sent_at)| now >= sent_at + rto)
-                {
+                let due = self.last_sent.is_some_and(|t| now >= t + rto);
+                if due && self.oldest_out().is_some() {
                     for _ in 0..PROBES {
                         let Some((_, idx, _)) = self.oldest_out() else {
                             break;

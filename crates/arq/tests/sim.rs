@@ -561,6 +561,21 @@ fn one_flow_fills_a_bottleneck_without_collapse() {
 }
 
 #[test]
+fn a_growing_queue_fires_no_timeout_while_acks_flow() {
+    // 200 Mbit/s, 20 ms, a queue of one bandwidth-delay product: startup
+    // and each bandwidth probe queue packets, and the RTT grows past the
+    // timeout measured on the empty path. Acknowledgements keep coming,
+    // so no probe timeout may fire: each would shrink the window to a few
+    // packets for nothing.
+    let file = data(30_000_000, 18);
+    let mut c = cfg(Scheme::SelectiveRepeat, 16_384);
+    c.mss = 1426;
+    let o = transfer(19, c, 0, &file, Link::bottleneck(200, 10), Link::clean(10));
+    assert!(o.received == file);
+    assert_eq!(o.timeouts, 0, "probe timeouts while acks flowed");
+}
+
+#[test]
 fn random_loss_on_a_fast_path_does_not_collapse_the_rate() {
     // 200 Mbit/s, 20 ms, 5% loss each way: about twenty holes in every
     // flight, more after startup overflows the queue. Every hole must be

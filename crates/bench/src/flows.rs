@@ -81,6 +81,43 @@ pub fn thread_cpu() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
+/// The resident memory this process has added since [`PeakMemory::start`]
+/// at its highest: both ends of a flow run in this process, so this is
+/// what one flow's two ends took together (their buffers, windows and
+/// queues), the idle process not counted.
+pub struct PeakMemory {
+    base: u64,
+}
+
+impl PeakMemory {
+    /// Resets the kernel's high-water mark to the present size (Linux:
+    /// `/proc/self/clear_refs`); `None` where that is not possible.
+    pub fn start() -> Option<PeakMemory> {
+        std::fs::write("/proc/self/clear_refs", "5").ok()?;
+        Some(PeakMemory {
+            base: status_kb("VmRSS:")?,
+        })
+    }
+
+    /// Megabytes above the start at the highest point since.
+    pub fn mb(&self) -> Option<f64> {
+        let peak = status_kb("VmHWM:")?;
+        Some(peak.saturating_sub(self.base) as f64 / 1000.0)
+    }
+}
+
+/// A `kB` field of `/proc/self/status`.
+fn status_kb(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Runs `f` on a new thread with its own single-threaded runtime; returns
 /// its result and the thread's CPU seconds.
 fn on_thread<T: Send + 'static>(

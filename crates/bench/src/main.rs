@@ -152,6 +152,15 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Quiet unless asked (RUST_LOG=chatdrop_transfer=trace shows the
+    // congestion controller's state during transfers).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let server_bin = match cli.server_bin {
         Some(p) => p,

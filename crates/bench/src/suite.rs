@@ -171,6 +171,7 @@ struct Row {
     send_cpu_gb: f64,
     recv_cpu_gb: f64,
     retransmissions: Option<u64>,
+    peak_mb: Option<f64>,
 }
 
 fn write_file(path: &std::path::Path, size: u64) -> anyhow::Result<()> {
@@ -187,15 +188,17 @@ fn once(
     file: &std::path::Path,
     out: &std::path::Path,
     size: u64,
-) -> anyhow::Result<Flow> {
+) -> anyhow::Result<(Flow, Option<f64>)> {
     let got = Arc::new(AtomicU64::new(0));
-    match proto {
+    let memory = flows::PeakMemory::start();
+    let flow = match proto {
         Proto::Chatdrop(scheme) => {
             flows::chatdrop(path, file, out, scheme, chatdrop_arq::DEFAULT_WINDOW, got)
         }
         Proto::Tcp(cc) => flows::tcp(path, cc, size, LIMIT, got),
         Proto::Quic(cc) => flows::quic(path, cc, size, LIMIT, got),
-    }
+    }?;
+    Ok((flow, memory.and_then(|m| m.mb())))
 }
 
 /// Options of a suite run (also its command line).
@@ -270,8 +273,8 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
                 e.spec.queue_bytes / 1000
             );
         }
-        println!("| protocol | Mbit/s | % of link | sender CPU s/GB | receiver CPU s/GB | retransmitted packets |");
-        println!("| --- | --- | --- | --- | --- | --- |");
+        println!("| protocol | Mbit/s | % of link | sender CPU s/GB | receiver CPU s/GB | retransmitted packets | peak memory MB (both ends) |");
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
         let drops_before = rcvbuf_errors(path);
         let mut rows = Vec::new();
         for proto in PROTOS {
@@ -285,14 +288,18 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
                 (&file, opts.size)
             };
             let mut flows = Vec::new();
+            let mut peaks = Vec::new();
             for _ in 0..opts.runs {
                 match once(path, proto, f, &out, size) {
-                    Ok(flow) => flows.push(flow),
+                    Ok((flow, peak)) => {
+                        flows.push(flow);
+                        peaks.extend(peak);
+                    }
                     Err(e) => eprintln!("{} over {}: {e:#}", proto.label(), link.name()),
                 }
             }
             if flows.is_empty() {
-                println!("| {} | failed | | | | |", proto.label());
+                println!("| {} | failed | | | | | |", proto.label());
                 continue;
             }
             let gb = |f: &Flow| f.bytes as f64 / 1e9;
@@ -302,6 +309,7 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
                 send_cpu_gb: median(flows.iter().map(|f| f.send_cpu / gb(f)).collect()),
                 recv_cpu_gb: median(flows.iter().map(|f| f.recv_cpu / gb(f)).collect()),
                 retransmissions: median_u64(flows.iter().filter_map(|f| f.retransmissions)),
+                peak_mb: (!peaks.is_empty()).then(|| median(peaks)),
             };
             let share = if link.mbit > 0 {
                 format!("{:.1}%", 100.0 * row.mbit / link.mbit as f64)
@@ -309,12 +317,13 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
                 String::new()
             };
             println!(
-                "| {} | {:.1} | {share} | {:.2} | {:.2} | {} |",
+                "| {} | {:.1} | {share} | {:.2} | {:.2} | {} | {} |",
                 proto.label(),
                 row.mbit,
                 row.send_cpu_gb,
                 row.recv_cpu_gb,
-                row.retransmissions.map_or(String::new(), |r| r.to_string())
+                row.retransmissions.map_or(String::new(), |r| r.to_string()),
+                row.peak_mb.map_or(String::new(), |m| format!("{m:.0}"))
             );
             rows.push(row);
         }

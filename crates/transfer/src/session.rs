@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use chatdrop_arq::{Config, Frame, Receiver, Sender, Verdict};
 use tokio::net::UdpSocket;
-use tracing::debug;
+use tracing::{debug, trace};
 
 use crate::batch::{BatchSocket, MAX_SEND_BYTES};
 use crate::crypto::{SessionKeys, HEADER, TAG};
@@ -46,6 +46,8 @@ const BEGIN_REPEAT: Duration = Duration::from_millis(100);
 /// How long a finished receiver stays to answer a sender that missed its
 /// last ack, when the sender's `Done` does not come.
 const LINGER: Duration = Duration::from_secs(1);
+/// How often the sender traces its congestion controller's state.
+const TRACE_EVERY: Duration = Duration::from_millis(100);
 /// How often a receiver records its progress for resuming.
 const SAVE_EVERY: u64 = 64 << 20;
 /// Datagrams taken from the socket before answering: the receiver sends
@@ -282,8 +284,28 @@ pub async fn serve(
     let mut out = Outgoing::new(net.max_segments());
     let mut arq = Sender::new(cfg, isn, resume_from, size, Instant::now());
     let mut next_begin = Instant::now();
+    let mut next_trace = Instant::now();
     loop {
         let now = Instant::now();
+        if now >= next_trace && tracing::enabled!(tracing::Level::TRACE) {
+            next_trace = now + TRACE_EVERY;
+            let c = arq.controller();
+            let (sent, resent) = arq.stats();
+            trace!(
+                mode = ?c.mode(),
+                bw_mbit = c.bandwidth() * f64::from(mss) * 8e-6,
+                pacing_mbit = c.pacing_rate() * f64::from(mss) * 8e-6,
+                cwnd = c.cwnd(),
+                srtt = ?arq.rtt().srtt(),
+                min_rtt = ?c.min_rtt(),
+                acked = arq.acked_bytes(),
+                sent,
+                resent,
+                timeouts = arq.timeouts(),
+                overflows = c.overflows(),
+                "sender"
+            );
+        }
         if arq.acked_bytes() == stats.resumed_from && now >= next_begin && !arq.is_done() {
             // Until the receiver acknowledges something, it may not know
             // the packet size yet.
