@@ -125,9 +125,9 @@ enum Cmd {
         /// Random loss each way (0.01 = 1%).
         #[arg(long, default_value_t = 0.0)]
         loss: f64,
-        /// Bytes moved by each flow.
-        #[arg(long, default_value_t = 100_000_000)]
-        size: u64,
+        /// Bytes moved by each flow (default: ten seconds of the link).
+        #[arg(long)]
+        size: Option<u64>,
         /// Runs per protocol.
         #[arg(long, default_value_t = 1)]
         runs: usize,

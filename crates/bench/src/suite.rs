@@ -204,9 +204,12 @@ fn once(
 /// Options of a suite run (also its command line).
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Bytes moved by each flow (Go-Back-N on lossy links moves a twentieth).
-    #[arg(long, default_value_t = 100_000_000)]
-    pub size: u64,
+    /// Bytes moved by each flow (Go-Back-N on lossy links moves a
+    /// twentieth); by default ten seconds of the link's rate (iperf3's
+    /// default duration, so startup weighs as it does there), 1 GB on
+    /// loopback.
+    #[arg(long)]
+    pub size: Option<u64>,
     /// Runs per protocol and link (medians are reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
@@ -239,15 +242,11 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
     };
     let file = dir.path().join("file.bin");
     let small = dir.path().join("small.bin");
-    write_file(&file, opts.size)?;
-    let small_size = (opts.size / 20).max(2_000_000);
-    write_file(&small, small_size)?;
+    let mut written = 0;
     let out = dir.path().join("out");
     let mut lossy: Vec<(f64, Vec<(Proto, f64)>)> = Vec::new();
     println!(
-        "{} MB per flow ({} MB for Go-Back-N on lossy links); TCP and QUIC flows stop after {} s; medians of {} runs.\n",
-        opts.size / 1_000_000,
-        small_size / 1_000_000,
+        "TCP and QUIC flows stop after {} s; medians of {} runs.\n",
         LIMIT.as_secs(),
         opts.runs
     );
@@ -266,7 +265,23 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
             Some(Emulator::start(spec, spec, 1)?)
         };
         let path = Path { emu: emu.as_ref() };
+        let size = opts.size.unwrap_or(if link.mbit == 0 {
+            1_000_000_000
+        } else {
+            link.mbit * 1_000_000 / 8 * 10
+        });
+        let small_size = (size / 20).max(2_000_000);
+        if written != size {
+            write_file(&file, size)?;
+            write_file(&small, small_size)?;
+            written = size;
+        }
         println!("### {}\n", link.name());
+        println!(
+            "{} MB per flow ({} MB for Go-Back-N on lossy links).\n",
+            size / 1_000_000,
+            small_size / 1_000_000
+        );
         if let Some(e) = &emu {
             println!(
                 "Queue {} KB each way (one bandwidth-delay product, at least 64 KB).\n",
@@ -285,7 +300,7 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
             let (f, size) = if gbn_lossy {
                 (&small, small_size)
             } else {
-                (&file, opts.size)
+                (&file, size)
             };
             let mut flows = Vec::new();
             let mut peaks = Vec::new();
@@ -355,7 +370,7 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
             lossy.push((link.loss, rows.iter().map(|r| (r.proto, r.mbit)).collect()));
         }
         if link.mbit == 200 && link.loss == 0.0 && !opts.no_fairness {
-            fairness(path, dir.path(), opts.size)?;
+            fairness(path, dir.path(), size)?;
         }
     }
     if let Some(p) = &opts.plot {

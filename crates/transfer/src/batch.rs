@@ -64,6 +64,21 @@ impl<'a> BatchSocket<'a> {
         })
     }
 
+    /// Receives up to `buffers` buffers per call from now on. Fewer suit
+    /// large datagrams: a batch is decrypted after the kernel copied all
+    /// of it, and one that outgrows the CPU's cache is read back from
+    /// memory.
+    pub fn set_buffers(&mut self, buffers: usize) {
+        let buffers = buffers.clamp(1, quinn_udp::BATCH_SIZE);
+        if buffers != self.meta.len() && !self.has_pending() {
+            self.rx = vec![0; buffers * RECV_BUFFER];
+            self.meta = vec![RecvMeta::default(); buffers];
+            self.filled = 0;
+            self.at = 0;
+            self.pos = 0;
+        }
+    }
+
     /// How many datagrams one [`send`](Self::send) may carry here.
     pub fn max_segments(&self) -> usize {
         self.state.max_gso_segments().clamp(1, MAX_SEGMENTS)

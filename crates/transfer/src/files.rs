@@ -111,12 +111,13 @@ pub struct Download {
 }
 
 /// Bytes given to the hasher at once: BLAKE3 hashes many 1 KiB chunks in
-/// parallel (SIMD) only when given many at a time.
+/// parallel (SIMD) only when given many at a time, starting at a multiple
+/// of a large power of two (packets' payloads are neither).
 const HASH_STEP: usize = 1 << 20;
 /// The most bytes held for one write.
 const WRITE_RUN: usize = 1 << 20;
-/// Packets at least this large are written and hashed as they come: they
-/// are already big enough for one call each.
+/// Packets at least this large are written as they come: they are
+/// already big enough for one call each.
 const LARGE: usize = 16 << 10;
 
 fn read_record(path: &Path, size: u64, hash: &[u8; 32]) -> Option<u64> {
@@ -194,13 +195,19 @@ impl Download {
         self.hashed + self.staged.len() as u64
     }
 
-    /// Feeds the staged bytes to the hasher once there are enough of them
-    /// (all of them with `all`).
+    /// Feeds the staged bytes to the hasher in whole steps (all of them
+    /// with `all`), keeping the rest for later.
     fn feed(&mut self, all: bool) {
-        if self.staged.len() >= HASH_STEP || all && !self.staged.is_empty() {
-            self.hasher.update(&self.staged);
-            self.hashed += self.staged.len() as u64;
-            self.staged.clear();
+        let n = if all {
+            self.staged.len()
+        } else {
+            self.staged.len() / HASH_STEP * HASH_STEP
+        };
+        if n > 0 {
+            self.hasher.update(&self.staged[..n]);
+            self.hashed += n as u64;
+            self.staged.copy_within(n.., 0);
+            self.staged.truncate(self.staged.len() - n);
         }
     }
 
@@ -223,13 +230,8 @@ impl Download {
             self.run.extend_from_slice(data);
         }
         if offset == self.covered() {
-            if self.staged.is_empty() && data.len() >= LARGE {
-                self.hasher.update(data);
-                self.hashed += data.len() as u64;
-            } else {
-                self.staged.extend_from_slice(data);
-                self.feed(false);
-            }
+            self.staged.extend_from_slice(data);
+            self.feed(false);
         }
         Ok(())
     }

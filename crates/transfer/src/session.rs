@@ -55,9 +55,11 @@ const SAVE_EVERY: u64 = 64 << 20;
 /// of acknowledgements at once.
 const BATCH: usize = 64;
 /// Receive buffers of the sending end (it receives only acknowledgements)
-/// and of the receiving end.
+/// and of the receiving end (fewer for packets over 16 KiB: see
+/// [`BatchSocket::set_buffers`]).
 const SENDER_BUFFERS: usize = 8;
 const RECEIVER_BUFFERS: usize = 32;
+const RECEIVER_BUFFERS_LARGE: usize = 4;
 
 /// Numbers of one finished transfer.
 #[derive(Debug, Clone, Default)]
@@ -409,6 +411,9 @@ pub async fn fetch(
         .wait_for_begin(&mut net, &mut keys, &mut sbuf, &mut stats)
         .await?;
     stats.mss = mss;
+    if mss > 16 << 10 {
+        net.set_buffers(RECEIVER_BUFFERS_LARGE);
+    }
     let mut cfg = opts.cfg.clone();
     cfg.mss = mss;
     let mut arq = Receiver::new(cfg, isn, resume_from, size, Instant::now());
