@@ -171,11 +171,17 @@ pub struct Controller {
     pacing_rate: f64,
     /// The latest RTT sample.
     latest_rtt: Option<Duration>,
+    /// The smallest RTT sample of the round trip under way, and of the
+    /// last whole one.
+    round_min_rtt: Option<Duration>,
+    last_round_min_rtt: Option<Duration>,
     /// The round in which the estimate last yielded to overflow losses.
     backed_off_round: Option<u64>,
     /// The flight cap set by overflow losses (see [`OVERFLOW_BETA`]),
     /// packets; `None` once it grew past the model's window.
     inflight_hi: Option<u64>,
+    /// How much `inflight_hi` grows each round trip without overflow.
+    hi_step: u64,
     /// Round trips with overflow losses so far.
     overflows: u64,
     /// The round in which ProbeBw last began.
@@ -210,8 +216,11 @@ impl Controller {
             restore_cwnd: None,
             pacing_rate: 0.0,
             latest_rtt: None,
+            round_min_rtt: None,
+            last_round_min_rtt: None,
             backed_off_round: None,
             inflight_hi: None,
+            hi_step: 1,
             overflows: 0,
             probe_bw_round: 0,
             seed: seed | 1,
@@ -299,9 +308,9 @@ impl Controller {
         }
     }
 
-    /// Whether the latest RTT shows a queue on the path.
-    fn queue_built(&self) -> bool {
-        match (self.latest_rtt, self.min_rtt) {
+    /// Whether `rtt` shows a queue on the path.
+    fn queued(&self, rtt: Option<Duration>) -> bool {
+        match (rtt, self.min_rtt) {
             (Some(l), Some(m)) => l.as_secs_f64() > m.as_secs_f64() * QUEUE_RTT_FACTOR,
             _ => false,
         }
@@ -325,10 +334,12 @@ impl Controller {
                 self.next_round_delivered = ev.delivered;
                 self.round += 1;
                 round_start = true;
+                self.last_round_min_rtt = self.round_min_rtt.take();
             }
         }
         if let Some(rtt) = ev.rtt {
             self.latest_rtt = Some(rtt);
+            self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |m| m.min(rtt)));
             let expired = now > self.min_rtt_stamp + MIN_RTT_WINDOW;
             if self.min_rtt.is_none_or(|m| rtt <= m) || expired {
                 self.min_rtt = Some(rtt);
@@ -361,25 +372,36 @@ impl Controller {
         // RTTs measured in ProbeBw's first two rounds are of packets sent
         // before it (draining startup's queue): they show a queue that is
         // gone.
-        let overflow = ev.newly_lost > 0
-            && self.queue_built()
+        let judged = ev.newly_lost > 0
             && self.mode == Mode::ProbeBw
-            && self.round >= self.probe_bw_round + 2;
-        if overflow && self.backed_off_round != Some(self.round) {
-            // Losses with a standing queue: the queue overflows, so the flow
-            // sends faster than its share drains. Delivery-rate samples run
-            // a few percent high when acknowledgements are handled in
-            // bunches, and the windowed maximum keeps the highest; without
-            // this the flow would hold the queue full.
+            && self.round >= self.probe_bw_round + 2
+            && self.backed_off_round != Some(self.round);
+        if judged && self.queued(self.latest_rtt) {
+            // Losses with a queue: the queue overflows, so the flow sends
+            // faster than its share drains. Delivery-rate samples run a few
+            // percent high when acknowledgements are handled in bunches,
+            // and the windowed maximum keeps the highest; without this the
+            // flow would hold the queue full.
             self.backed_off_round = Some(self.round);
             self.overflows += 1;
             let bw = self.bw.get();
             self.bw.cap(bw * OVERFLOW_BACKOFF);
             let before = (ev.in_flight + ev.newly_lost + ev.newly_acked) as f64;
             self.inflight_hi = Some(((before * OVERFLOW_BETA) as u64).max(MIN_CWND));
+            // A queue that stood through the whole last round is not this
+            // flow's probing (which drains within a round) but a competing
+            // flow's: grow back at Reno's pace, one packet a round trip, so
+            // that a loss-based flow keeps its share. Otherwise a send
+            // quantum a round: the flow overshot on its own and should be
+            // back at its window soon.
+            self.hi_step = if self.queued(self.last_round_min_rtt) {
+                1
+            } else {
+                self.send_quantum()
+            };
         } else if round_start && self.backed_off_round.is_none_or(|r| r < self.round) {
             if let Some(hi) = self.inflight_hi {
-                let hi = hi + self.send_quantum();
+                let hi = hi + self.hi_step;
                 self.inflight_hi = (hi < self.bdp(self.cwnd_gain)).then_some(hi);
             }
         }
