@@ -84,7 +84,7 @@ pub fn thread_cpu() -> f64 {
 /// The resident memory this process has added since [`PeakMemory::start`]
 /// at its highest: both ends of a flow run in this process, so this is
 /// what one flow's two ends took together (their buffers, windows and
-/// queues), the idle process not counted.
+/// queues, and their runtimes and threads), the idle process not counted.
 pub struct PeakMemory {
     base: u64,
 }
@@ -93,6 +93,13 @@ impl PeakMemory {
     /// Resets the kernel's high-water mark to the present size (Linux:
     /// `/proc/self/clear_refs`); `None` where that is not possible.
     pub fn start() -> Option<PeakMemory> {
+        // Return freed heap to the kernel first, so that a flow reusing
+        // it counts as growth.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free memory of the allocator.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         std::fs::write("/proc/self/clear_refs", "5").ok()?;
         Some(PeakMemory {
             base: status_kb("VmRSS:")?,
