@@ -386,8 +386,14 @@ impl Controller {
             self.overflows += 1;
             let bw = self.bw.get();
             self.bw.cap(bw * OVERFLOW_BACKOFF);
+            // Never below one bandwidth-delay product of the estimate: a
+            // flow held under it cannot send at its estimate, its samples
+            // fall, and the estimate and the cap would chase each other
+            // down (Go-Back-N's resends, with little in flight, did that).
+            // It yields below that through the estimate, 5% a round.
             let before = (ev.in_flight + ev.newly_lost + ev.newly_acked) as f64;
-            self.inflight_hi = Some(((before * OVERFLOW_BETA) as u64).max(MIN_CWND));
+            let floor = self.bdp(1.0).max(MIN_CWND);
+            self.inflight_hi = Some(((before * OVERFLOW_BETA) as u64).max(floor));
             // A queue that stood through the whole last round is not this
             // flow's probing (which drains within a round) but a competing
             // flow's: grow back at Reno's pace, one packet a round trip, so
