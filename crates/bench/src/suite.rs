@@ -288,8 +288,8 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
                 e.spec.queue_bytes / 1000
             );
         }
-        println!("| protocol | Mbit/s | % of link | sender CPU s/GB | receiver CPU s/GB | retransmitted packets | peak memory MB (both ends) |");
-        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        println!("| protocol | Mbit/s | % of link | sender CPU s/GB | receiver CPU s/GB | retransmitted packets | peak memory MB (both ends) | receive-buffer drops (all runs) |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
         let drops_before = rcvbuf_errors(path);
         let mut rows = Vec::new();
         for proto in PROTOS {
@@ -304,6 +304,7 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
             };
             let mut flows = Vec::new();
             let mut peaks = Vec::new();
+            let proto_drops_before = rcvbuf_errors(path);
             for _ in 0..opts.runs {
                 match once(path, proto, f, &out, size) {
                     Ok((flow, peak)) => {
@@ -313,8 +314,9 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
                     Err(e) => eprintln!("{} over {}: {e:#}", proto.label(), link.name()),
                 }
             }
+            let proto_drops = rcvbuf_errors(path).saturating_sub(proto_drops_before);
             if flows.is_empty() {
-                println!("| {} | failed | | | | | |", proto.label());
+                println!("| {} | failed | | | | | | |", proto.label());
                 continue;
             }
             let gb = |f: &Flow| f.bytes as f64 / 1e9;
@@ -332,7 +334,7 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
                 String::new()
             };
             println!(
-                "| {} | {:.1} | {share} | {:.2} | {:.2} | {} | {} |",
+                "| {} | {:.1} | {share} | {:.2} | {:.2} | {} | {} | {proto_drops} |",
                 proto.label(),
                 row.mbit,
                 row.send_cpu_gb,
