@@ -20,7 +20,10 @@
 //! new smallest RTT it cuts its flight to four packets for 200 ms, so that
 //! flows sharing a path measure the empty-queue RTT together.
 //!
-//! Losses do not shrink the model. A retransmission timeout does hold the
+//! Random losses do not shrink the model. Losses with a queue do: the
+//! queue overflows, so the estimate comes down 5% and the flight is capped
+//! (to 0.7 of it); that is also how the flow yields to a
+//! loss-based one holding the queue. A retransmission timeout holds the
 //! window to a few packets until the path acknowledges again.
 
 use std::collections::VecDeque;
@@ -61,10 +64,11 @@ const QUEUE_RTT_FACTOR: f64 = 1.5;
 const OVERFLOW_BACKOFF: f64 = 0.95;
 /// What a round trip with overflow losses leaves of the flight: the flight
 /// is capped at this share of what was in flight, and the cap then grows
-/// by one send quantum per round trip without such losses. Flows sharing
-/// a full queue thus cut in proportion to their size and grow back by the
-/// same amount, which (as for Reno's window) brings them to equal shares,
-/// and a loss-based flow beside this one keeps room to grow.
+/// back each round trip without such losses (by a send quantum, or by one
+/// packet under a standing queue). Flows sharing a full queue thus cut in
+/// proportion to their size and grow back by the same amount, which (as
+/// for Reno's window) brings them to equal shares, and a loss-based flow
+/// beside this one keeps room to grow.
 const OVERFLOW_BETA: f64 = 0.7;
 
 /// The controller's phase.
