@@ -305,6 +305,7 @@ pub async fn serve(
                 resent,
                 timeouts = arq.timeouts(),
                 overflows = c.overflows(),
+                loss_rate = c.loss_rate(),
                 "sender"
             );
         }
