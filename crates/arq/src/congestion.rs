@@ -70,16 +70,6 @@ const OVERFLOW_BACKOFF: f64 = 0.95;
 /// for Reno's window) brings them to equal shares, and a loss-based flow
 /// beside this one keeps room to grow.
 const OVERFLOW_BETA: f64 = 0.7;
-/// The most random loss the pacing rate makes up for (see
-/// [`Controller::loss_rate`]).
-const MAX_LOSS_MAKEUP: f64 = 0.1;
-/// Weight of one round trip's loss rate in the running estimate.
-const LOSS_RATE_WEIGHT: f64 = 1.0 / 8.0;
-/// Fewer packets than this in a round trip say too little about loss.
-const LOSS_SAMPLE_MIN: u64 = 20;
-/// A round trip whose largest RTT stays under this many times the
-/// smallest had no queue: its losses were random, not overflow.
-const NO_QUEUE_RTT_FACTOR: f64 = 1.2;
 
 /// The controller's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,14 +184,6 @@ pub struct Controller {
     /// The flight cap set by overflow losses (see [`OVERFLOW_BETA`]),
     /// packets; `None` once it grew past the model's window.
     inflight_hi: Option<u64>,
-    /// Packets found lost and acknowledged, and the largest RTT, in the
-    /// round trip under way.
-    round_lost: u64,
-    round_acked: u64,
-    round_max_rtt: Option<Duration>,
-    /// Random loss rate: a running average over round trips without a
-    /// queue.
-    loss_rate: f64,
     /// How much `inflight_hi` grows each round trip without overflow.
     hi_step: u64,
     /// Round trips with overflow losses so far.
@@ -242,10 +224,6 @@ impl Controller {
             last_round_min_rtt: None,
             backed_off_round: None,
             inflight_hi: None,
-            round_lost: 0,
-            round_acked: 0,
-            round_max_rtt: None,
-            loss_rate: 0.0,
             hi_step: 1,
             overflows: 0,
             probe_bw_round: 0,
@@ -317,26 +295,10 @@ impl Controller {
         ((self.pacing_rate / 1000.0) as u64).clamp(2, 64)
     }
 
-    /// The share of packets lost at random (measured in round trips
-    /// without a queue).
-    pub fn loss_rate(&self) -> f64 {
-        self.loss_rate
-    }
-
     fn set_pacing_rate(&mut self) {
         let bw = self.bw.get();
         let rate = if bw > 0.0 {
-            // The bandwidth estimate counts what arrived. Where packets are
-            // lost at random before the bottleneck (a lossy access link),
-            // sending at it leaves the bottleneck idle for the share lost:
-            // send that share on top. Where they are lost after it, the
-            // surplus queues, and overflow losses with a queue lower the
-            // estimate again.
-            let makeup = match self.mode {
-                Mode::ProbeBw => 1.0 / (1.0 - self.loss_rate.min(MAX_LOSS_MAKEUP)),
-                _ => 1.0,
-            };
-            self.pacing_gain * bw * makeup
+            self.pacing_gain * bw
         } else {
             // Nothing measured yet: the initial window over the RTT (or
             // over a millisecond, unpaced in effect, before any RTT).
@@ -377,13 +339,9 @@ impl Controller {
                 self.round += 1;
                 round_start = true;
                 self.last_round_min_rtt = self.round_min_rtt.take();
-                self.sample_loss_rate();
             }
         }
-        self.round_lost += ev.newly_lost;
-        self.round_acked += ev.newly_acked;
         if let Some(rtt) = ev.rtt {
-            self.round_max_rtt = Some(self.round_max_rtt.map_or(rtt, |m| m.max(rtt)));
             self.latest_rtt = Some(rtt);
             self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |m| m.min(rtt)));
             let expired = now > self.min_rtt_stamp + MIN_RTT_WINDOW;
@@ -460,25 +418,6 @@ impl Controller {
         self.update_mode(now, ev);
         self.set_pacing_rate();
         self.update_cwnd(ev);
-    }
-
-    /// At the end of a round trip: takes its loss rate into the running
-    /// estimate if no queue could have caused the losses (its largest RTT
-    /// stayed near the path's), in probing only (startup's losses are its
-    /// queue's).
-    fn sample_loss_rate(&mut self) {
-        let packets = self.round_lost + self.round_acked;
-        let no_queue = match (self.round_max_rtt, self.min_rtt) {
-            (Some(max), Some(min)) => max.as_secs_f64() < min.as_secs_f64() * NO_QUEUE_RTT_FACTOR,
-            _ => false,
-        };
-        if self.mode == Mode::ProbeBw && no_queue && packets >= LOSS_SAMPLE_MIN {
-            let p = self.round_lost as f64 / packets as f64;
-            self.loss_rate += LOSS_RATE_WEIGHT * (p - self.loss_rate);
-        }
-        self.round_lost = 0;
-        self.round_acked = 0;
-        self.round_max_rtt = None;
     }
 
     fn enter_probe_bw(&mut self, now: Instant) {

@@ -305,7 +305,6 @@ pub async fn serve(
                 resent,
                 timeouts = arq.timeouts(),
                 overflows = c.overflows(),
-                loss_rate = c.loss_rate(),
                 "sender"
             );
         }
