@@ -148,14 +148,14 @@ impl<'a> BatchSocket<'a> {
         if self.has_pending() {
             return Ok(true);
         }
-        let mut slices: Vec<IoSliceMut<'_>> = self
-            .rx
-            .chunks_mut(RECV_BUFFER)
-            .map(IoSliceMut::new)
-            .collect();
+        // On the stack: this runs once per system call.
+        let mut chunks = self.rx.chunks_mut(RECV_BUFFER);
+        let mut slices: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or(&mut [])));
+        let buffers = self.meta.len();
         let got = self.socket.try_io(Interest::READABLE, || {
             self.state
-                .recv(self.socket.into(), &mut slices, &mut self.meta)
+                .recv(self.socket.into(), &mut slices[..buffers], &mut self.meta)
         });
         match got {
             Ok(n) => {
