@@ -634,6 +634,14 @@ mod tests {
         s
     }
 
+    /// Sequence numbers of the retransmissions `s` sends at `t`.
+    fn resends(s: &mut Sender, t: Instant) -> Vec<u32> {
+        std::iter::from_fn(|| s.poll_transmit(t))
+            .filter(|t| t.retransmission)
+            .map(|t| t.seq)
+            .collect()
+    }
+
     fn sack(cum: u32, ranges: &[(u32, u32)]) -> Ack {
         Ack {
             cum,
@@ -668,10 +676,7 @@ mod tests {
             s.controller().cwnd() >= before,
             "random loss is not congestion"
         );
-        let resent: Vec<u32> = std::iter::from_fn(|| s.poll_transmit(t))
-            .filter(|t| t.retransmission)
-            .map(|t| t.seq)
-            .collect();
+        let resent = resends(&mut s, t);
         assert_eq!(resent, [1, 2]);
     }
 
@@ -688,10 +693,7 @@ mod tests {
         // of those look lost at once).
         let t = due + Duration::from_millis(5);
         s.on_ack(t, &sack(4, &[]));
-        let resent: Vec<u32> = std::iter::from_fn(|| s.poll_transmit(t))
-            .filter(|t| t.retransmission)
-            .map(|t| t.seq)
-            .collect();
+        let resent = resends(&mut s, t);
         assert_eq!(resent, Vec::<u32>::new(), "nothing else is lost");
     }
 
@@ -712,10 +714,7 @@ mod tests {
         let t = due + Duration::from_millis(100);
         s.on_ack(t, &sack(3, &[]));
         assert!(s.controller().cwnd() > crate::congestion::MIN_CWND);
-        let resent: Vec<u32> = std::iter::from_fn(|| s.poll_transmit(t))
-            .filter(|t| t.retransmission)
-            .map(|t| t.seq)
-            .collect();
+        let resent = resends(&mut s, t);
         assert_eq!(resent, (3..=10).collect::<Vec<u32>>());
         assert_eq!(s.timeouts(), 1, "one timeout for the whole flight");
     }

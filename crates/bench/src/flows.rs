@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chatdrop_arq::{Config, Scheme};
-use chatdrop_transfer::crypto::{Role, SessionKeys};
-use chatdrop_transfer::files::{hash_file, Download, Source};
-use chatdrop_transfer::{fetch, serve, FetchOptions, ServeOptions};
+use chatdrop_arq::Scheme;
+use chatdrop_transfer::crypto::Role;
+use chatdrop_transfer::files::{Download, Source};
+use chatdrop_transfer::{fetch, serve, FetchOptions};
 
 use crate::emu::{Emulator, ADDR_A, ADDR_B};
+use crate::transfer::BenchSession;
 
 /// Where flows run: loopback, or the two namespaces of an emulated link.
 #[derive(Clone, Copy)]
@@ -45,6 +46,14 @@ impl Path<'_> {
             (Some(_), 0) => IpAddr::V4(ADDR_A),
             (Some(_), _) => IpAddr::V4(ADDR_B),
         }
+    }
+
+    /// A transfer socket bound in side `side`'s namespace.
+    fn udp(&self, side: usize) -> anyhow::Result<std::net::UdpSocket> {
+        let ip = self.ip(side);
+        Ok(self.on(side, move || {
+            chatdrop_transfer::socket::bind_std(SocketAddr::new(ip, 0))
+        })??)
     }
 }
 
@@ -242,31 +251,17 @@ pub fn chatdrop(
     window: u32,
     got: Arc<AtomicU64>,
 ) -> anyhow::Result<Flow> {
-    let (ip0, ip1) = (path.ip(0), path.ip(1));
-    let server = path.on(1, move || {
-        chatdrop_transfer::socket::bind_std(SocketAddr::new(ip1, 0))
-    })??;
-    let client = path.on(0, move || {
-        chatdrop_transfer::socket::bind_std(SocketAddr::new(ip0, 0))
-    })??;
+    let server = path.udp(1)?;
+    let client = path.udp(0)?;
     let peer = server.local_addr()?;
-    let (size, hash) = hash_file(file)?;
-    let secret: [u8; 32] = rand::random();
-    let id: [u8; 8] = rand::random();
-    let mut cfg = Config::new(scheme, window);
-    cfg.idle_timeout = Duration::from_secs(30);
-    cfg.mss = chatdrop_transfer::session::MAX_MSS;
-    let source = Source::open(file, size)?;
-    let scfg = cfg.clone();
+    let session = BenchSession::new(file, scheme, window)?;
+    let source = Source::open(file, session.size)?;
+    let (size, hash) = (session.size, session.hash);
+    let (serve_opts, keys) = (session.serve_options(), session.keys(Role::Sender));
     let sender = on_thread(move || {
         runtime()?.block_on(async move {
             let socket = tokio::net::UdpSocket::from_std(server)?;
-            let keys = SessionKeys::derive(&secret, id, b"bench", Role::Sender);
-            let opts = ServeOptions {
-                cfg: scfg,
-                wait_for_start: Some(Duration::from_secs(10)),
-            };
-            Ok(serve(&socket, keys, &source, &opts, |_, _| {}).await?)
+            Ok(serve(&socket, keys, &source, &serve_opts, |_, _| {}).await?)
         })
     });
     let _ = std::fs::remove_dir_all(out);
@@ -275,10 +270,10 @@ pub fn chatdrop(
         runtime()?.block_on(async move {
             let socket = tokio::net::UdpSocket::from_std(client)?;
             let mut dl = Download::open(&out_dir, "bench.bin", size, hash)?;
-            let keys = SessionKeys::derive(&secret, id, b"bench", Role::Receiver);
+            let keys = session.keys(Role::Receiver);
             let started = Instant::now();
             let progress = |done: u64, _| got.store(done, Ordering::Relaxed);
-            let opts = FetchOptions { cfg };
+            let opts = FetchOptions { cfg: session.cfg };
             fetch(&socket, peer, keys, &mut dl, size, &opts, progress).await?;
             let secs = started.elapsed().as_secs_f64();
             dl.finish()?;
@@ -355,13 +350,8 @@ pub fn quic(
         quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client_tls)?));
     client_cfg.transport_config(quic_transport(cc));
 
-    let (ip0, ip1) = (path.ip(0), path.ip(1));
-    let server_sock = path.on(0, move || {
-        chatdrop_transfer::socket::bind_std(SocketAddr::new(ip0, 0))
-    })??;
-    let client_sock = path.on(1, move || {
-        chatdrop_transfer::socket::bind_std(SocketAddr::new(ip1, 0))
-    })??;
+    let server_sock = path.udp(0)?;
+    let client_sock = path.udp(1)?;
     let server_addr = server_sock.local_addr()?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let receiver = on_thread(move || {

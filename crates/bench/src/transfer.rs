@@ -43,6 +43,49 @@ async fn once(
     between(path, out, scheme, window, server, client, peer).await
 }
 
+/// What both ends of a benchmark transfer share: the file's size and hash,
+/// the session secret and id, and the ARQ settings.
+pub struct BenchSession {
+    /// Bytes of the file.
+    pub size: u64,
+    /// Its BLAKE3 hash.
+    pub hash: [u8; 32],
+    secret: [u8; 32],
+    id: [u8; 8],
+    /// ARQ settings (the largest packets; a 30 s idle timeout).
+    pub cfg: Config,
+}
+
+impl BenchSession {
+    /// A fresh session for sending `file` with `scheme` and `window`.
+    pub fn new(file: &std::path::Path, scheme: Scheme, window: u32) -> anyhow::Result<Self> {
+        let (size, hash) = hash_file(file)?;
+        let mut cfg = Config::new(scheme, window);
+        cfg.idle_timeout = Duration::from_secs(30);
+        cfg.mss = chatdrop_transfer::session::MAX_MSS;
+        Ok(BenchSession {
+            size,
+            hash,
+            secret: rand::random(),
+            id: rand::random(),
+            cfg,
+        })
+    }
+
+    /// The keys of the end `role`.
+    pub fn keys(&self, role: Role) -> SessionKeys {
+        SessionKeys::derive(&self.secret, self.id, b"bench", role)
+    }
+
+    /// The sending end's options.
+    pub fn serve_options(&self) -> ServeOptions {
+        ServeOptions {
+            cfg: self.cfg.clone(),
+            wait_for_start: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
 /// One transfer from `server` to `client`, which reaches the server at
 /// `peer`; returns (seconds, retransmissions).
 pub async fn between(
@@ -54,25 +97,14 @@ pub async fn between(
     client: tokio::net::UdpSocket,
     peer: std::net::SocketAddr,
 ) -> anyhow::Result<(f64, u64)> {
-    let (size, hash) = hash_file(path)?;
-    let secret: [u8; 32] = rand::random();
-    let id: [u8; 8] = rand::random();
-    let mut cfg = Config::new(scheme, window);
-    cfg.idle_timeout = Duration::from_secs(30);
-    cfg.mss = chatdrop_transfer::session::MAX_MSS;
+    let session = BenchSession::new(path, scheme, window)?;
+    let (size, hash, cfg) = (session.size, session.hash, session.cfg.clone());
     let source = Source::open(path, size)?;
-    let scfg = cfg.clone();
-    let sender = tokio::spawn(async move {
-        let keys = SessionKeys::derive(&secret, id, b"bench", Role::Sender);
-        let opts = ServeOptions {
-            cfg: scfg,
-            wait_for_start: Some(Duration::from_secs(10)),
-        };
-        serve(&server, keys, &source, &opts, |_, _| {}).await
-    });
+    let (opts, keys) = (session.serve_options(), session.keys(Role::Sender));
+    let sender = tokio::spawn(async move { serve(&server, keys, &source, &opts, |_, _| {}).await });
     let _ = std::fs::remove_dir_all(out);
     let mut dl = Download::open(out, "bench.bin", size, hash)?;
-    let keys = SessionKeys::derive(&secret, id, b"bench", Role::Receiver);
+    let keys = session.keys(Role::Receiver);
     let started = Instant::now();
     fetch(
         &client,
