@@ -13,7 +13,7 @@
 //! and sends at the bandwidth (pacing) with about two bandwidth-delay
 //! products in flight at most. It finds the bandwidth by doubling the rate
 //! each round trip (startup) until three rounds bring less than a quarter
-//! more, drains the queue that built, then cycles its pacing gain around 1
+//! more or its queue overflows, drains the queue that built, then cycles its pacing gain around 1
 //! (1.25 one round trip to probe for more, 0.75 the next to drain what that
 //! queued, then six at 1). Flows sharing a bottleneck converge because each
 //! probe takes from the others' measured share; every ten seconds without a
@@ -371,8 +371,21 @@ impl Controller {
                 }
             }
         }
-        // (Startup ignores losses: its own queue inflates the RTT, and
-        // random loss then would end it long before the bandwidth is found.)
+        // Startup ignores losses on a path without a queue: random loss
+        // would end it long before the bandwidth is found. Losses while
+        // the RTT shows a queue are its own overshoot overflowing the
+        // bottleneck's buffer: the rate is already above what the
+        // bottleneck drains (the queue builds only then, and the acks of
+        // queued packets come at the bottleneck's rate), so the bandwidth
+        // is found; waiting three more rounds for the plateau would only
+        // lose more (up to a few bandwidth-delay products).
+        if self.mode == Mode::Startup
+            && ev.newly_lost > 0
+            && self.bw.get() > 0.0
+            && self.queued(self.round_min_rtt)
+        {
+            self.full_bw_reached = true;
+        }
         // RTTs measured in ProbeBw's first two rounds are of packets sent
         // before it (draining startup's queue): they show a queue that is
         // gone.

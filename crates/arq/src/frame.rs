@@ -2,12 +2,14 @@
 //! encryption and integrity are the layer below's job).
 //!
 //! ```text
-//! Data:  0x01 | seq u32 | offset u64 | payload...
+//! Data:  0x01 | seq u32 | payload...
 //! Ack:   0x02 | cum u32 | n u8 | n x (start u32, end u32)     end exclusive
 //! Done:  0x03
 //! Abort: 0x04 | reason (UTF-8)
 //! ```
-//! All integers big-endian.
+//! All integers big-endian. A data packet's place in the file follows from
+//! its sequence number (every packet but the last carries exactly the
+//! session's payload size), so the frame does not repeat it.
 
 /// Most SACK ranges in one ack.
 pub const MAX_ACK_RANGES: usize = 128;
@@ -26,12 +28,10 @@ pub struct Ack {
 /// One frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame<'a> {
-    /// Data at a byte offset.
+    /// Data: the packet numbered `seq`.
     Data {
         /// Sequence number.
         seq: u32,
-        /// Byte offset in the file.
-        offset: u64,
         /// The bytes.
         payload: &'a [u8],
     },
@@ -57,22 +57,16 @@ fn u32_at(b: &[u8], at: usize) -> Result<u32, DecodeError> {
 
 impl<'a> Frame<'a> {
     /// Bytes of a data frame's header.
-    pub const DATA_HEADER: usize = 13;
+    pub const DATA_HEADER: usize = 5;
 
     /// Parses one frame.
     pub fn decode(b: &'a [u8]) -> Result<Frame<'a>, DecodeError> {
         match b.first() {
             Some(1) => {
                 let seq = u32_at(b, 1)?;
-                let offset = b
-                    .get(5..13)
-                    .and_then(|s| s.try_into().ok())
-                    .map(u64::from_be_bytes)
-                    .ok_or(DecodeError("truncated"))?;
                 Ok(Frame::Data {
                     seq,
-                    offset,
-                    payload: &b[13..],
+                    payload: &b[Self::DATA_HEADER..],
                 })
             }
             Some(2) => {
@@ -102,14 +96,9 @@ impl<'a> Frame<'a> {
     /// Appends the encoding to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Frame::Data {
-                seq,
-                offset,
-                payload,
-            } => {
+            Frame::Data { seq, payload } => {
                 out.push(1);
                 out.extend_from_slice(&seq.to_be_bytes());
-                out.extend_from_slice(&offset.to_be_bytes());
                 out.extend_from_slice(payload);
             }
             Frame::Ack(ack) => {
@@ -140,7 +129,6 @@ mod tests {
         let frames = [
             Frame::Data {
                 seq: u32::MAX,
-                offset: 1 << 40,
                 payload: b"hello",
             },
             Frame::Ack(Ack {

@@ -9,13 +9,16 @@ use crate::{ArqError, Config, Scheme};
 /// What to do with an arriving data packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// New data: write the payload at its offset.
-    Write,
+    /// New data: write the payload at `offset` in the file.
+    Write {
+        /// Where the packet's bytes go.
+        offset: u64,
+    },
     /// Already have it (a duplicate or a retransmission): ignore the payload.
     Duplicate,
     /// Not acceptable now (Go-Back-N: out of order; beyond the window): drop.
     OutOfWindow,
-    /// Its sequence number, offset and length do not agree: drop.
+    /// Its sequence number and length do not agree: drop.
     Invalid,
 }
 
@@ -79,9 +82,10 @@ impl Receiver {
         self.failed.as_ref()
     }
 
-    /// Judges a data packet. On [`Verdict::Write`] the caller must write the
-    /// payload at `offset` before anything else.
-    pub fn on_data(&mut self, now: Instant, seq: u32, offset: u64, len: usize) -> Verdict {
+    /// Judges a data packet of `len` payload bytes. On [`Verdict::Write`]
+    /// the caller must write the payload at its offset before anything
+    /// else.
+    pub fn on_data(&mut self, now: Instant, seq: u32, len: usize) -> Verdict {
         self.last_heard = now;
         // Every data packet is answered, duplicates too: their ack may be
         // what the sender missed.
@@ -95,9 +99,9 @@ impl Receiver {
         if idx >= self.packets {
             return Verdict::Invalid;
         }
-        let want_offset = self.start + idx * self.cfg.mss as u64;
-        let want_len = (self.total - want_offset).min(self.cfg.mss as u64) as usize;
-        if offset != want_offset || len != want_len {
+        let offset = self.start + idx * self.cfg.mss as u64;
+        let want_len = (self.total - offset).min(self.cfg.mss as u64) as usize;
+        if len != want_len {
             return Verdict::Invalid;
         }
         let window = match self.cfg.scheme {
@@ -113,7 +117,7 @@ impl Receiver {
             if let Some(end) = self.ahead.remove(&self.base) {
                 self.base = end;
             }
-            return Verdict::Write;
+            return Verdict::Write { offset };
         }
         // The range starting at or before `idx`, if any.
         let before = self.ahead.range(..=idx).next_back().map(|(&s, &e)| (s, e));
@@ -131,7 +135,7 @@ impl Receiver {
             end = next_end;
         }
         self.ahead.insert(start, end);
-        Verdict::Write
+        Verdict::Write { offset }
     }
 
     /// The acknowledgement to send, if one is due.

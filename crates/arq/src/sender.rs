@@ -11,7 +11,7 @@ use crate::rtt::RttEstimator;
 use crate::{ArqError, Config, Scheme};
 
 /// A data packet to send now: the driver reads `len` bytes at `offset` and
-/// sends them as `Frame::Data { seq, offset, .. }`.
+/// sends them as `Frame::Data { seq, .. }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
     /// Sequence number.

@@ -173,7 +173,6 @@ fn transfer(seed: u64, cfg: Config, isn: u32, data: &[u8], fwd: Link, back: Link
             let payload = &data[t.offset as usize..(t.offset + t.len as u64) as usize];
             let frame = Frame::Data {
                 seq: t.seq,
-                offset: t.offset,
                 payload,
             };
             net.send(now, &fwd, true, &frame);
@@ -200,15 +199,8 @@ fn transfer(seed: u64, cfg: Config, isn: u32, data: &[u8], fwd: Link, back: Link
             let Reverse((_, _, to_receiver, _, bytes)) = net.heap.pop().unwrap();
             let Some(body) = open(&bytes) else { continue };
             match (to_receiver, Frame::decode(body)) {
-                (
-                    true,
-                    Ok(Frame::Data {
-                        seq,
-                        offset,
-                        payload,
-                    }),
-                ) => {
-                    if receiver.on_data(now, seq, offset, payload.len()) == Verdict::Write {
+                (true, Ok(Frame::Data { seq, payload })) => {
+                    if let Verdict::Write { offset } = receiver.on_data(now, seq, payload.len()) {
                         let at = offset as usize;
                         assert!(!written[at], "the receiver wrote offset {at} twice");
                         written[at] = true;
@@ -415,15 +407,15 @@ fn foreign_and_bogus_packets_are_rejected() {
     let now = Instant::now();
     let c = cfg(Scheme::SelectiveRepeat, 8);
     let mut r = Receiver::new(c.clone(), 100, 0, 10_000, now);
-    // Wrong offset for its sequence number, wrong length, past the end.
-    assert_eq!(r.on_data(now, 100, 1000, 1000), Verdict::Invalid);
-    assert_eq!(r.on_data(now, 100, 0, 999), Verdict::Invalid);
-    assert_eq!(r.on_data(now, 100 + 10, 10_000, 0), Verdict::Invalid);
+    // Wrong length for its sequence number (short, long), past the end.
+    assert_eq!(r.on_data(now, 100, 999), Verdict::Invalid);
+    assert_eq!(r.on_data(now, 100, 1001), Verdict::Invalid);
+    assert_eq!(r.on_data(now, 100 + 10, 0), Verdict::Invalid);
     // Beyond the window.
-    assert_eq!(r.on_data(now, 100 + 9, 9000, 1000), Verdict::OutOfWindow);
-    assert_eq!(r.on_data(now, 100, 0, 1000), Verdict::Write);
-    assert_eq!(r.on_data(now, 100, 0, 1000), Verdict::Duplicate);
-    assert_eq!(r.on_data(now, 102, 2000, 1000), Verdict::Write);
+    assert_eq!(r.on_data(now, 100 + 9, 1000), Verdict::OutOfWindow);
+    assert_eq!(r.on_data(now, 100, 1000), Verdict::Write { offset: 0 });
+    assert_eq!(r.on_data(now, 100, 1000), Verdict::Duplicate);
+    assert_eq!(r.on_data(now, 102, 1000), Verdict::Write { offset: 2000 });
     assert_eq!(
         r.poll_ack(),
         Some(Ack {
@@ -459,9 +451,9 @@ fn foreign_and_bogus_packets_are_rejected() {
 fn go_back_n_receiver_takes_packets_in_order_only() {
     let now = Instant::now();
     let mut r = Receiver::new(cfg(Scheme::GoBackN, 8), 0, 0, 10_000, now);
-    assert_eq!(r.on_data(now, 1, 1000, 1000), Verdict::OutOfWindow);
-    assert_eq!(r.on_data(now, 0, 0, 1000), Verdict::Write);
-    assert_eq!(r.on_data(now, 1, 1000, 1000), Verdict::Write);
+    assert_eq!(r.on_data(now, 1, 1000), Verdict::OutOfWindow);
+    assert_eq!(r.on_data(now, 0, 1000), Verdict::Write { offset: 0 });
+    assert_eq!(r.on_data(now, 1, 1000), Verdict::Write { offset: 1000 });
     assert_eq!(
         r.poll_ack(),
         Some(Ack {
@@ -548,10 +540,11 @@ fn one_flow_fills_a_bottleneck_without_collapse() {
     let share = share_of(&o, file.len(), 10);
     // Headers take about 5% of each 1 KB packet on the wire.
     assert!(share > 0.90, "{:.1}% of the link", share * 100.0);
-    // Only startup's overshoot (three round trips at its highest rate)
-    // overflows the queue.
+    // Only startup's overshoot overflows the queue, and startup ends at
+    // its first overflow (waiting for three rounds without growth lost
+    // 3.2% of the packets here, over ten bandwidth-delay products).
     assert!(
-        o.retransmissions * 33 < o.sent,
+        o.retransmissions * 100 < o.sent,
         "{} of {} resent ({:.1}% of the link, {} timeouts)",
         o.retransmissions,
         o.sent,
@@ -703,7 +696,6 @@ fn shared(
             while let Some(t) = s.poll_transmit(now) {
                 let frame = Frame::Data {
                     seq: t.seq,
-                    offset: t.offset,
                     payload: &payload[..t.len as usize],
                 };
                 net.send_flow(now, &fwd, true, i, &frame);
@@ -734,15 +726,8 @@ fn shared(
             let Some(body) = open(&bytes) else { continue };
             let (s, r) = &mut flows[flow];
             match (to_receiver, Frame::decode(body)) {
-                (
-                    true,
-                    Ok(Frame::Data {
-                        seq,
-                        offset,
-                        payload,
-                    }),
-                ) => {
-                    r.on_data(now, seq, offset, payload.len());
+                (true, Ok(Frame::Data { seq, payload })) => {
+                    r.on_data(now, seq, payload.len());
                 }
                 (false, Ok(Frame::Ack(ack))) => s.on_ack(now, &ack),
                 (_, other) => panic!("unexpected {other:?}"),

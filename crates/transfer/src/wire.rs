@@ -124,9 +124,9 @@ mod tests {
                 isn: 0xdead_beef,
                 resume_from: 12345,
             },
-            Msg::Probe { size: 1426 },
-            Msg::ProbeAck { size: 1426 },
-            Msg::Begin { mss: 1426 },
+            Msg::Probe { size: 1442 },
+            Msg::ProbeAck { size: 1442 },
+            Msg::Begin { mss: 1442 },
         ] {
             let mut b = Vec::new();
             m.encode(&mut b);
@@ -144,7 +144,6 @@ mod tests {
         let payload = vec![0u8; 1400];
         Frame::Data {
             seq: 1,
-            offset: 2,
             payload: &payload,
         }
         .encode(&mut data);
