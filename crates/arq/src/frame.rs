@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! Data:  0x01 | seq u32 | payload...
-//! Ack:   0x02 | cum u32 | n u8 | n x (start u32, end u32)     end exclusive
+//! Ack:   0x02 | cum u32 | dropped u32 | n u8 | n x (start u32, end u32)
+//!                                                             end exclusive
 //! Done:  0x03
 //! Abort: 0x04 | reason (UTF-8)
 //! ```
@@ -23,6 +24,11 @@ pub struct Ack {
     /// Ranges of packets received beyond `cum` (Selective Repeat only),
     /// `[start, end)`, in order.
     pub ranges: Vec<(u32, u32)>,
+    /// Datagrams the receiver's socket dropped so far for want of buffer
+    /// space (a counter that wraps; 0 where the system does not tell):
+    /// losses at the receiver, which say it cannot keep up, not that the
+    /// path is lossy.
+    pub dropped: u32,
 }
 
 /// One frame.
@@ -71,18 +77,23 @@ impl<'a> Frame<'a> {
             }
             Some(2) => {
                 let cum = u32_at(b, 1)?;
-                let n = *b.get(5).ok_or(DecodeError("truncated"))? as usize;
+                let dropped = u32_at(b, 5)?;
+                let n = *b.get(9).ok_or(DecodeError("truncated"))? as usize;
                 if n > MAX_ACK_RANGES {
                     return Err(DecodeError("too many ack ranges"));
                 }
-                if b.len() != 6 + n * 8 {
+                if b.len() != 10 + n * 8 {
                     return Err(DecodeError("ack length does not match its ranges"));
                 }
                 let mut ranges = Vec::with_capacity(n);
                 for i in 0..n {
-                    ranges.push((u32_at(b, 6 + i * 8)?, u32_at(b, 10 + i * 8)?));
+                    ranges.push((u32_at(b, 10 + i * 8)?, u32_at(b, 14 + i * 8)?));
                 }
-                Ok(Frame::Ack(Ack { cum, ranges }))
+                Ok(Frame::Ack(Ack {
+                    cum,
+                    ranges,
+                    dropped,
+                }))
             }
             Some(3) if b.len() == 1 => Ok(Frame::Done),
             Some(4) => std::str::from_utf8(&b[1..])
@@ -104,6 +115,7 @@ impl<'a> Frame<'a> {
             Frame::Ack(ack) => {
                 out.push(2);
                 out.extend_from_slice(&ack.cum.to_be_bytes());
+                out.extend_from_slice(&ack.dropped.to_be_bytes());
                 let n = ack.ranges.len().min(MAX_ACK_RANGES);
                 out.push(n as u8);
                 for (s, e) in &ack.ranges[..n] {
@@ -134,6 +146,7 @@ mod tests {
             Frame::Ack(Ack {
                 cum: 7,
                 ranges: vec![(9, 12), (u32::MAX, 2)],
+                dropped: 0xfeed_beef,
             }),
             Frame::Ack(Ack::default()),
             Frame::Done,
@@ -153,7 +166,8 @@ mod tests {
             &[9],
             &[1, 0, 0],
             &[2, 0, 0, 0, 0, 1],
-            &[2, 0, 0, 0, 0, 200],
+            &[2, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            &[2, 0, 0, 0, 0, 0, 0, 0, 0, 200],
             &[3, 3],
             &[4, 0xff],
         ] {

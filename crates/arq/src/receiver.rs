@@ -160,6 +160,8 @@ impl Receiver {
         Some(Ack {
             cum: self.seq_of(self.base),
             ranges,
+            // The driver, which owns the socket, fills this in.
+            dropped: 0,
         })
     }
 

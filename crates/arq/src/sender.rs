@@ -84,6 +84,9 @@ pub struct Sender {
     next_tx: u64,
     /// Highest transmission number acknowledged.
     largest_acked_tx: Option<u64>,
+    /// The receiver's count of datagrams its socket dropped, as last
+    /// reported.
+    receiver_dropped: u32,
     /// The latest RTT sample.
     latest_rtt: Option<Duration>,
     /// Selective Repeat: when a packet sent before the newest acknowledged
@@ -149,6 +152,7 @@ impl Sender {
             retransmissions: 0,
             next_tx: 0,
             largest_acked_tx: None,
+            receiver_dropped: 0,
             latest_rtt: None,
             loss_time: None,
             timeouts: 0,
@@ -439,6 +443,15 @@ impl Sender {
         if self.next < self.base {
             self.next = self.base;
         }
+        // The count only grows; an older acknowledgement overtaken by a
+        // newer one reports less, which is no news.
+        let dropped = ack.dropped.wrapping_sub(self.receiver_dropped);
+        let receiver_dropped = if dropped <= u32::MAX / 2 {
+            self.receiver_dropped = ack.dropped;
+            u64::from(dropped)
+        } else {
+            0
+        };
         let event = AckEvent {
             sample,
             newly_acked: newly,
@@ -446,6 +459,7 @@ impl Sender {
             delivered: self.delivery.delivered(),
             in_flight: self.in_flight(),
             rtt: rtt_sample,
+            receiver_dropped,
         };
         self.cc.on_ack(now, &event);
         if self.base != before {
@@ -626,6 +640,7 @@ mod tests {
             &Ack {
                 cum: 1,
                 ranges: vec![],
+                dropped: 0,
             },
         );
         for _ in 0..10 {
@@ -646,6 +661,7 @@ mod tests {
         Ack {
             cum,
             ranges: ranges.to_vec(),
+            dropped: 0,
         }
     }
 

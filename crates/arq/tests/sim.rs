@@ -420,7 +420,8 @@ fn foreign_and_bogus_packets_are_rejected() {
         r.poll_ack(),
         Some(Ack {
             cum: 101,
-            ranges: vec![(102, 103)]
+            ranges: vec![(102, 103)],
+            dropped: 0,
         })
     );
     assert_eq!(r.contiguous_bytes(), 1000);
@@ -434,6 +435,7 @@ fn foreign_and_bogus_packets_are_rejected() {
         &Ack {
             cum: 5000,
             ranges: vec![(7, 9)],
+            dropped: 0,
         },
     );
     assert_eq!(s.acked_bytes(), 0);
@@ -442,6 +444,7 @@ fn foreign_and_bogus_packets_are_rejected() {
         &Ack {
             cum: 101,
             ranges: vec![],
+            dropped: 0,
         },
     );
     assert_eq!(s.acked_bytes(), 1000);
@@ -458,7 +461,8 @@ fn go_back_n_receiver_takes_packets_in_order_only() {
         r.poll_ack(),
         Some(Ack {
             cum: 2,
-            ranges: vec![]
+            ranges: vec![],
+            dropped: 0,
         })
     );
 }

@@ -305,6 +305,7 @@ pub async fn serve(
                 resent,
                 timeouts = arq.timeouts(),
                 overflows = c.overflows(),
+                loss_rate = c.loss_rate(),
                 "sender"
             );
         }
@@ -478,7 +479,8 @@ pub async fn fetch(
         if let Some(outcome) = outcome {
             break outcome;
         }
-        if let Some(ack) = arq.poll_ack() {
+        if let Some(mut ack) = arq.poll_ack() {
+            ack.dropped = socket::receive_drops(socket);
             let ack = Msg::Arq(Frame::Ack(ack));
             send_msg(&net, &mut keys, peer, &ack, &mut sbuf).await?;
         }

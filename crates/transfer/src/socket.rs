@@ -73,3 +73,74 @@ fn dont_fragment(_: &Socket, _: bool) {}
 pub fn too_big(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(libc::EMSGSIZE)
 }
+
+/// Datagrams the kernel dropped at `socket` for want of receive buffer
+/// space since it was opened (the socket's `SK_MEMINFO_DROPS`), wrapping;
+/// 0 where the system does not tell. A receiver reports it so that the
+/// sender can tell losses at a receiver that cannot keep up from losses on
+/// the path.
+#[cfg(target_os = "linux")]
+pub fn receive_drops(socket: &impl std::os::fd::AsRawFd) -> u32 {
+    // `SO_MEMINFO` (Linux 3.9+; the same number on every architecture
+    // that uses the generic socket options) fills one u32 per
+    // `SK_MEMINFO_*` counter.
+    const SO_MEMINFO: libc::c_int = 55;
+    const COUNTERS: usize = libc::SK_MEMINFO_DROPS as usize + 1;
+    let mut info = [0u32; COUNTERS];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info` and
+    // stores how many it wrote in `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    let wrote_drops = len as usize >= COUNTERS * std::mem::size_of::<u32>();
+    if rc == 0 && wrote_drops {
+        info[libc::SK_MEMINFO_DROPS as usize]
+    } else {
+        0
+    }
+}
+
+/// Datagrams dropped at the socket: not known on this system.
+#[cfg(not(target_os = "linux"))]
+pub fn receive_drops<S>(_: &S) -> u32 {
+    0
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_receive_buffer_counts_its_drops() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sock = socket2::SockRef::from(&receiver);
+        // The smallest buffer the kernel allows (it rounds up), so that a
+        // few dozen datagrams overflow it.
+        sock.set_recv_buffer_size(1).unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = receiver.local_addr().unwrap();
+        assert_eq!(receive_drops(&receiver), 0);
+        // Loopback delivers within the send call: when it returns, each
+        // datagram is queued at the receiver or dropped there.
+        let datagram = [7u8; 1000];
+        for _ in 0..200 {
+            sender.send_to(&datagram, to).unwrap();
+        }
+        let dropped = receive_drops(&receiver);
+        let mut queued = 0;
+        receiver.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 2000];
+        while receiver.recv_from(&mut buf).is_ok() {
+            queued += 1;
+        }
+        assert!(queued > 0, "the buffer took some");
+        assert_eq!(u64::from(dropped) + queued, 200, "every datagram counted");
+    }
+}
