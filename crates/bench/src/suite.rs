@@ -372,7 +372,7 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
             lossy.push((link.loss, rows.iter().map(|r| (r.proto, r.mbit)).collect()));
         }
         if link.mbit == 200 && link.loss == 0.0 && !opts.no_fairness {
-            fairness(path, dir.path(), size)?;
+            fairness(path, dir.path(), size, opts.runs)?;
         }
     }
     if let Some(p) = &opts.plot {
@@ -385,73 +385,97 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
 }
 
 /// Two flows at once over `path`, sampled between 3 s and 13 s after they
-/// start: two chatdrop flows, then chatdrop beside TCP CUBIC.
-fn fairness(path: Path, dir: &std::path::Path, size: u64) -> anyhow::Result<()> {
+/// start: two chatdrop flows, then chatdrop beside TCP CUBIC; `runs` times
+/// each, with a row per run and the median of the first flow's share.
+fn fairness(path: Path, dir: &std::path::Path, size: u64, runs: usize) -> anyhow::Result<()> {
     let big = dir.join("fair.bin");
     let fair_size = size.max(200_000_000);
     write_file(&big, fair_size)?;
     println!(
         "Fairness: two flows start together; shares of what both moved between 3 s and 13 s.\n"
     );
-    println!("| flows | first | second | first's share | second's share |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| flows | run | first | second | first's share | second's share |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for (name, second_tcp) in [
         ("chatdrop + chatdrop", false),
         ("chatdrop + TCP CUBIC", true),
     ] {
-        let a = Arc::new(AtomicU64::new(0));
-        let b = Arc::new(AtomicU64::new(0));
-        let (result_a, result_b) = std::thread::scope(|s| {
-            let (ga, gb) = (a.clone(), b.clone());
-            let (big, out_a, out_b) = (&big, dir.join("fa"), dir.join("fb"));
-            let ha = s.spawn(move || {
-                flows::chatdrop(
-                    path,
-                    big,
-                    &out_a,
-                    Scheme::SelectiveRepeat,
-                    chatdrop_arq::DEFAULT_WINDOW,
-                    ga,
-                )
-            });
-            let hb = s.spawn(move || {
-                if second_tcp {
-                    flows::tcp(path, "cubic", fair_size, Duration::from_secs(16), gb)
-                } else {
-                    flows::chatdrop(
-                        path,
-                        big,
-                        &out_b,
-                        Scheme::SelectiveRepeat,
-                        chatdrop_arq::DEFAULT_WINDOW,
-                        gb,
-                    )
-                }
-            });
-            let start = Instant::now();
-            std::thread::sleep(Duration::from_secs(3).saturating_sub(start.elapsed()));
-            let (a0, b0) = (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed));
-            std::thread::sleep(Duration::from_secs(13).saturating_sub(start.elapsed()));
-            let (a1, b1) = (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed));
-            let ra = (a1 - a0) as f64 * 8.0 / 10.0 / 1e6;
-            let rb = (b1 - b0) as f64 * 8.0 / 10.0 / 1e6;
-            let total = (ra + rb).max(1e-9);
-            let second = if second_tcp { "TCP CUBIC" } else { "chatdrop" };
+        let second = if second_tcp { "TCP CUBIC" } else { "chatdrop" };
+        let mut shares = Vec::new();
+        for run in 1..=runs.max(1) {
+            let (ra, rb) = fair_pair(path, &big, dir, fair_size, second_tcp)?;
+            let share = ra / (ra + rb).max(1e-9);
+            shares.push(share);
             println!(
-                "| {name} | chatdrop {ra:.1} Mbit/s | {second} {rb:.1} Mbit/s | {:.0}% | {:.0}% |",
-                100.0 * ra / total,
-                100.0 * rb / total
+                "| {name} | {run} | chatdrop {ra:.1} Mbit/s | {second} {rb:.1} Mbit/s | {:.0}% | {:.0}% |",
+                100.0 * share,
+                100.0 * (1.0 - share)
             );
-            (ha.join(), hb.join())
-        });
-        for r in [result_a, result_b] {
-            match r {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => eprintln!("a fairness flow failed: {e:#}"),
-                Err(_) => eprintln!("a fairness flow panicked"),
-            }
         }
+        let m = median(shares);
+        println!(
+            "| {name} | median | | | {:.0}% | {:.0}% |",
+            100.0 * m,
+            100.0 * (1.0 - m)
+        );
     }
     println!();
     Ok(())
+}
+
+/// One fairness run: a chatdrop flow and a second flow (chatdrop, or TCP
+/// CUBIC) started together; their rates between 3 s and 13 s, Mbit/s.
+fn fair_pair(
+    path: Path,
+    big: &std::path::Path,
+    dir: &std::path::Path,
+    fair_size: u64,
+    second_tcp: bool,
+) -> anyhow::Result<(f64, f64)> {
+    let a = Arc::new(AtomicU64::new(0));
+    let b = Arc::new(AtomicU64::new(0));
+    let (rates, result_a, result_b) = std::thread::scope(|s| {
+        let (ga, gb) = (a.clone(), b.clone());
+        let (out_a, out_b) = (dir.join("fa"), dir.join("fb"));
+        let ha = s.spawn(move || {
+            flows::chatdrop(
+                path,
+                big,
+                &out_a,
+                Scheme::SelectiveRepeat,
+                chatdrop_arq::DEFAULT_WINDOW,
+                ga,
+            )
+        });
+        let hb = s.spawn(move || {
+            if second_tcp {
+                flows::tcp(path, "cubic", fair_size, Duration::from_secs(16), gb)
+            } else {
+                flows::chatdrop(
+                    path,
+                    big,
+                    &out_b,
+                    Scheme::SelectiveRepeat,
+                    chatdrop_arq::DEFAULT_WINDOW,
+                    gb,
+                )
+            }
+        });
+        let start = Instant::now();
+        std::thread::sleep(Duration::from_secs(3).saturating_sub(start.elapsed()));
+        let (a0, b0) = (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_secs(13).saturating_sub(start.elapsed()));
+        let (a1, b1) = (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed));
+        let ra = (a1 - a0) as f64 * 8.0 / 10.0 / 1e6;
+        let rb = (b1 - b0) as f64 * 8.0 / 10.0 / 1e6;
+        ((ra, rb), ha.join(), hb.join())
+    });
+    for r in [result_a, result_b] {
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("a fairness flow failed: {e:#}"),
+            Err(_) => eprintln!("a fairness flow panicked"),
+        }
+    }
+    Ok(rates)
 }
