@@ -136,13 +136,23 @@ fn status_kb(field: &str) -> Option<u64> {
 
 /// Runs `f` on a new thread with its own single-threaded runtime; returns
 /// its result and the thread's CPU seconds.
+/// Runs one end of a flow on a thread of its own, named `name` (so that
+/// profilers can tell the ends apart), and returns what it returns with the
+/// CPU seconds the thread used.
 fn on_thread<T: Send + 'static>(
+    name: &str,
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> std::thread::JoinHandle<anyhow::Result<(T, f64)>> {
-    std::thread::spawn(move || {
+    let body = move || {
         let out = f()?;
         Ok((out, thread_cpu()))
-    })
+    };
+    match std::thread::Builder::new().name(name.into()).spawn(body) {
+        Ok(h) => h,
+        // Spawning fails only when the system is out of threads; the
+        // standard spawn panics with the reason.
+        Err(e) => panic!("cannot start the {name} thread: {e}"),
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -213,7 +223,7 @@ pub fn tcp(
     })??;
     let (mut conn, _) = listener.accept()?;
     let deadline = Instant::now() + limit;
-    let writer = on_thread(move || {
+    let writer = on_thread("tcp-send", move || {
         let mut s = stream;
         let chunk = vec![7u8; 128 * 1024];
         let mut left = bytes;
@@ -225,7 +235,7 @@ pub fn tcp(
         s.shutdown(std::net::Shutdown::Write)?;
         Ok(())
     });
-    let reader = on_thread(move || {
+    let reader = on_thread("tcp-recv", move || {
         // From the first byte received (the connection is already open).
         let mut started = None;
         let mut buf = vec![0u8; 256 * 1024];
@@ -261,7 +271,7 @@ pub fn chatdrop(
     let source = Source::open(file, session.size)?;
     let (size, hash) = (session.size, session.hash);
     let (serve_opts, keys) = (session.serve_options(), session.keys(Role::Sender));
-    let sender = on_thread(move || {
+    let sender = on_thread("chatdrop-send", move || {
         runtime()?.block_on(async move {
             let socket = tokio::net::UdpSocket::from_std(server)?;
             Ok(serve(&socket, keys, &source, &serve_opts, |_, _| {}).await?)
@@ -269,7 +279,7 @@ pub fn chatdrop(
     });
     let _ = std::fs::remove_dir_all(out);
     let out_dir = out.to_path_buf();
-    let receiver = on_thread(move || {
+    let receiver = on_thread("chatdrop-recv", move || {
         runtime()?.block_on(async move {
             let socket = tokio::net::UdpSocket::from_std(client)?;
             let mut dl = Download::open(&out_dir, "bench.bin", size, hash)?;
@@ -367,7 +377,7 @@ pub fn quic(
     let client_sock = path.udp(1)?;
     let server_addr = server_sock.local_addr()?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
-    let receiver = on_thread(move || {
+    let receiver = on_thread("quic-recv", move || {
         runtime()?.block_on(async move {
             let ep = quinn::Endpoint::new(
                 quinn::EndpointConfig::default(),
@@ -397,7 +407,7 @@ pub fn quic(
     ready_rx
         .recv_timeout(Duration::from_secs(10))
         .context("the QUIC receiver did not start")?;
-    let sender = on_thread(move || {
+    let sender = on_thread("quic-send", move || {
         runtime()?.block_on(async move {
             let mut ep = quinn::Endpoint::new(
                 quinn::EndpointConfig::default(),

@@ -65,9 +65,10 @@ impl Source {
 
     /// Fills `buf` from `offset`.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), TransferError> {
+        // The error's message is made only on error: this runs per packet.
         self.file
             .read_exact_at(buf, offset)
-            .map_err(TransferError::io("reading the file being sent"))
+            .map_err(|e| TransferError::io("reading the file being sent")(e))
     }
 }
 
@@ -249,12 +250,10 @@ impl Download {
     }
 
     fn write_now(&self, offset: u64, data: &[u8]) -> Result<(), TransferError> {
+        // The error's message is made only on error: this runs per packet.
         self.file
             .write_all_at(data, offset)
-            .map_err(TransferError::io(format!(
-                "writing {}",
-                self.part.display()
-            )))
+            .map_err(|e| TransferError::io(format!("writing {}", self.part.display()))(e))
     }
 
     /// Brings the hash up to `contiguous` (all written): the hash is
