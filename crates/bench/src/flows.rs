@@ -284,21 +284,31 @@ pub fn chatdrop(
             let socket = tokio::net::UdpSocket::from_std(client)?;
             let mut dl = Download::open(&out_dir, "bench.bin", size, hash)?;
             let keys = session.keys(Role::Receiver);
-            // The clock runs from the first bytes received, as for TCP and
-            // QUIC: the session's opening (its request and path probe) is
-            // their handshake, which their clocks leave out too. (Those
-            // first bytes, a batch of tens of KB, count; against hundreds
-            // of MB that is noise.)
+            // The clock runs from the first bytes received to the last, as
+            // for TCP and QUIC: the session's opening (its request and path
+            // probe) is their handshake, and its close (the sender's `Done`,
+            // a round trip after the last acknowledgement) their teardown,
+            // both of which their clocks leave out too. (The first bytes, a
+            // batch of tens of KB, count; against hundreds of MB that is
+            // noise.)
             let mut started = None;
+            let mut finished = None;
             let progress = |done: u64, _| {
+                let now = Instant::now();
                 if done > 0 {
-                    started.get_or_insert_with(Instant::now);
+                    started.get_or_insert(now);
+                }
+                if done >= size {
+                    finished.get_or_insert(now);
                 }
                 got.store(done, Ordering::Relaxed);
             };
             let opts = FetchOptions { cfg: session.cfg };
             fetch(&socket, peer, keys, &mut dl, size, &opts, progress).await?;
-            let secs = started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+            let secs = match (started, finished) {
+                (Some(s), Some(f)) => (f - s).as_secs_f64(),
+                _ => anyhow::bail!("the transfer ended without reporting all {size} bytes"),
+            };
             dl.finish()?;
             Ok(secs)
         })
