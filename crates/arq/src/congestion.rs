@@ -13,18 +13,22 @@
 //! and sends at the bandwidth (pacing) with about two bandwidth-delay
 //! products in flight at most. It finds the bandwidth by doubling the rate
 //! each round trip (startup) until three rounds bring less than a quarter
-//! more or its queue overflows, drains the queue that built, then cycles its pacing gain around 1
-//! (1.25 one round trip to probe for more, 0.75 the next to drain what that
-//! queued, then six at 1). Flows sharing a bottleneck converge because each
-//! probe takes from the others' measured share; every ten seconds without a
-//! new smallest RTT it cuts its flight to four packets for 200 ms, so that
-//! flows sharing a path measure the empty-queue RTT together.
+//! more or its own queue overflows, drains the queue that built, then
+//! cycles its pacing gain around 1 (1.25 one round trip to probe for more,
+//! 0.75 the next to drain what that queued, then six at 1). Flows sharing
+//! a bottleneck converge because each probe takes from the others' measured
+//! share; every ten seconds without a new smallest RTT it cuts its flight
+//! to four packets for 200 ms, so that flows sharing a path measure the
+//! empty-queue RTT together.
 //!
-//! Random losses do not shrink the model. Losses with a queue do: the
-//! queue overflows, so the estimate comes down 5% and the flight is capped
-//! (to 0.7 of it); that is also how the flow yields to a
-//! loss-based one holding the queue. A retransmission timeout holds the
-//! window to a few packets until the path acknowledges again.
+//! Random losses do not shrink the model; the pacing rate makes up for
+//! them (their rate, measured in round trips without a queue and without
+//! drops at the receiver, is sent on top). Losses with a queue, beyond what
+//! the random rate explains, do: the queue overflows, so the estimate comes
+//! down 5% and the flight is capped (to 0.7 of it); that is also how the
+//! flow yields to a loss-based one holding the queue. A retransmission
+//! timeout holds the window to a few packets until the path acknowledges
+//! again.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
