@@ -53,6 +53,7 @@ pub enum OpenError {
 
 /// Keys and counters of one session.
 pub struct SessionKeys {
+    /// Kept to tell sessions apart in logs (it is not sent).
     id: [u8; 8],
     seal: LessSafeKey,
     open: LessSafeKey,
@@ -105,11 +106,6 @@ impl SessionKeys {
             open: key(&open),
             next_pn: 0,
         }
-    }
-
-    /// The session id.
-    pub fn id(&self) -> [u8; 8] {
-        self.id
     }
 
     /// Seals `frame` (already encoded in `buf[HEADER..]`) in place: writes
