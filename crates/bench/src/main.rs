@@ -213,6 +213,7 @@ fn main() -> anyhow::Result<()> {
                 only: None,
                 no_fairness: true,
                 protocols,
+                dir: None,
             },
         ),
         Cmd::Suite(opts) => suite::run(&suite::LINKS, &opts),

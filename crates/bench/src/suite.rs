@@ -226,6 +226,10 @@ pub struct Options {
     /// (all when not given).
     #[arg(long, value_delimiter = ',')]
     pub protocols: Vec<String>,
+    /// The folder the suite's files are written in (a temporary folder
+    /// inside it); by default `/dev/shm` where there is one.
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// Runs the suite over `links` and prints Markdown tables.
@@ -235,7 +239,9 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
     // 290 MB/s (dd), which would cap every receiver that writes a file at
     // 2.3 Gbit/s and measure the disk, not the transport.
     let shm = std::path::Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
+    let dir = if let Some(dir) = &opts.dir {
+        tempfile::tempdir_in(dir)?
+    } else if shm.is_dir() {
         tempfile::tempdir_in(shm)?
     } else {
         tempfile::tempdir()?

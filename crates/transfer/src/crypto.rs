@@ -1,33 +1,40 @@
 //! The envelope of every datagram of a session:
 //!
 //! ```text
-//! version u8 (3) | packet number u64 | AES-256-GCM(frame) + tag [16]
+//! version u8 (4) | packet number, low 32 bits | AES-256-GCM(frame) + tag [16]
 //! ```
 //!
 //! AES-256-GCM (from `ring`) rather than ChaCha20-Poly1305: with the AES and
 //! carry-less multiply instructions every x86-64 and ARMv8 server has, it
 //! seals several times faster, and at gigabits a second the AEAD is most of
 //! a transfer's CPU time. (Version 1 used ChaCha20-Poly1305; version 2 also
-//! carried the 8-byte session id in every datagram.)
+//! carried the 8-byte session id in every datagram; version 3 sent the
+//! packet number whole, in 8 bytes.)
 //!
 //! The header is the AEAD's associated data. Each direction has its own key
 //! (derived with HKDF-SHA256 from the session secret, salted with the
 //! session id), so the packet number alone is a unique nonce: each side
-//! numbers its datagrams from 0 and never reuses a number. The session id
-//! is not sent: every session has its own pair of sockets and its own keys,
-//! so a datagram of another session fails to open like a forged one, and
-//! the 8 bytes are better spent on payload (at 1,500-byte packets they are
-//! half a percent of the link). A datagram that fails to open (tampered,
-//! foreign, or of another session) is dropped before anything reads it.
+//! numbers its datagrams from 0 and never reuses a number. Only its low 32
+//! bits are sent; the receiver takes the full number closest to the next
+//! one it expects (the largest it has opened, plus one), as QUIC does
+//! (RFC 9000, appendix A.3). The full number is the nonce, so a wrong guess
+//! cannot open: it takes over two billion datagrams lost in a row to
+//! mislead it, and a forged datagram never moves the reference, which only
+//! authenticated ones do. The session id is not sent: every session has its
+//! own pair of sockets and its own keys, so a datagram of another session
+//! fails to open like a forged one. At 1,500-byte packets each byte of
+//! header is 0.07% of the link; the 12 saved since version 2 are 0.8%. A
+//! datagram that fails to open (tampered, foreign, or of another session)
+//! is dropped before anything reads it.
 
 use hkdf::Hkdf;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use sha2::Sha256;
 
 /// Envelope version.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Bytes before the ciphertext.
-pub const HEADER: usize = 1 + 8;
+pub const HEADER: usize = 1 + 4;
 /// Bytes of the AEAD tag.
 pub const TAG: usize = 16;
 
@@ -58,6 +65,9 @@ pub struct SessionKeys {
     seal: LessSafeKey,
     open: LessSafeKey,
     next_pn: u64,
+    /// The largest packet number opened so far (the reference for the
+    /// truncated numbers on the wire).
+    largest_opened: Option<u64>,
 }
 
 impl std::fmt::Debug for SessionKeys {
@@ -87,12 +97,12 @@ impl SessionKeys {
         let hk = Hkdf::<Sha256>::new(Some(&id), secret);
         let mut to_receiver = [0u8; 32];
         let mut to_sender = [0u8; 32];
-        let mut info = b"chatdrop transfer v3 to-receiver ".to_vec();
+        let mut info = b"chatdrop transfer v4 to-receiver ".to_vec();
         info.extend_from_slice(context);
         // Both lengths are valid for HKDF-SHA256 (at most 255 * 32 bytes).
         hk.expand(&info, &mut to_receiver)
             .expect("32 bytes is a valid HKDF length");
-        let mut info = b"chatdrop transfer v3 to-sender ".to_vec();
+        let mut info = b"chatdrop transfer v4 to-sender ".to_vec();
         info.extend_from_slice(context);
         hk.expand(&info, &mut to_sender)
             .expect("32 bytes is a valid HKDF length");
@@ -105,6 +115,7 @@ impl SessionKeys {
             seal: key(&seal),
             open: key(&open),
             next_pn: 0,
+            largest_opened: None,
         }
     }
 
@@ -123,7 +134,8 @@ impl SessionKeys {
         self.next_pn += 1;
         let datagram = &mut buf[start..];
         datagram[0] = VERSION;
-        datagram[1..HEADER].copy_from_slice(&pn.to_be_bytes());
+        // The low 32 bits (the truncation is the point).
+        datagram[1..HEADER].copy_from_slice(&(pn as u32).to_be_bytes());
         let (header, body) = datagram.split_at_mut(HEADER);
         // Sealing fails only for messages over 64 GiB.
         let tag = self
@@ -134,19 +146,36 @@ impl SessionKeys {
     }
 
     /// Opens a datagram in place; returns the frame's bytes.
-    pub fn open<'a>(&self, buf: &'a mut [u8]) -> Result<&'a [u8], OpenError> {
+    pub fn open<'a>(&mut self, buf: &'a mut [u8]) -> Result<&'a [u8], OpenError> {
         if buf.len() < HEADER + TAG || buf[0] != VERSION {
             return Err(OpenError::Foreign);
         }
-        let mut pn = [0u8; 8];
-        pn.copy_from_slice(&buf[1..HEADER]);
-        let pn = u64::from_be_bytes(pn);
+        let mut low = [0u8; 4];
+        low.copy_from_slice(&buf[1..HEADER]);
+        let expected = self.largest_opened.map_or(0, |l| l + 1);
+        let pn = full_packet_number(expected, u32::from_be_bytes(low));
         let (header, rest) = buf.split_at_mut(HEADER);
         let body = self
             .open
             .open_in_place(nonce(pn), Aad::from(&*header), rest)
             .map_err(|_| OpenError::Forged)?;
+        self.largest_opened = Some(self.largest_opened.map_or(pn, |l| l.max(pn)));
         Ok(body)
+    }
+}
+
+/// The packet number whose low 32 bits are `low` and which is closest to
+/// `expected` (RFC 9000, appendix A.3, for 32-bit numbers).
+fn full_packet_number(expected: u64, low: u32) -> u64 {
+    const WIN: u64 = 1 << 32;
+    const HALF: u64 = WIN / 2;
+    let candidate = (expected & !(WIN - 1)) | u64::from(low);
+    if candidate + HALF <= expected && candidate < u64::MAX - WIN {
+        candidate + WIN
+    } else if candidate > expected + HALF && candidate >= WIN {
+        candidate - WIN
+    } else {
+        candidate
     }
 }
 
@@ -184,7 +213,7 @@ mod tests {
 
     #[test]
     fn tampering_and_foreign_datagrams_are_dropped() {
-        let (mut s, r) = pair();
+        let (mut s, mut r) = pair();
         let clean = sealed(&mut s, b"payload bytes");
         for i in 0..clean.len() {
             let mut d = clean.clone();
@@ -192,10 +221,10 @@ mod tests {
             assert!(r.open(&mut d).is_err(), "flipping byte {i} must be caught");
         }
         // Another session (same secret, other id) cannot open it.
-        let other = SessionKeys::derive(&[7u8; 32], [9; 8], b"test", Role::Receiver);
+        let mut other = SessionKeys::derive(&[7u8; 32], [9; 8], b"test", Role::Receiver);
         let mut d = clean.clone();
         assert_eq!(other.open(&mut d), Err(OpenError::Forged));
-        let wrong_ctx = SessionKeys::derive(
+        let mut wrong_ctx = SessionKeys::derive(
             &[7u8; 32],
             [1, 2, 3, 4, 5, 6, 7, 8],
             b"other",
@@ -205,7 +234,39 @@ mod tests {
         assert_eq!(wrong_ctx.open(&mut d), Err(OpenError::Forged));
         assert_eq!(r.open(&mut [1u8; 5]), Err(OpenError::Foreign));
         let mut older = clean.clone();
-        older[0] = 2;
+        older[0] = 3;
         assert_eq!(r.open(&mut older), Err(OpenError::Foreign));
+    }
+
+    #[test]
+    fn truncated_packet_numbers_open_across_the_32_bit_wrap() {
+        let (mut s, mut r) = pair();
+        // Late in a long session, around the point where the low 32 bits
+        // wrap: in order, then one from before the wrap arriving late.
+        let start = (1u64 << 32) - 3;
+        s.next_pn = start;
+        r.largest_opened = Some(start - 1);
+        let sent: Vec<Vec<u8>> = (0..6).map(|i| sealed(&mut s, &[i])).collect();
+        for i in [0usize, 1, 3, 4, 2, 5] {
+            let mut d = sent[i].clone();
+            assert_eq!(r.open(&mut d).unwrap(), &[i as u8], "datagram {i}");
+        }
+        assert_eq!(r.largest_opened, Some(start + 5));
+        // A replay of an old one still opens (the transport ignores the
+        // duplicate) and does not move the reference back.
+        let mut d = sent[0].clone();
+        assert!(r.open(&mut d).is_ok());
+        assert_eq!(r.largest_opened, Some(start + 5));
+    }
+
+    #[test]
+    fn the_closest_full_number_is_taken() {
+        // Near the expected number a number decodes as itself; across the
+        // wrap, as its neighbour there; never below zero.
+        assert_eq!(full_packet_number(0, 5), 5);
+        assert_eq!(full_packet_number(0xa82f_30eb, 0xa82f_30ea), 0xa82f_30ea);
+        assert_eq!(full_packet_number((1 << 32) + 10, 0xffff_fff0), 0xffff_fff0);
+        assert_eq!(full_packet_number(0xffff_fff0, 3), (1 << 32) + 3);
+        assert_eq!(full_packet_number(5, 0xffff_ffff), 0xffff_ffff);
     }
 }

@@ -10,7 +10,7 @@
 //! the host already knows too big fails at once, one the path loses goes
 //! unanswered; the first `ProbeAck` fixes the size, sent in `Begin` (and
 //! repeated until the first acknowledgement). Bigger packets mean fewer of
-//! them, and less header per byte: 1442 payload bytes fill a 1500-byte
+//! them, and less header per byte: 1446 payload bytes fill a 1500-byte
 //! Ethernet frame where the 1200-byte floor would take 6% more packets.
 
 use std::net::SocketAddr;
@@ -568,7 +568,7 @@ impl OpenReceiver<'_> {
     /// What to do with `datagram` from `from` during the opening.
     fn judge(
         &self,
-        keys: &SessionKeys,
+        keys: &mut SessionKeys,
         from: SocketAddr,
         datagram: &mut [u8],
         stats: &mut TransferStats,

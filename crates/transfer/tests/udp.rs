@@ -97,7 +97,7 @@ async fn packets_are_as_large_as_the_path_carries() {
     assert_eq!(std::fs::read(r.result.unwrap()).unwrap(), data);
     assert_eq!(r.sender.unwrap().mss, MAX_MSS);
     // A hop that silently drops anything longer than an Ethernet frame
-    // carries (1472 bytes of UDP payload): the probes find 1442-byte
+    // carries (1472 bytes of UDP payload): the probes find 1446-byte
     // payloads, which fill such frames exactly.
     let imp = Impairment {
         max_datagram: 1472,
@@ -105,7 +105,7 @@ async fn packets_are_as_large_as_the_path_carries() {
     };
     let r = run(&src, &dir.path().join("b"), c, Some(imp), [4; 32]).await;
     assert_eq!(std::fs::read(r.result.unwrap()).unwrap(), data);
-    assert_eq!(r.sender.unwrap().mss, 1442);
+    assert_eq!(r.sender.unwrap().mss, 1446);
 }
 
 #[tokio::test]
