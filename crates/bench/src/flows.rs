@@ -185,6 +185,31 @@ fn on_thread<T: Send + 'static>(
     }
 }
 
+/// CPU seconds a thread on the receiving core (as pinned on loopback)
+/// spends writing `size` bytes into a new file in `dir` in 1 MiB writes and
+/// syncing it, as a receiver's file is written: the file system's share of
+/// a receiver's CPU, with no network or hashing. The file is removed after.
+pub fn write_alone(dir: &std::path::Path, size: u64) -> anyhow::Result<f64> {
+    let path = dir.join("write-alone.bin");
+    let target = path.clone();
+    let writer = on_thread("write-alone", Some(1), move || {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::create(&target)?;
+        let block = vec![0x5a_u8; 1 << 20];
+        let mut at = 0;
+        while at < size {
+            let n = (size - at).min(block.len() as u64) as usize;
+            file.write_all_at(&block[..n], at)?;
+            at += n as u64;
+        }
+        file.sync_all()?;
+        Ok(())
+    });
+    let result = join(writer);
+    let _ = std::fs::remove_file(&path);
+    Ok(result?.1)
+}
+
 /// Keeps the calling thread on core `cpu` (best effort: where it cannot,
 /// the thread runs unpinned).
 fn pin_to(cpu: usize) {

@@ -352,6 +352,24 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
         }
         let drops = rcvbuf_errors(path).saturating_sub(drops_before);
         println!("\nUDP receive-buffer drops on the receiving side during these runs (RcvbufErrors): {drops}.");
+        if link.mbit == 0 {
+            // Writing a file costs what the machine makes it cost (on a
+            // virtual machine that hands freed memory back to its host,
+            // memory touched afresh costs far more); TCP's and QUIC's
+            // receivers here discard what they get, chatdrop's writes it.
+            let cpu: Vec<f64> = (0..opts.runs.max(1))
+                .map(|_| flows::write_alone(dir.path(), size))
+                .collect::<anyhow::Result<_>>()?;
+            let gb = size as f64 / 1e9;
+            println!(
+                "Writing the file alone on the receiving core (1 MiB writes and a sync into the same folder, no network, no hashing): {:.2} CPU s/GB (runs: {}).",
+                median(cpu.iter().map(|c| c / gb).collect()),
+                cpu.iter()
+                    .map(|c| format!("{:.2}", c / gb))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         if link.mbit > 0 {
             if let Some(g) = rows
                 .iter()
