@@ -170,9 +170,9 @@ fn full_packet_number(expected: u64, low: u32) -> u64 {
     const WIN: u64 = 1 << 32;
     const HALF: u64 = WIN / 2;
     let candidate = (expected & !(WIN - 1)) | u64::from(low);
-    if candidate + HALF <= expected && candidate < u64::MAX - WIN {
+    if candidate.saturating_add(HALF) <= expected && candidate < u64::MAX - WIN {
         candidate + WIN
-    } else if candidate > expected + HALF && candidate >= WIN {
+    } else if candidate > expected.saturating_add(HALF) && candidate >= WIN {
         candidate - WIN
     } else {
         candidate
