@@ -746,4 +746,43 @@ mod tests {
         run_rounds(&mut c, t0, 90, 95, queued(25));
         assert!(c.overflows() > 0, "overflow missed");
     }
+
+    #[test]
+    fn an_overflow_leaves_room_for_bunched_acknowledgements() {
+        let t0 = Instant::now();
+        let mut c = Controller::new(100_000, 1, t0);
+        steady_rounds(&mut c, t0, 60, 0, 0);
+        assert_eq!(c.mode(), Mode::ProbeBw);
+        // The queue overflows: losses while the RTT shows a queue.
+        let now = t0 + Duration::from_millis(600);
+        for delivered in 6_001..6_200 {
+            let ev = AckEvent {
+                sample: Some(RateSample {
+                    delivered: 100,
+                    interval: Duration::from_millis(10),
+                    prior_delivered: delivered - 100,
+                    app_limited: false,
+                    since_sent: Duration::from_millis(17),
+                }),
+                newly_acked: 1,
+                newly_lost: 1,
+                delivered,
+                in_flight: 100,
+                rtt: Some(Duration::from_millis(17)),
+                receiver_dropped: 0,
+            };
+            c.on_ack(now, &ev);
+            if c.overflows() > 0 {
+                break;
+            }
+        }
+        assert_eq!(c.overflows(), 1, "overflow missed");
+        // The flight is cut, but not below one bandwidth-delay product and
+        // the quanta the window allows for acknowledgements that come in
+        // bunches: at one product exactly the flow could not keep the path
+        // full.
+        let floor = c.bdp(1.0) + 3 * c.send_quantum();
+        assert!(c.cwnd() >= floor, "cwnd {} under {floor}", c.cwnd());
+        assert!(c.cwnd() < 2 * c.bdp(1.0), "the flight was not cut");
+    }
 }
