@@ -675,23 +675,31 @@ mod tests {
             for k in 0..100 {
                 let delivered = r * 100 + k + 1;
                 let lost = u64::from(round.lost > 0 && k % every == 0 && k / every < round.lost);
-                let ev = AckEvent {
-                    sample: Some(RateSample {
-                        delivered: 100,
-                        interval: tick,
-                        prior_delivered: delivered.saturating_sub(100),
-                        app_limited: false,
-                        since_sent: rtt,
-                    }),
-                    newly_acked: 1,
-                    newly_lost: lost,
-                    delivered,
-                    in_flight: 100,
-                    rtt: Some(rtt),
-                    receiver_dropped: if k == 0 { round.dropped } else { 0 },
-                };
-                c.on_ack(now, &ev);
+                let dropped = if k == 0 { round.dropped } else { 0 };
+                c.on_ack(now, &one_acked(delivered, lost, rtt, dropped));
             }
+        }
+    }
+
+    /// The acknowledgement of one more packet (the `delivered`th) of a
+    /// path delivering 100 packets every 10 ms with 100 in flight, with
+    /// `lost` packets newly lost and `dropped` reported dropped by the
+    /// receiver's socket.
+    fn one_acked(delivered: u64, lost: u64, rtt: Duration, dropped: u64) -> AckEvent {
+        AckEvent {
+            sample: Some(RateSample {
+                delivered: 100,
+                interval: Duration::from_millis(10),
+                prior_delivered: delivered.saturating_sub(100),
+                app_limited: false,
+                since_sent: rtt,
+            }),
+            newly_acked: 1,
+            newly_lost: lost,
+            delivered,
+            in_flight: 100,
+            rtt: Some(rtt),
+            receiver_dropped: dropped,
         }
     }
 
@@ -756,22 +764,7 @@ mod tests {
         // The queue overflows: losses while the RTT shows a queue.
         let now = t0 + Duration::from_millis(600);
         for delivered in 6_001..6_200 {
-            let ev = AckEvent {
-                sample: Some(RateSample {
-                    delivered: 100,
-                    interval: Duration::from_millis(10),
-                    prior_delivered: delivered - 100,
-                    app_limited: false,
-                    since_sent: Duration::from_millis(17),
-                }),
-                newly_acked: 1,
-                newly_lost: 1,
-                delivered,
-                in_flight: 100,
-                rtt: Some(Duration::from_millis(17)),
-                receiver_dropped: 0,
-            };
-            c.on_ack(now, &ev);
+            c.on_ack(now, &one_acked(delivered, 1, Duration::from_millis(17), 0));
             if c.overflows() > 0 {
                 break;
             }

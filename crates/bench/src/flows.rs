@@ -185,14 +185,15 @@ fn on_thread<T: Send + 'static>(
     }
 }
 
-/// CPU seconds a thread on the receiving core (as pinned on loopback)
-/// spends writing `size` bytes into a new file in `dir` in 1 MiB writes and
-/// syncing it, as a receiver's file is written: the file system's share of
-/// a receiver's CPU, with no network or hashing. The file is removed after.
-pub fn write_alone(dir: &std::path::Path, size: u64) -> anyhow::Result<f64> {
-    let path = dir.join("write-alone.bin");
-    let target = path.clone();
-    let writer = on_thread("write-alone", Some(1), move || {
+/// CPU seconds a thread placed as a receiving end of `path` is (see
+/// [`Path::spawn`]) spends writing `size` bytes into a new file in `dir`
+/// in 1 MiB writes and syncing it, as a receiver's file is written: the
+/// file system's share of a receiver's CPU, with no network or hashing.
+/// The file is removed after.
+pub fn write_alone(path: Path, dir: &std::path::Path, size: u64) -> anyhow::Result<f64> {
+    let file_path = dir.join("write-alone.bin");
+    let target = file_path.clone();
+    let writer = path.spawn(End::Receive, "write-alone", move || {
         use std::os::unix::fs::FileExt;
         let file = std::fs::File::create(&target)?;
         let block = vec![0x5a_u8; 1 << 20];
@@ -206,7 +207,7 @@ pub fn write_alone(dir: &std::path::Path, size: u64) -> anyhow::Result<f64> {
         Ok(())
     });
     let result = join(writer);
-    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&file_path);
     Ok(result?.1)
 }
 

@@ -358,7 +358,7 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
             // memory touched afresh costs far more); TCP's and QUIC's
             // receivers here discard what they get, chatdrop's writes it.
             let cpu: Vec<f64> = (0..opts.runs.max(1))
-                .map(|_| flows::write_alone(dir.path(), size))
+                .map(|_| flows::write_alone(path, dir.path(), size))
                 .collect::<anyhow::Result<_>>()?;
             let gb = size as f64 / 1e9;
             println!(
