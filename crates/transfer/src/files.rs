@@ -11,6 +11,9 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::FallocateFlags;
+use rustix::io::Errno;
+
 use crate::TransferError;
 
 /// The BLAKE3 hash and size of a file, read in one pass.
@@ -184,6 +187,49 @@ impl Download {
         };
         d.hash_up_to(resume)?;
         Ok(d)
+    }
+
+    /// Sets aside room for the bytes still to come, without changing the
+    /// `.part` file's length (which the resume record is checked against),
+    /// so that a full disk says so now rather than after most of the file
+    /// has come, and the file system can lay the file out in one piece.
+    /// On tmpfs this also moves the page allocation out of the receiving
+    /// loop. File systems that cannot reserve are left to allocate as the
+    /// bytes come.
+    pub fn reserve(&self) -> Result<(), TransferError> {
+        let from = self.covered();
+        let len = self.size.saturating_sub(from);
+        if len == 0 {
+            return Ok(());
+        }
+        // Past `i64::MAX` no file system can hold it (and the system call
+        // would read it as negative).
+        if i64::try_from(self.size).is_err() {
+            return Err(self.no_room(Errno::FBIG.into()));
+        }
+        match rustix::fs::fallocate(&self.file, FallocateFlags::KEEP_SIZE, from, len) {
+            Ok(()) => Ok(()),
+            Err(e) if [Errno::NOSPC, Errno::FBIG, Errno::DQUOT].contains(&e) => {
+                Err(self.no_room(e.into()))
+            }
+            // Not supported here (or interrupted): the writes allocate.
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// The error for a file that does not fit; a `.part` file holding
+    /// nothing yet is removed with it, so that a refusal leaves no trace.
+    fn no_room(&self, e: std::io::Error) -> TransferError {
+        if self.covered() == 0 {
+            let _ = fs::remove_file(&self.part);
+            let _ = fs::remove_file(&self.record);
+        }
+        TransferError::io(format!(
+            "reserving room for {} ({} bytes) in {}",
+            self.name,
+            self.size.saturating_sub(self.covered()),
+            self.dir.display()
+        ))(e)
     }
 
     /// Bytes already there from an earlier attempt.
@@ -422,6 +468,53 @@ mod tests {
         d.write_at(0, &data).unwrap();
         let (second, _) = d.finish().unwrap();
         assert_eq!(second.file_name().unwrap(), "x (1).bin");
+    }
+
+    #[test]
+    fn room_is_reserved_up_front_without_changing_the_length() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let hash = *blake3::hash(&data).as_bytes();
+        let mut d = Download::open(dir.path(), "x.bin", data.len() as u64, hash).unwrap();
+        d.reserve().unwrap();
+        let part = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".part"))
+            .unwrap();
+        let meta = fs::metadata(&part).unwrap();
+        assert_eq!(meta.len(), 0, "the length still says how much was written");
+        assert!(
+            meta.blocks() * 512 >= data.len() as u64,
+            "{} bytes set aside for {}",
+            meta.blocks() * 512,
+            data.len()
+        );
+        d.write_at(0, &data).unwrap();
+        let (path, got) = d.finish().unwrap();
+        assert_eq!(got, hash);
+        assert_eq!(fs::read(&path).unwrap(), data);
+    }
+
+    #[test]
+    fn a_file_too_large_for_the_folder_is_refused_before_it_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        for size in [1 << 62, u64::MAX] {
+            let d = Download::open(dir.path(), "huge.iso", size, [5; 32]).unwrap();
+            let err = d.reserve().unwrap_err().to_string();
+            assert!(err.contains("reserving room for huge.iso"), "{err}");
+            assert!(
+                err.contains("too large") || err.contains("No space left"),
+                "the reason is given: {err}"
+            );
+            drop(d);
+            assert_eq!(
+                fs::read_dir(dir.path()).unwrap().count(),
+                0,
+                "nothing left behind"
+            );
+        }
     }
 
     #[test]

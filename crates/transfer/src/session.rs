@@ -391,6 +391,8 @@ pub async fn fetch(
     opts: &FetchOptions,
     mut progress: impl Progress,
 ) -> Result<TransferStats, TransferError> {
+    // Before asking: a file that cannot fit is refused before it comes.
+    download.reserve()?;
     let mut net = BatchSocket::new(socket, RECEIVER_BUFFERS).map_err(io("preparing the socket"))?;
     let mut sbuf = Vec::with_capacity(256);
     let isn: u32 = rand::random();
