@@ -61,6 +61,15 @@ const FULL_BW_ROUNDS: u32 = 3;
 /// An RTT this many times the smallest means a queue has built: a loss
 /// then is taken for the queue overflowing, not for noise on the path.
 const QUEUE_RTT_FACTOR: f64 = 1.5;
+/// When the smallest RTT was first seen over another flow's standing
+/// queue, it overstates the path and [`QUEUE_RTT_FACTOR`] is out of reach
+/// even when the queue overflows. The queue is then read from how the RTT
+/// moved: if the largest RTT of the last round trips is this many times
+/// the smallest, a queue comes and goes ...
+const QUEUE_RANGE_FACTOR: f64 = 1.3;
+/// ... and an RTT within this share of that largest one is the queue at
+/// its fullest, where a drop-tail queue drops.
+const QUEUE_TOP: f64 = 0.9;
 /// What a round trip with overflow losses leaves of the bandwidth
 /// estimate: the estimate was above what the bottleneck drains (or a
 /// competing flow holds the queue), so the flow yields a little each such
@@ -74,6 +83,12 @@ const OVERFLOW_BACKOFF: f64 = 0.95;
 /// for Reno's window) brings them to equal shares, and a loss-based flow
 /// beside this one keeps room to grow.
 const OVERFLOW_BETA: f64 = 0.7;
+/// How much the flight cap grows each round trip (packets) after a
+/// competing flow's queue overflowed: what TCP CUBIC grows by in its
+/// Reno-friendly region, 3(1 - 0.7)/(1 + 0.7) = 0.53 packets a round trip
+/// for the same cut to 0.7. At one packet (Reno's pace) this flow outgrew
+/// CUBIC two to one and held 70-83% of a shared 200 Mbit/s link.
+const COMPETING_HI_STEP: f64 = 0.5;
 /// The most random loss the pacing rate makes up for (see
 /// [`Controller::loss_rate`]).
 const MAX_LOSS_MAKEUP: f64 = 0.1;
@@ -206,13 +221,17 @@ pub struct Controller {
     round_lost: u64,
     round_acked: u64,
     round_max_rtt: Option<Duration>,
+    /// The largest RTT of the last [`BW_ROUNDS`] round trips, seconds.
+    rtt_hi: WindowedMax,
     /// Datagrams the receiver dropped in the round trip under way.
     round_receiver_dropped: u64,
     /// Random loss rate: a running average over round trips without a
     /// queue.
     loss_rate: f64,
     /// How much `inflight_hi` grows each round trip without overflow.
-    hi_step: u64,
+    hi_step: f64,
+    /// The part of a packet `inflight_hi` has grown by but not yet taken.
+    hi_carry: f64,
     /// Round trips with overflow losses so far.
     overflows: u64,
     /// The round in which ProbeBw last began.
@@ -254,9 +273,11 @@ impl Controller {
             round_lost: 0,
             round_acked: 0,
             round_max_rtt: None,
+            rtt_hi: WindowedMax::default(),
             round_receiver_dropped: 0,
             loss_rate: 0.0,
-            hi_step: 1,
+            hi_step: COMPETING_HI_STEP,
+            hi_carry: 0.0,
             overflows: 0,
             probe_bw_round: 0,
             seed: seed | 1,
@@ -368,6 +389,23 @@ impl Controller {
         }
     }
 
+    /// Whether an RTT of `rtt` means the queue is full: it shows a queue
+    /// over the smallest RTT, or (that smallest one measured over someone
+    /// else's queue) it is at the top of how far the RTT has moved lately.
+    /// Random loss on a path without a queue meets neither: the RTT stays
+    /// near the smallest, and this flow's own probing raises it by a
+    /// quarter at most.
+    fn overflowing(&self, rtt: Option<Duration>) -> bool {
+        if self.queued(rtt) {
+            return true;
+        }
+        let (Some(l), Some(m)) = (rtt, self.min_rtt) else {
+            return false;
+        };
+        let hi = self.rtt_hi.get();
+        hi > m.as_secs_f64() * QUEUE_RANGE_FACTOR && l.as_secs_f64() >= hi * QUEUE_TOP
+    }
+
     /// A retransmission timeout fired: hold the flight to a few packets
     /// until an acknowledgement shows the path delivers again.
     pub fn on_timeout(&mut self) {
@@ -395,6 +433,7 @@ impl Controller {
         self.round_receiver_dropped += ev.receiver_dropped;
         if let Some(rtt) = ev.rtt {
             self.round_max_rtt = Some(self.round_max_rtt.map_or(rtt, |m| m.max(rtt)));
+            self.rtt_hi.update(self.round, rtt.as_secs_f64());
             self.latest_rtt = Some(rtt);
             self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |m| m.min(rtt)));
             let expired = now > self.min_rtt_stamp + MIN_RTT_WINDOW;
@@ -413,6 +452,7 @@ impl Controller {
                 }
             }
             self.bw.expire(self.round);
+            self.rtt_hi.expire(self.round);
             if round_start && !self.full_bw_reached && !s.app_limited {
                 let bw = self.bw.get();
                 if bw >= self.full_bw * FULL_BW_GROWTH {
@@ -446,7 +486,7 @@ impl Controller {
             && self.mode == Mode::ProbeBw
             && self.round >= self.probe_bw_round + 2
             && self.backed_off_round != Some(self.round);
-        if judged && self.queued(self.latest_rtt) && self.losses_beyond_random() {
+        if judged && self.overflowing(self.latest_rtt) && self.losses_beyond_random() {
             // Losses with a queue: the queue overflows, so the flow sends
             // faster than its share drains. Delivery-rate samples run a few
             // percent high when acknowledgements are handled in bunches,
@@ -464,23 +504,37 @@ impl Controller {
             // flight, did that); held at exactly one product it ran 2%
             // under a clean 200 Mbit/s link until the cap grew back. It
             // yields below that through the estimate, 5% a round.
+            //
+            // When the queue was seen full only from how the RTT moved, the
+            // smallest RTT includes another flow's queue, and so does that
+            // product: no floor then but the smallest window, or the flow
+            // would not yield at all.
+            let over_others_queue = !self.queued(self.latest_rtt);
             let before = (ev.in_flight + ev.newly_lost + ev.newly_acked) as f64;
-            let floor = (self.bdp(1.0) + 3 * self.send_quantum()).max(MIN_CWND);
+            let floor = if over_others_queue {
+                MIN_CWND
+            } else {
+                (self.bdp(1.0) + 3 * self.send_quantum()).max(MIN_CWND)
+            };
             self.inflight_hi = Some(((before * OVERFLOW_BETA) as u64).max(floor));
             // A queue that stood through the whole last round is not this
             // flow's probing (which drains within a round) but a competing
-            // flow's: grow back at Reno's pace, one packet a round trip, so
-            // that a loss-based flow keeps its share. Otherwise a send
-            // quantum a round: the flow overshot on its own and should be
-            // back at its window soon.
-            self.hi_step = if self.queued(self.last_round_min_rtt) {
-                1
+            // flow's: grow back at a loss-based flow's pace (see
+            // [`COMPETING_HI_STEP`]), so that it keeps its share. Otherwise
+            // a send quantum a round: the flow overshot on its own and
+            // should be back at its window soon.
+            self.hi_step = if over_others_queue || self.queued(self.last_round_min_rtt) {
+                COMPETING_HI_STEP
             } else {
-                self.send_quantum()
+                self.send_quantum() as f64
             };
+            self.hi_carry = 0.0;
         } else if round_start && self.backed_off_round.is_none_or(|r| r < self.round) {
             if let Some(hi) = self.inflight_hi {
-                let hi = hi + self.hi_step;
+                self.hi_carry += self.hi_step;
+                let whole = self.hi_carry.floor();
+                self.hi_carry -= whole;
+                let hi = hi + whole as u64;
                 self.inflight_hi = (hi < self.bdp(self.cwnd_gain)).then_some(hi);
             }
         }
@@ -753,6 +807,36 @@ mod tests {
         // overflows.
         run_rounds(&mut c, t0, 90, 95, queued(25));
         assert!(c.overflows() > 0, "overflow missed");
+    }
+
+    #[test]
+    fn overflow_is_seen_over_a_queue_that_was_there_first() {
+        // The flow starts over another flow's standing queue: the path is
+        // shorter than any RTT it sees, so its smallest RTT (10 ms) is
+        // partly queue. The other flow's queue then swings between 10 and
+        // 14 ms and overflows at the top: 14 ms is not one and a half
+        // times 10, but it is where the queue is full.
+        let t0 = Instant::now();
+        let round = |lost, rtt_ms| Round {
+            lost,
+            dropped: 0,
+            rtt_ms,
+        };
+        let mut c = Controller::new(100_000, 1, t0);
+        run_rounds(&mut c, t0, 0, 60, round(0, 10));
+        assert_eq!(c.mode(), Mode::ProbeBw);
+        // A jittery RTT alone (up to 12 ms) with a few losses: not a queue
+        // that overflows.
+        for r in 60..70 {
+            let rtt = if r % 2 == 0 { 10 } else { 12 };
+            run_rounds(&mut c, t0, r, r + 1, round(2, rtt));
+        }
+        assert_eq!(c.overflows(), 0, "jitter taken for overflow");
+        for r in 70..80 {
+            let (lost, rtt) = if r % 2 == 0 { (0, 10) } else { (10, 14) };
+            run_rounds(&mut c, t0, r, r + 1, round(lost, rtt));
+        }
+        assert!(c.overflows() >= 3, "{} overflows seen", c.overflows());
     }
 
     #[test]

@@ -408,15 +408,17 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Two flows at once over `path`, sampled between 3 s and 13 s after they
-/// start: two chatdrop flows, then chatdrop beside TCP CUBIC; `runs` times
-/// each, with a row per run and the median of the first flow's share.
+/// Two flows at once over `path`, the second already running when the
+/// first (chatdrop) joins, sampled between 3 s and 13 s after it joins:
+/// two chatdrop flows, then chatdrop beside TCP CUBIC; `runs` times each,
+/// with a row per run and the median of the first flow's share.
 fn fairness(path: Path, dir: &std::path::Path, size: u64, runs: usize) -> anyhow::Result<()> {
     let big = dir.join("fair.bin");
     let fair_size = size.max(200_000_000);
     write_file(&big, fair_size)?;
     println!(
-        "Fairness: two flows start together; shares of what both moved between 3 s and 13 s.\n"
+        "Fairness: the second flow runs alone for {} s, then chatdrop joins; shares of what both moved between 3 s and 13 s after it joined.\n",
+        JOIN_AFTER.as_secs()
     );
     println!("| flows | run | first | second | first's share | second's share |");
     println!("| --- | --- | --- | --- | --- | --- |");
@@ -447,8 +449,16 @@ fn fairness(path: Path, dir: &std::path::Path, size: u64, runs: usize) -> anyhow
     Ok(())
 }
 
-/// One fairness run: a chatdrop flow and a second flow (chatdrop, or TCP
-/// CUBIC) started together; their rates between 3 s and 13 s, Mbit/s.
+/// How long the second flow of a fairness run has the link to itself: long
+/// enough to fill it (and its queue) before chatdrop joins. Started
+/// together, which flow filled the queue first was chance, and so was the
+/// outcome: a flow whose smallest RTT was measured over the other's queue
+/// overstates the path (see the controller's `overflowing`).
+const JOIN_AFTER: Duration = Duration::from_secs(1);
+
+/// One fairness run: a second flow (chatdrop, or TCP CUBIC) alone for
+/// [`JOIN_AFTER`], then a chatdrop flow beside it; their rates between 3 s
+/// and 13 s after chatdrop joined, Mbit/s.
 fn fair_pair(
     path: Path,
     big: &std::path::Path,
@@ -462,6 +472,7 @@ fn fair_pair(
         let (ga, gb) = (a.clone(), b.clone());
         let (out_a, out_b) = (dir.join("fa"), dir.join("fb"));
         let ha = s.spawn(move || {
+            std::thread::sleep(JOIN_AFTER);
             flows::chatdrop(
                 path,
                 big,
@@ -473,7 +484,7 @@ fn fair_pair(
         });
         let hb = s.spawn(move || {
             if second_tcp {
-                flows::tcp(path, "cubic", fair_size, Duration::from_secs(16), gb)
+                flows::tcp(path, "cubic", 2 * fair_size, Duration::from_secs(17), gb)
             } else {
                 flows::chatdrop(
                     path,
@@ -485,10 +496,14 @@ fn fair_pair(
                 )
             }
         });
-        let start = Instant::now();
-        std::thread::sleep(Duration::from_secs(3).saturating_sub(start.elapsed()));
+        let start = Instant::now() + JOIN_AFTER;
+        std::thread::sleep(
+            (start + Duration::from_secs(3)).saturating_duration_since(Instant::now()),
+        );
         let (a0, b0) = (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed));
-        std::thread::sleep(Duration::from_secs(13).saturating_sub(start.elapsed()));
+        std::thread::sleep(
+            (start + Duration::from_secs(13)).saturating_duration_since(Instant::now()),
+        );
         let (a1, b1) = (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed));
         let ra = (a1 - a0) as f64 * 8.0 / 10.0 / 1e6;
         let rb = (b1 - b0) as f64 * 8.0 / 10.0 / 1e6;
