@@ -504,18 +504,8 @@ impl Controller {
             // flight, did that); held at exactly one product it ran 2%
             // under a clean 200 Mbit/s link until the cap grew back. It
             // yields below that through the estimate, 5% a round.
-            //
-            // When the queue was seen full only from how the RTT moved, the
-            // smallest RTT includes another flow's queue, and so does that
-            // product: no floor then but the smallest window, or the flow
-            // would not yield at all.
-            let over_others_queue = !self.queued(self.latest_rtt);
             let before = (ev.in_flight + ev.newly_lost + ev.newly_acked) as f64;
-            let floor = if over_others_queue {
-                MIN_CWND
-            } else {
-                (self.bdp(1.0) + 3 * self.send_quantum()).max(MIN_CWND)
-            };
+            let floor = (self.bdp(1.0) + 3 * self.send_quantum()).max(MIN_CWND);
             self.inflight_hi = Some(((before * OVERFLOW_BETA) as u64).max(floor));
             // A queue that stood through the whole last round is not this
             // flow's probing (which drains within a round) but a competing
@@ -523,7 +513,7 @@ impl Controller {
             // [`COMPETING_HI_STEP`]), so that it keeps its share. Otherwise
             // a send quantum a round: the flow overshot on its own and
             // should be back at its window soon.
-            self.hi_step = if over_others_queue || self.queued(self.last_round_min_rtt) {
+            self.hi_step = if self.queued(self.last_round_min_rtt) {
                 COMPETING_HI_STEP
             } else {
                 self.send_quantum() as f64

@@ -392,6 +392,14 @@ fn free_name(dir: &Path, name: &str) -> PathBuf {
 mod tests {
     use super::*;
 
+    /// Finishes `d` and checks that the file in place is `data`, hash and
+    /// bytes.
+    fn finishes_as(d: Download, data: &[u8], hash: [u8; 32]) {
+        let (path, got) = d.finish().unwrap();
+        assert_eq!(got, hash);
+        assert_eq!(fs::read(&path).unwrap(), data);
+    }
+
     #[test]
     fn names_from_peers_are_made_safe() {
         assert_eq!(safe_file_name("report.pdf").unwrap(), "report.pdf");
@@ -441,9 +449,7 @@ mod tests {
                 d.hash_up_to(contiguous as u64).unwrap();
             }
         }
-        let (path, got) = d.finish().unwrap();
-        assert_eq!(got, hash);
-        assert_eq!(fs::read(&path).unwrap(), data);
+        finishes_as(d, &data, hash);
     }
 
     #[test]
@@ -492,9 +498,7 @@ mod tests {
             data.len()
         );
         d.write_at(0, &data).unwrap();
-        let (path, got) = d.finish().unwrap();
-        assert_eq!(got, hash);
-        assert_eq!(fs::read(&path).unwrap(), data);
+        finishes_as(d, &data, hash);
     }
 
     #[test]
