@@ -87,7 +87,8 @@ const OVERFLOW_BETA: f64 = 0.7;
 /// competing flow's queue overflowed: what TCP CUBIC grows by in its
 /// Reno-friendly region, 3(1 - 0.7)/(1 + 0.7) = 0.53 packets a round trip
 /// for the same cut to 0.7. At one packet (Reno's pace) this flow outgrew
-/// CUBIC two to one and held 70-83% of a shared 200 Mbit/s link.
+/// a CUBIC flow that had filled a 200 Mbit/s link first and held 75-84% of
+/// it.
 const COMPETING_HI_STEP: f64 = 0.5;
 /// The most random loss the pacing rate makes up for (see
 /// [`Controller::loss_rate`]).
