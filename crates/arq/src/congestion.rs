@@ -758,12 +758,19 @@ mod tests {
         run_rounds(c, t0, 0, rounds, round);
     }
 
+    /// A controller past startup on [`steady_rounds`]' path, probing for
+    /// bandwidth.
+    fn probing(t0: Instant, lost: u64, dropped: u64) -> Controller {
+        let mut c = Controller::new(100_000, 1, t0);
+        steady_rounds(&mut c, t0, 60, lost, dropped);
+        assert_eq!(c.mode(), Mode::ProbeBw);
+        c
+    }
+
     #[test]
     fn random_loss_is_made_up_for_but_not_a_receivers_drops() {
         let t0 = Instant::now();
-        let mut path = Controller::new(100_000, 1, t0);
-        steady_rounds(&mut path, t0, 60, 5, 0);
-        assert_eq!(path.mode(), Mode::ProbeBw);
+        let path = probing(t0, 5, 0);
         let p = path.loss_rate();
         assert!((0.04..0.05).contains(&p), "loss rate {p}");
         // Cruising (gain 1) or probing, the pacing rate carries the loss
@@ -773,17 +780,14 @@ mod tests {
         // The same losses, reported by the receiver as its socket's drops:
         // a receiver that cannot keep up, which sending more would only
         // overflow more.
-        let mut receiver = Controller::new(100_000, 1, t0);
-        steady_rounds(&mut receiver, t0, 60, 5, 5);
-        assert_eq!(receiver.mode(), Mode::ProbeBw);
+        let receiver = probing(t0, 5, 5);
         assert_eq!(receiver.loss_rate(), 0.0);
     }
 
     #[test]
     fn random_loss_with_a_queue_is_not_taken_for_overflow() {
         let t0 = Instant::now();
-        let mut c = Controller::new(100_000, 1, t0);
-        steady_rounds(&mut c, t0, 60, 5, 0);
+        let mut c = probing(t0, 5, 0);
         assert!(c.loss_rate() > 0.04);
         // A queue builds (RTT 17 ms over a 10 ms path), losses stay at the
         // path's random 5%: not overflow.
@@ -813,9 +817,7 @@ mod tests {
             dropped: 0,
             rtt_ms,
         };
-        let mut c = Controller::new(100_000, 1, t0);
-        run_rounds(&mut c, t0, 0, 60, round(0, 10));
-        assert_eq!(c.mode(), Mode::ProbeBw);
+        let mut c = probing(t0, 0, 0);
         // A jittery RTT alone (up to 12 ms) with a few losses: not a queue
         // that overflows.
         for r in 60..70 {
@@ -833,9 +835,7 @@ mod tests {
     #[test]
     fn an_overflow_leaves_room_for_bunched_acknowledgements() {
         let t0 = Instant::now();
-        let mut c = Controller::new(100_000, 1, t0);
-        steady_rounds(&mut c, t0, 60, 0, 0);
-        assert_eq!(c.mode(), Mode::ProbeBw);
+        let mut c = probing(t0, 0, 0);
         // The queue overflows: losses while the RTT shows a queue.
         let now = t0 + Duration::from_millis(600);
         for delivered in 6_001..6_200 {

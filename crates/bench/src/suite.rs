@@ -353,10 +353,10 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
         let drops = rcvbuf_errors(path).saturating_sub(drops_before);
         println!("\nUDP receive-buffer drops on the receiving side during these runs (RcvbufErrors): {drops}.");
         if link.mbit == 0 {
-            // Writing a file costs what the machine makes it cost (on a
-            // virtual machine that hands freed memory back to its host,
-            // memory touched afresh costs far more); TCP's and QUIC's
-            // receivers here discard what they get, chatdrop's writes it.
+            // Writing a file costs what the machine and its file system
+            // make it cost (tmpfs allocates a 4 KiB page at a time); TCP's
+            // and QUIC's receivers here discard what they get, chatdrop's
+            // writes it.
             let cpu: Vec<f64> = (0..opts.runs.max(1))
                 .map(|_| flows::write_alone(path, dir.path(), size))
                 .collect::<anyhow::Result<_>>()?;

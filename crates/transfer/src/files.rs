@@ -392,6 +392,13 @@ fn free_name(dir: &Path, name: &str) -> PathBuf {
 mod tests {
     use super::*;
 
+    /// A download of `data` into `dir`, and `data`'s hash.
+    fn download_of(dir: &Path, data: &[u8]) -> (Download, [u8; 32]) {
+        let hash = *blake3::hash(data).as_bytes();
+        let d = Download::open(dir, "x.bin", data.len() as u64, hash).unwrap();
+        (d, hash)
+    }
+
     /// Finishes `d` and checks that the file in place is `data`, hash and
     /// bytes.
     fn finishes_as(d: Download, data: &[u8], hash: [u8; 32]) {
@@ -415,8 +422,7 @@ mod tests {
         use rand::{seq::SliceRandom, SeedableRng};
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let hash = *blake3::hash(&data).as_bytes();
-        let mut d = Download::open(dir.path(), "x.bin", data.len() as u64, hash).unwrap();
+        let (mut d, hash) = download_of(dir.path(), &data);
         // Small packets with a few swapped neighbours (gaps filled later),
         // then large ones.
         let mut pieces: Vec<(usize, usize)> =
@@ -481,8 +487,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-        let hash = *blake3::hash(&data).as_bytes();
-        let mut d = Download::open(dir.path(), "x.bin", data.len() as u64, hash).unwrap();
+        let (mut d, hash) = download_of(dir.path(), &data);
         d.reserve().unwrap();
         let part = fs::read_dir(dir.path())
             .unwrap()
