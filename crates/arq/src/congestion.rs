@@ -13,7 +13,7 @@
 //! and sends at the bandwidth (pacing) with about two bandwidth-delay
 //! products in flight at most. It finds the bandwidth by doubling the rate
 //! each round trip (startup) until three rounds bring less than a quarter
-//! more or its own queue overflows, drains the queue that built, then
+//! more or a queue overflows, drains the queue that built, then
 //! cycles its pacing gain around 1 (1.25 one round trip to probe for more,
 //! 0.75 the next to drain what that queued, then six at 1). Flows sharing
 //! a bottleneck converge because each probe takes from the others' measured
@@ -25,8 +25,9 @@
 //! them (their rate, measured in round trips without a queue and without
 //! drops at the receiver, is sent on top). Losses with a queue, beyond what
 //! the random rate explains, do: the queue overflows, so the estimate comes
-//! down 5% and the flight is capped (to 0.7 of it); that is also how the
-//! flow yields to a loss-based one holding the queue. A retransmission
+//! down 5% and the flight is capped (to 0.7 of it, growing back half a
+//! packet a round trip, as CUBIC's window does); that is also how the flow
+//! yields to a loss-based one holding the queue. A retransmission
 //! timeout holds the window to a few packets until the path acknowledges
 //! again.
 
@@ -77,22 +78,31 @@ const QUEUE_TOP: f64 = 0.9;
 const OVERFLOW_BACKOFF: f64 = 0.95;
 /// What a round trip with overflow losses leaves of the flight: the flight
 /// is capped at this share of what was in flight, and the cap then grows
-/// back each round trip without such losses (by a send quantum, or by one
-/// packet under a standing queue). Flows sharing a full queue thus cut in
-/// proportion to their size and grow back by the same amount, which (as
-/// for Reno's window) brings them to equal shares, and a loss-based flow
-/// beside this one keeps room to grow.
+/// back by [`HI_STEP`] each round trip without such losses. Flows sharing a
+/// full queue thus cut in proportion to their size and grow back by the
+/// same amount, which (as for Reno's window) brings them to equal shares,
+/// and a loss-based flow beside this one keeps room to grow.
 const OVERFLOW_BETA: f64 = 0.7;
-/// How much the flight cap grows each round trip (packets) after a
-/// competing flow's queue overflowed: what TCP CUBIC grows by in its
-/// Reno-friendly region, 3(1 - 0.7)/(1 + 0.7) = 0.53 packets a round trip
-/// for the same cut to 0.7. At one packet (Reno's pace) this flow outgrew
-/// a CUBIC flow that had filled a 200 Mbit/s link first and held 75-84% of
-/// it.
-const COMPETING_HI_STEP: f64 = 0.5;
+/// How much the flight cap grows each round trip (packets) after an
+/// overflow: what TCP CUBIC grows by in its Reno-friendly region,
+/// 3(1 - 0.7)/(1 + 0.7) = 0.53 packets a round trip for the same cut to
+/// 0.7. At one packet (Reno's pace) this flow outgrew a CUBIC flow that had
+/// filled a 200 Mbit/s link first and held 75-84% of it. The same pace
+/// whether the flow overshot on its own or another flow filled the queue:
+/// the two cannot be told apart when the smallest RTT was measured over
+/// that flow's queue, and a flow alone loses nothing by it, since the cap
+/// never falls below what sending at the estimate needs.
+const HI_STEP: f64 = 0.5;
 /// The most random loss the pacing rate makes up for (see
 /// [`Controller::loss_rate`]).
 const MAX_LOSS_MAKEUP: f64 = 0.1;
+/// Startup ends after a round trip that lost more than this share of its
+/// packets, with or without a queue in sight: random loss that high is
+/// past what the pacing rate makes up for ([`MAX_LOSS_MAKEUP`]), while a
+/// flow joining a queue another flow filled first (its smallest RTT
+/// measured over that queue, so it never sees one) loses what it adds once
+/// the queue is full.
+const STARTUP_LOSS_EXIT: f64 = 0.2;
 /// Weight of one round trip's loss rate in the running estimate.
 const LOSS_RATE_WEIGHT: f64 = 1.0 / 8.0;
 /// Fewer packets than this in a round trip say too little about loss.
@@ -208,10 +218,8 @@ pub struct Controller {
     pacing_rate: f64,
     /// The latest RTT sample.
     latest_rtt: Option<Duration>,
-    /// The smallest RTT sample of the round trip under way, and of the
-    /// last whole one.
+    /// The smallest RTT sample of the round trip under way.
     round_min_rtt: Option<Duration>,
-    last_round_min_rtt: Option<Duration>,
     /// The round in which the estimate last yielded to overflow losses.
     backed_off_round: Option<u64>,
     /// The flight cap set by overflow losses (see [`OVERFLOW_BETA`]),
@@ -229,8 +237,6 @@ pub struct Controller {
     /// Random loss rate: a running average over round trips without a
     /// queue.
     loss_rate: f64,
-    /// How much `inflight_hi` grows each round trip without overflow.
-    hi_step: f64,
     /// The part of a packet `inflight_hi` has grown by but not yet taken.
     hi_carry: f64,
     /// Round trips with overflow losses so far.
@@ -268,7 +274,6 @@ impl Controller {
             pacing_rate: 0.0,
             latest_rtt: None,
             round_min_rtt: None,
-            last_round_min_rtt: None,
             backed_off_round: None,
             inflight_hi: None,
             round_lost: 0,
@@ -277,7 +282,6 @@ impl Controller {
             rtt_hi: WindowedMax::default(),
             round_receiver_dropped: 0,
             loss_rate: 0.0,
-            hi_step: COMPETING_HI_STEP,
             hi_carry: 0.0,
             overflows: 0,
             probe_bw_round: 0,
@@ -425,7 +429,7 @@ impl Controller {
                 self.next_round_delivered = ev.delivered;
                 self.round += 1;
                 round_start = true;
-                self.last_round_min_rtt = self.round_min_rtt.take();
+                self.round_min_rtt = None;
                 self.sample_loss_rate();
             }
         }
@@ -508,21 +512,10 @@ impl Controller {
             let before = (ev.in_flight + ev.newly_lost + ev.newly_acked) as f64;
             let floor = (self.bdp(1.0) + 3 * self.send_quantum()).max(MIN_CWND);
             self.inflight_hi = Some(((before * OVERFLOW_BETA) as u64).max(floor));
-            // A queue that stood through the whole last round is not this
-            // flow's probing (which drains within a round) but a competing
-            // flow's: grow back at a loss-based flow's pace (see
-            // [`COMPETING_HI_STEP`]), so that it keeps its share. Otherwise
-            // a send quantum a round: the flow overshot on its own and
-            // should be back at its window soon.
-            self.hi_step = if self.queued(self.last_round_min_rtt) {
-                COMPETING_HI_STEP
-            } else {
-                self.send_quantum() as f64
-            };
             self.hi_carry = 0.0;
         } else if round_start && self.backed_off_round.is_none_or(|r| r < self.round) {
             if let Some(hi) = self.inflight_hi {
-                self.hi_carry += self.hi_step;
+                self.hi_carry += HI_STEP;
                 let whole = self.hi_carry.floor();
                 self.hi_carry -= whole;
                 let hi = hi + whole as u64;
@@ -567,6 +560,15 @@ impl Controller {
         // (on loopback, where the receiver is the bottleneck, that took a
         // transfer from 5.4-6.1 to 3.6-4.6 Gbit/s).
         let receiver_kept_up = self.round_receiver_dropped == 0;
+        // The round trip just ended lost too much to be random: see
+        // [`STARTUP_LOSS_EXIT`].
+        if self.mode == Mode::Startup
+            && packets >= LOSS_SAMPLE_MIN
+            && self.round_lost as f64 > packets as f64 * STARTUP_LOSS_EXIT
+            && self.bw.get() > 0.0
+        {
+            self.full_bw_reached = true;
+        }
         if self.mode == Mode::ProbeBw && no_queue && receiver_kept_up && packets >= LOSS_SAMPLE_MIN
         {
             let p = self.round_lost as f64 / packets as f64;
@@ -765,6 +767,50 @@ mod tests {
         steady_rounds(&mut c, t0, 60, lost, dropped);
         assert_eq!(c.mode(), Mode::ProbeBw);
         c
+    }
+
+    /// Startup on a path whose delivery rate still doubles every round
+    /// trip of 10 ms and whose RTT stays flat, losing `lost` packets for
+    /// every 100 acknowledged; the phase after six round trips.
+    fn startup_with_loss(lost: u64) -> Mode {
+        let t0 = Instant::now();
+        let mut c = Controller::new(100_000, 1, t0);
+        let rtt = Duration::from_millis(10);
+        let mut delivered = 0;
+        for r in 0..6 {
+            let n = 100 << r;
+            let before = delivered;
+            for k in 0..n {
+                delivered += 1;
+                let sample = RateSample {
+                    delivered: n,
+                    interval: rtt,
+                    prior_delivered: before,
+                    app_limited: false,
+                    since_sent: rtt,
+                };
+                let ev = AckEvent {
+                    sample: Some(sample),
+                    newly_acked: 1,
+                    newly_lost: u64::from(k % 100 < lost),
+                    delivered,
+                    in_flight: n,
+                    rtt: Some(rtt),
+                    receiver_dropped: 0,
+                };
+                c.on_ack(t0 + rtt * r as u32, &ev);
+            }
+        }
+        c.mode()
+    }
+
+    #[test]
+    fn startup_ends_when_a_round_trip_loses_a_fifth() {
+        // 5% random loss, nothing queued: the search goes on.
+        assert_eq!(startup_with_loss(5), Mode::Startup);
+        // A quarter lost while the RTT shows nothing: a queue that another
+        // flow filled first overflows.
+        assert_ne!(startup_with_loss(34), Mode::Startup);
     }
 
     #[test]

@@ -648,14 +648,159 @@ fn random_loss_does_not_collapse_the_rate() {
     }
 }
 
-/// Flows of `bytes` each over one shared bottleneck, flow `i` starting at
-/// `starts[i]`; returns each flow's bytes acknowledged at each of `marks`.
+/// TCP CUBIC (RFC 9438) reduced to what decides its share of a queue: an
+/// unpaced window of packets, acknowledged one by one, a loss found three
+/// packets later, the window cut to 0.7 at most once a round trip, then
+/// grown back along the cubic curve (or Reno's line, whichever is ahead).
+/// Lost packets are not resent: only the rate matters here.
+struct Cubic {
+    /// Packets to send in all.
+    budget: u32,
+    next_seq: u32,
+    /// Packets in flight by number, with their sending time.
+    in_flight: std::collections::BTreeMap<u32, Instant>,
+    cwnd: f64,
+    ssthresh: f64,
+    /// Losses of packets sent before this number belong to the last cut.
+    recovery: u32,
+    w_max: f64,
+    epoch: Option<Instant>,
+    w_reno: f64,
+    srtt: Duration,
+    acked: u64,
+    last_progress: Instant,
+}
+
+/// CUBIC's multiplicative decrease and scaling constant.
+const CUBIC_BETA: f64 = 0.7;
+const CUBIC_C: f64 = 0.4;
+
+impl Cubic {
+    fn new(now: Instant, budget: u32) -> Cubic {
+        Cubic {
+            budget,
+            next_seq: 0,
+            in_flight: Default::default(),
+            cwnd: 10.0,
+            ssthresh: f64::INFINITY,
+            recovery: 0,
+            w_max: 0.0,
+            epoch: None,
+            w_reno: 0.0,
+            srtt: Duration::from_millis(100),
+            acked: 0,
+            last_progress: now,
+        }
+    }
+
+    /// The next packet number to send, if the window allows.
+    fn poll_transmit(&mut self, now: Instant) -> Option<u32> {
+        if self.in_flight.len() as f64 >= self.cwnd || self.next_seq >= self.budget {
+            return None;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.in_flight.insert(seq, now);
+        Some(seq)
+    }
+
+    fn on_ack(&mut self, now: Instant, seq: u32) {
+        let Some(sent) = self.in_flight.remove(&seq) else {
+            return;
+        };
+        self.acked += 1;
+        self.last_progress = now;
+        self.srtt = (self.srtt * 7 + (now - sent)) / 8;
+        let lost: Vec<u32> = self
+            .in_flight
+            .range(..seq.saturating_sub(2))
+            .map(|(&s, _)| s)
+            .collect();
+        for s in &lost {
+            self.in_flight.remove(s);
+        }
+        if lost.iter().any(|&s| s >= self.recovery) {
+            self.cut(now);
+        } else if self.cwnd < self.ssthresh {
+            self.cwnd += 1.0;
+        } else {
+            self.grow(now);
+        }
+    }
+
+    fn cut(&mut self, now: Instant) {
+        // Fast convergence: a flow cut below its last peak gives up more.
+        self.w_max = if self.cwnd < self.w_max {
+            self.cwnd * (1.0 + CUBIC_BETA) / 2.0
+        } else {
+            self.cwnd
+        };
+        self.cwnd = (self.cwnd * CUBIC_BETA).max(2.0);
+        self.ssthresh = self.cwnd;
+        self.recovery = self.next_seq;
+        self.epoch = Some(now);
+        self.w_reno = self.cwnd;
+    }
+
+    fn grow(&mut self, now: Instant) {
+        let epoch = *self.epoch.get_or_insert(now);
+        let k = (self.w_max * (1.0 - CUBIC_BETA) / CUBIC_C).cbrt();
+        let t = (now - epoch + self.srtt).as_secs_f64();
+        let target = CUBIC_C * (t - k).powi(3) + self.w_max;
+        self.w_reno += 3.0 * (1.0 - CUBIC_BETA) / (1.0 + CUBIC_BETA) / self.cwnd;
+        if target > self.cwnd {
+            // The target is held to 1.5 times the window (RFC 9438).
+            self.cwnd += ((target - self.cwnd) / self.cwnd).min(0.5);
+        }
+        self.cwnd = self.cwnd.max(self.w_reno);
+    }
+
+    /// A retransmission timeout: everything in flight is taken for lost.
+    fn poll_timeout(&self) -> Option<Instant> {
+        let rto = (self.srtt * 4).max(Duration::from_millis(200));
+        (!self.in_flight.is_empty()).then(|| self.last_progress + rto)
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        self.in_flight.clear();
+        self.cut(now);
+        self.cwnd = 1.0;
+        self.last_progress = now;
+    }
+}
+
+/// Bytes enough for a flow never to finish in [`shared`].
+const ENDLESS: u64 = 1 << 40;
+
+/// What shares a bottleneck in [`shared`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chatdrop,
+    Cubic,
+}
+
+enum Flow {
+    Chatdrop(Box<(Sender, Receiver)>),
+    Cubic(Cubic),
+}
+
+impl Flow {
+    fn acked_bytes(&self, mss: u64) -> u64 {
+        match self {
+            Flow::Chatdrop(f) => f.0.acked_bytes(),
+            Flow::Cubic(c) => c.acked * mss,
+        }
+    }
+}
+
+/// Flows over one shared bottleneck, flow `i` (of kind `flows[i].0`)
+/// starting at `flows[i].1` to move `flows[i].2` bytes; returns each flow's
+/// bytes acknowledged at each of `marks`.
 fn shared(
     seed: u64,
     fwd: Link,
     back: Link,
-    bytes: u64,
-    starts: &[Duration],
+    flows: &[(Kind, Duration, u64)],
     marks: &[Duration],
 ) -> Vec<Vec<u64>> {
     let t0 = Instant::now();
@@ -668,15 +813,20 @@ fn shared(
         overflowed: 0,
     };
     let cfg = cfg(Scheme::SelectiveRepeat, 8192);
-    let mut flows: Vec<(Sender, Receiver)> = starts
+    let mss = u64::from(cfg.mss);
+    let starts: Vec<Instant> = flows.iter().map(|&(_, at, _)| t0 + at).collect();
+    let mut flows: Vec<Flow> = flows
         .iter()
         .enumerate()
-        .map(|(i, &at)| {
+        .map(|(i, &(kind, at, bytes))| {
             let isn = 1000 * i as u32;
-            (
-                Sender::new(cfg.clone(), isn, 0, bytes, t0 + at),
-                Receiver::new(cfg.clone(), isn, 0, bytes, t0 + at),
-            )
+            match kind {
+                Kind::Chatdrop => Flow::Chatdrop(Box::new((
+                    Sender::new(cfg.clone(), isn, 0, bytes, t0 + at),
+                    Receiver::new(cfg.clone(), isn, 0, bytes, t0 + at),
+                ))),
+                Kind::Cubic => Flow::Cubic(Cubic::new(t0 + at, (bytes / mss) as u32)),
+            }
         })
         .collect();
     let payload = vec![0u8; cfg.mss as usize];
@@ -685,35 +835,50 @@ fn shared(
     let end = t0 + *marks.last().expect("marks");
     for _step in 0..50_000_000 {
         while mark < marks.len() && now >= t0 + marks[mark] {
-            for (i, (s, _)) in flows.iter().enumerate() {
-                seen[i].push(s.acked_bytes());
+            for (i, f) in flows.iter().enumerate() {
+                seen[i].push(f.acked_bytes(mss));
             }
             mark += 1;
         }
         if now >= end {
             break;
         }
-        for (i, (s, r)) in flows.iter_mut().enumerate() {
-            if now < t0 + starts[i] {
+        for (i, f) in flows.iter_mut().enumerate() {
+            if now < starts[i] {
                 continue;
             }
-            while let Some(t) = s.poll_transmit(now) {
-                let frame = Frame::Data {
-                    seq: t.seq,
-                    payload: &payload[..t.len as usize],
-                };
-                net.send_flow(now, &fwd, true, i, &frame);
-            }
-            while let Some(ack) = r.poll_ack() {
-                net.send_flow(now, &back, false, i, &Frame::Ack(ack));
+            match f {
+                Flow::Chatdrop(f) => {
+                    let (s, r) = &mut **f;
+                    while let Some(t) = s.poll_transmit(now) {
+                        let frame = Frame::Data {
+                            seq: t.seq,
+                            payload: &payload[..t.len as usize],
+                        };
+                        net.send_flow(now, &fwd, true, i, &frame);
+                    }
+                    while let Some(ack) = r.poll_ack() {
+                        net.send_flow(now, &back, false, i, &Frame::Ack(ack));
+                    }
+                }
+                Flow::Cubic(c) => {
+                    while let Some(seq) = c.poll_transmit(now) {
+                        let frame = Frame::Data {
+                            seq,
+                            payload: &payload,
+                        };
+                        net.send_flow(now, &fwd, true, i, &frame);
+                    }
+                }
             }
         }
-        let timers = flows.iter().enumerate().flat_map(|(i, (s, r))| {
-            let start = t0 + starts[i];
-            if now < start {
-                vec![Some(start)]
-            } else {
-                vec![s.poll_timeout(), r.poll_timeout()]
+        let timers = flows.iter().enumerate().flat_map(|(i, f)| {
+            if now < starts[i] {
+                return vec![Some(starts[i])];
+            }
+            match f {
+                Flow::Chatdrop(f) => vec![f.0.poll_timeout(), f.1.poll_timeout()],
+                Flow::Cubic(c) => vec![c.poll_timeout()],
             }
         });
         let next = timers
@@ -728,21 +893,37 @@ fn shared(
         while net.heap.peek().is_some_and(|Reverse((t, ..))| *t <= now) {
             let Reverse((_, _, to_receiver, flow, bytes)) = net.heap.pop().unwrap();
             let Some(body) = open(&bytes) else { continue };
-            let (s, r) = &mut flows[flow];
-            match (to_receiver, Frame::decode(body)) {
-                (true, Ok(Frame::Data { seq, payload })) => {
-                    r.on_data(now, seq, payload.len());
+            match (&mut flows[flow], to_receiver, Frame::decode(body)) {
+                (Flow::Chatdrop(f), true, Ok(Frame::Data { seq, payload })) => {
+                    f.1.on_data(now, seq, payload.len());
                 }
-                (false, Ok(Frame::Ack(ack))) => s.on_ack(now, &ack),
-                (_, other) => panic!("unexpected {other:?}"),
+                (Flow::Chatdrop(f), false, Ok(Frame::Ack(ack))) => f.0.on_ack(now, &ack),
+                // The CUBIC receiver acknowledges each packet at once, by
+                // number.
+                (Flow::Cubic(_), true, Ok(Frame::Data { seq, .. })) => {
+                    let ack = Frame::Data { seq, payload: &[] };
+                    net.send_flow(now, &back, false, flow, &ack);
+                }
+                (Flow::Cubic(c), false, Ok(Frame::Data { seq, .. })) => c.on_ack(now, seq),
+                (_, _, other) => panic!("unexpected {other:?}"),
             }
         }
-        for (s, r) in flows.iter_mut() {
-            if s.poll_timeout().is_some_and(|t| t <= now) {
-                s.on_timeout(now);
-            }
-            if r.poll_timeout().is_some_and(|t| t <= now) {
-                r.on_timeout(now);
+        for f in flows.iter_mut() {
+            match f {
+                Flow::Chatdrop(f) => {
+                    let (s, r) = &mut **f;
+                    if s.poll_timeout().is_some_and(|t| t <= now) {
+                        s.on_timeout(now);
+                    }
+                    if r.poll_timeout().is_some_and(|t| t <= now) {
+                        r.on_timeout(now);
+                    }
+                }
+                Flow::Cubic(c) => {
+                    if c.poll_timeout().is_some_and(|t| t <= now) {
+                        c.on_timeout(now);
+                    }
+                }
             }
         }
     }
@@ -761,8 +942,10 @@ fn two_flows_converge_to_fair_shares() {
         21,
         link,
         Link::clean(10),
-        1 << 40,
-        &[secs(0), secs(1)],
+        &[
+            (Kind::Chatdrop, secs(0), ENDLESS),
+            (Kind::Chatdrop, secs(1), ENDLESS),
+        ],
         &marks,
     );
     let rates: Vec<f64> = got
@@ -775,4 +958,69 @@ fn two_flows_converge_to_fair_shares() {
         let share = r / total;
         assert!((0.4..=0.6).contains(&share), "shares {rates:?} Mbit/s");
     }
+}
+
+#[test]
+fn a_cubic_flow_there_first_keeps_its_share() {
+    // TCP CUBIC fills the link and its queue; chatdrop joins a second
+    // later. Over the ten seconds from 3 s after it joined, each keeps a
+    // fair part of the link: CUBIC must not be pushed out, and chatdrop
+    // must not give everything up.
+    let secs = Duration::from_secs;
+    for mbit in [50, 200] {
+        let marks = [secs(4), secs(14)];
+        let got = shared(
+            7,
+            Link::bottleneck(mbit, 10),
+            Link::clean(10),
+            &[
+                (Kind::Cubic, secs(0), ENDLESS),
+                (Kind::Chatdrop, secs(1), ENDLESS),
+            ],
+            &marks,
+        );
+        let cubic = (got[0][1] - got[0][0]) as f64;
+        let chatdrop = (got[1][1] - got[1][0]) as f64;
+        let share = cubic / (cubic + chatdrop);
+        let used = (cubic + chatdrop) * 8.0 / 10.0 / (mbit as f64 * 1e6);
+        assert!(
+            (0.35..=0.75).contains(&share),
+            "CUBIC's share at {mbit} Mbit/s: {share:.2}"
+        );
+        assert!(used > 0.9, "the link is used at {mbit} Mbit/s: {used:.2}");
+    }
+}
+
+#[test]
+fn the_link_is_taken_back_when_the_other_flow_leaves() {
+    // CUBIC holds the link first, chatdrop shares it, then CUBIC finishes:
+    // within a few seconds chatdrop must fill the link alone.
+    let secs = Duration::from_secs;
+    let mbit = 100;
+    let marks: Vec<Duration> = (0..=40).map(|i| Duration::from_millis(500 * i)).collect();
+    let got = shared(
+        7,
+        Link::bottleneck(mbit, 10),
+        Link::clean(10),
+        &[
+            (Kind::Cubic, secs(0), 40_000_000),
+            (Kind::Chatdrop, secs(1), ENDLESS),
+        ],
+        &marks,
+    );
+    // Mbit/s over the half second after mark `w`.
+    let rate = |f: usize, w: usize| (got[f][w + 1] - got[f][w]) as f64 * 16.0 / 1e6;
+    let gone = (4..marks.len() - 1)
+        .find(|&w| rate(0, w) == 0.0)
+        .expect("CUBIC finishes");
+    assert!(
+        gone + 8 < marks.len() - 1,
+        "CUBIC left at {:?}",
+        marks[gone]
+    );
+    let back = rate(1, gone + 6);
+    assert!(
+        back > mbit as f64 * 0.9,
+        "3 s after CUBIC left: {back:.1} Mbit/s"
+    );
 }
