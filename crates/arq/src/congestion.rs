@@ -733,20 +733,31 @@ mod tests {
     /// `lost` packets newly lost and `dropped` reported dropped by the
     /// receiver's socket.
     fn one_acked(delivered: u64, lost: u64, rtt: Duration, dropped: u64) -> AckEvent {
+        let ev = acked_at(100, delivered.saturating_sub(100), delivered, lost, rtt);
+        AckEvent {
+            receiver_dropped: dropped,
+            ..ev
+        }
+    }
+
+    /// The acknowledgement of the `delivered`th packet, with `lost` newly
+    /// lost, on a path delivering `per_round` packets every 10 ms with that
+    /// many in flight; its rate sample starts at `prior` packets delivered.
+    fn acked_at(per_round: u64, prior: u64, delivered: u64, lost: u64, rtt: Duration) -> AckEvent {
         AckEvent {
             sample: Some(RateSample {
-                delivered: 100,
+                delivered: per_round,
                 interval: Duration::from_millis(10),
-                prior_delivered: delivered.saturating_sub(100),
+                prior_delivered: prior,
                 app_limited: false,
                 since_sent: rtt,
             }),
             newly_acked: 1,
             newly_lost: lost,
             delivered,
-            in_flight: 100,
+            in_flight: per_round,
             rtt: Some(rtt),
-            receiver_dropped: dropped,
+            receiver_dropped: 0,
         }
     }
 
@@ -782,22 +793,7 @@ mod tests {
             let before = delivered;
             for k in 0..n {
                 delivered += 1;
-                let sample = RateSample {
-                    delivered: n,
-                    interval: rtt,
-                    prior_delivered: before,
-                    app_limited: false,
-                    since_sent: rtt,
-                };
-                let ev = AckEvent {
-                    sample: Some(sample),
-                    newly_acked: 1,
-                    newly_lost: u64::from(k % 100 < lost),
-                    delivered,
-                    in_flight: n,
-                    rtt: Some(rtt),
-                    receiver_dropped: 0,
-                };
+                let ev = acked_at(n, before, delivered, u64::from(k % 100 < lost), rtt);
                 c.on_ack(t0 + rtt * r as u32, &ev);
             }
         }
