@@ -8,6 +8,7 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
@@ -65,7 +66,7 @@ pub fn server_config(opts: &ServerOptions) -> Result<(rustls::ServerConfig, Stri
     let certs: Vec<CertificateDer<'static>> = {
         let pem = fs::read(&cert_path)
             .map_err(|e| tls_err(format!("reading {}: {e}", cert_path.display())))?;
-        rustls_pemfile::certs(&mut pem.as_slice())
+        CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<_, _>>()
             .map_err(|e| tls_err(format!("{}: {e}", cert_path.display())))?
     };
@@ -79,9 +80,12 @@ pub fn server_config(opts: &ServerOptions) -> Result<(rustls::ServerConfig, Stri
     let key: PrivateKeyDer<'static> = {
         let pem = fs::read(&key_path)
             .map_err(|e| tls_err(format!("reading {}: {e}", key_path.display())))?;
-        rustls_pemfile::private_key(&mut pem.as_slice())
-            .map_err(|e| tls_err(format!("{}: {e}", key_path.display())))?
-            .ok_or_else(|| tls_err(format!("{} holds no private key", key_path.display())))?
+        PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+            pem::Error::NoItemsFound => {
+                tls_err(format!("{} holds no private key", key_path.display()))
+            }
+            e => tls_err(format!("{}: {e}", key_path.display())),
+        })?
     };
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
