@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use chatdrop_proto::link::{LinkMsg, ServerId};
-use chatdrop_proto::{FileAnswer, ServerMsg, Target};
+use chatdrop_proto::{ClientMsg, ServerMsg};
 
 use crate::admin::AdminCommand;
 use crate::state::{HistoryEntry, RoomRecord};
@@ -31,10 +31,14 @@ pub enum Event {
         /// its file offers).
         ip: IpAddr,
     },
-    /// `ListRooms`.
-    ListRooms {
+    /// A request from a logged-in client, as it came. (The server answers
+    /// `Ping` itself and refuses login frames after the login; a
+    /// `CreateRoom` comes as [`Event::CreateRoom`], its password hashed.)
+    Request {
         /// The connection.
         conn: ConnId,
+        /// The request.
+        msg: ClientMsg,
     },
     /// `CreateRoom`, with the password already hashed by the server (hashing
     /// is slow and must not stall the core) and a random ID for the room.
@@ -48,15 +52,6 @@ pub enum Event {
         /// A fresh random ID the room gets if it is created.
         room_id: String,
     },
-    /// `JoinRoom`.
-    JoinRoom {
-        /// The connection.
-        conn: ConnId,
-        /// The room.
-        room: String,
-        /// The password as typed, for a private room.
-        password: Option<String>,
-    },
     /// Result of an [`Effect::CheckPassword`].
     PasswordChecked {
         /// The connection that asked to join.
@@ -68,30 +63,6 @@ pub enum Event {
         /// Whether the password matched.
         ok: bool,
     },
-    /// `LeaveRoom`.
-    LeaveRoom {
-        /// The connection.
-        conn: ConnId,
-    },
-    /// `GetPeers`.
-    GetPeers {
-        /// The connection.
-        conn: ConnId,
-    },
-    /// `Say`.
-    Say {
-        /// The connection.
-        conn: ConnId,
-        /// Recipient.
-        to: Target,
-        /// Text (not yet checked).
-        text: String,
-    },
-    /// `Quit`: the client logs out cleanly.
-    Quit {
-        /// The connection.
-        conn: ConnId,
-    },
     /// The connection is gone without a `Quit` (error, keepalive timeout, or
     /// closed by the server).
     Disconnected {
@@ -100,48 +71,6 @@ pub enum Event {
     },
     /// A command typed at the admin console.
     Admin(AdminCommand),
-    /// `WhoHas`.
-    WhoHas {
-        /// The connection.
-        conn: ConnId,
-        /// The file.
-        file: String,
-    },
-    /// `HaveFile`.
-    HaveFile {
-        /// The connection.
-        conn: ConnId,
-        /// The asker.
-        to: String,
-        /// The file.
-        file: String,
-        /// Its size.
-        size: u64,
-        /// Its hash.
-        blake3: [u8; 32],
-    },
-    /// `GetFile`.
-    GetFile {
-        /// The connection.
-        conn: ConnId,
-        /// The owner asked.
-        owner: String,
-        /// The file.
-        file: String,
-        /// The asker's ephemeral key.
-        eph: [u8; 32],
-        /// The asker's signature.
-        sig: Vec<u8>,
-    },
-    /// `FileAnswer`.
-    FileAnswer {
-        /// The connection.
-        conn: ConnId,
-        /// The request answered.
-        req: u64,
-        /// The answer.
-        answer: FileAnswer,
-    },
     /// A link to another server completed its handshake.
     LinkUp {
         /// The link.

@@ -8,15 +8,26 @@
 //! outside comes in through events, which is what makes it testable to the
 //! letter.
 
+//!
+//! [`Chat::handle`] checks what every client request needs once, then hands
+//! each event to the module of its feature, which holds both its local
+//! handler and its network counterpart: `login`, `rooms`, `say`, `files`
+//! and `admin`.
+
 mod admin;
-mod core;
+mod chat;
 mod event;
+mod files;
+mod login;
 pub mod net;
 mod policy;
+mod room;
+mod rooms;
+mod say;
 mod state;
 
 pub use crate::admin::{parse_admin, AdminCommand};
-pub use crate::core::Chat;
+pub use crate::chat::Chat;
 pub use crate::event::{ConnId, Effect, Event, LinkId, Persist};
 pub use crate::policy::SharePolicy;
 pub use crate::state::{Ban, Binding, HistoryEntry, RoomRecord, Settings, Snapshot};

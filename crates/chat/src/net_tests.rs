@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 
-use chatdrop_proto::{ErrorCode, ServerMsg, Target};
+use chatdrop_proto::{ClientMsg, ErrorCode, ServerMsg, Target};
 
 use crate::net::Identity;
 use crate::{Chat, ConnId, Effect, Event, LinkId, Settings, Snapshot};
@@ -176,10 +176,12 @@ impl Sim {
     fn say(&mut self, server: usize, conn: u64, text: &str) {
         self.ev(
             server,
-            Event::Say {
+            Event::Request {
                 conn: ConnId(conn),
-                to: Target::All,
-                text: text.into(),
+                msg: ClientMsg::Say {
+                    to: Target::All,
+                    text: text.into(),
+                },
             },
         );
     }
@@ -240,10 +242,12 @@ fn a_cut_in_a_ring_loses_and_doubles_nothing() {
     sim.login(2, 1, "carol", 2);
     sim.ev(
         2,
-        Event::JoinRoom {
+        Event::Request {
             conn: ConnId(1),
-            room: "ring".into(),
-            password: None,
+            msg: ClientMsg::JoinRoom {
+                room: "ring".into(),
+                password: None,
+            },
         },
     );
     assert!(sim.got(
@@ -256,10 +260,12 @@ fn a_cut_in_a_ring_loses_and_doubles_nothing() {
         // Lines queued but not yet carried: the cut catches some on the wire.
         sim.queue.push_back((
             0,
-            Event::Say {
+            Event::Request {
                 conn: ConnId(1),
-                to: Target::All,
-                text: format!("m{i}"),
+                msg: ClientMsg::Say {
+                    to: Target::All,
+                    text: format!("m{i}"),
+                },
             },
             None,
         ));
@@ -336,10 +342,12 @@ fn a_split_and_heal_show_users_go_and_come_back() {
     sim.login(1, 1, "bob", 2);
     sim.ev(
         1,
-        Event::JoinRoom {
+        Event::Request {
             conn: ConnId(1),
-            room: "r".into(),
-            password: None,
+            msg: ClientMsg::JoinRoom {
+                room: "r".into(),
+                password: None,
+            },
         },
     );
     sim.cut(c);

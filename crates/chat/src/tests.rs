@@ -1,6 +1,8 @@
 //! Scenario tests of the chat core: events in, effects out, no I/O.
 
-use chatdrop_proto::{ErrorCode, FileAnswer, LeaveReason, Offer, RefuseReason, ServerMsg, Target};
+use chatdrop_proto::{
+    ClientMsg, ErrorCode, FileAnswer, LeaveReason, Offer, RefuseReason, ServerMsg, Target,
+};
 
 use crate::{AdminCommand, Chat, ConnId, Effect, Event, Persist, Settings, Snapshot};
 
@@ -107,19 +109,23 @@ impl Harness {
     }
 
     fn join(&mut self, conn: ConnId, room: &str, password: Option<&str>) {
-        self.ev(Event::JoinRoom {
+        self.ev(Event::Request {
             conn,
-            room: room.into(),
-            password: password.map(String::from),
+            msg: ClientMsg::JoinRoom {
+                room: room.into(),
+                password: password.map(String::from),
+            },
         });
         self.run_checks();
     }
 
     fn say(&mut self, conn: ConnId, to: Target, text: &str) {
-        self.ev(Event::Say {
+        self.ev(Event::Request {
             conn,
-            to,
-            text: text.into(),
+            msg: ClientMsg::Say {
+                to,
+                text: text.into(),
+            },
         });
     }
 }
@@ -162,7 +168,10 @@ fn the_original_scenario() {
         .any(|p| matches!(p, Persist::Room(r) if r.creator == "bob")));
 
     // alice lists: the private room shows as private without its members.
-    h.ev(Event::ListRooms { conn: A });
+    h.ev(Event::Request {
+        conn: A,
+        msg: ClientMsg::ListRooms,
+    });
     let ServerMsg::Rooms { rooms } = &h.take(A)[0] else {
         panic!("no room list")
     };
@@ -198,12 +207,18 @@ fn the_original_scenario() {
     assert_eq!(error_code(&h.take(A)), Some(ErrorCode::UnknownUser));
     assert!(h.take(C).is_empty());
 
-    h.ev(Event::GetPeers { conn: A });
+    h.ev(Event::Request {
+        conn: A,
+        msg: ClientMsg::GetPeers,
+    });
     assert!(
         matches!(&h.take(A)[..], [ServerMsg::Peers { peers, .. }] if peers == &["bob", "alice"])
     );
 
-    h.ev(Event::Quit { conn: A });
+    h.ev(Event::Request {
+        conn: A,
+        msg: ClientMsg::Quit,
+    });
     assert!(matches!(&h.take(B)[..],
         [ServerMsg::PeerLeft { user, reason: LeaveReason::Left, .. }] if user == "alice"));
     assert!(matches!(
@@ -420,9 +435,11 @@ fn bad_messages_get_clear_errors() {
     assert_eq!(error_code(&h.take(A)), Some(ErrorCode::BadRequest));
     h.say(A, Target::All, "\x1b[2Jcleared");
     assert_eq!(error_code(&h.take(A)), Some(ErrorCode::BadRequest));
-    h.ev(Event::WhoHas {
+    h.ev(Event::Request {
         conn: A,
-        file: "a\x1b[31m.txt".into(),
+        msg: ClientMsg::WhoHas {
+            file: "a\x1b[31m.txt".into(),
+        },
     });
     assert_eq!(error_code(&h.take(A)), Some(ErrorCode::BadRequest));
     h.create(A, "r", None);
@@ -522,15 +539,19 @@ fn one_password_check_at_a_time() {
     h.create(B, "vault", Some("right"));
     h.take(A);
     // A second join while the first check runs is refused, not queued.
-    h.ev(Event::JoinRoom {
+    h.ev(Event::Request {
         conn: A,
-        room: "vault".into(),
-        password: Some("wrong".into()),
+        msg: ClientMsg::JoinRoom {
+            room: "vault".into(),
+            password: Some("wrong".into()),
+        },
     });
-    h.ev(Event::JoinRoom {
+    h.ev(Event::Request {
         conn: A,
-        room: "vault".into(),
-        password: Some("right".into()),
+        msg: ClientMsg::JoinRoom {
+            room: "vault".into(),
+            password: Some("right".into()),
+        },
     });
     assert_eq!(h.pending_checks.len(), 1);
     assert_eq!(error_code(&h.take(A)), Some(ErrorCode::RateLimited));
@@ -575,9 +596,11 @@ fn whohas_and_getfile_are_brokered_within_the_room() {
     for c in [A, B, C] {
         h.take(c);
     }
-    h.ev(Event::WhoHas {
+    h.ev(Event::Request {
         conn: A,
-        file: "song.mp3".into(),
+        msg: ClientMsg::WhoHas {
+            file: "song.mp3".into(),
+        },
     });
     assert!(
         matches!(&h.take(B)[..], [ServerMsg::WhoHas { from, file }] if from == "alice" && file == "song.mp3")
@@ -587,23 +610,27 @@ fn whohas_and_getfile_are_brokered_within_the_room() {
         "not the asker, not other rooms"
     );
 
-    h.ev(Event::HaveFile {
+    h.ev(Event::Request {
         conn: B,
-        to: "alice".into(),
-        file: "song.mp3".into(),
-        size: 10,
-        blake3: [1; 32],
+        msg: ClientMsg::HaveFile {
+            to: "alice".into(),
+            file: "song.mp3".into(),
+            size: 10,
+            blake3: [1; 32],
+        },
     });
     assert!(
         matches!(&h.take(A)[..], [ServerMsg::HaveFile { from, size: 10, .. }] if from == "bob")
     );
 
-    h.ev(Event::GetFile {
+    h.ev(Event::Request {
         conn: A,
-        owner: "bob".into(),
-        file: "song.mp3".into(),
-        eph: [2; 32],
-        sig: vec![3; 64],
+        msg: ClientMsg::GetFile {
+            owner: "bob".into(),
+            file: "song.mp3".into(),
+            eph: [2; 32],
+            sig: vec![3; 64],
+        },
     });
     let got = h.take(B);
     let [ServerMsg::FileRequest {
@@ -621,17 +648,21 @@ fn whohas_and_getfile_are_brokered_within_the_room() {
         ("alice", [1; 32], [2; 32])
     );
     // Only bob may answer, once.
-    h.ev(Event::FileAnswer {
+    h.ev(Event::Request {
         conn: C,
-        req: *req,
-        answer: FileAnswer::Refuse(RefuseReason::Busy),
+        msg: ClientMsg::FileAnswer {
+            req: *req,
+            answer: FileAnswer::Refuse(RefuseReason::Busy),
+        },
     });
     assert_eq!(error_code(&h.take(C)), Some(ErrorCode::BadRequest));
     assert!(h.take(A).is_empty());
-    h.ev(Event::FileAnswer {
+    h.ev(Event::Request {
         conn: B,
-        req: *req,
-        answer: FileAnswer::Accept(offer(10, 1)),
+        msg: ClientMsg::FileAnswer {
+            req: *req,
+            answer: FileAnswer::Accept(offer(10, 1)),
+        },
     });
     let got = h.take(A);
     let [ServerMsg::FileOffer {
@@ -649,40 +680,48 @@ fn whohas_and_getfile_are_brokered_within_the_room() {
         "127.0.0.2:4000",
         "bob's address as the server sees it"
     );
-    h.ev(Event::FileAnswer {
+    h.ev(Event::Request {
         conn: B,
-        req: *req,
-        answer: FileAnswer::Accept(offer(10, 1)),
+        msg: ClientMsg::FileAnswer {
+            req: *req,
+            answer: FileAnswer::Accept(offer(10, 1)),
+        },
     });
     assert_eq!(error_code(&h.take(B)), Some(ErrorCode::BadRequest));
 
     // A refusal reaches the asker with its reason.
-    h.ev(Event::GetFile {
+    h.ev(Event::Request {
         conn: A,
-        owner: "bob".into(),
-        file: "x".into(),
-        eph: [2; 32],
-        sig: vec![],
+        msg: ClientMsg::GetFile {
+            owner: "bob".into(),
+            file: "x".into(),
+            eph: [2; 32],
+            sig: vec![],
+        },
     });
     let ServerMsg::FileRequest { req, .. } = h.take(B)[0].clone() else {
         panic!()
     };
-    h.ev(Event::FileAnswer {
+    h.ev(Event::Request {
         conn: B,
-        req,
-        answer: FileAnswer::Refuse(RefuseReason::Busy),
+        msg: ClientMsg::FileAnswer {
+            req,
+            answer: FileAnswer::Refuse(RefuseReason::Busy),
+        },
     });
     assert!(
         matches!(&h.take(A)[..], [ServerMsg::TransferRefused { reason: RefuseReason::Busy, detail, .. }] if detail.contains("busy"))
     );
 
     // Nobody outside the room can be asked.
-    h.ev(Event::GetFile {
+    h.ev(Event::Request {
         conn: A,
-        owner: "carol".into(),
-        file: "x".into(),
-        eph: [2; 32],
-        sig: vec![],
+        msg: ClientMsg::GetFile {
+            owner: "carol".into(),
+            file: "x".into(),
+            eph: [2; 32],
+            sig: vec![],
+        },
     });
     assert_eq!(error_code(&h.take(A)), Some(ErrorCode::UnknownUser));
 }
@@ -700,9 +739,11 @@ fn the_share_policy_is_enforced_where_requests_are_brokered() {
     h.join(B, "r", None);
     h.take(A);
     h.take(B);
-    h.ev(Event::WhoHas {
+    h.ev(Event::Request {
         conn: A,
-        file: "setup.exe".into(),
+        msg: ClientMsg::WhoHas {
+            file: "setup.exe".into(),
+        },
     });
     assert!(h.take(B).is_empty(), "a blocked name is not asked");
     assert!(matches!(
@@ -714,12 +755,14 @@ fn the_share_policy_is_enforced_where_requests_are_brokered() {
     ));
     // Answers breaking the policy are not passed on.
     for (size, hash) in [(1000, 1), (10, 9)] {
-        h.ev(Event::HaveFile {
+        h.ev(Event::Request {
             conn: B,
-            to: "alice".into(),
-            file: "a.bin".into(),
-            size,
-            blake3: [hash; 32],
+            msg: ClientMsg::HaveFile {
+                to: "alice".into(),
+                file: "a.bin".into(),
+                size,
+                blake3: [hash; 32],
+            },
         });
         assert!(matches!(
             &h.take(A)[..],
@@ -729,20 +772,24 @@ fn the_share_policy_is_enforced_where_requests_are_brokered() {
             }]
         ));
     }
-    h.ev(Event::GetFile {
+    h.ev(Event::Request {
         conn: A,
-        owner: "bob".into(),
-        file: "a.bin".into(),
-        eph: [0; 32],
-        sig: vec![],
+        msg: ClientMsg::GetFile {
+            owner: "bob".into(),
+            file: "a.bin".into(),
+            eph: [0; 32],
+            sig: vec![],
+        },
     });
     let ServerMsg::FileRequest { req, .. } = h.take(B)[0].clone() else {
         panic!()
     };
-    h.ev(Event::FileAnswer {
+    h.ev(Event::Request {
         conn: B,
-        req,
-        answer: FileAnswer::Accept(offer(5000, 1)),
+        msg: ClientMsg::FileAnswer {
+            req,
+            answer: FileAnswer::Accept(offer(5000, 1)),
+        },
     });
     let got = h.take(A);
     assert!(

@@ -296,7 +296,9 @@ fn msg_name(m: &ClientMsg) -> &'static str {
     }
 }
 
-/// Turns one request into a hub event (or answers it here).
+/// Passes one request to the hub as it came, or answers it here: `Ping`,
+/// frames that belong to the login, and passwords over the limit; a new
+/// room's password is hashed first.
 async fn forward(
     conn: ConnId,
     msg: ClientMsg,
@@ -318,59 +320,18 @@ async fn forward(
             reply(ServerMsg::error(ErrorCode::BadRequest, "already logged in"));
             return Ok(());
         }
-        ClientMsg::ListRooms => Event::ListRooms { conn },
-        ClientMsg::LeaveRoom => Event::LeaveRoom { conn },
-        ClientMsg::GetPeers => Event::GetPeers { conn },
-        ClientMsg::Quit => Event::Quit { conn },
-        ClientMsg::Say { to, text } => Event::Say { conn, to, text },
-        ClientMsg::WhoHas { file } => Event::WhoHas { conn, file },
-        ClientMsg::HaveFile {
-            to,
-            file,
-            size,
-            blake3,
-        } => Event::HaveFile {
-            conn,
-            to,
-            file,
-            size,
-            blake3,
-        },
-        ClientMsg::GetFile {
-            owner,
-            file,
-            eph,
-            sig,
-        } => Event::GetFile {
-            conn,
-            owner,
-            file,
-            eph,
-            sig,
-        },
-        ClientMsg::FileAnswer { req, answer } => Event::FileAnswer { conn, req, answer },
-        ClientMsg::JoinRoom { room, password } => {
-            if too_long(&password) {
-                reply(ServerMsg::error(
-                    ErrorCode::TooLong,
-                    format!("a password has at most {MAX_PASSWORD} bytes"),
-                ));
-                return Ok(());
-            }
-            Event::JoinRoom {
-                conn,
-                room,
-                password,
-            }
+        ClientMsg::JoinRoom { ref password, .. } | ClientMsg::CreateRoom { ref password, .. }
+            if too_long(password) =>
+        {
+            reply(ServerMsg::error(
+                ErrorCode::TooLong,
+                format!("a password has at most {MAX_PASSWORD} bytes"),
+            ));
+            return Ok(());
         }
+        // The password is hashed here, on the blocking pool, so that the
+        // hub never waits for Argon2.
         ClientMsg::CreateRoom { room, password } => {
-            if too_long(&password) {
-                reply(ServerMsg::error(
-                    ErrorCode::TooLong,
-                    format!("a password has at most {MAX_PASSWORD} bytes"),
-                ));
-                return Ok(());
-            }
             let password_hash = match password {
                 None => None,
                 Some(p) if p.is_empty() => {
@@ -399,6 +360,7 @@ async fn forward(
                 room_id: hex::encode(rand::random::<[u8; 16]>()),
             }
         }
+        msg => Event::Request { conn, msg },
     };
     shared
         .hub

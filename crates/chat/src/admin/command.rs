@@ -1,4 +1,4 @@
-//! The admin console's command language.
+//! The admin console's command language: parsing a typed line into an [`AdminCommand`].
 
 /// A command typed at the server's admin console.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,185 @@
+//! The admin console: its command language ([`command`]) and what each
+//! command does to the chat state (messages from the server, kick, ban,
+//! listings, exit).
+//!
+//! The console acts on this server's users only; a user connected to
+//! another server of the network is that server's admin's to kick or ban.
+
+mod command;
+
+use command::ADMIN_HELP;
+pub use command::{parse_admin, AdminCommand};
+
+use std::collections::BTreeMap;
+
+use chatdrop_proto::{LeaveReason, ServerMsg, Target};
+
+use crate::chat::Chat;
+use crate::event::{ConnId, Effect, Persist};
+use crate::room::line;
+
+/// Name shown as the sender of messages typed at the admin console.
+pub(crate) const SERVER_SENDER: &str = "server";
+
+impl Chat {
+    /// Carries out one console command.
+    pub(crate) fn admin(&mut self, now_ms: u64, cmd: AdminCommand, out: &mut Vec<Effect>) {
+        let console = |s: String| Effect::Console(s);
+        match cmd {
+            AdminCommand::Help => out.push(console(ADMIN_HELP.to_string())),
+            AdminCommand::Policy => {
+                out.extend(self.settings.policy.describe().into_iter().map(console))
+            }
+            AdminCommand::ToSelf { text } => out.push(console(format!("@server|{text}"))),
+            AdminCommand::Links => out.extend(self.net.describe_links().into_iter().map(console)),
+            AdminCommand::Network => {
+                out.extend(self.net.describe_network().into_iter().map(console))
+            }
+            AdminCommand::ToUser { user, text } => {
+                let Some(conn) = self.online.get(&user).copied() else {
+                    out.push(console(self.not_here(&user)));
+                    return;
+                };
+                let room = self.sessions.get(&conn).and_then(|s| s.room.clone());
+                let to = Target::User(user.clone());
+                out.push(Effect::Send {
+                    to: conn,
+                    msg: line(room, SERVER_SENDER.into(), to, text, now_ms),
+                });
+                out.push(console(format!("sent to {user}")));
+            }
+            AdminCommand::ToAll { text } => {
+                // One frame per room, since each carries its room's name.
+                let mut by_room: BTreeMap<Option<String>, Vec<ConnId>> = BTreeMap::new();
+                for (conn, s) in &self.sessions {
+                    by_room.entry(s.room.clone()).or_default().push(*conn);
+                }
+                let n = self.sessions.len();
+                for (room, conns) in by_room {
+                    out.push(Effect::Broadcast {
+                        to: conns,
+                        msg: line(
+                            room,
+                            SERVER_SENDER.into(),
+                            Target::All,
+                            text.clone(),
+                            now_ms,
+                        ),
+                    });
+                }
+                out.push(console(format!("sent to {n} users")));
+            }
+            AdminCommand::Kick { user, reason } => {
+                if self.remove_user(now_ms, &user, LeaveReason::Kicked, reason, out) {
+                    out.push(console(format!("kicked {user}")));
+                } else {
+                    out.push(console(self.not_here(&user)));
+                }
+            }
+            AdminCommand::Ban { user, reason } => {
+                self.bans.insert(user.clone(), reason.clone());
+                out.push(Effect::Persist(Persist::Ban {
+                    user: user.clone(),
+                    reason: reason.clone(),
+                }));
+                let why = format!("banned: {reason}");
+                let was_online = self.remove_user(now_ms, &user, LeaveReason::Banned, why, out);
+                let and = if was_online {
+                    " and disconnected it"
+                } else {
+                    ""
+                };
+                out.push(console(format!("banned {user}{and}")));
+            }
+            AdminCommand::Unban { user } => {
+                if self.bans.remove(&user).is_some() {
+                    out.push(Effect::Persist(Persist::Unban { user: user.clone() }));
+                    out.push(console(format!("unbanned {user}")));
+                } else {
+                    out.push(console(format!("{user} is not banned")));
+                }
+            }
+            AdminCommand::Rooms => {
+                if self.rooms.is_empty() {
+                    out.push(console("no rooms".into()));
+                }
+                for room in self.rooms.values() {
+                    out.push(console(format!(
+                        "{} ({}, id {}, created by {}, {} members): {}",
+                        room.name(),
+                        if room.is_private() {
+                            "private"
+                        } else {
+                            "public"
+                        },
+                        room.id(),
+                        room.rec.creator,
+                        room.member_count(),
+                        self.names(room, None).join(", ")
+                    )));
+                }
+            }
+            AdminCommand::Peers { room } => match self.rooms.get(&room) {
+                Some(r) => out.push(console(format!(
+                    "{room}: {}",
+                    self.names(r, None).join(", ")
+                ))),
+                None => out.push(console(format!("no room named {room}"))),
+            },
+            AdminCommand::Exit => self.exit(out),
+        }
+    }
+
+    /// `exit`: every client is told and closed, then the server stops.
+    fn exit(&mut self, out: &mut Vec<Effect>) {
+        let mut conns: Vec<ConnId> = self.sessions.keys().copied().collect();
+        conns.sort();
+        for conn in conns {
+            out.push(Effect::Close {
+                conn,
+                last: Some(ServerMsg::Bye {
+                    reason: "the server is shutting down".into(),
+                }),
+            });
+        }
+        // The other servers see these users go when the links drop.
+        self.sessions.clear();
+        self.online.clear();
+        for room in self.rooms.values_mut() {
+            room.clear_local();
+        }
+        out.push(Effect::Shutdown);
+    }
+
+    /// Why the console cannot reach `user` here.
+    fn not_here(&self, user: &str) -> String {
+        match self.remote.get(user) {
+            Some(u) => format!(
+                "{user} is connected to server {}; use that server's console",
+                self.net.name_of(&u.server)
+            ),
+            None => format!("no user {user} is online"),
+        }
+    }
+
+    /// Disconnects an online user by admin decision. Returns whether it was
+    /// online.
+    fn remove_user(
+        &mut self,
+        now_ms: u64,
+        user: &str,
+        why: LeaveReason,
+        reason: String,
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        let Some(conn) = self.online.get(user).copied() else {
+            return false;
+        };
+        self.logout(now_ms, conn, why, out);
+        out.push(Effect::Close {
+            conn,
+            last: Some(ServerMsg::Kicked { reason }),
+        });
+        true
+    }
+}

@@ -1,0 +1,414 @@
+//! The chat core's state and its one entry point, [`Chat::handle`]: it checks
+//! what every request needs (a logged-in connection) once, then hands each
+//! event to the feature that owns it.
+//!
+//! Each feature is one module holding both its local handler and its network
+//! counterpart: [`crate::login`] (logins, names, who is online where),
+//! [`crate::rooms`] (rooms, passwords, joining and leaving), [`crate::say`]
+//! (chat lines), [`crate::files`] (`whohas` and `getfile` brokering) and
+//! [`crate::admin`] (the console). This module keeps what they share: the
+//! maps, finding a member, and sending to a member wherever it is connected.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chatdrop_proto::link::{NetMsg, ServerId};
+use chatdrop_proto::{ClientMsg, ErrorCode, LeaveReason, ServerMsg};
+
+use crate::event::{ConnId, Effect, Event};
+use crate::files::{Ask, Request};
+use crate::login::{RemoteUser, Session};
+use crate::net::{NetEvent, Network};
+use crate::room::Room;
+use crate::rooms::Failures;
+use crate::state::{Settings, Snapshot};
+
+/// The chat state of one server. See the crate docs.
+#[derive(Debug)]
+pub struct Chat {
+    pub(crate) settings: Settings,
+    pub(crate) rooms: BTreeMap<String, Room>,
+    pub(crate) sessions: HashMap<ConnId, Session>,
+    pub(crate) online: HashMap<String, ConnId>,
+    /// Users online at other servers.
+    pub(crate) remote: HashMap<String, RemoteUser>,
+    /// Name bindings: key and when it was bound.
+    pub(crate) bindings: HashMap<String, ([u8; 32], u64)>,
+    /// Room names by room id.
+    pub(crate) room_ids: HashMap<String, String>,
+    /// Links, routes and channels to the other servers.
+    pub(crate) net: Network,
+    pub(crate) bans: HashMap<String, String>,
+    /// Wrong-password counts per user name.
+    pub(crate) failures: HashMap<String, Failures>,
+    /// Numbers password checks.
+    pub(crate) next_attempt: u64,
+    /// File requests waiting for the owner's answer.
+    pub(crate) requests: HashMap<u64, Request>,
+    pub(crate) next_request: u64,
+}
+
+/// Where a user is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Who {
+    Local(ConnId),
+    Remote(ServerId),
+}
+
+/// An error answer to one connection.
+pub(crate) fn err(conn: ConnId, code: ErrorCode, message: impl Into<String>) -> Effect {
+    Effect::Send {
+        to: conn,
+        msg: ServerMsg::error(code, message),
+    }
+}
+
+/// The answer to a request that needs a room when the asker is in none.
+pub(crate) fn not_in_room(conn: ConnId) -> Effect {
+    err(
+        conn,
+        ErrorCode::NotInRoom,
+        "join a room first (/rooms, /join NAME)",
+    )
+}
+
+impl Chat {
+    /// A chat core holding what the store saved.
+    pub fn new(settings: Settings, snapshot: Snapshot) -> Self {
+        let keep = settings.history_len as usize;
+        let rooms: BTreeMap<String, Room> = snapshot
+            .rooms
+            .into_iter()
+            .map(|(rec, history)| (rec.name.clone(), Room::new(rec, history, keep)))
+            .collect();
+        let room_ids = rooms
+            .values()
+            .map(|r| (r.id().to_string(), r.name().to_string()))
+            .collect();
+        Chat {
+            net: Network::new(settings.identity.clone()),
+            settings,
+            room_ids,
+            remote: HashMap::new(),
+            rooms,
+            sessions: HashMap::new(),
+            online: HashMap::new(),
+            bindings: snapshot
+                .bindings
+                .into_iter()
+                .map(|b| (b.user, (b.public_key, b.bound_ms)))
+                .collect(),
+            bans: snapshot
+                .bans
+                .into_iter()
+                .map(|b| (b.user, b.reason))
+                .collect(),
+            failures: HashMap::new(),
+            next_attempt: 1,
+            requests: HashMap::new(),
+            next_request: 1,
+        }
+    }
+
+    /// Number of logged-in users.
+    pub fn online_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Applies one event at time `now_ms` (ms since the Unix epoch) and
+    /// appends what must happen to `out`, in order.
+    pub fn handle(&mut self, now_ms: u64, event: Event, out: &mut Vec<Effect>) {
+        match event {
+            Event::Login {
+                conn,
+                user,
+                public_key,
+                ip,
+            } => self.login(now_ms, conn, user, public_key, ip, out),
+            // Everything else a client sends needs a logged-in connection;
+            // anything from one that is not (it was closed meanwhile) is
+            // dropped here, once for all requests.
+            Event::Request { conn, msg } if self.sessions.contains_key(&conn) => {
+                self.client_request(now_ms, conn, msg, out)
+            }
+            Event::CreateRoom {
+                conn,
+                room,
+                password_hash,
+                room_id,
+            } if self.sessions.contains_key(&conn) => {
+                self.create(now_ms, conn, room, password_hash, room_id, out)
+            }
+            Event::Request { .. } | Event::CreateRoom { .. } => {}
+            Event::PasswordChecked {
+                conn, attempt, ok, ..
+            } => self.password_checked(now_ms, conn, attempt, ok, out),
+            Event::Disconnected { conn } => {
+                if self.sessions.contains_key(&conn) {
+                    self.logout(now_ms, conn, LeaveReason::Lost, out);
+                }
+            }
+            Event::Admin(cmd) => self.admin(now_ms, cmd, out),
+            Event::LinkUp { link, peer, name } => {
+                let events = self.net.link_up(now_ms, link, peer, name, out);
+                self.net_events(now_ms, events, out);
+            }
+            Event::LinkDown { link } => {
+                let events = self.net.link_down(now_ms, link, out);
+                self.net_events(now_ms, events, out);
+            }
+            Event::LinkRtt { link, rtt_us } => {
+                let events = self.net.link_rtt(now_ms, link, rtt_us, out);
+                self.net_events(now_ms, events, out);
+            }
+            Event::LinkFrame { link, msg } => {
+                let events = self.net.link_msg(now_ms, link, msg, out);
+                self.net_events(now_ms, events, out);
+            }
+            Event::Tick => {
+                let events = self.net.tick(now_ms, out);
+                self.net_events(now_ms, events, out);
+            }
+            Event::Flush => self.net.flush(out),
+        }
+    }
+
+    /// A logged-in client's request, to the feature that owns it.
+    fn client_request(&mut self, now_ms: u64, conn: ConnId, msg: ClientMsg, out: &mut Vec<Effect>) {
+        match msg {
+            ClientMsg::Quit => self.quit(now_ms, conn, out),
+            ClientMsg::ListRooms => out.push(Effect::Send {
+                to: conn,
+                msg: self.room_list(),
+            }),
+            ClientMsg::JoinRoom { room, password } => self.join(now_ms, conn, room, password, out),
+            ClientMsg::LeaveRoom => self.leave(now_ms, conn, out),
+            ClientMsg::GetPeers => self.peers(conn, out),
+            ClientMsg::Say { to, text } => self.say(now_ms, conn, to, text, out),
+            ClientMsg::WhoHas { file } => self.who_has(now_ms, conn, file, out),
+            ClientMsg::HaveFile {
+                to,
+                file,
+                size,
+                blake3,
+            } => self.have_file(now_ms, conn, to, file, size, blake3, out),
+            ClientMsg::GetFile {
+                owner,
+                file,
+                eph,
+                sig,
+            } => self.get_file(now_ms, conn, owner, file, eph, sig, out),
+            ClientMsg::FileAnswer { req, answer } => {
+                self.file_answer(now_ms, conn, req, answer, out)
+            }
+            ClientMsg::Ping => out.push(Effect::Send {
+                to: conn,
+                msg: ServerMsg::Pong,
+            }),
+            ClientMsg::Hello { .. } | ClientMsg::Auth { .. } | ClientMsg::LinkHello(_) => {
+                out.push(err(conn, ErrorCode::BadRequest, "already logged in"))
+            }
+            // The server hashes the password first and sends
+            // `Event::CreateRoom`; a raw one never reaches the core.
+            ClientMsg::CreateRoom { .. } => out.push(err(
+                conn,
+                ErrorCode::Internal,
+                "a room's password must be hashed before the room is created",
+            )),
+        }
+    }
+
+    /// The room of a logged-in connection, or an error to it.
+    pub(crate) fn room_of(&self, conn: ConnId, out: &mut Vec<Effect>) -> Option<&Room> {
+        let session = self.sessions.get(&conn)?;
+        let room = session.room.as_ref().and_then(|r| self.rooms.get(r));
+        if room.is_none() {
+            out.push(not_in_room(conn));
+        }
+        room
+    }
+
+    /// A member of `conn`'s room by name, or an error to `conn`.
+    pub(crate) fn member(&self, conn: ConnId, name: &str, out: &mut Vec<Effect>) -> Option<Who> {
+        let room = self.room_of(conn, out)?;
+        let found = match self.online.get(name) {
+            Some(c) if room.has(*c) => Some(Who::Local(*c)),
+            _ => room.remote_server(name).map(Who::Remote),
+        };
+        if found.is_none() {
+            out.push(err(
+                conn,
+                ErrorCode::UnknownUser,
+                format!("no user {name} in room {}", room.name()),
+            ));
+        }
+        found
+    }
+
+    /// Sends to a user wherever it is connected: `here` as a frame to its
+    /// connection, or `there` through the network to its server. Only the
+    /// one needed is built.
+    pub(crate) fn send_to_member(
+        &mut self,
+        now_ms: u64,
+        who: Who,
+        here: impl FnOnce() -> ServerMsg,
+        there: impl FnOnce() -> NetMsg,
+        out: &mut Vec<Effect>,
+    ) {
+        match who {
+            Who::Local(conn) => out.push(Effect::Send {
+                to: conn,
+                msg: here(),
+            }),
+            Who::Remote(server) => self.net.send(now_ms, server, there(), out),
+        }
+    }
+
+    /// Sends to `user` if it is online here (a message another server
+    /// routed to it, which may have left meanwhile).
+    pub(crate) fn send_to_online(&self, user: &str, msg: ServerMsg, out: &mut Vec<Effect>) {
+        if let Some(conn) = self.online.get(user).copied() {
+            out.push(Effect::Send { to: conn, msg });
+        }
+    }
+
+    /// Names of a room's members: those connected here in the order they
+    /// joined, then those at other servers.
+    pub(crate) fn names(&self, room: &Room, except: Option<ConnId>) -> Vec<String> {
+        room.local()
+            .iter()
+            .filter(|c| Some(**c) != except)
+            .filter_map(|c| self.sessions.get(c).map(|s| s.user.clone()))
+            .chain(room.remote_names().cloned())
+            .collect()
+    }
+
+    /// Acts on what the network layer reports.
+    fn net_events(&mut self, now_ms: u64, events: Vec<NetEvent>, out: &mut Vec<Effect>) {
+        for event in events {
+            match event {
+                NetEvent::Lost { server } => {
+                    self.server_lost(server, out);
+                    out.push(self.network_notice(format!(
+                        "lost sight of server {}",
+                        self.net.name_of(&server)
+                    )));
+                }
+                NetEvent::Resync { from, inc } => {
+                    let sync = self.sync_msg();
+                    self.net.open(now_ms, from, inc, sync, out);
+                }
+                NetEvent::Deliver { from, msg } => self.net_msg(now_ms, from, msg, out),
+            }
+        }
+    }
+
+    /// A console line on a change in the network, with how much of it this
+    /// server is in sync with.
+    pub(crate) fn network_notice(&self, what: String) -> Effect {
+        let (synced, reachable) = self.net.sync_counts();
+        Effect::Console(format!(
+            "[network] {what}; {synced}/{reachable} reachable servers in sync"
+        ))
+    }
+
+    /// A message from another server, to the feature that owns it.
+    fn net_msg(&mut self, now_ms: u64, from: ServerId, msg: NetMsg, out: &mut Vec<Effect>) {
+        match msg {
+            NetMsg::Sync {
+                users,
+                rooms,
+                bindings,
+            } => self.remote_sync(now_ms, from, users, rooms, bindings, out),
+            NetMsg::Online(u) => self.remote_online(now_ms, from, u, out),
+            NetMsg::Offline { user, reason } => {
+                if self.of_server(&user, from) {
+                    self.remove_remote(&user, reason, out);
+                }
+            }
+            NetMsg::Bind(b) => self.merge_binding(b, out),
+            NetMsg::Room(r) => self.merge_room(r, out),
+            NetMsg::Enter { user, room } => {
+                if self.of_server(&user, from) {
+                    self.move_remote(&user, Some(&room), LeaveReason::Left, out);
+                }
+            }
+            NetMsg::Leave { user, reason } => {
+                if self.of_server(&user, from) {
+                    self.move_remote(&user, None, reason, out);
+                }
+            }
+            NetMsg::Say {
+                from: sender,
+                room,
+                to,
+                text,
+                ts,
+            } => self.remote_say(from, sender, room, to, text, ts, out),
+            NetMsg::WhoHas {
+                from: asker,
+                room,
+                file,
+            } => self.remote_who_has(from, asker, room, file, out),
+            NetMsg::HaveFile {
+                from: owner,
+                to,
+                file,
+                size,
+                blake3,
+            } => self.remote_have_file(from, owner, to, file, size, blake3, out),
+            NetMsg::GetFile {
+                from: asker,
+                from_key,
+                owner,
+                file,
+                eph,
+                sig,
+            } => {
+                let ask = Ask {
+                    from: asker,
+                    from_key,
+                    file,
+                    eph,
+                    sig,
+                };
+                self.remote_get_file(now_ms, from, owner, ask, out)
+            }
+            NetMsg::FileOffer {
+                to,
+                from: owner,
+                from_key,
+                file,
+                addr,
+                offer,
+            } => self.remote_offer(from, to, owner, from_key, file, addr, offer, out),
+            NetMsg::Refused {
+                to,
+                from: owner,
+                file,
+                reason,
+                detail,
+            } => self.remote_refused(to, owner, file, reason, detail, out),
+        }
+    }
+
+    /// Whether the remote user `user` is `server`'s: a server speaks only
+    /// for its own users.
+    pub(crate) fn of_server(&self, user: &str, server: ServerId) -> bool {
+        self.remote.get(user).is_some_and(|u| u.server == server)
+    }
+
+    /// Local connection of `user` if it is in room `room_id` (any room, or
+    /// none, without one).
+    pub(crate) fn local_in(&self, user: &str, room_id: Option<&str>) -> Option<ConnId> {
+        let conn = self.online.get(user).copied()?;
+        match room_id {
+            None => Some(conn),
+            Some(id) => {
+                let name = self.room_ids.get(id)?;
+                let s = self.sessions.get(&conn)?;
+                (s.room.as_deref() == Some(name.as_str())).then_some(conn)
+            }
+        }
+    }
+}

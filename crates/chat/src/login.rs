@@ -1,0 +1,372 @@
+//! Logins and who is online where: sessions here, users at other servers,
+//! and the binding of each user name to one identity key, network-wide.
+//!
+//! Each server is the authority for its own users; name bindings are known
+//! everywhere. A clash (one name bound to two keys while two parts of the
+//! network could not hear of each other) is settled the same way on every
+//! server, so all agree without talking it over: the binding made earlier
+//! wins, ties going to the smaller key. Two logins of one identity at two
+//! servers: the later one wins.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use chatdrop_proto::link::{NetBinding, NetMsg, NetRoom, NetUser, ServerId};
+use chatdrop_proto::names::check_user_name;
+use chatdrop_proto::{ErrorCode, LeaveReason, ServerMsg};
+
+use crate::chat::{err, Chat, Who};
+use crate::event::{ConnId, Effect, Persist};
+
+/// A client logged in here.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) user: String,
+    pub(crate) key: [u8; 32],
+    pub(crate) ip: IpAddr,
+    pub(crate) room: Option<String>,
+    /// When it logged in (ms since the Unix epoch).
+    pub(crate) since_ms: u64,
+    /// Room whose password is being checked for this connection, and the
+    /// check's attempt number.
+    pub(crate) joining: Option<(String, u64)>,
+}
+
+/// A user online at another server.
+#[derive(Debug, Clone)]
+pub(crate) struct RemoteUser {
+    pub(crate) server: ServerId,
+    pub(crate) key: [u8; 32],
+    pub(crate) ip: IpAddr,
+    /// Name of its room, as known here.
+    pub(crate) room: Option<String>,
+    /// Id of the room its server says it is in; kept while that room is not
+    /// known here yet (its record may come from a third server, later).
+    pub(crate) room_id: Option<String>,
+    pub(crate) since_ms: u64,
+}
+
+impl Chat {
+    pub(crate) fn login(
+        &mut self,
+        now_ms: u64,
+        conn: ConnId,
+        user: String,
+        key: [u8; 32],
+        ip: IpAddr,
+        out: &mut Vec<Effect>,
+    ) {
+        let refuse = |code, message: String| Effect::Close {
+            conn,
+            last: Some(ServerMsg::error(code, message)),
+        };
+        if self.sessions.contains_key(&conn) {
+            out.push(err(conn, ErrorCode::BadRequest, "already logged in"));
+            return;
+        }
+        if let Err(why) = check_user_name(&user) {
+            out.push(refuse(ErrorCode::InvalidName, why));
+            return;
+        }
+        if let Some(reason) = self.bans.get(&user) {
+            out.push(refuse(
+                ErrorCode::Banned,
+                format!("user {user} is banned from this server: {reason}"),
+            ));
+            return;
+        }
+        match self.bindings.get(&user) {
+            Some((bound, _)) if *bound != key => {
+                out.push(refuse(
+                    ErrorCode::NameTaken,
+                    format!("user name {user} belongs to another identity key in this network"),
+                ));
+                return;
+            }
+            Some(_) => {}
+            None => {
+                self.bindings.insert(user.clone(), (key, now_ms));
+                out.push(Effect::Persist(Persist::Bind {
+                    user: user.clone(),
+                    public_key: key,
+                    bound_ms: now_ms,
+                }));
+                let bind = NetMsg::Bind(NetBinding {
+                    user: user.clone(),
+                    key,
+                    bound_ms: now_ms,
+                });
+                self.net.send_all(now_ms, &bind, out);
+            }
+        }
+        if self.online.contains_key(&user) {
+            out.push(refuse(
+                ErrorCode::NameInUse,
+                format!("user {user} is already connected"),
+            ));
+            return;
+        }
+        if let Some(other) = self.remote.get(&user) {
+            if other.key != key {
+                out.push(refuse(
+                    ErrorCode::NameInUse,
+                    format!(
+                        "user {user} is connected to server {}",
+                        self.net.name_of(&other.server)
+                    ),
+                ));
+                return;
+            }
+            // The same identity moved here (its server failed, or it picked
+            // a closer one): this login replaces the one over there, which
+            // that server closes when it hears of this one.
+            self.remove_remote(&user, LeaveReason::Left, out);
+        }
+        self.online.insert(user.clone(), conn);
+        self.sessions.insert(
+            conn,
+            Session {
+                user: user.clone(),
+                key,
+                ip,
+                room: None,
+                since_ms: now_ms,
+                joining: None,
+            },
+        );
+        let online = NetMsg::Online(self.net_user(conn));
+        self.net.send_all(now_ms, &online, out);
+        out.push(Effect::Send {
+            to: conn,
+            msg: ServerMsg::LoggedIn { user },
+        });
+    }
+
+    /// `Quit`: the client logs out cleanly.
+    pub(crate) fn quit(&mut self, now_ms: u64, conn: ConnId, out: &mut Vec<Effect>) {
+        self.logout(now_ms, conn, LeaveReason::Left, out);
+        out.push(Effect::Close {
+            conn,
+            last: Some(ServerMsg::Bye {
+                reason: "logged out".into(),
+            }),
+        });
+    }
+
+    /// Forgets a logged-in connection, telling its room and the network.
+    pub(crate) fn logout(
+        &mut self,
+        now_ms: u64,
+        conn: ConnId,
+        reason: LeaveReason,
+        out: &mut Vec<Effect>,
+    ) {
+        self.leave_room(conn, reason, false, now_ms, out);
+        self.requests
+            .retain(|_, r| r.asker != Who::Local(conn) && r.owner != conn);
+        if let Some(session) = self.sessions.remove(&conn) {
+            self.online.remove(&session.user);
+            let offline = NetMsg::Offline {
+                user: session.user,
+                reason,
+            };
+            self.net.send_all(now_ms, &offline, out);
+        }
+    }
+
+    /// How another server sees one of this server's users.
+    pub(crate) fn net_user(&self, conn: ConnId) -> NetUser {
+        let s = &self.sessions[&conn];
+        NetUser {
+            user: s.user.clone(),
+            key: s.key,
+            ip: s.ip,
+            room: s
+                .room
+                .as_ref()
+                .and_then(|r| self.rooms.get(r))
+                .map(|r| r.id().to_string()),
+            since_ms: s.since_ms,
+        }
+    }
+
+    /// Everything this server tells a server it (re)connects with: its
+    /// users, and the rooms and bindings it knows.
+    pub(crate) fn sync_msg(&self) -> NetMsg {
+        let mut conns: Vec<ConnId> = self.sessions.keys().copied().collect();
+        conns.sort();
+        NetMsg::Sync {
+            users: conns.into_iter().map(|c| self.net_user(c)).collect(),
+            rooms: self.rooms.values().map(|r| r.net_record()).collect(),
+            bindings: self
+                .bindings
+                .iter()
+                .map(|(user, (key, bound_ms))| NetBinding {
+                    user: user.clone(),
+                    key: *key,
+                    bound_ms: *bound_ms,
+                })
+                .collect(),
+        }
+    }
+
+    /// Another server's `Sync`: its rooms and bindings are merged, and its
+    /// users are exactly those it lists.
+    pub(crate) fn remote_sync(
+        &mut self,
+        now_ms: u64,
+        from: ServerId,
+        users: Vec<NetUser>,
+        rooms: Vec<NetRoom>,
+        bindings: Vec<NetBinding>,
+        out: &mut Vec<Effect>,
+    ) {
+        for r in rooms {
+            self.merge_room(r, out);
+        }
+        for b in bindings {
+            self.merge_binding(b, out);
+        }
+        let names: HashSet<&str> = users.iter().map(|u| u.user.as_str()).collect();
+        let mut gone: Vec<String> = self
+            .remote
+            .iter()
+            .filter(|(n, u)| u.server == from && !names.contains(n.as_str()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        gone.sort();
+        for user in gone {
+            self.remove_remote(&user, LeaveReason::Lost, out);
+        }
+        for u in users {
+            self.remote_online(now_ms, from, u, out);
+        }
+        out.push(self.network_notice(format!("in sync with server {}", self.net.name_of(&from))));
+    }
+
+    /// A server went out of reach: its users are gone for everyone here.
+    pub(crate) fn server_lost(&mut self, server: ServerId, out: &mut Vec<Effect>) {
+        let mut gone: Vec<String> = self
+            .remote
+            .iter()
+            .filter(|(_, u)| u.server == server)
+            .map(|(name, _)| name.clone())
+            .collect();
+        gone.sort();
+        for user in gone {
+            self.remove_remote(&user, LeaveReason::Lost, out);
+        }
+        self.requests.retain(|_, r| r.asker != Who::Remote(server));
+    }
+
+    /// Forgets a user of another server, telling its room here.
+    pub(crate) fn remove_remote(&mut self, user: &str, reason: LeaveReason, out: &mut Vec<Effect>) {
+        if let Some(u) = self.remote.remove(user) {
+            if let Some(room) = u.room {
+                self.remote_left_room(user, &room, reason, out);
+            }
+        }
+    }
+
+    /// A user is online at `server`.
+    pub(crate) fn remote_online(
+        &mut self,
+        now_ms: u64,
+        server: ServerId,
+        u: NetUser,
+        out: &mut Vec<Effect>,
+    ) {
+        if self.bindings.get(&u.user).is_some_and(|(k, _)| *k != u.key) {
+            // Its name lost a clash; its server disconnects it.
+            return;
+        }
+        if let Some(conn) = self.online.get(&u.user).copied() {
+            // The same name here too: the later login wins (ties: the smaller
+            // server id), and each server closes its own loser.
+            let here = &self.sessions[&conn];
+            let theirs_wins = (u.since_ms, server) > (here.since_ms, self.net.id());
+            if !theirs_wins {
+                // Tell that server ours is the later login, so that it
+                // closes its own session by the same rule.
+                let ours = NetMsg::Online(self.net_user(conn));
+                self.net.send(now_ms, server, ours, out);
+                return;
+            }
+            let text = format!(
+                "user {} logged in at server {}",
+                u.user,
+                self.net.name_of(&server)
+            );
+            self.close_session(u.since_ms, conn, ErrorCode::NameInUse, text, out);
+        }
+        if let Some(old) = self.remote.get(&u.user) {
+            if old.server != server {
+                if (u.since_ms, server) < (old.since_ms, old.server) {
+                    return; // the other login is the later one
+                }
+                self.remove_remote(&u.user.clone(), LeaveReason::Left, out);
+            }
+        }
+        let name = u.user.clone();
+        match self.remote.get_mut(&name) {
+            Some(r) => (r.key, r.ip, r.since_ms) = (u.key, u.ip, u.since_ms),
+            None => {
+                self.remote.insert(
+                    name.clone(),
+                    RemoteUser {
+                        server,
+                        key: u.key,
+                        ip: u.ip,
+                        room: None,
+                        room_id: None,
+                        since_ms: u.since_ms,
+                    },
+                );
+            }
+        }
+        self.move_remote(&name, u.room.as_deref(), LeaveReason::Left, out);
+    }
+
+    /// Logs a session here out because the network settled against it, and
+    /// closes it with the reason.
+    fn close_session(
+        &mut self,
+        now_ms: u64,
+        conn: ConnId,
+        code: ErrorCode,
+        text: String,
+        out: &mut Vec<Effect>,
+    ) {
+        self.logout(now_ms, conn, LeaveReason::Left, out);
+        out.push(Effect::Close {
+            conn,
+            last: Some(ServerMsg::error(code, text)),
+        });
+    }
+
+    /// Takes a name binding heard of from another server, settling a clash.
+    pub(crate) fn merge_binding(&mut self, b: NetBinding, out: &mut Vec<Effect>) {
+        match self.bindings.get(&b.user) {
+            Some((key, _)) if *key == b.key => return,
+            Some((key, bound_ms)) if (*bound_ms, *key) < (b.bound_ms, b.key) => return,
+            _ => {}
+        }
+        self.bindings.insert(b.user.clone(), (b.key, b.bound_ms));
+        out.push(Effect::Persist(Persist::Bind {
+            user: b.user.clone(),
+            public_key: b.key,
+            bound_ms: b.bound_ms,
+        }));
+        // A user here holding the name under the losing key must go.
+        if let Some(conn) = self.online.get(&b.user).copied() {
+            if self.sessions.get(&conn).is_some_and(|s| s.key != b.key) {
+                let text = format!(
+                    "user name {} was bound earlier to another identity key elsewhere in the \
+                     server network; pick another name",
+                    b.user
+                );
+                self.close_session(b.bound_ms, conn, ErrorCode::NameTaken, text, out);
+            }
+        }
+    }
+}

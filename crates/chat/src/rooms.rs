@@ -1,0 +1,491 @@
+//! Rooms: listing, creating, joining (with the password check and its
+//! lock-out), leaving, who is in one; and the same across the network:
+//! rooms heard of from other servers, their users entering and leaving, and
+//! the rule that settles two rooms of one name when two parts of the network
+//! merge.
+//!
+//! Rooms are known on every server. A clash (one name created in two places
+//! while they could not hear of each other) is settled the same way on every
+//! server, so all agree without talking it over: the room created earlier
+//! keeps the name, ties going to the smaller id; the other is renamed with
+//! the start of its id.
+
+use chatdrop_proto::link::{NetMsg, NetRoom};
+use chatdrop_proto::names::check_room_name;
+use chatdrop_proto::{ErrorCode, LeaveReason, ServerMsg};
+
+use crate::chat::{err, Chat};
+use crate::event::{ConnId, Effect, Persist};
+use crate::room::{net_room, Room};
+use crate::state::RoomRecord;
+
+/// Wrong passwords of one user, and until when its attempts are refused.
+#[derive(Debug, Default)]
+pub(crate) struct Failures {
+    count: u32,
+    locked_until_ms: u64,
+}
+
+/// The name a room takes when it loses a name clash: its name with the
+/// start of its id (or, with `long`, all of it), within the length limit.
+fn clash_name(name: &str, id: &str, long: bool) -> String {
+    let tag: String = id.chars().take(if long { 32 } else { 6 }).collect();
+    let room_max = chatdrop_proto::limits::MAX_ROOM_NAME;
+    let keep = room_max.saturating_sub(tag.len() + 1);
+    let base: String = name.chars().take(keep).collect();
+    format!("{base}-{tag}")
+}
+
+impl Chat {
+    /// The rooms as a client sees them.
+    pub(crate) fn room_list(&self) -> ServerMsg {
+        ServerMsg::Rooms {
+            rooms: self.rooms.values().map(Room::info).collect(),
+        }
+    }
+
+    /// `GetPeers`: who is in the asker's room.
+    pub(crate) fn peers(&self, conn: ConnId, out: &mut Vec<Effect>) {
+        let room = self.sessions[&conn]
+            .room
+            .as_ref()
+            .and_then(|r| self.rooms.get(r));
+        match room {
+            Some(room) => out.push(Effect::Send {
+                to: conn,
+                msg: ServerMsg::Peers {
+                    room: room.name().to_string(),
+                    peers: self.names(room, None),
+                },
+            }),
+            None => out.push(err(conn, ErrorCode::NotInRoom, "you are not in a room")),
+        }
+    }
+
+    /// `CreateRoom`, its password already hashed.
+    pub(crate) fn create(
+        &mut self,
+        now_ms: u64,
+        conn: ConnId,
+        name: String,
+        password_hash: Option<String>,
+        room_id: String,
+        out: &mut Vec<Effect>,
+    ) {
+        if let Err(why) = check_room_name(&name) {
+            out.push(err(conn, ErrorCode::InvalidName, why));
+            return;
+        }
+        if self.rooms.contains_key(&name) {
+            out.push(err(
+                conn,
+                ErrorCode::RoomExists,
+                format!("room {name} exists already; join it instead"),
+            ));
+            return;
+        }
+        let rec = RoomRecord {
+            name: name.clone(),
+            id: room_id,
+            creator: self.sessions[&conn].user.clone(),
+            password_hash,
+            created_ms: now_ms,
+        };
+        out.push(Effect::Persist(Persist::Room(rec.clone())));
+        let announce = NetMsg::Room(net_room(&rec));
+        self.net.send_all(now_ms, &announce, out);
+        self.add_room(rec);
+        self.enter_room(now_ms, conn, &name, true, out);
+    }
+
+    /// Adds a room record (not yet persisted by this call).
+    fn add_room(&mut self, rec: RoomRecord) {
+        self.room_ids.insert(rec.id.clone(), rec.name.clone());
+        let name = rec.name.clone();
+        self.rooms.insert(name, Room::new(rec, Vec::new(), 0));
+    }
+
+    /// `JoinRoom`: a public room at once, a private one after its password
+    /// is checked off the core's thread.
+    pub(crate) fn join(
+        &mut self,
+        now_ms: u64,
+        conn: ConnId,
+        name: String,
+        password: Option<String>,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(&name) else {
+            out.push(err(
+                conn,
+                ErrorCode::NoSuchRoom,
+                format!("no room named {name}"),
+            ));
+            return;
+        };
+        let Some(hash) = &room.rec.password_hash else {
+            self.enter_room(now_ms, conn, &name, false, out);
+            return;
+        };
+        if session.room.as_deref() == Some(name.as_str()) {
+            // Already a member: no password needed to be told again.
+            self.enter_room(now_ms, conn, &name, false, out);
+            return;
+        }
+        if session.joining.is_some() {
+            // One password check per connection at a time: checks are slow
+            // by design, and a client must not queue up unbounded work.
+            out.push(err(
+                conn,
+                ErrorCode::RateLimited,
+                "a password check is already under way; wait for its answer",
+            ));
+            return;
+        }
+        let Some(password) = password else {
+            out.push(err(
+                conn,
+                ErrorCode::PasswordRequired,
+                format!("room {name} is private; give its password"),
+            ));
+            return;
+        };
+        if let Some(f) = self.failures.get(&session.user) {
+            if f.locked_until_ms > now_ms {
+                let secs = (f.locked_until_ms - now_ms).div_ceil(1000);
+                out.push(err(
+                    conn,
+                    ErrorCode::RateLimited,
+                    format!("too many wrong passwords; try again in {secs} s"),
+                ));
+                return;
+            }
+        }
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        session.joining = Some((name.clone(), attempt));
+        out.push(Effect::CheckPassword {
+            conn,
+            room: name,
+            attempt,
+            hash: hash.clone(),
+            password,
+        });
+    }
+
+    /// The answer of a password check: in, or one more failure.
+    pub(crate) fn password_checked(
+        &mut self,
+        now_ms: u64,
+        conn: ConnId,
+        attempt: u64,
+        ok: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        // The attempt number says which request this answers; the room is
+        // the session's, which follows a rename during the check.
+        let Some((room, _)) = session.joining.clone().filter(|(_, a)| *a == attempt) else {
+            return; // a newer request replaced this one
+        };
+        session.joining = None;
+        if !self.rooms.contains_key(&room) {
+            out.push(err(
+                conn,
+                ErrorCode::NoSuchRoom,
+                format!("no room named {room}"),
+            ));
+            return;
+        }
+        if ok {
+            self.failures.remove(&session.user);
+            self.enter_room(now_ms, conn, &room, false, out);
+            return;
+        }
+        let f = self.failures.entry(session.user.clone()).or_default();
+        f.count += 1;
+        if f.count >= self.settings.free_password_failures {
+            let doublings = (f.count - self.settings.free_password_failures).min(16);
+            let wait = (1000u64 << doublings).min(self.settings.max_lockout_ms);
+            f.locked_until_ms = now_ms + wait;
+        }
+        out.push(err(
+            conn,
+            ErrorCode::WrongPassword,
+            format!("wrong password for room {room}"),
+        ));
+    }
+
+    /// Puts `conn` in room `name` (which exists), leaving its current room.
+    fn enter_room(
+        &mut self,
+        now_ms: u64,
+        conn: ConnId,
+        name: &str,
+        created: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let already = self
+            .sessions
+            .get(&conn)
+            .is_some_and(|s| s.room.as_deref() == Some(name));
+        if !already {
+            // The other servers learn of the move from the `Enter` below.
+            if let Some(old) = self.leave_room(conn, LeaveReason::Left, false, now_ms, out) {
+                out.push(Effect::Send {
+                    to: conn,
+                    msg: ServerMsg::Left { room: old },
+                });
+            }
+        }
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        session.room = Some(name.to_string());
+        let user = session.user.clone();
+        let others: Vec<ConnId> = room.local().to_vec();
+        room.add(conn);
+        let room = &self.rooms[name];
+        out.push(Effect::Send {
+            to: conn,
+            msg: ServerMsg::Joined {
+                room: name.to_string(),
+                room_id: room.id().to_string(),
+                created,
+                peers: self.names(room, Some(conn)),
+            },
+        });
+        out.extend(room.replay().map(|msg| Effect::Send { to: conn, msg }));
+        if already {
+            return;
+        }
+        if !others.is_empty() {
+            out.push(Effect::Broadcast {
+                to: others,
+                msg: ServerMsg::PeerJoined {
+                    room: name.to_string(),
+                    user: user.clone(),
+                },
+            });
+        }
+        let enter = NetMsg::Enter {
+            user,
+            room: room.id().to_string(),
+        };
+        self.net.send_all(now_ms, &enter, out);
+    }
+
+    /// `LeaveRoom`.
+    pub(crate) fn leave(&mut self, now_ms: u64, conn: ConnId, out: &mut Vec<Effect>) {
+        match self.leave_room(conn, LeaveReason::Left, true, now_ms, out) {
+            Some(room) => out.push(Effect::Send {
+                to: conn,
+                msg: ServerMsg::Left { room },
+            }),
+            None => out.push(err(conn, ErrorCode::NotInRoom, "you are not in a room")),
+        }
+    }
+
+    /// Takes `conn` out of its room, telling the others (and, with
+    /// `announce`, the other servers). Returns the room.
+    pub(crate) fn leave_room(
+        &mut self,
+        conn: ConnId,
+        reason: LeaveReason,
+        announce: bool,
+        now_ms: u64,
+        out: &mut Vec<Effect>,
+    ) -> Option<String> {
+        let session = self.sessions.get_mut(&conn)?;
+        let name = session.room.take()?;
+        let user = session.user.clone();
+        if let Some(room) = self.rooms.get_mut(&name) {
+            room.remove(conn);
+            Self::tell_left(room, &user, reason, out);
+        }
+        if announce {
+            let leave = NetMsg::Leave { user, reason };
+            self.net.send_all(now_ms, &leave, out);
+        }
+        Some(name)
+    }
+
+    /// Tells a room's members here that `user` left it.
+    fn tell_left(room: &Room, user: &str, reason: LeaveReason, out: &mut Vec<Effect>) {
+        if !room.local().is_empty() {
+            out.push(Effect::Broadcast {
+                to: room.local().to_vec(),
+                msg: ServerMsg::PeerLeft {
+                    room: room.name().to_string(),
+                    user: user.to_string(),
+                    reason,
+                },
+            });
+        }
+    }
+
+    /// A user of another server left room `room` (by name, as known here).
+    pub(crate) fn remote_left_room(
+        &mut self,
+        user: &str,
+        room: &str,
+        reason: LeaveReason,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        r.remove_remote(user);
+        Self::tell_left(r, user, reason, out);
+    }
+
+    /// Moves a user of another server to the room with id `room_id` (or out
+    /// of any room), telling the rooms here.
+    pub(crate) fn move_remote(
+        &mut self,
+        user: &str,
+        room_id: Option<&str>,
+        reason: LeaveReason,
+        out: &mut Vec<Effect>,
+    ) {
+        let new = room_id.and_then(|id| self.room_ids.get(id)).cloned();
+        let Some(u) = self.remote.get_mut(user) else {
+            return;
+        };
+        u.room_id = room_id.map(str::to_string);
+        if u.room == new {
+            return;
+        }
+        let (old, server) = (std::mem::replace(&mut u.room, new.clone()), u.server);
+        if let Some(old) = old {
+            self.remote_left_room(user, &old, reason, out);
+        }
+        let Some(name) = new else {
+            return;
+        };
+        let Some(r) = self.rooms.get_mut(&name) else {
+            return;
+        };
+        r.add_remote(user, server);
+        if !r.local().is_empty() {
+            out.push(Effect::Broadcast {
+                to: r.local().to_vec(),
+                msg: ServerMsg::PeerJoined {
+                    room: name,
+                    user: user.to_string(),
+                },
+            });
+        }
+    }
+
+    /// Takes a room heard of from another server, settling a name clash.
+    pub(crate) fn merge_room(&mut self, r: NetRoom, out: &mut Vec<Effect>) {
+        if self.room_ids.contains_key(&r.id) {
+            return; // known (perhaps under its clash name)
+        }
+        let mut rec = RoomRecord {
+            name: r.name.clone(),
+            id: r.id.clone(),
+            creator: r.creator,
+            password_hash: r.password_hash,
+            created_ms: r.created_ms,
+        };
+        if let Some(existing) = self.rooms.get(&r.name) {
+            let ours = (existing.rec.created_ms, existing.id().to_string());
+            if (rec.created_ms, rec.id.clone()) < ours {
+                // The newcomer is older: ours gives way.
+                let new_name = self.free_clash_name(&r.name, &ours.1);
+                self.rename_room(&r.name, &new_name, out);
+            } else {
+                rec.name = self.free_clash_name(&r.name, &rec.id);
+            }
+        }
+        let id = rec.id.clone();
+        out.push(Effect::Persist(Persist::Room(rec.clone())));
+        self.add_room(rec);
+        self.attach_waiting(&id, out);
+    }
+
+    /// The clash name for room `id`: the short form, or the long one when a
+    /// room already has the short one. (Every server picks the same name
+    /// unless a user made a room named like a clash name, a rare case where
+    /// they may differ.)
+    fn free_clash_name(&self, name: &str, id: &str) -> String {
+        let short = clash_name(name, id, false);
+        if self.rooms.contains_key(&short) {
+            clash_name(name, id, true)
+        } else {
+            short
+        }
+    }
+
+    /// Users of other servers who entered room `id` before this server knew
+    /// it: they are in it now.
+    fn attach_waiting(&mut self, id: &str, out: &mut Vec<Effect>) {
+        let mut waiting: Vec<String> = self
+            .remote
+            .iter()
+            .filter(|(_, u)| u.room.is_none() && u.room_id.as_deref() == Some(id))
+            .map(|(n, _)| n.clone())
+            .collect();
+        waiting.sort();
+        for user in waiting {
+            self.move_remote(&user, Some(id), LeaveReason::Left, out);
+        }
+    }
+
+    /// Renames a room that lost a clash, telling its members here.
+    fn rename_room(&mut self, old: &str, new: &str, out: &mut Vec<Effect>) {
+        if self.rooms.contains_key(new) {
+            return; // never overwrite a room
+        }
+        let Some(mut room) = self.rooms.remove(old) else {
+            return;
+        };
+        room.rename(new);
+        self.room_ids.insert(room.id().to_string(), new.to_string());
+        for conn in room.local() {
+            if let Some(s) = self.sessions.get_mut(conn) {
+                s.room = Some(new.to_string());
+            }
+        }
+        // A password check under way for the old name is for this room.
+        for s in self.sessions.values_mut() {
+            if let Some((r, _)) = s.joining.as_mut().filter(|(r, _)| r == old) {
+                *r = new.to_string();
+            }
+        }
+        for user in room.remote_names() {
+            if let Some(u) = self.remote.get_mut(user) {
+                u.room = Some(new.to_string());
+            }
+        }
+        let reason = format!(
+            "two parts of the server network each had a room named {old}; the one created \
+             earlier keeps the name, so this one is now {new}"
+        );
+        if !room.local().is_empty() {
+            out.push(Effect::Broadcast {
+                to: room.local().to_vec(),
+                msg: ServerMsg::RoomRenamed {
+                    old: old.to_string(),
+                    new: new.to_string(),
+                    reason,
+                },
+            });
+        }
+        out.push(Effect::Persist(Persist::RenameRoom {
+            old: old.to_string(),
+            new: new.to_string(),
+        }));
+        self.rooms.insert(new.to_string(), room);
+    }
+}
