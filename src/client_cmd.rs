@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use chatdrop_client::command::HELP;
 use chatdrop_client::peer::TransferOptions;
-use chatdrop_client::{parse_command, ClientError, ClientEvent, ClientOptions, Command};
+use chatdrop_client::{parse_command, ClientError, ClientEvent, ClientOptions, Command, ErrorKind};
+use chatdrop_proto::ErrorCode;
 use clap::Args;
 use tokio::sync::mpsc;
 
@@ -219,7 +220,7 @@ async fn client(
                     match parse_command(&line) {
                         Ok(cmd) => (cmd, None),
                         Err(why) => {
-                            let ev = ClientEvent::Error { code: "bad_command".into(), message: why };
+                            let ev = ClientEvent::Error { code: ErrorKind::BadCommand, message: why };
                             let _ = writeln!(stdout, "{}", printer.line(&ev));
                             (None, None)
                         }
@@ -252,7 +253,7 @@ async fn client(
         Err(e) => {
             if printer.json && !matches!(e, ClientError::Kicked(_)) {
                 let ev = ClientEvent::Error {
-                    code: error_code(&e).into(),
+                    code: e.kind(),
                     message: e.to_string(),
                 };
                 let _ = writeln!(stdout, "{}", printer.line(&ev));
@@ -290,24 +291,16 @@ fn show_progress(bars: &mut HashMap<String, Meter>, printer: &Printer, ev: &Clie
     }
 }
 
-fn error_code(e: &ClientError) -> &'static str {
-    match e {
-        ClientError::FingerprintMismatch { .. } => "fingerprint_mismatch",
-        ClientError::Refused { code, .. } => code,
-        ClientError::Kicked(_) => "kicked",
-        ClientError::Connect { .. } => "connect_failed",
-        ClientError::Local(_) => "local",
-    }
-}
-
 /// The prompt an event leads to, if it changes.
 fn advance(prompt: &Prompt, ev: &ClientEvent) -> Option<Prompt> {
     match (prompt, ev) {
         (Prompt::Off, _) => None,
         (_, ClientEvent::Joined { .. }) => Some(Prompt::Off),
         (Prompt::Choose, ClientEvent::Connected { .. }) => Some(Prompt::Choose),
-        (Prompt::Waiting(room), ClientEvent::Error { code, .. }) => Some(match code.as_str() {
-            "password_required" | "wrong_password" => Prompt::Password(room.clone()),
+        (Prompt::Waiting(room), ClientEvent::Error { code, .. }) => Some(match code {
+            ErrorKind::Server(ErrorCode::PasswordRequired | ErrorCode::WrongPassword) => {
+                Prompt::Password(room.clone())
+            }
             _ => Prompt::Choose,
         }),
         _ => None,
@@ -364,7 +357,7 @@ mod tests {
         assert!(matches!(cmd, Some(Command::Join { password: None, .. })));
         let p = p.unwrap();
         let err = ClientEvent::Error {
-            code: "password_required".into(),
+            code: ErrorKind::Server(ErrorCode::PasswordRequired),
             message: String::new(),
         };
         let p = advance(&p, &err).unwrap();

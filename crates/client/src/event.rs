@@ -2,7 +2,65 @@
 //! each as a human line or, with `--json`, as one JSON object with an `event`
 //! field (docs/EVENTS.md lists them all).
 
-use serde::Serialize;
+use chatdrop_proto::ErrorCode;
+use serde::{Serialize, Serializer};
+
+/// What went wrong, as an `error` event's `code`: the server's codes and
+/// the client's own. In JSON it is the code's snake_case name
+/// (docs/EVENTS.md lists them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The server refused a request, with its own code.
+    Server(ErrorCode),
+    /// A typed line is not a command.
+    BadCommand,
+    /// A command while the client is reconnecting.
+    Offline,
+    /// An `@me` command could not be done.
+    Share,
+    /// Every peer that announced a file refused it.
+    NoPeerLeft,
+    /// Serving a file to a peer failed.
+    UploadFailed,
+    /// A server could not be reached.
+    ConnectFailed,
+    /// The server's certificate is not the one pinned for its address.
+    FingerprintMismatch,
+    /// The admin removed this client.
+    Kicked,
+    /// The data directory (identity, known hosts) cannot be used.
+    Local,
+}
+
+impl ErrorKind {
+    /// The code's name, as the JSON carries it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Server(code) => code.as_str(),
+            ErrorKind::BadCommand => "bad_command",
+            ErrorKind::Offline => "offline",
+            ErrorKind::Share => "share",
+            ErrorKind::NoPeerLeft => "no_peer_left",
+            ErrorKind::UploadFailed => "upload_failed",
+            ErrorKind::ConnectFailed => "connect_failed",
+            ErrorKind::FingerprintMismatch => "fingerprint_mismatch",
+            ErrorKind::Kicked => "kicked",
+            ErrorKind::Local => "local",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
 
 /// A room in a `rooms` event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -118,8 +176,9 @@ pub enum ClientEvent {
     },
     /// A request failed, or a command was not understood.
     Error {
-        /// Error code (`wrong_password`, `unknown_user`, `bad_command`...).
-        code: String,
+        /// What kind of error (`wrong_password`, `unknown_user`,
+        /// `bad_command`...).
+        code: ErrorKind,
         /// A sentence for the user.
         message: String,
     },
@@ -254,4 +313,82 @@ pub struct ServerRtt {
     pub rtt_ms: Option<f64>,
     /// Why it could not be measured.
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code the client can report, its own and the server's.
+    fn every_kind() -> Vec<ErrorKind> {
+        use ErrorCode::*;
+        let server = [
+            BadRequest,
+            UnsupportedVersion,
+            InvalidName,
+            NameInUse,
+            NameTaken,
+            AuthFailed,
+            Banned,
+            ServerFull,
+            NoSuchRoom,
+            RoomExists,
+            PasswordRequired,
+            WrongPassword,
+            RateLimited,
+            NotInRoom,
+            UnknownUser,
+            TooLong,
+            Internal,
+        ];
+        let own = [
+            ErrorKind::BadCommand,
+            ErrorKind::Offline,
+            ErrorKind::Share,
+            ErrorKind::NoPeerLeft,
+            ErrorKind::UploadFailed,
+            ErrorKind::ConnectFailed,
+            ErrorKind::FingerprintMismatch,
+            ErrorKind::Kicked,
+            ErrorKind::Local,
+        ];
+        server.into_iter().map(ErrorKind::Server).chain(own).collect()
+    }
+
+    /// The JSON of an `error` event carries the code as a plain string, as
+    /// before the codes were typed. (Fails if `ErrorKind` derives
+    /// `Serialize`: the server's codes would come out as `{"Server":...}`.)
+    #[test]
+    fn an_error_event_carries_its_code_as_a_string() {
+        let ev = ClientEvent::Error {
+            code: ErrorKind::Server(ErrorCode::WrongPassword),
+            message: "wrong password for room vault".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&ev).unwrap(),
+            r#"{"event":"error","code":"wrong_password","message":"wrong password for room vault"}"#
+        );
+        let ev = ClientEvent::Error {
+            code: ErrorKind::NoPeerLeft,
+            message: String::new(),
+        };
+        assert!(serde_json::to_string(&ev)
+            .unwrap()
+            .contains(r#""code":"no_peer_left""#));
+    }
+
+    /// Each code is distinct, and docs/EVENTS.md names every one.
+    #[test]
+    fn every_code_is_distinct_and_documented() {
+        let docs = include_str!("../../../docs/EVENTS.md");
+        let mut seen = std::collections::HashSet::new();
+        for kind in every_kind() {
+            let code = kind.as_str();
+            assert!(seen.insert(code), "{code} is used twice");
+            assert!(
+                docs.contains(&format!("`{code}`")),
+                "docs/EVENTS.md does not list the error code {code}"
+            );
+        }
+    }
 }

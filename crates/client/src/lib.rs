@@ -22,8 +22,10 @@ pub mod session;
 pub mod shares;
 pub mod trust;
 
+use chatdrop_proto::ErrorCode;
+
 pub use command::{parse_command, Command};
-pub use event::ClientEvent;
+pub use event::{ClientEvent, ErrorKind};
 pub use run::{run, ClientOptions, Exit};
 
 /// Errors that end a client.
@@ -46,10 +48,10 @@ pub enum ClientError {
         known_hosts: String,
     },
     /// The server refused the login or a request for good.
-    #[error("{message} ({code})")]
+    #[error("{message} ({})", code.as_str())]
     Refused {
-        /// The error code.
-        code: &'static str,
+        /// The server's code.
+        code: ErrorCode,
         /// The server's words.
         message: String,
     },
@@ -67,4 +69,17 @@ pub enum ClientError {
     /// A local file (identity, known hosts) cannot be used.
     #[error("{0}")]
     Local(String),
+}
+
+impl ClientError {
+    /// The code an `error` event reports for this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::FingerprintMismatch { .. } => ErrorKind::FingerprintMismatch,
+            ClientError::Refused { code, .. } => ErrorKind::Server(*code),
+            ClientError::Kicked(_) => ErrorKind::Kicked,
+            ClientError::Connect { .. } => ErrorKind::ConnectFailed,
+            ClientError::Local(_) => ErrorKind::Local,
+        }
+    }
 }

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::event::ClientEvent;
+use crate::event::{ClientEvent, ErrorKind};
 use crate::session::Session;
 use crate::shares::Shares;
 
@@ -114,12 +114,8 @@ impl Peer {
         let _ = self.events.send(e).await;
     }
 
-    async fn error(&self, code: &str, message: String) {
-        self.emit(ClientEvent::Error {
-            code: code.into(),
-            message,
-        })
-        .await;
+    async fn error(&self, code: ErrorKind, message: String) {
+        self.emit(ClientEvent::Error { code, message }).await;
     }
 
     /// Size and hash of a shared file. Hashing a large file for the first
@@ -149,7 +145,7 @@ impl Peer {
                 let (global, files) = self.shares.status();
                 self.emit(ClientEvent::ShareStatus { global, files }).await;
             }
-            Err(why) => self.error("share", why).await,
+            Err(why) => self.error(ErrorKind::Share, why).await,
         }
     }
 
@@ -300,7 +296,7 @@ impl Peer {
             None if holders.is_empty() => Ok(()), // no `whohas` was asked: nothing to fall back on
             None => {
                 self.error(
-                    "no_peer_left",
+                    ErrorKind::NoPeerLeft,
                     format!("no other peer has {file}; ask again with @all whohas {file}"),
                 )
                 .await;
@@ -409,7 +405,7 @@ impl Peer {
                 Err(e) => {
                     let _ = events
                         .send(ClientEvent::Error {
-                            code: "upload_failed".into(),
+                            code: ErrorKind::UploadFailed,
                             message: format!("sending {file} to {asker} failed: {e}"),
                         })
                         .await;

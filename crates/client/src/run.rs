@@ -11,7 +11,7 @@ use ed25519_dalek::SigningKey;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::event::{ClientEvent, RoomEntry, ServerRtt};
+use crate::event::{ClientEvent, ErrorKind, RoomEntry, ServerRtt};
 use crate::peer::{Peer, TransferOptions};
 use crate::session::{connect, ConnectError, Session};
 use crate::trust::KnownHosts;
@@ -128,7 +128,7 @@ pub async fn run(
                     && !matches!(e, ConnectError::Fingerprint { .. }) =>
             {
                 lp.emit(ClientEvent::Error {
-                    code: "connect_failed".into(),
+                    code: ErrorKind::ConnectFailed,
                     message: format!("{server}: {e}; trying the next closest server"),
                 })
                 .await;
@@ -174,7 +174,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     lp.emit(ClientEvent::Error {
-                        code: "connect_failed".into(),
+                        code: ErrorKind::ConnectFailed,
                         message: format!("{}: {e}", lp.current()),
                     })
                     .await
@@ -262,10 +262,7 @@ impl Loop {
                 got,
                 known_hosts: known.path().display().to_string(),
             },
-            ConnectError::Refused { code, message } => ClientError::Refused {
-                code: code.as_str(),
-                message,
-            },
+            ConnectError::Refused { code, message } => ClientError::Refused { code, message },
             ConnectError::Io(why) => ClientError::Connect {
                 server: self.current().to_string(),
                 why,
@@ -294,7 +291,7 @@ impl Loop {
                 cmd = commands.recv() => match cmd {
                     None | Some(Command::Quit) => return true,
                     Some(_) => self.emit(ClientEvent::Error {
-                        code: "offline".into(),
+                        code: ErrorKind::Offline,
                         message: "not connected; reconnecting to the server".into(),
                     }).await,
                 }
@@ -492,7 +489,7 @@ impl Loop {
                     self.pending.clear();
                 }
                 ClientEvent::Error {
-                    code: code.as_str().into(),
+                    code: ErrorKind::Server(code),
                     message,
                 }
             }
