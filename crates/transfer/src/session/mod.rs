@@ -45,6 +45,8 @@ mod probe;
 mod recv;
 mod send;
 mod serve;
+#[cfg(test)]
+mod sim;
 
 pub use fetch::fetch;
 pub use recv::{RecvSession, Write};

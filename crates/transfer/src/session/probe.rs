@@ -178,8 +178,9 @@ mod tests {
 
     #[test]
     fn sizes_are_the_paths_largest_first_below_the_cap() {
-        // Breaks if a size's headers are miscounted (1446 fills Ethernet)
-        // or if a cap below several sizes leaves them twice in the list.
+        // 1446 payload bytes fill an Ethernet frame; a cap below several
+        // sizes makes them one. Checked to fail with the IP and UDP headers
+        // left out of `payload_for`, and with the duplicate kept.
         let v4 = PathProbe::new(MAX_MSS, false);
         assert_eq!(&v4.sizes[..v4.count], &[MAX_MSS, 8946, 1446]);
         let v6 = PathProbe::new(MAX_MSS, true);
@@ -193,8 +194,8 @@ mod tests {
 
     #[test]
     fn each_size_unanswered_is_tried_three_times_then_the_floor_is_used() {
-        // Breaks if a size is given up before its tries or not at all, or
-        // if the search ends anywhere but the floor.
+        // Checked to fail with a size given up after two tries, with one
+        // never given up, and with `result` never falling to the floor.
         let (sent, mss) = unanswered(PathProbe::new(MAX_MSS, false), &[]);
         let at = |size, from: u128| [(size, from), (size, from + 150), (size, from + 300)];
         let expected: Vec<_> = [at(MAX_MSS, 0), at(8946, 450), at(1446, 900)].concat();
@@ -204,8 +205,8 @@ mod tests {
 
     #[test]
     fn a_size_the_host_refuses_is_left_at_once() {
-        // Breaks if `on_too_big` is ignored: the next size would wait for
-        // the refused probe's three waits.
+        // Checked to fail with `on_too_big` doing nothing (the next size
+        // would wait out the refused probe's three waits).
         let (sent, mss) = unanswered(PathProbe::new(MAX_MSS, false), &[MAX_MSS, 8946]);
         assert_eq!(&sent[..3], &[(MAX_MSS, 0), (8946, 0), (1446, 0)]);
         assert_eq!(mss, MIN_MSS);
@@ -213,8 +214,8 @@ mod tests {
 
     #[test]
     fn only_an_answer_to_the_size_being_tried_ends_the_search() {
-        // Breaks if `on_ack` takes any size: the path would be credited
-        // with a size it was never shown to carry.
+        // Checked to fail with `on_ack` taking any size (the path would be
+        // credited with a size it was never shown to carry).
         let now = Instant::now();
         let mut probe = PathProbe::new(MAX_MSS, false);
         probe.on_ack(MAX_MSS);

@@ -287,3 +287,6 @@ impl RecvSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

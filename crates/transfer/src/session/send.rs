@@ -286,3 +286,6 @@ impl SendSession {
         };
     }
 }
+
+#[cfg(test)]
+mod tests;
