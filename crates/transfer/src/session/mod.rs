@@ -22,7 +22,7 @@
 //!   frames and the time, and say what to send and when to wake them.
 //!   The search for the packet size is a machine of its own inside the
 //!   sending session (`probe.rs`, after quinn-proto's `mtud.rs`).
-//! - the drivers, [`serve`] (`serve.rs`) and [`fetch`] (`fetch.rs`): they
+//! - the drivers, [`serve()`] (`serve.rs`) and [`fetch()`] (`fetch.rs`): they
 //!   own the socket, the keys, the file, the hash, the resume record, the
 //!   logs and the progress; they read datagrams, open them, hand the
 //!   frames over, seal and send what the machines say, and sleep until

@@ -2,7 +2,7 @@
 //! the sender's `Begin`, answers the sender's probes, checks the packet
 //! size `Begin` fixes, runs the ARQ's [`Receiver`], and stays a moment
 //! after the last byte for a sender that missed its acknowledgement. The
-//! driver ([`super::fetch`]) feeds it the frames that arrive and the time,
+//! driver ([`super::fetch()`]) feeds it the frames that arrive and the time,
 //! sends what it says, and writes the bytes it hands back.
 
 use std::collections::VecDeque;

@@ -1,7 +1,7 @@
 //! The sending end of a session, free of I/O: it waits for the receiver's
 //! `Start`, searches for the packet size, announces it with `Begin`, runs
 //! the ARQ's [`Sender`] and ends with `Done` or `Abort`. The driver
-//! ([`super::serve`]) feeds it the frames that arrive and the time, and
+//! ([`super::serve()`]) feeds it the frames that arrive and the time, and
 //! sends what it says; the data itself it never holds (the driver reads
 //! each [`Transmit`] from the file).
 
