@@ -6,7 +6,10 @@
 //! - [`ticket`]: what a receiver needs to fetch a file in direct mode.
 //! - [`files`]: reading the shared file, and the download's `.part` file
 //!   with its resume record and BLAKE3 check.
-//! - [`session`]: the two drivers, [`session::serve`] and [`session::fetch`].
+//! - [`session`]: the two ends of a session: I/O-free machines
+//!   ([`session::SendSession`], [`session::RecvSession`]) and the drivers
+//!   that give them a socket and a file, [`session::serve`] and
+//!   [`session::fetch`].
 //! - [`socket`]: UDP sockets with buffers sized for bursts.
 //! - [`relay`]: a lossy UDP relay, for tests and benchmarks.
 

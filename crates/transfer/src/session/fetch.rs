@@ -1,0 +1,114 @@
+//! The receiving end's driver: it gives a [`RecvSession`] a socket, the
+//! session keys and the download. It owns what the machine leaves out on
+//! purpose: opening and sealing, the receive buffers, writing the file,
+//! hashing it as it fills, recording progress for a resume, the drop count
+//! in each acknowledgement, and the progress.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use chatdrop_arq::Frame;
+use tokio::net::UdpSocket;
+
+use super::net::{io, next_frame, send_msg, wait, Next, BATCH};
+use super::{Event, FetchOptions, Progress, RecvSession, TransferStats};
+use crate::batch::BatchSocket;
+use crate::crypto::SessionKeys;
+use crate::files::Download;
+use crate::socket;
+use crate::wire::Msg;
+use crate::TransferError;
+
+/// How often a receiver records its progress for resuming: each record
+/// syncs the file, which a loop at gigabits cannot afford often.
+const SAVE_EVERY: u64 = 64 << 20;
+/// Receive buffers of the receiving end (fewer for packets over 16 KiB:
+/// see [`BatchSocket::set_buffers`]).
+const RECEIVER_BUFFERS: usize = 32;
+const RECEIVER_BUFFERS_LARGE: usize = 4;
+
+/// Fetches a file from `peer` into `download` with `keys`.
+pub async fn fetch(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    mut keys: SessionKeys,
+    download: &mut Download,
+    size: u64,
+    opts: &FetchOptions,
+    mut progress: impl Progress,
+) -> Result<TransferStats, TransferError> {
+    // Before asking: a file that cannot fit is refused before it comes.
+    download.reserve()?;
+    let mut net = BatchSocket::new(socket, RECEIVER_BUFFERS).map_err(io("preparing the socket"))?;
+    let mut sbuf = Vec::with_capacity(256);
+    let isn: u32 = rand::random();
+    let resume_from = download.resume_from();
+    let mut stats = TransferStats {
+        resumed_from: resume_from,
+        ..TransferStats::default()
+    };
+    let started = Instant::now();
+    let mut session = RecvSession::new(peer, opts, isn, resume_from, size, started);
+    let mut saved = resume_from;
+    // Datagrams came since the file was last brought up to date.
+    let mut arrived = false;
+    let result = loop {
+        // The acknowledgement of what just arrived goes before the file's
+        // slower work (hashing, recording), which would delay it.
+        while let Some((to, mut msg)) = session.poll_msg(Instant::now()) {
+            if let Msg::Arq(Frame::Ack(ack)) = &mut msg {
+                ack.dropped = socket::receive_drops(socket);
+            }
+            send_msg(&net, &mut keys, to, &msg, &mut sbuf).await?;
+        }
+        if let Some(end) = session.poll_end() {
+            break end;
+        }
+        while let Some(event) = session.poll_event() {
+            if let Event::Began { mss } = event {
+                stats.mss = mss;
+                if mss > 16 << 10 {
+                    net.set_buffers(RECEIVER_BUFFERS_LARGE);
+                }
+            }
+        }
+        if arrived && session.began() {
+            let contiguous = session.contiguous_bytes();
+            download.hash_up_to(contiguous)?;
+            if contiguous >= saved + SAVE_EVERY {
+                download.save_progress(contiguous)?;
+                saved = contiguous;
+            }
+            progress(contiguous, size);
+        }
+        arrived = wait(&mut net, session.poll_timeout()).await?;
+        if !arrived {
+            session.handle_timeout(Instant::now());
+            continue;
+        }
+        for _ in 0..BATCH {
+            let (from, msg) = match next_frame(&mut net, &mut keys, Some(peer), &mut stats.forged)?
+            {
+                Next::Frame(from, msg) => (from, msg),
+                Next::Dropped => continue,
+                Next::Empty => break,
+            };
+            if let Some(write) = session.handle(Instant::now(), from, msg) {
+                download.write_at(write.offset, write.bytes)?;
+            }
+        }
+    };
+    if let Err(e) = result {
+        if session.began() {
+            // Keep what arrived for the next attempt.
+            let contiguous = session.contiguous_bytes();
+            let _ = download.hash_up_to(contiguous);
+            let _ = download.save_progress(contiguous);
+        }
+        return Err(e);
+    }
+    stats.packets = session.packets();
+    stats.bytes = size - resume_from;
+    stats.seconds = started.elapsed().as_secs_f64();
+    Ok(stats)
+}

@@ -1,0 +1,122 @@
+//! The two ends of a transfer session over one UDP socket each.
+//!
+//! The receiver speaks first (`Start`, repeated until the sender begins),
+//! so the sender learns its address from an authenticated datagram: only
+//! the holder of the session keys can start a session, and only once.
+//!
+//! The sender then finds the largest packet the path carries: it tries
+//! IP packet sizes from the largest down (loopback's 64 KiB, jumbo frames,
+//! Ethernet), each with a `Probe` as long as such a data datagram; a size
+//! the host already knows too big fails at once, one the path loses goes
+//! unanswered; the first `ProbeAck` fixes the size, sent in `Begin` (and
+//! repeated until the first acknowledgement). Bigger packets mean fewer of
+//! them, and less header per byte: 1446 payload bytes fill a 1500-byte
+//! Ethernet frame where the 1200-byte floor would take 6% more packets.
+//!
+//! Each end is split as quinn-proto splits a connection from its endpoint,
+//! so that the protocol can be tested without sockets or clocks:
+//!
+//! - the machines, free of I/O: [`SendSession`] (`send.rs`) and
+//!   [`RecvSession`] (`recv.rs`) hold the whole protocol of their end
+//!   (the opening, the ARQ they wrap, the closing). They take decoded
+//!   frames and the time, and say what to send and when to wake them.
+//!   The search for the packet size is a machine of its own inside the
+//!   sending session (`probe.rs`, after quinn-proto's `mtud.rs`).
+//! - the drivers, [`serve()`] (`serve.rs`) and [`fetch()`] (`fetch.rs`): they
+//!   own the socket, the keys, the file, the hash, the resume record, the
+//!   logs and the progress; they read datagrams, open them, hand the
+//!   frames over, seal and send what the machines say, and sleep until
+//!   they say. What both drivers share is in `net.rs`.
+//!
+//! This module owns what the two ends and their callers share: the options,
+//! the numbers of a finished transfer, the packet size bounds and the
+//! events the machines report.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chatdrop_arq::{Config, Frame};
+
+use crate::crypto::{HEADER, TAG};
+
+mod fetch;
+mod net;
+mod probe;
+mod recv;
+mod send;
+mod serve;
+#[cfg(test)]
+mod sim;
+
+pub use fetch::fetch;
+pub use recv::{RecvSession, Write};
+pub use send::SendSession;
+pub use serve::serve;
+
+/// Payload bytes of a data packet when no larger size is confirmed: fits
+/// any path that carries IPv6's minimum of 1280-byte packets over IPv4.
+pub const MIN_MSS: u32 = 1200;
+/// The largest payload a data packet may carry (a 64 KiB IPv4 datagram).
+pub const MAX_MSS: u32 = (65_507 - HEADER - TAG - Frame::DATA_HEADER) as u32;
+
+/// Numbers of one finished transfer.
+#[derive(Debug, Clone, Default)]
+pub struct TransferStats {
+    /// Bytes moved in this session (a resumed one moves only the rest).
+    pub bytes: u64,
+    /// Wall time from the first datagram to the last.
+    pub seconds: f64,
+    /// Data packets sent (sender) or received (receiver).
+    pub packets: u64,
+    /// Retransmitted data packets (sender only).
+    pub retransmissions: u64,
+    /// Datagrams dropped because they did not authenticate.
+    pub forged: u64,
+    /// Where the download resumed from.
+    pub resumed_from: u64,
+    /// Payload bytes per data packet (the largest the path carried).
+    pub mss: u32,
+}
+
+/// Receives progress: bytes done out of the total.
+pub trait Progress: FnMut(u64, u64) {}
+impl<F: FnMut(u64, u64)> Progress for F {}
+
+/// Options of the sending end.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// ARQ settings (scheme, window, packet size, timeouts).
+    pub cfg: Config,
+    /// How long to wait for the receiver's `Start`; `None` waits for ever.
+    pub wait_for_start: Option<Duration>,
+}
+
+/// Options of the receiving end.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// ARQ settings; must match the sender's scheme, window and packet size.
+    pub cfg: Config,
+}
+
+/// What a session machine tells its driver once, besides what to send:
+/// for the driver's logs and for what it sets up when data is about to
+/// flow (buffers sized to the packets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The sender took a receiver's `Start`.
+    Started {
+        /// Where the `Start` came from: the session's only peer from now on.
+        peer: SocketAddr,
+        /// The receiver's choice of the first data packet's number.
+        isn: u32,
+        /// The byte offset the receiver asked to start from (what an
+        /// earlier attempt left it).
+        resume_from: u64,
+    },
+    /// The packet size is fixed and data may flow: the sender's probing
+    /// ended, or the receiver accepted the sender's `Begin`.
+    Began {
+        /// Payload bytes of every data packet but the last.
+        mss: u32,
+    },
+}

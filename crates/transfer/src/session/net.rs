@@ -1,0 +1,88 @@
+//! What both drivers do with their socket: seal and send one frame, wait
+//! for a datagram or a time, take the datagrams already there.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::batch::BatchSocket;
+use crate::crypto::{SessionKeys, HEADER};
+use crate::wire::Msg;
+use crate::TransferError;
+
+/// Datagrams taken from the socket before answering: the receiver sends
+/// one acknowledgement per batch of arrivals, the sender reacts to a batch
+/// of acknowledgements at once.
+pub(super) const BATCH: usize = 64;
+
+pub(super) fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> TransferError {
+    TransferError::io(what)
+}
+
+/// Seals `msg` in `buf` and sends it to `to`.
+pub(super) async fn send_msg(
+    net: &BatchSocket<'_>,
+    keys: &mut SessionKeys,
+    to: SocketAddr,
+    msg: &Msg<'_>,
+    buf: &mut Vec<u8>,
+) -> Result<(), TransferError> {
+    buf.clear();
+    buf.resize(HEADER, 0);
+    msg.encode(buf);
+    keys.seal(buf);
+    net.send(to, buf, buf.len())
+        .await
+        .map_err(io("sending a datagram"))
+}
+
+/// Waits until a datagram is there (`true`) or `wake` passes (`false`);
+/// without a `wake`, for a datagram only.
+pub(super) async fn wait(
+    net: &mut BatchSocket<'_>,
+    wake: Option<Instant>,
+) -> Result<bool, TransferError> {
+    let Some(wake) = wake else {
+        net.ready().await.map_err(io("receiving"))?;
+        return Ok(true);
+    };
+    tokio::select! {
+        r = net.ready() => { r.map_err(io("receiving"))?; Ok(true) }
+        _ = tokio::time::sleep_until(wake.into()) => Ok(false),
+    }
+}
+
+/// What one datagram taken from the socket came to.
+pub(super) enum Next<'n> {
+    /// Nothing more is there now.
+    Empty,
+    /// A datagram that is not for the session, forged or malformed.
+    Dropped,
+    /// An authentic frame, and where it came from.
+    Frame(SocketAddr, Msg<'n>),
+}
+
+/// Takes the datagram pending on `net`, or the next the kernel already
+/// holds, without waiting, and opens it. A datagram from anywhere but
+/// `peer` (when there is one) is dropped unopened: opening costs as much
+/// as the data is long. One that fails to open is counted in `forged`.
+pub(super) fn next_frame<'n>(
+    net: &'n mut BatchSocket<'_>,
+    keys: &mut SessionKeys,
+    peer: Option<SocketAddr>,
+    forged: &mut u64,
+) -> Result<Next<'n>, TransferError> {
+    if !net.try_recv().map_err(io("receiving"))? {
+        return Ok(Next::Empty);
+    }
+    let Some((from, datagram)) = net.next_datagram() else {
+        return Ok(Next::Empty);
+    };
+    if peer.is_some_and(|peer| peer != from) {
+        return Ok(Next::Dropped);
+    }
+    let Ok(body) = keys.open(datagram) else {
+        *forged += 1;
+        return Ok(Next::Dropped);
+    };
+    Ok(Msg::decode(body).map_or(Next::Dropped, |msg| Next::Frame(from, msg)))
+}

@@ -1,0 +1,292 @@
+//! The receiving end of a session, free of I/O: it repeats `Start` until
+//! the sender's `Begin`, answers the sender's probes, checks the packet
+//! size `Begin` fixes, runs the ARQ's [`Receiver`], and stays a moment
+//! after the last byte for a sender that missed its acknowledgement. The
+//! driver ([`super::fetch()`]) feeds it the frames that arrive and the time,
+//! sends what it says, and writes the bytes it hands back.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chatdrop_arq::{Frame, Receiver, Verdict};
+
+use super::{Event, FetchOptions};
+use crate::wire::Msg;
+use crate::TransferError;
+
+/// How often `Start` is repeated until the sender answers: it may be lost,
+/// and nothing else would bring the sender to begin.
+const START_REPEAT: Duration = Duration::from_millis(250);
+/// How long a finished receiver stays to answer a sender that missed its
+/// last ack, when the sender's `Done` does not come.
+const LINGER: Duration = Duration::from_secs(1);
+/// Probe answers held between two polls. The sender has one probe out at
+/// a time, so more than a few pending means old copies: the newest are
+/// the ones it waits for.
+const MAX_ANSWERS: usize = 4;
+
+/// Bytes of the file that arrived: the driver writes them at `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Write<'a> {
+    /// Where in the file they go.
+    pub offset: u64,
+    /// The data packet's payload, in the datagram it came in (not copied).
+    pub bytes: &'a [u8],
+}
+
+/// The receiving end of one session (see the module docs).
+///
+/// The driver's loop: [`poll_msg`](Self::poll_msg) until empty, sending
+/// what it gives; [`poll_end`](Self::poll_end) to learn whether the session
+/// is over; otherwise sleep until [`poll_timeout`](Self::poll_timeout) or a
+/// datagram, and pass on either ([`handle_timeout`](Self::handle_timeout),
+/// [`handle`](Self::handle), writing what it returns).
+#[derive(Debug)]
+pub struct RecvSession {
+    opts: FetchOptions,
+    peer: SocketAddr,
+    isn: u32,
+    resume_from: u64,
+    /// Bytes of the file.
+    size: u64,
+    phase: Phase,
+    /// The ARQ, from the sender's `Begin` on.
+    arq: Option<Receiver>,
+    /// Sizes of probes to answer, oldest first; at most [`MAX_ANSWERS`].
+    answers: VecDeque<u32>,
+    /// Data packets taken since `Begin`.
+    packets: u64,
+    /// Events for the driver: only [`Event::Began`], once.
+    events: VecDeque<Event>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// `Start` is repeated at `next_start` until `Begin` comes; the session
+    /// gives up at `give_up`.
+    Opening {
+        next_start: Instant,
+        give_up: Instant,
+    },
+    Receiving,
+    /// Every byte is here; the session ends at `until`, or when `Done`
+    /// comes.
+    Lingering {
+        until: Instant,
+    },
+    Over(Option<Result<(), TransferError>>),
+}
+
+impl RecvSession {
+    /// A session fetching bytes `resume_from..size` from `peer` with
+    /// `opts`, numbering packets from `isn` (the driver's random choice),
+    /// opening at `now`. Its packet size is at most `opts.cfg.mss`.
+    pub fn new(
+        peer: SocketAddr,
+        opts: &FetchOptions,
+        isn: u32,
+        resume_from: u64,
+        size: u64,
+        now: Instant,
+    ) -> RecvSession {
+        RecvSession {
+            opts: opts.clone(),
+            peer,
+            isn,
+            resume_from,
+            size,
+            phase: Phase::Opening {
+                next_start: now,
+                give_up: now + opts.cfg.idle_timeout,
+            },
+            arq: None,
+            answers: VecDeque::with_capacity(MAX_ANSWERS),
+            packets: 0,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Whether the sender's `Begin` was taken: from then on there are
+    /// bytes to write, hash and record.
+    pub fn began(&self) -> bool {
+        self.arq.is_some()
+    }
+
+    /// Bytes received without a gap from the start of the file (what is
+    /// there already, before `Begin`).
+    pub fn contiguous_bytes(&self) -> u64 {
+        self.arq
+            .as_ref()
+            .map_or(self.resume_from.min(self.size), Receiver::contiguous_bytes)
+    }
+
+    /// Data packets taken since `Begin`, copies included.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// Takes a frame that arrived authentic from `from` at `now`; returns
+    /// the bytes to write if it brought new data. The driver must write
+    /// them before it polls anything else.
+    pub fn handle<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: Msg<'a>,
+    ) -> Option<Write<'a>> {
+        if from != self.peer {
+            return None;
+        }
+        let cap = self.opts.cfg.mss;
+        match (&self.phase, msg) {
+            (
+                Phase::Receiving | Phase::Lingering { .. },
+                Msg::Arq(Frame::Data { seq, payload }),
+            ) => {
+                self.packets += 1;
+                let arq = self.arq.as_mut()?;
+                let verdict = arq.on_data(now, seq, payload.len());
+                if let (Phase::Receiving, true) = (&self.phase, arq.is_complete()) {
+                    self.phase = Phase::Lingering {
+                        until: now + LINGER,
+                    };
+                }
+                match verdict {
+                    Verdict::Write { offset } => Some(Write {
+                        offset,
+                        bytes: payload,
+                    }),
+                    _ => None,
+                }
+            }
+            (Phase::Lingering { .. }, Msg::Arq(Frame::Done)) => {
+                self.phase = Phase::Over(Some(Ok(())));
+                None
+            }
+            (Phase::Over(_), _) => None,
+            (_, Msg::Arq(Frame::Abort(why))) => {
+                let aborted = TransferError::Aborted(why.to_string());
+                self.phase = Phase::Over(Some(Err(aborted)));
+                None
+            }
+            (Phase::Opening { .. }, Msg::Probe { size }) if size <= cap => {
+                if !self.answers.contains(&size) {
+                    if self.answers.len() == MAX_ANSWERS {
+                        self.answers.pop_front();
+                    }
+                    self.answers.push_back(size);
+                }
+                None
+            }
+            (Phase::Opening { .. }, Msg::Begin { mss }) => {
+                self.begin(now, mss);
+                None
+            }
+            // Data before `Begin` is dropped: it will come again. `Done`
+            // before the last byte is a sender that is wrong, or a copy
+            // from a session long gone: waiting for the data is safe.
+            _ => None,
+        }
+    }
+
+    fn begin(&mut self, now: Instant, mss: u32) {
+        let cap = self.opts.cfg.mss;
+        if !(1..=cap).contains(&mss) {
+            let e = format!("the sender chose {mss}-byte packets, outside 1..={cap}");
+            self.phase = Phase::Over(Some(Err(TransferError::Invalid(e))));
+            return;
+        }
+        let mut cfg = self.opts.cfg.clone();
+        cfg.mss = mss;
+        let arq = Receiver::new(cfg, self.isn, self.resume_from, self.size, now);
+        // A download resumed at its very end has nothing to wait for.
+        self.phase = if arq.is_complete() {
+            Phase::Lingering {
+                until: now + LINGER,
+            }
+        } else {
+            Phase::Receiving
+        };
+        self.arq = Some(arq);
+        self.answers.clear();
+        self.events.push_back(Event::Began { mss });
+    }
+
+    /// A frame to seal and send now to its address (`Start`, `ProbeAck`,
+    /// an acknowledgement), if one is due. An acknowledgement's `dropped`
+    /// is 0, for the driver, which owns the socket, to fill in.
+    pub fn poll_msg(&mut self, now: Instant) -> Option<(SocketAddr, Msg<'static>)> {
+        let msg = match &mut self.phase {
+            Phase::Opening { next_start, .. } if now >= *next_start => {
+                *next_start = now + START_REPEAT;
+                Some(Msg::Start {
+                    isn: self.isn,
+                    resume_from: self.resume_from,
+                })
+            }
+            Phase::Opening { .. } => self.answers.pop_front().map(|size| Msg::ProbeAck { size }),
+            Phase::Receiving | Phase::Lingering { .. } => {
+                let ack = self.arq.as_mut()?.poll_ack()?;
+                Some(Msg::Arq(Frame::Ack(ack)))
+            }
+            Phase::Over(_) => None,
+        };
+        msg.map(|m| (self.peer, m))
+    }
+
+    /// Something for the driver's set-up, if anything happened.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// How the session ended, once it has: `Ok` when every byte arrived.
+    /// Given once.
+    pub fn poll_end(&mut self) -> Option<Result<(), TransferError>> {
+        match &mut self.phase {
+            Phase::Over(result) => result.take(),
+            _ => None,
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due, once
+    /// nothing is left to poll.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Opening {
+                next_start,
+                give_up,
+            } => Some((*next_start).min(*give_up)),
+            Phase::Receiving => self.arq.as_ref()?.poll_timeout(),
+            Phase::Lingering { until } => Some(*until),
+            Phase::Over(_) => None,
+        }
+    }
+
+    /// Runs the timers due at `now`: the give-up of an opening the sender
+    /// never answered, the ARQ's (a sender gone silent), the end of the
+    /// linger.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let silent = match &mut self.phase {
+            Phase::Opening { give_up, .. } if now >= *give_up => Some(format!(
+                "no answer from the peer for {:?}",
+                self.opts.cfg.idle_timeout
+            )),
+            Phase::Receiving => self.arq.as_mut().and_then(|arq| {
+                arq.on_timeout(now);
+                arq.failure().map(|e| e.to_string())
+            }),
+            Phase::Lingering { until } if now >= *until => {
+                self.phase = Phase::Over(Some(Ok(())));
+                None
+            }
+            _ => None,
+        };
+        if let Some(why) = silent {
+            self.phase = Phase::Over(Some(Err(TransferError::PeerSilent(why))));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

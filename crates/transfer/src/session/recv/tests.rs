@@ -1,0 +1,234 @@
+//! The receiving session in simulated time. Each test names, in its
+//! comment, the break in `recv.rs` it was checked to fail with.
+
+use super::*;
+use crate::session::sim::{
+    at, deliver, fetching, ms, quiet, receiver_sends, sender_sends, serving, Sent, Wire, RECEIVER,
+    SENDER, STRANGER,
+};
+use crate::session::{SendSession, MAX_MSS, MIN_MSS};
+
+const ISN: u32 = 7;
+const START: Sent = Sent::Start {
+    isn: ISN,
+    resume_from: 0,
+};
+
+fn session(cap: u32, size: u64, t0: Instant) -> RecvSession {
+    RecvSession::new(SENDER, &fetching(cap), ISN, 0, size, t0)
+}
+
+/// A session of `size` bytes whose `Start` went at `t0` and that took the
+/// sender's `Begin` for packets of `cap` bytes then.
+fn begun(cap: u32, size: u64, t0: Instant) -> RecvSession {
+    let mut rx = session(cap, size, t0);
+    assert_eq!(sends(&mut rx, t0), [START]);
+    rx.handle(t0, SENDER, Msg::Begin { mss: cap });
+    assert_eq!(rx.poll_event(), Some(Event::Began { mss: cap }));
+    rx
+}
+
+/// What `rx` sends at `now`, in short.
+fn sends(rx: &mut RecvSession, now: Instant) -> Vec<Sent> {
+    receiver_sends(rx, now).iter().map(Wire::sent).collect()
+}
+
+/// The data packet numbered `ISN + index`, of `len` bytes of `index`.
+fn data(index: u32, len: usize) -> Wire {
+    let payload = vec![index as u8; len];
+    Wire::of(&Msg::Arq(Frame::Data {
+        seq: ISN.wrapping_add(index),
+        payload: &payload,
+    }))
+}
+
+fn silent(end: Option<Result<(), TransferError>>) -> String {
+    match end {
+        Some(Err(TransferError::PeerSilent(why))) => why,
+        other => panic!("not a silent peer: {other:?}"),
+    }
+}
+
+#[test]
+fn a_lost_start_is_repeated_and_the_sender_begins_on_the_next() {
+    // The first `Start` is lost; the second, 250 ms later, reaches the
+    // sender, which begins with its numbers; its `Begin` and data reach
+    // the receiver. Checked to fail with the repeat delayed past the
+    // give-up (`next_start` 250 s on).
+    let t0 = Instant::now();
+    let mut rx = session(MIN_MSS, 2_000, t0);
+    let mut tx = SendSession::new(&serving(MIN_MSS, None), 2_000, t0);
+    assert_eq!(sends(&mut rx, t0), [START], "lost on the way");
+    assert_eq!(rx.poll_timeout(), Some(at(t0, 250)));
+    rx.handle_timeout(at(t0, 250));
+    let again = receiver_sends(&mut rx, at(t0, 250));
+    assert_eq!(again.iter().map(Wire::sent).collect::<Vec<_>>(), [START]);
+    tx.handle(at(t0, 260), RECEIVER, again[0].msg());
+    let started = Event::Started {
+        peer: RECEIVER,
+        isn: ISN,
+        resume_from: 0,
+    };
+    assert_eq!(tx.poll_event(), Some(started));
+    let mut file = vec![0u8; 2_000];
+    for wire in sender_sends(&mut tx, at(t0, 260), None, usize::MAX) {
+        deliver(&mut rx, at(t0, 270), &wire, &mut file);
+    }
+    assert!(rx.began());
+    assert_eq!(rx.contiguous_bytes(), 2_000);
+    assert_eq!(sends(&mut rx, at(t0, 270)), [Sent::Ack { cum: ISN + 2 }]);
+}
+
+#[test]
+fn probes_are_answered_up_to_the_cap_only() {
+    // Under a cap of 8,946 bytes: no answer to the 64 KiB probe (data that
+    // large would be refused), one per size to the others, none once data
+    // flows. Checked to fail with the `size <= cap` guard removed.
+    let t0 = Instant::now();
+    let mut rx = session(8946, 100_000, t0);
+    for size in [MAX_MSS, 8946, 1446, 1446] {
+        rx.handle(t0, SENDER, Msg::Probe { size });
+    }
+    rx.handle(t0, STRANGER, Msg::Probe { size: 1200 });
+    let answers = [START, Sent::ProbeAck(8946), Sent::ProbeAck(1446)];
+    assert_eq!(sends(&mut rx, t0), answers);
+    rx.handle(at(t0, 10), SENDER, Msg::Begin { mss: 1446 });
+    rx.handle(at(t0, 10), SENDER, Msg::Probe { size: 1446 });
+    assert_eq!(sends(&mut rx, at(t0, 10)), []);
+}
+
+#[test]
+fn a_begin_outside_the_cap_is_refused() {
+    // Packet sizes of 0 and of one more than the offer allowed end the
+    // session with an error saying so; the cap itself is taken. Checked
+    // to fail with the range check in `begin` removed.
+    let t0 = Instant::now();
+    let cap = 1446;
+    for mss in [0, cap + 1] {
+        let mut rx = session(cap, 100_000, t0);
+        rx.handle(t0, STRANGER, Msg::Begin { mss: cap });
+        assert!(!rx.began(), "a Begin from elsewhere is no Begin");
+        rx.handle(t0, SENDER, Msg::Begin { mss });
+        match rx.poll_end() {
+            Some(Err(TransferError::Invalid(why))) => {
+                assert_eq!(
+                    why,
+                    format!("the sender chose {mss}-byte packets, outside 1..={cap}")
+                );
+            }
+            other => panic!("mss {mss}: {other:?}"),
+        }
+        assert!(!rx.began());
+        assert_eq!(sends(&mut rx, t0), []);
+    }
+    let rx = begun(cap, 100_000, t0);
+    assert!(rx.began());
+}
+
+#[test]
+fn a_sender_silent_before_begin_is_peer_silent() {
+    // `Start` every 250 ms, then, at the idle timeout (ten seconds), the
+    // end. Checked to fail with the `give_up` deadline never acted on.
+    let t0 = Instant::now();
+    let mut rx = session(MIN_MSS, 100_000, t0);
+    let mut now = t0;
+    let sent = quiet(&mut rx, t0, &mut now, at(t0, 60_000));
+    let starts: Vec<_> = (0..40).map(|i| (i * 250, START)).collect();
+    assert_eq!(sent, starts);
+    assert_eq!(ms(t0, now), 10_000);
+    assert_eq!(silent(rx.poll_end()), "no answer from the peer for 10s");
+}
+
+#[test]
+fn a_sender_silent_during_data_is_peer_silent() {
+    // One packet of three arrives, is acknowledged, and nothing more: the
+    // session ends the idle timeout after that packet. Checked to fail
+    // with the ARQ's failure not looked at in `handle_timeout`.
+    let t0 = Instant::now();
+    let mut rx = begun(MIN_MSS, 3_000, t0);
+    let mut file = vec![0u8; 3_000];
+    assert_eq!(
+        deliver(&mut rx, at(t0, 20), &data(0, 1_200), &mut file),
+        Some(0)
+    );
+    let mut now = at(t0, 20);
+    let sent = quiet(&mut rx, t0, &mut now, at(t0, 60_000));
+    assert_eq!(sent, [(20, Sent::Ack { cum: ISN + 1 })]);
+    assert_eq!(ms(t0, now), 10_020);
+    assert_eq!(silent(rx.poll_end()), "no answer from the peer for 10s");
+    assert_eq!(rx.contiguous_bytes(), 1_200, "what came is kept");
+}
+
+#[test]
+fn an_abort_ends_the_session_in_the_opening_and_in_data() {
+    // An `Abort` from elsewhere changes nothing; the sender's ends the
+    // session with its reason, before `Begin` as after. Checked to fail
+    // with `Abort` taken only once data flows (the opening case).
+    let t0 = Instant::now();
+    let opening = session(MIN_MSS, 3_000, t0);
+    let mut receiving = begun(MIN_MSS, 3_000, t0);
+    let mut file = vec![0u8; 3_000];
+    deliver(&mut receiving, at(t0, 10), &data(0, 1_200), &mut file);
+    for mut rx in [opening, receiving] {
+        rx.handle(at(t0, 20), STRANGER, Msg::Arq(Frame::Abort("not me")));
+        assert!(rx.poll_end().is_none());
+        rx.handle(at(t0, 30), SENDER, Msg::Arq(Frame::Abort("file changed")));
+        match rx.poll_end() {
+            Some(Err(TransferError::Aborted(why))) => assert_eq!(why, "file changed"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(sends(&mut rx, at(t0, 30)), []);
+        assert_eq!(rx.poll_timeout(), None);
+    }
+}
+
+#[test]
+fn done_ends_the_session_once_every_byte_is_here() {
+    // A `Done` before the last byte is ignored; after it, the session ends
+    // at once rather than after the linger. Checked to fail with `Done`
+    // taken in any phase, and with it ignored when complete.
+    let t0 = Instant::now();
+    let mut rx = begun(MIN_MSS, 2_000, t0);
+    let mut file = vec![0u8; 2_000];
+    rx.handle(at(t0, 5), SENDER, Msg::Arq(Frame::Done));
+    assert!(rx.poll_end().is_none(), "data is still to come");
+    deliver(&mut rx, at(t0, 10), &data(0, 1_200), &mut file);
+    deliver(&mut rx, at(t0, 10), &data(1, 800), &mut file);
+    assert_eq!(sends(&mut rx, at(t0, 10)), [Sent::Ack { cum: ISN + 2 }]);
+    rx.handle(at(t0, 40), SENDER, Msg::Arq(Frame::Done));
+    assert!(matches!(rx.poll_end(), Some(Ok(()))));
+    assert_eq!(rx.packets(), 2);
+    assert!(file[..1_200].iter().all(|&b| b == 0) && file[1_200..].iter().all(|&b| b == 1));
+}
+
+#[test]
+fn without_done_the_receiver_lingers_answering_copies() {
+    // The last packet arrives at 30 ms and `Done` is lost: a copy of the
+    // last packet (the sender missed its ack) is acknowledged again at
+    // 500 ms, and the session ends well one second after the last byte.
+    // Checked to fail with `LINGER` of zero, and with `Lingering` never
+    // ending in `handle_timeout`.
+    let t0 = Instant::now();
+    let mut rx = begun(MIN_MSS, 2_000, t0);
+    let mut file = vec![0u8; 2_000];
+    deliver(&mut rx, at(t0, 20), &data(0, 1_200), &mut file);
+    deliver(&mut rx, at(t0, 30), &data(1, 800), &mut file);
+    let mut now = at(t0, 30);
+    assert_eq!(
+        quiet(&mut rx, t0, &mut now, at(t0, 500)),
+        [(30, Sent::Ack { cum: ISN + 2 })]
+    );
+    assert!(rx.poll_end().is_none());
+    assert_eq!(
+        deliver(&mut rx, at(t0, 500), &data(1, 800), &mut file),
+        None,
+        "a copy"
+    );
+    now = at(t0, 500);
+    let sent = quiet(&mut rx, t0, &mut now, at(t0, 1_029));
+    assert_eq!(sent, [(500, Sent::Ack { cum: ISN + 2 })]);
+    assert!(rx.poll_end().is_none(), "still lingering");
+    assert_eq!(quiet(&mut rx, t0, &mut now, at(t0, 5_000)), []);
+    assert_eq!(ms(t0, now), 1_030);
+    assert!(matches!(rx.poll_end(), Some(Ok(()))));
+}

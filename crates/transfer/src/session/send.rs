@@ -1,0 +1,291 @@
+//! The sending end of a session, free of I/O: it waits for the receiver's
+//! `Start`, searches for the packet size, announces it with `Begin`, runs
+//! the ARQ's [`Sender`] and ends with `Done` or `Abort`. The driver
+//! ([`super::serve()`]) feeds it the frames that arrive and the time, and
+//! sends what it says; the data itself it never holds (the driver reads
+//! each [`Transmit`] from the file).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chatdrop_arq::{Frame, Sender, Transmit};
+
+use super::probe::PathProbe;
+use super::{Event, ServeOptions};
+use crate::wire::Msg;
+use crate::TransferError;
+
+/// How often `Begin` is repeated until the first acknowledgement: the
+/// receiver drops data until a `Begin` reaches it, so a lost one would
+/// otherwise cost a whole retransmission timeout of data.
+const BEGIN_REPEAT: Duration = Duration::from_millis(100);
+
+/// The sending end of one session (see the module docs).
+///
+/// The driver's loop: [`poll_msg`](Self::poll_msg) and
+/// [`poll_data`](Self::poll_data) until both are empty, sending what they
+/// give; [`poll_end`](Self::poll_end) to learn whether the session is over;
+/// otherwise sleep until [`poll_timeout`](Self::poll_timeout) or a
+/// datagram, and pass on either ([`handle_timeout`](Self::handle_timeout),
+/// [`handle`](Self::handle)).
+#[derive(Debug)]
+pub struct SendSession {
+    opts: ServeOptions,
+    /// Bytes of the file.
+    size: u64,
+    /// The receiver, once its `Start` came: nothing from anywhere else
+    /// counts after that.
+    peer: Option<SocketAddr>,
+    isn: u32,
+    /// Where the receiver asked to start, at most the file's size.
+    resume_from: u64,
+    phase: Phase,
+    /// The ARQ, from the end of the probing on.
+    arq: Option<Sender>,
+    /// Events for the driver; each kind is pushed at most once, so this
+    /// never holds more than two.
+    events: VecDeque<Event>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// No authentic `Start` yet; the session gives up at the deadline.
+    Waiting {
+        deadline: Option<Instant>,
+    },
+    Probing(PathProbe),
+    /// Data flows; `Begin` is repeated at `next_begin` until the receiver
+    /// acknowledges data (then it surely knows the size).
+    Sending {
+        mss: u32,
+        next_begin: Instant,
+    },
+    /// Over: `last` is still to be sent, unless `sent`; then `result` is
+    /// for the driver.
+    Over {
+        last: Option<Last>,
+        sent: bool,
+        result: Option<Result<(), TransferError>>,
+    },
+}
+
+/// The frame that ends a session.
+#[derive(Debug)]
+enum Last {
+    Done,
+    Abort(String),
+}
+
+impl SendSession {
+    /// A session serving `size` bytes with `opts`, waiting from `now` for
+    /// a receiver to start it.
+    pub fn new(opts: &ServeOptions, size: u64, now: Instant) -> SendSession {
+        SendSession {
+            opts: opts.clone(),
+            size,
+            peer: None,
+            isn: 0,
+            resume_from: 0,
+            phase: Phase::Waiting {
+                deadline: opts.wait_for_start.map(|d| now + d),
+            },
+            arq: None,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The receiver, once a `Start` fixed it.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// The ARQ, from the end of the probing on: for its numbers
+    /// (acknowledged bytes, packets sent, the congestion controller's
+    /// state).
+    pub fn arq(&self) -> Option<&Sender> {
+        self.arq.as_ref()
+    }
+
+    /// Takes a frame that arrived authentic from `from` at `now`.
+    ///
+    /// The first `Start` fixes the receiver, the first packet number and
+    /// where to start; every later one is that receiver repeating itself
+    /// (or a copy), and changes nothing.
+    pub fn handle(&mut self, now: Instant, from: SocketAddr, msg: Msg<'_>) {
+        if let Phase::Waiting { .. } = self.phase {
+            if let Msg::Start { isn, resume_from } = msg {
+                self.start(now, from, isn, resume_from);
+            }
+            return;
+        }
+        if self.peer != Some(from) {
+            return;
+        }
+        match (&mut self.phase, msg) {
+            (Phase::Probing(probe), Msg::ProbeAck { size }) => probe.on_ack(size),
+            (Phase::Sending { .. }, Msg::Arq(Frame::Ack(ack))) => {
+                if let Some(arq) = &mut self.arq {
+                    arq.on_ack(now, &ack);
+                }
+            }
+            (Phase::Probing(_) | Phase::Sending { .. }, Msg::Arq(Frame::Abort(why))) => {
+                self.end(None, Err(TransferError::Aborted(why.to_string())));
+            }
+            _ => {}
+        }
+        self.advance(now);
+    }
+
+    /// The host refused to send the `Probe` of `size` at once, as too
+    /// big for the path (`EMSGSIZE`).
+    pub fn on_too_big(&mut self, now: Instant, size: u32) {
+        if let Phase::Probing(probe) = &mut self.phase {
+            probe.on_too_big(size);
+        }
+        self.advance(now);
+    }
+
+    /// A frame to seal and send now to its address (`Probe`, `Begin`,
+    /// `Done`, `Abort`), if one is due.
+    pub fn poll_msg(&mut self, now: Instant) -> Option<(SocketAddr, Msg<'_>)> {
+        let peer = self.peer?;
+        let msg = match &mut self.phase {
+            Phase::Waiting { .. } => None,
+            Phase::Probing(probe) => probe.poll_probe(now).map(|size| Msg::Probe { size }),
+            Phase::Sending { mss, next_begin } => {
+                let acked = self.arq.as_ref().map(Sender::acked_bytes);
+                (now >= *next_begin && acked == Some(self.resume_from)).then(|| {
+                    *next_begin = now + BEGIN_REPEAT;
+                    Msg::Begin { mss: *mss }
+                })
+            }
+            Phase::Over { last, sent, .. } => {
+                let first = !std::mem::replace(sent, true);
+                match last {
+                    Some(Last::Done) if first => Some(Msg::Arq(Frame::Done)),
+                    Some(Last::Abort(why)) if first => Some(Msg::Arq(Frame::Abort(why))),
+                    _ => None,
+                }
+            }
+        };
+        msg.map(|m| (peer, m))
+    }
+
+    /// The next data packet to send now, if the ARQ's windows and pacing
+    /// allow one: the driver reads its bytes from the file and sends them
+    /// as `Frame::Data` to [`peer`](Self::peer).
+    pub fn poll_data(&mut self, now: Instant) -> Option<Transmit> {
+        match self.phase {
+            Phase::Sending { .. } => self.arq.as_mut()?.poll_transmit(now),
+            _ => None,
+        }
+    }
+
+    /// Something for the driver's logs or set-up, if anything happened.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// How the session ended, once it has and its last frame was polled:
+    /// `Ok` when every byte was acknowledged. Given once.
+    pub fn poll_end(&mut self) -> Option<Result<(), TransferError>> {
+        match &mut self.phase {
+            Phase::Over { sent, result, .. } if *sent => result.take(),
+            _ => None,
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due, once
+    /// nothing is left to poll; `None` when only a datagram can move the
+    /// session on.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Waiting { deadline } => *deadline,
+            Phase::Probing(probe) => probe.poll_timeout(),
+            Phase::Sending { next_begin, .. } => {
+                let arq = self.arq.as_ref()?;
+                let timer = arq.poll_timeout();
+                if arq.acked_bytes() == self.resume_from {
+                    Some(timer.map_or(*next_begin, |t| t.min(*next_begin)))
+                } else {
+                    timer
+                }
+            }
+            Phase::Over { .. } => None,
+        }
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match &mut self.phase {
+            Phase::Waiting { deadline } if deadline.is_some_and(|d| now >= d) => {
+                let silent = TransferError::PeerSilent("no receiver came".into());
+                self.end(None, Err(silent));
+            }
+            Phase::Probing(probe) => probe.on_timeout(now),
+            Phase::Sending { .. } => {
+                if let Some(arq) = &mut self.arq {
+                    arq.on_timeout(now);
+                }
+            }
+            _ => {}
+        }
+        self.advance(now);
+    }
+
+    fn start(&mut self, now: Instant, from: SocketAddr, isn: u32, resume_from: u64) {
+        self.peer = Some(from);
+        self.isn = isn;
+        self.resume_from = resume_from.min(self.size);
+        self.events.push_back(Event::Started {
+            peer: from,
+            isn,
+            resume_from,
+        });
+        let probe = PathProbe::new(self.opts.cfg.mss, from.is_ipv6());
+        self.phase = Phase::Probing(probe);
+        self.advance(now);
+    }
+
+    /// Moves to the next phase when this one is over: from probing to data
+    /// once the size is known, from data to the end once the ARQ is done
+    /// or has failed.
+    fn advance(&mut self, now: Instant) {
+        if let Phase::Probing(probe) = &self.phase {
+            if let Some(mss) = probe.result() {
+                let mut cfg = self.opts.cfg.clone();
+                cfg.mss = mss;
+                let arq = Sender::new(cfg, self.isn, self.resume_from, self.size, now);
+                self.arq = Some(arq);
+                self.phase = Phase::Sending {
+                    mss,
+                    next_begin: now,
+                };
+                self.events.push_back(Event::Began { mss });
+            }
+        }
+        if let (Phase::Sending { .. }, Some(arq)) = (&self.phase, &self.arq) {
+            if arq.is_done() {
+                // Tell the receiver it may stop; if this is lost it stops
+                // by itself after a moment of silence.
+                self.end(Some(Last::Done), Ok(()));
+            } else if let Some(e) = arq.failure() {
+                let why = e.to_string();
+                let abort = Last::Abort(why.clone());
+                self.end(Some(abort), Err(TransferError::PeerSilent(why)));
+            }
+        }
+    }
+
+    fn end(&mut self, last: Option<Last>, result: Result<(), TransferError>) {
+        self.phase = Phase::Over {
+            sent: last.is_none(),
+            last,
+            result: Some(result),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,262 @@
+//! The sending session in simulated time. Each test names, in its comment,
+//! the break in `send.rs` (or `probe.rs`) it was checked to fail with.
+
+use chatdrop_arq::{Ack, Frame};
+
+use super::*;
+use crate::session::sim::{at, ms, quiet, sender_sends, serving, Sent, Wire, RECEIVER, STRANGER};
+use crate::session::{MAX_MSS, MIN_MSS};
+
+const ISN: u32 = 7;
+
+/// A session serving `size` bytes with packets of at most `cap`, started
+/// at `t0` by the receiver's `Start`, its `Started` event taken.
+fn started(cap: u32, size: u64, t0: Instant) -> SendSession {
+    let mut tx = SendSession::new(&serving(cap, None), size, t0);
+    tx.handle(
+        t0,
+        RECEIVER,
+        Msg::Start {
+            isn: ISN,
+            resume_from: 0,
+        },
+    );
+    let event = tx.poll_event();
+    let expected = Event::Started {
+        peer: RECEIVER,
+        isn: ISN,
+        resume_from: 0,
+    };
+    assert_eq!(event, Some(expected));
+    tx
+}
+
+/// What `tx` sends at `now`, in short.
+fn sends(tx: &mut SendSession, now: Instant) -> Vec<Sent> {
+    sender_sends(tx, now, None, usize::MAX)
+        .iter()
+        .map(Wire::sent)
+        .collect()
+}
+
+fn ack(cum: u32) -> Msg<'static> {
+    Msg::Arq(Frame::Ack(Ack {
+        cum,
+        ..Ack::default()
+    }))
+}
+
+fn without_data(sent: Vec<(u64, Sent)>) -> Vec<(u64, Sent)> {
+    sent.into_iter()
+        .filter(|(_, s)| !matches!(s, Sent::Data { .. }))
+        .collect()
+}
+
+#[test]
+fn a_duplicated_start_starts_one_session() {
+    // The receiver's `Start`, a copy of it, and one from elsewhere with
+    // other numbers: one session, with the first one's peer and packet
+    // numbers, and one round of probes. Checked to fail when every `Start`
+    // (re)starts the session (`handle` taking `Start` in any phase).
+    let t0 = Instant::now();
+    let mut tx = started(MAX_MSS, 10_000, t0);
+    assert_eq!(sends(&mut tx, t0), [Sent::Probe(MAX_MSS)]);
+    let copy = Msg::Start {
+        isn: ISN,
+        resume_from: 0,
+    };
+    tx.handle(at(t0, 10), RECEIVER, copy);
+    let other = Msg::Start {
+        isn: 99,
+        resume_from: 5_000,
+    };
+    tx.handle(at(t0, 10), STRANGER, other);
+    assert_eq!(tx.poll_event(), None, "started once");
+    assert_eq!(tx.peer(), Some(RECEIVER));
+    assert_eq!(sends(&mut tx, at(t0, 10)), [], "no second round of probes");
+    tx.handle(at(t0, 20), RECEIVER, Msg::ProbeAck { size: MAX_MSS });
+    let data = Sent::Data {
+        seq: ISN,
+        len: 10_000,
+    };
+    assert_eq!(sends(&mut tx, at(t0, 20)), [Sent::Begin(MAX_MSS), data]);
+}
+
+#[test]
+fn a_probe_that_never_comes_back_falls_to_the_floor() {
+    // Nothing answers: each size is tried three times, 150 ms apart, then
+    // the next; after the last, data begins at the floor. Checked to fail
+    // with `PROBE_TRIES` never reached (the first size for ever), with two
+    // tries a size, and with `result` ignoring the floor (no `Begin`).
+    let t0 = Instant::now();
+    let mut tx = started(MAX_MSS, 1_000, t0);
+    let mut now = t0;
+    let sent = quiet(&mut tx, t0, &mut now, at(t0, 1_350));
+    let tries = |size, from| {
+        [
+            (from, Sent::Probe(size)),
+            (from + 150, Sent::Probe(size)),
+            (from + 300, Sent::Probe(size)),
+        ]
+    };
+    let mut expected = [tries(MAX_MSS, 0), tries(8946, 450), tries(1446, 900)].concat();
+    expected.push((1_350, Sent::Begin(MIN_MSS)));
+    expected.push((
+        1_350,
+        Sent::Data {
+            seq: ISN,
+            len: 1_000,
+        },
+    ));
+    assert_eq!(sent, expected);
+    assert_eq!(tx.poll_event(), Some(Event::Began { mss: MIN_MSS }));
+}
+
+#[test]
+fn a_size_the_host_refuses_is_left_at_once() {
+    // The host takes 9,000-byte packets at most: the 64 KiB probe fails to
+    // send, and the jumbo one goes at the same instant instead of 450 ms
+    // later. Checked to fail with `on_too_big` doing nothing.
+    let t0 = Instant::now();
+    let mut tx = started(MAX_MSS, 1_000, t0);
+    let sent: Vec<_> = sender_sends(&mut tx, t0, None, 9_000)
+        .iter()
+        .map(Wire::sent)
+        .collect();
+    assert_eq!(sent, [Sent::Probe(8946)]);
+    tx.handle(at(t0, 30), RECEIVER, Msg::ProbeAck { size: 8946 });
+    assert_eq!(sends(&mut tx, at(t0, 30))[0], Sent::Begin(8946));
+}
+
+#[test]
+fn a_probe_ack_for_a_size_not_asked_changes_nothing() {
+    // While the 64 KiB probe is out, answers for other sizes (or from
+    // elsewhere) fix nothing; its own answer fixes its size. Checked to
+    // fail with `PathProbe::on_ack` taking any size.
+    let t0 = Instant::now();
+    let mut tx = started(MAX_MSS, 1_000, t0);
+    assert_eq!(sends(&mut tx, t0), [Sent::Probe(MAX_MSS)]);
+    tx.handle(at(t0, 10), RECEIVER, Msg::ProbeAck { size: 1446 });
+    tx.handle(at(t0, 10), STRANGER, Msg::ProbeAck { size: MAX_MSS });
+    assert_eq!(sends(&mut tx, at(t0, 10)), []);
+    assert_eq!(tx.poll_event(), None);
+    tx.handle(at(t0, 20), RECEIVER, Msg::ProbeAck { size: MAX_MSS });
+    assert_eq!(sends(&mut tx, at(t0, 20))[0], Sent::Begin(MAX_MSS));
+    assert_eq!(tx.poll_event(), Some(Event::Began { mss: MAX_MSS }));
+}
+
+#[test]
+fn begin_is_repeated_until_data_is_acknowledged() {
+    // No size to probe under a cap at the floor: `Begin` goes with the
+    // first data, then every 100 ms until an acknowledgement of data
+    // shows it arrived. Checked to fail with the repeat made 100 s (one
+    // `Begin` only), and with `Begin` repeated after data is acknowledged.
+    let t0 = Instant::now();
+    let mut tx = started(MIN_MSS, 10_000, t0);
+    let mut now = t0;
+    let sent = without_data(quiet(&mut tx, t0, &mut now, at(t0, 450)));
+    let begins: Vec<_> = (0..5).map(|i| (i * 100, Sent::Begin(MIN_MSS))).collect();
+    assert_eq!(sent, begins);
+    now = at(t0, 460);
+    tx.handle(now, RECEIVER, ack(ISN + 1));
+    let later = without_data(quiet(&mut tx, t0, &mut now, at(t0, 2_000)));
+    assert_eq!(later, [], "no more Begin once data is acknowledged");
+}
+
+#[test]
+fn no_start_by_the_deadline_is_peer_silent() {
+    // Checked to fail with the `Waiting` deadline ignored (the session
+    // waits for ever), and with a `Start` from nowhere taken after it.
+    let t0 = Instant::now();
+    let mut tx = SendSession::new(&serving(MAX_MSS, Some(Duration::from_secs(5))), 1_000, t0);
+    let mut now = t0;
+    assert_eq!(quiet(&mut tx, t0, &mut now, at(t0, 4_999)), []);
+    assert!(tx.poll_end().is_none(), "still waiting before the deadline");
+    assert_eq!(quiet(&mut tx, t0, &mut now, at(t0, 60_000)), []);
+    assert_eq!(ms(t0, now), 5_000);
+    match tx.poll_end() {
+        Some(Err(TransferError::PeerSilent(why))) => assert_eq!(why, "no receiver came"),
+        other => panic!("{other:?}"),
+    }
+    tx.handle(
+        now,
+        RECEIVER,
+        Msg::Start {
+            isn: ISN,
+            resume_from: 0,
+        },
+    );
+    assert_eq!(tx.poll_event(), None);
+    // Without a deadline, only a datagram moves it on.
+    let patient = SendSession::new(&serving(MAX_MSS, None), 1_000, t0);
+    assert_eq!(patient.poll_timeout(), None);
+}
+
+#[test]
+fn a_receiver_silent_during_data_is_aborted() {
+    // Data and `Begin` go unanswered: at the idle timeout the sender says
+    // why in an `Abort` and fails with the same reason. Checked to fail
+    // with the ARQ's failure not acted on in `advance`.
+    let t0 = Instant::now();
+    let mut tx = started(MIN_MSS, 10_000, t0);
+    let mut now = t0;
+    let sent = quiet(&mut tx, t0, &mut now, at(t0, 30_000));
+    let why = "no answer from the peer for 10s";
+    assert_eq!(sent.last(), Some(&(10_000, Sent::Abort(why.into()))));
+    match tx.poll_end() {
+        Some(Err(TransferError::PeerSilent(e))) => assert_eq!(e, why),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(tx.poll_timeout(), None);
+}
+
+#[test]
+fn an_abort_from_the_receiver_ends_the_session() {
+    // While probing (a cap of 64 KiB) and while sending (a cap at the
+    // floor): an `Abort` from elsewhere changes nothing, the receiver's
+    // ends the session with its reason and nothing more is sent. Checked
+    // to fail with `Abort` taken only in `Sending` (the probing case).
+    for cap in [MAX_MSS, MIN_MSS] {
+        let t0 = Instant::now();
+        let mut tx = started(cap, 10_000, t0);
+        assert!(!sends(&mut tx, t0).is_empty());
+        tx.handle(at(t0, 10), STRANGER, Msg::Arq(Frame::Abort("not me")));
+        assert!(tx.poll_end().is_none(), "cap {cap}");
+        tx.handle(at(t0, 20), RECEIVER, Msg::Arq(Frame::Abort("disk full")));
+        assert_eq!(sends(&mut tx, at(t0, 20)), [], "cap {cap}");
+        match tx.poll_end() {
+            Some(Err(TransferError::Aborted(why))) => assert_eq!(why, "disk full"),
+            other => panic!("cap {cap}: {other:?}"),
+        }
+        assert_eq!(tx.poll_timeout(), None);
+    }
+}
+
+#[test]
+fn done_follows_the_last_acknowledgement() {
+    // Two packets: acknowledging the first ends nothing; acknowledging
+    // both sends `Done`, then the session ends well. Checked to fail with
+    // `Last::Done` left out of the ending.
+    let t0 = Instant::now();
+    let mut tx = started(MIN_MSS, 2_000, t0);
+    let first = [
+        Sent::Begin(MIN_MSS),
+        Sent::Data {
+            seq: ISN,
+            len: 1_200,
+        },
+        Sent::Data {
+            seq: ISN + 1,
+            len: 800,
+        },
+    ];
+    assert_eq!(sends(&mut tx, t0), first);
+    tx.handle(at(t0, 50), RECEIVER, ack(ISN + 1));
+    assert_eq!(sends(&mut tx, at(t0, 50)), []);
+    assert!(tx.poll_end().is_none());
+    tx.handle(at(t0, 60), RECEIVER, ack(ISN + 2));
+    assert!(tx.poll_end().is_none(), "not before `Done` is polled");
+    assert_eq!(sends(&mut tx, at(t0, 60)), [Sent::Done]);
+    assert!(matches!(tx.poll_end(), Some(Ok(()))));
+    assert_eq!(tx.arq().map(Sender::stats), Some((2, 0)));
+}

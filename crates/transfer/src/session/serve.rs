@@ -1,0 +1,217 @@
+//! The sending end's driver: it gives a [`SendSession`] a socket, the
+//! session keys and the file. It owns what the machine leaves out on
+//! purpose: sealing, sending data datagrams in batches the kernel cuts
+//! apart (see [`crate::batch`]), reading the file, the numbers, the logs
+//! and the progress.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chatdrop_arq::{Frame, Sender};
+use tokio::net::UdpSocket;
+use tracing::{debug, trace};
+
+use super::net::{io, next_frame, send_msg, wait, Next, BATCH};
+use super::{Event, Progress, SendSession, ServeOptions, TransferStats};
+use crate::batch::{BatchSocket, MAX_SEND_BYTES};
+use crate::crypto::{SessionKeys, HEADER, TAG};
+use crate::files::Source;
+use crate::socket;
+use crate::wire::Msg;
+use crate::TransferError;
+
+/// How often the sender traces its congestion controller's state.
+const TRACE_EVERY: Duration = Duration::from_millis(100);
+/// Receive buffers of the sending end: it receives only acknowledgements.
+const SENDER_BUFFERS: usize = 8;
+
+/// Serves `source` to the one receiver that starts the session with `keys`.
+pub async fn serve(
+    socket: &UdpSocket,
+    mut keys: SessionKeys,
+    source: &Source,
+    opts: &ServeOptions,
+    mut progress: impl Progress,
+) -> Result<TransferStats, TransferError> {
+    let mut net = BatchSocket::new(socket, SENDER_BUFFERS).map_err(io("preparing the socket"))?;
+    let mut sbuf = Vec::with_capacity(65_536);
+    let mut stats = TransferStats::default();
+    let size = source.size();
+    let mut session = SendSession::new(opts, size, Instant::now());
+    let mut started = Instant::now();
+    // Each data packet is read into this, then sealed into `out`: sized
+    // once the packet size is known.
+    let mut chunk = Vec::new();
+    let mut out = Outgoing::new(net.max_segments());
+    let mut next_trace = Instant::now();
+    loop {
+        let now = Instant::now();
+        while let Some((to, msg)) = session.poll_msg(now) {
+            let probe = match msg {
+                Msg::Probe { size } => Some(size),
+                _ => None,
+            };
+            let abort = matches!(msg, Msg::Arq(Frame::Abort(_)));
+            match (send_msg(&net, &mut keys, to, &msg, &mut sbuf).await, probe) {
+                (Err(TransferError::Io { source, .. }), Some(size)) if socket::too_big(&source) => {
+                    session.on_too_big(now, size);
+                }
+                // Failing anyway: a receiver that misses the reason stops
+                // by itself after a moment of silence.
+                (Err(_), _) if abort => {}
+                (sent, _) => sent?,
+            }
+        }
+        while let Some(event) = session.poll_event() {
+            match event {
+                Event::Started {
+                    peer,
+                    isn,
+                    resume_from,
+                } => {
+                    debug!(%peer, isn, resume_from, "session started");
+                    started = Instant::now();
+                    stats.resumed_from = resume_from.min(size);
+                }
+                Event::Began { mss } => {
+                    if let Some(peer) = session.peer() {
+                        let segments = net.max_segments();
+                        debug!(%peer, mss, segments, "packet size");
+                    }
+                    stats.mss = mss;
+                    chunk = vec![0u8; mss as usize];
+                }
+            }
+        }
+        if let Some(peer) = session.peer() {
+            if now >= next_trace && tracing::enabled!(tracing::Level::TRACE) {
+                next_trace = now + TRACE_EVERY;
+                trace_sender(session.arq(), stats.mss);
+            }
+            while let Some(t) = session.poll_data(now) {
+                let len = HEADER + Frame::DATA_HEADER + t.len as usize + TAG;
+                if !out.fits(len) {
+                    out.flush(&net, peer).await?;
+                }
+                let data = &mut chunk[..t.len as usize];
+                source.read_at(t.offset, data)?;
+                let frame = Msg::Arq(Frame::Data {
+                    seq: t.seq,
+                    payload: data,
+                });
+                out.push(&mut keys, &frame);
+            }
+            out.flush(&net, peer).await?;
+        }
+        if let Some(end) = session.poll_end() {
+            end?;
+            let (packets, retransmissions) = session.arq().map_or((0, 0), Sender::stats);
+            stats.packets = packets;
+            stats.retransmissions = retransmissions;
+            stats.bytes = size - stats.resumed_from;
+            stats.seconds = started.elapsed().as_secs_f64();
+            progress(size, size);
+            return Ok(stats);
+        }
+        if !wait(&mut net, session.poll_timeout()).await? {
+            session.handle_timeout(Instant::now());
+            continue;
+        }
+        for _ in 0..BATCH {
+            match next_frame(&mut net, &mut keys, session.peer(), &mut stats.forged)? {
+                Next::Frame(from, msg) => session.handle(Instant::now(), from, msg),
+                Next::Dropped => {}
+                Next::Empty => break,
+            }
+        }
+        if let Some(arq) = session.arq() {
+            progress(arq.acked_bytes(), size);
+        }
+    }
+}
+
+/// Traces the congestion controller's state, with rates in Mbit/s of
+/// `mss`-byte payloads.
+fn trace_sender(arq: Option<&Sender>, mss: u32) {
+    let Some(arq) = arq else {
+        return;
+    };
+    let c = arq.controller();
+    let (sent, resent) = arq.stats();
+    trace!(
+        mode = ?c.mode(),
+        bw_mbit = c.bandwidth() * f64::from(mss) * 8e-6,
+        pacing_mbit = c.pacing_rate() * f64::from(mss) * 8e-6,
+        cwnd = c.cwnd(),
+        srtt = ?arq.rtt().srtt(),
+        min_rtt = ?c.min_rtt(),
+        acked = arq.acked_bytes(),
+        sent,
+        resent,
+        timeouts = arq.timeouts(),
+        overflows = c.overflows(),
+        loss_rate = c.loss_rate(),
+        "sender"
+    );
+}
+
+/// Data datagrams sealed end to end in one buffer, to go to the kernel in
+/// one call (see [`crate::batch`]): all of one size but the last.
+struct Outgoing {
+    buf: Vec<u8>,
+    /// The size of the first datagram, which all others match.
+    segment: usize,
+    count: usize,
+    max_segments: usize,
+    /// A shorter datagram went in: it must be the last.
+    closed: bool,
+}
+
+impl Outgoing {
+    fn new(max_segments: usize) -> Outgoing {
+        Outgoing {
+            buf: Vec::with_capacity(MAX_SEND_BYTES + 65_536),
+            segment: 0,
+            count: 0,
+            max_segments,
+            closed: false,
+        }
+    }
+
+    /// Whether a datagram of `len` bytes can join the batch.
+    fn fits(&self, len: usize) -> bool {
+        self.count == 0
+            || !self.closed
+                && self.count < self.max_segments
+                && len <= self.segment
+                && self.buf.len() + len <= MAX_SEND_BYTES
+    }
+
+    /// Seals `msg` onto the end of the batch.
+    fn push(&mut self, keys: &mut SessionKeys, msg: &Msg<'_>) {
+        let start = self.buf.len();
+        self.buf.resize(start + HEADER, 0);
+        msg.encode(&mut self.buf);
+        keys.seal_from(&mut self.buf, start);
+        let len = self.buf.len() - start;
+        if self.count == 0 {
+            self.segment = len;
+        } else if len < self.segment {
+            self.closed = true;
+        }
+        self.count += 1;
+    }
+
+    /// Sends the batch, if any.
+    async fn flush(&mut self, net: &BatchSocket<'_>, to: SocketAddr) -> Result<(), TransferError> {
+        if self.count > 0 {
+            net.send(to, &self.buf, self.segment)
+                .await
+                .map_err(io("sending data"))?;
+        }
+        self.buf.clear();
+        self.count = 0;
+        self.closed = false;
+        Ok(())
+    }
+}
