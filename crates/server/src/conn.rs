@@ -49,10 +49,7 @@ enum End {
 pub(crate) async fn serve(id: u64, tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
     let span = info_span!("conn", id, %addr, user = tracing::field::Empty);
     async move {
-        let end = match run(ConnId(id), tcp, addr, &shared).await {
-            Ok(end) => end,
-            Err(end) => end,
-        };
+        let end = run(ConnId(id), tcp, addr, &shared).await;
         match &end {
             End::Error(why) | End::Refused(why) | End::Lost(why) => {
                 debug!("connection ended: {why}")
@@ -97,51 +94,94 @@ async fn next_msg(frames: &mut Reader, limit: Duration) -> Result<ClientMsg, End
     }
 }
 
-async fn run(
-    conn: ConnId,
+/// Runs `step`, unless the server shuts down first.
+async fn or_shutdown<T>(
+    shared: &Shared,
+    step: impl std::future::Future<Output = Result<T, End>>,
+) -> Result<T, End> {
+    tokio::select! {
+        _ = shared.shutdown.cancelled() => Err(End::Closed),
+        r = step => r,
+    }
+}
+
+/// The TLS handshake, and the keying material bound to this TLS session
+/// for a client's login proof and a server's link proof.
+async fn accept_tls(
     tcp: TcpStream,
-    addr: SocketAddr,
-    shared: &Arc<Shared>,
-) -> Result<End, End> {
-    let ip = addr.ip();
-    let tls = tokio::select! {
-        _ = shared.shutdown.cancelled() => return Ok(End::Closed),
-        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.acceptor.accept(tcp)) => match r {
-            Err(_) => return Err(End::Error("TLS handshake timed out".into())),
-            Ok(Err(e)) => return Err(End::Error(format!("TLS handshake: {e}"))),
-            Ok(Ok(tls)) => tls,
-        },
+    shared: &Shared,
+) -> Result<(Tls, [u8; BINDING_LEN], [u8; BINDING_LEN]), End> {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.acceptor.accept(tcp)).await {
+        Err(_) => return Err(End::Error("TLS handshake timed out".into())),
+        Ok(Err(e)) => return Err(End::Error(format!("TLS handshake: {e}"))),
+        Ok(Ok(tls)) => tls,
     };
-    let mut binding = [0u8; BINDING_LEN];
-    tls.get_ref()
-        .1
-        .export_keying_material(&mut binding, EXPORTER_LABEL, None)
-        .map_err(|e| End::Error(format!("TLS exporter: {e}")))?;
-    let mut link_binding = [0u8; BINDING_LEN];
-    tls.get_ref()
-        .1
-        .export_keying_material(&mut link_binding, LINK_EXPORTER_LABEL, None)
-        .map_err(|e| End::Error(format!("TLS exporter: {e}")))?;
+    let export = |label: &[u8]| {
+        let mut out = [0u8; BINDING_LEN];
+        tls.get_ref()
+            .1
+            .export_keying_material(&mut out, label, None)
+            .map_err(|e| End::Error(format!("TLS exporter: {e}")))?;
+        Ok(out)
+    };
+    let binding = export(EXPORTER_LABEL)?;
+    let link_binding = export(LINK_EXPORTER_LABEL)?;
+    Ok((tls, binding, link_binding))
+}
+
+/// A connection from TLS to its end: a client's login and session, or a
+/// server's link.
+async fn run(conn: ConnId, tcp: TcpStream, addr: SocketAddr, shared: &Arc<Shared>) -> End {
+    let (tls, binding, link_binding) = match or_shutdown(shared, accept_tls(tcp, shared)).await {
+        Ok(opened) => opened,
+        Err(end) => return end,
+    };
     let (rd, mut wr) = tokio::io::split(tls);
     let mut frames = FramedRead::with_capacity(rd, FrameCodec::new(MAX_CLIENT_FRAME), 512);
 
     // The first frame tells a client (Hello) from another server (LinkHello).
-    let first = tokio::select! {
-        _ = shared.shutdown.cancelled() => return Ok(End::Closed),
-        r = login_msg(&mut frames, &mut wr) => r?,
+    let first = match or_shutdown(shared, login_msg(&mut frames, &mut wr)).await {
+        Ok(first) => first,
+        Err(end) => return end,
     };
     if let ClientMsg::LinkHello(hello) = first {
         crate::link::accept(frames, wr, hello, link_binding, addr, shared.clone()).await;
-        return Ok(End::Closed);
+        return End::Closed;
     }
 
     // Login: Hello -> Challenge -> Auth, each within the handshake timeout.
-    let (user, public_key) = tokio::select! {
-        _ = shared.shutdown.cancelled() => return Ok(End::Closed),
-        r = login(first, &mut frames, &mut wr, &binding, shared) => r?,
+    let login = login(first, &mut frames, &mut wr, &binding, shared);
+    let (user, public_key) = match or_shutdown(shared, login).await {
+        Ok(who) => who,
+        Err(end) => return end,
     };
     tracing::Span::current().record("user", user.as_str());
+    let client = Client {
+        conn,
+        user,
+        public_key,
+        ip: addr.ip(),
+    };
+    session(client, frames, wr, shared).await
+}
 
+/// A client that proved its identity.
+struct Client {
+    conn: ConnId,
+    user: String,
+    public_key: [u8; 32],
+    ip: std::net::IpAddr,
+}
+
+/// A logged-in client's session: its requests to the hub, the hub's frames
+/// to it, until either side ends it.
+async fn session(client: Client, mut frames: Reader, wr: WriteHalf<Tls>, shared: &Shared) -> End {
+    let Client {
+        conn,
+        user,
+        public_key,
+        ip,
+    } = client;
     let (tx, rx) = mpsc::channel::<Bytes>(CONN_QUEUE);
     let close = CancellationToken::new();
     let writer = tokio::spawn(write_loop(wr, rx, close.clone()));
@@ -162,7 +202,7 @@ async fn run(
         .is_err()
     {
         close.cancel();
-        return Ok(End::Closed);
+        return End::Closed;
     }
 
     let idle = Duration::from_secs(IDLE_TIMEOUT_SECS);
@@ -191,7 +231,7 @@ async fn run(
     close.cancel();
     drop(tx);
     let _ = writer.await;
-    Ok(end)
+    end
 }
 
 /// Tells the client why its login is refused and closes the connection.

@@ -18,7 +18,9 @@ use chatdrop_chat::{Event, LinkId};
 use chatdrop_proto::auth::{link_transcript, BINDING_LEN, LINK_EXPORTER_LABEL};
 use chatdrop_proto::limits::{LINK_DEAD_MS, LINK_PING_MS, MAX_LINK_FRAME, PROTOCOL_VERSION};
 use chatdrop_proto::link::{LinkHello, LinkMsg, ServerId};
-use chatdrop_proto::{decode, encode_frame, ClientMsg, ErrorCode, FrameCodec, ServerMsg};
+use chatdrop_proto::{
+    decode, encode_frame, ClientMsg, ErrorCode, FrameCodec, ProtoError, ServerMsg,
+};
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -95,10 +97,49 @@ impl LinkConfig {
 
 type Frames<R> = FramedRead<R, FrameCodec>;
 
-async fn send<W: AsyncWrite + Unpin>(w: &mut W, msg: &LinkMsg) -> Result<(), String> {
-    let frame = encode_frame(msg).map_err(|e| e.to_string())?;
-    w.write_all(&frame).await.map_err(|e| e.to_string())?;
-    w.flush().await.map_err(|e| e.to_string())
+/// Why a link could not be made, or its handshake failed.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("connecting timed out")]
+    ConnectTimeout,
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("TLS handshake timed out")]
+    TlsTimeout,
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("the handshake timed out")]
+    HandshakeTimeout,
+    #[error("the other server closed the connection")]
+    Closed,
+    /// A frame could not be read or written.
+    #[error("{0}")]
+    Frame(#[from] ProtoError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The other side refused, with its reason.
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("the other side does not speak the link protocol")]
+    NotLinkProtocol,
+    #[error("protocol version {0} (this server speaks {PROTOCOL_VERSION})")]
+    Version(u16),
+    #[error("a server cannot link to itself")]
+    ToSelf,
+    /// A valid frame, but not the handshake's next step.
+    #[error("expected {0}")]
+    Unexpected(&'static str),
+    #[error("this server has no network key (--network-key)")]
+    NoKey,
+    /// The other server's proof does not verify.
+    #[error("server {0} does not hold the network key; link refused")]
+    WrongKey(String),
+}
+
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, msg: &LinkMsg) -> Result<(), LinkError> {
+    let frame = encode_frame(msg)?;
+    w.write_all(&frame).await?;
+    Ok(w.flush().await?)
 }
 
 async fn refuse<W: AsyncWrite + Unpin>(w: &mut W, why: &str) {
@@ -110,31 +151,28 @@ async fn refuse<W: AsyncWrite + Unpin>(w: &mut W, why: &str) {
 
 /// Reads one handshake frame. A refusal from the other side arrives as a
 /// client-protocol error, which is shown as such.
-async fn recv<R: AsyncRead + Unpin>(frames: &mut Frames<R>) -> Result<LinkMsg, String> {
+async fn recv<R: AsyncRead + Unpin>(frames: &mut Frames<R>) -> Result<LinkMsg, LinkError> {
     let payload = match tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()).await {
-        Err(_) => return Err("the handshake timed out".into()),
-        Ok(None) => return Err("the other server closed the connection".into()),
-        Ok(Some(Err(e))) => return Err(e.to_string()),
+        Err(_) => return Err(LinkError::HandshakeTimeout),
+        Ok(None) => return Err(LinkError::Closed),
+        Ok(Some(Err(e))) => return Err(e.into()),
         Ok(Some(Ok(p))) => p,
     };
     if let Ok(msg) = decode::<LinkMsg>(&payload) {
         return Ok(msg);
     }
     match decode::<ServerMsg>(&payload) {
-        Ok(ServerMsg::Error { message, .. }) => Err(format!("refused: {message}")),
-        _ => Err("the other side does not speak the link protocol".into()),
+        Ok(ServerMsg::Error { message, .. }) => Err(LinkError::Refused(message)),
+        _ => Err(LinkError::NotLinkProtocol),
     }
 }
 
-fn check_hello(cfg: &LinkConfig, peer: &LinkHello) -> Result<(), String> {
+fn check_hello(cfg: &LinkConfig, peer: &LinkHello) -> Result<(), LinkError> {
     if peer.version != PROTOCOL_VERSION {
-        return Err(format!(
-            "protocol version {} (this server speaks {PROTOCOL_VERSION})",
-            peer.version
-        ));
+        return Err(LinkError::Version(peer.version));
     }
     if peer.id == cfg.id {
-        return Err("a server cannot link to itself".into());
+        return Err(LinkError::ToSelf);
     }
     Ok(())
 }
@@ -164,7 +202,7 @@ pub(crate) async fn accept<R, W>(
     }
     if let Err(why) = check_hello(cfg, &peer) {
         warn!(%addr, server = %peer.name, "refused a link: {why}");
-        refuse(&mut wr, &why).await;
+        refuse(&mut wr, &why.to_string()).await;
         return;
     }
     let mine = cfg.hello();
@@ -230,58 +268,54 @@ pub(crate) async fn dial_forever(target: String, shared: Arc<Shared>) {
     .await
 }
 
-async fn dial(target: &str, shared: &Arc<Shared>) -> Result<(), String> {
+async fn dial(target: &str, shared: &Arc<Shared>) -> Result<(), LinkError> {
     let cfg = &shared.link;
     let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(target))
         .await
-        .map_err(|_| "connecting timed out".to_string())?
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|_| LinkError::ConnectTimeout)?
+        .map_err(LinkError::Connect)?;
     let _ = tcp.set_nodelay(true);
-    let addr = tcp.peer_addr().map_err(|e| e.to_string())?;
+    let addr = tcp.peer_addr()?;
+    let tls_err = |e: &dyn std::fmt::Display| LinkError::Tls(e.to_string());
     let (verifier, _) = chatdrop_proto::tls::PinVerifier::new(None);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
+        .map_err(|e| tls_err(&e))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let name = rustls::pki_types::ServerName::try_from("chatdrop").map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("chatdrop").map_err(|e| tls_err(&e))?;
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp))
         .await
-        .map_err(|_| "TLS handshake timed out".to_string())?
-        .map_err(|e| format!("TLS: {e}"))?;
+        .map_err(|_| LinkError::TlsTimeout)?
+        .map_err(|e| tls_err(&e))?;
     let mut binding = [0u8; BINDING_LEN];
     tls.get_ref()
         .1
         .export_keying_material(&mut binding, LINK_EXPORTER_LABEL, None)
-        .map_err(|e| format!("TLS exporter: {e}"))?;
+        .map_err(|e| LinkError::Tls(format!("exporter: {e}")))?;
     let (rd, mut wr) = tokio::io::split(tls);
     let mut frames = FramedRead::with_capacity(rd, FrameCodec::new(MAX_LINK_FRAME), 64 * 1024);
     let mine = cfg.hello();
-    let hello = encode_frame(&ClientMsg::LinkHello(mine.clone())).map_err(|e| e.to_string())?;
-    wr.write_all(&hello).await.map_err(|e| e.to_string())?;
+    let hello = encode_frame(&ClientMsg::LinkHello(mine.clone()))?;
+    wr.write_all(&hello).await?;
     let peer = match recv(&mut frames).await? {
         LinkMsg::Hello(h) => h,
-        _ => return Err("expected the other server's hello".into()),
+        _ => return Err(LinkError::Unexpected("the other server's hello")),
     };
     check_hello(cfg, &peer)?;
     let ours = link_transcript(&binding, &mine.nonce, &peer.nonce, &cfg.id, true);
-    let mac = cfg
-        .mac(&ours)
-        .ok_or("this server has no network key (--network-key)")?;
+    let mac = cfg.mac(&ours).ok_or(LinkError::NoKey)?;
     send(&mut wr, &LinkMsg::Proof { mac }).await?;
     let their_proof = match recv(&mut frames).await? {
         LinkMsg::Proof { mac } => mac,
-        _ => return Err("expected the other server's key proof".into()),
+        _ => return Err(LinkError::Unexpected("the other server's key proof")),
     };
     let theirs = link_transcript(&binding, &mine.nonce, &peer.nonce, &peer.id, false);
     if !cfg.verify(&theirs, &their_proof) {
-        return Err(format!(
-            "server {} does not hold the network key; link refused",
-            peer.name
-        ));
+        return Err(LinkError::WrongKey(peer.name));
     }
     // `run` logs why the link ended; the caller redials.
     run(frames, wr, peer, addr, shared.clone()).await;
