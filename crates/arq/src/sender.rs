@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::congestion::{AckEvent, Controller};
+use crate::congestion::{AckEvent, Model};
 use crate::frame::Ack;
 use crate::pacer::Pacer;
 use crate::rate::{DeliveryState, SendState};
@@ -95,7 +95,7 @@ pub struct Sender {
     /// Retransmission timeouts that fired.
     timeouts: u64,
     /// The congestion controller: how much may be in flight, how fast.
-    cc: Controller,
+    cc: Model,
     pacer: Pacer,
     delivery: DeliveryState,
     /// Acknowledged packets still in `slots` (behind an unacknowledged one).
@@ -156,7 +156,7 @@ impl Sender {
             latest_rtt: None,
             loss_time: None,
             timeouts: 0,
-            cc: Controller::new(cfg_window, u64::from(isn), now),
+            cc: Model::new(cfg_window, u64::from(isn), now),
             pacer: Pacer::new(now),
             delivery: DeliveryState::new(now),
             acked_in_slots: 0,
@@ -168,7 +168,7 @@ impl Sender {
     }
 
     /// The congestion controller.
-    pub fn controller(&self) -> &Controller {
+    pub fn controller(&self) -> &Model {
         &self.cc
     }
 

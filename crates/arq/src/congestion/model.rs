@@ -31,10 +31,10 @@
 //! timeout holds the window to a few packets until the path acknowledges
 //! again.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::rate::RateSample;
+use super::windowed_max::WindowedMax;
+use super::AckEvent;
 
 /// Startup's pacing gain: doubles the delivery rate each round trip
 /// (2/ln 2, rounded down slightly as in BBR v2).
@@ -45,8 +45,6 @@ const DRAIN_GAIN: f64 = 1.0 / 2.885;
 const CWND_GAIN: f64 = 2.0;
 /// Pacing gains of the bandwidth-probing cycle, one round trip each.
 const PROBE_GAINS: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
-/// Round trips over which the largest delivery rate is the bandwidth.
-const BW_ROUNDS: u64 = 10;
 /// How long a smallest RTT stays valid without being seen again.
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 /// How long the flight stays small to measure the RTT afresh.
@@ -94,7 +92,7 @@ const OVERFLOW_BETA: f64 = 0.7;
 /// never falls below what sending at the estimate needs.
 const HI_STEP: f64 = 0.5;
 /// The most random loss the pacing rate makes up for (see
-/// [`Controller::loss_rate`]).
+/// [`Model::loss_rate`]).
 const MAX_LOSS_MAKEUP: f64 = 0.1;
 /// Startup ends after a round trip that lost more than this share of its
 /// packets, with or without a queue in sight: random loss that high is
@@ -124,76 +122,9 @@ pub enum Mode {
     ProbeRtt,
 }
 
-/// The largest value seen over the last `BW_ROUNDS` rounds (a monotone
-/// queue: at most one entry per round).
-#[derive(Debug, Clone, Default)]
-struct WindowedMax {
-    entries: VecDeque<(u64, f64)>,
-}
-
-impl WindowedMax {
-    fn update(&mut self, round: u64, value: f64) {
-        while self.entries.back().is_some_and(|&(_, v)| v <= value) {
-            self.entries.pop_back();
-        }
-        if self.entries.back().is_none_or(|&(r, _)| r != round) {
-            self.entries.push_back((round, value));
-        }
-        self.expire(round);
-    }
-
-    fn expire(&mut self, round: u64) {
-        while self
-            .entries
-            .front()
-            .is_some_and(|&(r, _)| r + BW_ROUNDS <= round)
-        {
-            self.entries.pop_front();
-        }
-    }
-
-    fn get(&self) -> f64 {
-        self.entries.front().map_or(0.0, |&(_, v)| v)
-    }
-
-    /// Lowers every value above `limit` to it.
-    fn cap(&mut self, limit: f64) {
-        // Values decrease from front to back: those above the limit form a
-        // prefix, which collapses into its newest entry at the limit.
-        let mut newest_capped = None;
-        while self.entries.front().is_some_and(|&(_, v)| v >= limit) {
-            newest_capped = self.entries.pop_front().map(|(r, _)| r);
-        }
-        if let Some(r) = newest_capped {
-            self.entries.push_front((r, limit));
-        }
-    }
-}
-
-/// What one acknowledgement tells the controller.
-#[derive(Debug, Clone, Copy)]
-pub struct AckEvent {
-    /// The delivery-rate sample, if a packet was newly acknowledged and the
-    /// acknowledgement can be for its latest sending.
-    pub sample: Option<RateSample>,
-    /// Packets newly acknowledged.
-    pub newly_acked: u64,
-    /// Packets newly found lost.
-    pub newly_lost: u64,
-    /// Packets delivered in all.
-    pub delivered: u64,
-    /// Packets in flight after this acknowledgement.
-    pub in_flight: u64,
-    /// An RTT sample, if one was taken.
-    pub rtt: Option<Duration>,
-    /// Datagrams the receiver newly reports its socket dropped (it could
-    /// not keep up): losses that are not the path's.
-    pub receiver_dropped: u64,
-}
-
 /// The model-based congestion controller. See the module docs.
 #[derive(Debug, Clone)]
-pub struct Controller {
+pub struct Model {
     mode: Mode,
     /// The window cap (`-w`), packets.
     cap: u64,
@@ -230,7 +161,7 @@ pub struct Controller {
     round_lost: u64,
     round_acked: u64,
     round_max_rtt: Option<Duration>,
-    /// The largest RTT of the last [`BW_ROUNDS`] round trips, seconds.
+    /// The largest RTT of the last ten round trips, seconds.
     rtt_hi: WindowedMax,
     /// Datagrams the receiver dropped in the round trip under way.
     round_receiver_dropped: u64,
@@ -247,12 +178,12 @@ pub struct Controller {
     seed: u64,
 }
 
-impl Controller {
+impl Model {
     /// A controller for a flow allowed at most `cap` packets in flight;
     /// `seed` varies where its probing cycle starts.
     pub fn new(cap: u32, seed: u64, now: Instant) -> Self {
         let cap = u64::from(cap.max(1));
-        let mut c = Controller {
+        let mut c = Model {
             mode: Mode::Startup,
             cap,
             bw: WindowedMax::default(),
@@ -672,227 +603,4 @@ impl Controller {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_windowed_max_forgets_after_ten_rounds() {
-        let mut m = WindowedMax::default();
-        m.update(0, 100.0);
-        m.update(1, 50.0);
-        m.update(5, 80.0);
-        assert_eq!(m.get(), 100.0);
-        m.update(10, 10.0);
-        assert_eq!(m.get(), 80.0, "round 0 is out of the window");
-        m.update(15, 10.0);
-        assert_eq!(m.get(), 10.0);
-        assert!(m.entries.len() <= 2);
-    }
-
-    #[test]
-    fn capping_the_windowed_max_lowers_what_is_above() {
-        let mut m = WindowedMax::default();
-        m.update(0, 100.0);
-        m.update(1, 90.0);
-        m.update(2, 50.0);
-        m.cap(80.0);
-        assert_eq!(m.get(), 80.0);
-        m.update(11, 10.0);
-        assert_eq!(m.get(), 50.0, "the capped entry expires with its round");
-    }
-
-    /// One round trip of [`run_rounds`]: packets lost (of 100, spread
-    /// over the round), of which the receiver reports `dropped` as its
-    /// socket's, and the RTT its packets see.
-    #[derive(Clone, Copy)]
-    struct Round {
-        lost: u64,
-        dropped: u64,
-        rtt_ms: u64,
-    }
-
-    /// Runs `c` over a path of 10,000 packets a second (100 acknowledged
-    /// every 10 ms) from round trip `from` to `to`, each as `round` says.
-    fn run_rounds(c: &mut Controller, t0: Instant, from: u64, to: u64, round: Round) {
-        let tick = Duration::from_millis(10);
-        let rtt = Duration::from_millis(round.rtt_ms);
-        let every = 100 / round.lost.max(1);
-        for r in from..to {
-            let now = t0 + tick * r as u32;
-            for k in 0..100 {
-                let delivered = r * 100 + k + 1;
-                let lost = u64::from(round.lost > 0 && k % every == 0 && k / every < round.lost);
-                let dropped = if k == 0 { round.dropped } else { 0 };
-                c.on_ack(now, &one_acked(delivered, lost, rtt, dropped));
-            }
-        }
-    }
-
-    /// The acknowledgement of one more packet (the `delivered`th) of a
-    /// path delivering 100 packets every 10 ms with 100 in flight, with
-    /// `lost` packets newly lost and `dropped` reported dropped by the
-    /// receiver's socket.
-    fn one_acked(delivered: u64, lost: u64, rtt: Duration, dropped: u64) -> AckEvent {
-        let ev = acked_at(100, delivered.saturating_sub(100), delivered, lost, rtt);
-        AckEvent {
-            receiver_dropped: dropped,
-            ..ev
-        }
-    }
-
-    /// The acknowledgement of the `delivered`th packet, with `lost` newly
-    /// lost, on a path delivering `per_round` packets every 10 ms with that
-    /// many in flight; its rate sample starts at `prior` packets delivered.
-    fn acked_at(per_round: u64, prior: u64, delivered: u64, lost: u64, rtt: Duration) -> AckEvent {
-        AckEvent {
-            sample: Some(RateSample {
-                delivered: per_round,
-                interval: Duration::from_millis(10),
-                prior_delivered: prior,
-                app_limited: false,
-                since_sent: rtt,
-            }),
-            newly_acked: 1,
-            newly_lost: lost,
-            delivered,
-            in_flight: per_round,
-            rtt: Some(rtt),
-            receiver_dropped: 0,
-        }
-    }
-
-    /// [`run_rounds`] from the start over an empty 10 ms path.
-    fn steady_rounds(c: &mut Controller, t0: Instant, rounds: u64, lost: u64, dropped: u64) {
-        let round = Round {
-            lost,
-            dropped,
-            rtt_ms: 10,
-        };
-        run_rounds(c, t0, 0, rounds, round);
-    }
-
-    /// A controller past startup on [`steady_rounds`]' path, probing for
-    /// bandwidth.
-    fn probing(t0: Instant, lost: u64, dropped: u64) -> Controller {
-        let mut c = Controller::new(100_000, 1, t0);
-        steady_rounds(&mut c, t0, 60, lost, dropped);
-        assert_eq!(c.mode(), Mode::ProbeBw);
-        c
-    }
-
-    /// Startup on a path whose delivery rate still doubles every round
-    /// trip of 10 ms and whose RTT stays flat, losing `lost` packets for
-    /// every 100 acknowledged; the phase after six round trips.
-    fn startup_with_loss(lost: u64) -> Mode {
-        let t0 = Instant::now();
-        let mut c = Controller::new(100_000, 1, t0);
-        let rtt = Duration::from_millis(10);
-        let mut delivered = 0;
-        for r in 0..6 {
-            let n = 100 << r;
-            let before = delivered;
-            for k in 0..n {
-                delivered += 1;
-                let ev = acked_at(n, before, delivered, u64::from(k % 100 < lost), rtt);
-                c.on_ack(t0 + rtt * r as u32, &ev);
-            }
-        }
-        c.mode()
-    }
-
-    #[test]
-    fn startup_ends_when_a_round_trip_loses_a_fifth() {
-        // 5% random loss, nothing queued: the search goes on.
-        assert_eq!(startup_with_loss(5), Mode::Startup);
-        // A quarter lost while the RTT shows nothing: a queue that another
-        // flow filled first overflows.
-        assert_ne!(startup_with_loss(34), Mode::Startup);
-    }
-
-    #[test]
-    fn random_loss_is_made_up_for_but_not_a_receivers_drops() {
-        let t0 = Instant::now();
-        let path = probing(t0, 5, 0);
-        let p = path.loss_rate();
-        assert!((0.04..0.05).contains(&p), "loss rate {p}");
-        // Cruising (gain 1) or probing, the pacing rate carries the loss
-        // on top of the delivery rate.
-        assert!(path.pacing_rate() >= 0.75 * path.bandwidth() / (1.0 - p) - 1e-6);
-
-        // The same losses, reported by the receiver as its socket's drops:
-        // a receiver that cannot keep up, which sending more would only
-        // overflow more.
-        let receiver = probing(t0, 5, 5);
-        assert_eq!(receiver.loss_rate(), 0.0);
-    }
-
-    #[test]
-    fn random_loss_with_a_queue_is_not_taken_for_overflow() {
-        let t0 = Instant::now();
-        let mut c = probing(t0, 5, 0);
-        assert!(c.loss_rate() > 0.04);
-        // A queue builds (RTT 17 ms over a 10 ms path), losses stay at the
-        // path's random 5%: not overflow.
-        let queued = |lost| Round {
-            lost,
-            dropped: 0,
-            rtt_ms: 17,
-        };
-        run_rounds(&mut c, t0, 60, 90, queued(5));
-        assert_eq!(c.overflows(), 0, "random loss taken for overflow");
-        // A quarter of the packets lost with that queue: the buffer
-        // overflows.
-        run_rounds(&mut c, t0, 90, 95, queued(25));
-        assert!(c.overflows() > 0, "overflow missed");
-    }
-
-    #[test]
-    fn overflow_is_seen_over_a_queue_that_was_there_first() {
-        // The flow starts over another flow's standing queue: the path is
-        // shorter than any RTT it sees, so its smallest RTT (10 ms) is
-        // partly queue. The other flow's queue then swings between 10 and
-        // 14 ms and overflows at the top: 14 ms is not one and a half
-        // times 10, but it is where the queue is full.
-        let t0 = Instant::now();
-        let round = |lost, rtt_ms| Round {
-            lost,
-            dropped: 0,
-            rtt_ms,
-        };
-        let mut c = probing(t0, 0, 0);
-        // A jittery RTT alone (up to 12 ms) with a few losses: not a queue
-        // that overflows.
-        for r in 60..70 {
-            let rtt = if r % 2 == 0 { 10 } else { 12 };
-            run_rounds(&mut c, t0, r, r + 1, round(2, rtt));
-        }
-        assert_eq!(c.overflows(), 0, "jitter taken for overflow");
-        for r in 70..80 {
-            let (lost, rtt) = if r % 2 == 0 { (0, 10) } else { (10, 14) };
-            run_rounds(&mut c, t0, r, r + 1, round(lost, rtt));
-        }
-        assert!(c.overflows() >= 3, "{} overflows seen", c.overflows());
-    }
-
-    #[test]
-    fn an_overflow_leaves_room_for_bunched_acknowledgements() {
-        let t0 = Instant::now();
-        let mut c = probing(t0, 0, 0);
-        // The queue overflows: losses while the RTT shows a queue.
-        let now = t0 + Duration::from_millis(600);
-        for delivered in 6_001..6_200 {
-            c.on_ack(now, &one_acked(delivered, 1, Duration::from_millis(17), 0));
-            if c.overflows() > 0 {
-                break;
-            }
-        }
-        assert_eq!(c.overflows(), 1, "overflow missed");
-        // The flight is cut, but not below one bandwidth-delay product and
-        // the quanta the window allows for acknowledgements that come in
-        // bunches: at one product exactly the flow could not keep the path
-        // full.
-        let floor = c.bdp(1.0) + 3 * c.send_quantum();
-        assert!(c.cwnd() >= floor, "cwnd {} under {floor}", c.cwnd());
-        assert!(c.cwnd() < 2 * c.bdp(1.0), "the flight was not cut");
-    }
-}
+mod tests;
