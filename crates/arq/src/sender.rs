@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::congestion::{AckEvent, Model};
+use crate::congestion::{AckEvent, Controller, Model};
 use crate::frame::Ack;
 use crate::pacer::Pacer;
 use crate::rate::{DeliveryState, SendState};
@@ -44,8 +44,11 @@ struct Slot {
 }
 
 /// Sends the byte range `[start, total)` reliably. See the crate docs.
+///
+/// `C` is the congestion controller: chatdrop's [`Model`] unless the
+/// sender is made [`Sender::with_controller`].
 #[derive(Debug)]
-pub struct Sender {
+pub struct Sender<C = Model> {
     cfg: Config,
     isn: u32,
     start: u64,
@@ -95,7 +98,7 @@ pub struct Sender {
     /// Retransmission timeouts that fired.
     timeouts: u64,
     /// The congestion controller: how much may be in flight, how fast.
-    cc: Model,
+    cc: C,
     pacer: Pacer,
     delivery: DeliveryState,
     /// Acknowledged packets still in `slots` (behind an unacknowledged one).
@@ -124,12 +127,29 @@ pub struct Sender {
 const PROBES: u64 = 2;
 
 impl Sender {
-    /// A sender of bytes `[start, total)`, numbering packets from `isn`.
+    /// A sender of bytes `[start, total)`, numbering packets from `isn`,
+    /// with chatdrop's congestion controller ([`Model`]; `isn` also seeds
+    /// where its probing cycle starts).
     pub fn new(cfg: Config, isn: u32, start: u64, total: u64, now: Instant) -> Self {
+        let cc = Model::new(cfg.window, u64::from(isn), now);
+        Sender::with_controller(cfg, isn, start, total, cc, now)
+    }
+}
+
+impl<C: Controller> Sender<C> {
+    /// A sender of bytes `[start, total)`, numbering packets from `isn`,
+    /// that sends as `cc` allows.
+    pub fn with_controller(
+        cfg: Config,
+        isn: u32,
+        start: u64,
+        total: u64,
+        cc: C,
+        now: Instant,
+    ) -> Self {
         let start = start.min(total);
         let packets = cfg.packets_for(total - start);
         let rtt = RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto);
-        let cfg_window = cfg.window;
         Sender {
             cfg,
             isn,
@@ -156,7 +176,7 @@ impl Sender {
             latest_rtt: None,
             loss_time: None,
             timeouts: 0,
-            cc: Model::new(cfg_window, u64::from(isn), now),
+            cc,
             pacer: Pacer::new(now),
             delivery: DeliveryState::new(now),
             acked_in_slots: 0,
@@ -167,8 +187,9 @@ impl Sender {
         }
     }
 
-    /// The congestion controller.
-    pub fn controller(&self) -> &Model {
+    /// The congestion controller, for what it tells beyond the trait (the
+    /// model's phase, bandwidth estimate and loss rate, for tracing).
+    pub fn controller(&self) -> &C {
         &self.cc
     }
 
@@ -419,10 +440,10 @@ impl Sender {
             self.rtt.sample(rtt);
             self.latest_rtt = Some(rtt);
         }
-        let newly_lost = if self.cfg.scheme == Scheme::SelectiveRepeat {
+        let (newly_lost, lost_sent_at) = if self.cfg.scheme == Scheme::SelectiveRepeat {
             self.detect_lost(now)
         } else {
-            0
+            (0, None)
         };
         // A sample whose packet was acknowledged too soon after it was
         // sent (see `plausible`) neither ends a round nor measures a rate.
@@ -456,6 +477,7 @@ impl Sender {
             sample,
             newly_acked: newly,
             newly_lost,
+            lost_sent_at,
             delivered: self.delivery.delivered(),
             in_flight: self.in_flight(),
             rtt: rtt_sample,
@@ -512,17 +534,19 @@ impl Sender {
 
     /// Selective Repeat: queues for resending every packet that the
     /// acknowledgements show lost (by packet or time threshold), and sets
-    /// the timer for those that may be lost later. Returns how many.
+    /// the timer for those that may be lost later. Returns how many, and
+    /// when the most recently sent of them was sent.
     ///
     /// Packets are judged in sending order: if the oldest one out is not
     /// lost by either threshold, none sent after it is.
-    fn detect_lost(&mut self, now: Instant) -> u64 {
+    fn detect_lost(&mut self, now: Instant) -> (u64, Option<Instant>) {
         self.loss_time = None;
         let Some(largest) = self.largest_acked_tx else {
-            return 0;
+            return (0, None);
         };
         let delay = self.loss_delay();
         let mut lost = 0;
+        let mut newest_sent = None;
         while let Some((tx, idx, sent_at)) = self.oldest_out() {
             if tx >= largest || idx >= self.judge_below {
                 break;
@@ -530,12 +554,13 @@ impl Sender {
             if largest - tx >= PACKET_THRESHOLD || now >= sent_at + delay {
                 self.queue_oldest(idx);
                 lost += 1;
+                newest_sent = Some(sent_at);
             } else {
                 self.loss_time = Some(sent_at + delay);
                 break;
             }
         }
-        lost
+        (lost, newest_sent)
     }
 
     /// When the sender next needs [`Sender::on_timeout`] (or
@@ -586,7 +611,7 @@ impl Sender {
                     self.next = self.base;
                     self.timeouts += 1;
                     self.last_timeout = Some(now);
-                    self.cc.on_timeout();
+                    self.cc.on_timeout(now);
                     self.rtt.back_off();
                     self.gbn_deadline = Some(now + self.rtt.rto());
                 }
@@ -614,7 +639,7 @@ impl Sender {
                     self.probes = PROBES;
                     self.timeouts += 1;
                     self.last_timeout = Some(now);
-                    self.cc.on_timeout();
+                    self.cc.on_timeout(now);
                     self.rtt.back_off();
                 }
             }

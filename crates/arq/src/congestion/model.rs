@@ -34,7 +34,7 @@
 use std::time::{Duration, Instant};
 
 use super::windowed_max::WindowedMax;
-use super::AckEvent;
+use super::{AckEvent, Controller, INITIAL_CWND};
 
 /// Startup's pacing gain: doubles the delivery rate each round trip
 /// (2/ln 2, rounded down slightly as in BBR v2).
@@ -50,9 +50,7 @@ const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 /// How long the flight stays small to measure the RTT afresh.
 const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
 /// The flight while measuring the RTT, and the smallest window, packets.
-pub const MIN_CWND: u64 = 4;
-/// The window before anything is measured, packets (RFC 9002's ten).
-pub const INITIAL_CWND: u64 = 10;
+pub(crate) const MIN_CWND: u64 = 4;
 /// Startup ends when three round trips each raise the bandwidth by less
 /// than this factor.
 const FULL_BW_GROWTH: f64 = 1.25;
@@ -342,122 +340,6 @@ impl Model {
         hi > m.as_secs_f64() * QUEUE_RANGE_FACTOR && l.as_secs_f64() >= hi * QUEUE_TOP
     }
 
-    /// A retransmission timeout fired: hold the flight to a few packets
-    /// until an acknowledgement shows the path delivers again.
-    pub fn on_timeout(&mut self) {
-        if self.restore_cwnd.is_none() {
-            self.restore_cwnd = Some(self.cwnd);
-        }
-        self.cwnd = MIN_CWND.min(self.cap);
-    }
-
-    /// Takes what an acknowledgement tells.
-    pub fn on_ack(&mut self, now: Instant, ev: &AckEvent) {
-        let mut round_start = false;
-        let sample = ev.sample;
-        if let Some(s) = sample {
-            if s.prior_delivered >= self.next_round_delivered {
-                self.next_round_delivered = ev.delivered;
-                self.round += 1;
-                round_start = true;
-                self.round_min_rtt = None;
-                self.sample_loss_rate();
-            }
-        }
-        self.round_lost += ev.newly_lost;
-        self.round_acked += ev.newly_acked;
-        self.round_receiver_dropped += ev.receiver_dropped;
-        if let Some(rtt) = ev.rtt {
-            self.round_max_rtt = Some(self.round_max_rtt.map_or(rtt, |m| m.max(rtt)));
-            self.rtt_hi.update(self.round, rtt.as_secs_f64());
-            self.latest_rtt = Some(rtt);
-            self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |m| m.min(rtt)));
-            let expired = now > self.min_rtt_stamp + MIN_RTT_WINDOW;
-            if self.min_rtt.is_none_or(|m| rtt <= m) || expired {
-                self.min_rtt = Some(rtt);
-                self.min_rtt_stamp = now;
-            }
-        }
-        if let Some(s) = sample {
-            // A sample over less than the RTT comes from a burst of acks
-            // and overstates the path.
-            let short = self.min_rtt.is_some_and(|m| s.interval < m);
-            if let Some(rate) = s.rate().filter(|_| !short) {
-                if !s.app_limited || rate >= self.bw.get() {
-                    self.bw.update(self.round, rate);
-                }
-            }
-            self.bw.expire(self.round);
-            self.rtt_hi.expire(self.round);
-            if round_start && !self.full_bw_reached && !s.app_limited {
-                let bw = self.bw.get();
-                if bw >= self.full_bw * FULL_BW_GROWTH {
-                    self.full_bw = bw;
-                    self.full_bw_rounds = 0;
-                } else {
-                    self.full_bw_rounds += 1;
-                    self.full_bw_reached = self.full_bw_rounds >= FULL_BW_ROUNDS;
-                }
-            }
-        }
-        // Startup ignores losses on a path without a queue: random loss
-        // would end it long before the bandwidth is found. Losses while
-        // the RTT shows a queue are its own overshoot overflowing the
-        // bottleneck's buffer: the rate is already above what the
-        // bottleneck drains (the queue builds only then, and the acks of
-        // queued packets come at the bottleneck's rate), so the bandwidth
-        // is found; waiting three more rounds for the plateau would only
-        // lose more (up to a few bandwidth-delay products).
-        if self.mode == Mode::Startup
-            && ev.newly_lost > 0
-            && self.bw.get() > 0.0
-            && self.queued(self.round_min_rtt)
-        {
-            self.full_bw_reached = true;
-        }
-        // RTTs measured in ProbeBw's first two rounds are of packets sent
-        // before it (draining startup's queue): they show a queue that is
-        // gone.
-        let judged = ev.newly_lost > 0
-            && self.mode == Mode::ProbeBw
-            && self.round >= self.probe_bw_round + 2
-            && self.backed_off_round != Some(self.round);
-        if judged && self.overflowing(self.latest_rtt) && self.losses_beyond_random() {
-            // Losses with a queue: the queue overflows, so the flow sends
-            // faster than its share drains. Delivery-rate samples run a few
-            // percent high when acknowledgements are handled in bunches,
-            // and the windowed maximum keeps the highest; without this the
-            // flow would hold the queue full.
-            self.backed_off_round = Some(self.round);
-            self.overflows += 1;
-            let bw = self.bw.get();
-            self.bw.cap(bw * OVERFLOW_BACKOFF);
-            // Never below one bandwidth-delay product of the estimate, and
-            // the few quanta the window allows on top for acknowledgements
-            // that come in bunches: a flow held under it cannot send at its
-            // estimate, its samples fall, and the estimate and the cap would
-            // chase each other down (Go-Back-N's resends, with little in
-            // flight, did that); held at exactly one product it ran 2%
-            // under a clean 200 Mbit/s link until the cap grew back. It
-            // yields below that through the estimate, 5% a round.
-            let before = (ev.in_flight + ev.newly_lost + ev.newly_acked) as f64;
-            let floor = (self.bdp(1.0) + 3 * self.send_quantum()).max(MIN_CWND);
-            self.inflight_hi = Some(((before * OVERFLOW_BETA) as u64).max(floor));
-            self.hi_carry = 0.0;
-        } else if round_start && self.backed_off_round.is_none_or(|r| r < self.round) {
-            if let Some(hi) = self.inflight_hi {
-                self.hi_carry += HI_STEP;
-                let whole = self.hi_carry.floor();
-                self.hi_carry -= whole;
-                let hi = hi + whole as u64;
-                self.inflight_hi = (hi < self.bdp(self.cwnd_gain)).then_some(hi);
-            }
-        }
-        self.update_mode(now, ev);
-        self.set_pacing_rate();
-        self.update_cwnd(ev);
-    }
-
     /// Whether the round trip under way has lost more than the path's
     /// random loss explains: more than the expected count plus three
     /// standard deviations (a Poisson count's) and one. Without it, at 5%
@@ -599,6 +481,136 @@ impl Model {
             self.cwnd = self.cwnd.min(MIN_CWND);
         }
         self.cwnd = self.cwnd.min(self.cap);
+    }
+}
+
+impl Controller for Model {
+    fn cwnd(&self) -> u64 {
+        Model::cwnd(self)
+    }
+
+    fn pacing_rate(&self) -> f64 {
+        Model::pacing_rate(self)
+    }
+
+    fn min_rtt(&self) -> Option<Duration> {
+        Model::min_rtt(self)
+    }
+
+    /// A retransmission timeout fired: hold the flight to a few packets
+    /// until an acknowledgement shows the path delivers again.
+    fn on_timeout(&mut self, _now: Instant) {
+        if self.restore_cwnd.is_none() {
+            self.restore_cwnd = Some(self.cwnd);
+        }
+        self.cwnd = MIN_CWND.min(self.cap);
+    }
+
+    /// Takes what an acknowledgement tells.
+    fn on_ack(&mut self, now: Instant, ev: &AckEvent) {
+        let mut round_start = false;
+        let sample = ev.sample;
+        if let Some(s) = sample {
+            if s.prior_delivered >= self.next_round_delivered {
+                self.next_round_delivered = ev.delivered;
+                self.round += 1;
+                round_start = true;
+                self.round_min_rtt = None;
+                self.sample_loss_rate();
+            }
+        }
+        self.round_lost += ev.newly_lost;
+        self.round_acked += ev.newly_acked;
+        self.round_receiver_dropped += ev.receiver_dropped;
+        if let Some(rtt) = ev.rtt {
+            self.round_max_rtt = Some(self.round_max_rtt.map_or(rtt, |m| m.max(rtt)));
+            self.rtt_hi.update(self.round, rtt.as_secs_f64());
+            self.latest_rtt = Some(rtt);
+            self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |m| m.min(rtt)));
+            let expired = now > self.min_rtt_stamp + MIN_RTT_WINDOW;
+            if self.min_rtt.is_none_or(|m| rtt <= m) || expired {
+                self.min_rtt = Some(rtt);
+                self.min_rtt_stamp = now;
+            }
+        }
+        if let Some(s) = sample {
+            // A sample over less than the RTT comes from a burst of acks
+            // and overstates the path.
+            let short = self.min_rtt.is_some_and(|m| s.interval < m);
+            if let Some(rate) = s.rate().filter(|_| !short) {
+                if !s.app_limited || rate >= self.bw.get() {
+                    self.bw.update(self.round, rate);
+                }
+            }
+            self.bw.expire(self.round);
+            self.rtt_hi.expire(self.round);
+            if round_start && !self.full_bw_reached && !s.app_limited {
+                let bw = self.bw.get();
+                if bw >= self.full_bw * FULL_BW_GROWTH {
+                    self.full_bw = bw;
+                    self.full_bw_rounds = 0;
+                } else {
+                    self.full_bw_rounds += 1;
+                    self.full_bw_reached = self.full_bw_rounds >= FULL_BW_ROUNDS;
+                }
+            }
+        }
+        // Startup ignores losses on a path without a queue: random loss
+        // would end it long before the bandwidth is found. Losses while
+        // the RTT shows a queue are its own overshoot overflowing the
+        // bottleneck's buffer: the rate is already above what the
+        // bottleneck drains (the queue builds only then, and the acks of
+        // queued packets come at the bottleneck's rate), so the bandwidth
+        // is found; waiting three more rounds for the plateau would only
+        // lose more (up to a few bandwidth-delay products).
+        if self.mode == Mode::Startup
+            && ev.newly_lost > 0
+            && self.bw.get() > 0.0
+            && self.queued(self.round_min_rtt)
+        {
+            self.full_bw_reached = true;
+        }
+        // RTTs measured in ProbeBw's first two rounds are of packets sent
+        // before it (draining startup's queue): they show a queue that is
+        // gone.
+        let judged = ev.newly_lost > 0
+            && self.mode == Mode::ProbeBw
+            && self.round >= self.probe_bw_round + 2
+            && self.backed_off_round != Some(self.round);
+        if judged && self.overflowing(self.latest_rtt) && self.losses_beyond_random() {
+            // Losses with a queue: the queue overflows, so the flow sends
+            // faster than its share drains. Delivery-rate samples run a few
+            // percent high when acknowledgements are handled in bunches,
+            // and the windowed maximum keeps the highest; without this the
+            // flow would hold the queue full.
+            self.backed_off_round = Some(self.round);
+            self.overflows += 1;
+            let bw = self.bw.get();
+            self.bw.cap(bw * OVERFLOW_BACKOFF);
+            // Never below one bandwidth-delay product of the estimate, and
+            // the few quanta the window allows on top for acknowledgements
+            // that come in bunches: a flow held under it cannot send at its
+            // estimate, its samples fall, and the estimate and the cap would
+            // chase each other down (Go-Back-N's resends, with little in
+            // flight, did that); held at exactly one product it ran 2%
+            // under a clean 200 Mbit/s link until the cap grew back. It
+            // yields below that through the estimate, 5% a round.
+            let before = (ev.in_flight + ev.newly_lost + ev.newly_acked) as f64;
+            let floor = (self.bdp(1.0) + 3 * self.send_quantum()).max(MIN_CWND);
+            self.inflight_hi = Some(((before * OVERFLOW_BETA) as u64).max(floor));
+            self.hi_carry = 0.0;
+        } else if round_start && self.backed_off_round.is_none_or(|r| r < self.round) {
+            if let Some(hi) = self.inflight_hi {
+                self.hi_carry += HI_STEP;
+                let whole = self.hi_carry.floor();
+                self.hi_carry -= whole;
+                let hi = hi + whole as u64;
+                self.inflight_hi = (hi < self.bdp(self.cwnd_gain)).then_some(hi);
+            }
+        }
+        self.update_mode(now, ev);
+        self.set_pacing_rate();
+        self.update_cwnd(ev);
     }
 }
 

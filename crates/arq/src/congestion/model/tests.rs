@@ -54,6 +54,7 @@ fn acked_at(per_round: u64, prior: u64, delivered: u64, lost: u64, rtt: Duration
         }),
         newly_acked: 1,
         newly_lost: lost,
+        lost_sent_at: None,
         delivered,
         in_flight: per_round,
         rtt: Some(rtt),
