@@ -7,7 +7,10 @@
 //!
 //! - [`Model`] ([`model`]), chatdrop's controller and the sender's default:
 //!   a model of the path (bottleneck bandwidth and propagation RTT), after
-//!   BBR.
+//!   BBR;
+//! - [`Cubic`] ([`cubic`]), TCP's loss-based CUBIC (RFC 9438), so that the
+//!   simulated tests run the real sender as the loss-based flow a chatdrop
+//!   transfer shares a bottleneck with.
 //!
 //! The trait is narrow, as quinn-proto's `congestion::Controller` is: what
 //! the sender reads before it sends, and the two events it reports. What
@@ -17,10 +20,12 @@
 //! is generic over its controller, so every per-packet call is a direct
 //! (inlinable) one.
 
+mod cubic;
 mod model;
 mod windowed_max;
 
 pub use crate::rate::RateSample;
+pub use cubic::Cubic;
 #[cfg(test)]
 pub(crate) use model::MIN_CWND;
 pub use model::{Mode, Model};
