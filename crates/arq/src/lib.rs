@@ -35,7 +35,7 @@ pub use sender::{Sender, Transmit};
 
 use std::time::Duration;
 
-/// The ARQ scheme.
+/// How the receiver takes packets and the sender resends them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
     /// Go-Back-N: cumulative acks; the receiver takes packets in order only;
@@ -79,7 +79,7 @@ pub const MAX_WINDOW: u32 = 1 << 20;
 /// Settings shared by both ends of a transfer.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The scheme.
+    /// Go-Back-N or Selective Repeat (both ends use the same).
     pub scheme: Scheme,
     /// Window in packets (at least 1).
     pub window: u32,

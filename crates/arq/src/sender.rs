@@ -1,4 +1,7 @@
-//! The sending side.
+//! The sending side: [`Sender`] owns the packets of one transfer from
+//! their first sending to their acknowledgement (the sliding window, loss
+//! detection, retransmission, the retransmission timer), and asks its
+//! congestion controller and pacer how much may go out and when.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -14,11 +17,11 @@ use crate::{ArqError, Config, Scheme};
 /// sends them as `Frame::Data { seq, .. }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
-    /// Sequence number.
+    /// The packet's sequence number, for `Frame::Data`.
     pub seq: u32,
-    /// Byte offset in the file.
+    /// Where its bytes start in the file.
     pub offset: u64,
-    /// Bytes to send.
+    /// How many bytes it carries: the packet size, less for the last.
     pub len: u32,
     /// Whether this packet was sent before.
     pub retransmission: bool,
@@ -90,7 +93,6 @@ pub struct Sender<C = Model> {
     /// The receiver's count of datagrams its socket dropped, as last
     /// reported.
     receiver_dropped: u32,
-    /// The latest RTT sample.
     latest_rtt: Option<Duration>,
     /// Selective Repeat: when a packet sent before the newest acknowledged
     /// one has been out long enough to be declared lost by time.
@@ -258,7 +260,7 @@ impl<C: Controller> Sender<C> {
         (self.sent_packets, self.retransmissions)
     }
 
-    /// The RTT estimator.
+    /// The smoothed RTT and the retransmission timeout derived from it.
     pub fn rtt(&self) -> &RttEstimator {
         &self.rtt
     }
@@ -352,7 +354,9 @@ impl<C: Controller> Sender<C> {
         (diff <= self.slots.len() as u64).then_some(self.base + diff)
     }
 
-    /// Takes an acknowledgement.
+    /// Takes an acknowledgement that arrived at `now`: marks what it
+    /// acknowledges, finds what it shows lost (Selective Repeat), and tells
+    /// the congestion controller.
     pub fn on_ack(&mut self, now: Instant, ack: &Ack) {
         if self.failed.is_some() {
             return;

@@ -1,4 +1,12 @@
-//! Congestion control: a model of the path, after BBR.
+//! chatdrop's congestion controller, [`Model`]: a model of the path, after
+//! BBR. This module owns the model (its estimates of the path, its phases)
+//! and the window and pacing rate it derives from them.
+//!
+//! It is named for what it is rather than `Bbr`: it keeps BBR v1's
+//! estimates and phases but departs from it where docs/TRANSPORT.md says
+//! why (loss with a queue, the flight cap after an overflow, random loss
+//! made up for, startup's exits), so it should not be read against the BBR
+//! drafts as one of them.
 //!
 //! A transfer must fill the path, keep its queue short, share it with
 //! other flows, and not read random (non-congestive) loss as congestion:
@@ -82,8 +90,8 @@ const OVERFLOW_BETA: f64 = 0.7;
 /// How much the flight cap grows each round trip (packets) after an
 /// overflow: what TCP CUBIC grows by in its Reno-friendly region,
 /// 3(1 - 0.7)/(1 + 0.7) = 0.53 packets a round trip for the same cut to
-/// 0.7. At one packet (Reno's pace) this flow outgrew a CUBIC flow that had
-/// filled a 200 Mbit/s link first and held 75-84% of it. The same pace
+/// 0.7 (RFC 9438, §4.3), so that a CUBIC flow beside this one keeps its
+/// share; at Reno's one packet this flow outgrows it. The same pace
 /// whether the flow overshot on its own or another flow filled the queue:
 /// the two cannot be told apart when the smallest RTT was measured over
 /// that flow's queue, and a flow alone loses nothing by it, since the cap
@@ -145,7 +153,6 @@ pub struct Model {
     /// path acknowledges again.
     restore_cwnd: Option<u64>,
     pacing_rate: f64,
-    /// The latest RTT sample.
     latest_rtt: Option<Duration>,
     /// The smallest RTT sample of the round trip under way.
     round_min_rtt: Option<Duration>,
@@ -220,7 +227,8 @@ impl Model {
         c
     }
 
-    /// The phase.
+    /// The phase the model is in: finding the bandwidth, draining,
+    /// probing for bandwidth or measuring the RTT afresh.
     pub fn mode(&self) -> Mode {
         self.mode
     }
@@ -240,18 +248,14 @@ impl Model {
         self.bw.get()
     }
 
-    /// Round trips counted so far (by packets delivered).
-    pub fn rounds(&self) -> u64 {
-        self.round
-    }
-
     /// Round trips in which losses met a standing queue (the flow
     /// yielded).
     pub fn overflows(&self) -> u64 {
         self.overflows
     }
 
-    /// The propagation RTT estimate.
+    /// The round-trip propagation time estimate: the smallest RTT of the
+    /// last ten seconds.
     pub fn min_rtt(&self) -> Option<Duration> {
         self.min_rtt
     }
@@ -275,10 +279,11 @@ impl Model {
         }
     }
 
-    /// Packets sent back to back at most: about a millisecond at the
-    /// pacing rate (BBR's send quantum). Also the extra flight allowed for
-    /// acknowledgements that arrive in bunches.
-    pub fn send_quantum(&self) -> u64 {
+    /// About a millisecond at the pacing rate, 2 to 64 packets (BBR's send
+    /// quantum). It sizes the extra flight the window allows for
+    /// acknowledgements that arrive in bunches (three of it); the sender's
+    /// bursts are its pacer's.
+    fn send_quantum(&self) -> u64 {
         ((self.pacing_rate / 1000.0) as u64).clamp(2, 64)
     }
 
@@ -342,13 +347,13 @@ impl Model {
 
     /// Whether the round trip under way has lost more than the path's
     /// random loss explains: more than the expected count plus three
-    /// standard deviations (a Poisson count's) and one. Without it, at 5%
-    /// random loss some loss came in nearly every round trip in which
-    /// probing had queued half a bandwidth-delay product, was taken for
-    /// overflow, and held the flight near one bandwidth-delay product
-    /// (cwnd-limited, about 2% below the link). A queue that overflows
-    /// loses far more: the whole surplus of a probe once the buffer is
-    /// full. On a path without random loss any loss counts.
+    /// standard deviations (a Poisson count's) and one. On a lossy path
+    /// some random loss comes in nearly every round trip, also in those in
+    /// which probing has queued half a bandwidth-delay product; taken for
+    /// overflow, it would hold the flight near one bandwidth-delay product,
+    /// below the link. A queue that overflows loses far more: the whole
+    /// surplus of a probe once the buffer is full. On a path without random
+    /// loss any loss counts.
     fn losses_beyond_random(&self) -> bool {
         if self.loss_rate <= 0.0 {
             return true;
@@ -369,9 +374,7 @@ impl Model {
             _ => false,
         };
         // A receiver that drops datagrams cannot keep up: its losses grow
-        // with the rate, and making up for them would overflow it more
-        // (on loopback, where the receiver is the bottleneck, that took a
-        // transfer from 5.4-6.1 to 3.6-4.6 Gbit/s).
+        // with the rate, and making up for them would overflow it more.
         let receiver_kept_up = self.round_receiver_dropped == 0;
         // The round trip just ended lost too much to be random: see
         // [`STARTUP_LOSS_EXIT`].
@@ -592,9 +595,9 @@ impl Controller for Model {
             // that come in bunches: a flow held under it cannot send at its
             // estimate, its samples fall, and the estimate and the cap would
             // chase each other down (Go-Back-N's resends, with little in
-            // flight, did that); held at exactly one product it ran 2%
-            // under a clean 200 Mbit/s link until the cap grew back. It
-            // yields below that through the estimate, 5% a round.
+            // flight, are most exposed); at exactly one product, bunched
+            // acknowledgements leave the link idle now and then. It yields
+            // below that through the estimate, 5% a round.
             let before = (ev.in_flight + ev.newly_lost + ev.newly_acked) as f64;
             let floor = (self.bdp(1.0) + 3 * self.send_quantum()).max(MIN_CWND);
             self.inflight_hi = Some(((before * OVERFLOW_BETA) as u64).max(floor));
