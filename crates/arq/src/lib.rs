@@ -12,9 +12,14 @@
 //! acknowledged first, or one acknowledged and 9/8 of an RTT passed, judged in
 //! sending order as RFC 9002 does), with the retransmission timeout as the
 //! backstop; Go-Back-N goes back on its timeout, as the textbook has it. Both
-//! send as a model-based congestion controller allows ([`congestion`]: the
-//! path's bandwidth and RTT, after BBR), paced ([`pacer`]), with the
-//! configured window as a cap.
+//! send as a congestion controller allows ([`congestion`]: by default a
+//! model of the path's bandwidth and RTT, after BBR), paced by a token
+//! bucket, with the configured window as a cap.
+//!
+//! This crate exposes what the transfer driver and the command line use
+//! (the two ends, their frames and settings) and the congestion-control
+//! interface; the pacer, the delivery-rate sampler and the RTT estimator's
+//! workings stay inside.
 //!
 //! Sequence numbers are 32 bits on the wire and wrap; both sides keep 64-bit
 //! packet indices and map sequence numbers into their window with serial
@@ -22,13 +27,13 @@
 
 pub mod congestion;
 mod frame;
-pub mod pacer;
-pub mod rate;
+mod pacer;
+mod rate;
 mod receiver;
 mod rtt;
 mod sender;
 
-pub use frame::{Ack, DecodeError, Frame, MAX_ACK_RANGES};
+pub use frame::{Ack, DecodeError, Frame};
 pub use receiver::{Receiver, Verdict};
 pub use rtt::RttEstimator;
 pub use sender::{Sender, Transmit};

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::congestion::{AckEvent, Controller, Model};
-use crate::frame::Ack;
+use crate::frame::{Ack, MAX_ACK_RANGES};
 use crate::pacer::Pacer;
 use crate::rate::{DeliveryState, SendState};
 use crate::rtt::RttEstimator;
@@ -402,7 +402,7 @@ impl<C: Controller> Sender<C> {
         }
         if self.cfg.scheme == Scheme::SelectiveRepeat {
             let mut hits = std::mem::take(&mut self.hits);
-            let full = ack.ranges.len() >= crate::MAX_ACK_RANGES;
+            let full = ack.ranges.len() >= MAX_ACK_RANGES;
             // The highest range, and the end of the highest of the others
             // (what a full ack covers below its gap of left-out ranges).
             let mut top: Option<(u64, u64)> = None;

@@ -5,15 +5,17 @@
 //! and a congestion controller: the [`Controller`] trait and what one
 //! acknowledgement tells a controller ([`AckEvent`]). Behind it:
 //!
-//! - [`Model`] ([`model`]), chatdrop's controller and the sender's default:
+//! - [`Model`] (`model.rs`), chatdrop's controller and the sender's default:
 //!   a model of the path (bottleneck bandwidth and propagation RTT), after
 //!   BBR;
-//! - [`Cubic`] ([`cubic`]), TCP's loss-based CUBIC (RFC 9438), so that the
+//! - [`Cubic`] (`cubic.rs`), TCP's loss-based CUBIC (RFC 9438), so that the
 //!   simulated tests run the real sender as the loss-based flow a chatdrop
 //!   transfer shares a bottleneck with.
 //!
 //! The trait is narrow, as quinn-proto's `congestion::Controller` is: what
-//! the sender reads before it sends, and the two events it reports. What
+//! the sender reads (the window and pacing rate before it sends, and the
+//! path's RTT floor, which its guard against early acknowledgements of
+//! resent packets needs) and the two events it reports. What
 //! only tracing and the benchmarks read (the model's phase, bandwidth,
 //! overflows, loss rate) stays on the concrete type, which
 //! [`Sender::controller`](crate::Sender::controller) hands out. The sender

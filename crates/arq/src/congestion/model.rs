@@ -15,7 +15,7 @@
 //! model of the path, as BBR (Cardwell et al., 2016) does:
 //!
 //! - the bottleneck bandwidth: the largest delivery rate measured over the
-//!   last ten round trips ([`crate::rate`]);
+//!   last ten round trips ([`RateSample`](super::RateSample));
 //! - the round-trip propagation time: the smallest RTT seen in ten seconds;
 //!
 //! and sends at the bandwidth (pacing) with about two bandwidth-delay
