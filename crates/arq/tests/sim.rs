@@ -96,6 +96,17 @@ struct Net {
 }
 
 impl Net {
+    /// A link with nothing in flight at `now`, its randomness from `seed`.
+    fn new(seed: u64, now: Instant) -> Net {
+        Net {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            heap: BinaryHeap::new(),
+            tie: 0,
+            busy: [now; 2],
+            overflowed: 0,
+        }
+    }
+
     /// Sends `frame` over `link`, sealed with a CRC that stands in for the
     /// AEAD of the real transport (a corrupted datagram fails it).
     fn send(&mut self, now: Instant, link: &Link, to_receiver: bool, frame: &Frame) {
@@ -158,19 +169,15 @@ fn open(b: &[u8]) -> Option<&[u8]> {
 fn transfer(seed: u64, cfg: Config, isn: u32, data: &[u8], fwd: Link, back: Link) -> Outcome {
     let t0 = Instant::now();
     let mut now = t0;
-    let mut sender = Sender::new(cfg.clone(), isn, 0, data.len() as u64, now);
-    let mut receiver = Receiver::new(cfg, isn, 0, data.len() as u64, now);
-    let mut net = Net {
-        rng: ChaCha8Rng::seed_from_u64(seed),
-        heap: BinaryHeap::new(),
-        tie: 0,
-        busy: [now; 2],
-        overflowed: 0,
+    let mut ends = Pair {
+        sender: Sender::new(cfg.clone(), isn, 0, data.len() as u64, now),
+        receiver: Receiver::new(cfg, isn, 0, data.len() as u64, now),
     };
+    let mut net = Net::new(seed, now);
     let mut out = vec![0u8; data.len()];
     let mut written = vec![false; data.len()];
     for _step in 0..5_000_000 {
-        while let Some(t) = sender.poll_transmit(now) {
+        while let Some(t) = ends.sender.poll_transmit(now) {
             let payload = &data[t.offset as usize..(t.offset + t.len as u64) as usize];
             let frame = Frame::Data {
                 seq: t.seq,
@@ -178,18 +185,17 @@ fn transfer(seed: u64, cfg: Config, isn: u32, data: &[u8], fwd: Link, back: Link
             };
             net.send(now, &fwd, true, &frame);
         }
-        while let Some(ack) = receiver.poll_ack() {
+        while let Some(ack) = ends.receiver.poll_ack() {
             net.send(now, &back, false, &Frame::Ack(ack));
         }
-        let finished = sender.is_done() && receiver.is_complete();
-        let failed = sender.failure().is_some() || receiver.failure().is_some();
+        let finished = ends.sender.is_done() && ends.receiver.is_complete();
+        let failed = ends.sender.failure().is_some() || ends.receiver.failure().is_some();
         if finished || failed {
             break;
         }
         let next = [
             net.heap.peek().map(|Reverse((t, ..))| *t),
-            sender.poll_timeout(),
-            receiver.poll_timeout(),
+            ends.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -201,37 +207,34 @@ fn transfer(seed: u64, cfg: Config, isn: u32, data: &[u8], fwd: Link, back: Link
             let Some(body) = open(&bytes) else { continue };
             match (to_receiver, Frame::decode(body)) {
                 (true, Ok(Frame::Data { seq, payload })) => {
-                    if let Verdict::Write { offset } = receiver.on_data(now, seq, payload.len()) {
+                    if let Verdict::Write { offset } =
+                        ends.receiver.on_data(now, seq, payload.len())
+                    {
                         let at = offset as usize;
                         assert!(!written[at], "the receiver wrote offset {at} twice");
                         written[at] = true;
                         out[at..at + payload.len()].copy_from_slice(payload);
                     }
                 }
-                (false, Ok(Frame::Ack(ack))) => sender.on_ack(now, &ack),
+                (false, Ok(Frame::Ack(ack))) => ends.sender.on_ack(now, &ack),
                 (_, other) => panic!("unexpected {other:?}"),
             }
         }
-        if sender.poll_timeout().is_some_and(|t| t <= now) {
-            sender.on_timeout(now);
-        }
-        if receiver.poll_timeout().is_some_and(|t| t <= now) {
-            receiver.on_timeout(now);
-        }
+        ends.on_timeout(now);
     }
-    let (sent, retransmissions) = sender.stats();
+    let (sent, retransmissions) = ends.sender.stats();
     Outcome {
-        received: if receiver.is_complete() {
+        received: if ends.receiver.is_complete() {
             out
         } else {
             Vec::new()
         },
         sent,
         retransmissions,
-        timeouts: sender.timeouts(),
+        timeouts: ends.sender.timeouts(),
         sim_time: now - t0,
-        sender_failure: sender.failure().cloned(),
-        receiver_failure: receiver.failure().cloned(),
+        sender_failure: ends.sender.failure().cloned(),
+        receiver_failure: ends.receiver.failure().cloned(),
     }
 }
 
@@ -756,13 +759,7 @@ fn shared(
 ) -> Vec<Vec<u64>> {
     let t0 = Instant::now();
     let mut now = t0;
-    let mut net = Net {
-        rng: ChaCha8Rng::seed_from_u64(seed),
-        heap: BinaryHeap::new(),
-        tie: 0,
-        busy: [now; 2],
-        overflowed: 0,
-    };
+    let mut net = Net::new(seed, now);
     let cfg = cfg(Scheme::SelectiveRepeat, 8192);
     let starts: Vec<Instant> = flows.iter().map(|&(_, at, _)| t0 + at).collect();
     let mut flows: Vec<Box<dyn Flow>> = flows
