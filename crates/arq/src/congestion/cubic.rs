@@ -23,10 +23,10 @@
 //!   grow until a packet sent after it is acknowledged.
 //! - A spurious cut is not undone (§4.9): the sender cannot tell one.
 //! - No pacing. The RFC does not pace, and Linux paces a CUBIC flow only
-//!   under the `fq` queueing discipline: acknowledgements clock it, as they
-//!   clock the kernel's CUBIC flows in the emulated benchmark. The pacing
-//!   rate is one at which the sender's pacer never holds a packet back for
-//!   longer than a microsecond.
+//!   under the `fq` queueing discipline: elsewhere acknowledgements clock
+//!   it, and they clock this one. The pacing rate is one at which the
+//!   sender's pacer never holds a packet back for longer than a
+//!   microsecond.
 
 use std::time::{Duration, Instant};
 
