@@ -15,7 +15,8 @@
 /// Most SACK ranges in one ack.
 pub const MAX_ACK_RANGES: usize = 128;
 
-/// An acknowledgement.
+/// An acknowledgement: what the receiver has, as a cumulative point and
+/// ranges beyond it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Ack {
     /// Sequence number of the next packet expected in order: everything
@@ -31,17 +32,17 @@ pub struct Ack {
     pub dropped: u32,
 }
 
-/// One frame.
+/// One frame: the plaintext of one datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame<'a> {
     /// Data: the packet numbered `seq`.
     Data {
-        /// Sequence number.
+        /// The packet's sequence number (its place in the file follows).
         seq: u32,
-        /// The bytes.
+        /// The packet's bytes of the file.
         payload: &'a [u8],
     },
-    /// An acknowledgement.
+    /// What the receiver has (see [`Ack`]).
     Ack(Ack),
     /// The sender has everything acknowledged; the receiver may stop.
     Done,

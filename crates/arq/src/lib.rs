@@ -12,9 +12,14 @@
 //! acknowledged first, or one acknowledged and 9/8 of an RTT passed, judged in
 //! sending order as RFC 9002 does), with the retransmission timeout as the
 //! backstop; Go-Back-N goes back on its timeout, as the textbook has it. Both
-//! send as a model-based congestion controller allows ([`congestion`]: the
-//! path's bandwidth and RTT, after BBR), paced ([`pacer`]), with the
-//! configured window as a cap.
+//! send as a congestion controller allows ([`congestion`]: by default a
+//! model of the path's bandwidth and RTT, after BBR), paced by a token
+//! bucket, with the configured window as a cap.
+//!
+//! This crate exposes what the transfer driver and the command line use
+//! (the two ends, their frames and settings) and the congestion-control
+//! interface; the pacer, the delivery-rate sampler and the RTT estimator's
+//! workings stay inside.
 //!
 //! Sequence numbers are 32 bits on the wire and wrap; both sides keep 64-bit
 //! packet indices and map sequence numbers into their window with serial
@@ -22,20 +27,20 @@
 
 pub mod congestion;
 mod frame;
-pub mod pacer;
-pub mod rate;
+mod pacer;
+mod rate;
 mod receiver;
 mod rtt;
 mod sender;
 
-pub use frame::{Ack, DecodeError, Frame, MAX_ACK_RANGES};
+pub use frame::{Ack, DecodeError, Frame};
 pub use receiver::{Receiver, Verdict};
 pub use rtt::RttEstimator;
 pub use sender::{Sender, Transmit};
 
 use std::time::Duration;
 
-/// The ARQ scheme.
+/// How the receiver takes packets and the sender resends them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
     /// Go-Back-N: cumulative acks; the receiver takes packets in order only;
@@ -79,7 +84,7 @@ pub const MAX_WINDOW: u32 = 1 << 20;
 /// Settings shared by both ends of a transfer.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The scheme.
+    /// Go-Back-N or Selective Repeat (both ends use the same).
     pub scheme: Scheme,
     /// Window in packets (at least 1).
     pub window: u32,

@@ -21,7 +21,8 @@ pub(crate) struct SendState {
     pub first_sent_time: Instant,
     /// Whether the sender was short of data (not of window) then.
     pub app_limited: bool,
-    /// When it was sent.
+    /// Its latest sending, which RTT samples and loss by time are measured
+    /// from.
     pub sent_at: Instant,
 }
 
@@ -30,7 +31,8 @@ pub(crate) struct SendState {
 pub struct RateSample {
     /// Packets delivered over `interval`.
     pub delivered: u64,
-    /// The interval measured over.
+    /// How long `delivered` took: the longer of the send and the ack
+    /// intervals (see the module docs).
     pub interval: Duration,
     /// Delivered count when the packet that gave the sample was sent: a
     /// sample whose `prior_delivered` passes a round's mark ends the round.

@@ -1,4 +1,6 @@
-//! The receiving side.
+//! The receiving side: [`Receiver`] owns what has arrived of one transfer
+//! (in order, and ahead of a gap for Selective Repeat), judges each data
+//! packet, and builds the acknowledgements.
 
 use std::collections::BTreeMap;
 use std::time::Instant;

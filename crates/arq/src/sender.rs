@@ -1,10 +1,13 @@
-//! The sending side.
+//! The sending side: [`Sender`] owns the packets of one transfer from
+//! their first sending to their acknowledgement (the sliding window, loss
+//! detection, retransmission, the retransmission timer), and asks its
+//! congestion controller and pacer how much may go out and when.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::congestion::{AckEvent, Controller};
-use crate::frame::Ack;
+use crate::congestion::{AckEvent, Controller, Model};
+use crate::frame::{Ack, MAX_ACK_RANGES};
 use crate::pacer::Pacer;
 use crate::rate::{DeliveryState, SendState};
 use crate::rtt::RttEstimator;
@@ -14,11 +17,11 @@ use crate::{ArqError, Config, Scheme};
 /// sends them as `Frame::Data { seq, .. }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
-    /// Sequence number.
+    /// The packet's sequence number, for `Frame::Data`.
     pub seq: u32,
-    /// Byte offset in the file.
+    /// Where its bytes start in the file.
     pub offset: u64,
-    /// Bytes to send.
+    /// How many bytes it carries: the packet size, less for the last.
     pub len: u32,
     /// Whether this packet was sent before.
     pub retransmission: bool,
@@ -44,8 +47,11 @@ struct Slot {
 }
 
 /// Sends the byte range `[start, total)` reliably. See the crate docs.
+///
+/// `C` is the congestion controller: chatdrop's [`Model`] unless the
+/// sender is made [`Sender::with_controller`].
 #[derive(Debug)]
-pub struct Sender {
+pub struct Sender<C = Model> {
     cfg: Config,
     isn: u32,
     start: u64,
@@ -87,7 +93,6 @@ pub struct Sender {
     /// The receiver's count of datagrams its socket dropped, as last
     /// reported.
     receiver_dropped: u32,
-    /// The latest RTT sample.
     latest_rtt: Option<Duration>,
     /// Selective Repeat: when a packet sent before the newest acknowledged
     /// one has been out long enough to be declared lost by time.
@@ -95,7 +100,7 @@ pub struct Sender {
     /// Retransmission timeouts that fired.
     timeouts: u64,
     /// The congestion controller: how much may be in flight, how fast.
-    cc: Controller,
+    cc: C,
     pacer: Pacer,
     delivery: DeliveryState,
     /// Acknowledged packets still in `slots` (behind an unacknowledged one).
@@ -124,12 +129,29 @@ pub struct Sender {
 const PROBES: u64 = 2;
 
 impl Sender {
-    /// A sender of bytes `[start, total)`, numbering packets from `isn`.
+    /// A sender of bytes `[start, total)`, numbering packets from `isn`,
+    /// with chatdrop's congestion controller ([`Model`]; `isn` also seeds
+    /// where its probing cycle starts).
     pub fn new(cfg: Config, isn: u32, start: u64, total: u64, now: Instant) -> Self {
+        let cc = Model::new(cfg.window, u64::from(isn), now);
+        Sender::with_controller(cfg, isn, start, total, cc, now)
+    }
+}
+
+impl<C: Controller> Sender<C> {
+    /// A sender of bytes `[start, total)`, numbering packets from `isn`,
+    /// that sends as `cc` allows.
+    pub fn with_controller(
+        cfg: Config,
+        isn: u32,
+        start: u64,
+        total: u64,
+        cc: C,
+        now: Instant,
+    ) -> Self {
         let start = start.min(total);
         let packets = cfg.packets_for(total - start);
         let rtt = RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto);
-        let cfg_window = cfg.window;
         Sender {
             cfg,
             isn,
@@ -156,7 +178,7 @@ impl Sender {
             latest_rtt: None,
             loss_time: None,
             timeouts: 0,
-            cc: Controller::new(cfg_window, u64::from(isn), now),
+            cc,
             pacer: Pacer::new(now),
             delivery: DeliveryState::new(now),
             acked_in_slots: 0,
@@ -167,8 +189,9 @@ impl Sender {
         }
     }
 
-    /// The congestion controller.
-    pub fn controller(&self) -> &Controller {
+    /// The congestion controller, for what it tells beyond the trait (the
+    /// model's phase, bandwidth estimate and loss rate, for tracing).
+    pub fn controller(&self) -> &C {
         &self.cc
     }
 
@@ -237,7 +260,7 @@ impl Sender {
         (self.sent_packets, self.retransmissions)
     }
 
-    /// The RTT estimator.
+    /// The smoothed RTT and the retransmission timeout derived from it.
     pub fn rtt(&self) -> &RttEstimator {
         &self.rtt
     }
@@ -331,7 +354,9 @@ impl Sender {
         (diff <= self.slots.len() as u64).then_some(self.base + diff)
     }
 
-    /// Takes an acknowledgement.
+    /// Takes an acknowledgement that arrived at `now`: marks what it
+    /// acknowledges, finds what it shows lost (Selective Repeat), and tells
+    /// the congestion controller.
     pub fn on_ack(&mut self, now: Instant, ack: &Ack) {
         if self.failed.is_some() {
             return;
@@ -377,7 +402,7 @@ impl Sender {
         }
         if self.cfg.scheme == Scheme::SelectiveRepeat {
             let mut hits = std::mem::take(&mut self.hits);
-            let full = ack.ranges.len() >= crate::MAX_ACK_RANGES;
+            let full = ack.ranges.len() >= MAX_ACK_RANGES;
             // The highest range, and the end of the highest of the others
             // (what a full ack covers below its gap of left-out ranges).
             let mut top: Option<(u64, u64)> = None;
@@ -419,10 +444,10 @@ impl Sender {
             self.rtt.sample(rtt);
             self.latest_rtt = Some(rtt);
         }
-        let newly_lost = if self.cfg.scheme == Scheme::SelectiveRepeat {
+        let (newly_lost, lost_sent_at) = if self.cfg.scheme == Scheme::SelectiveRepeat {
             self.detect_lost(now)
         } else {
-            0
+            (0, None)
         };
         // A sample whose packet was acknowledged too soon after it was
         // sent (see `plausible`) neither ends a round nor measures a rate.
@@ -456,6 +481,7 @@ impl Sender {
             sample,
             newly_acked: newly,
             newly_lost,
+            lost_sent_at,
             delivered: self.delivery.delivered(),
             in_flight: self.in_flight(),
             rtt: rtt_sample,
@@ -512,17 +538,19 @@ impl Sender {
 
     /// Selective Repeat: queues for resending every packet that the
     /// acknowledgements show lost (by packet or time threshold), and sets
-    /// the timer for those that may be lost later. Returns how many.
+    /// the timer for those that may be lost later. Returns how many, and
+    /// when the most recently sent of them was sent.
     ///
     /// Packets are judged in sending order: if the oldest one out is not
     /// lost by either threshold, none sent after it is.
-    fn detect_lost(&mut self, now: Instant) -> u64 {
+    fn detect_lost(&mut self, now: Instant) -> (u64, Option<Instant>) {
         self.loss_time = None;
         let Some(largest) = self.largest_acked_tx else {
-            return 0;
+            return (0, None);
         };
         let delay = self.loss_delay();
         let mut lost = 0;
+        let mut newest_sent = None;
         while let Some((tx, idx, sent_at)) = self.oldest_out() {
             if tx >= largest || idx >= self.judge_below {
                 break;
@@ -530,12 +558,13 @@ impl Sender {
             if largest - tx >= PACKET_THRESHOLD || now >= sent_at + delay {
                 self.queue_oldest(idx);
                 lost += 1;
+                newest_sent = Some(sent_at);
             } else {
                 self.loss_time = Some(sent_at + delay);
                 break;
             }
         }
-        lost
+        (lost, newest_sent)
     }
 
     /// When the sender next needs [`Sender::on_timeout`] (or
@@ -586,7 +615,7 @@ impl Sender {
                     self.next = self.base;
                     self.timeouts += 1;
                     self.last_timeout = Some(now);
-                    self.cc.on_timeout();
+                    self.cc.on_timeout(now);
                     self.rtt.back_off();
                     self.gbn_deadline = Some(now + self.rtt.rto());
                 }
@@ -614,7 +643,7 @@ impl Sender {
                     self.probes = PROBES;
                     self.timeouts += 1;
                     self.last_timeout = Some(now);
-                    self.cc.on_timeout();
+                    self.cc.on_timeout(now);
                     self.rtt.back_off();
                 }
             }
@@ -623,143 +652,4 @@ impl Sender {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A Selective Repeat sender with ten packets out at `t0` and an RTT of
-    /// 100 ms measured on an earlier packet.
-    fn ten_out(t0: Instant) -> Sender {
-        let mut cfg = Config::new(Scheme::SelectiveRepeat, 64);
-        cfg.mss = 100;
-        let mut s = Sender::new(cfg, 0, 0, 100 * 11, t0);
-        let first = s.poll_transmit(t0).expect("a packet");
-        assert_eq!(first.seq, 0);
-        let t1 = t0 + Duration::from_millis(100);
-        s.on_ack(
-            t1,
-            &Ack {
-                cum: 1,
-                ranges: vec![],
-                dropped: 0,
-            },
-        );
-        for _ in 0..10 {
-            assert!(s.poll_transmit(t1).is_some());
-        }
-        s
-    }
-
-    /// Sequence numbers of the retransmissions `s` sends at `t`.
-    fn resends(s: &mut Sender, t: Instant) -> Vec<u32> {
-        std::iter::from_fn(|| s.poll_transmit(t))
-            .filter(|t| t.retransmission)
-            .map(|t| t.seq)
-            .collect()
-    }
-
-    fn sack(cum: u32, ranges: &[(u32, u32)]) -> Ack {
-        Ack {
-            cum,
-            ranges: ranges.to_vec(),
-            dropped: 0,
-        }
-    }
-
-    #[test]
-    fn a_packet_overtaken_by_two_is_reordered_not_lost() {
-        let t0 = Instant::now();
-        let mut s = ten_out(t0);
-        let t = t0 + Duration::from_millis(150);
-        // 1 is missing, 2 and 3 arrived.
-        s.on_ack(t, &sack(1, &[(2, 4)]));
-        assert_eq!(s.poll_transmit(t), None, "two later packets are not proof");
-        // A third later packet is.
-        s.on_ack(t, &sack(1, &[(2, 5)]));
-        let again = s.poll_transmit(t).expect("packet 1 resent");
-        assert_eq!((again.seq, again.retransmission), (1, true));
-        assert_eq!(s.timeouts(), 0);
-    }
-
-    #[test]
-    fn losses_are_resent_without_shrinking_the_window() {
-        let t0 = Instant::now();
-        let mut s = ten_out(t0);
-        let before = s.controller().cwnd();
-        let t = t0 + Duration::from_millis(150);
-        // Packets 1 and 2 lost, 3..6 acknowledged.
-        s.on_ack(t, &sack(1, &[(3, 7)]));
-        assert!(
-            s.controller().cwnd() >= before,
-            "random loss is not congestion"
-        );
-        let resent = resends(&mut s, t);
-        assert_eq!(resent, [1, 2]);
-    }
-
-    #[test]
-    fn a_late_ack_of_an_original_does_not_pass_for_its_resend() {
-        let t0 = Instant::now();
-        let mut s = ten_out(t0);
-        // The flight's acks are late: the timeout resends packets 1 and 2.
-        let due = s.poll_timeout().expect("a timer");
-        s.on_timeout(due);
-        assert_eq!(std::iter::from_fn(|| s.poll_transmit(due)).count(), 2);
-        // Moments later the originals' acks come (1..=3). They must not be
-        // taken for the resends' (sent after 4..=10, which would make all
-        // of those look lost at once).
-        let t = due + Duration::from_millis(5);
-        s.on_ack(t, &sack(4, &[]));
-        let resent = resends(&mut s, t);
-        assert_eq!(resent, Vec::<u32>::new(), "nothing else is lost");
-    }
-
-    #[test]
-    fn a_probe_timeout_sends_two_probes_whose_ack_repairs_the_flight() {
-        let t0 = Instant::now();
-        let mut s = ten_out(t0);
-        // The whole flight (packets 1..=10) is lost.
-        let due = s.poll_timeout().expect("a timer");
-        s.on_timeout(due);
-        assert_eq!(s.timeouts(), 1);
-        let probes: Vec<u32> = std::iter::from_fn(|| s.poll_transmit(due))
-            .map(|t| t.seq)
-            .collect();
-        assert_eq!(probes, [1, 2], "the two oldest, beyond the window");
-        // The probes arrive: everything sent before them is shown lost at
-        // once, and the window the model had returns.
-        let t = due + Duration::from_millis(100);
-        s.on_ack(t, &sack(3, &[]));
-        assert!(s.controller().cwnd() > crate::congestion::MIN_CWND);
-        let resent = resends(&mut s, t);
-        assert_eq!(resent, (3..=10).collect::<Vec<u32>>());
-        assert_eq!(s.timeouts(), 1, "one timeout for the whole flight");
-    }
-
-    #[test]
-    fn a_packet_missing_for_nine_eighths_of_a_round_trip_is_lost() {
-        let t0 = Instant::now();
-        let mut s = ten_out(t0);
-        let t = t0 + Duration::from_millis(150);
-        s.on_ack(t, &sack(1, &[(2, 4)]));
-        assert_eq!(s.poll_transmit(t), None);
-        // Sent at 100 ms; lost by time 9/8 of the RTT later (the RTT is
-        // about 94 ms now: 100 ms, then a 50 ms sample from packets 2 and 3).
-        let due = s.poll_timeout().expect("a loss timer");
-        let rtt_ms = 100.0 * 7.0 / 8.0 + 50.0 / 8.0;
-        let want =
-            t0 + Duration::from_millis(100) + Duration::from_secs_f64(rtt_ms * 9.0 / 8.0 / 1000.0);
-        assert!(
-            due.max(want) - due.min(want) < Duration::from_micros(10),
-            "{due:?} vs {want:?}"
-        );
-        s.on_timeout(due - Duration::from_micros(10));
-        assert_eq!(s.poll_transmit(due), None, "not before its time");
-        s.on_timeout(due);
-        let again = s.poll_transmit(due).expect("packet 1 resent");
-        assert_eq!(again.seq, 1);
-        assert_eq!(s.timeouts(), 0, "found lost by time, not by the RTO");
-        // Resent, it is judged again from its new sending only.
-        s.on_ack(due, &sack(1, &[(2, 11)]));
-        assert_eq!(s.poll_transmit(due), None);
-    }
-}
+mod tests;

@@ -1,0 +1,198 @@
+use super::*;
+use crate::rate::RateSample;
+
+/// One round trip of [`run_rounds`]: packets lost (of 100, spread
+/// over the round), of which the receiver reports `dropped` as its
+/// socket's, and the RTT its packets see.
+#[derive(Clone, Copy)]
+struct Round {
+    lost: u64,
+    dropped: u64,
+    rtt_ms: u64,
+}
+
+/// Runs `c` over a path of 10,000 packets a second (100 acknowledged
+/// every 10 ms) from round trip `from` to `to`, each as `round` says.
+fn run_rounds(c: &mut Model, t0: Instant, from: u64, to: u64, round: Round) {
+    let tick = Duration::from_millis(10);
+    let rtt = Duration::from_millis(round.rtt_ms);
+    let every = 100 / round.lost.max(1);
+    for r in from..to {
+        let now = t0 + tick * r as u32;
+        for k in 0..100 {
+            let delivered = r * 100 + k + 1;
+            let lost = u64::from(round.lost > 0 && k % every == 0 && k / every < round.lost);
+            let dropped = if k == 0 { round.dropped } else { 0 };
+            c.on_ack(now, &one_acked(delivered, lost, rtt, dropped));
+        }
+    }
+}
+
+/// The acknowledgement of one more packet (the `delivered`th) of a
+/// path delivering 100 packets every 10 ms with 100 in flight, with
+/// `lost` packets newly lost and `dropped` reported dropped by the
+/// receiver's socket.
+fn one_acked(delivered: u64, lost: u64, rtt: Duration, dropped: u64) -> AckEvent {
+    let ev = acked_at(100, delivered.saturating_sub(100), delivered, lost, rtt);
+    AckEvent {
+        receiver_dropped: dropped,
+        ..ev
+    }
+}
+
+/// The acknowledgement of the `delivered`th packet, with `lost` newly
+/// lost, on a path delivering `per_round` packets every 10 ms with that
+/// many in flight; its rate sample starts at `prior` packets delivered.
+fn acked_at(per_round: u64, prior: u64, delivered: u64, lost: u64, rtt: Duration) -> AckEvent {
+    AckEvent {
+        sample: Some(RateSample {
+            delivered: per_round,
+            interval: Duration::from_millis(10),
+            prior_delivered: prior,
+            app_limited: false,
+            since_sent: rtt,
+        }),
+        newly_acked: 1,
+        newly_lost: lost,
+        lost_sent_at: None,
+        delivered,
+        in_flight: per_round,
+        rtt: Some(rtt),
+        receiver_dropped: 0,
+    }
+}
+
+/// [`run_rounds`] from the start over an empty 10 ms path.
+fn steady_rounds(c: &mut Model, t0: Instant, rounds: u64, lost: u64, dropped: u64) {
+    let round = Round {
+        lost,
+        dropped,
+        rtt_ms: 10,
+    };
+    run_rounds(c, t0, 0, rounds, round);
+}
+
+/// A controller past startup on [`steady_rounds`]' path, probing for
+/// bandwidth.
+fn probing(t0: Instant, lost: u64, dropped: u64) -> Model {
+    let mut c = Model::new(100_000, 1, t0);
+    steady_rounds(&mut c, t0, 60, lost, dropped);
+    assert_eq!(c.mode(), Mode::ProbeBw);
+    c
+}
+
+/// Startup on a path whose delivery rate still doubles every round
+/// trip of 10 ms and whose RTT stays flat, losing `lost` packets for
+/// every 100 acknowledged; the phase after six round trips.
+fn startup_with_loss(lost: u64) -> Mode {
+    let t0 = Instant::now();
+    let mut c = Model::new(100_000, 1, t0);
+    let rtt = Duration::from_millis(10);
+    let mut delivered = 0;
+    for r in 0..6 {
+        let n = 100 << r;
+        let before = delivered;
+        for k in 0..n {
+            delivered += 1;
+            let ev = acked_at(n, before, delivered, u64::from(k % 100 < lost), rtt);
+            c.on_ack(t0 + rtt * r as u32, &ev);
+        }
+    }
+    c.mode()
+}
+
+#[test]
+fn startup_ends_when_a_round_trip_loses_a_fifth() {
+    // 5% random loss, nothing queued: the search goes on.
+    assert_eq!(startup_with_loss(5), Mode::Startup);
+    // A quarter lost while the RTT shows nothing: a queue that another
+    // flow filled first overflows.
+    assert_ne!(startup_with_loss(34), Mode::Startup);
+}
+
+#[test]
+fn random_loss_is_made_up_for_but_not_a_receivers_drops() {
+    let t0 = Instant::now();
+    let path = probing(t0, 5, 0);
+    let p = path.loss_rate();
+    assert!((0.04..0.05).contains(&p), "loss rate {p}");
+    // Cruising (gain 1) or probing, the pacing rate carries the loss
+    // on top of the delivery rate.
+    assert!(path.pacing_rate() >= 0.75 * path.bandwidth() / (1.0 - p) - 1e-6);
+
+    // The same losses, reported by the receiver as its socket's drops:
+    // a receiver that cannot keep up, which sending more would only
+    // overflow more.
+    let receiver = probing(t0, 5, 5);
+    assert_eq!(receiver.loss_rate(), 0.0);
+}
+
+#[test]
+fn random_loss_with_a_queue_is_not_taken_for_overflow() {
+    let t0 = Instant::now();
+    let mut c = probing(t0, 5, 0);
+    assert!(c.loss_rate() > 0.04);
+    // A queue builds (RTT 17 ms over a 10 ms path), losses stay at the
+    // path's random 5%: not overflow.
+    let queued = |lost| Round {
+        lost,
+        dropped: 0,
+        rtt_ms: 17,
+    };
+    run_rounds(&mut c, t0, 60, 90, queued(5));
+    assert_eq!(c.overflows(), 0, "random loss taken for overflow");
+    // A quarter of the packets lost with that queue: the buffer
+    // overflows.
+    run_rounds(&mut c, t0, 90, 95, queued(25));
+    assert!(c.overflows() > 0, "overflow missed");
+}
+
+#[test]
+fn overflow_is_seen_over_a_queue_that_was_there_first() {
+    // The flow starts over another flow's standing queue: the path is
+    // shorter than any RTT it sees, so its smallest RTT (10 ms) is
+    // partly queue. The other flow's queue then swings between 10 and
+    // 14 ms and overflows at the top: 14 ms is not one and a half
+    // times 10, but it is where the queue is full.
+    let t0 = Instant::now();
+    let round = |lost, rtt_ms| Round {
+        lost,
+        dropped: 0,
+        rtt_ms,
+    };
+    let mut c = probing(t0, 0, 0);
+    // A jittery RTT alone (up to 12 ms) with a few losses: not a queue
+    // that overflows.
+    for r in 60..70 {
+        let rtt = if r % 2 == 0 { 10 } else { 12 };
+        run_rounds(&mut c, t0, r, r + 1, round(2, rtt));
+    }
+    assert_eq!(c.overflows(), 0, "jitter taken for overflow");
+    for r in 70..80 {
+        let (lost, rtt) = if r % 2 == 0 { (0, 10) } else { (10, 14) };
+        run_rounds(&mut c, t0, r, r + 1, round(lost, rtt));
+    }
+    assert!(c.overflows() >= 3, "{} overflows seen", c.overflows());
+}
+
+#[test]
+fn an_overflow_leaves_room_for_bunched_acknowledgements() {
+    let t0 = Instant::now();
+    let mut c = probing(t0, 0, 0);
+    // The queue overflows: losses while the RTT shows a queue.
+    let now = t0 + Duration::from_millis(600);
+    for delivered in 6_001..6_200 {
+        c.on_ack(now, &one_acked(delivered, 1, Duration::from_millis(17), 0));
+        if c.overflows() > 0 {
+            break;
+        }
+    }
+    assert_eq!(c.overflows(), 1, "overflow missed");
+    // The flight is cut, but not below one bandwidth-delay product and
+    // the quanta the window allows for acknowledgements that come in
+    // bunches: at one product exactly the flow could not keep the path
+    // full.
+    let floor = c.bdp(1.0) + 3 * c.send_quantum();
+    assert!(c.cwnd() >= floor, "cwnd {} under {floor}", c.cwnd());
+    assert!(c.cwnd() < 2 * c.bdp(1.0), "the flight was not cut");
+}

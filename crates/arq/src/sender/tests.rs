@@ -1,0 +1,138 @@
+use super::*;
+
+/// A Selective Repeat sender with ten packets out at `t0` and an RTT of
+/// 100 ms measured on an earlier packet.
+fn ten_out(t0: Instant) -> Sender {
+    let mut cfg = Config::new(Scheme::SelectiveRepeat, 64);
+    cfg.mss = 100;
+    let mut s = Sender::new(cfg, 0, 0, 100 * 11, t0);
+    let first = s.poll_transmit(t0).expect("a packet");
+    assert_eq!(first.seq, 0);
+    let t1 = t0 + Duration::from_millis(100);
+    s.on_ack(
+        t1,
+        &Ack {
+            cum: 1,
+            ranges: vec![],
+            dropped: 0,
+        },
+    );
+    for _ in 0..10 {
+        assert!(s.poll_transmit(t1).is_some());
+    }
+    s
+}
+
+/// Sequence numbers of the retransmissions `s` sends at `t`.
+fn resends(s: &mut Sender, t: Instant) -> Vec<u32> {
+    std::iter::from_fn(|| s.poll_transmit(t))
+        .filter(|t| t.retransmission)
+        .map(|t| t.seq)
+        .collect()
+}
+
+fn sack(cum: u32, ranges: &[(u32, u32)]) -> Ack {
+    Ack {
+        cum,
+        ranges: ranges.to_vec(),
+        dropped: 0,
+    }
+}
+
+#[test]
+fn a_packet_overtaken_by_two_is_reordered_not_lost() {
+    let t0 = Instant::now();
+    let mut s = ten_out(t0);
+    let t = t0 + Duration::from_millis(150);
+    // 1 is missing, 2 and 3 arrived.
+    s.on_ack(t, &sack(1, &[(2, 4)]));
+    assert_eq!(s.poll_transmit(t), None, "two later packets are not proof");
+    // A third later packet is.
+    s.on_ack(t, &sack(1, &[(2, 5)]));
+    let again = s.poll_transmit(t).expect("packet 1 resent");
+    assert_eq!((again.seq, again.retransmission), (1, true));
+    assert_eq!(s.timeouts(), 0);
+}
+
+#[test]
+fn losses_are_resent_without_shrinking_the_window() {
+    let t0 = Instant::now();
+    let mut s = ten_out(t0);
+    let before = s.controller().cwnd();
+    let t = t0 + Duration::from_millis(150);
+    // Packets 1 and 2 lost, 3..6 acknowledged.
+    s.on_ack(t, &sack(1, &[(3, 7)]));
+    assert!(
+        s.controller().cwnd() >= before,
+        "random loss is not congestion"
+    );
+    let resent = resends(&mut s, t);
+    assert_eq!(resent, [1, 2]);
+}
+
+#[test]
+fn a_late_ack_of_an_original_does_not_pass_for_its_resend() {
+    let t0 = Instant::now();
+    let mut s = ten_out(t0);
+    // The flight's acks are late: the timeout resends packets 1 and 2.
+    let due = s.poll_timeout().expect("a timer");
+    s.on_timeout(due);
+    assert_eq!(std::iter::from_fn(|| s.poll_transmit(due)).count(), 2);
+    // Moments later the originals' acks come (1..=3). They must not be
+    // taken for the resends' (sent after 4..=10, which would make all
+    // of those look lost at once).
+    let t = due + Duration::from_millis(5);
+    s.on_ack(t, &sack(4, &[]));
+    let resent = resends(&mut s, t);
+    assert_eq!(resent, Vec::<u32>::new(), "nothing else is lost");
+}
+
+#[test]
+fn a_probe_timeout_sends_two_probes_whose_ack_repairs_the_flight() {
+    let t0 = Instant::now();
+    let mut s = ten_out(t0);
+    // The whole flight (packets 1..=10) is lost.
+    let due = s.poll_timeout().expect("a timer");
+    s.on_timeout(due);
+    assert_eq!(s.timeouts(), 1);
+    let probes: Vec<u32> = std::iter::from_fn(|| s.poll_transmit(due))
+        .map(|t| t.seq)
+        .collect();
+    assert_eq!(probes, [1, 2], "the two oldest, beyond the window");
+    // The probes arrive: everything sent before them is shown lost at
+    // once, and the window the model had returns.
+    let t = due + Duration::from_millis(100);
+    s.on_ack(t, &sack(3, &[]));
+    assert!(s.controller().cwnd() > crate::congestion::MIN_CWND);
+    let resent = resends(&mut s, t);
+    assert_eq!(resent, (3..=10).collect::<Vec<u32>>());
+    assert_eq!(s.timeouts(), 1, "one timeout for the whole flight");
+}
+
+#[test]
+fn a_packet_missing_for_nine_eighths_of_a_round_trip_is_lost() {
+    let t0 = Instant::now();
+    let mut s = ten_out(t0);
+    let t = t0 + Duration::from_millis(150);
+    s.on_ack(t, &sack(1, &[(2, 4)]));
+    assert_eq!(s.poll_transmit(t), None);
+    // Sent at 100 ms; lost by time 9/8 of the RTT later (the RTT is
+    // about 94 ms now: 100 ms, then a 50 ms sample from packets 2 and 3).
+    let due = s.poll_timeout().expect("a loss timer");
+    let rtt_ms = 100.0 * 7.0 / 8.0 + 50.0 / 8.0;
+    let want =
+        t0 + Duration::from_millis(100) + Duration::from_secs_f64(rtt_ms * 9.0 / 8.0 / 1000.0);
+    assert!(
+        due.max(want) - due.min(want) < Duration::from_micros(10),
+        "{due:?} vs {want:?}"
+    );
+    s.on_timeout(due - Duration::from_micros(10));
+    assert_eq!(s.poll_transmit(due), None, "not before its time");
+    s.on_timeout(due);
+    let again = s.poll_transmit(due).expect("packet 1 resent");
+    assert_eq!(again.seq, 1);
+    assert_eq!(s.timeouts(), 0, "found lost by time, not by the RTO");
+    // Resent, it is judged again from its new sending only.
+    s.on_ack(due, &sack(1, &[(2, 11)]));
+    assert_eq!(s.poll_transmit(due), None);
+}
