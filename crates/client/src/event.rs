@@ -352,7 +352,11 @@ mod tests {
             ErrorKind::Kicked,
             ErrorKind::Local,
         ];
-        server.into_iter().map(ErrorKind::Server).chain(own).collect()
+        server
+            .into_iter()
+            .map(ErrorKind::Server)
+            .chain(own)
+            .collect()
     }
 
     /// The JSON of an `error` event carries the code as a plain string, as

@@ -11,11 +11,13 @@
 //!   that give them a socket and a file, [`session::serve`] and
 //!   [`session::fetch`].
 //! - [`socket`]: UDP sockets with buffers sized for bursts.
-//! - [`relay`]: a lossy UDP relay, for tests and benchmarks.
+//! - `relay` (feature `relay`): a lossy UDP relay, for tests and
+//!   benchmarks.
 
 pub mod batch;
 pub mod crypto;
 pub mod files;
+#[cfg(feature = "relay")]
 pub mod relay;
 pub mod session;
 pub mod socket;

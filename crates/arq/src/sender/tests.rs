@@ -1,3 +1,5 @@
+//! Unit tests of the sender: acknowledgements, losses and timeouts fed by hand.
+
 use super::*;
 
 /// A Selective Repeat sender with ten packets out at `t0` and an RTT of

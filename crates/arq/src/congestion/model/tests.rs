@@ -1,3 +1,5 @@
+//! Unit tests of the model-based controller: acknowledgements fed directly, round trip by round trip.
+
 use super::*;
 use crate::rate::RateSample;
 
