@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use chatdrop_client::command::HELP;
-use chatdrop_client::peer::TransferOptions;
+use chatdrop_client::TransferOptions;
+use chatdrop_client::HELP;
 use chatdrop_client::{parse_command, ClientError, ClientEvent, ClientOptions, Command, ErrorKind};
 use chatdrop_proto::ErrorCode;
 use clap::Args;

@@ -9,9 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 use chatdrop_arq::{Config, Scheme};
 use chatdrop_client::ClientEvent;
-use chatdrop_transfer::crypto::{Role, SessionKeys};
-use chatdrop_transfer::files::{hash_file, Download, Source};
-use chatdrop_transfer::{fetch, serve, FetchOptions, ServeOptions, Ticket};
+use chatdrop_transfer::{
+    fetch, hash_file, serve, Download, FetchOptions, Role, ServeOptions, SessionKeys, Source,
+    Ticket,
+};
 use clap::Args;
 
 use crate::printer::Printer;
@@ -41,7 +42,7 @@ pub struct SendArgs {
     window: u32,
     /// Largest payload per data packet, bytes (at least 1200). By default
     /// the session finds the largest the path carries, up to 64 KiB.
-    #[arg(long, default_value_t = chatdrop_transfer::session::MAX_MSS)]
+    #[arg(long, default_value_t = chatdrop_transfer::MAX_MSS)]
     max_packet: u32,
     /// Seconds of silence from the receiver after which the transfer fails.
     #[arg(long, default_value_t = 10)]
@@ -101,11 +102,10 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         me: String::new(),
     };
     anyhow::ensure!(
-        (chatdrop_transfer::session::MIN_MSS..=chatdrop_transfer::session::MAX_MSS)
-            .contains(&args.max_packet),
+        (chatdrop_transfer::MIN_MSS..=chatdrop_transfer::MAX_MSS).contains(&args.max_packet),
         "--max-packet must be between {} and {} bytes",
-        chatdrop_transfer::session::MIN_MSS,
-        chatdrop_transfer::session::MAX_MSS
+        chatdrop_transfer::MIN_MSS,
+        chatdrop_transfer::MAX_MSS
     );
     anyhow::ensure!(
         (1..=chatdrop_arq::MAX_WINDOW).contains(&args.window),
@@ -122,8 +122,8 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let source = Source::open(&args.file, size)?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let socket = chatdrop_transfer::socket::bind(args.bind)
-            .with_context(|| format!("binding {}", args.bind))?;
+        let socket =
+            chatdrop_transfer::bind(args.bind).with_context(|| format!("binding {}", args.bind))?;
         let bound = socket.local_addr()?;
         let mut cfg = Config::new(args.arq, args.window);
         cfg.idle_timeout = Duration::from_secs(args.timeout.max(1));
@@ -185,7 +185,7 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
         } else {
             "[::]:0".parse()?
         };
-        let socket = chatdrop_transfer::socket::bind(bind).context("binding a UDP socket")?;
+        let socket = chatdrop_transfer::bind(bind).context("binding a UDP socket")?;
         let cfg = Config::announced(
             ticket.selective_repeat,
             ticket.window,

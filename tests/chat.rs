@@ -345,7 +345,7 @@ fn a_changed_certificate_is_refused() {
 
 /// Opens a TLS connection to the server that accepts its certificate.
 fn raw_tls(addr: &str) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let (verifier, _) = chatdrop_client::trust::PinVerifier::new(None);
+    let (verifier, _) = chatdrop_client::PinVerifier::new(None);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])

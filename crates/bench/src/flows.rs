@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chatdrop_arq::Scheme;
-use chatdrop_transfer::crypto::Role;
-use chatdrop_transfer::files::{Download, Source};
-use chatdrop_transfer::{fetch, serve, FetchOptions};
+use chatdrop_transfer::{fetch, serve, Download, FetchOptions, Role, Source};
 
 use crate::emu::{Emulator, ADDR_A, ADDR_B};
 use crate::transfer::BenchSession;
@@ -73,7 +71,7 @@ impl Path<'_> {
     fn udp(&self, side: usize) -> anyhow::Result<std::net::UdpSocket> {
         let ip = self.ip(side);
         Ok(self.on(side, move || {
-            chatdrop_transfer::socket::bind_std(SocketAddr::new(ip, 0))
+            chatdrop_transfer::bind_std(SocketAddr::new(ip, 0))
         })??)
     }
 }

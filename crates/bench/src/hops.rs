@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chatdrop_client::session::Session;
+use chatdrop_client::Session;
 use chatdrop_proto::{encode_frame, ClientMsg, ServerMsg, Target};
 use futures::StreamExt;
 use hdrhistogram::Histogram;

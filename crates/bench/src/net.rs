@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chatdrop_client::session::{connect, Session};
+use chatdrop_client::{connect, Session};
 use chatdrop_proto::ClientMsg;
 use ed25519_dalek::SigningKey;
 

@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant};
 
 use chatdrop_arq::{Config, Scheme};
-use chatdrop_transfer::crypto::{Role, SessionKeys};
-use chatdrop_transfer::files::{hash_file, Download, Source};
 use chatdrop_transfer::relay::{Impairment, Relay};
-use chatdrop_transfer::{fetch, serve, FetchOptions, ServeOptions};
+use chatdrop_transfer::{
+    fetch, hash_file, serve, Download, FetchOptions, Role, ServeOptions, SessionKeys, Source,
+};
 use rand::RngCore;
 
 /// One transfer; returns (seconds, retransmissions).
@@ -20,7 +20,7 @@ async fn once(
     loss: f64,
     seed: u64,
 ) -> anyhow::Result<(f64, u64)> {
-    let server = chatdrop_transfer::socket::bind(([127, 0, 0, 1], 0).into())?;
+    let server = chatdrop_transfer::bind(([127, 0, 0, 1], 0).into())?;
     let target = server.local_addr()?;
     let relay = if loss > 0.0 {
         Some(
@@ -39,7 +39,7 @@ async fn once(
         None
     };
     let peer = relay.as_ref().map_or(target, |r| r.addr);
-    let client = chatdrop_transfer::socket::bind(([127, 0, 0, 1], 0).into())?;
+    let client = chatdrop_transfer::bind(([127, 0, 0, 1], 0).into())?;
     between(path, out, scheme, window, server, client, peer).await
 }
 
@@ -62,7 +62,7 @@ impl BenchSession {
         let (size, hash) = hash_file(file)?;
         let mut cfg = Config::new(scheme, window);
         cfg.idle_timeout = Duration::from_secs(30);
-        cfg.mss = chatdrop_transfer::session::MAX_MSS;
+        cfg.mss = chatdrop_transfer::MAX_MSS;
         Ok(BenchSession {
             size,
             hash,

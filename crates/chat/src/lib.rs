@@ -19,7 +19,7 @@ mod chat;
 mod event;
 mod files;
 mod login;
-pub mod net;
+mod net;
 mod policy;
 mod room;
 mod rooms;
@@ -29,6 +29,7 @@ mod state;
 pub use crate::admin::{parse_admin, AdminCommand};
 pub use crate::chat::Chat;
 pub use crate::event::{ConnId, Effect, Event, LinkId, Persist};
+pub use crate::net::Identity;
 pub use crate::policy::SharePolicy;
 pub use crate::state::{Ban, Binding, HistoryEntry, RoomRecord, Settings, Snapshot};
 

@@ -13,20 +13,23 @@
 //! Printing is not done here: the `chatdrop` binary turns events into human
 //! text or JSON.
 
-pub mod command;
-pub mod event;
-pub mod identity;
-pub mod peer;
-pub mod run;
-pub mod session;
-pub mod shares;
-pub mod trust;
+mod command;
+mod event;
+mod identity;
+mod peer;
+mod run;
+mod session;
+mod shares;
+mod trust;
 
 use chatdrop_proto::ErrorCode;
 
-pub use command::{parse_command, Command};
+pub use command::{parse_command, Command, HELP};
 pub use event::{ClientEvent, ErrorKind};
+pub use peer::TransferOptions;
 pub use run::{run, ClientOptions, Exit};
+pub use session::{connect, Session};
+pub use trust::PinVerifier;
 
 /// Errors that end a client.
 #[derive(Debug, thiserror::Error)]

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use chatdrop_arq::{Config, Scheme};
 use chatdrop_proto::auth::{offer_transcript, request_transcript};
 use chatdrop_proto::{ClientMsg, FileAnswer, Offer, RefuseReason, ServerMsg};
-use chatdrop_transfer::crypto::{Role, SessionKeys};
-use chatdrop_transfer::files::{Download, Source};
-use chatdrop_transfer::{fetch, serve, FetchOptions, ServeOptions};
+use chatdrop_transfer::{
+    fetch, serve, Download, FetchOptions, Role, ServeOptions, SessionKeys, Source,
+};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -346,7 +346,7 @@ impl Peer {
             return FileAnswer::Refuse(RefuseReason::Busy);
         }
         let release = SlotGuard(slots);
-        let socket = match chatdrop_transfer::socket::bind(([0, 0, 0, 0], 0).into()) {
+        let socket = match chatdrop_transfer::bind(([0, 0, 0, 0], 0).into()) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("cannot open a UDP socket: {e}");
@@ -362,7 +362,7 @@ impl Peer {
         let mut cfg = Config::new(self.opts.scheme, self.opts.window);
         cfg.idle_timeout = self.opts.timeout;
         // The largest packet offered; the session finds what the path carries.
-        cfg.mss = chatdrop_transfer::session::MAX_MSS;
+        cfg.mss = chatdrop_transfer::MAX_MSS;
         let mut offer = Offer {
             size,
             blake3,
@@ -458,7 +458,7 @@ impl Peer {
         if offer.window == 0
             || offer.window > chatdrop_arq::MAX_WINDOW
             || offer.mss == 0
-            || offer.mss > chatdrop_transfer::session::MAX_MSS
+            || offer.mss > chatdrop_transfer::MAX_MSS
         {
             self.emit(fail(
                 "the offer's window or packet size is out of range".into(),
@@ -500,7 +500,7 @@ impl Peer {
             let socket = match bind
                 .parse()
                 .map_err(std::io::Error::other)
-                .and_then(chatdrop_transfer::socket::bind)
+                .and_then(chatdrop_transfer::bind)
             {
                 Ok(s) => s,
                 Err(e) => {

@@ -70,11 +70,6 @@ impl Shares {
         })
     }
 
-    /// The share folder.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn save(&self) -> Result<(), ClientError> {
         let text = serde_json::to_string_pretty(&self.state).unwrap_or_default();
         let tmp = self.state_path.with_extension("tmp");
@@ -127,7 +122,7 @@ impl Shares {
             }
         }
         let (size, hash) =
-            chatdrop_transfer::files::hash_file(&path).map_err(|_| RefuseReason::NotFound)?;
+            chatdrop_transfer::hash_file(&path).map_err(|_| RefuseReason::NotFound)?;
         self.hashes.insert(name.to_string(), (modified, size, hash));
         Ok((path, size, hash))
     }

@@ -10,7 +10,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use chatdrop_proto::tls::{fingerprint, PinVerifier};
+pub use chatdrop_proto::tls::PinVerifier;
 
 use crate::ClientError;
 

@@ -7,10 +7,10 @@
 //! format for anyone writing another implementation.
 
 pub mod auth;
-pub mod codec;
+mod codec;
 pub mod limits;
 pub mod link;
-pub mod msg;
+mod msg;
 pub mod names;
 pub mod tls;
 

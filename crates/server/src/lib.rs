@@ -10,12 +10,12 @@
 //!
 //! Nothing here decides who may do what; the chat core does.
 
-pub mod conn;
-pub mod hub;
-pub mod link;
-pub mod password;
-pub mod persist;
-pub mod tls;
+mod conn;
+mod hub;
+mod link;
+mod password;
+mod persist;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -180,7 +180,7 @@ impl Server {
         })?;
         let (tls_config, fingerprint) = tls::server_config(&opts)?;
         let store = Store::open(&opts.data_dir.join("chatdrop.db"))?;
-        let identity = chatdrop_chat::net::Identity {
+        let identity = chatdrop_chat::Identity {
             id: server_id(&opts.data_dir)?,
             name: opts.name.clone(),
             incarnation: std::time::SystemTime::now()

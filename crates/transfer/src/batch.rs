@@ -195,6 +195,7 @@ impl<'a> BatchSocket<'a> {
     }
 
     /// Waits for the next datagram and returns it.
+    #[cfg(test)]
     pub async fn recv(&mut self) -> io::Result<(SocketAddr, &mut [u8])> {
         self.ready().await?;
         self.next_datagram()

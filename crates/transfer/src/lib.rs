@@ -14,17 +14,22 @@
 //! - `relay` (feature `relay`): a lossy UDP relay, for tests and
 //!   benchmarks.
 
-pub mod batch;
-pub mod crypto;
-pub mod files;
+mod batch;
+mod crypto;
+mod files;
 #[cfg(feature = "relay")]
 pub mod relay;
-pub mod session;
-pub mod socket;
-pub mod ticket;
-pub mod wire;
+mod session;
+mod socket;
+mod ticket;
+mod wire;
 
-pub use session::{fetch, serve, FetchOptions, Progress, ServeOptions, TransferStats};
+pub use crypto::{Role, SessionKeys};
+pub use files::{hash_file, Download, Source};
+pub use session::{
+    fetch, serve, FetchOptions, Progress, ServeOptions, TransferStats, MAX_MSS, MIN_MSS,
+};
+pub use socket::{bind, bind_std};
 pub use ticket::Ticket;
 
 /// Errors of a transfer.

@@ -5,11 +5,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use chatdrop_arq::{Config, Scheme};
-use chatdrop_transfer::crypto::{Role, SessionKeys};
-use chatdrop_transfer::files::{hash_file, Download, Source};
 use chatdrop_transfer::relay::{Impairment, Relay};
-use chatdrop_transfer::session::MAX_MSS;
-use chatdrop_transfer::{fetch, serve, FetchOptions, ServeOptions, TransferError};
+use chatdrop_transfer::{
+    fetch, hash_file, serve, Download, FetchOptions, Role, ServeOptions, SessionKeys, Source,
+    TransferError, MAX_MSS,
+};
 use rand::{RngCore, SeedableRng};
 use tokio::net::UdpSocket;
 

@@ -115,19 +115,9 @@ impl Network {
         self.me.id
     }
 
-    /// This server's identity.
-    pub fn identity(&self) -> &Identity {
-        &self.me
-    }
-
     /// Reachable servers (this one excluded).
     pub fn reachable(&self) -> impl Iterator<Item = &ServerId> {
         self.reachable.keys()
-    }
-
-    /// Whether `server` is reachable.
-    pub fn is_reachable(&self, server: &ServerId) -> bool {
-        self.reachable.contains_key(server)
     }
 
     /// A server's name, as its record gives it.

@@ -49,7 +49,7 @@ mod serve;
 mod sim;
 
 pub use fetch::fetch;
-pub use recv::{RecvSession, Write};
+pub use recv::RecvSession;
 pub use send::SendSession;
 pub use serve::serve;
 
