@@ -9,7 +9,6 @@ use anyhow::{bail, Context};
 /// A server process, killed on drop.
 pub struct ServerProc {
     child: Child,
-    /// Its address.
     pub addr: String,
     /// Its standard output after the address line (console lines, network
     /// notices).

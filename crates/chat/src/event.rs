@@ -21,7 +21,6 @@ pub struct LinkId(pub u64);
 pub enum Event {
     /// A connection proved it holds `public_key` and asks for `user`.
     Login {
-        /// The connection.
         conn: ConnId,
         /// Requested user name (not yet validated).
         user: String,
@@ -34,16 +33,10 @@ pub enum Event {
     /// A request from a logged-in client, as it came. (The server answers
     /// `Ping` itself and refuses login frames after the login; a
     /// `CreateRoom` comes as [`Event::CreateRoom`], its password hashed.)
-    Request {
-        /// The connection.
-        conn: ConnId,
-        /// The request.
-        msg: ClientMsg,
-    },
+    Request { conn: ConnId, msg: ClientMsg },
     /// `CreateRoom`, with the password already hashed by the server (hashing
     /// is slow and must not stall the core) and a random ID for the room.
     CreateRoom {
-        /// The connection.
         conn: ConnId,
         /// Requested room name.
         room: String,
@@ -56,7 +49,6 @@ pub enum Event {
     PasswordChecked {
         /// The connection that asked to join.
         conn: ConnId,
-        /// The room.
         room: String,
         /// The `attempt` of the check.
         attempt: u64,
@@ -65,40 +57,26 @@ pub enum Event {
     },
     /// The connection is gone without a `Quit` (error, keepalive timeout, or
     /// closed by the server).
-    Disconnected {
-        /// The connection.
-        conn: ConnId,
-    },
+    Disconnected { conn: ConnId },
     /// A command typed at the admin console.
     Admin(AdminCommand),
     /// A link to another server completed its handshake.
     LinkUp {
-        /// The link.
         link: LinkId,
         /// The server at the other end.
         peer: ServerId,
-        /// Its name.
         name: String,
     },
     /// A link went down.
-    LinkDown {
-        /// The link.
-        link: LinkId,
-    },
+    LinkDown { link: LinkId },
     /// A link's round-trip time was measured.
     LinkRtt {
-        /// The link.
         link: LinkId,
         /// The round-trip time in microseconds.
         rtt_us: u64,
     },
     /// A frame arrived on a link.
-    LinkFrame {
-        /// The link.
-        link: LinkId,
-        /// The frame.
-        msg: LinkMsg,
-    },
+    LinkFrame { link: LinkId, msg: LinkMsg },
     /// Time passed: resend what other servers did not acknowledge. The
     /// server sends one every 100 ms.
     Tick,
@@ -115,9 +93,7 @@ pub enum Persist {
     /// A user name bound to a key at its first login (here or anywhere in
     /// the network), or rebound when networks merged.
     Bind {
-        /// The user.
         user: String,
-        /// Its key.
         public_key: [u8; 32],
         /// When it was first bound (ms since the Unix epoch).
         bound_ms: u64,
@@ -130,21 +106,12 @@ pub enum Persist {
         new: String,
     },
     /// A ban.
-    Ban {
-        /// The user.
-        user: String,
-        /// The reason.
-        reason: String,
-    },
+    Ban { user: String, reason: String },
     /// A ban lifted.
-    Unban {
-        /// The user.
-        user: String,
-    },
+    Unban { user: String },
     /// A line of a room's history; lines of the same room up to
     /// `entry.seq - keep` may be forgotten.
     History {
-        /// The room.
         room: String,
         /// The line.
         entry: HistoryEntry,
@@ -157,23 +124,12 @@ pub enum Persist {
 #[derive(Debug, Clone)]
 pub enum Effect {
     /// Send a message to one connection.
-    Send {
-        /// The connection.
-        to: ConnId,
-        /// The message.
-        msg: ServerMsg,
-    },
+    Send { to: ConnId, msg: ServerMsg },
     /// Send the same message to many connections (encode it once).
-    Broadcast {
-        /// The connections.
-        to: Vec<ConnId>,
-        /// The message.
-        msg: ServerMsg,
-    },
+    Broadcast { to: Vec<ConnId>, msg: ServerMsg },
     /// Send a last message (if any), then close the connection. The core has
     /// already forgotten the connection; no `Disconnected` is needed.
     Close {
-        /// The connection.
         conn: ConnId,
         /// A last message.
         last: Option<ServerMsg>,
@@ -181,9 +137,7 @@ pub enum Effect {
     /// Verify `password` against the Argon2 PHC string `hash` off the core's
     /// thread, then feed back [`Event::PasswordChecked`].
     CheckPassword {
-        /// The connection.
         conn: ConnId,
-        /// The room.
         room: String,
         /// Identifies this check, so that a late answer to an older
         /// request is not taken for the answer to a newer one.
@@ -196,12 +150,7 @@ pub enum Effect {
     /// Write a record to the store.
     Persist(Persist),
     /// Send a frame on a server link.
-    Link {
-        /// The link.
-        link: LinkId,
-        /// The frame.
-        msg: LinkMsg,
-    },
+    Link { link: LinkId, msg: LinkMsg },
     /// A line for the admin console (answers to admin commands, `@server`
     /// messages from users).
     Console(String),

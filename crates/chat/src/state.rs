@@ -37,7 +37,6 @@ impl Default for Settings {
 /// A room as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomRecord {
-    /// Its name.
     pub name: String,
     /// Its random ID.
     pub id: String,
@@ -56,7 +55,6 @@ pub struct HistoryEntry {
     pub seq: u64,
     /// Sender.
     pub from: String,
-    /// Text.
     pub text: String,
     /// Time it was sent, ms since the Unix epoch.
     pub ts: u64,
@@ -65,9 +63,7 @@ pub struct HistoryEntry {
 /// A user name bound to an identity key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
-    /// The user.
     pub user: String,
-    /// The key.
     pub public_key: [u8; 32],
     /// When the name was first bound (ms since the Unix epoch).
     pub bound_ms: u64,
@@ -76,7 +72,6 @@ pub struct Binding {
 /// A banned user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ban {
-    /// The user.
     pub user: String,
     /// Why.
     pub reason: String,

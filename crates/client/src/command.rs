@@ -12,7 +12,6 @@ pub enum Command {
     Say {
         /// Recipient.
         to: Target,
-        /// Text.
         text: String,
     },
     /// `@server get_rooms`, `/rooms`.
@@ -21,14 +20,12 @@ pub enum Command {
     Peers,
     /// `/create NAME [password]`.
     Create {
-        /// Room.
         room: String,
         /// Password of a private room.
         password: Option<String>,
     },
     /// `/join NAME [password]`.
     Join {
-        /// Room.
         room: String,
         /// Password.
         password: Option<String>,
@@ -40,15 +37,11 @@ pub enum Command {
     /// `@server exit`, `/quit`: leave the room, disconnect cleanly and exit.
     Quit,
     /// `@all whohas FILE`: ask the room who shares a file.
-    WhoHas {
-        /// The file.
-        file: String,
-    },
+    WhoHas { file: String },
     /// `@USER getfile FILE`: fetch a file from a peer.
     GetFile {
         /// The peer.
         owner: String,
-        /// The file.
         file: String,
     },
     /// `@me ...`: sharing settings.

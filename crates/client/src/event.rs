@@ -65,7 +65,6 @@ impl Serialize for ErrorKind {
 /// A room in a `rooms` event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RoomEntry {
-    /// Name.
     pub name: String,
     /// Whether it needs a password.
     pub private: bool,
@@ -96,13 +95,9 @@ pub enum ClientEvent {
         candidates: Vec<ServerRtt>,
     },
     /// The room list.
-    Rooms {
-        /// The rooms.
-        rooms: Vec<RoomEntry>,
-    },
+    Rooms { rooms: Vec<RoomEntry> },
     /// Joined (or created) a room.
     Joined {
-        /// Room.
         room: String,
         /// Its random ID.
         room_id: String,
@@ -112,20 +107,15 @@ pub enum ClientEvent {
         peers: Vec<String>,
     },
     /// Left a room.
-    Left {
-        /// Room.
-        room: String,
-    },
+    Left { room: String },
     /// A peer joined our room.
     PeerJoined {
-        /// Room.
         room: String,
         /// Peer.
         user: String,
     },
     /// A peer left our room.
     PeerLeft {
-        /// Room.
         room: String,
         /// Peer.
         user: String,
@@ -140,7 +130,6 @@ pub enum ClientEvent {
         from: String,
         /// `all`, `server` or the recipient's name.
         to: String,
-        /// Text.
         text: String,
         /// Server time, ms since the Unix epoch.
         ts: u64,
@@ -149,7 +138,6 @@ pub enum ClientEvent {
     },
     /// Members of our room.
     Peers {
-        /// Room.
         room: String,
         /// Members, us included.
         peers: Vec<String>,
@@ -165,15 +153,9 @@ pub enum ClientEvent {
         reason: String,
     },
     /// A notice from the server.
-    ServerNotice {
-        /// Text.
-        text: String,
-    },
+    ServerNotice { text: String },
     /// The admin removed us.
-    Kicked {
-        /// Reason.
-        reason: String,
-    },
+    Kicked { reason: String },
     /// A request failed, or a command was not understood.
     Error {
         /// What kind of error (`wrong_password`, `unknown_user`,
@@ -200,7 +182,6 @@ pub enum ClientEvent {
         ticket: String,
         /// The file's name.
         file: String,
-        /// Its size.
         size: u64,
         /// Its BLAKE3 hash, hex.
         blake3: String,
@@ -275,18 +256,15 @@ pub enum ClientEvent {
     },
     /// A peer shares a file asked about with `whohas`.
     WhohasReply {
-        /// The file.
         file: String,
         /// The peer.
         from: String,
-        /// Its size.
         size: u64,
         /// Its BLAKE3 hash, hex.
         blake3: String,
     },
     /// A file request was refused, by the owner or the server's policy.
     TransferRefused {
-        /// The file.
         file: String,
         /// The owner asked (`server` when the policy refused it).
         from: String,

@@ -64,7 +64,6 @@ pub enum ClientError {
     /// Connecting failed.
     #[error("cannot connect to {server}: {why}")]
     Connect {
-        /// The server.
         server: String,
         /// Why.
         why: String,

@@ -46,7 +46,6 @@ pub enum ConnectError {
     },
     /// The server refused the login.
     Refused {
-        /// Its code.
         code: ErrorCode,
         /// Its words.
         message: String,

@@ -46,7 +46,6 @@ pub struct LinkHello {
 pub struct Lsa {
     /// The server it describes.
     pub origin: ServerId,
-    /// Its name.
     pub name: String,
     /// Its incarnation (see [`LinkHello::incarnation`]).
     pub incarnation: u64,
@@ -129,7 +128,6 @@ pub struct Data {
     /// The sender's message number, increasing over all its epochs; 0 for a
     /// `Sync`. The destination delivers each number once.
     pub id: u64,
-    /// The message.
     pub msg: NetMsg,
 }
 
@@ -151,7 +149,6 @@ pub struct NetUser {
 /// A room, as every server learns of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetRoom {
-    /// Its name.
     pub name: String,
     /// Its random id.
     pub id: String,
@@ -166,9 +163,7 @@ pub struct NetRoom {
 /// A user name bound to an identity key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetBinding {
-    /// The user.
     pub user: String,
-    /// The key.
     pub key: [u8; 32],
     /// When the name was first bound (ms since the Unix epoch).
     pub bound_ms: u64,
@@ -183,7 +178,6 @@ pub enum NetMsg {
     Sync {
         /// The sender's users.
         users: Vec<NetUser>,
-        /// Rooms.
         rooms: Vec<NetRoom>,
         /// Name bindings.
         bindings: Vec<NetBinding>,
@@ -192,21 +186,14 @@ pub enum NetMsg {
     Online(NetUser),
     /// A user of the sender logged out or was lost.
     Offline {
-        /// The user.
         user: String,
         /// Why.
         reason: LeaveReason,
     },
     /// A user of the sender entered a room (leaving any other).
-    Enter {
-        /// The user.
-        user: String,
-        /// The room.
-        room: String,
-    },
+    Enter { user: String, room: String },
     /// A user of the sender left its room.
     Leave {
-        /// The user.
         user: String,
         /// Why.
         reason: LeaveReason,
@@ -219,11 +206,9 @@ pub enum NetMsg {
     Say {
         /// The sender.
         from: String,
-        /// Its room.
         room: String,
         /// `All` or one user.
         to: Target,
-        /// The text.
         text: String,
         /// When the sender's server accepted it.
         ts: u64,
@@ -233,9 +218,7 @@ pub enum NetMsg {
     WhoHas {
         /// The asker.
         from: String,
-        /// Its room.
         room: String,
-        /// The file.
         file: String,
     },
     /// An owner's answer to a `whohas`, for the asker.
@@ -244,9 +227,7 @@ pub enum NetMsg {
         from: String,
         /// The asker.
         to: String,
-        /// The file.
         file: String,
-        /// Its size.
         size: u64,
         /// Its BLAKE3 hash.
         blake3: [u8; 32],
@@ -259,7 +240,6 @@ pub enum NetMsg {
         from_key: [u8; 32],
         /// The owner.
         owner: String,
-        /// The file.
         file: String,
         /// The asker's ephemeral X25519 key.
         eph: [u8; 32],
@@ -274,7 +254,6 @@ pub enum NetMsg {
         from: String,
         /// The owner's identity key.
         from_key: [u8; 32],
-        /// The file.
         file: String,
         /// Where the owner serves it.
         addr: SocketAddr,
@@ -287,7 +266,6 @@ pub enum NetMsg {
         to: String,
         /// The owner.
         from: String,
-        /// The file.
         file: String,
         /// Why.
         reason: RefuseReason,

@@ -203,7 +203,6 @@ pub struct ChatLine {
     pub from: String,
     /// Recipient.
     pub to: Target,
-    /// The text.
     pub text: String,
     /// Server time it was accepted, in milliseconds since the Unix epoch.
     pub ts: u64,
@@ -358,14 +357,12 @@ pub enum ServerMsg {
     },
     /// A peer joined the client's room.
     PeerJoined {
-        /// The room.
         room: String,
         /// The peer.
         user: String,
     },
     /// A peer left the client's room.
     PeerLeft {
-        /// The room.
         room: String,
         /// The peer.
         user: String,
@@ -376,16 +373,12 @@ pub enum ServerMsg {
     Message(ChatLine),
     /// The members of the client's room, the client included.
     Peers {
-        /// The room.
         room: String,
         /// Its members.
         peers: Vec<String>,
     },
     /// A notice from the server (its admin, or the server itself).
-    Notice {
-        /// The text.
-        text: String,
-    },
+    Notice { text: String },
     /// The admin removed this client; the connection closes after this frame.
     Kicked {
         /// The reason the admin gave.
@@ -407,16 +400,13 @@ pub enum ServerMsg {
     WhoHas {
         /// The asker.
         from: String,
-        /// The file.
         file: String,
     },
     /// A peer shares the file this client asked about.
     HaveFile {
         /// The peer.
         from: String,
-        /// The file.
         file: String,
-        /// Its size.
         size: u64,
         /// Its BLAKE3 hash.
         blake3: [u8; 32],
@@ -429,7 +419,6 @@ pub enum ServerMsg {
         from: String,
         /// The asker's identity key (as bound on this server).
         from_key: [u8; 32],
-        /// The file.
         file: String,
         /// The asker's ephemeral X25519 key.
         eph: [u8; 32],
@@ -442,18 +431,15 @@ pub enum ServerMsg {
         from: String,
         /// The owner's identity key (as bound on this server).
         from_key: [u8; 32],
-        /// The file.
         file: String,
         /// Where the owner serves it.
         addr: std::net::SocketAddr,
-        /// The offer.
         offer: Offer,
     },
     /// A file request was refused, by the owner or by the server's policy.
     TransferRefused {
         /// The owner asked.
         from: String,
-        /// The file.
         file: String,
         /// Why.
         reason: RefuseReason,

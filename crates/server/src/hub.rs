@@ -40,9 +40,7 @@ pub struct ConnHandle {
 pub enum HubMsg {
     /// A connection proved its key and asks to log in.
     Login {
-        /// The connection.
         conn: ConnId,
-        /// Its handle.
         handle: ConnHandle,
         /// User name asked for.
         user: String,
@@ -59,11 +57,9 @@ pub enum HubMsg {
     Admin(AdminCommand),
     /// A link to another server completed its handshake.
     LinkUp {
-        /// The link.
         link: LinkId,
         /// The server at the other end.
         peer: ServerId,
-        /// Its name.
         name: String,
         /// Its outgoing frames.
         handle: ConnHandle,

@@ -37,7 +37,6 @@ pub enum ServerError {
     /// Binding the listen address failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
-        /// The address.
         addr: SocketAddr,
         /// Why.
         source: std::io::Error,

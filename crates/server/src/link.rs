@@ -44,9 +44,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// This server's side of the network.
 #[derive(Debug)]
 pub struct LinkConfig {
-    /// Its id.
     pub id: ServerId,
-    /// Its name.
     pub name: String,
     /// When this run started (ms since the Unix epoch).
     pub incarnation: u64,

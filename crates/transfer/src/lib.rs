@@ -40,7 +40,6 @@ pub enum TransferError {
     Io {
         /// What was being done.
         what: String,
-        /// The error.
         source: std::io::Error,
     },
     /// The peer stopped answering.

@@ -4,48 +4,25 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminCommand {
     /// `@USER text`: a message from the server to one user.
-    ToUser {
-        /// The user.
-        user: String,
-        /// The text.
-        text: String,
-    },
+    ToUser { user: String, text: String },
     /// `@all text`: a message to every user in every room.
-    ToAll {
-        /// The text.
-        text: String,
-    },
+    ToAll { text: String },
     /// `@server text`: a line for the server's own log.
-    ToSelf {
-        /// The text.
-        text: String,
-    },
+    ToSelf { text: String },
     /// `kick USER [reason]`.
     Kick {
-        /// The user.
         user: String,
         /// The reason shown to the user.
         reason: String,
     },
     /// `ban USER [reason]`: kick now and refuse later logins.
-    Ban {
-        /// The user.
-        user: String,
-        /// The reason.
-        reason: String,
-    },
+    Ban { user: String, reason: String },
     /// `unban USER`.
-    Unban {
-        /// The user.
-        user: String,
-    },
+    Unban { user: String },
     /// `rooms`: list the rooms with their members.
     Rooms,
     /// `peers ROOM`: list a room's members.
-    Peers {
-        /// The room.
-        room: String,
-    },
+    Peers { room: String },
     /// `policy`: show the share policy in force.
     Policy,
     /// `links`: each server link, its state and round-trip time.

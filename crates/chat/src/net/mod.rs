@@ -43,24 +43,15 @@ pub struct Identity {
 #[allow(clippy::large_enum_variant)] // short-lived, almost all are `Deliver`
 pub enum NetEvent {
     /// A message from another server, in that server's order.
-    Deliver {
-        /// The server.
-        from: ServerId,
-        /// The message.
-        msg: NetMsg,
-    },
+    Deliver { from: ServerId, msg: NetMsg },
     /// A server asks for this server's state: answer with [`Network::open`].
     Resync {
-        /// The server.
         from: ServerId,
         /// Its incarnation.
         inc: u64,
     },
     /// A server is out of reach (or restarted): its users are gone.
-    Lost {
-        /// The server.
-        server: ServerId,
-    },
+    Lost { server: ServerId },
 }
 
 #[derive(Debug)]
