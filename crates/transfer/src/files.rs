@@ -359,11 +359,9 @@ impl Download {
             "syncing {}",
             self.part.display()
         )))?;
-        let target = free_name(&self.dir, &self.name);
-        fs::rename(&self.part, &target).map_err(TransferError::io(format!(
-            "renaming to {}",
-            target.display()
-        )))?;
+        let target = place(&self.part, &self.dir, &self.name).map_err(TransferError::io(
+            format!("moving {} into {}", self.name, self.dir.display()),
+        ))?;
         let _ = fs::remove_file(&self.record);
         if let Ok(d) = File::open(&self.dir) {
             let _ = d.sync_all();
@@ -372,20 +370,52 @@ impl Download {
     }
 }
 
-/// `dir/name`, or `dir/stem (1).ext`, `(2)`... if taken.
-fn free_name(dir: &Path, name: &str) -> PathBuf {
-    let first = dir.join(name);
-    if !first.exists() {
-        return first;
-    }
+/// How many names `place` tries: `name`, then `stem (1).ext` up to this.
+const MAX_NAME_TRIES: u32 = 10_000;
+
+/// Moves `from` to `dir/name`, or `dir/stem (1).ext`, `(2)`... if taken,
+/// never replacing a file: whether a name is free is decided by the move
+/// itself, so two downloads of one name finishing together both keep their
+/// file (checking first and then renaming would let the second overwrite
+/// the first). Returns where the file went.
+fn place(from: &Path, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
     let (stem, ext) = match name.rfind('.') {
         Some(i) if i > 0 => (&name[..i], &name[i..]),
         _ => (name, ""),
     };
-    (1..)
-        .map(|i| dir.join(format!("{stem} ({i}){ext}")))
-        .find(|p| !p.exists())
-        .unwrap_or(first)
+    for i in 0..=MAX_NAME_TRIES {
+        let to = match i {
+            0 => dir.join(name),
+            i => dir.join(format!("{stem} ({i}){ext}")),
+        };
+        match rename_no_replace(from, &to) {
+            Ok(()) => return Ok(to),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("{MAX_NAME_TRIES} files named like {name} exist already"),
+    ))
+}
+
+/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`), in one
+/// step: `renameat2` with `RENAME_NOREPLACE`, or, where the file system
+/// does not support it, a hard link (which fails if the name is taken)
+/// and then the old name's removal.
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    fs::hard_link(from, to)?;
+    fs::remove_file(from)
 }
 
 #[cfg(test)]
@@ -480,6 +510,48 @@ mod tests {
         d.write_at(0, &data).unwrap();
         let (second, _) = d.finish().unwrap();
         assert_eq!(second.file_name().unwrap(), "x (1).bin");
+    }
+
+    /// Downloads of one name finishing at the same moment each keep their
+    /// own file. (Seen failing with the old check-then-rename: in most
+    /// rounds two threads picked the same free name and one file replaced
+    /// the other.)
+    #[test]
+    fn downloads_of_one_name_finishing_together_overwrite_nothing() {
+        const AT_ONCE: usize = 8;
+        for round in 0..20u8 {
+            let dir = tempfile::tempdir().unwrap();
+            let go = std::sync::Barrier::new(AT_ONCE);
+            let placed: Vec<(PathBuf, Vec<u8>)> = std::thread::scope(|s| {
+                let threads: Vec<_> = (0..AT_ONCE as u8)
+                    .map(|i| {
+                        let (dir, go) = (dir.path(), &go);
+                        s.spawn(move || {
+                            let data = vec![i ^ round; 1000 + usize::from(i)];
+                            let (mut d, _) = download_of(dir, &data);
+                            d.write_at(0, &data).unwrap();
+                            go.wait();
+                            (d.finish().unwrap().0, data)
+                        })
+                    })
+                    .collect();
+                threads.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            let names: std::collections::HashSet<&PathBuf> =
+                placed.iter().map(|(p, _)| p).collect();
+            assert_eq!(
+                names.len(),
+                AT_ONCE,
+                "round {round}: two downloads took one name"
+            );
+            for (path, data) in &placed {
+                assert_eq!(
+                    &fs::read(path).unwrap(),
+                    data,
+                    "round {round}: {path:?} was replaced"
+                );
+            }
+        }
     }
 
     #[test]
