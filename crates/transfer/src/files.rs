@@ -134,6 +134,19 @@ fn read_record(path: &Path, size: u64, hash: &[u8; 32]) -> Option<u64> {
         .filter(|d| *d <= size)
 }
 
+/// The name of a download's `.part` file: a hash of the name asked for,
+/// the size and the whole content hash. Only a download of that same file
+/// under that same name shares it (and resumes from it); an owner claiming
+/// a hash that merely starts like another download's cannot reach that
+/// download's `.part` file and wipe its progress.
+fn part_key(name: &str, size: u64, hash: &[u8; 32]) -> String {
+    let mut key = blake3::Hasher::new_derive_key("chatdrop 2026 download part file");
+    key.update(&size.to_be_bytes());
+    key.update(hash);
+    key.update(name.as_bytes());
+    hex::encode(&key.finalize().as_bytes()[..16])
+}
+
 impl Download {
     /// Prepares a download of `name` (`size` bytes, BLAKE3 `hash`) into
     /// `dir`, picking up an earlier interrupted download of the same file.
@@ -146,7 +159,7 @@ impl Download {
         let name = safe_file_name(name)?;
         fs::create_dir_all(dir)
             .map_err(TransferError::io(format!("creating {}", dir.display())))?;
-        let key = &hex::encode(hash)[..16];
+        let key = part_key(&name, size, &hash);
         let part = dir.join(format!(".{key}.part"));
         let record = dir.join(format!(".{key}.part.resume"));
         let file = OpenOptions::new()
@@ -230,6 +243,19 @@ impl Download {
             self.size.saturating_sub(self.covered()),
             self.dir.display()
         ))(e)
+    }
+
+    /// After a failed attempt: what it set aside and did not fill is given
+    /// back. With nothing to resume from, the `.part` file and its record
+    /// go; otherwise the file is cut to what was written, which frees the
+    /// room [`Download::reserve`] set aside past it.
+    pub fn give_back_room(&self) {
+        if self.covered() == 0 {
+            let _ = fs::remove_file(&self.part);
+            let _ = fs::remove_file(&self.record);
+        } else if let Ok(len) = self.file.metadata().map(|m| m.len()) {
+            let _ = self.file.set_len(len);
+        }
     }
 
     /// Bytes already there from an earlier attempt.
@@ -576,6 +602,77 @@ mod tests {
         );
         d.write_at(0, &data).unwrap();
         finishes_as(d, &data, hash);
+    }
+
+    /// A failed attempt gives back the room it set aside: all of it (and
+    /// the `.part` file) when nothing came, what lies past the written part
+    /// when some did. (Seen failing with `give_back_room` doing nothing:
+    /// 3 MB stayed set aside.)
+    #[test]
+    fn a_failed_attempt_gives_back_the_room_it_set_aside() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let (d, _) = download_of(dir.path(), &data);
+        d.reserve().unwrap();
+        d.give_back_room();
+        drop(d);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
+
+        let (mut d, _) = download_of(dir.path(), &data);
+        d.reserve().unwrap();
+        d.write_at(0, &data[..100_000]).unwrap();
+        d.flush().unwrap();
+        d.hash_up_to(100_000).unwrap();
+        d.save_progress(100_000).unwrap();
+        d.give_back_room();
+        drop(d);
+        let part = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".part"))
+            .unwrap();
+        let held = fs::metadata(&part).unwrap().blocks() * 512;
+        assert!(
+            held < 1_000_000,
+            "{held} bytes still set aside for 100,000 written"
+        );
+        let (d, _) = download_of(dir.path(), &data);
+        assert_eq!(
+            d.resume_from(),
+            100_000,
+            "what came is kept for the next attempt"
+        );
+    }
+
+    /// A download whose claimed hash starts like another's (or is the same
+    /// for another size or name) cannot touch the other's progress. (Seen
+    /// failing with `.part` files named by the hash's first 8 bytes: the
+    /// second open truncated the first's file, which then resumed from 0.)
+    #[test]
+    fn a_look_alike_hash_cannot_wipe_another_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 3) as u8).collect();
+        let (mut d, hash) = download_of(dir.path(), &data);
+        d.write_at(0, &data[..40_000]).unwrap();
+        d.hash_up_to(40_000).unwrap();
+        d.save_progress(40_000).unwrap();
+        drop(d);
+        let mut look_alike = hash;
+        look_alike[20] ^= 1;
+        for (name, size, claimed) in [
+            ("x.bin", 5, look_alike),
+            ("x.bin", 5, hash),
+            ("y.bin", data.len() as u64, hash),
+        ] {
+            drop(Download::open(dir.path(), name, size, claimed).unwrap());
+        }
+        let (d, _) = download_of(dir.path(), &data);
+        assert_eq!(d.resume_from(), 40_000);
     }
 
     #[test]

@@ -105,6 +105,7 @@ pub async fn fetch(
             let _ = download.hash_up_to(contiguous);
             let _ = download.save_progress(contiguous);
         }
+        download.give_back_room();
         return Err(e);
     }
     stats.packets = session.packets();
