@@ -172,6 +172,9 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         opts.history_len = n;
     }
     if let Some(name) = args.name {
+        // Other servers refuse a link from a name outside these rules.
+        chatdrop_proto::names::check_room_name(&name)
+            .map_err(|why| anyhow::anyhow!("--name: {why}"))?;
         opts.name = name;
     }
     for ext in &args.block_ext {

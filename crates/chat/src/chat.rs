@@ -16,6 +16,7 @@ use chatdrop_proto::{ClientMsg, ErrorCode, LeaveReason, ServerMsg};
 
 use crate::event::{ConnId, Effect, Event};
 use crate::files::{Ask, Request};
+use crate::link_checks;
 use crate::login::{RemoteUser, Session};
 use crate::net::{NetEvent, Network};
 use crate::room::Room;
@@ -313,7 +314,20 @@ impl Chat {
     }
 
     /// A message from another server, to the feature that owns it.
-    fn net_msg(&mut self, now_ms: u64, from: ServerId, msg: NetMsg, out: &mut Vec<Effect>) {
+    pub(crate) fn net_msg(
+        &mut self,
+        now_ms: u64,
+        from: ServerId,
+        msg: NetMsg,
+        out: &mut Vec<Effect>,
+    ) {
+        if let Err(why) = link_checks::check(&msg) {
+            out.push(self.network_notice(format!(
+                "dropped a message from server {}: {why}",
+                self.net.name_of(&from)
+            )));
+            return;
+        }
         match msg {
             NetMsg::Sync {
                 users,

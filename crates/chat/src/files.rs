@@ -12,6 +12,7 @@ use chatdrop_proto::{ErrorCode, FileAnswer, Offer, RefuseReason, ServerMsg};
 use crate::admin::SERVER_SENDER;
 use crate::chat::{err, Chat, Who};
 use crate::event::{ConnId, Effect};
+use crate::link_checks::file_name_ok;
 
 /// A file request brokered between two members, waiting for the owner.
 #[derive(Debug)]
@@ -52,7 +53,7 @@ fn refused(to: ConnId, from: &str, file: &str, reason: RefuseReason, detail: &st
 
 /// Whether a file name may be passed on: short, no control characters.
 fn check_file_name(conn: ConnId, file: &str, out: &mut Vec<Effect>) -> bool {
-    let ok = !file.is_empty() && file.len() <= MAX_FILE_NAME && !file.chars().any(char::is_control);
+    let ok = file_name_ok(file);
     if !ok {
         out.push(err(
             conn,

@@ -18,6 +18,7 @@ mod admin;
 mod chat;
 mod event;
 mod files;
+mod link_checks;
 mod login;
 mod net;
 mod policy;
@@ -33,6 +34,8 @@ pub use crate::net::Identity;
 pub use crate::policy::SharePolicy;
 pub use crate::state::{Ban, Binding, HistoryEntry, RoomRecord, Settings, Snapshot};
 
+#[cfg(test)]
+mod link_tests;
 #[cfg(test)]
 mod net_tests;
 #[cfg(test)]

@@ -4,38 +4,13 @@
 //! A line to the room goes to every server, not only to those hosting
 //! members, since every server keeps every room's history.
 
-use chatdrop_proto::limits::MAX_TEXT_BYTES;
 use chatdrop_proto::link::{NetMsg, ServerId};
 use chatdrop_proto::{ErrorCode, Target};
 
 use crate::chat::{err, not_in_room, Chat, Who};
 use crate::event::{ConnId, Effect, Persist};
+use crate::link_checks::check_text;
 use crate::room::line;
-
-/// Why a line may not be sent, if it may not.
-fn check_text(text: &str) -> Result<(), (ErrorCode, String)> {
-    if text.trim().is_empty() {
-        return Err((ErrorCode::BadRequest, "empty message".into()));
-    }
-    if text.chars().any(char::is_control) {
-        // Escape sequences and line breaks would let a sender forge lines
-        // or take over its peers' terminals.
-        return Err((
-            ErrorCode::BadRequest,
-            "messages may not contain control characters".into(),
-        ));
-    }
-    if text.len() > MAX_TEXT_BYTES {
-        return Err((
-            ErrorCode::TooLong,
-            format!(
-                "message of {} bytes is over the {MAX_TEXT_BYTES}-byte limit",
-                text.len()
-            ),
-        ));
-    }
-    Ok(())
-}
 
 impl Chat {
     /// `Say` from a client here.

@@ -124,6 +124,9 @@ enum LinkError {
     Version(u16),
     #[error("a server cannot link to itself")]
     ToSelf,
+    /// The other server's name breaks the naming rules.
+    #[error("server name refused: {0}")]
+    BadName(String),
     /// A valid frame, but not the handshake's next step.
     #[error("expected {0}")]
     Unexpected(&'static str),
@@ -172,6 +175,9 @@ fn check_hello(cfg: &LinkConfig, peer: &LinkHello) -> Result<(), LinkError> {
     if peer.id == cfg.id {
         return Err(LinkError::ToSelf);
     }
+    // Its name is shown to users and on the console: the room-name rules
+    // keep escape sequences out.
+    chatdrop_proto::names::check_room_name(&peer.name).map_err(LinkError::BadName)?;
     Ok(())
 }
 
