@@ -52,14 +52,13 @@ mod tests {
 
     #[test]
     fn made_once_then_reloaded() {
-        let dir = std::env::temp_dir().join(format!("chatdrop-id-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("id");
         let a = load_or_create(&dir).unwrap();
         let b = load_or_create(&dir).unwrap();
         assert_eq!(a.to_bytes(), b.to_bytes());
         fs::write(dir.join(IDENTITY_FILE), "zz").unwrap();
         let err = load_or_create(&dir).unwrap_err().to_string();
         assert!(err.contains("not hex"), "{err}");
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -85,13 +85,12 @@ mod tests {
 
     #[test]
     fn known_hosts_round_trip() {
-        let dir = std::env::temp_dir().join(format!("chatdrop-kh-{}", std::process::id()));
-        let kh = KnownHosts::in_dir(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let kh = KnownHosts::in_dir(&tmp.path().join("kh"));
         assert_eq!(kh.get("127.0.0.1:1"), None);
         kh.add("127.0.0.1:1", "aa").unwrap();
         kh.add("127.0.0.1:2", "bb").unwrap();
         assert_eq!(kh.get("127.0.0.1:2").as_deref(), Some("bb"));
         assert_eq!(kh.get("127.0.0.1:3"), None);
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

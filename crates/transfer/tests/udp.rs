@@ -2,6 +2,7 @@
 //! lossy relay.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chatdrop_arq::{Config, Scheme};
@@ -29,6 +30,10 @@ fn cfg(scheme: Scheme, window: u32) -> Config {
 struct Run {
     result: Result<std::path::PathBuf, TransferError>,
     sender: Result<chatdrop_transfer::TransferStats, TransferError>,
+    /// Datagrams the receiver dropped because they did not authenticate.
+    receiver_forged: u64,
+    /// Datagrams the relay altered (0 without a relay).
+    tampered: u64,
 }
 
 /// Serves `file` and fetches it into `out`, through `imp` if given.
@@ -63,9 +68,16 @@ async fn run(file: &Path, out: &Path, c: Config, imp: Option<Impairment>, secret
         |_, _| {},
     )
     .await;
+    let receiver_forged = fetched.as_ref().map_or(0, |st| st.forged);
     let result = fetched.and_then(|_| dl.finish().map(|(p, _)| p));
     let sender = sender.await.unwrap();
-    Run { result, sender }
+    let tampered = relay.map_or(0, |r| r.stats.tampered.load(Ordering::Relaxed));
+    Run {
+        result,
+        sender,
+        receiver_forged,
+        tampered,
+    }
 }
 
 #[tokio::test]
@@ -129,6 +141,19 @@ async fn through_a_lossy_tampering_relay() {
         assert_eq!(std::fs::read(path).unwrap(), data, "{scheme:?}");
         let stats = r.sender.unwrap();
         assert!(stats.retransmissions > 0, "losses were repaired");
+        // The relay did alter datagrams, and the ends threw them away
+        // (a tampered datagram that arrives after its end finished is
+        // never read, so the ends may count fewer).
+        let forged = stats.forged + r.receiver_forged;
+        assert!(
+            r.tampered > 0,
+            "{scheme:?}: the relay tampered with nothing"
+        );
+        assert!(
+            (1..=r.tampered).contains(&forged),
+            "{scheme:?}: {forged} datagrams refused for {} tampered",
+            r.tampered
+        );
     }
 }
 

@@ -407,7 +407,7 @@ impl Model {
         self.cwnd_gain = CWND_GAIN;
     }
 
-    fn update_mode(&mut self, now: Instant, ev: &AckEvent) {
+    fn update_mode(&mut self, now: Instant, ev: &AckEvent, min_rtt_expired: bool) {
         if self.mode == Mode::Startup && self.full_bw_reached {
             self.mode = Mode::Drain;
             self.pacing_gain = DRAIN_GAIN;
@@ -434,8 +434,7 @@ impl Model {
             }
         }
         // Measure the RTT afresh when the smallest one is old.
-        let stale = now > self.min_rtt_stamp + MIN_RTT_WINDOW;
-        if stale && self.mode != Mode::ProbeRtt && self.min_rtt.is_some() {
+        if min_rtt_expired && self.mode != Mode::ProbeRtt && self.min_rtt.is_some() {
             self.mode = Mode::ProbeRtt;
             self.pacing_gain = 1.0;
             self.cwnd_gain = 1.0;
@@ -525,13 +524,16 @@ impl Controller for Model {
         self.round_lost += ev.newly_lost;
         self.round_acked += ev.newly_acked;
         self.round_receiver_dropped += ev.receiver_dropped;
+        // Judged before this acknowledgement's RTT replaces the expired
+        // smallest one: that RTT may be a standing queue's (another flow's),
+        // and only ProbeRtt shows what the path's is.
+        let min_rtt_expired = now > self.min_rtt_stamp + MIN_RTT_WINDOW;
         if let Some(rtt) = ev.rtt {
             self.round_max_rtt = Some(self.round_max_rtt.map_or(rtt, |m| m.max(rtt)));
             self.rtt_hi.update(self.round, rtt.as_secs_f64());
             self.latest_rtt = Some(rtt);
             self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |m| m.min(rtt)));
-            let expired = now > self.min_rtt_stamp + MIN_RTT_WINDOW;
-            if self.min_rtt.is_none_or(|m| rtt <= m) || expired {
+            if self.min_rtt.is_none_or(|m| rtt <= m) || min_rtt_expired {
                 self.min_rtt = Some(rtt);
                 self.min_rtt_stamp = now;
             }
@@ -611,7 +613,7 @@ impl Controller for Model {
                 self.inflight_hi = (hi < self.bdp(self.cwnd_gain)).then_some(hi);
             }
         }
-        self.update_mode(now, ev);
+        self.update_mode(now, ev, min_rtt_expired);
         self.set_pacing_rate();
         self.update_cwnd(ev);
     }

@@ -198,3 +198,26 @@ fn an_overflow_leaves_room_for_bunched_acknowledgements() {
     assert!(c.cwnd() >= floor, "cwnd {} under {floor}", c.cwnd());
     assert!(c.cwnd() < 2 * c.bdp(1.0), "the flight was not cut");
 }
+
+#[test]
+fn a_smallest_rtt_ten_seconds_old_is_measured_afresh() {
+    // After the first 600 ms on an empty 10 ms path, another flow keeps
+    // a queue standing: every RTT is 15 ms from then on. Ten seconds
+    // after the 10 ms was last seen, the flow cuts its flight to four
+    // packets so that the queue can drain and the path's RTT show
+    // (ProbeRtt), although every acknowledgement carries an RTT sample.
+    // Taking the 15 ms as the new smallest instead would make the queue
+    // invisible, and the flow would read its overflow losses as random.
+    let t0 = Instant::now();
+    let mut c = probing(t0, 0, 0);
+    let queued = Round {
+        lost: 0,
+        dropped: 0,
+        rtt_ms: 15,
+    };
+    run_rounds(&mut c, t0, 60, 1_055, queued);
+    assert_eq!(c.mode(), Mode::ProbeBw, "before the ten seconds");
+    run_rounds(&mut c, t0, 1_055, 1_070, queued);
+    assert_eq!(c.mode(), Mode::ProbeRtt);
+    assert_eq!(c.cwnd(), MIN_CWND);
+}
