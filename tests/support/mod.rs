@@ -230,7 +230,28 @@ impl Proc {
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
-        self.child.wait().expect("waiting for the process")
+        let status = self.child.wait().expect("waiting for the process");
+        self.check_no_panic();
+        status
+    }
+
+    /// Fails the test when the process reported a panic on standard error:
+    /// tokio catches a panic in a spawned task and the process goes on, so
+    /// neither its exit status nor its output would show it otherwise.
+    /// Checked when the process is waited for and when it is dropped (after
+    /// all of its standard error was read); never while already panicking.
+    fn check_no_panic(&self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let stderr = self.stderr();
+        assert!(
+            !stderr.contains("panicked at"),
+            "{} (pid {}) panicked.\nstderr:\n{stderr}\nstdout:\n{}",
+            self.name,
+            self.pid(),
+            self.seen.join("\n")
+        );
     }
 
     pub fn signal(&self, sig: i32) {
@@ -245,6 +266,11 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The pipes close with the process: read what it still said.
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        self.check_no_panic();
     }
 }
 
