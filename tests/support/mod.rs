@@ -108,28 +108,46 @@ impl Proc {
     /// Waits for a stdout line matching `pred`; panics with everything seen
     /// when none comes within [`WAIT`] or the process ends first.
     pub fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
+        self.wait_line_for(WAIT, what, pred)
+    }
+
+    /// Like [`Proc::wait_line`], waiting up to `limit`.
+    pub fn wait_line_for(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        match self.next_line(limit, pred) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "{}: no {what} within {limit:?}.\nstdout:\n{}\nstderr:\n{}",
+                self.name,
+                self.seen.join("\n"),
+                self.stderr()
+            ),
+            Err(RecvTimeoutError::Disconnected) => panic!(
+                "{}: ended before {what}.\nstdout:\n{}\nstderr:\n{}",
+                self.name,
+                self.seen.join("\n"),
+                self.stderr()
+            ),
+        }
+    }
+
+    /// The next stdout line matching `pred` within `limit`, or why none came.
+    fn next_line(
+        &mut self,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String, RecvTimeoutError> {
+        let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if pred(&line) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "{}: no {what} within {WAIT:?}.\nstdout:\n{}\nstderr:\n{}",
-                    self.name,
-                    self.seen.join("\n"),
-                    self.stderr()
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "{}: ended before {what}.\nstdout:\n{}\nstderr:\n{}",
-                    self.name,
-                    self.seen.join("\n"),
-                    self.stderr()
-                ),
+            let line = self.lines.recv_timeout(left)?;
+            self.seen.push(line.clone());
+            if pred(&line) {
+                return Ok(line);
             }
         }
     }
@@ -154,7 +172,17 @@ impl Proc {
 
     /// Waits for a JSON event matching `pred` and returns it.
     pub fn wait_event(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let line = self.wait_line(what, |l| {
+        self.wait_event_for(WAIT, what, pred)
+    }
+
+    /// Like [`Proc::wait_event`], waiting up to `limit`.
+    pub fn wait_event_for(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let line = self.wait_line_for(limit, what, |l| {
             serde_json::from_str::<Value>(l).is_ok_and(|v| pred(&v))
         });
         serde_json::from_str(&line).unwrap()
@@ -162,8 +190,13 @@ impl Proc {
 
     /// Waits for an event of kind `kind` whose fields include `fields`.
     pub fn expect(&mut self, kind: &str, fields: &[(&str, Value)]) -> Value {
+        self.expect_for(WAIT, kind, fields)
+    }
+
+    /// Like [`Proc::expect`], waiting up to `limit`.
+    pub fn expect_for(&mut self, limit: Duration, kind: &str, fields: &[(&str, Value)]) -> Value {
         let what = format!("{kind} {fields:?}");
-        self.wait_event(&what, |v| {
+        self.wait_event_for(limit, &what, |v| {
             v["event"] == kind && fields.iter().all(|(k, want)| &v[*k] == want)
         })
     }
@@ -287,12 +320,36 @@ impl ServerProc {
         Self::start_on("127.0.0.1:0", data_dir, extra)
     }
 
+    /// Starts a server listening on `listen`. A given port (one that a
+    /// server before had) may be held for a while by another test's socket
+    /// by then: a server that finds its address in use is started again,
+    /// for up to [`WAIT`].
     pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> ServerProc {
         let dir = data_dir.to_str().unwrap();
         let mut args = vec!["server", "--listen", listen, "--data-dir", dir];
         args.extend_from_slice(extra);
-        let mut proc = Proc::spawn("server", &args);
-        let line = proc.wait_line("listening line", |l| l.contains("listening on"));
+        let deadline = Instant::now() + WAIT;
+        let listening = |l: &str| l.contains("listening on");
+        let (mut proc, line) = loop {
+            let mut proc = Proc::spawn("server", &args);
+            let why = match proc.next_line(WAIT, listening) {
+                Ok(line) => break (proc, line),
+                Err(why) => why,
+            };
+            if why == RecvTimeoutError::Disconnected {
+                proc.wait_exit(); // all of its standard error
+            }
+            let in_use =
+                proc.stderr().contains("cannot listen on") && proc.stderr().contains("in use");
+            assert!(
+                in_use && Instant::now() < deadline,
+                "server on {listen} did not start ({why:?}).\nstdout:\n{}\nstderr:\n{}",
+                proc.seen.join("\n"),
+                proc.stderr()
+            );
+            // Give the port's holder a moment before trying again.
+            std::thread::sleep(Duration::from_millis(100));
+        };
         let addr = line.rsplit(' ').next().unwrap().to_string();
         let line = proc.wait_line("fingerprint line", |l| {
             l.starts_with("certificate fingerprint")
