@@ -634,3 +634,134 @@ fn a_certificate_from_files() {
         bad.stderr()
     );
 }
+
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.unwrap().as_millis() as u64
+}
+
+/// The `--json` contract of the chat events: each carries exactly the
+/// fields docs/EVENTS.md lists for it, with the values it describes.
+/// (`server_chosen` and `room_renamed` are checked in tests/network.rs, the
+/// file events in tests/transfer.rs.)
+///
+/// Seen failing with `left` printed without its room, and with a message's
+/// `ts` in seconds.
+#[test]
+fn chat_events_carry_their_documented_fields() {
+    let dir = tmp();
+    let sdir = dir.path().join("server");
+    let mut server = ServerProc::start(&sdir, &["--name", "hall"]);
+    let mut bob = client(&server, dir.path(), "bob", &[]);
+    let ev = bob.expect("connected", &[]);
+    assert_documented(&ev, &["server", "server_name", "user"]);
+    assert_eq!(ev["server"], json!(server.addr));
+    assert_eq!(ev["server_name"], json!("hall"));
+    assert_eq!(ev["user"], json!("bob"));
+
+    bob.send("/create r");
+    let ev = bob.expect("joined", &[]);
+    assert_documented(&ev, &["room", "room_id", "created", "peers"]);
+    let id = ev["room_id"].as_str().unwrap().to_string();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{ev}"
+    );
+    assert_eq!((&ev["room"], &ev["created"]), (&json!("r"), &json!(true)));
+    assert_eq!(ev["peers"], json!([]));
+    let mut alice = client(&server, dir.path(), "alice", &["--room", "r"]);
+    let ev = alice.expect("joined", &[]);
+    assert_eq!(ev["room_id"], json!(id), "the same room");
+    assert_eq!(
+        (&ev["created"], &ev["peers"]),
+        (&json!(false), &json!(["bob"]))
+    );
+    let ev = bob.expect("peer_joined", &[]);
+    assert_documented(&ev, &["room", "user"]);
+    assert_eq!((&ev["room"], &ev["user"]), (&json!("r"), &json!("alice")));
+
+    alice.send("/rooms");
+    let ev = alice.expect("rooms", &[]);
+    assert_documented(&ev, &["rooms"]);
+    assert_documented_entries(&ev, "rooms", &["name", "private", "members"]);
+    assert_eq!(
+        ev["rooms"],
+        json!([{"name": "r", "private": false, "members": 2}])
+    );
+
+    let before = now_ms();
+    alice.send("@all hi");
+    let ev = bob.expect("message", &[("text", json!("hi"))]);
+    let after = now_ms();
+    assert_documented(&ev, &["room", "from", "to", "text", "ts", "history"]);
+    assert_eq!(
+        (&ev["room"], &ev["from"], &ev["to"], &ev["history"]),
+        (&json!("r"), &json!("alice"), &json!("all"), &json!(false))
+    );
+    let ts = ev["ts"].as_u64().unwrap();
+    assert!(
+        (before..=after).contains(&ts),
+        "{ts} not in {before}..={after}"
+    );
+
+    alice.send("/peers");
+    let ev = alice.expect("peers", &[]);
+    assert_documented(&ev, &["room", "peers"]);
+    assert_eq!(
+        (&ev["room"], &ev["peers"]),
+        (&json!("r"), &json!(["bob", "alice"]))
+    );
+
+    alice.send("/dance");
+    let ev = alice.expect("error", &[]);
+    assert_documented(&ev, &["code", "message"]);
+    assert_eq!(ev["code"], json!("bad_command"));
+    assert!(ev["message"].as_str().unwrap().contains("/dance"), "{ev}");
+
+    alice.send("/leave");
+    let ev = alice.expect("left", &[]);
+    assert_documented(&ev, &["room"]);
+    assert_eq!(ev["room"], json!("r"));
+    let ev = bob.expect("peer_left", &[]);
+    assert_documented(&ev, &["room", "user", "reason"]);
+    assert_eq!(
+        (&ev["room"], &ev["user"], &ev["reason"]),
+        (&json!("r"), &json!("alice"), &json!("left"))
+    );
+
+    // An admin broadcast reaches alice outside any room: `room` is null.
+    server.console("@all hello all");
+    let ev = alice.expect("message", &[("text", json!("hello all"))]);
+    assert_documented(&ev, &["room", "from", "to", "text", "ts", "history"]);
+    assert_eq!(
+        (&ev["room"], &ev["from"], &ev["to"]),
+        (&Value::Null, &json!("server"), &json!("all"))
+    );
+
+    server.console("kick alice be nice");
+    let ev = alice.expect("kicked", &[]);
+    assert_documented(&ev, &["reason"]);
+    assert_eq!(ev["reason"], json!("be nice"));
+    assert_eq!(alice.wait_exit().code(), Some(3));
+
+    server.proc.signal(libc::SIGTERM);
+    let ev = bob.expect("server_notice", &[]);
+    assert_documented(&ev, &["text"]);
+    assert!(
+        ev["text"].as_str().unwrap().contains("shutting down"),
+        "{ev}"
+    );
+    let ev = bob.expect("disconnected", &[]);
+    assert_documented(&ev, &["reason"]);
+    assert!(!ev["reason"].as_str().unwrap().is_empty(), "{ev}");
+    // No server comes back: the attempts go on, each after a longer wait.
+    let first = bob.expect("reconnecting", &[]);
+    assert_documented(&first, &["attempt", "delay_ms"]);
+    assert_eq!(first["attempt"], json!(1));
+    let second = bob.expect("reconnecting", &[]);
+    assert_eq!(second["attempt"], json!(2));
+    assert!(
+        second["delay_ms"].as_u64().unwrap() > first["delay_ms"].as_u64().unwrap(),
+        "{first} then {second}"
+    );
+}

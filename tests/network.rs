@@ -220,6 +220,7 @@ fn a_split_heals_and_settles_a_room_clash() {
     bob.expect("peer_joined", &[("user", "alice".into())]);
     // dave's room was made first and keeps its name; erin's is renamed.
     let renamed = erin.expect("room_renamed", &[("old", "plans".into())]);
+    assert_documented(&renamed, &["old", "new", "reason"]);
     let new = renamed["new"].as_str().unwrap().to_string();
     assert!(new.starts_with("plans-"), "{renamed}");
     assert!(renamed["reason"]
@@ -286,6 +287,8 @@ fn the_closest_server_and_failover() {
         ],
     );
     let chosen = bob.expect("server_chosen", &[]);
+    assert_documented(&chosen, &["server", "candidates"]);
+    assert_documented_entries(&chosen, "candidates", &["server", "rtt_ms", "error"]);
     assert_eq!(chosen["server"], Value::from(near.addr.as_str()));
     let c = chosen["candidates"].as_array().unwrap();
     assert_eq!(c.len(), 3);

@@ -596,3 +596,62 @@ pub fn sharer(
     args.extend_from_slice(extra);
     joined(server, root, user, room, &args)
 }
+
+/// Asserts that `event` carries exactly `fields` besides `event`, and that
+/// docs/EVENTS.md lists each of them for its kind: the `--json` contract.
+pub fn assert_documented(event: &Value, fields: &[&str]) {
+    let kind = event["event"].as_str().expect("an event");
+    assert_keys(event, "event", fields);
+    let listed = documented(kind);
+    for f in fields {
+        assert!(
+            listed.contains(&format!("`{f}`")),
+            "docs/EVENTS.md does not list `{f}` for {kind}: {listed}"
+        );
+    }
+}
+
+/// Asserts that each entry of the list `event[list]` carries exactly
+/// `fields`, and that docs/EVENTS.md shows them so (`[{a, b}]`, in order).
+pub fn assert_documented_entries(event: &Value, list: &str, fields: &[&str]) {
+    let kind = event["event"].as_str().expect("an event");
+    let entries = event[list].as_array().expect("a list");
+    assert!(!entries.is_empty(), "{kind}: no {list} to check in {event}");
+    for entry in entries {
+        assert_keys(entry, "", fields);
+    }
+    let shape = format!("`{list}`: `[{{{}}}]`", fields.join(", "));
+    let listed = documented(kind);
+    assert!(
+        listed.contains(&shape),
+        "docs/EVENTS.md does not show {shape} for {kind}: {listed}"
+    );
+}
+
+fn assert_keys(v: &Value, besides: &str, fields: &[&str]) {
+    let mut got: Vec<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != besides)
+        .collect();
+    got.sort_unstable();
+    let mut want = fields.to_vec();
+    want.sort_unstable();
+    assert_eq!(got, want, "the fields of {v}");
+}
+
+/// The fields cell of `kind`'s row in docs/EVENTS.md.
+fn documented(kind: &str) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/EVENTS.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let name = format!("`{kind}`");
+    doc.lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').collect();
+            (cells.len() > 3 && cells[1].contains(&name)).then(|| cells[2].to_string())
+        })
+        .next()
+        .unwrap_or_else(|| panic!("docs/EVENTS.md has no row for {kind}"))
+}
