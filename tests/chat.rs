@@ -93,6 +93,12 @@ fn the_original_scenario() {
         "the sender sees its own line once"
     );
     assert_eq!(bob.count_text("hello bob"), 1);
+    // carol's next line is the barrier for her: the server delivers to one
+    // connection in order and handled every line above before this one, so
+    // any of them sent to her would have come first. (Seen failing on
+    // "marker" with room lines delivered to every user of the server.)
+    carol.send("@all carol again");
+    carol.expect("message", &[("text", json!("carol again"))]);
     for t in ["hi", "hello!", "hello bob", "marker"] {
         assert_eq!(carol.count_text(t), 0, "carol must not see {t:?}");
     }
