@@ -159,10 +159,43 @@ fn human_output() {
     alice.wait_line("own line", |l| l == "#me|hi bob");
 }
 
+/// The `history` lines `p` was shown on entering its room: every line after
+/// its last `joined`, up to the answer to a later request (the server sends
+/// a room's history right after `joined`, on the same connection).
+fn history_shown(p: &mut Proc) -> Vec<String> {
+    p.send("/peers");
+    p.expect("peers", &[]);
+    let events = p.events();
+    let from = events.iter().rposition(|v| v["event"] == "joined").unwrap();
+    let lines: Vec<&Value> = events[from..]
+        .iter()
+        .filter(|v| v["event"] == "message")
+        .collect();
+    assert!(
+        lines.iter().all(|v| v["history"] == json!(true)),
+        "{}: only history before the answer: {lines:?}",
+        p.name
+    );
+    lines
+        .iter()
+        .map(|v| v["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// A restart keeps rooms, passwords and history; so does kill -9 after the
-/// client was told the room exists.
+/// client was told the room exists: its password is still needed (a wrong
+/// one is refused) and the right one still works. With `--history 3`, a
+/// joiner is shown the last 3 of 5 lines, live and after the kill -9. A
+/// line is durable once a record after it was committed (docs/ARCHITECTURE.md,
+/// Persistence): here a new user's name binding, committed before that user
+/// is told it is logged in, is the last thing before the kill.
+///
+/// Seen failing with the store saving rooms without their password hash
+/// (the wrong password got in), with a room keeping one line more than
+/// `--history` (live), and with the history loaded newest first (after the
+/// kill -9).
 #[test]
-fn restart_keeps_rooms_and_passwords() {
+fn restart_keeps_rooms_passwords_and_history() {
     let dir = tmp();
     let sdir = dir.path().join("server");
     let mut server = ServerProc::start(&sdir, &[]);
@@ -185,7 +218,8 @@ fn restart_keeps_rooms_and_passwords() {
     );
     drop(bob);
 
-    let server = ServerProc::start(&sdir, &["--no-console"]);
+    let history = ["--no-console", "--history", "3"];
+    let server = ServerProc::start(&sdir, &history);
     let mut alice = client(&server, dir.path(), "alice", &[]);
     alice.expect("connected", &[]);
     alice.send("/join whatsapp 0000");
@@ -197,7 +231,8 @@ fn restart_keeps_rooms_and_passwords() {
     assert_eq!(old["history"], json!(true));
     assert_eq!(old["from"], json!("bob"));
 
-    // kill -9 right after a room was created: it is there after restart.
+    // kill -9 right after a room was created and written to: the room, its
+    // password and its last 3 lines are there after restart.
     let mut carol = joined(
         &server,
         dir.path(),
@@ -205,24 +240,45 @@ fn restart_keeps_rooms_and_passwords() {
         "vault",
         &["--create", "--password", "s3cret"],
     );
+    for i in 1..=5 {
+        carol.send(&format!("@all v{i}"));
+    }
+    carol.expect("message", &[("text", json!("v5"))]);
+    // frank logs in for the first time: his binding is committed, and the
+    // lines queued before it with it, before he is told.
+    let vault = ["--password", "s3cret"];
+    let mut frank = joined(&server, dir.path(), "frank", "vault", &vault);
+    assert_eq!(history_shown(&mut frank), ["v3", "v4", "v5"], "live");
     server.proc.signal(libc::SIGKILL);
     carol.expect("disconnected", &[]);
     drop(server);
-    let server = ServerProc::start(&sdir, &["--no-console"]);
-    let mut dave = client(
-        &server,
-        dir.path(),
-        "dave",
-        &["--room", "vault", "--password", "s3cret"],
-    );
+    let server = ServerProc::start(&sdir, &history);
+    let mut dave = client(&server, dir.path(), "dave", &[]);
+    dave.expect("connected", &[]);
+    dave.send("/join vault");
+    dave.expect("error", &[("code", json!("password_required"))]);
+    dave.send("/join vault secret");
+    dave.expect("error", &[("code", json!("wrong_password"))]);
+    dave.send("/join vault s3cret");
     dave.expect("joined", &[("room", json!("vault"))]);
+    assert_eq!(
+        history_shown(&mut dave),
+        ["v3", "v4", "v5"],
+        "after kill -9"
+    );
 }
 
-/// kick, ban and unban from the admin console.
+/// kick, ban and unban from the admin console. Kicked or banned, a client
+/// exits with code 3; a ban is committed before it is carried out, so it
+/// holds after a kill -9 and a restart: the banned user's login is refused
+/// with `banned` (exit code 1, as any refused login).
+///
+/// Seen failing with bans not loaded from the store at start-up.
 #[test]
 fn kick_and_ban_from_the_console() {
     let dir = tmp();
-    let mut server = ServerProc::start(&dir.path().join("server"), &[]);
+    let sdir = dir.path().join("server");
+    let mut server = ServerProc::start(&sdir, &[]);
     let mut bob = joined(&server, dir.path(), "bob", "r", &["--create"]);
     let mut alice = joined(&server, dir.path(), "alice", "r", &[]);
     bob.expect("peer_joined", &[("user", json!("alice"))]);
@@ -242,11 +298,23 @@ fn kick_and_ban_from_the_console() {
     let mut alice = joined(&server, dir.path(), "alice", "r", &[]);
     server.console("ban alice spamming");
     alice.expect("kicked", &[("reason", json!("banned: spamming"))]);
-    alice.wait_exit();
+    assert_eq!(alice.wait_exit().code(), Some(3));
     bob.expect("peer_left", &[("reason", json!("banned"))]);
+    let answer = server
+        .proc
+        .wait_line("ban answer", |l| l.starts_with("banned alice"));
+    assert_eq!(answer, "banned alice and disconnected it");
 
+    server.proc.signal(libc::SIGKILL);
+    bob.expect("disconnected", &[]);
+    drop((server, bob));
+    let mut server = ServerProc::start(&sdir, &[]);
+    let mut bob = joined(&server, dir.path(), "bob", "r", &[]);
     let mut alice = client(&server, dir.path(), "alice", &[]);
-    let e = alice.expect("error", &[("code", json!("banned"))]);
+    let e = alice.wait_event("login answer", |v| {
+        v["event"] == "connected" || v["event"] == "error"
+    });
+    assert_eq!(e["code"], json!("banned"), "{e}");
     assert!(e["message"].as_str().unwrap().contains("spamming"));
     assert_eq!(alice.wait_exit().code(), Some(1));
 

@@ -24,7 +24,11 @@ fn texts_from(p: &Proc, from: &str) -> Vec<String> {
 }
 
 /// Three servers in a line, clients at both ends: rooms, messages both
-/// ways, the peer list, whohas and a getfile across two hops.
+/// ways, the peer list, whohas and a getfile across two hops. A kick at one
+/// server of a user connected to another is not done: the console says
+/// which server to use, and the user stays.
+///
+/// Seen failing with the kick of a remote user answered "no user".
 #[test]
 fn three_servers_in_a_line() {
     let dir = tmp();
@@ -77,6 +81,27 @@ fn three_servers_in_a_line() {
         .collect();
     names.sort();
     assert_eq!(names, ["alice", "bob"]);
+
+    a.console("kick bob flooding");
+    let answer = a.proc.wait_line("kick answer", |l| {
+        ["kicked bob", "bob is ", "no user bob"]
+            .iter()
+            .any(|p| l.starts_with(p))
+    });
+    assert_eq!(
+        answer,
+        "bob is connected to server gamma; use that server's console"
+    );
+    // alpha sends this line after anything the kick could have sent, and
+    // gamma delivers alpha's messages in order: bob is still there.
+    alice.send("@all still here, bob?");
+    bob.expect("message", &[("text", "still here, bob?".into())]);
+    assert!(
+        !bob.events()
+            .iter()
+            .any(|v| v["event"] == "kicked" || v["event"] == "disconnected"),
+        "bob stays connected"
+    );
 
     alice.send("@me setshare report.pdf");
     alice.expect("share_status", &[]);
