@@ -7,6 +7,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 
+use chatdrop_proto::auth::{login_transcript, BINDING_LEN, EXPORTER_LABEL};
+use chatdrop_proto::limits::PROTOCOL_VERSION;
+use chatdrop_proto::{decode, encode_frame, ClientMsg, ErrorCode, ServerMsg};
+use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
 use support::*;
 
@@ -418,7 +422,7 @@ fn a_changed_certificate_is_refused() {
 }
 
 /// Opens a TLS connection to the server that accepts its certificate.
-fn raw_tls(addr: &str) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+fn raw_tls(addr: &str) -> RawTls {
     let (verifier, _) = chatdrop_client::PinVerifier::new(None);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -435,7 +439,7 @@ fn raw_tls(addr: &str) -> rustls::StreamOwned<rustls::ClientConnection, TcpStrea
 }
 
 /// Reads until the server closes; returns what it sent.
-fn read_to_close(s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> Vec<u8> {
+fn read_to_close(s: &mut RawTls) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -444,6 +448,96 @@ fn read_to_close(s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream
             Ok(n) => got.extend_from_slice(&buf[..n]),
         }
     }
+}
+
+type RawTls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn send_frame(s: &mut RawTls, msg: &ClientMsg) {
+    s.write_all(&encode_frame(msg).unwrap()).unwrap();
+    s.flush().unwrap();
+}
+
+fn read_frame(s: &mut RawTls) -> ServerMsg {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut payload).unwrap();
+    decode(&payload).unwrap()
+}
+
+/// Logs in over a raw connection as `user` claiming the key `public_key`,
+/// and answers the challenge with `prove(channel binding, nonce)`. Returns
+/// the server's answer to the proof.
+fn raw_login(
+    addr: &str,
+    user: &str,
+    public_key: [u8; 32],
+    prove: impl Fn(&[u8; 32], &[u8; 32]) -> Vec<u8>,
+) -> ServerMsg {
+    let mut s = raw_tls(addr);
+    s.conn.complete_io(&mut s.sock).unwrap();
+    let mut binding = [0u8; BINDING_LEN];
+    s.conn
+        .export_keying_material(&mut binding, EXPORTER_LABEL, None)
+        .unwrap();
+    send_frame(
+        &mut s,
+        &ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            user: user.to_string(),
+            public_key,
+        },
+    );
+    let ServerMsg::Challenge { nonce, .. } = read_frame(&mut s) else {
+        panic!("no challenge");
+    };
+    let signature = prove(&binding, &nonce);
+    send_frame(&mut s, &ClientMsg::Auth { signature });
+    read_frame(&mut s)
+}
+
+/// A login proof that does not verify is refused with `auth_failed`: one
+/// signed by another key than the one claimed (mallory posing as alice with
+/// her public key), and alice's own signature over another session's
+/// transcript (a proof replayed or relayed from another TLS connection).
+/// The same raw client with the right proof logs in, so the refusals are
+/// the proofs' doing.
+///
+/// Seen failing with the server accepting any signature, and with a login
+/// transcript without the channel binding (the relayed proof got in).
+#[test]
+fn a_forged_login_proof_is_refused() {
+    let dir = tmp();
+    let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    let alice = SigningKey::from_bytes(&[1; 32]);
+    let mallory = SigningKey::from_bytes(&[2; 32]);
+    let public = alice.verifying_key().to_bytes();
+    let sign = |key: &SigningKey, binding: &[u8; 32], nonce: &[u8; 32]| {
+        let t = login_transcript(binding, nonce, "alice", &public);
+        key.sign(&t).to_bytes().to_vec()
+    };
+    let refused = |answer: ServerMsg, what: &str| match answer {
+        ServerMsg::Error { code, message } => {
+            assert_eq!(code, ErrorCode::AuthFailed, "{what}: {message}");
+            assert!(message.contains("signature"), "{what}: {message}");
+        }
+        other => panic!("{what} was let in: {other:?}"),
+    };
+
+    let answer = raw_login(&server.addr, "alice", public, |b, n| sign(&mallory, b, n));
+    refused(answer, "another key's proof");
+    let elsewhere = [0x5a; BINDING_LEN];
+    let answer = raw_login(&server.addr, "alice", public, |_, n| {
+        sign(&alice, &elsewhere, n)
+    });
+    refused(answer, "a proof for another session");
+    let answer = raw_login(&server.addr, "alice", public, |b, n| sign(&alice, b, n));
+    assert_eq!(
+        answer,
+        ServerMsg::LoggedIn {
+            user: "alice".into()
+        }
+    );
 }
 
 /// A client sending malformed or oversized frames is dropped; everyone else
