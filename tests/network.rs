@@ -352,3 +352,45 @@ fn the_closest_server_and_failover() {
     bob.send("@all still here");
     alice.expect("message", &[("text", "still here".into())]);
 }
+
+/// A server with another network key cannot link: the server it dials
+/// refuses it, both log why (docs/NETWORK.md, Links), no link comes up and
+/// no room crosses.
+///
+/// Seen failing with the key proofs not checked.
+#[test]
+fn a_wrong_network_key_is_refused() {
+    let dir = tmp();
+    let mut a = ServerProc::linked(&dir.path().join("a"), "alpha", &[], &[]);
+    let _alice = joined(&a, dir.path(), "alice", "inner", &["--create"]);
+    let mut m = ServerProc::start(
+        &dir.path().join("m"),
+        &[
+            "--name",
+            "mallory",
+            "--network-key",
+            "not-the-network-key-0123456",
+            "--link",
+            &a.addr,
+        ],
+    );
+    m.proc.name = "mallory".into();
+    a.proc.wait_stderr("refusal", |l| {
+        l.contains("refused a link: wrong network key")
+    });
+    m.proc.wait_stderr("refusal", |l| {
+        l.contains(&format!("link to {}: refused: wrong network key", a.addr))
+    });
+    for s in [&mut a, &mut m] {
+        s.console("links");
+        let answer = s.proc.wait_line("links answer", |l| {
+            l == "no links" || l.starts_with("link ")
+        });
+        assert_eq!(answer, "no links", "{}", s.proc.name);
+    }
+    m.console("rooms");
+    let answer = m.proc.wait_line("rooms answer", |l| {
+        l == "no rooms" || l.starts_with("inner (")
+    });
+    assert_eq!(answer, "no rooms");
+}
