@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    log_panics();
     let result = match cli.command {
         Cmd::Server(args) => server_cmd::main(args),
         Cmd::Client(args) => client_cmd::main(args),
@@ -54,5 +55,77 @@ fn main() -> ExitCode {
             eprintln!("chatdrop: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs every panic as an error through tracing, with its thread and place,
+/// then lets the default hook print it as usual. tokio catches a panic in a
+/// spawned task and the process goes on without it; this puts it in the
+/// log, among the lines around it.
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let place = info
+            .location()
+            .map_or_else(|| "an unknown place".to_string(), |l| l.to_string());
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        tracing::error!(
+            "thread '{}' panicked at {place}: {message}",
+            thread.name().unwrap_or("<unnamed>"),
+        );
+        default(info);
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// A log written into memory.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A panic in a thread (as in a spawned task) is in the log with the
+    /// thread's name, the place and the message.
+    #[test]
+    fn a_panic_is_logged_with_its_thread_and_place() {
+        super::log_panics();
+        let log = Log::default();
+        let sink = log.clone();
+        let doomed = std::thread::Builder::new()
+            .name("doomed".into())
+            .spawn(move || {
+                let subscriber = tracing_subscriber::fmt()
+                    .with_writer(move || sink.clone())
+                    .with_ansi(false)
+                    .finish();
+                tracing::subscriber::with_default(subscriber, || panic!("on purpose"));
+            })
+            .unwrap();
+        assert!(doomed.join().is_err());
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("ERROR"), "{text}");
+        assert!(
+            text.contains("thread 'doomed' panicked at src/main.rs:"),
+            "{text}"
+        );
+        assert!(text.contains("on purpose"), "{text}");
     }
 }

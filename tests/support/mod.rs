@@ -108,28 +108,46 @@ impl Proc {
     /// Waits for a stdout line matching `pred`; panics with everything seen
     /// when none comes within [`WAIT`] or the process ends first.
     pub fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
+        self.wait_line_for(WAIT, what, pred)
+    }
+
+    /// Like [`Proc::wait_line`], waiting up to `limit`.
+    pub fn wait_line_for(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        match self.next_line(limit, pred) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "{}: no {what} within {limit:?}.\nstdout:\n{}\nstderr:\n{}",
+                self.name,
+                self.seen.join("\n"),
+                self.stderr()
+            ),
+            Err(RecvTimeoutError::Disconnected) => panic!(
+                "{}: ended before {what}.\nstdout:\n{}\nstderr:\n{}",
+                self.name,
+                self.seen.join("\n"),
+                self.stderr()
+            ),
+        }
+    }
+
+    /// The next stdout line matching `pred` within `limit`, or why none came.
+    fn next_line(
+        &mut self,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String, RecvTimeoutError> {
+        let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if pred(&line) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "{}: no {what} within {WAIT:?}.\nstdout:\n{}\nstderr:\n{}",
-                    self.name,
-                    self.seen.join("\n"),
-                    self.stderr()
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "{}: ended before {what}.\nstdout:\n{}\nstderr:\n{}",
-                    self.name,
-                    self.seen.join("\n"),
-                    self.stderr()
-                ),
+            let line = self.lines.recv_timeout(left)?;
+            self.seen.push(line.clone());
+            if pred(&line) {
+                return Ok(line);
             }
         }
     }
@@ -154,7 +172,17 @@ impl Proc {
 
     /// Waits for a JSON event matching `pred` and returns it.
     pub fn wait_event(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let line = self.wait_line(what, |l| {
+        self.wait_event_for(WAIT, what, pred)
+    }
+
+    /// Like [`Proc::wait_event`], waiting up to `limit`.
+    pub fn wait_event_for(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let line = self.wait_line_for(limit, what, |l| {
             serde_json::from_str::<Value>(l).is_ok_and(|v| pred(&v))
         });
         serde_json::from_str(&line).unwrap()
@@ -162,8 +190,13 @@ impl Proc {
 
     /// Waits for an event of kind `kind` whose fields include `fields`.
     pub fn expect(&mut self, kind: &str, fields: &[(&str, Value)]) -> Value {
+        self.expect_for(WAIT, kind, fields)
+    }
+
+    /// Like [`Proc::expect`], waiting up to `limit`.
+    pub fn expect_for(&mut self, limit: Duration, kind: &str, fields: &[(&str, Value)]) -> Value {
         let what = format!("{kind} {fields:?}");
-        self.wait_event(&what, |v| {
+        self.wait_event_for(limit, &what, |v| {
             v["event"] == kind && fields.iter().all(|(k, want)| &v[*k] == want)
         })
     }
@@ -230,7 +263,28 @@ impl Proc {
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
-        self.child.wait().expect("waiting for the process")
+        let status = self.child.wait().expect("waiting for the process");
+        self.check_no_panic();
+        status
+    }
+
+    /// Fails the test when the process reported a panic on standard error:
+    /// tokio catches a panic in a spawned task and the process goes on, so
+    /// neither its exit status nor its output would show it otherwise.
+    /// Checked when the process is waited for and when it is dropped (after
+    /// all of its standard error was read); never while already panicking.
+    fn check_no_panic(&self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let stderr = self.stderr();
+        assert!(
+            !stderr.contains("panicked at"),
+            "{} (pid {}) panicked.\nstderr:\n{stderr}\nstdout:\n{}",
+            self.name,
+            self.pid(),
+            self.seen.join("\n")
+        );
     }
 
     pub fn signal(&self, sig: i32) {
@@ -245,6 +299,11 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The pipes close with the process: read what it still said.
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        self.check_no_panic();
     }
 }
 
@@ -261,12 +320,36 @@ impl ServerProc {
         Self::start_on("127.0.0.1:0", data_dir, extra)
     }
 
+    /// Starts a server listening on `listen`. A given port (one that a
+    /// server before had) may be held for a while by another test's socket
+    /// by then: a server that finds its address in use is started again,
+    /// for up to [`WAIT`].
     pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> ServerProc {
         let dir = data_dir.to_str().unwrap();
         let mut args = vec!["server", "--listen", listen, "--data-dir", dir];
         args.extend_from_slice(extra);
-        let mut proc = Proc::spawn("server", &args);
-        let line = proc.wait_line("listening line", |l| l.contains("listening on"));
+        let deadline = Instant::now() + WAIT;
+        let listening = |l: &str| l.contains("listening on");
+        let (mut proc, line) = loop {
+            let mut proc = Proc::spawn("server", &args);
+            let why = match proc.next_line(WAIT, listening) {
+                Ok(line) => break (proc, line),
+                Err(why) => why,
+            };
+            if why == RecvTimeoutError::Disconnected {
+                proc.wait_exit(); // all of its standard error
+            }
+            let in_use =
+                proc.stderr().contains("cannot listen on") && proc.stderr().contains("in use");
+            assert!(
+                in_use && Instant::now() < deadline,
+                "server on {listen} did not start ({why:?}).\nstdout:\n{}\nstderr:\n{}",
+                proc.seen.join("\n"),
+                proc.stderr()
+            );
+            // Give the port's holder a moment before trying again.
+            std::thread::sleep(Duration::from_millis(100));
+        };
         let addr = line.rsplit(' ').next().unwrap().to_string();
         let line = proc.wait_line("fingerprint line", |l| {
             l.starts_with("certificate fingerprint")
@@ -512,4 +595,63 @@ pub fn sharer(
     let mut args = vec!["--share-dir", &share, "--download-dir", &downloads];
     args.extend_from_slice(extra);
     joined(server, root, user, room, &args)
+}
+
+/// Asserts that `event` carries exactly `fields` besides `event`, and that
+/// docs/EVENTS.md lists each of them for its kind: the `--json` contract.
+pub fn assert_documented(event: &Value, fields: &[&str]) {
+    let kind = event["event"].as_str().expect("an event");
+    assert_keys(event, "event", fields);
+    let listed = documented(kind);
+    for f in fields {
+        assert!(
+            listed.contains(&format!("`{f}`")),
+            "docs/EVENTS.md does not list `{f}` for {kind}: {listed}"
+        );
+    }
+}
+
+/// Asserts that each entry of the list `event[list]` carries exactly
+/// `fields`, and that docs/EVENTS.md shows them so (`[{a, b}]`, in order).
+pub fn assert_documented_entries(event: &Value, list: &str, fields: &[&str]) {
+    let kind = event["event"].as_str().expect("an event");
+    let entries = event[list].as_array().expect("a list");
+    assert!(!entries.is_empty(), "{kind}: no {list} to check in {event}");
+    for entry in entries {
+        assert_keys(entry, "", fields);
+    }
+    let shape = format!("`{list}`: `[{{{}}}]`", fields.join(", "));
+    let listed = documented(kind);
+    assert!(
+        listed.contains(&shape),
+        "docs/EVENTS.md does not show {shape} for {kind}: {listed}"
+    );
+}
+
+fn assert_keys(v: &Value, besides: &str, fields: &[&str]) {
+    let mut got: Vec<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != besides)
+        .collect();
+    got.sort_unstable();
+    let mut want = fields.to_vec();
+    want.sort_unstable();
+    assert_eq!(got, want, "the fields of {v}");
+}
+
+/// The fields cell of `kind`'s row in docs/EVENTS.md.
+fn documented(kind: &str) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/EVENTS.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let name = format!("`{kind}`");
+    doc.lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').collect();
+            (cells.len() > 3 && cells[1].contains(&name)).then(|| cells[2].to_string())
+        })
+        .next()
+        .unwrap_or_else(|| panic!("docs/EVENTS.md has no row for {kind}"))
 }
