@@ -10,10 +10,12 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use chatdrop_proto::ServerMsg;
 use chatdrop_transfer::relay::{Impairment, Relay};
 use chatdrop_transfer::Ticket;
 use rand::{RngCore, SeedableRng};
 use serde_json::{json, Value};
+use support::peer::RawPeer;
 use support::*;
 
 fn tmp() -> tempfile::TempDir {
@@ -391,10 +393,15 @@ fn a_bad_ticket_is_refused_clearly() {
     );
 }
 
-/// whohas through the server, getfile peer to peer; a busy owner refuses
-/// and the asker moves on to the next peer with the same file by itself.
+/// whohas through the server, getfile peer to peer, with what each file
+/// event says checked. Bob takes one upload at a time (`--max-uploads 1`):
+/// while mallory's download holds his slot, alice is refused as busy and
+/// moves on to the next peer with the same file by herself; once
+/// mallory's download has ended, the slot is free again and alice's next
+/// request to bob is served. (Seen failing with the slot test letting one
+/// more upload through, and with the slot never given back.)
 #[test]
-fn whohas_getfile_busy_and_next_peer() {
+fn whohas_getfile_upload_slots_and_next_peer() {
     let dir = tmp();
     let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
     let mut photo = vec![0u8; 2_500_000];
@@ -404,8 +411,8 @@ fn whohas_getfile_busy_and_next_peer() {
         dir.path(),
         "bob",
         "r",
-        &[("photo.jpg", &photo)],
-        &["--create", "--max-uploads", "0"],
+        &[("photo.jpg", &photo), ("notes.txt", b"notes")],
+        &["--create", "--max-uploads", "1"],
     );
     let mut carol = sharer(
         &server,
@@ -417,26 +424,76 @@ fn whohas_getfile_busy_and_next_peer() {
     );
     for p in [&mut bob, &mut carol] {
         p.send("@me setshare photo.jpg");
-        p.expect("share_status", &[]);
+        let status = p.expect("share_status", &[]);
+        assert_eq!(status["global"], false);
+        let files = status["files"].as_array().unwrap();
+        assert!(files.contains(&json!({"file": "photo.jpg", "shared": true})));
     }
+    let status = bob.expect_ever("share_status", &[]);
+    let files = status["files"].as_array().unwrap();
+    assert!(files.contains(&json!({"file": "notes.txt", "shared": false})));
+
+    // Mallory's request takes bob's one upload slot.
+    let mut mallory = RawPeer::join(&server, "mallory", "r");
+    let key = mallory.key.clone();
+    let asked = mallory.ask("bob", "photo.jpg", &key, "bob");
+    let offer = mallory.answer_to(&asked);
+    assert!(matches!(offer, ServerMsg::FileOffer { .. }), "{offer:?}");
+    let to_mallory = [("file", json!("photo.jpg")), ("to", json!("mallory"))];
+    bob.expect("upload_started", &to_mallory);
+
     let mut alice = sharer(&server, dir.path(), "alice", "r", &[], &[]);
     alice.send("@all whohas photo.jpg");
-    let a = alice.expect("whohas_reply", &[]);
-    let b = alice.expect("whohas_reply", &[]);
-    assert_eq!(a["blake3"], b["blake3"]);
-    assert_eq!(a["size"], 2_500_000);
+    let mut owners = BTreeSet::new();
+    for _ in 0..2 {
+        let reply = alice.expect("whohas_reply", &[]);
+        assert_eq!(
+            (&reply["file"], &reply["size"], &reply["blake3"]),
+            (
+                &json!("photo.jpg"),
+                &json!(2_500_000),
+                &json!(hash_hex(&photo))
+            )
+        );
+        owners.insert(reply["from"].as_str().unwrap().to_string());
+    }
+    assert_eq!(owners, BTreeSet::from(["bob".into(), "carol".into()]));
     alice.send("@bob getfile photo.jpg");
     let refused = alice.expect("transfer_refused", &[("from", "bob".into())]);
-    assert_eq!(refused["reason"], "busy");
+    assert_eq!(
+        (&refused["file"], &refused["reason"]),
+        (&json!("photo.jpg"), &json!("busy"))
+    );
+    assert!(refused["detail"].as_str().unwrap().contains("busy"));
     let started = alice.expect("transfer_started", &[]);
     assert_eq!(
         started["from"], "carol",
         "moved on to the next peer by itself"
     );
+    assert_eq!(
+        (&started["file"], &started["resumed_from"]),
+        (&json!("photo.jpg"), &json!(0))
+    );
     let done = alice.expect("transfer_done", &[]);
-    assert_eq!(done["from"], "carol");
-    assert!(std::fs::read(done["path"].as_str().unwrap()).unwrap() == photo);
-    carol.expect("upload_done", &[("to", "alice".into())]);
+    assert_download(&alice, &started, &done, &photo);
+    let to_alice = [("file", json!("photo.jpg")), ("to", json!("alice"))];
+    carol.expect("upload_started", &to_alice);
+    let up = carol.expect("upload_done", &to_alice);
+    assert_eq!(up["bytes"], photo.len());
+
+    // Mallory's download ends, and with it bob's upload: the slot is free.
+    let got = mallory.fetch(&asked, &offer, &dir.path().join("mallory-downloads"));
+    assert!(read(got.unwrap()) == photo);
+    let up = bob.expect("upload_done", &to_mallory);
+    assert_eq!(up["bytes"], photo.len());
+    alice.send("@bob getfile photo.jpg");
+    let started = alice.expect("transfer_started", &[("from", "bob".into())]);
+    let done = alice.expect("transfer_done", &[("from", "bob".into())]);
+    assert_download(&alice, &started, &done, &photo);
+    assert!(done["path"].as_str().unwrap().ends_with("photo (1).jpg"));
+    bob.expect("upload_started", &to_alice);
+    bob.expect("upload_done", &to_alice);
+    assert_all_documented(&[&alice, &bob, &carol]);
 }
 
 /// Unshared files, names leaving the share folder and missing files are
@@ -483,6 +540,7 @@ fn unshared_traversal_and_missing_files_are_refused() {
     let done = alice.expect("transfer_done", &[]);
     assert_eq!(std::fs::read(done["path"].as_str().unwrap()).unwrap(), b"a");
     assert!(!dir.path().join("alice-downloads/secret.txt").exists());
+    assert_all_documented(&[&alice, &bob]);
 }
 
 /// The server's share policy: blocked files are neither asked for nor

@@ -380,7 +380,6 @@ impl Peer {
         let events = self.events.clone();
         let (file, asker) = (file.to_string(), asker.to_string());
         tokio::spawn(async move {
-            let _slot = release;
             let opts = ServeOptions {
                 cfg,
                 wait_for_start: Some(Duration::from_secs(30)),
@@ -391,7 +390,11 @@ impl Peer {
                     to: asker.clone(),
                 })
                 .await;
-            match serve(&socket, keys, &source, &opts, |_, _| {}).await {
+            let served = serve(&socket, keys, &source, &opts, |_, _| {}).await;
+            // The slot is free before the upload is reported over: a
+            // request made on seeing `upload_done` finds it free.
+            drop(release);
+            match served {
                 Ok(stats) => {
                     let _ = events
                         .send(ClientEvent::UploadDone {
