@@ -340,14 +340,49 @@ fn through_a_lossy_tampering_relay() {
     }
 }
 
+/// A new `chatdrop send` of `file` and a `recv` into `out`: both
+/// processes, and where the download starts (`resumed_from`).
+fn fetch_again(file: &Path, out: &Path) -> (Proc, Proc, u64) {
+    let (s, ticket) = sender(file, &[]);
+    let mut r = receiver(&ticket, out, &[]);
+    let started = r.expect("transfer_started", &[]);
+    (s, r, started["resumed_from"].as_u64().unwrap())
+}
+
+/// The `.part` file and the resume record of an interrupted download in
+/// `out`, with their contents.
+fn kept_parts(out: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut kept: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.ends_with(".part") || name.ends_with(".part.resume")
+        })
+        .map(|p| {
+            let data = read(&p);
+            (p, data)
+        })
+        .collect();
+    kept.sort();
+    kept
+}
+
 /// The sender dies mid-transfer; the receiver keeps what it has, says why,
-/// and a later run (a new `send` of the same file) resumes from there.
+/// and a later run (a new `send` of the same file) resumes from there. A
+/// `.part` file that no longer agrees with its resume record is not
+/// trusted: cut shorter than the record says, the download starts over;
+/// changed inside what the record vouches for, the download is refused at
+/// its end (the hash), nothing is kept, and the next one starts over. Each
+/// ends byte-exact. (Seen failing with the record's check against the
+/// `.part` file's length removed, and with the final hash check skipped.)
 #[test]
 fn a_killed_sender_then_a_resumed_download() {
     let dir = tmp();
     let file = dir.path().join("movie.bin");
     let data = random_file(&file, 30_000_000, 5);
     let out = dir.path().join("out");
+    let saved = out.join("movie.bin");
     // Go-Back-N with a window of one small packet is slow enough to
     // interrupt.
     let (s, ticket) = sender(&file, &["--arq", "gbn", "-w", "1", "--max-packet", "1200"]);
@@ -365,19 +400,61 @@ fn a_killed_sender_then_a_resumed_download() {
         "{failed}"
     );
     assert_eq!(r.wait_exit().code(), Some(1));
-    assert!(
-        !out.join("movie.bin").exists(),
-        "no unverified file appears"
-    );
+    assert_all_documented(&[&r]);
+    assert!(!saved.exists(), "no unverified file appears");
+    let kept = kept_parts(&out);
+    let names: Vec<&PathBuf> = kept.iter().map(|(p, _)| p).collect();
+    assert_eq!(names.len(), 2, "the .part file and its record: {names:?}");
+    let part = &kept
+        .iter()
+        .find(|(p, _)| p.extension() == Some("part".as_ref()))
+        .unwrap()
+        .0;
+    let restore = || kept.iter().for_each(|(p, d)| std::fs::write(p, d).unwrap());
 
-    let (mut s, ticket) = sender(&file, &[]);
-    let mut r = receiver(&ticket, &out, &[]);
-    let started = r.expect("transfer_started", &[]);
-    let resumed = started["resumed_from"].as_u64().unwrap();
-    assert!(resumed > 0, "resumed from {resumed}");
+    // Cut shorter than its record says (more than 2 MB had come): the
+    // download starts over.
+    let cut = std::fs::OpenOptions::new().write(true).open(part).unwrap();
+    cut.set_len(1_000_000).unwrap();
+    drop(cut);
+    let (_s, mut r, resumed) = fetch_again(&file, &out);
+    assert_eq!(resumed, 0, "a .part shorter than its record is not resumed");
+    r.expect("transfer_done", &[]);
+    assert!(read(&saved) == data);
+    std::fs::remove_file(&saved).unwrap();
+
+    // One byte changed inside what the record vouches for: resumed, then
+    // refused at the end, keeping nothing; the next download starts over.
+    restore();
+    let mut bytes = read(part);
+    bytes[1_000_000] ^= 0x55;
+    std::fs::write(part, bytes).unwrap();
+    let (_s, mut r, resumed) = fetch_again(&file, &out);
+    assert!(resumed > 2_000_000, "resumed from {resumed}");
+    let failed = r.expect("transfer_failed", &[]);
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("does not match its BLAKE3 hash") && reason.contains("nothing was kept"),
+        "{failed}"
+    );
+    assert_eq!(r.wait_exit().code(), Some(1));
+    assert!(
+        !saved.exists() && kept_parts(&out).is_empty(),
+        "nothing kept"
+    );
+    let (_s, mut r, resumed) = fetch_again(&file, &out);
+    assert_eq!(resumed, 0);
+    r.expect("transfer_done", &[]);
+    assert!(read(&saved) == data);
+    std::fs::remove_file(&saved).unwrap();
+
+    // As it was left: resumed, and only the rest moves.
+    restore();
+    let (mut s, mut r, resumed) = fetch_again(&file, &out);
+    assert!(resumed > 2_000_000, "resumed from {resumed}");
     let done = r.expect("transfer_done", &[]);
     assert_eq!(done["bytes"].as_u64().unwrap(), data.len() as u64 - resumed);
-    assert!(std::fs::read(out.join("movie.bin")).unwrap() == data);
+    assert!(read(&saved) == data);
     assert!(s.wait_exit().success());
 }
 
@@ -625,6 +702,76 @@ fn forged_requests_and_offers_are_refused() {
         .count();
     assert_eq!(starts, 1, "no download started on a forged offer");
     assert_all_documented(&[&alice, &bob]);
+}
+
+/// Resume in chat mode. Mallory's upload dies part way: her session can
+/// read only the start of the file, then fails and its socket closes, so
+/// that alice hears nothing more, as from an owner whose client was killed.
+/// Alice reports `transfer_failed` and keeps what came. Asking mallory
+/// again resumes from there (and dies again further on); asking carol,
+/// another owner of the same file, resumes from there in turn, and the
+/// file is byte-exact. (Seen failing with the progress of a failed
+/// download not recorded.)
+#[test]
+fn chat_mode_resumes_after_an_owner_dies_and_from_another_owner() {
+    let dir = tmp();
+    let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    let file = dir.path().join("film.bin");
+    let data = random_file(&file, 12_000_000, 7);
+    let (size, hash) = (data.len() as u64, *blake3::hash(&data).as_bytes());
+    let mut carol = sharer(
+        &server,
+        dir.path(),
+        "carol",
+        "r",
+        &[("film.bin", &data)],
+        &["--create"],
+    );
+    carol.send("@me setshare film.bin");
+    carol.expect("share_status", &[]);
+    let mut mallory = RawPeer::join(&server, "mallory", "r");
+    let mut alice = sharer(&server, dir.path(), "alice", "r", &[], &["--timeout", "2"]);
+    alice.send("@all whohas film.bin");
+    mallory.have(size, hash);
+    alice.expect_ever("whohas_reply", &[("from", "mallory".into())]);
+    alice.expect_ever("whohas_reply", &[("from", "carol".into())]);
+    let saved = dir.path().join("alice-downloads/film.bin");
+    // Where each download started: mallory's two, then carol's.
+    let mut resumed = Vec::new();
+    for cut in [4_000_000, 8_000_000] {
+        alice.send("@mallory getfile film.bin");
+        let r = mallory.request();
+        let deal = mallory.deal(&r, size, hash);
+        let offer = deal.offer.clone();
+        let serving = mallory.serve(deal, &file, Some(cut));
+        mallory.accept(&r, offer);
+        let started = alice.expect("transfer_started", &[("from", "mallory".into())]);
+        resumed.push(started["resumed_from"].as_u64().unwrap());
+        let failed = alice.expect("transfer_failed", &[("id", started["id"].clone())]);
+        assert_eq!(
+            (&failed["file"], &failed["from"]),
+            (&json!("film.bin"), &json!("mallory"))
+        );
+        let reason = failed["reason"].as_str().unwrap();
+        assert!(reason.contains("stopped answering"), "{failed}");
+        assert!(mallory.finish(serving).is_err(), "mallory's upload died");
+        assert!(!saved.exists(), "no unverified file appears");
+    }
+    alice.send("@carol getfile film.bin");
+    let started = alice.expect("transfer_started", &[("from", "carol".into())]);
+    resumed.push(started["resumed_from"].as_u64().unwrap());
+    let done = alice.expect("transfer_done", &[("from", "carol".into())]);
+    assert_eq!(resumed[0], 0, "{resumed:?}");
+    assert!(
+        0 < resumed[1] && resumed[1] <= 4_000_000,
+        "asking mallory again resumes from what her first upload brought: {resumed:?}"
+    );
+    assert!(
+        resumed[1] < resumed[2] && resumed[2] <= 8_000_000,
+        "asking carol resumes from what mallory's second upload brought: {resumed:?}"
+    );
+    assert_download(&alice, &started, &done, &data);
+    assert_all_documented(&[&alice, &carol]);
 }
 
 /// Unshared files, names leaving the share folder and missing files are
