@@ -1,13 +1,22 @@
 //! End-to-end tests of file transfer with real processes and real UDP
 //! sockets on loopback: `chatdrop send` / `chatdrop recv`, directly and
-//! through a lossy, tampering relay.
+//! through a lossy, tampering relay; and in chat mode, between clients and
+//! a peer the test drives ([`support::peer::RawPeer`]), which can also forge
+//! what a client never would. Every file event a process prints is checked
+//! against the fields docs/EVENTS.md lists for it.
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use chatdrop_proto::{RefuseReason, ServerMsg};
 use chatdrop_transfer::relay::{Impairment, Relay};
+use chatdrop_transfer::Ticket;
+use ed25519_dalek::SigningKey;
 use rand::{RngCore, SeedableRng};
+use serde_json::{json, Value};
+use support::peer::RawPeer;
 use support::*;
 
 fn tmp() -> tempfile::TempDir {
@@ -19,6 +28,147 @@ fn random_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
     rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut d);
     std::fs::write(path, &d).unwrap();
     d
+}
+
+fn read(path: impl AsRef<Path>) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+fn hash_hex(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
+}
+
+/// The fields docs/EVENTS.md lists for each file event (checked against
+/// the document by [`the_file_events_checked_are_the_documented_ones`]).
+const FILE_EVENTS: &[(&str, &[&str])] = &[
+    ("whohas_reply", &["file", "from", "size", "blake3"]),
+    (
+        "transfer_started",
+        &["id", "file", "from", "size", "resumed_from"],
+    ),
+    ("transfer_progress", &["id", "bytes", "total"]),
+    (
+        "transfer_done",
+        &["id", "file", "from", "bytes", "seconds", "blake3", "path"],
+    ),
+    ("transfer_refused", &["file", "from", "reason", "detail"]),
+    ("transfer_failed", &["id", "file", "from", "reason"]),
+    ("share_status", &["global", "files"]),
+    ("upload_started", &["file", "to"]),
+    ("upload_done", &["file", "to", "bytes", "seconds"]),
+    ("ticket", &["ticket", "file", "size", "blake3"]),
+];
+
+fn is_hex(v: &Value, bytes: usize) -> bool {
+    v.as_str()
+        .is_some_and(|s| s.len() == 2 * bytes && s.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Asserts that a file event carries exactly the fields docs/EVENTS.md
+/// lists for it, each of its kind: counts are whole numbers, `seconds` a
+/// number, `blake3` a hash and `id` a session id in hex, `files` a list of
+/// `{file, shared}`, names and sentences non-empty strings.
+fn assert_file_event(v: &Value) {
+    let kind = v["event"].as_str().unwrap_or_default();
+    let Some((_, fields)) = FILE_EVENTS.iter().find(|(k, _)| *k == kind) else {
+        return;
+    };
+    let keys: BTreeSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    let want: BTreeSet<&str> = fields.iter().copied().chain(["event"]).collect();
+    assert_eq!(keys, want, "{v}");
+    for f in *fields {
+        let x = &v[*f];
+        let ok = match *f {
+            "size" | "bytes" | "total" | "resumed_from" => x.is_u64(),
+            "seconds" => x.as_f64().is_some_and(|s| s >= 0.0),
+            "global" => x.is_boolean(),
+            "files" => x.as_array().is_some_and(|files| {
+                files.iter().all(|e| {
+                    e.as_object().is_some_and(|o| o.len() == 2)
+                        && e["file"].is_string()
+                        && e["shared"].is_boolean()
+                })
+            }),
+            "blake3" => is_hex(x, 32),
+            "id" => is_hex(x, 8),
+            _ => x.as_str().is_some_and(|s| !s.is_empty()),
+        };
+        assert!(ok, "{kind}.{f} is {x}: {v}");
+    }
+}
+
+/// [`assert_file_event`] for every event these processes printed.
+fn assert_all_documented(procs: &[&Proc]) {
+    for p in procs {
+        p.events().iter().for_each(assert_file_event);
+    }
+}
+
+/// The file events checked are the ones docs/EVENTS.md describes: each
+/// field checked is in the event's row, and the row names no field of its
+/// own that is not checked (names in parentheses are values, or the fields
+/// of the second event of a shared row). Seen failing with `id` added to
+/// the document's `transfer_refused`, and with `seconds` left out of its
+/// `transfer_done`.
+#[test]
+fn the_file_events_checked_are_the_documented_ones() {
+    for (event, fields) in FILE_EVENTS {
+        let cell = support::documented(event);
+        let (mut all, mut outside, mut depth) = (BTreeSet::new(), BTreeSet::new(), 0i32);
+        for (i, piece) in cell.as_str().split('`').enumerate() {
+            if i % 2 == 0 {
+                depth += piece.matches('(').count() as i32 - piece.matches(')').count() as i32;
+            } else if piece
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                all.insert(piece);
+                if depth == 0 {
+                    outside.insert(piece);
+                }
+            }
+        }
+        for f in *fields {
+            assert!(all.contains(f), "docs/EVENTS.md lists no {f} for {event}");
+        }
+        for f in outside {
+            assert!(
+                fields.contains(&f),
+                "docs/EVENTS.md lists {f} for {event}, which is not checked"
+            );
+        }
+    }
+}
+
+/// Checks a download as `p` printed it: `transfer_started`, its progress
+/// and `transfer_done` share one id; the last progress is the whole file;
+/// `transfer_done` says what came from whom (bytes after the resume point,
+/// the hash, a time) and where it was saved; the saved file is `data`.
+fn assert_download(p: &Proc, started: &Value, done: &Value, data: &[u8]) {
+    assert_file_event(started);
+    assert_file_event(done);
+    let (id, size) = (&started["id"], data.len() as u64);
+    assert_eq!(&done["id"], id, "{done}");
+    assert_eq!(
+        (&done["file"], &done["from"]),
+        (&started["file"], &started["from"])
+    );
+    assert_eq!(started["size"], size);
+    let resumed = started["resumed_from"].as_u64().unwrap();
+    assert_eq!(done["bytes"], size - resumed, "{done}");
+    assert!(done["seconds"].as_f64().is_some_and(|s| s > 0.0), "{done}");
+    assert_eq!(done["blake3"], hash_hex(data));
+    let progress: Vec<Value> = p
+        .events()
+        .into_iter()
+        .filter(|v| v["event"] == "transfer_progress" && &v["id"] == id)
+        .collect();
+    let last = progress.last().expect("progress of the download");
+    assert_eq!(
+        (&last["bytes"], &last["total"]),
+        (&json!(size), &json!(size))
+    );
+    assert!(read(done["path"].as_str().unwrap()) == data, "{done}");
 }
 
 /// Starts `chatdrop send FILE` on loopback and returns it with its ticket.
@@ -43,19 +193,46 @@ fn receiver(ticket: &str, out: &Path, extra: &[&str]) -> Proc {
     Proc::spawn("recv", &args)
 }
 
-/// Sends `file` to `out` and returns where it was saved.
-fn send_and_receive(file: &Path, out: &Path, extra: &[&str]) -> PathBuf {
+/// Sends `file` to `out`; returns where it was saved and the ticket the
+/// receiver worked from. Checks what both ends printed: the ticket event
+/// (name, size, hash, and the ticket itself), the download (see
+/// [`assert_download`]; its id is the ticket's session), the sender's
+/// `upload_done`, and every field of each.
+fn send_and_receive(file: &Path, out: &Path, extra: &[&str]) -> (PathBuf, Ticket) {
+    let data = read(file);
+    let name = file.file_name().unwrap().to_str().unwrap();
     let (mut s, ticket) = sender(file, extra);
+    let t = Ticket::decode(&ticket).unwrap();
+    let announced = s.expect_ever("ticket", &[]);
+    assert_eq!(
+        (&announced["file"], &announced["size"], &announced["blake3"]),
+        (&json!(name), &json!(data.len()), &json!(hash_hex(&data)))
+    );
+    assert_eq!((t.name.as_str(), t.size), (name, data.len() as u64));
+    assert_eq!(hex::encode(t.blake3), hash_hex(&data));
     let mut r = receiver(&ticket, out, &[]);
-    let done = r.expect("transfer_done", &[]);
+    let started = r.expect("transfer_started", &[]);
+    assert_eq!(started["id"], hex::encode(t.session));
+    assert_eq!(started["from"], t.addr.to_string());
+    assert_eq!(started["resumed_from"], 0);
+    let done = r.expect_progressing("transfer_done", &[]);
     assert!(r.wait_exit().success(), "{}", r.stderr());
-    s.expect("upload_done", &[]);
+    assert_download(&r, &started, &done, &data);
+    let up = s.expect("upload_done", &[]);
+    assert_eq!(
+        (&up["file"], &up["to"], &up["bytes"]),
+        (&json!(name), &json!("receiver"), &json!(data.len()))
+    );
     assert!(s.wait_exit().success(), "{}", s.stderr());
-    PathBuf::from(done["path"].as_str().unwrap())
+    assert_all_documented(&[&s, &r]);
+    (PathBuf::from(done["path"].as_str().unwrap()), t)
 }
 
 /// The original's demo: a text file, a PDF-sized and a JPEG-sized binary,
-/// with both schemes.
+/// with both schemes and two window caps. The receiver runs its session
+/// with the scheme and window of the ticket it was given, and the ticket
+/// carries the ones asked for. (Seen failing with the ticket's window fixed
+/// to the default, and with its scheme fixed to Selective Repeat.)
 #[test]
 fn the_original_demo_files() {
     let dir = tmp();
@@ -65,74 +242,82 @@ fn the_original_demo_files() {
     random_file(&pdf, 480_000, 1);
     let jpg = dir.path().join("photo.jpg");
     random_file(&jpg, 2_300_000, 2);
-    for (i, arq) in ["gbn", "sr"].into_iter().enumerate() {
+    for (arq, window) in [("gbn", 16), ("sr", 32)] {
+        let w = window.to_string();
         for file in [&txt, &pdf, &jpg] {
-            let out = dir.path().join(format!("out-{i}"));
-            let got = send_and_receive(file, &out, &["--arq", arq, "-w", "16"]);
-            assert_eq!(got.file_name(), file.file_name());
-            assert!(
-                std::fs::read(&got).unwrap() == std::fs::read(file).unwrap(),
-                "{arq} {got:?}"
+            let out = dir.path().join(format!("out-{arq}"));
+            let (got, ticket) = send_and_receive(file, &out, &["--arq", arq, "-w", &w]);
+            assert_eq!(
+                (ticket.selective_repeat, ticket.window),
+                (arq == "sr", window),
+                "{arq} -w {w}"
             );
+            assert_eq!(got.file_name(), file.file_name());
+            assert!(read(&got) == read(file), "{arq} {got:?}");
         }
     }
 }
 
+/// 100 MB with the default settings. The wait for the end restarts with
+/// each progress event that shows more bytes, so other tests running
+/// beside it slow it down without failing it, while a stalled transfer
+/// still fails within [`WAIT`]. (Seen failing with the receiver dropping
+/// every packet past 50 MB, both ends given 60 s before they give up:
+/// "the transfer stopped moving at Some(50027484) bytes".)
 #[test]
 fn a_100_mb_file() {
     let dir = tmp();
     let file = dir.path().join("big.bin");
     let data = random_file(&file, 100_000_000, 3);
-    let got = send_and_receive(&file, &dir.path().join("out"), &[]);
-    assert!(std::fs::read(got).unwrap() == data);
+    let (got, ticket) = send_and_receive(&file, &dir.path().join("out"), &[]);
+    assert_eq!(
+        (ticket.selective_repeat, ticket.window, ticket.mss),
+        (
+            true,
+            chatdrop_arq::DEFAULT_WINDOW,
+            chatdrop_transfer::MAX_MSS
+        )
+    );
+    assert!(read(got) == data);
 }
 
 /// Through a relay that drops 5% and tampers with 2% of the datagrams each
 /// way: tampered datagrams are dropped by the AEAD and the file arrives
-/// byte-exact, with both schemes.
+/// byte-exact, with both schemes. The sender binds its own port (no port
+/// is found free and bound again later); the relay is put before it and
+/// the receiver given a ticket naming the relay, as `--advertise` would.
 #[test]
 fn through_a_lossy_tampering_relay() {
     let dir = tmp();
     let file = dir.path().join("data.bin");
     let data = random_file(&file, 1_000_000, 4);
+    // `--advertise` is the address the ticket gives receivers.
+    let (s, ticket) = sender(&file, &["--advertise", "127.0.0.9:4000"]);
+    drop(s);
+    let advertised = Ticket::decode(&ticket).unwrap().addr;
+    assert_eq!(advertised, "127.0.0.9:4000".parse().unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
     for (i, arq) in ["gbn", "sr"].into_iter().enumerate() {
-        // The sender's port is chosen first, then the relay put before it.
-        let port = free_udp_port();
-        let target = format!("127.0.0.1:{port}").parse().unwrap();
+        // Many small packets, so that the relay has plenty to damage.
+        let extra = ["--arq", arq, "-w", "32", "--max-packet", "1200"];
+        let (mut s, ticket) = sender(&file, &extra);
+        let mut ticket = Ticket::decode(&ticket).unwrap();
+        assert_eq!(
+            (ticket.selective_repeat, ticket.window, ticket.mss),
+            (arq == "sr", 32, 1200)
+        );
         let imp = Impairment {
             loss: 0.05,
             tamper: 0.02,
             seed: 10 + i as u64,
             ..Default::default()
         };
-        let relay = rt.block_on(Relay::start(target, imp)).unwrap();
-        let relay_addr = relay.addr.to_string();
-        let mut args = vec![
-            "send",
-            file.to_str().unwrap(),
-            "--json",
-            "--arq",
-            arq,
-            "-w",
-            "32",
-            // Many small packets, so that the relay has plenty to damage.
-            "--max-packet",
-            "1200",
-        ];
-        let bind = format!("127.0.0.1:{port}");
-        args.extend_from_slice(&["--bind", &bind, "--advertise", &relay_addr]);
-        let mut s = Proc::spawn("send", &args);
-        let ticket = s.expect("ticket", &[])["ticket"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let mut r = receiver(&ticket, &dir.path().join(format!("out-{arq}")), &[]);
-        let done = r.expect("transfer_done", &[]);
-        assert!(
-            std::fs::read(done["path"].as_str().unwrap()).unwrap() == data,
-            "{arq}"
-        );
+        let relay = rt.block_on(Relay::start(ticket.addr, imp)).unwrap();
+        ticket.addr = relay.addr;
+        let out = dir.path().join(format!("out-{arq}"));
+        let mut r = receiver(&ticket.encode(), &out, &[]);
+        let done = r.expect_progressing("transfer_done", &[]);
+        assert!(read(done["path"].as_str().unwrap()) == data, "{arq}");
         assert!(s.wait_exit().success());
         let tampered = relay
             .stats
@@ -149,22 +334,49 @@ fn through_a_lossy_tampering_relay() {
     }
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
+/// A new `chatdrop send` of `file` and a `recv` into `out`: both
+/// processes, and where the download starts (`resumed_from`).
+fn fetch_again(file: &Path, out: &Path) -> (Proc, Proc, u64) {
+    let (s, ticket) = sender(file, &[]);
+    let mut r = receiver(&ticket, out, &[]);
+    let started = r.expect("transfer_started", &[]);
+    (s, r, started["resumed_from"].as_u64().unwrap())
+}
+
+/// The `.part` file and the resume record of an interrupted download in
+/// `out`, with their contents.
+fn kept_parts(out: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut kept: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(out)
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.ends_with(".part") || name.ends_with(".part.resume")
+        })
+        .map(|p| {
+            let data = read(&p);
+            (p, data)
+        })
+        .collect();
+    kept.sort();
+    kept
 }
 
 /// The sender dies mid-transfer; the receiver keeps what it has, says why,
-/// and a later run (a new `send` of the same file) resumes from there.
+/// and a later run (a new `send` of the same file) resumes from there. A
+/// `.part` file that no longer agrees with its resume record is not
+/// trusted: cut shorter than the record says, the download starts over;
+/// changed inside what the record vouches for, the download is refused at
+/// its end (the hash), nothing is kept, and the next one starts over. Each
+/// ends byte-exact. (Seen failing with the record's check against the
+/// `.part` file's length removed, and with the final hash check skipped.)
 #[test]
 fn a_killed_sender_then_a_resumed_download() {
     let dir = tmp();
     let file = dir.path().join("movie.bin");
     let data = random_file(&file, 30_000_000, 5);
     let out = dir.path().join("out");
+    let saved = out.join("movie.bin");
     // Go-Back-N with a window of one small packet is slow enough to
     // interrupt.
     let (s, ticket) = sender(&file, &["--arq", "gbn", "-w", "1", "--max-packet", "1200"]);
@@ -182,19 +394,61 @@ fn a_killed_sender_then_a_resumed_download() {
         "{failed}"
     );
     assert_eq!(r.wait_exit().code(), Some(1));
-    assert!(
-        !out.join("movie.bin").exists(),
-        "no unverified file appears"
-    );
+    assert_all_documented(&[&r]);
+    assert!(!saved.exists(), "no unverified file appears");
+    let kept = kept_parts(&out);
+    let names: Vec<&PathBuf> = kept.iter().map(|(p, _)| p).collect();
+    assert_eq!(names.len(), 2, "the .part file and its record: {names:?}");
+    let part = &kept
+        .iter()
+        .find(|(p, _)| p.extension() == Some("part".as_ref()))
+        .unwrap()
+        .0;
+    let restore = || kept.iter().for_each(|(p, d)| std::fs::write(p, d).unwrap());
 
-    let (mut s, ticket) = sender(&file, &[]);
-    let mut r = receiver(&ticket, &out, &[]);
-    let started = r.expect("transfer_started", &[]);
-    let resumed = started["resumed_from"].as_u64().unwrap();
-    assert!(resumed > 0, "resumed from {resumed}");
+    // Cut shorter than its record says (more than 2 MB had come): the
+    // download starts over.
+    let cut = std::fs::OpenOptions::new().write(true).open(part).unwrap();
+    cut.set_len(1_000_000).unwrap();
+    drop(cut);
+    let (_s, mut r, resumed) = fetch_again(&file, &out);
+    assert_eq!(resumed, 0, "a .part shorter than its record is not resumed");
+    r.expect("transfer_done", &[]);
+    assert!(read(&saved) == data);
+    std::fs::remove_file(&saved).unwrap();
+
+    // One byte changed inside what the record vouches for: resumed, then
+    // refused at the end, keeping nothing; the next download starts over.
+    restore();
+    let mut bytes = read(part);
+    bytes[1_000_000] ^= 0x55;
+    std::fs::write(part, bytes).unwrap();
+    let (_s, mut r, resumed) = fetch_again(&file, &out);
+    assert!(resumed > 2_000_000, "resumed from {resumed}");
+    let failed = r.expect("transfer_failed", &[]);
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("does not match its BLAKE3 hash") && reason.contains("nothing was kept"),
+        "{failed}"
+    );
+    assert_eq!(r.wait_exit().code(), Some(1));
+    assert!(
+        !saved.exists() && kept_parts(&out).is_empty(),
+        "nothing kept"
+    );
+    let (_s, mut r, resumed) = fetch_again(&file, &out);
+    assert_eq!(resumed, 0);
+    r.expect("transfer_done", &[]);
+    assert!(read(&saved) == data);
+    std::fs::remove_file(&saved).unwrap();
+
+    // As it was left: resumed, and only the rest moves.
+    restore();
+    let (mut s, mut r, resumed) = fetch_again(&file, &out);
+    assert!(resumed > 2_000_000, "resumed from {resumed}");
     let done = r.expect("transfer_done", &[]);
     assert_eq!(done["bytes"].as_u64().unwrap(), data.len() as u64 - resumed);
-    assert!(std::fs::read(out.join("movie.bin")).unwrap() == data);
+    assert!(read(&saved) == data);
     assert!(s.wait_exit().success());
 }
 
@@ -211,10 +465,15 @@ fn a_bad_ticket_is_refused_clearly() {
     );
 }
 
-/// whohas through the server, getfile peer to peer; a busy owner refuses
-/// and the asker moves on to the next peer with the same file by itself.
+/// whohas through the server, getfile peer to peer, with what each file
+/// event says checked. Bob takes one upload at a time (`--max-uploads 1`):
+/// while mallory's download holds his slot, alice is refused as busy and
+/// moves on to the next peer with the same file by herself; once
+/// mallory's download has ended, the slot is free again and alice's next
+/// request to bob is served. (Seen failing with the slot test letting one
+/// more upload through, and with the slot never given back.)
 #[test]
-fn whohas_getfile_busy_and_next_peer() {
+fn whohas_getfile_upload_slots_and_next_peer() {
     let dir = tmp();
     let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
     let mut photo = vec![0u8; 2_500_000];
@@ -224,8 +483,8 @@ fn whohas_getfile_busy_and_next_peer() {
         dir.path(),
         "bob",
         "r",
-        &[("photo.jpg", &photo)],
-        &["--create", "--max-uploads", "0"],
+        &[("photo.jpg", &photo), ("notes.txt", b"notes")],
+        &["--create", "--max-uploads", "1"],
     );
     let mut carol = sharer(
         &server,
@@ -237,26 +496,276 @@ fn whohas_getfile_busy_and_next_peer() {
     );
     for p in [&mut bob, &mut carol] {
         p.send("@me setshare photo.jpg");
-        p.expect("share_status", &[]);
+        let status = p.expect("share_status", &[]);
+        assert_eq!(status["global"], false);
+        let files = status["files"].as_array().unwrap();
+        assert!(files.contains(&json!({"file": "photo.jpg", "shared": true})));
     }
+    let status = bob.expect_ever("share_status", &[]);
+    let files = status["files"].as_array().unwrap();
+    assert!(files.contains(&json!({"file": "notes.txt", "shared": false})));
+
+    // Mallory's request takes bob's one upload slot.
+    let mut mallory = RawPeer::join(&server, "mallory", "r");
+    let key = mallory.key.clone();
+    let asked = mallory.ask("bob", "photo.jpg", &key, "bob");
+    let offer = mallory.answer_to(&asked);
+    assert!(matches!(offer, ServerMsg::FileOffer { .. }), "{offer:?}");
+    let to_mallory = [("file", json!("photo.jpg")), ("to", json!("mallory"))];
+    bob.expect("upload_started", &to_mallory);
+
     let mut alice = sharer(&server, dir.path(), "alice", "r", &[], &[]);
     alice.send("@all whohas photo.jpg");
-    let a = alice.expect("whohas_reply", &[]);
-    let b = alice.expect("whohas_reply", &[]);
-    assert_eq!(a["blake3"], b["blake3"]);
-    assert_eq!(a["size"], 2_500_000);
+    let mut owners = BTreeSet::new();
+    for _ in 0..2 {
+        let reply = alice.expect("whohas_reply", &[]);
+        assert_eq!(
+            (&reply["file"], &reply["size"], &reply["blake3"]),
+            (
+                &json!("photo.jpg"),
+                &json!(2_500_000),
+                &json!(hash_hex(&photo))
+            )
+        );
+        owners.insert(reply["from"].as_str().unwrap().to_string());
+    }
+    assert_eq!(owners, BTreeSet::from(["bob".into(), "carol".into()]));
     alice.send("@bob getfile photo.jpg");
     let refused = alice.expect("transfer_refused", &[("from", "bob".into())]);
-    assert_eq!(refused["reason"], "busy");
+    assert_eq!(
+        (&refused["file"], &refused["reason"]),
+        (&json!("photo.jpg"), &json!("busy"))
+    );
+    assert!(refused["detail"].as_str().unwrap().contains("busy"));
     let started = alice.expect("transfer_started", &[]);
     assert_eq!(
         started["from"], "carol",
         "moved on to the next peer by itself"
     );
+    assert_eq!(
+        (&started["file"], &started["resumed_from"]),
+        (&json!("photo.jpg"), &json!(0))
+    );
     let done = alice.expect("transfer_done", &[]);
-    assert_eq!(done["from"], "carol");
-    assert!(std::fs::read(done["path"].as_str().unwrap()).unwrap() == photo);
-    carol.expect("upload_done", &[("to", "alice".into())]);
+    assert_download(&alice, &started, &done, &photo);
+    let to_alice = [("file", json!("photo.jpg")), ("to", json!("alice"))];
+    carol.expect("upload_started", &to_alice);
+    let up = carol.expect("upload_done", &to_alice);
+    assert_eq!(up["bytes"], photo.len());
+
+    // Mallory's download ends, and with it bob's upload: the slot is free.
+    let got = mallory.fetch(&asked, &offer, &dir.path().join("mallory-downloads"));
+    assert!(read(got.unwrap()) == photo);
+    let up = bob.expect("upload_done", &to_mallory);
+    assert_eq!(up["bytes"], photo.len());
+    alice.send("@bob getfile photo.jpg");
+    let started = alice.expect("transfer_started", &[("from", "bob".into())]);
+    let done = alice.expect("transfer_done", &[("from", "bob".into())]);
+    assert_download(&alice, &started, &done, &photo);
+    assert!(done["path"].as_str().unwrap().ends_with("photo (1).jpg"));
+    bob.expect("upload_started", &to_alice);
+    bob.expect("upload_done", &to_alice);
+    assert_all_documented(&[&alice, &bob, &carol]);
+}
+
+/// Requests and offers that were forged are refused, each saying why:
+/// - a `getfile` signed with another key than the asker's, or signed for
+///   another owner, is refused by the owner (as not shared; it logs why)
+///   and starts no upload, while the same request signed as it should be
+///   is served;
+/// - an offer unsigned, signed with another key, or altered after it was
+///   signed fails at the asker ("not signed by the owner's key"), as does
+///   a signed offer whose hash or size differs from the owner's `whohas`
+///   answer (saying which); no download starts and nothing is written.
+///
+/// A genuine offer from the same peer is then fetched byte-exact. (Seen
+/// failing with each check in crates/client/src/peer.rs left out in turn;
+/// the size check was missing, and the download started.)
+#[test]
+fn forged_requests_and_offers_are_refused() {
+    let dir = tmp();
+    let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    let notes = b"bob's notes\n".repeat(1000);
+    let mut bob = sharer(
+        &server,
+        dir.path(),
+        "bob",
+        "r",
+        &[("notes.txt", &notes)],
+        &["--create"],
+    );
+    bob.send("@me setshare notes.txt");
+    bob.expect("share_status", &[]);
+    let mut mallory = RawPeer::join(&server, "mallory", "r");
+    let own = mallory.key.clone();
+    let stranger = SigningKey::generate(&mut rand::rngs::OsRng);
+    for (signer, signed_for) in [(&stranger, "bob"), (&own, "carol")] {
+        let asked = mallory.ask("bob", "notes.txt", signer, signed_for);
+        match mallory.answer_to(&asked) {
+            ServerMsg::TransferRefused { reason, .. } => {
+                assert_eq!(reason, RefuseReason::NotShared)
+            }
+            other => panic!("a forged request was answered with {other:?}"),
+        }
+        bob.wait_stderr("the refusal logged", |l| {
+            l.contains("a file request with a bad signature was refused")
+        });
+    }
+    let asked = mallory.ask("bob", "notes.txt", &own, "bob");
+    let offer = mallory.answer_to(&asked);
+    let got = mallory.fetch(&asked, &offer, &dir.path().join("mallory-downloads"));
+    assert!(read(got.unwrap()) == notes);
+    bob.expect("upload_done", &[("to", "mallory".into())]);
+    let uploads = bob
+        .events()
+        .iter()
+        .filter(|v| v["event"] == "upload_started")
+        .count();
+    assert_eq!(uploads, 1, "the forged requests started no upload");
+
+    let file = dir.path().join("m.bin");
+    let data = random_file(&file, 300_000, 6);
+    let (size, hash) = (data.len() as u64, *blake3::hash(&data).as_bytes());
+    let mut alice = sharer(&server, dir.path(), "alice", "r", &[], &["--timeout", "2"]);
+    alice.send("@all whohas m.bin");
+    mallory.have(size, hash);
+    alice.expect("whohas_reply", &[("from", "mallory".into())]);
+    for (forgery, why) in [
+        ("unsigned", "the offer is not signed by the owner's key"),
+        (
+            "signed with another key",
+            "the offer is not signed by the owner's key",
+        ),
+        (
+            "altered after signing",
+            "the offer is not signed by the owner's key",
+        ),
+        (
+            "another hash",
+            "the offer's hash differs from the one announced",
+        ),
+        (
+            "another size",
+            "the offer's size differs from the one announced",
+        ),
+    ] {
+        alice.send("@mallory getfile m.bin");
+        let r = mallory.request();
+        let mut offer = mallory.deal(&r, size, hash).offer;
+        match forgery {
+            "unsigned" => offer.sig.clear(),
+            "signed with another key" => mallory.sign(&r, &stranger, &mut offer),
+            "altered after signing" => offer.port ^= 1,
+            "another hash" => {
+                offer.blake3 = *blake3::hash(b"something else").as_bytes();
+                mallory.sign(&r, &own, &mut offer);
+            }
+            _ => {
+                offer.size += 1;
+                mallory.sign(&r, &own, &mut offer);
+            }
+        }
+        let id = hex::encode(offer.session);
+        mallory.accept(&r, offer);
+        let failed = alice.expect("transfer_failed", &[("id", id.into())]);
+        assert_eq!(
+            (&failed["file"], &failed["from"], &failed["reason"]),
+            (&json!("m.bin"), &json!("mallory"), &json!(why)),
+            "{forgery}"
+        );
+    }
+    let downloads = dir.path().join("alice-downloads");
+    assert!(
+        !downloads.exists() || std::fs::read_dir(&downloads).unwrap().next().is_none(),
+        "nothing was written for a forged offer"
+    );
+    alice.send("@mallory getfile m.bin");
+    let r = mallory.request();
+    let deal = mallory.deal(&r, size, hash);
+    let offer = deal.offer.clone();
+    let serving = mallory.serve(deal, &file, None);
+    mallory.accept(&r, offer);
+    let started = alice.expect("transfer_started", &[]);
+    let done = alice.expect("transfer_done", &[]);
+    assert_download(&alice, &started, &done, &data);
+    mallory.finish(serving).unwrap();
+    let starts = alice
+        .events()
+        .iter()
+        .filter(|v| v["event"] == "transfer_started")
+        .count();
+    assert_eq!(starts, 1, "no download started on a forged offer");
+    assert_all_documented(&[&alice, &bob]);
+}
+
+/// Resume in chat mode. Mallory's upload dies part way: her session can
+/// read only the start of the file, then fails and its socket closes, so
+/// that alice hears nothing more, as from an owner whose client was killed.
+/// Alice reports `transfer_failed` and keeps what came. Asking mallory
+/// again resumes from there (and dies again further on); asking carol,
+/// another owner of the same file, resumes from there in turn, and the
+/// file is byte-exact. (Seen failing with the progress of a failed
+/// download not recorded.)
+#[test]
+fn chat_mode_resumes_after_an_owner_dies_and_from_another_owner() {
+    let dir = tmp();
+    let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    let file = dir.path().join("film.bin");
+    let data = random_file(&file, 12_000_000, 7);
+    let (size, hash) = (data.len() as u64, *blake3::hash(&data).as_bytes());
+    let mut carol = sharer(
+        &server,
+        dir.path(),
+        "carol",
+        "r",
+        &[("film.bin", &data)],
+        &["--create"],
+    );
+    carol.send("@me setshare film.bin");
+    carol.expect("share_status", &[]);
+    let mut mallory = RawPeer::join(&server, "mallory", "r");
+    let mut alice = sharer(&server, dir.path(), "alice", "r", &[], &["--timeout", "2"]);
+    alice.send("@all whohas film.bin");
+    mallory.have(size, hash);
+    alice.expect_ever("whohas_reply", &[("from", "mallory".into())]);
+    alice.expect_ever("whohas_reply", &[("from", "carol".into())]);
+    let saved = dir.path().join("alice-downloads/film.bin");
+    // Where each download started: mallory's two, then carol's.
+    let mut resumed = Vec::new();
+    for cut in [4_000_000, 8_000_000] {
+        alice.send("@mallory getfile film.bin");
+        let r = mallory.request();
+        let deal = mallory.deal(&r, size, hash);
+        let offer = deal.offer.clone();
+        let serving = mallory.serve(deal, &file, Some(cut));
+        mallory.accept(&r, offer);
+        let started = alice.expect("transfer_started", &[("from", "mallory".into())]);
+        resumed.push(started["resumed_from"].as_u64().unwrap());
+        let failed = alice.expect("transfer_failed", &[("id", started["id"].clone())]);
+        assert_eq!(
+            (&failed["file"], &failed["from"]),
+            (&json!("film.bin"), &json!("mallory"))
+        );
+        let reason = failed["reason"].as_str().unwrap();
+        assert!(reason.contains("stopped answering"), "{failed}");
+        assert!(mallory.finish(serving).is_err(), "mallory's upload died");
+        assert!(!saved.exists(), "no unverified file appears");
+    }
+    alice.send("@carol getfile film.bin");
+    let started = alice.expect("transfer_started", &[("from", "carol".into())]);
+    resumed.push(started["resumed_from"].as_u64().unwrap());
+    let done = alice.expect("transfer_done", &[("from", "carol".into())]);
+    assert_eq!(resumed[0], 0, "{resumed:?}");
+    assert!(
+        0 < resumed[1] && resumed[1] <= 4_000_000,
+        "asking mallory again resumes from what her first upload brought: {resumed:?}"
+    );
+    assert!(
+        resumed[1] < resumed[2] && resumed[2] <= 8_000_000,
+        "asking carol resumes from what mallory's second upload brought: {resumed:?}"
+    );
+    assert_download(&alice, &started, &done, &data);
+    assert_all_documented(&[&alice, &carol]);
 }
 
 /// Unshared files, names leaving the share folder and missing files are
@@ -303,13 +812,20 @@ fn unshared_traversal_and_missing_files_are_refused() {
     let done = alice.expect("transfer_done", &[]);
     assert_eq!(std::fs::read(done["path"].as_str().unwrap()).unwrap(), b"a");
     assert!(!dir.path().join("alice-downloads/secret.txt").exists());
+    assert_all_documented(&[&alice, &bob]);
 }
 
-/// The server's share policy: blocked files are neither asked for nor
-/// brokered, and the user is told why.
+/// The server's share policy: files blocked by extension, by name, by
+/// hash or by size are neither answered in `whohas` nor brokered for
+/// `getfile`, and the asker is told why (`blocked`, and the rule). A name
+/// is refused by the server itself; a hash or size, once the owner's
+/// answer or offer shows it. (Seen failing with the name check left out of
+/// `getfile`, and with the hash check left out of the policy.)
 #[test]
 fn the_server_share_policy() {
     let dir = tmp();
+    let leak = b"a file this server will not broker";
+    let leak_hash = hash_hex(leak);
     let mut server = ServerProc::start(
         &dir.path().join("server"),
         &[
@@ -317,6 +833,8 @@ fn the_server_share_policy() {
             "exe",
             "--block-name",
             "*.torrent",
+            "--block-hash",
+            &leak_hash,
             "--max-share-size",
             "1000",
         ],
@@ -328,26 +846,69 @@ fn the_server_share_policy() {
         "r",
         &[
             ("setup.exe", b"MZ"),
+            ("film.torrent", b"d8:announce"),
+            ("leak.txt", leak),
             ("big.bin", &[7u8; 5000]),
             ("ok.txt", b"fine"),
         ],
-        &["--create"],
+        // Room for every upload asked for, blocked or not.
+        &["--create", "--max-uploads", "8"],
     );
     bob.send("@me setglobalshare");
     bob.expect("share_status", &[]);
     let mut alice = sharer(&server, dir.path(), "alice", "r", &[], &[]);
-    alice.send("@all whohas setup.exe");
-    let r = alice.expect("transfer_refused", &[("file", "setup.exe".into())]);
-    assert_eq!(r["reason"], "blocked");
-    assert!(r["detail"].as_str().unwrap().contains(".exe"));
-    alice.send("@bob getfile big.bin");
-    let r = alice.expect("transfer_refused", &[("file", "big.bin".into())]);
-    assert_eq!(r["reason"], "blocked");
-    assert!(r["detail"].as_str().unwrap().contains("1000 bytes"));
+    for (file, by_name, rule) in [
+        ("setup.exe", true, "files ending in .exe"),
+        ("film.torrent", true, "files named like *.torrent"),
+        ("leak.txt", false, "this file may not be shared"),
+        ("big.bin", false, "files over 1000 bytes"),
+    ] {
+        // A name is refused by the server before anyone is asked; a hash
+        // or size when the owner's answer shows it.
+        let whohas_from = if by_name { "server" } else { "bob" };
+        alice.send(&format!("@all whohas {file}"));
+        alice.send(&format!("@bob getfile {file}"));
+        for from in [whohas_from, "bob"] {
+            let r = alice.expect("transfer_refused", &[("file", file.into())]);
+            assert_eq!(
+                (&r["from"], &r["reason"]),
+                (&json!(from), &json!("blocked")),
+                "{file}: {r}"
+            );
+            assert!(r["detail"].as_str().unwrap().contains(rule), "{file}: {r}");
+        }
+    }
+    assert!(
+        !alice.events().iter().any(|v| v["event"] == "whohas_reply"),
+        "no blocked file was announced"
+    );
     alice.send("@bob getfile ok.txt");
     alice.expect("transfer_done", &[("file", "ok.txt".into())]);
+    bob.expect("upload_done", &[("file", "ok.txt".into())]);
+    let files_of = |p: &Proc, kind: &str| -> BTreeSet<String> {
+        p.events()
+            .iter()
+            .filter(|v| v["event"] == kind)
+            .map(|v| v["file"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        files_of(&alice, "transfer_started"),
+        ["ok.txt".into()].into()
+    );
+    assert_eq!(
+        files_of(&bob, "upload_started"),
+        ["leak.txt".into(), "big.bin".into(), "ok.txt".into()].into(),
+        "bob was never asked for a file blocked by its name"
+    );
+    assert_all_documented(&[&alice, &bob]);
     server.console("policy");
-    server
-        .proc
-        .wait_line("policy line", |l| l.contains("blocked extensions: .exe"));
+    for line in [
+        "blocked extensions: .exe",
+        "blocked names: *.torrent",
+        "blocked hashes: 1",
+        "largest shared file: 1000 bytes",
+    ] {
+        server.proc.wait_line(line, |l| l.contains(line));
+    }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod peer;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -643,7 +645,7 @@ fn assert_keys(v: &Value, besides: &str, fields: &[&str]) {
 }
 
 /// The fields cell of `kind`'s row in docs/EVENTS.md.
-fn documented(kind: &str) -> String {
+pub fn documented(kind: &str) -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/EVENTS.md");
     let doc = std::fs::read_to_string(path).unwrap();
     let name = format!("`{kind}`");
@@ -654,4 +656,44 @@ fn documented(kind: &str) -> String {
         })
         .next()
         .unwrap_or_else(|| panic!("docs/EVENTS.md has no row for {kind}"))
+}
+
+/// The most a transfer followed by [`Proc::expect_progressing`] may take in
+/// all, however steadily it moves.
+pub const PATIENCE: Duration = Duration::from_secs(300);
+
+impl Proc {
+    /// Like [`Proc::expect`], for an event at the end of a transfer that may
+    /// take longer than [`WAIT`] on a loaded machine: every
+    /// `transfer_progress` event that shows more bytes than the one before
+    /// restarts the [`WAIT`] deadline, so a transfer that keeps moving is
+    /// waited for (up to [`PATIENCE`]) and one that stalls fails within
+    /// [`WAIT`].
+    pub fn expect_progressing(&mut self, kind: &str, fields: &[(&str, Value)]) -> Value {
+        let matches =
+            |v: &Value| v["event"] == kind && fields.iter().all(|(k, want)| &v[*k] == want);
+        let what = format!("{kind} {fields:?} (or progress)");
+        let start = Instant::now();
+        let (mut bytes, mut moved) = (None, start);
+        loop {
+            let v = self.wait_event(&what, |v| matches(v) || v["event"] == "transfer_progress");
+            if matches(&v) {
+                return v;
+            }
+            let now = v["bytes"].as_u64();
+            if now > bytes {
+                (bytes, moved) = (now, Instant::now());
+            }
+            assert!(
+                moved.elapsed() < WAIT,
+                "{}: the transfer stopped moving at {bytes:?} bytes",
+                self.name
+            );
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{}: no {kind} within {PATIENCE:?}",
+                self.name
+            );
+        }
+    }
 }

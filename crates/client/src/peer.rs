@@ -63,18 +63,19 @@ pub enum ShareCommand {
     Status,
 }
 
-/// A peer that answered `whohas`.
+/// A peer that answered `whohas`, with the size and hash it announced.
 #[derive(Debug, Clone)]
 struct Holder {
     user: String,
+    size: u64,
     hash: [u8; 32],
 }
 
 /// A `getfile` waiting for its offer.
 struct Asking {
     eph: StaticSecret,
-    /// The hash the owner announced in `whohas`, if it did.
-    expect: Option<[u8; 32]>,
+    /// The size and hash the owner announced in `whohas`, if it did.
+    expect: Option<(u64, [u8; 32])>,
 }
 
 /// State of this client's file requests.
@@ -165,7 +166,7 @@ impl Peer {
             .holders
             .get(file)
             .and_then(|hs| hs.iter().find(|h| h.user == owner))
-            .map(|h| h.hash);
+            .map(|h| (h.size, h.hash));
         self.tried
             .entry(file.to_string())
             .or_default()
@@ -221,6 +222,7 @@ impl Peer {
                 if !list.iter().any(|h| h.user == from) {
                     list.push(Holder {
                         user: from,
+                        size,
                         hash: blake3,
                     });
                 }
@@ -380,7 +382,6 @@ impl Peer {
         let events = self.events.clone();
         let (file, asker) = (file.to_string(), asker.to_string());
         tokio::spawn(async move {
-            let _slot = release;
             let opts = ServeOptions {
                 cfg,
                 wait_for_start: Some(Duration::from_secs(30)),
@@ -391,7 +392,11 @@ impl Peer {
                     to: asker.clone(),
                 })
                 .await;
-            match serve(&socket, keys, &source, &opts, |_, _| {}).await {
+            let served = serve(&socket, keys, &source, &opts, |_, _| {}).await;
+            // The slot is free before the upload is reported over: a
+            // request made on seeing `upload_done` finds it free.
+            drop(release);
+            match served {
                 Ok(stats) => {
                     let _ = events
                         .send(ClientEvent::UploadDone {
@@ -448,9 +453,16 @@ impl Peer {
                 .await;
             return;
         }
-        if asking.expect.is_some_and(|h| h != offer.blake3) {
+        if asking.expect.is_some_and(|(_, h)| h != offer.blake3) {
             self.emit(fail(
                 "the offer's hash differs from the one announced".into(),
+            ))
+            .await;
+            return;
+        }
+        if asking.expect.is_some_and(|(size, _)| size != offer.size) {
+            self.emit(fail(
+                "the offer's size differs from the one announced".into(),
             ))
             .await;
             return;
