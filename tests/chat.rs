@@ -592,6 +592,9 @@ fn a_hostile_client_is_dropped() {
 /// Seen failing with the server's idle timeout at 17 s.
 #[test]
 fn a_dead_peer_is_noticed() {
+    // The promise (README): a peer silent for 15 s is dropped and its room
+    // told; its last frame came at or before the freeze, and the notice
+    // may take a moment more to reach bob's screen.
     let promised = std::time::Duration::from_secs(15);
     let delivery = std::time::Duration::from_secs(1);
     let dir = tmp();
