@@ -1,6 +1,8 @@
 //! Turns client events into output lines: the original's human style, or one
 //! JSON object per line with `--json`.
 
+use std::borrow::Cow;
+
 use chatdrop_client::ClientEvent;
 
 /// How events are printed.
@@ -29,7 +31,10 @@ impl Printer {
                 server,
                 server_name,
                 user,
-            } => format!("Connected to {server_name} at {server} as {user}"),
+            } => {
+                let (server, server_name, user) = (v(server), v(server_name), v(user));
+                format!("Connected to {server_name} at {server} as {user}")
+            }
             ClientEvent::Rooms { rooms } => {
                 if rooms.is_empty() {
                     return "No chatrooms yet; create one with /create NAME [password]".into();
@@ -42,7 +47,7 @@ impl Printer {
                         (false, Some(n)) => format!("public, {n} members"),
                         (false, None) => "public".to_string(),
                     };
-                    s.push_str(&format!("\n  {} ({what})", r.name));
+                    s.push_str(&format!("\n  {} ({what})", v(&r.name)));
                 }
                 s
             }
@@ -52,6 +57,7 @@ impl Printer {
                 created,
                 peers,
             } => {
+                let (room, room_id) = (v(room), v(room_id));
                 let verb = if *created {
                     "created and joined"
                 } else {
@@ -63,18 +69,27 @@ impl Printer {
                 } else {
                     s.push_str("\nHere is a list of peers in the room:");
                     for p in peers {
-                        s.push_str(&format!("\n  {p}"));
+                        s.push_str(&format!("\n  {}", v(p)));
                     }
                 }
                 s
             }
-            ClientEvent::Left { room } => format!("You left {room}"),
-            ClientEvent::PeerJoined { room, user } => format!("* {user} joined {room}"),
-            ClientEvent::PeerLeft { room, user, reason } => match reason.as_str() {
-                "lost" => format!("* {user} left {room} (connection lost)"),
-                "left" => format!("* {user} left {room}"),
-                other => format!("* {user} left {room} ({other})"),
-            },
+            ClientEvent::Left { room } => {
+                let room = v(room);
+                format!("You left {room}")
+            }
+            ClientEvent::PeerJoined { room, user } => {
+                let (room, user) = (v(room), v(user));
+                format!("* {user} joined {room}")
+            }
+            ClientEvent::PeerLeft { room, user, reason } => {
+                let (room, user, reason) = (v(room), v(user), v(reason));
+                match reason.as_ref() {
+                    "lost" => format!("* {user} left {room} (connection lost)"),
+                    "left" => format!("* {user} left {room}"),
+                    other => format!("* {user} left {room} ({other})"),
+                }
+            }
             ClientEvent::Message {
                 from,
                 to,
@@ -82,12 +97,13 @@ impl Printer {
                 history,
                 ..
             } => {
+                let (from, to, text) = (v(from), v(to), v(text));
                 let who = if *from == self.me {
                     "#me".to_string()
                 } else {
                     format!("@{from}")
                 };
-                let dest = match to.as_str() {
+                let dest = match to.as_ref() {
                     "all" => String::new(),
                     t if t == self.me => " (to you)".to_string(),
                     t => format!(" (to {t})"),
@@ -96,17 +112,25 @@ impl Printer {
                 format!("{past}{who}{dest}|{text}")
             }
             ClientEvent::Peers { room, peers } => {
-                format!("Peers in {room}: {}", peers.join(", "))
+                let room = v(room);
+                format!(
+                    "Peers in {room}: {}",
+                    peers.iter().map(|p| v(p)).collect::<Vec<_>>().join(", ")
+                )
             }
-            ClientEvent::ServerNotice { text } => format!("[server] {text}"),
+            ClientEvent::ServerNotice { text } => {
+                let text = v(text);
+                format!("[server] {text}")
+            }
             ClientEvent::ServerChosen { server, candidates } => {
+                let server = v(server);
                 let others: Vec<String> = candidates
                     .iter()
                     .filter(|c| c.server != *server)
                     .map(|c| match (c.rtt_ms, &c.error) {
-                        (Some(ms), _) => format!("{} {ms:.1} ms", c.server),
-                        (None, Some(e)) => format!("{} unreachable ({e})", c.server),
-                        (None, None) => format!("{} unreachable", c.server),
+                        (Some(ms), _) => format!("{} {ms:.1} ms", v(&c.server)),
+                        (None, Some(e)) => format!("{} unreachable ({})", v(&c.server), v(e)),
+                        (None, None) => format!("{} unreachable", v(&c.server)),
                     })
                     .collect();
                 let rtt = candidates
@@ -120,18 +144,36 @@ impl Printer {
                 )
             }
             ClientEvent::RoomRenamed { old, new, reason } => {
+                let (old, new, reason) = (v(old), v(new), v(reason));
                 format!("Room {old} is now called {new}: {reason}")
             }
-            ClientEvent::Kicked { reason } => format!("You were removed by the server: {reason}"),
-            ClientEvent::Error { code, message } => format!("error: {message} ({code})"),
-            ClientEvent::Disconnected { reason } => format!("Disconnected: {reason}"),
-            ClientEvent::Reconnecting { attempt, delay_ms } => {
-                format!("Reconnecting in {:.1} s (attempt {attempt})", *delay_ms as f64 / 1000.0)
+            ClientEvent::Kicked { reason } => {
+                let reason = v(reason);
+                format!("You were removed by the server: {reason}")
             }
-            ClientEvent::Ticket { ticket, file, size, .. } => format!(
-                "Offering {file} ({}). On the receiving machine run:\n  chatdrop recv {ticket}",
-                human_bytes(*size)
-            ),
+            ClientEvent::Error { code, message } => {
+                let message = v(message);
+                format!("error: {message} ({code})")
+            }
+            ClientEvent::Disconnected { reason } => {
+                let reason = v(reason);
+                format!("Disconnected: {reason}")
+            }
+            ClientEvent::Reconnecting { attempt, delay_ms } => {
+                format!(
+                    "Reconnecting in {:.1} s (attempt {attempt})",
+                    *delay_ms as f64 / 1000.0
+                )
+            }
+            ClientEvent::Ticket {
+                ticket, file, size, ..
+            } => {
+                let (ticket, file) = (v(ticket), v(file));
+                format!(
+                    "Offering {file} ({}). On the receiving machine run:\n  chatdrop recv {ticket}",
+                    human_bytes(*size)
+                )
+            }
             ClientEvent::TransferStarted {
                 file,
                 from,
@@ -139,6 +181,7 @@ impl Printer {
                 resumed_from,
                 ..
             } => {
+                let (file, from) = (v(file), v(from));
                 if *resumed_from > 0 {
                     format!(
                         "Fetching {file} ({}) from {from}, resuming at {}",
@@ -157,24 +200,39 @@ impl Printer {
                 seconds,
                 path,
                 ..
-            } => format!(
+            } => {
+                let path = v(path);
+                format!(
                 "Completed file transfer in {seconds:.2} seconds. ({} at {}/s, saved as {path})",
                 human_bytes(*bytes),
                 human_bytes((*bytes as f64 / seconds.max(1e-9)) as u64)
-            ),
-            ClientEvent::TransferFailed { file, from, reason, .. } => {
+            )
+            }
+            ClientEvent::TransferFailed {
+                file, from, reason, ..
+            } => {
+                let (file, from, reason) = (v(file), v(from), v(reason));
                 format!("Transfer of {file} from {from} failed: {reason}")
             }
-            ClientEvent::UploadStarted { file, to } => format!("Sending {file} to {to}"),
+            ClientEvent::UploadStarted { file, to } => {
+                let (file, to) = (v(file), v(to));
+                format!("Sending {file} to {to}")
+            }
             ClientEvent::WhohasReply {
                 file, from, size, ..
-            } => format!("{from} has {file} ({})", human_bytes(*size)),
+            } => {
+                let (file, from) = (v(file), v(from));
+                format!("{from} has {file} ({})", human_bytes(*size))
+            }
             ClientEvent::TransferRefused {
                 file,
                 from,
                 reason,
                 detail,
-            } => format!("{from} refused {file} ({reason}): {detail}"),
+            } => {
+                let (file, from, reason, detail) = (v(file), v(from), v(reason), v(detail));
+                format!("{from} refused {file} ({reason}): {detail}")
+            }
             ClientEvent::ShareStatus { global, files } => {
                 let mut s = format!(
                     "Sharing every file of the folder: {}",
@@ -182,7 +240,7 @@ impl Printer {
                 );
                 for f in files {
                     let mark = if f.shared { "shared    " } else { "not shared" };
-                    s.push_str(&format!("\n  {mark}  {}", f.file));
+                    s.push_str(&format!("\n  {mark}  {}", v(&f.file)));
                 }
                 s
             }
@@ -191,13 +249,41 @@ impl Printer {
                 to,
                 bytes,
                 seconds,
-            } => format!(
+            } => {
+                let (file, to) = (v(file), v(to));
+                format!(
                 "Completed file transfer in {seconds:.2} seconds. (sent {file} to {to}: {} at {}/s)",
                 human_bytes(*bytes),
                 human_bytes((*bytes as f64 / seconds.max(1e-9)) as u64)
-            ),
+            )
+            }
         }
     }
+}
+
+/// `s` as it can be shown on a terminal: control characters (escape
+/// sequences, line breaks), bidirectional controls and invisible format
+/// characters are written as `\u{..}` escapes. Everything a human line
+/// shows from outside goes through this, so that nothing the server or a
+/// peer sends can forge a line, move the cursor or reorder what is read.
+fn v(s: &str) -> Cow<'_, str> {
+    fn hidden(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}' | '\u{2028}' | '\u{2029}' | '\u{061C}' | '\u{FEFF}')
+    }
+    if !s.chars().any(hidden) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if hidden(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// `1.5 MB`-style sizes (decimal units, as transfer rates are usually given).
@@ -249,6 +335,39 @@ mod tests {
                 user: "alice".into()
             }),
             "* alice joined whatsapp"
+        );
+    }
+
+    /// Nothing from outside reaches the terminal raw: an escape sequence,
+    /// a forged second line and a right-to-left override in a message, a
+    /// name and a file name are shown escaped. (Seen failing with `v`
+    /// returning its input.)
+    #[test]
+    fn text_from_outside_cannot_drive_the_terminal() {
+        let line = p(false).line(&ClientEvent::Message {
+            room: None,
+            from: "bo\u{1b}[2Jb".into(),
+            to: "all".into(),
+            text: "hi\n@server|you are banned \u{202E}fdp.exe".into(),
+            ts: 1,
+            history: false,
+        });
+        assert_eq!(
+            line,
+            "@bo\\u{1b}[2Jb|hi\\u{a}@server|you are banned \\u{202e}fdp.exe"
+        );
+        let line = p(false).line(&ClientEvent::UploadStarted {
+            file: "invoice\u{202E}fdp.exe".into(),
+            to: "eve".into(),
+        });
+        assert!(
+            !line.contains('\u{202E}') && line.contains("\\u{202e}"),
+            "{line}"
+        );
+        assert_eq!(
+            p(false).line(&msg("bob", "all")),
+            "@bob|hi",
+            "plain text is untouched"
         );
     }
 
