@@ -412,17 +412,11 @@ impl Chat {
         self.remote.get(user).is_some_and(|u| u.server == server)
     }
 
-    /// Local connection of `user` if it is in room `room_id` (any room, or
-    /// none, without one).
-    pub(crate) fn local_in(&self, user: &str, room_id: Option<&str>) -> Option<ConnId> {
+    /// Local connection of `user` if it is in the room with id `room_id`.
+    pub(crate) fn local_in(&self, user: &str, room_id: &str) -> Option<ConnId> {
         let conn = self.online.get(user).copied()?;
-        match room_id {
-            None => Some(conn),
-            Some(id) => {
-                let name = self.room_ids.get(id)?;
-                let s = self.sessions.get(&conn)?;
-                (s.room.as_deref() == Some(name.as_str())).then_some(conn)
-            }
-        }
+        let name = self.room_ids.get(room_id)?;
+        let s = self.sessions.get(&conn)?;
+        (s.room.as_deref() == Some(name.as_str())).then_some(conn)
     }
 }

@@ -165,7 +165,7 @@ impl Chat {
         match to {
             Target::All => self.room_line(&name, &sender, &text, ts, out),
             Target::User(user) => {
-                if let Some(conn) = self.local_in(&user, Some(&room_id)) {
+                if let Some(conn) = self.local_in(&user, &room_id) {
                     out.push(Effect::Send {
                         to: conn,
                         msg: line(Some(name), sender, Target::User(user), text, ts),

@@ -453,18 +453,14 @@ impl Peer {
                 .await;
             return;
         }
-        if asking.expect.is_some_and(|(_, h)| h != offer.blake3) {
-            self.emit(fail(
-                "the offer's hash differs from the one announced".into(),
-            ))
-            .await;
-            return;
-        }
-        if asking.expect.is_some_and(|(size, _)| size != offer.size) {
-            self.emit(fail(
-                "the offer's size differs from the one announced".into(),
-            ))
-            .await;
+        // The owner signs its offer, but must offer what it announced.
+        let differs = asking.expect.and_then(|(size, hash)| {
+            let hash_differs = (hash != offer.blake3).then_some("hash");
+            hash_differs.or((size != offer.size).then_some("size"))
+        });
+        if let Some(what) = differs {
+            let why = format!("the offer's {what} differs from the one announced");
+            self.emit(fail(why)).await;
             return;
         }
         if offer.window == 0
