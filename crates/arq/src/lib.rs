@@ -145,4 +145,10 @@ pub enum ArqError {
     /// Nothing came from the peer for the idle timeout.
     #[error("no answer from the peer for {0:?}")]
     PeerSilent(Duration),
+    /// The receiver acknowledged a packet that was never sent: it lies
+    /// about what arrives, to make the sender outrun the path.
+    #[error(
+        "the receiver acknowledged a packet that was never sent (optimistic acknowledgements)"
+    )]
+    OptimisticAck,
 }

@@ -44,6 +44,42 @@ struct Slot {
     acked: bool,
     /// Selective Repeat: already queued for retransmission.
     queued: bool,
+    /// Held back on purpose and not sent yet (see [`AckCheck`]): an
+    /// acknowledgement of it is a lie.
+    withheld: bool,
+}
+
+/// The defence against optimistic acknowledgements (a receiver that
+/// acknowledges packets it never got, to make the sender outrun the path:
+/// Savage et al., 1999). Now and then, at a place the receiver cannot
+/// predict, the sender holds a new packet back instead of sending it, and
+/// sends it only once an acknowledgement shows it missing beyond a later
+/// one. An honest receiver cannot acknowledge a packet that was never
+/// sent; a receiver that acknowledges what it did not get (every gap, or
+/// everything up to a guess) sooner or later acknowledges the held one,
+/// and the transfer ends ([`ArqError::OptimisticAck`]). RFC 9000 (section
+/// 21.4) skips packet numbers for the same reason; here a packet's number
+/// also places its bytes in the file, so the packet is late rather than
+/// skipped, and to the receiver it looks like any packet lost once.
+///
+/// Selective Repeat only: a Go-Back-N receiver drops everything after a
+/// missing packet, so each held packet would cost a window.
+#[derive(Debug)]
+struct AckCheck {
+    rng: rand_chacha::ChaCha8Rng,
+    /// The index of the next packet to hold back.
+    next_at: u64,
+    /// The packet held back and not yet queued for sending.
+    held: Option<u64>,
+}
+
+impl AckCheck {
+    /// The gap to the next held packet, in packets: random in [32, 288),
+    /// about one packet in 160, a few per round trip at any rate.
+    fn gap(&mut self) -> u64 {
+        use rand_chacha::rand_core::RngCore;
+        32 + u64::from(self.rng.next_u32() % 256)
+    }
 }
 
 /// Sends the byte range `[start, total)` reliably. See the crate docs.
@@ -123,6 +159,8 @@ pub struct Sender<C = Model> {
     /// (startup, each bandwidth probe), each time shrinking the window
     /// for nothing.
     last_sent: Option<Instant>,
+    /// Selective Repeat with [`Sender::check_acks`]: the held packets.
+    check: Option<AckCheck>,
 }
 
 /// Packets sent on a probe timeout regardless of the window.
@@ -186,6 +224,78 @@ impl<C: Controller> Sender<C> {
             probes: 0,
             last_timeout: None,
             last_sent: None,
+            check: None,
+        }
+    }
+
+    /// Turns on the defence against optimistic acknowledgements (see
+    /// [`AckCheck`]) for Selective Repeat, with `seed` choosing which
+    /// packets are held back: it must be secret from the receiver. The
+    /// first is among the first few dozen packets, so startup, where
+    /// false acknowledgements would inflate the rate fastest, is covered.
+    pub fn check_acks(&mut self, seed: [u8; 32]) {
+        use rand_chacha::rand_core::SeedableRng;
+        if self.cfg.scheme != Scheme::SelectiveRepeat {
+            return;
+        }
+        let mut check = AckCheck {
+            rng: rand_chacha::ChaCha8Rng::from_seed(seed),
+            next_at: 0,
+            held: None,
+        };
+        check.next_at = check.gap() / 4;
+        self.check = Some(check);
+    }
+
+    /// Holds the next new packet back if it is the one chosen: it gets a
+    /// slot, counts as queued (not in flight), and waits for an
+    /// acknowledgement beyond it (`release_held`). Only with room for
+    /// later packets to draw that acknowledgement: a window of at least
+    /// eight, and eight more packets to send.
+    fn hold_back(&mut self, now: Instant) {
+        let Some(check) = &mut self.check else {
+            return;
+        };
+        let idx = self.next;
+        if check.held.is_some() || idx < check.next_at {
+            return;
+        }
+        check.next_at = idx + check.gap();
+        let room = self.cfg.window >= 8
+            && idx + 8 < self.packets
+            && idx + 1 < self.base + u64::from(self.cfg.window);
+        if !room || idx != self.base + self.slots.len() as u64 {
+            return;
+        }
+        check.held = Some(idx);
+        // Never the start of a new flight (`on_send` with nothing in
+        // flight would restart the rate sampler's clock); the state is
+        // replaced when the packet really goes.
+        let state = self.delivery.on_send(now, self.in_flight().max(1));
+        self.slots.push_back(Slot {
+            state,
+            tx: self.next_tx,
+            resent: false,
+            acked: false,
+            queued: true,
+            withheld: true,
+        });
+        self.queued_live += 1;
+        self.unacked.insert(idx);
+        self.next += 1;
+    }
+
+    /// Queues the held packet for sending once an acknowledgement of a
+    /// later one shows it missing: the receiver has had its chance to lie.
+    fn release_held(&mut self, highest_acked: Option<u64>) {
+        let Some(check) = &mut self.check else {
+            return;
+        };
+        if let (Some(held), Some(high)) = (check.held, highest_acked) {
+            if high > held {
+                check.held = None;
+                self.resend.push_back(held);
+            }
         }
     }
 
@@ -304,16 +414,19 @@ impl<C: Controller> Sender<C> {
                 slot.queued = false;
                 self.queued_live -= 1;
                 slot.state = state;
-                slot.resent = true;
+                // A held packet goes for the first time: not a resend.
+                let resent = !std::mem::replace(&mut slot.withheld, false);
+                slot.resent |= resent;
                 slot.tx = self.next_tx;
                 self.flight.push_back((self.next_tx, idx));
                 self.next_tx += 1;
                 self.sent_packets += 1;
-                self.retransmissions += 1;
+                self.retransmissions += u64::from(resent);
                 self.last_sent = Some(now);
-                return Some(self.transmit(idx, true));
+                return Some(self.transmit(idx, resent));
             }
         }
+        self.hold_back(now);
         let idx = self.next;
         self.next += 1;
         let pos = (idx - self.base) as usize;
@@ -332,6 +445,7 @@ impl<C: Controller> Sender<C> {
                 resent: false,
                 acked: false,
                 queued: false,
+                withheld: false,
             });
             self.unacked.insert(idx);
         }
@@ -375,7 +489,11 @@ impl<C: Controller> Sender<C> {
         // count as the resend arriving, or every packet sent before the
         // resend and not yet acknowledged would be taken for lost at once.
         let plausible = self.cc.min_rtt().map_or(Duration::ZERO, |m| m / 2);
+        let mut lied = false;
+        let mut highest: Option<u64> = None;
         let mut take = |slot: &mut Slot, idx: u64| {
+            lied |= slot.withheld;
+            highest = highest.max(Some(idx));
             if !slot.acked {
                 slot.acked = true;
                 newly += 1;
@@ -436,6 +554,11 @@ impl<C: Controller> Sender<C> {
             hits.clear();
             self.hits = hits;
         }
+        if lied {
+            self.failed = Some(ArqError::OptimisticAck);
+            return;
+        }
+        self.release_held(highest);
         self.largest_acked_tx = largest_tx;
         self.acked_in_slots += newly;
         self.queued_live -= acked_queued;

@@ -183,6 +183,14 @@ fn transfer(seed: u64, cfg: Config, isn: u32, data: &[u8], fwd: Link, back: Link
     watched(seed, cfg, isn, data, fwd, back, &mut ())
 }
 
+/// The secret that picks the packets a sender holds back, from a test's
+/// seed.
+fn check_seed(seed: u64) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&seed.to_le_bytes());
+    s
+}
+
 /// [`transfer`], showing `watch` every data packet sent and every
 /// acknowledgement that reaches the sender.
 fn watched(
@@ -200,6 +208,9 @@ fn watched(
         sender: Sender::new(cfg.clone(), isn, 0, data.len() as u64, now),
         receiver: Receiver::new(cfg, isn, 0, data.len() as u64, now),
     };
+    // As the transfer sessions run it: with packets held back against
+    // optimistic acknowledgements, which an honest receiver never sees.
+    ends.sender.check_acks(check_seed(seed));
     let mut net = Net::new(seed, now);
     let mut out = vec![0u8; data.len()];
     let mut written = vec![false; data.len()];
@@ -955,10 +966,11 @@ impl<C: Controller> Flow for Pair<C> {
 fn flow(kind: Kind, cfg: &Config, isn: u32, bytes: u64, at: Instant) -> Box<dyn Flow> {
     let receiver = Receiver::new(cfg.clone(), isn, 0, bytes, at);
     match kind {
-        Kind::Chatdrop => Box::new(Pair {
-            sender: Sender::new(cfg.clone(), isn, 0, bytes, at),
-            receiver,
-        }),
+        Kind::Chatdrop => {
+            let mut sender = Sender::new(cfg.clone(), isn, 0, bytes, at);
+            sender.check_acks(check_seed(u64::from(isn)));
+            Box::new(Pair { sender, receiver })
+        }
         Kind::Cubic => {
             let cc = Cubic::new(cfg.window);
             Box::new(Pair {

@@ -138,3 +138,75 @@ fn a_packet_missing_for_nine_eighths_of_a_round_trip_is_lost() {
     s.on_ack(due, &sack(1, &[(2, 11)]));
     assert_eq!(s.poll_transmit(due), None);
 }
+
+/// A Selective Repeat sender of `packets` 100-byte packets, holding
+/// packets back against optimistic acknowledgements.
+fn checking(packets: u64, t0: Instant) -> Sender {
+    let mut cfg = Config::new(Scheme::SelectiveRepeat, 1024);
+    cfg.mss = 100;
+    let mut s = Sender::new(cfg, 0, 0, 100 * packets, t0);
+    s.check_acks([7; 32]);
+    s
+}
+
+#[test]
+fn acknowledging_what_was_sent_but_never_arrived_ends_the_transfer() {
+    // A receiver that acknowledges every packet as soon as it is sent,
+    // without waiting for it to arrive: to make the sender outrun the
+    // path. It acknowledges the gap a held packet leaves, as it would any
+    // loss it filled in.
+    let t0 = Instant::now();
+    let mut s = checking(10_000, t0);
+    let mut t = t0;
+    let mut sent = 0u32;
+    for _ in 0..2_000 {
+        t += Duration::from_millis(1);
+        while let Some(p) = s.poll_transmit(t) {
+            sent = sent.max(p.seq + 1);
+        }
+        s.on_ack(t, &sack(sent, &[]));
+        if s.failure().is_some() {
+            break;
+        }
+    }
+    assert_eq!(s.failure(), Some(&ArqError::OptimisticAck));
+    assert!(
+        s.acked_bytes() < 100 * 300,
+        "caught within the first few hundred packets, not after {} bytes",
+        s.acked_bytes()
+    );
+}
+
+#[test]
+fn an_honest_receiver_gets_the_held_packets_late_and_everything_arrives() {
+    // Acknowledging only what was sent, gaps shown as gaps: the held
+    // packets go once an acknowledgement shows them missing, as
+    // first sendings, not as resends; the transfer ends.
+    let t0 = Instant::now();
+    let mut s = checking(2_000, t0);
+    let mut got = std::collections::BTreeSet::new();
+    let mut t = t0;
+    let mut in_order = true;
+    for _ in 0..10_000 {
+        t += Duration::from_millis(1);
+        while let Some(p) = s.poll_transmit(t) {
+            assert!(!p.retransmission, "nothing is lost: nothing is resent");
+            in_order &= got.last().is_none_or(|&l| p.seq > l);
+            got.insert(p.seq);
+        }
+        let cum = (0..).find(|q| !got.contains(q)).unwrap_or(0);
+        let above: Vec<u32> = got.range(cum..).copied().collect();
+        let ranges: Vec<(u32, u32)> = above
+            .chunk_by(|a, b| b == &(a + 1))
+            .map(|r| (r[0], r[r.len() - 1] + 1))
+            .take(MAX_ACK_RANGES)
+            .collect();
+        s.on_ack(t, &sack(cum, &ranges));
+        if s.is_done() {
+            break;
+        }
+    }
+    assert!(s.is_done(), "{:?}", s.failure());
+    assert_eq!(got.len(), 2_000);
+    assert!(!in_order, "some packets were held back and sent late");
+}
