@@ -153,6 +153,7 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         let opts = ServeOptions {
             cfg,
             wait_for_start: None,
+            peer_ip: None,
         };
         let id = hex::encode(ticket.session);
         let mut meter = Meter::new(&printer, &id, size);

@@ -345,6 +345,7 @@ impl RawPeer {
         let opts = ServeOptions {
             cfg,
             wait_for_start: Some(WAIT),
+            peer_ip: None,
         };
         self.rt.spawn(async move {
             let Deal { socket, keys, .. } = deal;

@@ -82,6 +82,7 @@ impl BenchSession {
         ServeOptions {
             cfg: self.cfg.clone(),
             wait_for_start: Some(Duration::from_secs(10)),
+            peer_ip: None,
         }
     }
 }

@@ -385,6 +385,7 @@ impl Peer {
             let opts = ServeOptions {
                 cfg,
                 wait_for_start: Some(Duration::from_secs(30)),
+                peer_ip: None,
             };
             let _ = events
                 .send(ClientEvent::UploadStarted {

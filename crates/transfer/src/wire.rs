@@ -2,14 +2,18 @@
 //! `Abort`), plus the session's opening, before any data:
 //!
 //! ```text
-//! Start:    0x10 | isn u32 | resume_from u64     receiver -> sender, first
-//! Probe:    0x11 | size u32 | padding            sender -> receiver
-//! ProbeAck: 0x12 | size u32                      receiver -> sender
-//! Begin:    0x13 | mss u32                       sender -> receiver
+//! Start:     0x10 | isn u32 | resume_from u64 | token [32]   receiver -> sender, first
+//! Probe:     0x11 | size u32 | padding                       sender -> receiver
+//! ProbeAck:  0x12 | size u32                                 receiver -> sender
+//! Begin:     0x13 | mss u32                                  sender -> receiver
+//! Challenge: 0x14 | token [32]                               sender -> receiver
 //! ```
 //!
 //! `isn` numbers the data packets; `resume_from` is the byte offset to start
-//! at (what an earlier, interrupted download already has). A `Probe` is as
+//! at (what an earlier, interrupted download already has). `token` is zero
+//! until the sender's `Challenge` brings the token of the address the
+//! receiver sends from: a `Start` that echoes it proves that the address
+//! is the receiver's own (see `session/send.rs`). A `Probe` is as
 //! long as a data datagram carrying `size` payload bytes would be: if its
 //! `ProbeAck` comes back, the path carries datagrams that large. `Begin`
 //! fixes the payload size of every data packet of the session.
@@ -27,6 +31,14 @@ pub enum Msg<'a> {
         isn: u32,
         /// Byte offset to start at.
         resume_from: u64,
+        /// The sender's token for this address, echoed; zero before one came.
+        token: [u8; TOKEN_LEN],
+    },
+    /// The sender asks the receiver to prove its address: `Start` again,
+    /// with this token.
+    Challenge {
+        /// The token of the address the `Start` came from.
+        token: [u8; TOKEN_LEN],
     },
     /// The sender tries a packet size; the frame is padded to match it.
     Probe {
@@ -49,6 +61,12 @@ const START: u8 = 0x10;
 const PROBE: u8 = 0x11;
 const PROBE_ACK: u8 = 0x12;
 const BEGIN: u8 = 0x13;
+const CHALLENGE: u8 = 0x14;
+
+/// Bytes of an address-validation token.
+pub const TOKEN_LEN: usize = 32;
+/// Bytes of a `Start` frame.
+pub const START_LEN: usize = 13 + TOKEN_LEN;
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, DecodeError> {
     b.get(at..at + 4)
@@ -62,15 +80,25 @@ impl<'a> Msg<'a> {
     pub fn decode(b: &'a [u8]) -> Result<Msg<'a>, DecodeError> {
         match b.first() {
             Some(&START) => {
-                if b.len() != 13 {
+                if b.len() != START_LEN {
                     return Err(DecodeError("bad Start length"));
                 }
                 let mut from = [0u8; 8];
                 from.copy_from_slice(&b[5..13]);
+                let mut token = [0u8; TOKEN_LEN];
+                token.copy_from_slice(&b[13..]);
                 Ok(Msg::Start {
                     isn: u32_at(b, 1)?,
                     resume_from: u64::from_be_bytes(from),
+                    token,
                 })
+            }
+            Some(&CHALLENGE) => {
+                let token = b
+                    .get(1..)
+                    .and_then(|t| <[u8; TOKEN_LEN]>::try_from(t).ok())
+                    .ok_or(DecodeError("bad Challenge length"))?;
+                Ok(Msg::Challenge { token })
             }
             Some(&PROBE) => Ok(Msg::Probe {
                 size: u32_at(b, 1)?,
@@ -89,10 +117,19 @@ impl<'a> Msg<'a> {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Msg::Arq(f) => f.encode(out),
-            Msg::Start { isn, resume_from } => {
+            Msg::Start {
+                isn,
+                resume_from,
+                token,
+            } => {
                 out.push(START);
                 out.extend_from_slice(&isn.to_be_bytes());
                 out.extend_from_slice(&resume_from.to_be_bytes());
+                out.extend_from_slice(token);
+            }
+            Msg::Challenge { token } => {
+                out.push(CHALLENGE);
+                out.extend_from_slice(token);
             }
             Msg::Probe { size } => {
                 let start = out.len();
@@ -123,6 +160,10 @@ mod tests {
             Msg::Start {
                 isn: 0xdead_beef,
                 resume_from: 12345,
+                token: [9; TOKEN_LEN],
+            },
+            Msg::Challenge {
+                token: [7; TOKEN_LEN],
             },
             Msg::Probe { size: 1442 },
             Msg::ProbeAck { size: 1442 },

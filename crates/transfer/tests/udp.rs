@@ -53,6 +53,7 @@ async fn run(file: &Path, out: &Path, c: Config, imp: Option<Impairment>, secret
     let sopts = ServeOptions {
         cfg: c.clone(),
         wait_for_start: Some(Duration::from_secs(5)),
+        peer_ip: None,
     };
     let sender =
         tokio::spawn(async move { serve(&server, send_keys, &source, &sopts, |_, _| {}).await });
@@ -170,6 +171,7 @@ async fn a_receiver_with_the_wrong_keys_gets_nothing() {
     let sopts = ServeOptions {
         cfg: cfg(Scheme::SelectiveRepeat, 8),
         wait_for_start: Some(Duration::from_millis(800)),
+        peer_ip: None,
     };
     let sender =
         tokio::spawn(async move { serve(&server, keys, &source, &sopts, |_, _| {}).await });

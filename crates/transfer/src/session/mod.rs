@@ -2,7 +2,11 @@
 //!
 //! The receiver speaks first (`Start`, repeated until the sender begins),
 //! so the sender learns its address from an authenticated datagram: only
-//! the holder of the session keys can start a session, and only once.
+//! the holder of the session keys can start a session, and only once. The
+//! address must also prove itself before the sender sends more than a
+//! small `Challenge` there: the `Start` must echo the token the
+//! `Challenge` carried to it, so no key holder can aim the file at a
+//! third party by forging the source of a `Start`.
 //!
 //! The sender then finds the largest packet the path carries: it tries
 //! IP packet sizes from the largest down (loopback's 64 KiB, jumbo frames,
@@ -32,7 +36,7 @@
 //! the numbers of a finished transfer, the packet size bounds and the
 //! events the machines report.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use chatdrop_arq::{Config, Frame};
@@ -89,6 +93,10 @@ pub struct ServeOptions {
     pub cfg: Config,
     /// How long to wait for the receiver's `Start`; `None` waits for ever.
     pub wait_for_start: Option<Duration>,
+    /// The only address a receiver may start from, when it is known (chat
+    /// mode: the asker's, as its server sees it); `None` takes any that
+    /// proves it gets what is sent there.
+    pub peer_ip: Option<IpAddr>,
 }
 
 /// Options of the receiving end.

@@ -1,5 +1,6 @@
 //! The receiving end of a session, free of I/O: it repeats `Start` until
-//! the sender's `Begin`, answers the sender's probes, checks the packet
+//! the sender's `Begin` (echoing the token of the sender's `Challenge`,
+//! which proves its address), answers the sender's probes, checks the packet
 //! size `Begin` fixes, runs the ARQ's [`Receiver`], and stays a moment
 //! after the last byte for a sender that missed its acknowledgement. The
 //! driver ([`super::fetch()`]) feeds it the frames that arrive and the time,
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use chatdrop_arq::{Frame, Receiver, Verdict};
 
 use super::{Event, FetchOptions};
-use crate::wire::Msg;
+use crate::wire::{Msg, TOKEN_LEN};
 use crate::TransferError;
 
 /// How often `Start` is repeated until the sender answers: it may be lost,
@@ -57,6 +58,9 @@ pub struct RecvSession {
     answers: VecDeque<u32>,
     /// Data packets taken since `Begin`.
     packets: u64,
+    /// The sender's token for this end's address, echoed in `Start` (zero
+    /// until its `Challenge` came).
+    token: [u8; TOKEN_LEN],
     /// Events for the driver: only [`Event::Began`], once.
     events: VecDeque<Event>,
 }
@@ -103,6 +107,7 @@ impl RecvSession {
             arq: None,
             answers: VecDeque::with_capacity(MAX_ANSWERS),
             packets: 0,
+            token: [0; TOKEN_LEN],
             events: VecDeque::new(),
         }
     }
@@ -179,6 +184,15 @@ impl RecvSession {
                 }
                 None
             }
+            // The sender wants proof that this address is ours: `Start`
+            // again at once, echoing the token.
+            (Phase::Opening { .. }, Msg::Challenge { token }) => {
+                self.token = token;
+                if let Phase::Opening { next_start, .. } = &mut self.phase {
+                    *next_start = now;
+                }
+                None
+            }
             (Phase::Opening { .. }, Msg::Begin { mss }) => {
                 self.begin(now, mss);
                 None
@@ -223,6 +237,7 @@ impl RecvSession {
                 Some(Msg::Start {
                     isn: self.isn,
                     resume_from: self.resume_from,
+                    token: self.token,
                 })
             }
             Phase::Opening { .. } => self.answers.pop_front().map(|size| Msg::ProbeAck { size }),

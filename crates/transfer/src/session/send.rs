@@ -10,11 +10,17 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chatdrop_arq::{Frame, Sender, Transmit};
+use ring::hmac;
 
 use super::probe::PathProbe;
 use super::{Event, ServeOptions};
-use crate::wire::Msg;
+use crate::wire::{Msg, TOKEN_LEN};
 use crate::TransferError;
+
+/// Challenges waiting to be sent. Each answers one `Start`, so a flood of
+/// them (copies, or from many addresses) costs at most this much memory;
+/// the oldest make room for the newest.
+const MAX_CHALLENGES: usize = 8;
 
 /// How often `Begin` is repeated until the first acknowledgement: the
 /// receiver drops data until a `Begin` reaches it, so a lost one would
@@ -46,6 +52,11 @@ pub struct SendSession {
     /// Events for the driver; each kind is pushed at most once, so this
     /// never holds more than two.
     events: VecDeque<Event>,
+    /// Makes the address tokens, and the secret choice of the packets
+    /// the ARQ holds back against optimistic acknowledgements.
+    key: hmac::Key,
+    /// `Challenge`s to send: (to, token), at most [`MAX_CHALLENGES`].
+    challenges: VecDeque<(SocketAddr, [u8; TOKEN_LEN])>,
 }
 
 #[derive(Debug)]
@@ -70,6 +81,19 @@ enum Phase {
     },
 }
 
+/// What the token of an address signs: the address, bound to its purpose.
+/// (The token is the whole HMAC-SHA256, so checking it is
+/// `hmac::verify`'s constant-time comparison.)
+fn token_input(addr: SocketAddr) -> Vec<u8> {
+    let mut input = b"chatdrop address token\0".to_vec();
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => input.extend_from_slice(&ip.octets()),
+        std::net::IpAddr::V6(ip) => input.extend_from_slice(&ip.octets()),
+    }
+    input.extend_from_slice(&addr.port().to_be_bytes());
+    input
+}
+
 /// The frame that ends a session.
 #[derive(Debug)]
 enum Last {
@@ -79,8 +103,10 @@ enum Last {
 
 impl SendSession {
     /// A session serving `size` bytes with `opts`, waiting from `now` for
-    /// a receiver to start it.
-    pub fn new(opts: &ServeOptions, size: u64, now: Instant) -> SendSession {
+    /// a receiver to start it. `secret` is random and this session's own:
+    /// the receiver must not know it (it makes the address tokens and
+    /// chooses the packets held back to catch a lying receiver).
+    pub fn new(opts: &ServeOptions, size: u64, now: Instant, secret: [u8; 32]) -> SendSession {
         SendSession {
             opts: opts.clone(),
             size,
@@ -92,7 +118,47 @@ impl SendSession {
             },
             arq: None,
             events: VecDeque::new(),
+            key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
+            challenges: VecDeque::with_capacity(MAX_CHALLENGES),
         }
+    }
+
+    /// Takes a `Start` from `from` before the session has its receiver.
+    ///
+    /// The receiver's address is proved before anything larger than a
+    /// `Challenge` goes there: a `Start` is authentic (only a holder of
+    /// the keys can make one), but its source address can be forged, and
+    /// whoever holds the keys could otherwise point the probes and the
+    /// file at a third party. So a `Start` without this address's token
+    /// is answered with a `Challenge` carrying it, smaller than the
+    /// `Start` (no amplification: RFC 9000, section 8, allows three
+    /// times); only a `Start` that echoes it, which only a receiver that
+    /// gets datagrams at that address can send, starts the session. In
+    /// chat mode a `Start` from anywhere but the asker's address as its
+    /// server knows it is not even answered.
+    fn on_start(&mut self, now: Instant, from: SocketAddr, msg: Msg<'_>) {
+        let Msg::Start {
+            isn,
+            resume_from,
+            token,
+        } = msg
+        else {
+            return;
+        };
+        if self.opts.peer_ip.is_some_and(|ip| ip != from.ip()) {
+            return;
+        }
+        if hmac::verify(&self.key, &token_input(from), &token).is_ok() {
+            self.challenges.clear();
+            self.start(now, from, isn, resume_from);
+            return;
+        }
+        let mut fresh = [0u8; TOKEN_LEN];
+        fresh.copy_from_slice(hmac::sign(&self.key, &token_input(from)).as_ref());
+        if self.challenges.len() == MAX_CHALLENGES {
+            self.challenges.pop_front();
+        }
+        self.challenges.push_back((from, fresh));
     }
 
     /// The receiver, once a `Start` fixed it.
@@ -109,14 +175,13 @@ impl SendSession {
 
     /// Takes a frame that arrived authentic from `from` at `now`.
     ///
-    /// The first `Start` fixes the receiver, the first packet number and
-    /// where to start; every later one is that receiver repeating itself
-    /// (or a copy), and changes nothing.
+    /// The first `Start` that proves its address (see `on_start`) fixes
+    /// the receiver, the first packet number and where to start; every
+    /// later one is that receiver repeating itself (or a copy), and
+    /// changes nothing.
     pub fn handle(&mut self, now: Instant, from: SocketAddr, msg: Msg<'_>) {
         if let Phase::Waiting { .. } = self.phase {
-            if let Msg::Start { isn, resume_from } = msg {
-                self.start(now, from, isn, resume_from);
-            }
+            self.on_start(now, from, msg);
             return;
         }
         if self.peer != Some(from) {
@@ -149,6 +214,9 @@ impl SendSession {
     /// A frame to seal and send now to its address (`Probe`, `Begin`,
     /// `Done`, `Abort`), if one is due.
     pub fn poll_msg(&mut self, now: Instant) -> Option<(SocketAddr, Msg<'_>)> {
+        if let Some((to, token)) = self.challenges.pop_front() {
+            return Some((to, Msg::Challenge { token }));
+        }
         let peer = self.peer?;
         let msg = match &mut self.phase {
             Phase::Waiting { .. } => None,
@@ -256,7 +324,11 @@ impl SendSession {
             if let Some(mss) = probe.result() {
                 let mut cfg = self.opts.cfg.clone();
                 cfg.mss = mss;
-                let arq = Sender::new(cfg, self.isn, self.resume_from, self.size, now);
+                let mut arq = Sender::new(cfg, self.isn, self.resume_from, self.size, now);
+                let seed = hmac::sign(&self.key, b"chatdrop held packets\0");
+                let mut check = [0u8; 32];
+                check.copy_from_slice(seed.as_ref());
+                arq.check_acks(check);
                 self.arq = Some(arq);
                 self.phase = Phase::Sending {
                     mss,

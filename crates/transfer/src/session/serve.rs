@@ -37,7 +37,7 @@ pub async fn serve(
     let mut sbuf = Vec::with_capacity(65_536);
     let mut stats = TransferStats::default();
     let size = source.size();
-    let mut session = SendSession::new(opts, size, Instant::now());
+    let mut session = SendSession::new(opts, size, Instant::now(), rand::random());
     let mut started = Instant::now();
     // Each data packet is read into this, then sealed into `out`: sized
     // once the packet size is known.

@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{FetchOptions, RecvSession, SendSession, ServeOptions, MAX_MSS};
 use crate::crypto::{HEADER, TAG};
-use crate::wire::Msg;
+use crate::wire::{Msg, TOKEN_LEN};
 use crate::TransferError;
 
 pub(super) const SENDER: SocketAddr = SocketAddr::new(
@@ -51,6 +51,7 @@ pub(super) fn serving(cap: u32, wait_for_start: Option<Duration>) -> ServeOption
     ServeOptions {
         cfg: config(Scheme::SelectiveRepeat, cap),
         wait_for_start,
+        peer_ip: None,
     }
 }
 
@@ -89,13 +90,27 @@ impl Wire {
 
     /// Bytes of the IPv4 packet that would carry it, sealed.
     fn ip_len(&self) -> usize {
-        28 + HEADER + self.0.len() + TAG
+        28 + self.sealed_len()
+    }
+
+    /// Bytes of the UDP payload that carries it, sealed.
+    pub(super) fn sealed_len(&self) -> usize {
+        HEADER + self.0.len() + TAG
     }
 
     /// What it is, in short, for tests to compare.
     pub(super) fn sent(&self) -> Sent {
         match self.msg() {
-            Msg::Start { isn, resume_from } => Sent::Start { isn, resume_from },
+            Msg::Start {
+                isn,
+                resume_from,
+                token,
+            } => Sent::Start {
+                isn,
+                resume_from,
+                proved: token != [0; TOKEN_LEN],
+            },
+            Msg::Challenge { .. } => Sent::Challenge,
             Msg::Probe { size } => Sent::Probe(size),
             Msg::ProbeAck { size } => Sent::ProbeAck(size),
             Msg::Begin { mss } => Sent::Begin(mss),
@@ -119,12 +134,23 @@ impl fmt::Debug for Wire {
 /// A frame in short: what tests compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Sent {
-    Start { isn: u32, resume_from: u64 },
+    /// `proved`: echoing a token.
+    Start {
+        isn: u32,
+        resume_from: u64,
+        proved: bool,
+    },
+    Challenge,
     Probe(u32),
     ProbeAck(u32),
     Begin(u32),
-    Data { seq: u32, len: usize },
-    Ack { cum: u32 },
+    Data {
+        seq: u32,
+        len: usize,
+    },
+    Ack {
+        cum: u32,
+    },
     Done,
     Abort(String),
 }
@@ -280,11 +306,12 @@ fn transfer(scheme: Scheme, data: &[u8], resume_from: u64, path: Path, seed: u64
     let tx_opts = ServeOptions {
         cfg: config(scheme, MAX_MSS),
         wait_for_start: Some(Duration::from_secs(5)),
+        peer_ip: Some(RECEIVER.ip()),
     };
     let rx_opts = FetchOptions {
         cfg: config(scheme, MAX_MSS),
     };
-    let mut tx = SendSession::new(&tx_opts, size, now);
+    let mut tx = SendSession::new(&tx_opts, size, now, rng.gen());
     // Numbers that cross the 32-bit wrap on the way.
     let isn = u32::MAX - 20;
     let mut rx = RecvSession::new(SENDER, &rx_opts, isn, resume_from, size, now);

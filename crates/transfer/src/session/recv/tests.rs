@@ -12,6 +12,12 @@ const ISN: u32 = 7;
 const START: Sent = Sent::Start {
     isn: ISN,
     resume_from: 0,
+    proved: false,
+};
+const PROVED: Sent = Sent::Start {
+    isn: ISN,
+    resume_from: 0,
+    proved: true,
 };
 
 fn session(cap: u32, size: u64, t0: Instant) -> RecvSession {
@@ -57,13 +63,23 @@ fn a_lost_start_is_repeated_and_the_sender_begins_on_the_next() {
     // give-up (`next_start` 250 s on).
     let t0 = Instant::now();
     let mut rx = session(MIN_MSS, 2_000, t0);
-    let mut tx = SendSession::new(&serving(MIN_MSS, None), 2_000, t0);
+    let mut tx = SendSession::new(&serving(MIN_MSS, None), 2_000, t0, [5; 32]);
     assert_eq!(sends(&mut rx, t0), [START], "lost on the way");
     assert_eq!(rx.poll_timeout(), Some(at(t0, 250)));
     rx.handle_timeout(at(t0, 250));
     let again = receiver_sends(&mut rx, at(t0, 250));
     assert_eq!(again.iter().map(Wire::sent).collect::<Vec<_>>(), [START]);
     tx.handle(at(t0, 260), RECEIVER, again[0].msg());
+    // The sender challenges the address; the receiver proves it at once.
+    let challenge = sender_sends(&mut tx, at(t0, 260), None, usize::MAX);
+    assert_eq!(
+        challenge.iter().map(Wire::sent).collect::<Vec<_>>(),
+        [Sent::Challenge]
+    );
+    rx.handle(at(t0, 265), SENDER, challenge[0].msg());
+    let proof = receiver_sends(&mut rx, at(t0, 265));
+    assert_eq!(proof.iter().map(Wire::sent).collect::<Vec<_>>(), [PROVED]);
+    tx.handle(at(t0, 265), RECEIVER, proof[0].msg());
     let started = Event::Started {
         peer: RECEIVER,
         isn: ISN,
@@ -71,7 +87,7 @@ fn a_lost_start_is_repeated_and_the_sender_begins_on_the_next() {
     };
     assert_eq!(tx.poll_event(), Some(started));
     let mut file = vec![0u8; 2_000];
-    for wire in sender_sends(&mut tx, at(t0, 260), None, usize::MAX) {
+    for wire in sender_sends(&mut tx, at(t0, 265), None, usize::MAX) {
         deliver(&mut rx, at(t0, 270), &wire, &mut file);
     }
     assert!(rx.began());

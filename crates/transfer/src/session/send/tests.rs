@@ -6,21 +6,57 @@ use chatdrop_arq::{Ack, Frame};
 use super::*;
 use crate::session::sim::{at, ms, quiet, sender_sends, serving, Sent, Wire, RECEIVER, STRANGER};
 use crate::session::{MAX_MSS, MIN_MSS};
+use crate::wire::TOKEN_LEN;
 
 const ISN: u32 = 7;
 
+/// The session's secret in these tests.
+const SECRET: [u8; 32] = [5; 32];
+
+/// A receiver's `Start`, echoing `token`.
+fn start(isn: u32, resume_from: u64, token: [u8; TOKEN_LEN]) -> Msg<'static> {
+    Msg::Start {
+        isn,
+        resume_from,
+        token,
+    }
+}
+
+/// What `tx` says to a `Start` without a token from `from` at `now`:
+/// the frames it sends (to anywhere) and how many bytes they are, sealed.
+fn answer_to_start(
+    tx: &mut SendSession,
+    now: Instant,
+    from: SocketAddr,
+) -> Vec<(SocketAddr, Msg<'static>)> {
+    tx.handle(now, from, start(ISN, 0, [0; TOKEN_LEN]));
+    let mut out = Vec::new();
+    while let Some((to, msg)) = tx.poll_msg(now) {
+        let owned = match msg {
+            Msg::Challenge { token } => Msg::Challenge { token },
+            Msg::Probe { size } => Msg::Probe { size },
+            other => panic!("unexpected before the address is proved: {other:?}"),
+        };
+        out.push((to, owned));
+    }
+    out
+}
+
+/// The token `tx` challenges `from` with.
+fn token_for(tx: &mut SendSession, now: Instant, from: SocketAddr) -> [u8; TOKEN_LEN] {
+    match answer_to_start(tx, now, from).as_slice() {
+        [(to, Msg::Challenge { token })] if *to == from => *token,
+        other => panic!("not one challenge to {from}: {other:?}"),
+    }
+}
+
 /// A session serving `size` bytes with packets of at most `cap`, started
-/// at `t0` by the receiver's `Start`, its `Started` event taken.
+/// at `t0` by the receiver's `Start` (after proving its address), its
+/// `Started` event taken.
 fn started(cap: u32, size: u64, t0: Instant) -> SendSession {
-    let mut tx = SendSession::new(&serving(cap, None), size, t0);
-    tx.handle(
-        t0,
-        RECEIVER,
-        Msg::Start {
-            isn: ISN,
-            resume_from: 0,
-        },
-    );
+    let mut tx = SendSession::new(&serving(cap, None), size, t0, SECRET);
+    let token = token_for(&mut tx, t0, RECEIVER);
+    tx.handle(t0, RECEIVER, start(ISN, 0, token));
     let event = tx.poll_event();
     let expected = Event::Started {
         peer: RECEIVER,
@@ -61,15 +97,10 @@ fn a_duplicated_start_starts_one_session() {
     let t0 = Instant::now();
     let mut tx = started(MAX_MSS, 10_000, t0);
     assert_eq!(sends(&mut tx, t0), [Sent::Probe(MAX_MSS)]);
-    let copy = Msg::Start {
-        isn: ISN,
-        resume_from: 0,
-    };
+    let mut fresh = SendSession::new(&serving(MAX_MSS, None), 10_000, t0, SECRET);
+    let copy = start(ISN, 0, token_for(&mut fresh, t0, RECEIVER));
     tx.handle(at(t0, 10), RECEIVER, copy);
-    let other = Msg::Start {
-        isn: 99,
-        resume_from: 5_000,
-    };
+    let other = start(99, 5_000, token_for(&mut fresh, t0, STRANGER));
     tx.handle(at(t0, 10), STRANGER, other);
     assert_eq!(tx.poll_event(), None, "started once");
     assert_eq!(tx.peer(), Some(RECEIVER));
@@ -168,7 +199,12 @@ fn no_start_by_the_deadline_is_peer_silent() {
     // Checked to fail with the `Waiting` deadline ignored (the session
     // waits for ever), and with a `Start` from nowhere taken after it.
     let t0 = Instant::now();
-    let mut tx = SendSession::new(&serving(MAX_MSS, Some(Duration::from_secs(5))), 1_000, t0);
+    let mut tx = SendSession::new(
+        &serving(MAX_MSS, Some(Duration::from_secs(5))),
+        1_000,
+        t0,
+        SECRET,
+    );
     let mut now = t0;
     assert_eq!(quiet(&mut tx, t0, &mut now, at(t0, 4_999)), []);
     assert!(tx.poll_end().is_none(), "still waiting before the deadline");
@@ -178,17 +214,15 @@ fn no_start_by_the_deadline_is_peer_silent() {
         Some(Err(TransferError::PeerSilent(why))) => assert_eq!(why, "no receiver came"),
         other => panic!("{other:?}"),
     }
-    tx.handle(
-        now,
+    let token = token_for(
+        &mut SendSession::new(&serving(MAX_MSS, None), 1_000, t0, SECRET),
+        t0,
         RECEIVER,
-        Msg::Start {
-            isn: ISN,
-            resume_from: 0,
-        },
     );
+    tx.handle(now, RECEIVER, start(ISN, 0, token));
     assert_eq!(tx.poll_event(), None);
     // Without a deadline, only a datagram moves it on.
-    let patient = SendSession::new(&serving(MAX_MSS, None), 1_000, t0);
+    let patient = SendSession::new(&serving(MAX_MSS, None), 1_000, t0, SECRET);
     assert_eq!(patient.poll_timeout(), None);
 }
 
@@ -259,4 +293,81 @@ fn done_follows_the_last_acknowledgement() {
     assert_eq!(sends(&mut tx, at(t0, 60)), [Sent::Done]);
     assert!(matches!(tx.poll_end(), Some(Ok(()))));
     assert_eq!(tx.arq().map(Sender::stats), Some((2, 0)));
+}
+
+#[test]
+fn a_start_from_a_forged_address_gets_only_a_challenge_smaller_than_itself() {
+    // Anyone with the keys can send a `Start` whose source is a third
+    // party's address. Each such `Start` draws one `Challenge` to that
+    // address, smaller than the `Start`, and nothing else: no probe, no
+    // `Begin`, no data, however many come. Checked to fail with
+    // `on_start` starting the session on any authentic `Start` (as it
+    // did: probes of 64 KiB went to the forged address).
+    let t0 = Instant::now();
+    let mut tx = SendSession::new(&serving(MAX_MSS, None), 1 << 20, t0, SECRET);
+    let mut received = 0;
+    let mut sent = 0;
+    let mut now = t0;
+    for i in 0..100 {
+        now = at(t0, i * 10);
+        received += Wire::of(&start(ISN, 0, [0; TOKEN_LEN])).sealed_len();
+        for (to, msg) in answer_to_start(&mut tx, now, STRANGER) {
+            assert_eq!(to, STRANGER);
+            assert!(matches!(msg, Msg::Challenge { .. }), "{msg:?}");
+            sent += Wire::of(&msg).sealed_len();
+        }
+        assert_eq!(tx.poll_event(), None, "not started");
+    }
+    assert!(
+        sent <= received,
+        "{sent} bytes sent for {received} received"
+    );
+    assert!(sent > 0, "each Start is answered");
+    let mut later = now;
+    assert_eq!(quiet(&mut tx, t0, &mut later, at(t0, 60_000)), []);
+}
+
+#[test]
+fn a_token_proves_only_the_address_it_was_sent_to() {
+    // A key holder asks from its own address, gets that address's token,
+    // and echoes it in a `Start` forged from a third party's address: the
+    // third party is challenged, not served. The token echoed from its
+    // own address starts the session there. Checked to fail with the
+    // token made without the address (one per session).
+    let t0 = Instant::now();
+    let mut tx = SendSession::new(&serving(MAX_MSS, None), 10_000, t0, SECRET);
+    let own = token_for(&mut tx, t0, RECEIVER);
+    tx.handle(t0, STRANGER, start(ISN, 0, own));
+    assert_eq!(tx.poll_event(), None);
+    assert_eq!(tx.peer(), None);
+    match tx.poll_msg(t0) {
+        Some((to, Msg::Challenge { token })) => {
+            assert_eq!(to, STRANGER);
+            assert_ne!(token, own);
+        }
+        other => panic!("{other:?}"),
+    }
+    tx.handle(t0, RECEIVER, start(ISN, 0, own));
+    assert_eq!(tx.peer(), Some(RECEIVER));
+    // Another session's token (another secret) proves nothing here.
+    let mut other = SendSession::new(&serving(MAX_MSS, None), 10_000, t0, [6; 32]);
+    let foreign = token_for(&mut other, t0, RECEIVER);
+    let mut tx = SendSession::new(&serving(MAX_MSS, None), 10_000, t0, SECRET);
+    tx.handle(t0, RECEIVER, start(ISN, 0, foreign));
+    assert_eq!(tx.peer(), None);
+}
+
+#[test]
+fn in_chat_mode_a_start_from_another_ip_is_not_answered() {
+    // The server told the owner where the asker is: a `Start` from any
+    // other IP draws nothing at all, not even a challenge. Checked to
+    // fail with `peer_ip` ignored.
+    let t0 = Instant::now();
+    let mut opts = serving(MAX_MSS, None);
+    opts.peer_ip = Some(RECEIVER.ip());
+    let mut tx = SendSession::new(&opts, 10_000, t0, SECRET);
+    assert!(answer_to_start(&mut tx, t0, STRANGER).is_empty());
+    let token = token_for(&mut tx, t0, RECEIVER);
+    tx.handle(t0, RECEIVER, start(ISN, 0, token));
+    assert_eq!(tx.peer(), Some(RECEIVER));
 }
