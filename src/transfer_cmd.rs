@@ -10,7 +10,7 @@ use anyhow::Context;
 use chatdrop_arq::{Config, Scheme};
 use chatdrop_client::ClientEvent;
 use chatdrop_transfer::{
-    fetch, hash_file, serve, Download, FetchOptions, Role, ServeOptions, SessionKeys, Source,
+    direct_keys, fetch, hash_file, serve, Download, FetchOptions, ServeKeys, ServeOptions, Source,
     Ticket,
 };
 use clap::Args;
@@ -19,8 +19,6 @@ use crate::printer::Printer;
 use crate::progress::Meter;
 
 /// Key-derivation context of direct-mode sessions.
-const DIRECT: &[u8] = b"direct";
-
 /// Options of `chatdrop send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
@@ -149,13 +147,14 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
                 blake3: hex::encode(hash),
             },
         );
-        let keys = SessionKeys::derive(&ticket.secret, ticket.session, DIRECT, Role::Sender);
+        // Each receiver that proves the ticket agrees fresh keys with us.
+        let id = hex::encode(ticket.session);
+        let keys = ServeKeys::Ticket(Box::new(ticket));
         let opts = ServeOptions {
             cfg,
             wait_for_start: None,
             peer_ip: None,
         };
-        let id = hex::encode(ticket.session);
         let mut meter = Meter::new(&printer, &id, size);
         let result = serve(&socket, keys, &source, &opts, |d, t| meter.update(d, t)).await;
         meter.finish();
@@ -206,7 +205,8 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
                 resumed_from: download.resume_from(),
             },
         );
-        let keys = SessionKeys::derive(&ticket.secret, ticket.session, DIRECT, Role::Receiver);
+        let timeout = Duration::from_secs(args.timeout.max(1));
+        let keys = direct_keys(&socket, &ticket, timeout).await?;
         let mut meter = Meter::new(&printer, &id, ticket.size);
         let result = fetch(
             &socket,

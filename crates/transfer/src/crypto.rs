@@ -176,14 +176,25 @@ impl SessionKeys {
         info.extend_from_slice(context);
         hk.expand(&info, &mut to_sender)
             .expect("32 bytes is a valid HKDF length");
+        SessionKeys::from_keys(id, &to_receiver, &to_sender, role)
+    }
+
+    /// Keys for session `id` from the two directions' keys, agreed
+    /// elsewhere (direct mode's handshake), for the end `role`.
+    pub(crate) fn from_keys(
+        id: [u8; 8],
+        to_receiver: &[u8; 32],
+        to_sender: &[u8; 32],
+        role: Role,
+    ) -> SessionKeys {
         let (seal, open) = match role {
             Role::Sender => (to_receiver, to_sender),
             Role::Receiver => (to_sender, to_receiver),
         };
         SessionKeys {
             id,
-            seal: key(&seal),
-            open: key(&open),
+            seal: key(seal),
+            open: key(open),
             next_pn: 0,
             largest_opened: None,
             replay: ReplayWindow::new(),

@@ -4,6 +4,7 @@
 //! - [`crypto`]: session keys and the AEAD envelope of every datagram.
 //! - [`wire`]: the frames of a session (the ARQ's plus `Start`).
 //! - [`ticket`]: what a receiver needs to fetch a file in direct mode.
+//! - [`direct`]: direct mode's key exchange, fresh keys for every run.
 //! - [`files`]: reading the shared file, and the download's `.part` file
 //!   with its resume record and BLAKE3 check.
 //! - [`session`]: the two ends of a session: I/O-free machines
@@ -16,6 +17,7 @@
 
 mod batch;
 mod crypto;
+mod direct;
 mod files;
 #[cfg(feature = "relay")]
 pub mod relay;
@@ -25,9 +27,10 @@ mod ticket;
 mod wire;
 
 pub use crypto::{Role, SessionKeys};
+pub use direct::direct_keys;
 pub use files::{hash_file, Download, Source};
 pub use session::{
-    fetch, serve, FetchOptions, Progress, ServeOptions, TransferStats, MAX_MSS, MIN_MSS,
+    fetch, serve, FetchOptions, Progress, ServeKeys, ServeOptions, TransferStats, MAX_MSS, MIN_MSS,
 };
 pub use socket::{bind, bind_std};
 pub use ticket::Ticket;

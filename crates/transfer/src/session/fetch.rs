@@ -87,10 +87,10 @@ pub async fn fetch(
             continue;
         }
         for _ in 0..BATCH {
-            let (from, msg) = match next_frame(&mut net, &mut keys, Some(peer), &mut stats.forged)?
-            {
+            let next = next_frame(&mut net, Some(&mut keys), Some(peer), &mut stats.forged)?;
+            let (from, msg) = match next {
                 Next::Frame(from, msg) => (from, msg),
-                Next::Dropped => continue,
+                Next::Dropped | Next::Hello(..) => continue,
                 Next::Empty => break,
             };
             if let Some(write) = session.handle(Instant::now(), from, msg) {

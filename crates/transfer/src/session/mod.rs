@@ -55,7 +55,7 @@ mod sim;
 pub use fetch::fetch;
 pub use recv::RecvSession;
 pub use send::SendSession;
-pub use serve::serve;
+pub use serve::{serve, ServeKeys};
 
 /// Payload bytes of a data packet when no larger size is confirmed: fits
 /// any path that carries IPv6's minimum of 1280-byte packets over IPv4.

@@ -59,16 +59,19 @@ pub(super) enum Next<'n> {
     Dropped,
     /// An authentic frame, and where it came from.
     Frame(SocketAddr, Msg<'n>),
+    /// A direct-mode `Hello` (unsealed: it makes the keys), and where it
+    /// came from.
+    Hello(SocketAddr, &'n [u8]),
 }
 
 /// Takes the datagram pending on `net`, or the next the kernel already
 /// holds, without waiting, and opens it. A datagram from anywhere but
 /// `peer` (when there is one) is dropped unopened: opening costs as much
-/// as the data is long. One that fails to open is counted in `forged`
+/// as the data is long. A direct-mode `Hello` is handed over as it came. One that fails to open is counted in `forged`
 /// (a copy of one opened before is dropped, not counted).
 pub(super) fn next_frame<'n>(
     net: &'n mut BatchSocket<'_>,
-    keys: &mut SessionKeys,
+    keys: Option<&mut SessionKeys>,
     peer: Option<SocketAddr>,
     forged: &mut u64,
 ) -> Result<Next<'n>, TransferError> {
@@ -81,6 +84,13 @@ pub(super) fn next_frame<'n>(
     if peer.is_some_and(|peer| peer != from) {
         return Ok(Next::Dropped);
     }
+    if datagram.first() == Some(&crate::direct::HELLO) {
+        return Ok(Next::Hello(from, datagram));
+    }
+    // Before direct mode's handshake there is nothing to open with.
+    let Some(keys) = keys else {
+        return Ok(Next::Dropped);
+    };
     let body = match keys.open(datagram) {
         Ok(body) => body,
         Err(e) => {

@@ -15,8 +15,10 @@ use super::net::{io, next_frame, send_msg, wait, Next, BATCH};
 use super::{Event, Progress, SendSession, ServeOptions, TransferStats};
 use crate::batch::{BatchSocket, MAX_SEND_BYTES};
 use crate::crypto::{SessionKeys, HEADER, TAG};
+use crate::direct::{Answer, Responder};
 use crate::files::Source;
 use crate::socket;
+use crate::ticket::Ticket;
 use crate::wire::Msg;
 use crate::TransferError;
 
@@ -25,14 +27,35 @@ const TRACE_EVERY: Duration = Duration::from_millis(100);
 /// Receive buffers of the sending end: it receives only acknowledgements.
 const SENDER_BUFFERS: usize = 8;
 
-/// Serves `source` to the one receiver that starts the session with `keys`.
+/// How the sending end gets its session keys.
+pub enum ServeKeys {
+    /// Agreed before the session (chat mode: the key exchange the offer
+    /// signs).
+    Agreed(Box<SessionKeys>),
+    /// Agreed afresh with a receiver that proves it holds this ticket
+    /// (direct mode: see [`crate::direct`]).
+    Ticket(Box<Ticket>),
+}
+
+impl From<SessionKeys> for ServeKeys {
+    fn from(keys: SessionKeys) -> ServeKeys {
+        ServeKeys::Agreed(Box::new(keys))
+    }
+}
+
+/// Serves `source` to the one receiver that starts the session with
+/// `keys` (or, in direct mode, with keys agreed with it).
 pub async fn serve(
     socket: &UdpSocket,
-    mut keys: SessionKeys,
+    keys: impl Into<ServeKeys>,
     source: &Source,
     opts: &ServeOptions,
     mut progress: impl Progress,
 ) -> Result<TransferStats, TransferError> {
+    let (mut keys, mut responder) = match keys.into() {
+        ServeKeys::Agreed(keys) => (Some(*keys), None),
+        ServeKeys::Ticket(ticket) => (None, Some(Responder::new(&ticket))),
+    };
     let mut net = BatchSocket::new(socket, SENDER_BUFFERS).map_err(io("preparing the socket"))?;
     let mut sbuf = Vec::with_capacity(65_536);
     let mut stats = TransferStats::default();
@@ -52,7 +75,11 @@ pub async fn serve(
                 _ => None,
             };
             let abort = matches!(msg, Msg::Arq(Frame::Abort(_)));
-            match (send_msg(&net, &mut keys, to, &msg, &mut sbuf).await, probe) {
+            // A frame goes only after a `Start` opened, so with keys.
+            let Some(keys) = keys.as_mut() else {
+                break;
+            };
+            match (send_msg(&net, keys, to, &msg, &mut sbuf).await, probe) {
                 (Err(TransferError::Io { source, .. }), Some(size)) if socket::too_big(&source) => {
                     session.on_too_big(now, size);
                 }
@@ -83,7 +110,7 @@ pub async fn serve(
                 }
             }
         }
-        if let Some(peer) = session.peer() {
+        if let (Some(peer), Some(keys)) = (session.peer(), keys.as_mut()) {
             if now >= next_trace && tracing::enabled!(tracing::Level::TRACE) {
                 next_trace = now + TRACE_EVERY;
                 trace_sender(session.arq(), stats.mss);
@@ -99,7 +126,7 @@ pub async fn serve(
                     seq: t.seq,
                     payload: data,
                 });
-                out.push(&mut keys, &frame);
+                out.push(keys, &frame);
             }
             out.flush(&net, peer).await?;
         }
@@ -118,8 +145,25 @@ pub async fn serve(
             continue;
         }
         for _ in 0..BATCH {
-            match next_frame(&mut net, &mut keys, session.peer(), &mut stats.forged)? {
+            match next_frame(&mut net, keys.as_mut(), session.peer(), &mut stats.forged)? {
                 Next::Frame(from, msg) => session.handle(Instant::now(), from, msg),
+                Next::Hello(from, hello) => {
+                    let Some(responder) = responder.as_mut() else {
+                        continue;
+                    };
+                    // A new run only while no receiver has started one.
+                    let reply = match responder.on_hello(hello, session.peer().is_none()) {
+                        Some(Answer::Repeat(reply)) => reply,
+                        Some(Answer::New(reply, fresh)) => {
+                            debug!(%from, "direct-mode keys agreed");
+                            keys = Some(*fresh);
+                            reply
+                        }
+                        None => continue,
+                    };
+                    // A lost reply is asked for again by the next Hello.
+                    let _ = net.send(from, &reply, reply.len()).await;
+                }
                 Next::Dropped => {}
                 Next::Empty => break,
             }
