@@ -62,6 +62,10 @@ pub enum TransferError {
     /// A ticket or name that cannot be used.
     #[error("{0}")]
     Invalid(String),
+    /// The peer broke the protocol in a way only an attacker would (it
+    /// acknowledged data it never received).
+    #[error("the peer broke the protocol: {0}")]
+    Misbehaved(String),
 }
 
 impl TransferError {

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chatdrop_arq::{Frame, Sender, Transmit};
+use chatdrop_arq::{ArqError, Frame, Sender, Transmit};
 use ring::hmac;
 
 use super::probe::PathProbe;
@@ -345,7 +345,11 @@ impl SendSession {
             } else if let Some(e) = arq.failure() {
                 let why = e.to_string();
                 let abort = Last::Abort(why.clone());
-                self.end(Some(abort), Err(TransferError::PeerSilent(why)));
+                let err = match e {
+                    ArqError::PeerSilent(_) => TransferError::PeerSilent(why),
+                    ArqError::OptimisticAck => TransferError::Misbehaved(why),
+                };
+                self.end(Some(abort), Err(err));
             }
         }
     }
