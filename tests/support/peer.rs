@@ -45,6 +45,8 @@ pub struct Request {
     pub from: String,
     pub file: String,
     pub eph: [u8; 32],
+    /// The asker's IP as the server sees it.
+    pub from_ip: std::net::IpAddr,
 }
 
 /// An accepted request: the offer (signed) and what serving it needs.
@@ -260,6 +262,7 @@ impl RawPeer {
             from,
             file,
             eph,
+            from_ip,
             ..
         } = self.expect("a file request", |m| {
             matches!(m, ServerMsg::FileRequest { .. })
@@ -272,6 +275,7 @@ impl RawPeer {
             from,
             file,
             eph,
+            from_ip,
         }
     }
 
@@ -290,6 +294,7 @@ impl RawPeer {
             selective_repeat: true,
             window: chatdrop_arq::DEFAULT_WINDOW,
             mss: chatdrop_transfer::MAX_MSS,
+            asker_ip: r.from_ip,
             sig: Vec::new(),
         };
         let transcript = offer_transcript(&self.name, &r.from, &r.file, &r.eph, &offer);
@@ -345,7 +350,7 @@ impl RawPeer {
         let opts = ServeOptions {
             cfg,
             wait_for_start: Some(WAIT),
-            peer_ip: None,
+            peer_ip: Some(deal.offer.asker_ip),
         };
         self.rt.spawn(async move {
             let Deal { socket, keys, .. } = deal;

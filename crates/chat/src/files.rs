@@ -291,6 +291,15 @@ impl Chat {
             }
             return;
         }
+        // Where the asker is, for the owner to take the transfer from
+        // there only; an asker gone meanwhile needs no answer.
+        let from_ip = match asker {
+            Who::Local(conn) => self.sessions.get(&conn).map(|s| s.ip),
+            Who::Remote(_) => self.remote.get(&asker_name).map(|r| r.ip),
+        };
+        let Some(from_ip) = from_ip else {
+            return;
+        };
         let req = self.next_request;
         self.next_request += 1;
         self.requests.insert(
@@ -311,6 +320,7 @@ impl Chat {
                 file,
                 eph,
                 sig,
+                from_ip,
             },
         });
     }

@@ -580,6 +580,7 @@ fn offer(size: u64, hash: u8) -> Offer {
         selective_repeat: true,
         window: 16,
         mss: 1200,
+        asker_ip: [127, 0, 0, 1].into(),
         sig: vec![1; 64],
     }
 }
@@ -638,14 +639,18 @@ fn whohas_and_getfile_are_brokered_within_the_room() {
         from,
         from_key,
         eph,
+        from_ip,
         ..
     }] = &got[..]
     else {
         panic!("{got:?}")
     };
+    // The owner learns where the asker is, to take the transfer from
+    // there only.
+    let alice_ip: std::net::IpAddr = [127, 0, 0, A.0 as u8].into();
     assert_eq!(
-        (from.as_str(), *from_key, *eph),
-        ("alice", [1; 32], [2; 32])
+        (from.as_str(), *from_key, *eph, *from_ip),
+        ("alice", [1; 32], [2; 32], alice_ip)
     );
     // Only bob may answer, once.
     h.ev(Event::Request {

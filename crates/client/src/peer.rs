@@ -234,9 +234,10 @@ impl Peer {
                 file,
                 eph,
                 sig,
+                from_ip,
             } => {
                 let answer = self
-                    .answer(me, key, &from, from_key, &file, eph, &sig)
+                    .answer(me, key, &from, from_key, &file, eph, &sig, from_ip)
                     .await;
                 s.send(&ClientMsg::FileAnswer { req, answer }).await?;
             }
@@ -318,6 +319,7 @@ impl Peer {
         file: &str,
         eph: [u8; 32],
         sig: &[u8],
+        asker_ip: std::net::IpAddr,
     ) -> FileAnswer {
         let genuine = VerifyingKey::from_bytes(&asker_key).ok().is_some_and(|k| {
             Signature::from_slice(sig).is_ok_and(|sig| {
@@ -374,6 +376,7 @@ impl Peer {
             selective_repeat: self.opts.scheme == Scheme::SelectiveRepeat,
             window: cfg.window,
             mss: cfg.mss,
+            asker_ip,
             sig: Vec::new(),
         };
         let transcript = offer_transcript(me, asker, file, &eph, &offer);
@@ -385,7 +388,9 @@ impl Peer {
             let opts = ServeOptions {
                 cfg,
                 wait_for_start: Some(Duration::from_secs(30)),
-                peer_ip: None,
+                // Only the asker's address, as its server sees it, may
+                // start the transfer.
+                peer_ip: Some(asker_ip),
             };
             let _ = events
                 .send(ClientEvent::UploadStarted {

@@ -55,7 +55,7 @@ pub fn offer_transcript(
     asker_eph: &[u8; 32],
     offer: &crate::Offer,
 ) -> Vec<u8> {
-    let mut t = b"chatdrop offer v1\0".to_vec();
+    let mut t = b"chatdrop offer v2\0".to_vec();
     put_str(&mut t, owner);
     put_str(&mut t, asker);
     put_str(&mut t, file);
@@ -68,6 +68,16 @@ pub fn offer_transcript(
     t.push(offer.selective_repeat as u8);
     t.extend_from_slice(&offer.window.to_be_bytes());
     t.extend_from_slice(&offer.mss.to_be_bytes());
+    match offer.asker_ip {
+        std::net::IpAddr::V4(ip) => {
+            t.push(4);
+            t.extend_from_slice(&ip.octets());
+        }
+        std::net::IpAddr::V6(ip) => {
+            t.push(6);
+            t.extend_from_slice(&ip.octets());
+        }
+    }
     t
 }
 

@@ -168,6 +168,9 @@ pub struct Offer {
     pub window: u32,
     /// Payload bytes per packet.
     pub mss: u32,
+    /// The only IP address the owner serves this offer to: the asker's,
+    /// as the server told it (`FileRequest::from_ip`).
+    pub asker_ip: std::net::IpAddr,
     /// Ed25519 signature of the owner over the offer (docs/PROTOCOL.md).
     pub sig: Vec<u8>,
 }
@@ -424,6 +427,9 @@ pub enum ServerMsg {
         eph: [u8; 32],
         /// The asker's signature over its request.
         sig: Vec<u8>,
+        /// The asker's IP address as its server sees it: the only one the
+        /// owner takes the transfer's `Start` from.
+        from_ip: std::net::IpAddr,
     },
     /// The owner accepted: fetch the file over UDP.
     FileOffer {
