@@ -5,9 +5,10 @@
 //! if a client here had sent them (a name with an escape sequence would
 //! otherwise reach every client's terminal).
 
-use chatdrop_proto::limits::{MAX_FILE_NAME, MAX_TEXT_BYTES};
+use chatdrop_proto::chars::check_text_chars;
+use chatdrop_proto::limits::MAX_TEXT_BYTES;
 use chatdrop_proto::link::{NetBinding, NetMsg, NetRoom, NetUser};
-use chatdrop_proto::names::{check_room_name, check_user_name};
+use chatdrop_proto::names::{check_file_name, check_room_name, check_user_name};
 use chatdrop_proto::Target;
 
 /// The longest room id taken from another server (ours are 32 hex digits).
@@ -18,17 +19,16 @@ const MAX_PASSWORD_HASH: usize = 256;
 
 /// Why a chat line may not be sent, if it may not: empty, control
 /// characters (escape sequences and line breaks would let a sender forge
-/// lines or take over its peers' terminals), or too long.
+/// lines or take over its peers' terminals), bidirectional controls and
+/// line separators (they would reorder or break what others see around
+/// the line), or too long.
 pub(crate) fn check_text(text: &str) -> Result<(), (chatdrop_proto::ErrorCode, String)> {
     use chatdrop_proto::ErrorCode;
     if text.trim().is_empty() {
         return Err((ErrorCode::BadRequest, "empty message".into()));
     }
-    if text.chars().any(char::is_control) {
-        return Err((
-            ErrorCode::BadRequest,
-            "messages may not contain control characters".into(),
-        ));
+    if let Err(why) = check_text_chars(text) {
+        return Err((ErrorCode::BadRequest, why));
     }
     if text.len() > MAX_TEXT_BYTES {
         return Err((
@@ -40,12 +40,6 @@ pub(crate) fn check_text(text: &str) -> Result<(), (chatdrop_proto::ErrorCode, S
         ));
     }
     Ok(())
-}
-
-/// Whether a file name may be passed on: 1 to [`MAX_FILE_NAME`] bytes, no
-/// control characters.
-pub(crate) fn file_name_ok(file: &str) -> bool {
-    !file.is_empty() && file.len() <= MAX_FILE_NAME && !file.chars().any(char::is_control)
 }
 
 fn user(name: &str) -> Result<(), String> {
@@ -63,10 +57,7 @@ fn room_id(id: &str) -> Result<(), String> {
 }
 
 fn file(name: &str) -> Result<(), String> {
-    if !file_name_ok(name) {
-        return Err(format!("file name {name:?} breaks the file name rules"));
-    }
-    Ok(())
+    check_file_name(name)
 }
 
 fn text(t: &str) -> Result<(), String> {

@@ -152,3 +152,42 @@ fn a_linked_server_cannot_send_what_a_client_could_not() {
     assert!(here.dropped());
     assert_eq!(here.room_names(), ["r"], "no room of theirs was taken");
 }
+
+/// A file name with a right-to-left override (`invoice\u{202E}fdp.exe`
+/// shows as `invoiceexe.pdf`) from a link is dropped like one from a
+/// client. (Seen reaching bob without the check.)
+#[test]
+fn a_linked_server_cannot_pass_on_a_file_name_that_shows_reversed() {
+    let mut here = Here::new();
+    here.hear(online("eve"));
+    let bidi = "invoice\u{202E}fdp.exe";
+    here.hear(NetMsg::WhoHas {
+        from: "eve".into(),
+        room: "r1".into(),
+        file: bidi.into(),
+    });
+    assert!(here.to_bob().is_empty() && here.dropped());
+    here.hear(NetMsg::HaveFile {
+        from: "eve".into(),
+        to: "bob".into(),
+        file: bidi.into(),
+        size: 1,
+        blake3: [0; 32],
+    });
+    assert!(here.to_bob().is_empty() && here.dropped());
+}
+
+/// A room from another server named like ours in another case is the same
+/// name: the clash rule settles it (theirs is older, so ours is renamed)
+/// instead of leaving `R` and `r` side by side. (Seen side by side without
+/// the name key.)
+#[test]
+fn a_room_named_like_ours_in_another_case_is_a_clash() {
+    let mut here = Here::new();
+    here.hear(NetMsg::Room(room("R", "r7")));
+    assert!(!here.dropped());
+    assert!(here.to_bob().iter().any(
+        |m| matches!(m, ServerMsg::RoomRenamed { old, new, .. } if old == "r" && new == "r-r1")
+    ));
+    assert_eq!(here.room_names(), ["R", "r-r1"]);
+}
