@@ -15,6 +15,7 @@ use chatdrop_proto::link::{NetMsg, ServerId};
 use chatdrop_proto::names::name_key;
 use chatdrop_proto::{ClientMsg, ErrorCode, LeaveReason, ServerMsg};
 
+use crate::contact::{Contacts, Source};
 use crate::event::{ConnId, Effect, Event};
 use crate::files::{Ask, Request};
 use crate::link_checks;
@@ -41,6 +42,8 @@ pub struct Chat {
     /// Room names by [`name_key`], so that a room is found under any case
     /// or look-alike spelling of its name.
     pub(crate) room_keys: HashMap<String, String>,
+    /// Which servers could have told us what, and when.
+    pub(crate) contacts: Contacts,
     /// Links, routes and channels to the other servers.
     pub(crate) net: Network,
     pub(crate) bans: HashMap<String, String>,
@@ -119,6 +122,7 @@ impl Chat {
             settings,
             room_ids,
             room_keys,
+            contacts: Contacts::default(),
             remote: HashMap::new(),
             rooms,
             sessions: HashMap::new(),
@@ -315,6 +319,7 @@ impl Chat {
         for event in events {
             match event {
                 NetEvent::Lost { server } => {
+                    self.contacts.lost(server, now_ms);
                     self.server_lost(server, out);
                     out.push(self.network_notice(format!(
                         "lost sight of server {}",
@@ -347,7 +352,7 @@ impl Chat {
         msg: NetMsg,
         out: &mut Vec<Effect>,
     ) {
-        if let Err(why) = link_checks::check(&msg) {
+        if let Err(why) = link_checks::check(&msg, now_ms) {
             out.push(self.network_notice(format!(
                 "dropped a message from server {}: {why}",
                 self.net.name_of(&from)
@@ -366,8 +371,8 @@ impl Chat {
                     self.remove_remote(&user, reason, out);
                 }
             }
-            NetMsg::Bind(b) => self.merge_binding(b, out),
-            NetMsg::Room(r) => self.merge_room(r, out),
+            NetMsg::Bind(b) => self.merge_binding(b, Source::live(from, now_ms), out),
+            NetMsg::Room(r) => self.merge_room(r, Source::live(from, now_ms), out),
             NetMsg::Enter { user, room } => {
                 if self.of_server(&user, from) {
                     self.move_remote(&user, Some(&room), LeaveReason::Left, out);

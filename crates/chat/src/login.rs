@@ -7,8 +7,10 @@
 //! bound to two keys, or two look-alike names bound, while two parts of the
 //! network could not hear of each other) is settled the same way on every
 //! server, so all agree without talking it over: the binding made earlier
-//! wins, ties going to the smaller key, then the smaller name. Two logins of
-//! one identity at two servers: the later one wins.
+//! wins, ties going to the smaller key, then the smaller name. A binding
+//! from another server takes a name from its holder only if it can be news
+//! (see [`crate::contact`]). Two logins of one identity at two servers: the
+//! later one wins.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -18,6 +20,7 @@ use chatdrop_proto::names::{check_user_name, name_key};
 use chatdrop_proto::{ErrorCode, LeaveReason, ServerMsg};
 
 use crate::chat::{err, Chat, Who};
+use crate::contact::Source;
 use crate::event::{ConnId, Effect, Persist};
 
 /// A user name bound to an identity key, network-wide.
@@ -253,11 +256,12 @@ impl Chat {
         bindings: Vec<NetBinding>,
         out: &mut Vec<Effect>,
     ) {
+        let source = self.contacts.synced(from, now_ms);
         for r in rooms {
-            self.merge_room(r, out);
+            self.merge_room(r, source, out);
         }
         for b in bindings {
-            self.merge_binding(b, out);
+            self.merge_binding(b, source, out);
         }
         let names: HashSet<&str> = users.iter().map(|u| u.user.as_str()).collect();
         let mut gone: Vec<String> = self
@@ -385,9 +389,9 @@ impl Chat {
             .is_some_and(|b| b.key != *key || b.user != user)
     }
 
-    /// Takes a name binding heard of from another server, settling a
-    /// clash: the earlier binding wins.
-    pub(crate) fn merge_binding(&mut self, b: NetBinding, out: &mut Vec<Effect>) {
+    /// Takes a name binding heard of from `source`, settling a clash: the
+    /// earlier binding wins, if it can be news (see [`crate::contact`]).
+    pub(crate) fn merge_binding(&mut self, b: NetBinding, source: Source, out: &mut Vec<Effect>) {
         let theirs = Bound {
             user: b.user,
             key: b.key,
@@ -397,6 +401,17 @@ impl Chat {
         let ours = self.bindings.get(&user_key);
         if let Some(ours) = ours {
             if ours.key == theirs.key && ours.user == theirs.user || !theirs.precedes(ours) {
+                return;
+            }
+            if !source.could_be_news(theirs.bound_ms) {
+                let notice = format!(
+                    "kept user name {} bound as it is: server {} says {} was bound earlier, \
+                     but it was in contact with us since then and never said so",
+                    ours.user,
+                    self.net.name_of(&source.server),
+                    theirs.user
+                );
+                out.push(self.network_notice(notice));
                 return;
             }
         }

@@ -13,13 +13,16 @@
 //! while they could not hear of each other) is settled the same way on every
 //! server, so all agree without talking it over: the room created earlier
 //! keeps the name, ties going to the smaller id; the other is renamed with
-//! the start of its id.
+//! the start of its id. A room from another server takes the name from one
+//! of ours only if it can be news (see [`crate::contact`]); if not, it is
+//! the one renamed.
 
 use chatdrop_proto::link::{NetMsg, NetRoom};
 use chatdrop_proto::names::{check_room_name, name_key};
 use chatdrop_proto::{ErrorCode, LeaveReason, ServerMsg};
 
 use crate::chat::{err, Chat};
+use crate::contact::Source;
 use crate::event::{ConnId, Effect, Persist};
 use crate::room::{net_room, Room};
 use crate::state::RoomRecord;
@@ -409,8 +412,8 @@ impl Chat {
         }
     }
 
-    /// Takes a room heard of from another server, settling a name clash.
-    pub(crate) fn merge_room(&mut self, r: NetRoom, out: &mut Vec<Effect>) {
+    /// Takes a room heard of from `source`, settling a name clash.
+    pub(crate) fn merge_room(&mut self, r: NetRoom, source: Source, out: &mut Vec<Effect>) {
         if self.room_ids.contains_key(&r.id) {
             return; // known (perhaps under its clash name)
         }
@@ -424,7 +427,18 @@ impl Chat {
         if let Some(existing) = self.find_room(&r.name).and_then(|n| self.rooms.get(&n)) {
             let ours = (existing.rec.created_ms, existing.id().to_string());
             let our_name = existing.name().to_string();
-            if (rec.created_ms, rec.id.clone()) < ours {
+            let older = (rec.created_ms, rec.id.clone()) < ours;
+            let news = source.could_be_news(rec.created_ms);
+            if older && !news {
+                let notice = format!(
+                    "room {our_name} keeps its name: server {} says its room {} is older, but it \
+                     was in contact with us since then and never said so",
+                    self.net.name_of(&source.server),
+                    r.name
+                );
+                out.push(self.network_notice(notice));
+            }
+            if older && news {
                 // The newcomer is older: ours gives way, named (as every
                 // server names it) after its own name and id.
                 let new_name = self.free_clash_name(&our_name, &ours.1);
