@@ -12,12 +12,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chatdrop_proto::link::{NetMsg, ServerId};
+use chatdrop_proto::names::name_key;
 use chatdrop_proto::{ClientMsg, ErrorCode, LeaveReason, ServerMsg};
 
+use crate::contact::{Contacts, Source};
 use crate::event::{ConnId, Effect, Event};
 use crate::files::{Ask, Request};
 use crate::link_checks;
-use crate::login::{RemoteUser, Session};
+use crate::login::{Bound, RemoteUser, Session};
 use crate::net::{NetEvent, Network};
 use crate::room::Room;
 use crate::rooms::Failures;
@@ -32,10 +34,16 @@ pub struct Chat {
     pub(crate) online: HashMap<String, ConnId>,
     /// Users online at other servers.
     pub(crate) remote: HashMap<String, RemoteUser>,
-    /// Name bindings: key and when it was bound.
-    pub(crate) bindings: HashMap<String, ([u8; 32], u64)>,
+    /// Name bindings by [`name_key`]: one binding for all the names that
+    /// look alike.
+    pub(crate) bindings: HashMap<String, Bound>,
     /// Room names by room id.
     pub(crate) room_ids: HashMap<String, String>,
+    /// Room names by [`name_key`], so that a room is found under any case
+    /// or look-alike spelling of its name.
+    pub(crate) room_keys: HashMap<String, String>,
+    /// Which servers could have told us what, and when.
+    pub(crate) contacts: Contacts,
     /// Links, routes and channels to the other servers.
     pub(crate) net: Network,
     pub(crate) bans: HashMap<String, String>,
@@ -85,19 +93,41 @@ impl Chat {
             .values()
             .map(|r| (r.id().to_string(), r.name().to_string()))
             .collect();
+        // Rooms or bindings stored before look-alike names counted as the
+        // same name may clash: the oldest holds the name, as in a merge
+        // (the others keep their exact names).
+        let mut by_age: Vec<&Room> = rooms.values().collect();
+        by_age.sort_by_key(|r| (r.rec.created_ms, r.id().to_string()));
+        let mut room_keys = HashMap::new();
+        for r in by_age {
+            let name = r.name().to_string();
+            room_keys.entry(name_key(&name)).or_insert(name);
+        }
+        let mut bindings: HashMap<String, Bound> = HashMap::new();
+        for b in snapshot.bindings {
+            let bound = Bound {
+                user: b.user,
+                key: b.public_key,
+                bound_ms: b.bound_ms,
+            };
+            let held = bindings
+                .entry(name_key(&bound.user))
+                .or_insert(bound.clone());
+            if bound.precedes(held) {
+                *held = bound;
+            }
+        }
         Chat {
             net: Network::new(settings.identity.clone()),
             settings,
             room_ids,
+            room_keys,
+            contacts: Contacts::default(),
             remote: HashMap::new(),
             rooms,
             sessions: HashMap::new(),
             online: HashMap::new(),
-            bindings: snapshot
-                .bindings
-                .into_iter()
-                .map(|b| (b.user, (b.public_key, b.bound_ms)))
-                .collect(),
+            bindings,
             bans: snapshot
                 .bans
                 .into_iter()
@@ -289,6 +319,7 @@ impl Chat {
         for event in events {
             match event {
                 NetEvent::Lost { server } => {
+                    self.contacts.lost(server, now_ms);
                     self.server_lost(server, out);
                     out.push(self.network_notice(format!(
                         "lost sight of server {}",
@@ -321,7 +352,7 @@ impl Chat {
         msg: NetMsg,
         out: &mut Vec<Effect>,
     ) {
-        if let Err(why) = link_checks::check(&msg) {
+        if let Err(why) = link_checks::check(&msg, now_ms) {
             out.push(self.network_notice(format!(
                 "dropped a message from server {}: {why}",
                 self.net.name_of(&from)
@@ -340,8 +371,8 @@ impl Chat {
                     self.remove_remote(&user, reason, out);
                 }
             }
-            NetMsg::Bind(b) => self.merge_binding(b, out),
-            NetMsg::Room(r) => self.merge_room(r, out),
+            NetMsg::Bind(b) => self.merge_binding(b, Source::live(from, now_ms), out),
+            NetMsg::Room(r) => self.merge_room(r, Source::live(from, now_ms), out),
             NetMsg::Enter { user, room } => {
                 if self.of_server(&user, from) {
                     self.move_remote(&user, Some(&room), LeaveReason::Left, out);

@@ -5,14 +5,13 @@
 
 use std::net::SocketAddr;
 
-use chatdrop_proto::limits::MAX_FILE_NAME;
 use chatdrop_proto::link::{NetMsg, ServerId};
+use chatdrop_proto::names;
 use chatdrop_proto::{ErrorCode, FileAnswer, Offer, RefuseReason, ServerMsg};
 
 use crate::admin::SERVER_SENDER;
 use crate::chat::{err, Chat, Who};
 use crate::event::{ConnId, Effect};
-use crate::link_checks::file_name_ok;
 
 /// A file request brokered between two members, waiting for the owner.
 #[derive(Debug)]
@@ -51,17 +50,16 @@ fn refused(to: ConnId, from: &str, file: &str, reason: RefuseReason, detail: &st
     }
 }
 
-/// Whether a file name may be passed on: short, no control characters.
+/// Whether a file name may be passed on (see
+/// [`chatdrop_proto::names::check_file_name`]); if not, `conn` is told why.
 fn check_file_name(conn: ConnId, file: &str, out: &mut Vec<Effect>) -> bool {
-    let ok = file_name_ok(file);
-    if !ok {
-        out.push(err(
-            conn,
-            ErrorCode::BadRequest,
-            format!("a file name has 1 to {MAX_FILE_NAME} bytes and no control characters"),
-        ));
+    match names::check_file_name(file) {
+        Ok(()) => true,
+        Err(why) => {
+            out.push(err(conn, ErrorCode::BadRequest, why));
+            false
+        }
     }
-    ok
 }
 
 /// What the asker is told when the owner refuses.
@@ -466,11 +464,7 @@ impl Chat {
         };
         // The asker is that server's, with the key this server knows for
         // its name.
-        let key_differs = self
-            .bindings
-            .get(&ask.from)
-            .is_some_and(|(k, _)| *k != ask.from_key);
-        if !self.of_server(&ask.from, server) || key_differs {
+        if !self.of_server(&ask.from, server) || self.bound_otherwise(&ask.from, &ask.from_key) {
             return;
         }
         self.pass_request(now_ms, Who::Remote(server), ask, owner_conn, out);

@@ -16,6 +16,7 @@
 
 mod admin;
 mod chat;
+mod contact;
 mod event;
 mod files;
 mod link_checks;

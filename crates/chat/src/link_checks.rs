@@ -4,10 +4,18 @@
 //! names, room ids, text and file names from a link are checked exactly as
 //! if a client here had sent them (a name with an escape sequence would
 //! otherwise reach every client's terminal).
+//!
+//! The times a link gives for a name binding, a room's creation and a login
+//! decide who keeps a name and which login wins, so they must be times that
+//! can be true: not before [`EARLIEST_MS`] and not more than
+//! [`CLOCK_SLACK_MS`] ahead of our clock. (A binding dated 0 would
+//! otherwise win every name in the network, and a room dated 0 every room
+//! name.)
 
-use chatdrop_proto::limits::{MAX_FILE_NAME, MAX_TEXT_BYTES};
+use chatdrop_proto::chars::check_text_chars;
+use chatdrop_proto::limits::MAX_TEXT_BYTES;
 use chatdrop_proto::link::{NetBinding, NetMsg, NetRoom, NetUser};
-use chatdrop_proto::names::{check_room_name, check_user_name};
+use chatdrop_proto::names::{check_file_name, check_room_name, check_user_name};
 use chatdrop_proto::Target;
 
 /// The longest room id taken from another server (ours are 32 hex digits).
@@ -16,19 +24,27 @@ const MAX_ROOM_ID: usize = 64;
 /// Argon2id PHC string with our parameters is under 100 bytes).
 const MAX_PASSWORD_HASH: usize = 256;
 
+/// 2024-01-01T00:00:00Z in ms since the Unix epoch: no chatdrop server
+/// bound a name or made a room before then.
+pub(crate) const EARLIEST_MS: u64 = 1_704_067_200_000;
+
+/// How far the clocks of two servers may be apart: a time up to this much
+/// ahead of ours is taken, and a record is weighed against what we know
+/// with this much leeway (see `crate::contact`).
+pub(crate) const CLOCK_SLACK_MS: u64 = 5 * 60 * 1000;
+
 /// Why a chat line may not be sent, if it may not: empty, control
 /// characters (escape sequences and line breaks would let a sender forge
-/// lines or take over its peers' terminals), or too long.
+/// lines or take over its peers' terminals), bidirectional controls and
+/// line separators (they would reorder or break what others see around
+/// the line), or too long.
 pub(crate) fn check_text(text: &str) -> Result<(), (chatdrop_proto::ErrorCode, String)> {
     use chatdrop_proto::ErrorCode;
     if text.trim().is_empty() {
         return Err((ErrorCode::BadRequest, "empty message".into()));
     }
-    if text.chars().any(char::is_control) {
-        return Err((
-            ErrorCode::BadRequest,
-            "messages may not contain control characters".into(),
-        ));
+    if let Err(why) = check_text_chars(text) {
+        return Err((ErrorCode::BadRequest, why));
     }
     if text.len() > MAX_TEXT_BYTES {
         return Err((
@@ -40,12 +56,6 @@ pub(crate) fn check_text(text: &str) -> Result<(), (chatdrop_proto::ErrorCode, S
         ));
     }
     Ok(())
-}
-
-/// Whether a file name may be passed on: 1 to [`MAX_FILE_NAME`] bytes, no
-/// control characters.
-pub(crate) fn file_name_ok(file: &str) -> bool {
-    !file.is_empty() && file.len() <= MAX_FILE_NAME && !file.chars().any(char::is_control)
 }
 
 fn user(name: &str) -> Result<(), String> {
@@ -63,8 +73,21 @@ fn room_id(id: &str) -> Result<(), String> {
 }
 
 fn file(name: &str) -> Result<(), String> {
-    if !file_name_ok(name) {
-        return Err(format!("file name {name:?} breaks the file name rules"));
+    check_file_name(name)
+}
+
+/// Checks that `ms`, the time a link gives for `what`, can be true now.
+fn plausible(what: &str, ms: u64, now_ms: u64) -> Result<(), String> {
+    if ms < EARLIEST_MS {
+        return Err(format!(
+            "{what} is dated {ms} ms since 1970, before chatdrop existed"
+        ));
+    }
+    if ms > now_ms.saturating_add(CLOCK_SLACK_MS) {
+        return Err(format!(
+            "{what} is dated {} s in the future",
+            (ms - now_ms) / 1000
+        ));
     }
     Ok(())
 }
@@ -73,15 +96,19 @@ fn text(t: &str) -> Result<(), String> {
     check_text(t).map_err(|(_, why)| why)
 }
 
-fn net_user(u: &NetUser) -> Result<(), String> {
+fn net_user(u: &NetUser, now_ms: u64) -> Result<(), String> {
     user(&u.user)?;
+    // The later of two logins of one name wins: a login from the future
+    // would always win.
+    plausible(&format!("the login of {:?}", u.user), u.since_ms, now_ms)?;
     u.room.as_deref().map_or(Ok(()), room_id)
 }
 
-fn net_room(r: &NetRoom) -> Result<(), String> {
+fn net_room(r: &NetRoom, now_ms: u64) -> Result<(), String> {
     check_room_name(&r.name)?;
     room_id(&r.id)?;
     user(&r.creator)?;
+    plausible(&format!("room {:?}", r.name), r.created_ms, now_ms)?;
     match &r.password_hash {
         Some(h) if h.len() > MAX_PASSWORD_HASH || !h.bytes().all(|b| b.is_ascii_graphic()) => Err(
             format!("the password hash of room {:?} is not a PHC string", r.name),
@@ -90,29 +117,30 @@ fn net_room(r: &NetRoom) -> Result<(), String> {
     }
 }
 
-fn binding(b: &NetBinding) -> Result<(), String> {
-    user(&b.user)
+fn binding(b: &NetBinding, now_ms: u64) -> Result<(), String> {
+    user(&b.user)?;
+    plausible(&format!("the binding of {:?}", b.user), b.bound_ms, now_ms)
 }
 
-/// Checks every name, id, text and file name `msg` carries; the reason for
-/// the first that breaks the rules (names quoted with escapes, so the
-/// reason itself is safe to print).
-pub(crate) fn check(msg: &NetMsg) -> Result<(), String> {
+/// Checks every name, id, text, file name and time `msg` carries, at
+/// `now_ms` by our clock; the reason for the first that breaks the rules
+/// (names quoted with escapes, so the reason itself is safe to print).
+pub(crate) fn check(msg: &NetMsg, now_ms: u64) -> Result<(), String> {
     match msg {
         NetMsg::Sync {
             users,
             rooms,
             bindings,
         } => {
-            users.iter().try_for_each(net_user)?;
-            rooms.iter().try_for_each(net_room)?;
-            bindings.iter().try_for_each(binding)
+            users.iter().try_for_each(|u| net_user(u, now_ms))?;
+            rooms.iter().try_for_each(|r| net_room(r, now_ms))?;
+            bindings.iter().try_for_each(|b| binding(b, now_ms))
         }
-        NetMsg::Online(u) => net_user(u),
+        NetMsg::Online(u) => net_user(u, now_ms),
         NetMsg::Offline { user: u, .. } | NetMsg::Leave { user: u, .. } => user(u),
         NetMsg::Enter { user: u, room } => user(u).and(room_id(room)),
-        NetMsg::Room(r) => net_room(r),
-        NetMsg::Bind(b) => binding(b),
+        NetMsg::Room(r) => net_room(r, now_ms),
+        NetMsg::Bind(b) => binding(b, now_ms),
         NetMsg::Say {
             from,
             room,

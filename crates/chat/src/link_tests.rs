@@ -4,19 +4,23 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use chatdrop_proto::link::{NetMsg, NetRoom, NetUser, ServerId};
-use chatdrop_proto::{ClientMsg, ServerMsg, Target};
+use chatdrop_proto::link::{NetBinding, NetMsg, NetRoom, NetUser, ServerId};
+use chatdrop_proto::{ClientMsg, ErrorCode, ServerMsg, Target};
 
 use crate::{Chat, ConnId, Effect, Event, Settings, Snapshot};
 
 const BOB: ConnId = ConnId(1);
 /// The other server.
 const THEM: ServerId = [9; 16];
+/// When bob logs in and makes his room: 2026-01-01 in ms since the epoch.
+const T0: u64 = 1_767_225_600_000;
+const MINUTE: u64 = 60_000;
 
-/// A chat core with bob in room `r` (id `r1`), and what its last event
-/// produced.
+/// A chat core with bob in room `r` (id `r1`), the time by its clock, and
+/// what its last event produced.
 struct Here {
     chat: Chat,
+    now: u64,
     out: Vec<Effect>,
 }
 
@@ -24,6 +28,7 @@ impl Here {
     fn new() -> Here {
         let mut here = Here {
             chat: Chat::new(Settings::default(), Snapshot::default()),
+            now: T0,
             out: Vec::new(),
         };
         here.ev(Event::Login {
@@ -43,13 +48,13 @@ impl Here {
 
     fn ev(&mut self, event: Event) {
         self.out.clear();
-        self.chat.handle(1_000_000, event, &mut self.out);
+        self.chat.handle(self.now, event, &mut self.out);
     }
 
     /// `msg` as the network layer delivers it from the other server.
     fn hear(&mut self, msg: NetMsg) {
         self.out.clear();
-        self.chat.net_msg(1_000_000, THEM, msg, &mut self.out);
+        self.chat.net_msg(self.now, THEM, msg, &mut self.out);
     }
 
     /// What bob was sent by the last event.
@@ -62,6 +67,37 @@ impl Here {
                 _ => vec![],
             })
             .collect()
+    }
+
+    /// Whether the last event closed bob's connection.
+    fn bob_closed(&self) -> bool {
+        self.out
+            .iter()
+            .any(|e| matches!(e, Effect::Close { conn, .. } if *conn == BOB))
+    }
+
+    /// Whether a new login of `user` with `key` would be refused as taken.
+    fn taken(&mut self, user: &str, key: [u8; 32]) -> bool {
+        let conn = ConnId(99);
+        self.ev(Event::Login {
+            conn,
+            user: user.into(),
+            public_key: key,
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        });
+        let taken = self.out.iter().any(|e| {
+            matches!(e, Effect::Close { conn: c, last: Some(ServerMsg::Error { code, .. }) }
+                if *c == conn && *code == ErrorCode::NameTaken)
+        });
+        self.ev(Event::Disconnected { conn });
+        taken
+    }
+
+    /// Whether the last event told the console something containing `what`.
+    fn noted(&self, what: &str) -> bool {
+        self.out
+            .iter()
+            .any(|e| matches!(e, Effect::Console(l) if l.contains(what)))
     }
 
     /// Whether the last event was dropped with a console notice.
@@ -89,7 +125,7 @@ fn online(user: &str) -> NetMsg {
         key: [7; 32],
         ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         room: Some("r1".into()),
-        since_ms: 1,
+        since_ms: T0 + 1,
     })
 }
 
@@ -103,13 +139,22 @@ fn say(text: &str) -> NetMsg {
     }
 }
 
+/// A binding of `user` to the other server's key, dated `bound_ms`.
+fn bind(user: &str, bound_ms: u64) -> NetBinding {
+    NetBinding {
+        user: user.into(),
+        key: [7; 32],
+        bound_ms,
+    }
+}
+
 fn room(name: &str, id: &str) -> NetRoom {
     NetRoom {
         name: name.into(),
         id: id.into(),
         creator: "eve".into(),
         password_hash: None,
-        created_ms: 1,
+        created_ms: T0 + 1,
     }
 }
 
@@ -151,4 +196,167 @@ fn a_linked_server_cannot_send_what_a_client_could_not() {
     });
     assert!(here.dropped());
     assert_eq!(here.room_names(), ["r"], "no room of theirs was taken");
+}
+
+/// A file name with a right-to-left override (`invoice\u{202E}fdp.exe`
+/// shows as `invoiceexe.pdf`) from a link is dropped like one from a
+/// client. (Seen reaching bob without the check.)
+#[test]
+fn a_linked_server_cannot_pass_on_a_file_name_that_shows_reversed() {
+    let mut here = Here::new();
+    here.hear(online("eve"));
+    let bidi = "invoice\u{202E}fdp.exe";
+    here.hear(NetMsg::WhoHas {
+        from: "eve".into(),
+        room: "r1".into(),
+        file: bidi.into(),
+    });
+    assert!(here.to_bob().is_empty() && here.dropped());
+    here.hear(NetMsg::HaveFile {
+        from: "eve".into(),
+        to: "bob".into(),
+        file: bidi.into(),
+        size: 1,
+        blake3: [0; 32],
+    });
+    assert!(here.to_bob().is_empty() && here.dropped());
+}
+
+/// A binding dated 0 is the earliest there can be: taken, it would win
+/// bob's name everywhere and close his connection. It is dropped.
+/// (Seen closing bob without the check.)
+#[test]
+fn a_binding_dated_0_takes_no_name() {
+    let mut here = Here::new();
+    here.hear(NetMsg::Bind(bind("bob", 0)));
+    assert!(here.dropped() && !here.bob_closed());
+    here.hear(NetMsg::Sync {
+        users: vec![],
+        rooms: vec![],
+        bindings: vec![bind("bob", 0)],
+    });
+    assert!(here.dropped() && !here.bob_closed());
+    assert!(
+        here.taken("bob", [7; 32]),
+        "bob's name is still bob's key's"
+    );
+}
+
+/// A room dated 0 would be older than every room and take its name: `r`
+/// would be renamed. It is dropped. (Seen renaming `r` without the check.)
+#[test]
+fn a_room_dated_0_renames_no_room() {
+    let mut here = Here::new();
+    let mut old = room("r", "r0");
+    old.created_ms = 0;
+    here.hear(NetMsg::Room(old));
+    assert!(here.dropped());
+    assert!(!here
+        .to_bob()
+        .iter()
+        .any(|m| matches!(m, ServerMsg::RoomRenamed { .. })));
+    assert_eq!(here.room_names(), ["r"]);
+}
+
+/// Times ahead of our clock by more than clocks drift apart are refused:
+/// a login from the future would always be "the later login", a binding or
+/// room from the future is no record of anything. (Seen taken without the
+/// check.)
+#[test]
+fn a_record_from_the_future_is_refused() {
+    let mut here = Here::new();
+    let later = here.now + 10 * MINUTE;
+    here.hear(NetMsg::Bind(bind("carol", later)));
+    assert!(here.dropped());
+    let mut future = room("soon", "r5");
+    future.created_ms = later;
+    here.hear(NetMsg::Room(future));
+    assert!(here.dropped());
+    let NetMsg::Online(mut eve) = online("eve") else {
+        unreachable!()
+    };
+    eve.since_ms = later;
+    here.hear(NetMsg::Online(eve));
+    assert!(here.dropped() && here.to_bob().is_empty());
+    assert_eq!(here.room_names(), ["r"]);
+    assert!(!here.taken("carol", [8; 32]), "carol is free");
+    // A clock a little ahead is a clock, not a lie.
+    here.hear(NetMsg::Bind(bind("dave", here.now + MINUTE)));
+    assert!(!here.dropped());
+}
+
+/// The honest merge still works: a server never in contact with us (the
+/// other side of a split) bound bob's name and made room `r` before bob did
+/// here; its binding and room win, bob is told why, his room is renamed.
+#[test]
+fn an_earlier_binding_from_the_other_side_of_a_split_still_wins() {
+    let mut here = Here::new();
+    here.now += MINUTE;
+    let mut theirs = room("r", "r0");
+    theirs.created_ms = T0 - 10 * MINUTE;
+    here.hear(NetMsg::Sync {
+        users: vec![],
+        rooms: vec![theirs],
+        bindings: vec![bind("bob", T0 - 10 * MINUTE)],
+    });
+    assert!(!here.dropped());
+    assert!(here.to_bob().iter().any(
+        |m| matches!(m, ServerMsg::RoomRenamed { old, new, .. } if old == "r" && new == "r-r1")
+    ));
+    assert!(here.out.iter().any(|e| matches!(e,
+        Effect::Close { conn, last: Some(ServerMsg::Error { code: ErrorCode::NameTaken, message }) }
+            if *conn == BOB && message.contains("bound earlier"))));
+}
+
+/// A server in contact with us when bob bound his name and made his room
+/// would have told us of an earlier binding or room then: one it shows us
+/// later, dated back, does not take bob's name nor rename his room (its
+/// room gets the clash name instead). (Seen closing bob and renaming `r`
+/// without the rule.)
+#[test]
+fn a_server_in_contact_cannot_date_a_claim_back() {
+    let mut here = Here::new();
+    here.hear(NetMsg::Sync {
+        users: vec![],
+        rooms: vec![],
+        bindings: vec![],
+    });
+    here.now += 30 * MINUTE;
+    // On its own, dated before bob's binding.
+    here.hear(NetMsg::Bind(bind("bob", T0 - MINUTE)));
+    assert!(!here.dropped() && !here.bob_closed());
+    assert!(here.noted("kept user name bob"));
+    // In a new Sync (it says it restarted), the same, and a room named
+    // like bob's (in another case) dated back.
+    let mut theirs = room("R", "r7");
+    theirs.created_ms = T0 - MINUTE;
+    here.hear(NetMsg::Sync {
+        users: vec![],
+        rooms: vec![theirs],
+        bindings: vec![bind("bob", T0 - MINUTE)],
+    });
+    assert!(!here.bob_closed());
+    assert!(here.noted("room r keeps its name"));
+    assert!(
+        here.taken("bob", [7; 32]),
+        "bob's name is still bob's key's"
+    );
+    assert_eq!(here.room_names(), ["R-r7", "r"]);
+}
+
+/// A room from another server named like ours in another case is the same
+/// name: the clash rule settles it (theirs is older, so ours is renamed)
+/// instead of leaving `R` and `r` side by side. (Seen side by side without
+/// the name key.)
+#[test]
+fn a_room_named_like_ours_in_another_case_is_a_clash() {
+    let mut here = Here::new();
+    let mut theirs = room("R", "r7");
+    theirs.created_ms = T0 - MINUTE;
+    here.hear(NetMsg::Room(theirs));
+    assert!(!here.dropped());
+    assert!(here.to_bob().iter().any(
+        |m| matches!(m, ServerMsg::RoomRenamed { old, new, .. } if old == "r" && new == "r-r1")
+    ));
+    assert_eq!(here.room_names(), ["R", "r-r1"]);
 }

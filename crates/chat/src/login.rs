@@ -2,21 +2,53 @@
 //! and the binding of each user name to one identity key, network-wide.
 //!
 //! Each server is the authority for its own users; name bindings are known
-//! everywhere. A clash (one name bound to two keys while two parts of the
+//! everywhere. Names that look alike (same [`name_key`]: `paypa1`,
+//! `paypal`) are one name: one binding holds them all. A clash (one name
+//! bound to two keys, or two look-alike names bound, while two parts of the
 //! network could not hear of each other) is settled the same way on every
 //! server, so all agree without talking it over: the binding made earlier
-//! wins, ties going to the smaller key. Two logins of one identity at two
-//! servers: the later one wins.
+//! wins, ties going to the smaller key, then the smaller name. A binding
+//! from another server takes a name from its holder only if it can be news
+//! (see [`crate::contact`]). Two logins of one identity at two servers: the
+//! later one wins.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 
 use chatdrop_proto::link::{NetBinding, NetMsg, NetRoom, NetUser, ServerId};
-use chatdrop_proto::names::check_user_name;
+use chatdrop_proto::names::{check_user_name, name_key};
 use chatdrop_proto::{ErrorCode, LeaveReason, ServerMsg};
 
 use crate::chat::{err, Chat, Who};
+use crate::contact::Source;
 use crate::event::{ConnId, Effect, Persist};
+
+/// A user name bound to an identity key, network-wide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Bound {
+    /// The name as it was bound.
+    pub(crate) user: String,
+    pub(crate) key: [u8; 32],
+    /// When it was bound (ms since the Unix epoch, by the binding server's
+    /// clock).
+    pub(crate) bound_ms: u64,
+}
+
+impl Bound {
+    /// Whether this binding wins a clash with `other`: the earlier one,
+    /// then the smaller key, then the smaller name.
+    pub(crate) fn precedes(&self, other: &Bound) -> bool {
+        (self.bound_ms, self.key, &self.user) < (other.bound_ms, other.key, &other.user)
+    }
+
+    fn net(&self) -> NetBinding {
+        NetBinding {
+            user: self.user.clone(),
+            key: self.key,
+            bound_ms: self.bound_ms,
+        }
+    }
+}
 
 /// A client logged in here.
 #[derive(Debug)]
@@ -75,8 +107,19 @@ impl Chat {
             ));
             return;
         }
-        match self.bindings.get(&user) {
-            Some((bound, _)) if *bound != key => {
+        let user_key = name_key(&user);
+        match self.bindings.get(&user_key) {
+            Some(bound) if bound.user != user => {
+                out.push(refuse(
+                    ErrorCode::NameTaken,
+                    format!(
+                        "user name {user} looks like {}, which is taken in this network",
+                        bound.user
+                    ),
+                ));
+                return;
+            }
+            Some(bound) if bound.key != key => {
                 out.push(refuse(
                     ErrorCode::NameTaken,
                     format!("user name {user} belongs to another identity key in this network"),
@@ -85,18 +128,18 @@ impl Chat {
             }
             Some(_) => {}
             None => {
-                self.bindings.insert(user.clone(), (key, now_ms));
+                let bound = Bound {
+                    user: user.clone(),
+                    key,
+                    bound_ms: now_ms,
+                };
                 out.push(Effect::Persist(Persist::Bind {
                     user: user.clone(),
                     public_key: key,
                     bound_ms: now_ms,
                 }));
-                let bind = NetMsg::Bind(NetBinding {
-                    user: user.clone(),
-                    key,
-                    bound_ms: now_ms,
-                });
-                self.net.send_all(now_ms, &bind, out);
+                self.net.send_all(now_ms, &NetMsg::Bind(bound.net()), out);
+                self.bindings.insert(user_key, bound);
             }
         }
         if self.online.contains_key(&user) {
@@ -198,15 +241,7 @@ impl Chat {
         NetMsg::Sync {
             users: conns.into_iter().map(|c| self.net_user(c)).collect(),
             rooms: self.rooms.values().map(|r| r.net_record()).collect(),
-            bindings: self
-                .bindings
-                .iter()
-                .map(|(user, (key, bound_ms))| NetBinding {
-                    user: user.clone(),
-                    key: *key,
-                    bound_ms: *bound_ms,
-                })
-                .collect(),
+            bindings: self.bindings.values().map(Bound::net).collect(),
         }
     }
 
@@ -221,11 +256,12 @@ impl Chat {
         bindings: Vec<NetBinding>,
         out: &mut Vec<Effect>,
     ) {
+        let source = self.contacts.synced(from, now_ms);
         for r in rooms {
-            self.merge_room(r, out);
+            self.merge_room(r, source, out);
         }
         for b in bindings {
-            self.merge_binding(b, out);
+            self.merge_binding(b, source, out);
         }
         let names: HashSet<&str> = users.iter().map(|u| u.user.as_str()).collect();
         let mut gone: Vec<String> = self
@@ -276,7 +312,7 @@ impl Chat {
         u: NetUser,
         out: &mut Vec<Effect>,
     ) {
-        if self.bindings.get(&u.user).is_some_and(|(k, _)| *k != u.key) {
+        if self.bound_otherwise(&u.user, &u.key) {
             // Its name lost a clash; its server disconnects it.
             return;
         }
@@ -344,28 +380,72 @@ impl Chat {
         });
     }
 
-    /// Takes a name binding heard of from another server, settling a clash.
-    pub(crate) fn merge_binding(&mut self, b: NetBinding, out: &mut Vec<Effect>) {
-        match self.bindings.get(&b.user) {
-            Some((key, _)) if *key == b.key => return,
-            Some((key, bound_ms)) if (*bound_ms, *key) < (b.bound_ms, b.key) => return,
-            _ => {}
-        }
-        self.bindings.insert(b.user.clone(), (b.key, b.bound_ms));
-        out.push(Effect::Persist(Persist::Bind {
-            user: b.user.clone(),
-            public_key: b.key,
+    /// Whether the binding on record for `user`'s name, if any, is not
+    /// `user` with `key`: another key holds the name, or a look-alike name
+    /// holds it.
+    pub(crate) fn bound_otherwise(&self, user: &str, key: &[u8; 32]) -> bool {
+        self.bindings
+            .get(&name_key(user))
+            .is_some_and(|b| b.key != *key || b.user != user)
+    }
+
+    /// Takes a name binding heard of from `source`, settling a clash: the
+    /// earlier binding wins, if it can be news (see [`crate::contact`]).
+    pub(crate) fn merge_binding(&mut self, b: NetBinding, source: Source, out: &mut Vec<Effect>) {
+        let theirs = Bound {
+            user: b.user,
+            key: b.key,
             bound_ms: b.bound_ms,
-        }));
-        // A user here holding the name under the losing key must go.
-        if let Some(conn) = self.online.get(&b.user).copied() {
-            if self.sessions.get(&conn).is_some_and(|s| s.key != b.key) {
-                let text = format!(
-                    "user name {} was bound earlier to another identity key elsewhere in the \
-                     server network; pick another name",
-                    b.user
+        };
+        let user_key = name_key(&theirs.user);
+        let ours = self.bindings.get(&user_key);
+        if let Some(ours) = ours {
+            if ours.key == theirs.key && ours.user == theirs.user || !theirs.precedes(ours) {
+                return;
+            }
+            if !source.could_be_news(theirs.bound_ms) {
+                let notice = format!(
+                    "kept user name {} bound as it is: server {} says {} was bound earlier, \
+                     but it was in contact with us since then and never said so",
+                    ours.user,
+                    self.net.name_of(&source.server),
+                    theirs.user
                 );
-                self.close_session(b.bound_ms, conn, ErrorCode::NameTaken, text, out);
+                out.push(self.network_notice(notice));
+                return;
+            }
+        }
+        let losing = ours.map(|o| o.user.clone());
+        out.push(Effect::Persist(Persist::Bind {
+            user: theirs.user.clone(),
+            public_key: theirs.key,
+            bound_ms: theirs.bound_ms,
+        }));
+        self.bindings.insert(user_key, theirs.clone());
+        // A user here holding the name (or a look-alike) under the losing
+        // binding must go.
+        for name in losing.into_iter().chain([theirs.user.clone()]) {
+            let Some(conn) = self.online.get(&name).copied() else {
+                continue;
+            };
+            let lost = self
+                .sessions
+                .get(&conn)
+                .is_some_and(|s| s.key != theirs.key || s.user != theirs.user);
+            if lost {
+                let text = if name == theirs.user {
+                    format!(
+                        "user name {name} was bound earlier to another identity key elsewhere \
+                         in the server network; pick another name"
+                    )
+                } else {
+                    format!(
+                        "user name {name} looks like {}, which was bound earlier elsewhere in \
+                         the server network; pick another name",
+                        theirs.user
+                    )
+                };
+                self.close_session(theirs.bound_ms, conn, ErrorCode::NameTaken, text, out);
             }
         }
     }

@@ -12,6 +12,10 @@ use crate::{Chat, ConnId, Effect, Event, LinkId, Settings, Snapshot};
 
 const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
+/// When the simulations start: 2026-01-01 in ms since the Unix epoch (the
+/// servers refuse bindings and rooms dated before chatdrop existed).
+const START_MS: u64 = 1_767_225_600_000;
+
 /// The id of server `i` of a [`Sim`].
 fn server_id(i: usize) -> ServerId {
     [i as u8 + 1; 16]
@@ -53,7 +57,7 @@ impl Sim {
             })
             .collect();
         Sim {
-            now: 1_000_000,
+            now: START_MS,
             chats,
             cables: Vec::new(),
             queue: VecDeque::new(),

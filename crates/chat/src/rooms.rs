@@ -4,17 +4,25 @@
 //! the rule that settles two rooms of one name when two parts of the network
 //! merge.
 //!
+//! Names that differ only in case or in look-alike letters (same
+//! [`name_key`]: `Lobby`, `LOBBY`, `1obby`) are one room name: creating
+//! one when another exists is refused, and joining by any of them joins
+//! the room, which keeps the spelling it was created with.
+//!
 //! Rooms are known on every server. A clash (one name created in two places
 //! while they could not hear of each other) is settled the same way on every
 //! server, so all agree without talking it over: the room created earlier
 //! keeps the name, ties going to the smaller id; the other is renamed with
-//! the start of its id.
+//! the start of its id. A room from another server takes the name from one
+//! of ours only if it can be news (see [`crate::contact`]); if not, it is
+//! the one renamed.
 
 use chatdrop_proto::link::{NetMsg, NetRoom};
-use chatdrop_proto::names::check_room_name;
+use chatdrop_proto::names::{check_room_name, name_key};
 use chatdrop_proto::{ErrorCode, LeaveReason, ServerMsg};
 
 use crate::chat::{err, Chat};
+use crate::contact::Source;
 use crate::event::{ConnId, Effect, Persist};
 use crate::room::{net_room, Room};
 use crate::state::RoomRecord;
@@ -37,6 +45,15 @@ fn clash_name(name: &str, id: &str, long: bool) -> String {
 }
 
 impl Chat {
+    /// The name of the room meant by `name`: the room of exactly that
+    /// name, or else the one whose name is the same by [`name_key`].
+    pub(crate) fn find_room(&self, name: &str) -> Option<String> {
+        if self.rooms.contains_key(name) {
+            return Some(name.to_string());
+        }
+        self.room_keys.get(&name_key(name)).cloned()
+    }
+
     /// The rooms as a client sees them.
     pub(crate) fn room_list(&self) -> ServerMsg {
         ServerMsg::Rooms {
@@ -76,11 +93,16 @@ impl Chat {
             out.push(err(conn, ErrorCode::InvalidName, why));
             return;
         }
-        if self.rooms.contains_key(&name) {
+        if let Some(existing) = self.find_room(&name) {
+            let also = if existing == name {
+                String::new()
+            } else {
+                format!(" (names that differ only in case or look alike are one name: {existing})")
+            };
             out.push(err(
                 conn,
                 ErrorCode::RoomExists,
-                format!("room {name} exists already; join it instead"),
+                format!("room {name} exists already{also}; join it instead"),
             ));
             return;
         }
@@ -98,10 +120,12 @@ impl Chat {
         self.enter_room(now_ms, conn, &name, true, out);
     }
 
-    /// Adds a room record (not yet persisted by this call).
+    /// Adds a room record (not yet persisted by this call) whose name no
+    /// room has.
     fn add_room(&mut self, rec: RoomRecord) {
         self.room_ids.insert(rec.id.clone(), rec.name.clone());
         let name = rec.name.clone();
+        self.room_keys.insert(name_key(&name), name.clone());
         self.rooms.insert(name, Room::new(rec, Vec::new(), 0));
     }
 
@@ -115,15 +139,17 @@ impl Chat {
         password: Option<String>,
         out: &mut Vec<Effect>,
     ) {
-        let Some(session) = self.sessions.get_mut(&conn) else {
-            return;
-        };
-        let Some(room) = self.rooms.get(&name) else {
+        let Some(room) = self.find_room(&name).and_then(|n| self.rooms.get(&n)) else {
             out.push(err(
                 conn,
                 ErrorCode::NoSuchRoom,
                 format!("no room named {name}"),
             ));
+            return;
+        };
+        // From here on the room's own spelling.
+        let name = room.name().to_string();
+        let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
         let Some(hash) = &room.rec.password_hash else {
@@ -386,8 +412,8 @@ impl Chat {
         }
     }
 
-    /// Takes a room heard of from another server, settling a name clash.
-    pub(crate) fn merge_room(&mut self, r: NetRoom, out: &mut Vec<Effect>) {
+    /// Takes a room heard of from `source`, settling a name clash.
+    pub(crate) fn merge_room(&mut self, r: NetRoom, source: Source, out: &mut Vec<Effect>) {
         if self.room_ids.contains_key(&r.id) {
             return; // known (perhaps under its clash name)
         }
@@ -398,12 +424,25 @@ impl Chat {
             password_hash: r.password_hash,
             created_ms: r.created_ms,
         };
-        if let Some(existing) = self.rooms.get(&r.name) {
+        if let Some(existing) = self.find_room(&r.name).and_then(|n| self.rooms.get(&n)) {
             let ours = (existing.rec.created_ms, existing.id().to_string());
-            if (rec.created_ms, rec.id.clone()) < ours {
-                // The newcomer is older: ours gives way.
-                let new_name = self.free_clash_name(&r.name, &ours.1);
-                self.rename_room(&r.name, &new_name, out);
+            let our_name = existing.name().to_string();
+            let older = (rec.created_ms, rec.id.clone()) < ours;
+            let news = source.could_be_news(rec.created_ms);
+            if older && !news {
+                let notice = format!(
+                    "room {our_name} keeps its name: server {} says its room {} is older, but it \
+                     was in contact with us since then and never said so",
+                    self.net.name_of(&source.server),
+                    r.name
+                );
+                out.push(self.network_notice(notice));
+            }
+            if older && news {
+                // The newcomer is older: ours gives way, named (as every
+                // server names it) after its own name and id.
+                let new_name = self.free_clash_name(&our_name, &ours.1);
+                self.rename_room(&our_name, &new_name, out);
             } else {
                 rec.name = self.free_clash_name(&r.name, &rec.id);
             }
@@ -420,7 +459,7 @@ impl Chat {
     /// they may differ.)
     fn free_clash_name(&self, name: &str, id: &str) -> String {
         let short = clash_name(name, id, false);
-        if self.rooms.contains_key(&short) {
+        if self.find_room(&short).is_some() {
             clash_name(name, id, true)
         } else {
             short
@@ -444,12 +483,17 @@ impl Chat {
 
     /// Renames a room that lost a clash, telling its members here.
     fn rename_room(&mut self, old: &str, new: &str, out: &mut Vec<Effect>) {
-        if self.rooms.contains_key(new) {
+        if self.find_room(new).is_some() {
             return; // never overwrite a room
         }
         let Some(mut room) = self.rooms.remove(old) else {
             return;
         };
+        let old_key = name_key(old);
+        if self.room_keys.get(&old_key).is_some_and(|n| n == old) {
+            self.room_keys.remove(&old_key);
+        }
+        self.room_keys.insert(name_key(new), new.to_string());
         room.rename(new);
         self.room_ids.insert(room.id().to_string(), new.to_string());
         for conn in room.local() {

@@ -804,3 +804,174 @@ fn the_share_policy_is_enforced_where_requests_are_brokered() {
     h.ev(Event::Admin(AdminCommand::Policy));
     assert!(h.console.iter().any(|l| l.contains(".exe")));
 }
+
+/// The error message of the first error among `msgs`.
+fn error_text(msgs: &[ServerMsg]) -> Option<String> {
+    msgs.iter().find_map(|m| match m {
+        ServerMsg::Error { message, .. } => Some(message.clone()),
+        _ => None,
+    })
+}
+
+/// The error a closed connection was sent last.
+fn closed_with(h: &Harness, conn: ConnId) -> Option<(ErrorCode, String)> {
+    h.closed.iter().find_map(|(c, last)| match last {
+        Some(ServerMsg::Error { code, message }) if *c == conn => Some((*code, message.clone())),
+        _ => None,
+    })
+}
+
+/// `invoice\u{202E}fdp.exe` shows as `invoiceexe.pdf`: each brokering step
+/// refuses it, saying which character and why, and passes nothing on.
+/// (Seen passed on to the other member without the check.)
+#[test]
+fn a_file_name_that_shows_reversed_is_refused_where_files_are_brokered() {
+    let mut h = Harness::new();
+    h.login(A, "alice");
+    h.login(B, "bob");
+    h.create(A, "r", None);
+    h.join(B, "r", None);
+    h.take(A);
+    h.take(B);
+    let bidi = "invoice\u{202E}fdp.exe";
+    let requests = [
+        (A, ClientMsg::WhoHas { file: bidi.into() }),
+        (
+            B,
+            ClientMsg::HaveFile {
+                to: "alice".into(),
+                file: bidi.into(),
+                size: 10,
+                blake3: [1; 32],
+            },
+        ),
+        (
+            A,
+            ClientMsg::GetFile {
+                owner: "bob".into(),
+                file: bidi.into(),
+                eph: [2; 32],
+                sig: vec![3; 64],
+            },
+        ),
+    ];
+    for (conn, msg) in requests {
+        let other = if conn == A { B } else { A };
+        h.ev(Event::Request { conn, msg });
+        let why = error_text(&h.take(conn)).unwrap_or_default();
+        assert!(
+            why.contains("direction-changing character U+202E"),
+            "told why: {why:?}"
+        );
+        assert!(h.take(other).is_empty(), "nothing passed on");
+    }
+    // Names in other scripts are file names like any other.
+    let greek_japanese = "\u{0395}\u{03BB}\u{03BB}\u{03AC}\u{03B4}\u{03B1}/\u{6771}\u{4EAC}.pdf";
+    h.ev(Event::Request {
+        conn: A,
+        msg: ClientMsg::WhoHas {
+            file: greek_japanese.into(),
+        },
+    });
+    assert!(matches!(&h.take(B)[..], [ServerMsg::WhoHas { file, .. }] if file == greek_japanese));
+}
+
+/// `paypa1` (a digit one) and `rnallory` read as `paypal` and `mallory`:
+/// while those are bound, the look-alikes are taken too. (Seen logging in
+/// without the look-alike key.)
+#[test]
+fn a_look_alike_user_name_cannot_take_a_name_in_use() {
+    let mut h = Harness::new();
+    h.login_key(A, "paypal", [1; 32]);
+    h.login_key(B, "paypa1", [2; 32]);
+    let (code, why) = closed_with(&h, B).expect("the look-alike was refused");
+    assert_eq!(code, ErrorCode::NameTaken);
+    assert!(why.contains("looks like paypal"), "{why}");
+    // Still taken once paypal is offline: the name is bound to its key.
+    h.login_key(C, "mallory", [3; 32]);
+    h.ev(Event::Disconnected { conn: C });
+    h.login_key(ConnId(4), "rnallory", [4; 32]);
+    assert!(matches!(
+        closed_with(&h, ConnId(4)),
+        Some((ErrorCode::NameTaken, _))
+    ));
+    // A Cyrillic a is not in the user-name alphabet at all.
+    h.login_key(ConnId(5), "p\u{0430}ypal", [5; 32]);
+    assert!(matches!(
+        closed_with(&h, ConnId(5)),
+        Some((ErrorCode::InvalidName, _))
+    ));
+    // A name that merely resembles another in spelling is a name of its own.
+    h.login_key(ConnId(6), "paypals", [6; 32]);
+    assert!(matches!(&h.take(ConnId(6))[..], [ServerMsg::LoggedIn { user }] if user == "paypals"));
+}
+
+/// Room names that differ only in case or look-alike letters are one name:
+/// `Lobby` cannot be made beside `lobby`, and `/join LOBBY` joins `lobby`,
+/// which keeps its spelling. (Seen making a second room without the key.)
+#[test]
+fn room_names_are_one_name_in_any_case_or_look() {
+    let mut h = Harness::new();
+    h.login(A, "alice");
+    h.login(B, "bob");
+    h.create(A, "lobby", None);
+    h.take(A);
+    for name in ["Lobby", "1obby", "Iobby"] {
+        h.create(B, name, None);
+        let msgs = h.take(B);
+        assert_eq!(error_code(&msgs), Some(ErrorCode::RoomExists), "{name}");
+        assert!(
+            error_text(&msgs).is_some_and(|m| m.contains("lobby")),
+            "{msgs:?}"
+        );
+    }
+    h.join(B, "LOBBY", None);
+    assert!(
+        matches!(&h.take(B)[0], ServerMsg::Joined { room, peers, .. } if room == "lobby" && peers == &["alice"])
+    );
+    assert!(
+        matches!(&h.take(A)[..], [ServerMsg::PeerJoined { room, user }] if room == "lobby" && user == "bob")
+    );
+    h.ev(Event::Request {
+        conn: A,
+        msg: ClientMsg::ListRooms,
+    });
+    let ServerMsg::Rooms { rooms } = &h.take(A)[0] else {
+        panic!("no room list")
+    };
+    let names: Vec<&str> = rooms.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["lobby"]);
+}
+
+/// A line with a right-to-left override would show the rest of the line,
+/// and what a client prints after it, reversed: refused with a clear error.
+/// Emoji sequences with zero-width joiners, and text in any script, pass.
+/// (Seen delivered without the check.)
+#[test]
+fn text_that_would_reorder_what_others_see_is_refused() {
+    let mut h = Harness::new();
+    h.login(A, "alice");
+    h.login(B, "bob");
+    h.create(A, "r", None);
+    h.join(B, "r", None);
+    h.take(A);
+    h.take(B);
+    for bad in ["see \u{202E}txt.exe", "one\u{2028}two", "a\u{2066}b"] {
+        h.say(A, Target::All, bad);
+        let msgs = h.take(A);
+        assert_eq!(error_code(&msgs), Some(ErrorCode::BadRequest), "{bad:?}");
+        assert!(
+            error_text(&msgs).is_some_and(|m| m.contains("U+")),
+            "{msgs:?}"
+        );
+        assert!(h.take(B).is_empty(), "{bad:?} reached bob");
+    }
+    let why = {
+        h.say(A, Target::All, "see \u{202E}txt.exe");
+        error_text(&h.take(A)).unwrap_or_default()
+    };
+    assert!(why.contains("direction-changing character U+202E"), "{why}");
+    let family = "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467} \u{3053}\u{3093}\u{306B}\u{3061}\u{306F} \u{03B3}\u{03B5}\u{03B9}\u{03AC}";
+    h.say(A, Target::All, family);
+    assert_eq!(texts(&h.take(B)), [format!("alice>all:{family}")]);
+}

@@ -7,6 +7,7 @@
 //! format for anyone writing another implementation.
 
 pub mod auth;
+pub mod chars;
 mod codec;
 pub mod limits;
 pub mod link;

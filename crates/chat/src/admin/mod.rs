@@ -119,13 +119,15 @@ impl Chat {
                     )));
                 }
             }
-            AdminCommand::Peers { room } => match self.rooms.get(&room) {
-                Some(r) => out.push(console(format!(
-                    "{room}: {}",
-                    self.names(r, None).join(", ")
-                ))),
-                None => out.push(console(format!("no room named {room}"))),
-            },
+            AdminCommand::Peers { room } => {
+                match self.find_room(&room).and_then(|n| self.rooms.get(&n)) {
+                    Some(r) => out.push(console(format!(
+                        "{room}: {}",
+                        self.names(r, None).join(", ")
+                    ))),
+                    None => out.push(console(format!("no room named {room}"))),
+                }
+            }
             AdminCommand::Exit => self.exit(out),
         }
     }
