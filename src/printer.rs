@@ -267,23 +267,7 @@ impl Printer {
 /// shows from outside goes through this, so that nothing the server or a
 /// peer sends can forge a line, move the cursor or reorder what is read.
 fn v(s: &str) -> Cow<'_, str> {
-    fn hidden(c: char) -> bool {
-        c.is_control()
-            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-                | '\u{2060}'..='\u{2069}' | '\u{2028}' | '\u{2029}' | '\u{061C}' | '\u{FEFF}')
-    }
-    if !s.chars().any(hidden) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if hidden(c) {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
+    chatdrop_proto::chars::shown(s)
 }
 
 /// `1.5 MB`-style sizes (decimal units, as transfer rates are usually given).

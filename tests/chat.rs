@@ -345,6 +345,13 @@ fn kick_and_ban_from_the_console() {
     server
         .proc
         .wait_line("console error", |l| l.contains("unknown command"));
+    // Text may hold invisible characters (writing needs some); the
+    // console writes them out instead of printing them raw.
+    bob.send("@server look\u{200B}alike");
+    let line = server
+        .proc
+        .wait_line("bob's line", |l| l.starts_with("@bob|"));
+    assert_eq!(line, "@bob|look\\u{200b}alike");
 }
 
 /// Nobody can take a name that another key holds or that is in use.

@@ -135,6 +135,26 @@ pub fn check_text_chars(text: &str) -> Result<(), String> {
     }
 }
 
+/// `s` as it may be printed on a terminal: every character that does not
+/// show as itself ([`Unseen`]: control, bidirectional, line-breaking and
+/// invisible ones) written out as `\u{…}`, so that text from outside can
+/// neither drive the terminal nor hide or reorder what it shows. Text
+/// that needs none of this is returned as it is.
+pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| Unseen::of(c).is_some()) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if Unseen::of(c).is_some() {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +219,14 @@ mod tests {
         ] {
             assert_eq!(check_text_chars(ok), Ok(()), "{ok:?}");
         }
+    }
+
+    #[test]
+    fn what_does_not_show_as_itself_is_written_out() {
+        assert_eq!(shown("plain text, ünïcode"), "plain text, ünïcode");
+        assert_eq!(
+            shown("a\u{1b}[2Jb\u{202E}c\u{200B}d\u{2028}"),
+            "a\\u{1b}[2Jb\\u{202e}c\\u{200b}d\\u{2028}"
+        );
     }
 }

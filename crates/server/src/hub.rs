@@ -298,6 +298,9 @@ impl Hub {
                     self.writer.write(p).await;
                 }
                 Effect::Console(line) => {
+                    // Users' text and names reach the admin's terminal:
+                    // whatever would not show as itself is written out.
+                    let line = chatdrop_proto::chars::shown(&line).into_owned();
                     // Chat lines for the admin (`@user|text`) also go to the
                     // log; answers to console commands only to the console.
                     if line.starts_with('@') {
