@@ -18,7 +18,13 @@ const START_MS: u64 = 1_767_225_600_000;
 
 /// The id of server `i` of a [`Sim`].
 fn server_id(i: usize) -> ServerId {
-    [i as u8 + 1; 16]
+    identity(i).id()
+}
+
+/// Server `i` of a [`Sim`]: its key is made from `i`, its id derived from
+/// the key.
+fn identity(i: usize) -> Identity {
+    Identity::new(&[i as u8 + 1; 32], format!("s{i}"), 1)
 }
 
 struct Cable {
@@ -46,11 +52,7 @@ impl Sim {
         let chats = (0..n)
             .map(|i| {
                 let settings = Settings {
-                    identity: Identity {
-                        id: server_id(i),
-                        name: format!("s{i}"),
-                        incarnation: 1,
-                    },
+                    identity: identity(i),
                     ..Settings::default()
                 };
                 Chat::new(settings, Snapshot::default())

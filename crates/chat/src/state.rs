@@ -25,11 +25,8 @@ impl Default for Settings {
             max_lockout_ms: 60_000,
             policy: crate::SharePolicy::default(),
             max_pending_requests: 8,
-            identity: crate::net::Identity {
-                id: [0; 16],
-                name: "chatdrop".into(),
-                incarnation: 0,
-            },
+            // A fixed key, for tests: a server always gives its own.
+            identity: crate::net::Identity::new(&[0; 32], "chatdrop".into(), 0),
         }
     }
 }

@@ -84,22 +84,39 @@ pub fn offer_transcript(
 /// TLS exporter label both ends of a server link use for the channel binding.
 pub const LINK_EXPORTER_LABEL: &[u8] = b"EXPORTER-chatdrop-link";
 
-/// The bytes a server MACs with the network key to prove it belongs to the
-/// network: bound to this TLS session, to both fresh nonces, to its own
-/// identity and to its side of the link (`dialer`), so a proof can be neither
-/// replayed, relayed nor reflected back.
+/// The bytes each side of a link proves: it MACs them with the key both
+/// sides derived by SPAKE2 from the network key, and signs them with its own
+/// server key. Bound to this TLS session, to both fresh nonces, to the
+/// prover's id and public key and to its side of the link (`dialer`), so a
+/// proof can be neither replayed, relayed nor reflected back.
+///
+/// ```text
+/// "chatdrop link v2" 0x00 | binding 32 | dialler nonce 32 | answerer nonce 32
+/// | prover id 16 | prover key 32 | prover side 1 (1 for the dialler)
+/// ```
 pub fn link_transcript(
     channel_binding: &[u8; BINDING_LEN],
     dialer_nonce: &[u8; 32],
     acceptor_nonce: &[u8; 32],
     prover: &crate::link::ServerId,
+    prover_key: &[u8; 32],
     dialer: bool,
 ) -> Vec<u8> {
-    let mut t = b"chatdrop link v1\0".to_vec();
+    let mut t = b"chatdrop link v2\0".to_vec();
     t.extend_from_slice(channel_binding);
     t.extend_from_slice(dialer_nonce);
     t.extend_from_slice(acceptor_nonce);
     t.extend_from_slice(prover);
+    t.extend_from_slice(prover_key);
     t.push(dialer as u8);
+    t
+}
+
+/// The SPAKE2 identity string both ends of a link use: the protocol's name
+/// and this TLS session's binding, so the derived key belongs to this
+/// session alone.
+pub fn link_pake_identity(channel_binding: &[u8; BINDING_LEN]) -> Vec<u8> {
+    let mut t = b"chatdrop link pake v2\0".to_vec();
+    t.extend_from_slice(channel_binding);
     t
 }

@@ -6,6 +6,11 @@
 /// carries it; a server refuses a version it does not speak.
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// The version of the server-to-server link protocol, in
+/// [`crate::link::LinkHello`]. Version 2: SPAKE2 instead of a MAC under the
+/// network key, server keys, signed link-state records.
+pub const LINK_PROTOCOL_VERSION: u16 = 2;
+
 /// Largest frame a client may send to a server (payload bytes, without the
 /// 4-byte length prefix).
 pub const MAX_CLIENT_FRAME: usize = 16 * 1024;
@@ -37,7 +42,9 @@ pub const IDLE_TIMEOUT_SECS: u64 = 15;
 pub const PING_INTERVAL_SECS: u64 = 5;
 
 /// Largest frame on a server-to-server link. A `Sync` carrying every user of
-/// a full server is the biggest message.
+/// a full server is the biggest message. Only allowed once the other side
+/// has completed the handshake: until then both sides hold it to
+/// [`MAX_CLIENT_FRAME`].
 pub const MAX_LINK_FRAME: usize = 16 * 1024 * 1024;
 
 /// How often a server pings each link, in milliseconds.

@@ -1,10 +1,13 @@
 //! The messages of a server-to-server link.
 //!
 //! A server dials another at its client port and opens with
-//! [`crate::ClientMsg::LinkHello`]; the answering server replies with
-//! [`LinkMsg::Hello`], both prove they hold the network key
-//! ([`LinkMsg::Proof`], transcript in [`crate::auth::link_transcript`]), and
-//! from then on both sides send [`LinkMsg`] frames.
+//! [`crate::ClientMsg::LinkHello`] and its [`LinkMsg::Pake`] message; the
+//! answering server replies with [`LinkMsg::Hello`] and its own `Pake`. Both
+//! derive a key from the network key by SPAKE2 (so neither learns anything
+//! it could test guesses of the network key against offline), then prove
+//! it, and their own server key, with [`LinkMsg::Proof`] (transcript in
+//! [`crate::auth::link_transcript`]). From then on both sides send
+//! [`LinkMsg`] frames.
 //!
 //! Two layers travel over links:
 //! - hop by hop: keepalives ([`LinkMsg::Ping`]) and link-state records
@@ -18,11 +21,28 @@
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::{LeaveReason, Offer, RefuseReason, Target};
 
-/// A server's random 128-bit identity, kept in its data directory.
+/// A server's 128-bit identity: [`server_id_of`] its Ed25519 public key, so
+/// that whoever holds the matching secret key, and nobody else, can prove
+/// to be that server.
 pub type ServerId = [u8; 16];
+
+/// The id of the server whose Ed25519 public key is `key`: the first 16
+/// bytes of SHA-256("chatdrop server id v1" 0x00 | key). Ids are
+/// self-certifying: a record or a link claiming an id must carry the key
+/// that hashes to it, and a signature by that key.
+pub fn server_id_of(key: &[u8; 32]) -> ServerId {
+    let digest = Sha256::new()
+        .chain_update(b"chatdrop server id v1\0")
+        .chain_update(key)
+        .finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id
+}
 
 /// The first frame of each side of a link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,12 +60,21 @@ pub struct LinkHello {
     pub nonce: [u8; 32],
 }
 
+/// Length of an Ed25519 signature, in [`Lsa::sig`] and [`LinkMsg::Proof`].
+pub const SIGNATURE_LEN: usize = 64;
+
 /// A link-state record: one server's links and their costs. Every server
-/// floods its own, numbered; the newest of each origin wins.
+/// floods its own, numbered and signed with its own key; the newest of each
+/// origin wins. A record whose `key` does not hash to `origin`
+/// ([`server_id_of`]), or whose `sig` does not verify, is dropped: holding
+/// the network key does not let a server speak for another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lsa {
     /// The server it describes.
     pub origin: ServerId,
+    /// That server's Ed25519 public key.
+    pub key: [u8; 32],
+    /// That server's `--name`.
     pub name: String,
     /// Its incarnation (see [`LinkHello::incarnation`]).
     pub incarnation: u64,
@@ -54,6 +83,39 @@ pub struct Lsa {
     /// The servers it has a working link to, with the link's cost
     /// (round-trip time in ms, at least 1).
     pub neighbors: Vec<(ServerId, u32)>,
+    /// Ed25519 signature by `key` over [`Lsa::signed_bytes`]
+    /// ([`SIGNATURE_LEN`] bytes).
+    pub sig: Vec<u8>,
+}
+
+impl Lsa {
+    /// The bytes the origin signs: every field but the signature, each of
+    /// fixed length or length-prefixed, after a context string of its own
+    /// so that no other message a server signs can pass for a record.
+    ///
+    /// ```text
+    /// "chatdrop lsa v1" 0x00 | origin 16 | key 32 | name: u16 BE length, UTF-8
+    /// | incarnation u64 BE | seq u64 BE | neighbour count u32 BE
+    /// | each neighbour: id 16, cost u32 BE
+    /// ```
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut t =
+            Vec::with_capacity(16 + 16 + 32 + 2 + self.name.len() + 20 + 20 * self.neighbors.len());
+        t.extend_from_slice(b"chatdrop lsa v1\0");
+        t.extend_from_slice(&self.origin);
+        t.extend_from_slice(&self.key);
+        // A record is one frame, far below 64 KiB of name.
+        t.extend_from_slice(&(self.name.len().min(u16::MAX as usize) as u16).to_be_bytes());
+        t.extend_from_slice(self.name.as_bytes());
+        t.extend_from_slice(&self.incarnation.to_be_bytes());
+        t.extend_from_slice(&self.seq.to_be_bytes());
+        t.extend_from_slice(&(self.neighbors.len().min(u32::MAX as usize) as u32).to_be_bytes());
+        for (id, cost) in &self.neighbors {
+            t.extend_from_slice(id);
+            t.extend_from_slice(&cost.to_be_bytes());
+        }
+        t
+    }
 }
 
 /// A frame on a link, after the handshake.
@@ -61,10 +123,18 @@ pub struct Lsa {
 pub enum LinkMsg {
     /// The answering server's hello.
     Hello(LinkHello),
-    /// HMAC-SHA256 under the network key over the link transcript.
+    /// Key confirmation and server authentication, after both `Pake`
+    /// messages: proves the sender derived the same SPAKE2 key (and so holds
+    /// the network key) and holds the secret key of the id in its hello.
     Proof {
-        /// The 32-byte MAC.
+        /// HMAC-SHA256, keyed with the SPAKE2 key, over the link transcript.
         mac: [u8; 32],
+        /// The sender's Ed25519 public key; it must hash to its id
+        /// ([`server_id_of`]).
+        key: [u8; 32],
+        /// Its Ed25519 signature over the same transcript
+        /// ([`SIGNATURE_LEN`] bytes).
+        sig: Vec<u8>,
     },
     /// Keepalive and round-trip probe; answered with `Pong` of the same value.
     Ping(u64),
@@ -74,6 +144,13 @@ pub enum LinkMsg {
     Lsa(Lsa),
     /// A frame for one server, forwarded hop by hop.
     Routed(Box<Routed>),
+    /// The sender's SPAKE2 message (symmetric, Ed25519 group; 33 bytes),
+    /// password the network key, identity [`crate::auth::link_pake_identity`].
+    /// Handshake only.
+    Pake {
+        /// The message as the `spake2` crate makes it.
+        msg: Vec<u8>,
+    },
 }
 
 /// A frame routed to one server.

@@ -144,30 +144,70 @@ pub struct Server {
     links: Vec<String>,
 }
 
-/// File in the data directory holding the server's id in the network.
+/// File in the data directory holding the server's id in the network (hex),
+/// for operators and tools: the id is derived from the key in
+/// [`SERVER_KEY_FILE`], and this file is rewritten when it says otherwise
+/// (as it does when it holds a random id from before server keys).
 pub const SERVER_ID_FILE: &str = "server-id";
 
-/// Reads the server's id, making one on first start.
-fn server_id(dir: &std::path::Path) -> Result<chatdrop_proto::link::ServerId, ServerError> {
-    let path = dir.join(SERVER_ID_FILE);
-    let err = |source| ServerError::DataDir {
-        path: path.clone(),
+/// File in the data directory holding the server's own Ed25519 secret key
+/// (hex of the 32-byte seed, mode 0600). It signs the server's link-state
+/// records and its side of each link handshake; the server's id is derived
+/// from its public key.
+pub const SERVER_KEY_FILE: &str = "server-id.key";
+
+/// Reads the server's own key, making one on first start, and keeps
+/// [`SERVER_ID_FILE`] in step with it.
+fn server_key(dir: &std::path::Path) -> Result<ed25519_dalek::SigningKey, ServerError> {
+    use std::io::Write;
+    let path = dir.join(SERVER_KEY_FILE);
+    let err = |path: &std::path::Path, source| ServerError::DataDir {
+        path: path.to_path_buf(),
         source,
     };
-    match std::fs::read_to_string(&path) {
+    let key = match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let bytes = hex::decode(text.trim()).ok();
-            bytes
+            let seed: [u8; 32] = hex::decode(text.trim())
+                .ok()
                 .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| err(std::io::Error::other("not a 32-digit hex server id")))
+                .ok_or_else(|| err(&path, std::io::Error::other("not a 64-digit hex key")))?;
+            ed25519_dalek::SigningKey::from_bytes(&seed)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id: chatdrop_proto::link::ServerId = rand::random();
-            std::fs::write(&path, hex::encode(id)).map_err(err)?;
-            Ok(id)
+            let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(&path).map_err(|e| err(&path, e))?;
+            f.write_all(hex::encode(key.to_bytes()).as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| err(&path, e))?;
+            key
         }
-        Err(e) => Err(err(e)),
+        Err(e) => return Err(err(&path, e)),
+    };
+    let id = hex::encode(chatdrop_proto::link::server_id_of(
+        key.verifying_key().as_bytes(),
+    ));
+    let id_path = dir.join(SERVER_ID_FILE);
+    match std::fs::read_to_string(&id_path) {
+        Ok(old) if old.trim() == id => {}
+        Ok(old) => {
+            // A random id from before ids were derived from keys: the other
+            // servers will take this one for a new server.
+            info!(
+                "server id {} replaced by {id}, derived from the server's key",
+                old.trim()
+            );
+            std::fs::write(&id_path, &id).map_err(|e| err(&id_path, e))?;
+        }
+        Err(_) => std::fs::write(&id_path, &id).map_err(|e| err(&id_path, e))?,
     }
+    Ok(key)
 }
 
 impl Server {
@@ -179,18 +219,17 @@ impl Server {
         })?;
         let (tls_config, fingerprint) = tls::server_config(&opts)?;
         let store = Store::open(&opts.data_dir.join("chatdrop.db"))?;
-        let identity = chatdrop_chat::Identity {
-            id: server_id(&opts.data_dir)?,
-            name: opts.name.clone(),
-            incarnation: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(1),
-        };
+        let server_key = server_key(&opts.data_dir)?;
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(1);
+        let identity =
+            chatdrop_chat::Identity::new(&server_key.to_bytes(), opts.name.clone(), incarnation);
         let link = link::LinkConfig::new(
-            identity.id,
-            identity.name.clone(),
-            identity.incarnation,
+            server_key,
+            opts.name.clone(),
+            incarnation,
             opts.network_key.as_ref().map(|k| k.as_bytes().to_vec()),
         );
         let settings = Settings {
@@ -360,5 +399,37 @@ pub fn raise_fd_limit() {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The key is made once and kept; the id file says the id derived from
+    /// it, also when it held a random id from before server keys.
+    #[test]
+    fn the_server_id_is_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(SERVER_ID_FILE),
+            "00112233445566778899aabbccddeeff",
+        )
+        .unwrap();
+        let key = server_key(dir.path()).unwrap();
+        let id = chatdrop_proto::link::server_id_of(key.verifying_key().as_bytes());
+        let written = std::fs::read_to_string(dir.path().join(SERVER_ID_FILE)).unwrap();
+        assert_eq!(written, hex::encode(id));
+        let again = server_key(dir.path()).unwrap();
+        assert_eq!(again.to_bytes(), key.to_bytes());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(dir.path().join(SERVER_KEY_FILE)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        }
+        std::fs::write(dir.path().join(SERVER_KEY_FILE), "zz").unwrap();
+        let err = server_key(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not a 64-digit hex key"), "{err}");
     }
 }

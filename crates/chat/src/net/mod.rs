@@ -10,9 +10,15 @@
 pub mod channel;
 pub mod topology;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 
-use chatdrop_proto::link::{Data, LinkMsg, Lsa, NetMsg, Routed, RoutedBody, ServerId};
+use chatdrop_proto::link::{
+    server_id_of, Data, LinkMsg, Lsa, NetMsg, Routed, RoutedBody, ServerId, SIGNATURE_LEN,
+};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use crate::event::{Effect, LinkId};
 use channel::Channels;
@@ -27,15 +33,76 @@ pub const MAX_HOPS: u8 = 32;
 /// state when it is back.
 pub const KEEP_FOR_LOST_MS: u64 = 60_000;
 
-/// Who this server is in the network.
+/// Who this server is in the network: its own key pair, the id derived from
+/// it, its name and this run's incarnation.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    /// Its random id.
-    pub id: ServerId,
+    /// Signs this server's link-state records (its `Debug` shows only the
+    /// public half).
+    key: SigningKey,
+    /// [`server_id_of`] the public key.
+    id: ServerId,
     /// Its `--name`.
     pub name: String,
     /// When this run started (ms since the Unix epoch).
     pub incarnation: u64,
+}
+
+impl Identity {
+    /// The identity of the server whose Ed25519 secret key (seed) is
+    /// `secret`; its id is derived from the public key.
+    pub fn new(secret: &[u8; 32], name: String, incarnation: u64) -> Self {
+        let key = SigningKey::from_bytes(secret);
+        let id = server_id_of(key.verifying_key().as_bytes());
+        Identity {
+            key,
+            id,
+            name,
+            incarnation,
+        }
+    }
+
+    /// This server's id.
+    pub fn id(&self) -> ServerId {
+        self.id
+    }
+
+    /// This server's Ed25519 public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
+    /// This server's record with `seq` and `neighbors`, signed.
+    fn record(&self, seq: u64, neighbors: Vec<(ServerId, u32)>) -> Lsa {
+        let mut lsa = Lsa {
+            origin: self.id,
+            key: self.public_key(),
+            name: self.name.clone(),
+            incarnation: self.incarnation,
+            seq,
+            neighbors,
+            sig: Vec::new(),
+        };
+        lsa.sig = self.key.sign(&lsa.signed_bytes()).to_bytes().to_vec();
+        lsa
+    }
+}
+
+/// Whether `lsa` was made by the server it describes: its key hashes to its
+/// origin and its signature verifies. Otherwise why not.
+pub fn check_record(lsa: &Lsa) -> Result<(), &'static str> {
+    if server_id_of(&lsa.key) != lsa.origin {
+        return Err("its key is not that server's");
+    }
+    let sig: [u8; SIGNATURE_LEN] = lsa
+        .sig
+        .as_slice()
+        .try_into()
+        .map_err(|_| "its signature is not 64 bytes")?;
+    let key = VerifyingKey::from_bytes(&lsa.key).map_err(|_| "its key is not a valid key")?;
+    // Strict: no small-order keys, no malleable signatures.
+    key.verify_strict(&lsa.signed_bytes(), &Signature::from_bytes(&sig))
+        .map_err(|_| "its signature does not verify")
 }
 
 /// What the chat core must act on.
@@ -84,13 +151,7 @@ fn cost(rtt_us: Option<u64>) -> u32 {
 impl Network {
     /// A server with no links yet.
     pub fn new(me: Identity) -> Self {
-        let own = Lsa {
-            origin: me.id,
-            name: me.name.clone(),
-            incarnation: me.incarnation,
-            seq: 1,
-            neighbors: Vec::new(),
-        };
+        let own = me.record(1, Vec::new());
         Network {
             chans: Channels::new(me.incarnation),
             topo: Topology::new(own),
@@ -103,7 +164,7 @@ impl Network {
 
     /// This server's id.
     pub fn id(&self) -> ServerId {
-        self.me.id
+        self.me.id()
     }
 
     /// Reachable servers (this one excluded).
@@ -113,7 +174,7 @@ impl Network {
 
     /// A server's name, as its record gives it.
     pub fn name_of(&self, server: &ServerId) -> String {
-        if *server == self.me.id {
+        if *server == self.me.id() {
             return self.me.name.clone();
         }
         self.topo
@@ -141,14 +202,8 @@ impl Network {
                 .and_modify(|old| *old = (*old).min(c))
                 .or_insert(c);
         }
-        let old = self.topo.own();
-        let lsa = Lsa {
-            origin: self.me.id,
-            name: self.me.name.clone(),
-            incarnation: self.me.incarnation,
-            seq: old.seq + 1,
-            neighbors: neighbors.into_iter().collect(),
-        };
+        let seq = self.topo.own().seq + 1;
+        let lsa = self.me.record(seq, neighbors.into_iter().collect());
         self.topo.set_own(lsa.clone());
         for link in self.links.keys() {
             out.push(Effect::Link {
@@ -221,7 +276,7 @@ impl Network {
     fn route(&self, dst: ServerId, body: RoutedBody, out: &mut Vec<Effect>) {
         self.forward(
             Box::new(Routed {
-                src: self.me.id,
+                src: self.me.id(),
                 dst,
                 ttl: MAX_HOPS,
                 body,
@@ -263,7 +318,7 @@ impl Network {
         );
         // The newcomer gets every record held; ours follows from advertise.
         for lsa in self.topo.records() {
-            if lsa.origin != self.me.id {
+            if lsa.origin != self.me.id() {
                 out.push(Effect::Link {
                     link,
                     msg: LinkMsg::Lsa(lsa.clone()),
@@ -324,6 +379,19 @@ impl Network {
         }
         match msg {
             LinkMsg::Lsa(lsa) => {
+                // Copies and old records are common and harmless: only a
+                // record that would be taken costs a signature check.
+                if !self.topo.is_newer(&lsa) {
+                    return events;
+                }
+                if let Err(why) = check_record(&lsa) {
+                    let from = self.links.get(&link).map_or("?", |l| l.name.as_str());
+                    out.push(Effect::Console(format!(
+                        "[network] dropped a link-state record for server {} from the link to {from}: {why}",
+                        hex(&lsa.origin)
+                    )));
+                    return events;
+                }
                 if self.topo.offer(lsa.clone()) {
                     for other in self.links.keys().filter(|l| **l != link) {
                         out.push(Effect::Link {
@@ -335,7 +403,7 @@ impl Network {
                 }
             }
             LinkMsg::Routed(mut routed) => {
-                if routed.dst != self.me.id {
+                if routed.dst != self.me.id() {
                     routed.ttl = routed.ttl.saturating_sub(1);
                     if routed.ttl > 0 {
                         self.forward(routed, out);
@@ -346,7 +414,11 @@ impl Network {
                 self.arrived(src, body, &mut events);
             }
             // Handshake and keepalive frames are the link task's business.
-            LinkMsg::Hello(_) | LinkMsg::Proof { .. } | LinkMsg::Ping(_) | LinkMsg::Pong(_) => {}
+            LinkMsg::Hello(_)
+            | LinkMsg::Pake { .. }
+            | LinkMsg::Proof { .. }
+            | LinkMsg::Ping(_)
+            | LinkMsg::Pong(_) => {}
         }
         events
     }
@@ -481,7 +553,7 @@ impl Network {
         let mut lines = vec![format!(
             "this server: {} ({}), {} other server(s) reachable, {synced} in sync",
             self.me.name,
-            hex(&self.me.id),
+            hex(&self.me.id()),
             self.reachable.len()
         )];
         for (dst, r) in self.topo.routes() {

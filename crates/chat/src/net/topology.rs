@@ -52,16 +52,22 @@ impl Topology {
         self.lsas.insert(self.me, lsa);
     }
 
+    /// Whether `lsa` would be taken: it is about another server and newer
+    /// than the record held of it.
+    pub fn is_newer(&self, lsa: &Lsa) -> bool {
+        // Only this server speaks for itself.
+        lsa.origin != self.me
+            && self
+                .lsas
+                .get(&lsa.origin)
+                .is_none_or(|old| (lsa.incarnation, lsa.seq) > (old.incarnation, old.seq))
+    }
+
     /// Stores a record heard from a neighbour if it is newer than the one
-    /// held. Returns whether it was (and must be flooded on).
+    /// held. Returns whether it was (and must be flooded on). The caller has
+    /// checked its signature.
     pub fn offer(&mut self, lsa: Lsa) -> bool {
-        if lsa.origin == self.me {
-            return false; // only this server speaks for itself
-        }
-        let newer = self
-            .lsas
-            .get(&lsa.origin)
-            .is_none_or(|old| (lsa.incarnation, lsa.seq) > (old.incarnation, old.seq));
+        let newer = self.is_newer(&lsa);
         if newer {
             self.lsas.insert(lsa.origin, lsa);
         }
@@ -139,12 +145,16 @@ mod tests {
     }
 
     fn lsa(n: u8, seq: u64, neighbors: &[(u8, u32)]) -> Lsa {
+        // Routing does not look at keys and signatures (the network layer
+        // checks them before offering a record).
         Lsa {
             origin: id(n),
+            key: [0; 32],
             name: format!("s{n}"),
             incarnation: 1,
             seq,
             neighbors: neighbors.iter().map(|(m, c)| (id(*m), *c)).collect(),
+            sig: Vec::new(),
         }
     }
 
