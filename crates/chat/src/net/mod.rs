@@ -88,9 +88,14 @@ impl Identity {
     }
 }
 
-/// Whether `lsa` was made by the server it describes: its key hashes to its
-/// origin and its signature verifies. Otherwise why not.
+/// Whether `lsa` was made by the server it describes (its key hashes to
+/// its origin and its signature verifies) and names it as a link's hello
+/// must (the room-name rules: it is shown in routes and console lines).
+/// Otherwise why not.
 pub fn check_record(lsa: &Lsa) -> Result<(), &'static str> {
+    if chatdrop_proto::names::check_room_name(&lsa.name).is_err() {
+        return Err("its server name breaks the naming rules");
+    }
     if server_id_of(&lsa.key) != lsa.origin {
         return Err("its key is not that server's");
     }

@@ -139,3 +139,21 @@ fn own_records_are_signed() {
     assert_eq!(sent[0].origin, id(1));
     assert_eq!(super::check_record(sent[0]), Ok(()));
 }
+
+/// A record its origin signed, but whose server name breaks the naming
+/// rules (an escape sequence for every console that shows routes), is
+/// dropped as a link's hello with that name would be.
+#[test]
+fn a_record_naming_its_server_against_the_rules_is_dropped() {
+    let mut net = network();
+    let rogue = Identity::new(&seed(3), "s3\u{1b}[2J".into(), 1);
+    let record = rogue.record(9, vec![]);
+    let mut out = Vec::new();
+    let events = net.link_msg(1, FROM_B, LinkMsg::Lsa(record), &mut out);
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(net.topo.route(&id(3)).map(|r| r.next), Some(id(2)));
+    let logged = out.iter().any(
+        |e| matches!(e, Effect::Console(l) if l.contains("server name breaks the naming rules")),
+    );
+    assert!(logged, "{out:?}");
+}
