@@ -95,6 +95,19 @@ impl Harness {
         });
     }
 
+    /// Alice (`A`) and bob (`B`) logged in and in room `room`, which alice
+    /// made; what they were told so far taken.
+    fn alice_and_bob_in(room: &str) -> Self {
+        let mut h = Harness::new();
+        h.login(A, "alice");
+        h.login(B, "bob");
+        h.create(A, room, None);
+        h.join(B, room, None);
+        h.take(A);
+        h.take(B);
+        h
+    }
+
     fn take(&mut self, conn: ConnId) -> Vec<ServerMsg> {
         self.inbox.remove(&conn).unwrap_or_default()
     }
@@ -826,13 +839,7 @@ fn closed_with(h: &Harness, conn: ConnId) -> Option<(ErrorCode, String)> {
 /// (Seen passed on to the other member without the check.)
 #[test]
 fn a_file_name_that_shows_reversed_is_refused_where_files_are_brokered() {
-    let mut h = Harness::new();
-    h.login(A, "alice");
-    h.login(B, "bob");
-    h.create(A, "r", None);
-    h.join(B, "r", None);
-    h.take(A);
-    h.take(B);
+    let mut h = Harness::alice_and_bob_in("r");
     let bidi = "invoice\u{202E}fdp.exe";
     let requests = [
         (A, ClientMsg::WhoHas { file: bidi.into() }),
@@ -949,13 +956,7 @@ fn room_names_are_one_name_in_any_case_or_look() {
 /// (Seen delivered without the check.)
 #[test]
 fn text_that_would_reorder_what_others_see_is_refused() {
-    let mut h = Harness::new();
-    h.login(A, "alice");
-    h.login(B, "bob");
-    h.create(A, "r", None);
-    h.join(B, "r", None);
-    h.take(A);
-    h.take(B);
+    let mut h = Harness::alice_and_bob_in("r");
     for bad in ["see \u{202E}txt.exe", "one\u{2028}two", "a\u{2066}b"] {
         h.say(A, Target::All, bad);
         let msgs = h.take(A);
