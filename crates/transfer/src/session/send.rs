@@ -145,7 +145,10 @@ impl SendSession {
         else {
             return;
         };
-        if self.opts.peer_ip.is_some_and(|ip| ip != from.ip()) {
+        // A server listening on both IPv4 and IPv6 sees an IPv4 client as
+        // `::ffff:a.b.c.d`: the same address as `a.b.c.d`.
+        let expected = self.opts.peer_ip.map(|ip| ip.to_canonical());
+        if expected.is_some_and(|ip| ip != from.ip().to_canonical()) {
             return;
         }
         if hmac::verify(&self.key, &token_input(from), &token).is_ok() {
