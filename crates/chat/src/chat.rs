@@ -105,10 +105,16 @@ impl Chat {
         }
         let mut bindings: HashMap<String, Bound> = HashMap::new();
         for b in snapshot.bindings {
+            // A binding stored before bindings were vouched for is taken
+            // as this server's own, and vouched for now.
+            let vouch = b
+                .vouch
+                .unwrap_or_else(|| settings.identity.vouch(&b.user, &b.public_key, b.bound_ms));
             let bound = Bound {
                 user: b.user,
                 key: b.public_key,
                 bound_ms: b.bound_ms,
+                vouch,
             };
             let held = bindings
                 .entry(name_key(&bound.user))

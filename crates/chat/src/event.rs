@@ -97,6 +97,8 @@ pub enum Persist {
         public_key: [u8; 32],
         /// When it was first bound (ms since the Unix epoch).
         bound_ms: u64,
+        /// The server it was bound at, vouching for it.
+        vouch: crate::state::Vouch,
     },
     /// A room renamed (it lost a name clash when networks merged).
     RenameRoom {

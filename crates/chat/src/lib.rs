@@ -33,7 +33,7 @@ pub use crate::chat::Chat;
 pub use crate::event::{ConnId, Effect, Event, LinkId, Persist};
 pub use crate::net::Identity;
 pub use crate::policy::SharePolicy;
-pub use crate::state::{Ban, Binding, HistoryEntry, RoomRecord, Settings, Snapshot};
+pub use crate::state::{Ban, Binding, HistoryEntry, RoomRecord, Settings, Snapshot, Vouch};
 
 #[cfg(test)]
 mod link_tests;

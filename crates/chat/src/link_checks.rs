@@ -119,7 +119,28 @@ fn net_room(r: &NetRoom, now_ms: u64) -> Result<(), String> {
 
 fn binding(b: &NetBinding, now_ms: u64) -> Result<(), String> {
     user(&b.user)?;
-    plausible(&format!("the binding of {:?}", b.user), b.bound_ms, now_ms)
+    plausible(&format!("the binding of {:?}", b.user), b.bound_ms, now_ms)?;
+    vouched(b)
+}
+
+/// Whether the server `b` names as its home vouches for it: the key hashes
+/// to that server's id and signed the binding. A server of the network can
+/// then speak only for the names bound at itself, not pass a claim off as
+/// another server's.
+fn vouched(b: &NetBinding) -> Result<(), String> {
+    use ed25519_dalek::{Signature, VerifyingKey};
+    let why = |what: &str| format!("the binding of {:?} {what}", b.user);
+    if chatdrop_proto::link::server_id_of(&b.home_key) != b.home {
+        return Err(why("names a home server whose key it does not carry"));
+    }
+    let sig: [u8; 64] = b
+        .sig
+        .as_slice()
+        .try_into()
+        .map_err(|_| why("has no signature of its home server"))?;
+    VerifyingKey::from_bytes(&b.home_key)
+        .and_then(|k| k.verify_strict(&b.signed_bytes(), &Signature::from_bytes(&sig)))
+        .map_err(|_| why("is not signed by its home server"))
 }
 
 /// Checks every name, id, text, file name and time `msg` carries, at

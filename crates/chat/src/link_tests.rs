@@ -139,12 +139,23 @@ fn say(text: &str) -> NetMsg {
     }
 }
 
-/// A binding of `user` to the other server's key, dated `bound_ms`.
+/// The other server's own key (its records are vouched for with it).
+fn them() -> crate::Identity {
+    crate::Identity::new(&[9; 32], "them".into(), 1)
+}
+
+/// A binding of `user` to the key `[7; 32]`, dated `bound_ms`, vouched for
+/// by the other server as its home.
 fn bind(user: &str, bound_ms: u64) -> NetBinding {
+    let key = [7; 32];
+    let vouch = them().vouch(user, &key, bound_ms);
     NetBinding {
         user: user.into(),
-        key: [7; 32],
+        key,
         bound_ms,
+        home: vouch.home,
+        home_key: vouch.home_key,
+        sig: vouch.sig,
     }
 }
 
@@ -359,4 +370,42 @@ fn a_room_named_like_ours_in_another_case_is_a_clash() {
         |m| matches!(m, ServerMsg::RoomRenamed { old, new, .. } if old == "r" && new == "r-r1")
     ));
     assert_eq!(here.room_names(), ["R", "r-r1"]);
+}
+
+/// A binding must be vouched for by the server it names as its home: one
+/// claiming another server as home (that server's id with this one's key,
+/// or that server's key with this one's signature) or with no signature is
+/// dropped, and takes no name. (Seen taking carol's name without the check.)
+#[test]
+fn a_binding_not_vouched_for_by_its_home_server_is_dropped() {
+    let other = crate::Identity::new(&[5; 32], "other".into(), 1);
+    let mut here = Here::new();
+    let t = here.now;
+    let mut forgeries = Vec::new();
+    // The other server's id, this server's key and signature.
+    let mut b = bind("carol", t);
+    b.home = other.id();
+    forgeries.push(b);
+    // The other server's id and key, this server's signature.
+    let mut b = bind("carol", t);
+    b.home = other.id();
+    b.home_key = other.public_key();
+    forgeries.push(b);
+    // No signature.
+    let mut b = bind("carol", t);
+    b.sig.clear();
+    forgeries.push(b);
+    // Signed for another date.
+    let mut b = bind("carol", t);
+    b.sig = bind("carol", t - 1).sig;
+    forgeries.push(b);
+    for forged in forgeries {
+        here.hear(NetMsg::Bind(forged.clone()));
+        assert!(here.dropped(), "{forged:?} taken");
+    }
+    assert!(!here.taken("carol", [1; 32]), "carol's name is free");
+    // Vouched for by its home, it is taken.
+    here.hear(NetMsg::Bind(bind("dave", t)));
+    assert!(!here.dropped());
+    assert!(here.taken("dave", [1; 32]));
 }

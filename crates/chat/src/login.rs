@@ -22,6 +22,7 @@ use chatdrop_proto::{ErrorCode, LeaveReason, ServerMsg};
 use crate::chat::{err, Chat, Who};
 use crate::contact::Source;
 use crate::event::{ConnId, Effect, Persist};
+use crate::state::Vouch;
 
 /// A user name bound to an identity key, network-wide.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,10 @@ pub(crate) struct Bound {
     /// When it was bound (ms since the Unix epoch, by the binding server's
     /// clock).
     pub(crate) bound_ms: u64,
+    /// The server it was bound at, vouching for it: only that server can
+    /// speak for the binding, so a server of the network cannot pass off
+    /// a claim as another's.
+    pub(crate) vouch: Vouch,
 }
 
 impl Bound {
@@ -46,6 +51,19 @@ impl Bound {
             user: self.user.clone(),
             key: self.key,
             bound_ms: self.bound_ms,
+            home: self.vouch.home,
+            home_key: self.vouch.home_key,
+            sig: self.vouch.sig.clone(),
+        }
+    }
+
+    /// What the store keeps of it.
+    fn persist(&self) -> Persist {
+        Persist::Bind {
+            user: self.user.clone(),
+            public_key: self.key,
+            bound_ms: self.bound_ms,
+            vouch: self.vouch.clone(),
         }
     }
 }
@@ -132,12 +150,9 @@ impl Chat {
                     user: user.clone(),
                     key,
                     bound_ms: now_ms,
+                    vouch: self.net.me().vouch(&user, &key, now_ms),
                 };
-                out.push(Effect::Persist(Persist::Bind {
-                    user: user.clone(),
-                    public_key: key,
-                    bound_ms: now_ms,
-                }));
+                out.push(Effect::Persist(bound.persist()));
                 self.net.send_all(now_ms, &NetMsg::Bind(bound.net()), out);
                 self.bindings.insert(user_key, bound);
             }
@@ -396,6 +411,11 @@ impl Chat {
             user: b.user,
             key: b.key,
             bound_ms: b.bound_ms,
+            vouch: Vouch {
+                home: b.home,
+                home_key: b.home_key,
+                sig: b.sig,
+            },
         };
         let user_key = name_key(&theirs.user);
         let ours = self.bindings.get(&user_key);
@@ -416,11 +436,7 @@ impl Chat {
             }
         }
         let losing = ours.map(|o| o.user.clone());
-        out.push(Effect::Persist(Persist::Bind {
-            user: theirs.user.clone(),
-            public_key: theirs.key,
-            bound_ms: theirs.bound_ms,
-        }));
+        out.push(Effect::Persist(theirs.persist()));
         self.bindings.insert(user_key, theirs.clone());
         // A user here holding the name (or a look-alike) under the losing
         // binding must go.

@@ -64,6 +64,20 @@ pub struct Binding {
     pub public_key: [u8; 32],
     /// When the name was first bound (ms since the Unix epoch).
     pub bound_ms: u64,
+    /// Who vouches for it; `None` in a store written before bindings were
+    /// vouched for (such a binding is taken as this server's own).
+    pub vouch: Option<Vouch>,
+}
+
+/// The server a name was bound at, vouching for the binding with its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vouch {
+    /// The server's id.
+    pub home: chatdrop_proto::link::ServerId,
+    /// Its public key.
+    pub home_key: [u8; 32],
+    /// Its signature over the binding (`NetBinding::signed_bytes`).
+    pub sig: Vec<u8>,
 }
 
 /// A banned user.

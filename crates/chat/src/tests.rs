@@ -367,10 +367,12 @@ fn restart_from_snapshot_keeps_rooms_and_bindings() {
                 user,
                 public_key,
                 bound_ms,
+                vouch,
             } => snap.bindings.push(crate::Binding {
                 user: user.clone(),
                 public_key: *public_key,
                 bound_ms: *bound_ms,
+                vouch: Some(vouch.clone()),
             }),
             Persist::History { entry, .. } => history.push(entry.clone()),
             _ => {}

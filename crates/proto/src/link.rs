@@ -244,6 +244,39 @@ pub struct NetBinding {
     pub key: [u8; 32],
     /// When the name was first bound (ms since the Unix epoch).
     pub bound_ms: u64,
+    /// The server the name was bound at: the only one that can vouch for
+    /// the binding.
+    pub home: ServerId,
+    /// Its public key ([`server_id_of`] it is `home`).
+    pub home_key: [u8; 32],
+    /// Its Ed25519 signature over [`NetBinding::signed_bytes`].
+    pub sig: Vec<u8>,
+}
+
+impl NetBinding {
+    /// What the home server signs:
+    ///
+    /// ```text
+    /// "chatdrop binding v1" 0x00 | home 16 | user length u16 BE | user
+    /// | key 32 | bound_ms u64 BE
+    /// ```
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        binding_bytes(&self.home, &self.user, &self.key, self.bound_ms)
+    }
+}
+
+/// The bytes a home server signs to vouch that `user` was bound to `key`
+/// at `bound_ms` there (see [`NetBinding::signed_bytes`]).
+pub fn binding_bytes(home: &ServerId, user: &str, key: &[u8; 32], bound_ms: u64) -> Vec<u8> {
+    let mut t = Vec::with_capacity(20 + 16 + 2 + user.len() + 32 + 8);
+    t.extend_from_slice(b"chatdrop binding v1\0");
+    t.extend_from_slice(home);
+    // A name is far below 64 KiB.
+    t.extend_from_slice(&(user.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    t.extend_from_slice(user.as_bytes());
+    t.extend_from_slice(key);
+    t.extend_from_slice(&bound_ms.to_be_bytes());
+    t
 }
 
 /// What one server tells another.

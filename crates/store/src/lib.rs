@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use chatdrop_chat::{Ban, Binding, HistoryEntry, Persist, RoomRecord, Snapshot};
+use chatdrop_chat::{Ban, Binding, HistoryEntry, Persist, RoomRecord, Snapshot, Vouch};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Errors of the store.
@@ -24,7 +24,7 @@ pub enum StoreError {
 }
 
 /// Schema version written to SQLite's `user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rooms (
@@ -37,7 +37,10 @@ CREATE TABLE IF NOT EXISTS rooms (
 CREATE TABLE IF NOT EXISTS bindings (
     user TEXT PRIMARY KEY,
     public_key BLOB NOT NULL,
-    bound_ms INTEGER NOT NULL DEFAULT 0
+    bound_ms INTEGER NOT NULL DEFAULT 0,
+    home BLOB,
+    home_key BLOB,
+    sig BLOB
 );
 CREATE TABLE IF NOT EXISTS bans (
     user TEXT PRIMARY KEY,
@@ -82,11 +85,19 @@ impl Store {
             )));
         }
         conn.execute_batch(SCHEMA)?;
-        if version == 1 {
+        if (1..2).contains(&version) {
             // Version 2 records when each name was bound, which settles
             // name clashes between merging server networks.
             conn.execute_batch(
                 "ALTER TABLE bindings ADD COLUMN bound_ms INTEGER NOT NULL DEFAULT 0",
+            )?;
+        }
+        if (1..3).contains(&version) {
+            // Version 3 keeps the home server's vouch for each binding.
+            conn.execute_batch(
+                "ALTER TABLE bindings ADD COLUMN home BLOB;
+                 ALTER TABLE bindings ADD COLUMN home_key BLOB;
+                 ALTER TABLE bindings ADD COLUMN sig BLOB;",
             )?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -130,16 +141,35 @@ impl Store {
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT user, public_key, bound_ms FROM bindings")?;
+            .prepare("SELECT user, public_key, bound_ms, home, home_key, sig FROM bindings")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, Vec<u8>>(1)?,
                 r.get::<_, i64>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+                r.get::<_, Option<Vec<u8>>>(4)?,
+                r.get::<_, Option<Vec<u8>>>(5)?,
             ))
         })?;
         for row in rows {
-            let (user, key, bound_ms) = row?;
+            let (user, key, bound_ms, home, home_key, sig) = row?;
+            // A row written before vouches were kept has none; one whose
+            // vouch is damaged is kept without it (the server then vouches
+            // for the binding itself, as for an old row).
+            let vouch = match (home, home_key, sig) {
+                (Some(home), Some(home_key), Some(sig)) => {
+                    match (home.try_into(), home_key.try_into()) {
+                        (Ok(home), Ok(home_key)) => Some(Vouch {
+                            home,
+                            home_key,
+                            sig,
+                        }),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
             let public_key: [u8; 32] = key.as_slice().try_into().map_err(|_| {
                 StoreError::Corrupt(format!(
                     "identity key of {user} has {} bytes, not 32",
@@ -150,6 +180,7 @@ impl Store {
                 user,
                 public_key,
                 bound_ms: bound_ms as u64,
+                vouch,
             });
         }
         let mut stmt = self.conn.prepare("SELECT user, reason FROM bans")?;
@@ -191,10 +222,18 @@ impl Store {
                         user,
                         public_key,
                         bound_ms,
+                        vouch,
                     } => {
                         tx.execute(
-                            "INSERT OR REPLACE INTO bindings (user, public_key, bound_ms) VALUES (?1, ?2, ?3)",
-                            params![user, &public_key[..], *bound_ms as i64],
+                            "INSERT OR REPLACE INTO bindings (user, public_key, bound_ms, home, home_key, sig) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            params![
+                                user,
+                                &public_key[..],
+                                *bound_ms as i64,
+                                &vouch.home[..],
+                                &vouch.home_key[..],
+                                &vouch.sig
+                            ],
                         )?;
                     }
                     Persist::RenameRoom { old, new } => {
@@ -318,6 +357,47 @@ mod tests {
         let snap = store.load(10).unwrap();
         assert_eq!(snap.bindings[0].user, "bob");
         assert_eq!(snap.bindings[0].bound_ms, 0);
+        assert_eq!(snap.bindings[0].vouch, None);
+    }
+
+    /// A home server's vouch, as the chat core makes one.
+    fn vouch() -> Vouch {
+        Vouch {
+            home: [4; 16],
+            home_key: [5; 32],
+            sig: vec![6; 64],
+        }
+    }
+
+    #[test]
+    fn a_version_2_database_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chatdrop.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE bindings (user TEXT PRIMARY KEY, public_key BLOB NOT NULL,
+                     bound_ms INTEGER NOT NULL DEFAULT 0);
+                 INSERT INTO bindings VALUES ('bob', zeroblob(32), 77);
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        let snap = store.load(10).unwrap();
+        assert_eq!(
+            (snap.bindings[0].bound_ms, &snap.bindings[0].vouch),
+            (77, &None)
+        );
+        // Vouches are kept from then on.
+        let bind = Persist::Bind {
+            user: "bob".into(),
+            public_key: [0; 32],
+            bound_ms: 77,
+            vouch: vouch(),
+        };
+        store.apply(&[bind]).unwrap();
+        assert_eq!(store.load(10).unwrap().bindings[0].vouch, Some(vouch()));
     }
 
     #[test]
@@ -334,6 +414,7 @@ mod tests {
                         user: "bob".into(),
                         public_key: [3; 32],
                         bound_ms: 77,
+                        vouch: vouch(),
                     },
                     Persist::Ban {
                         user: "eve".into(),
@@ -369,6 +450,7 @@ mod tests {
                 user: "bob".into(),
                 public_key: [3; 32],
                 bound_ms: 77,
+                vouch: Some(vouch()),
             }]
         );
         assert_eq!(

@@ -72,6 +72,17 @@ impl Identity {
         self.key.verifying_key().to_bytes()
     }
 
+    /// This server's vouch that `user` was bound to `key` here at
+    /// `bound_ms`.
+    pub fn vouch(&self, user: &str, key: &[u8; 32], bound_ms: u64) -> crate::state::Vouch {
+        let bytes = chatdrop_proto::link::binding_bytes(&self.id, user, key, bound_ms);
+        crate::state::Vouch {
+            home: self.id,
+            home_key: self.public_key(),
+            sig: self.key.sign(&bytes).to_bytes().to_vec(),
+        }
+    }
+
     /// This server's record with `seq` and `neighbors`, signed.
     fn record(&self, seq: u64, neighbors: Vec<(ServerId, u32)>) -> Lsa {
         let mut lsa = Lsa {
@@ -155,6 +166,11 @@ fn cost(rtt_us: Option<u64>) -> u32 {
 
 impl Network {
     /// A server with no links yet.
+    /// This server's identity.
+    pub fn me(&self) -> &Identity {
+        &self.me
+    }
+
     pub fn new(me: Identity) -> Self {
         let own = me.record(1, Vec::new());
         Network {
