@@ -167,10 +167,12 @@ pub(crate) fn check(msg: &NetMsg, now_ms: u64) -> Result<(), String> {
             room,
             to,
             text: t,
-            ..
+            ts,
         } => {
             user(from)?;
             room_id(room)?;
+            // Shown beside the line, and kept in history.
+            plausible("a chat line", *ts, now_ms)?;
             if let Target::User(u) = to {
                 user(u)?;
             }

@@ -135,7 +135,7 @@ fn say(text: &str) -> NetMsg {
         room: "r1".into(),
         to: Target::All,
         text: text.into(),
-        ts: 2,
+        ts: T0 + 2,
     }
 }
 
@@ -291,6 +291,28 @@ fn a_record_from_the_future_is_refused() {
     assert!(here.dropped() && here.to_bob().is_empty());
     assert_eq!(here.room_names(), ["r"]);
     assert!(!here.taken("carol", [8; 32]), "carol is free");
+    // A chat line dated in the future (or at 0) would show a false time
+    // beside it and in the room's history.
+    for ts in [later, 0] {
+        let NetMsg::Say {
+            from,
+            room,
+            to,
+            text,
+            ..
+        } = say("hello")
+        else {
+            unreachable!()
+        };
+        here.hear(NetMsg::Say {
+            from,
+            room,
+            to,
+            text,
+            ts,
+        });
+        assert!(here.dropped() && here.to_bob().is_empty(), "dated {ts}");
+    }
     // A clock a little ahead is a clock, not a lie.
     here.hear(NetMsg::Bind(bind("dave", here.now + MINUTE)));
     assert!(!here.dropped());
