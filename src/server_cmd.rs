@@ -42,6 +42,12 @@ pub struct ServerArgs {
     /// Lines of history each room keeps and shows on join [default: 100].
     #[arg(long)]
     history: Option<u32>,
+    /// Most rooms the server lets its users make [default: 10000].
+    #[arg(long)]
+    max_rooms: Option<usize>,
+    /// Most rooms one user may have made [default: 20].
+    #[arg(long)]
+    max_rooms_per_user: Option<usize>,
     /// The server's name, shown to clients [default: chatdrop].
     #[arg(long)]
     name: Option<String>,
@@ -89,6 +95,8 @@ struct ConfigFile {
     max_clients: Option<usize>,
     workers: Option<usize>,
     history: Option<u32>,
+    max_rooms: Option<usize>,
+    max_rooms_per_user: Option<usize>,
     name: Option<String>,
     #[serde(default)]
     links: Vec<String>,
@@ -126,6 +134,8 @@ fn merge(mut args: ServerArgs) -> anyhow::Result<ServerArgs> {
     args.max_clients = args.max_clients.or(c.max_clients);
     args.workers = args.workers.or(c.workers);
     args.history = args.history.or(c.history);
+    args.max_rooms = args.max_rooms.or(c.max_rooms);
+    args.max_rooms_per_user = args.max_rooms_per_user.or(c.max_rooms_per_user);
     args.name = args.name.or(c.name);
     args.link.extend(c.links);
     args.network_key = args.network_key.or(c.network_key);
@@ -170,6 +180,12 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.history {
         opts.history_len = n;
+    }
+    if let Some(n) = args.max_rooms {
+        opts.max_rooms = n;
+    }
+    if let Some(n) = args.max_rooms_per_user {
+        opts.max_rooms_per_user = n;
     }
     if let Some(name) = args.name {
         // Other servers refuse a link from a name outside these rules.

@@ -75,6 +75,11 @@ impl Room {
         &self.rec.name
     }
 
+    /// Who made it.
+    pub(crate) fn creator(&self) -> &str {
+        &self.rec.creator
+    }
+
     /// The room's network-wide id.
     pub(crate) fn id(&self) -> &str {
         &self.rec.id

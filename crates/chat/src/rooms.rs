@@ -93,6 +93,10 @@ impl Chat {
             out.push(err(conn, ErrorCode::InvalidName, why));
             return;
         }
+        if let Err(why) = self.room_allowed(conn) {
+            out.push(err(conn, ErrorCode::LimitReached, why));
+            return;
+        }
         if let Some(existing) = self.find_room(&name) {
             let also = if existing == name {
                 String::new()
@@ -118,6 +122,28 @@ impl Chat {
         self.net.send_all(now_ms, &announce, out);
         self.add_room(rec);
         self.enter_room(now_ms, conn, &name, true, out);
+    }
+
+    /// Whether the user of `conn` may make one more room: the server's and
+    /// the user's limits (rooms from linked servers count; they are kept
+    /// here too). Otherwise why not, naming the limit.
+    fn room_allowed(&self, conn: ConnId) -> Result<(), String> {
+        let s = &self.settings;
+        if self.rooms.len() >= s.max_rooms {
+            return Err(format!(
+                "this server holds its most rooms ({}, --max-rooms); join one",
+                s.max_rooms
+            ));
+        }
+        let user = &self.sessions[&conn].user;
+        let made = self.rooms.values().filter(|r| r.creator() == user).count();
+        if made >= s.max_rooms_per_user {
+            return Err(format!(
+                "you have made {made} rooms, the most one user may make here ({}, --max-rooms-per-user)",
+                s.max_rooms_per_user
+            ));
+        }
+        Ok(())
     }
 
     /// Adds a room record (not yet persisted by this call) whose name no

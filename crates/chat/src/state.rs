@@ -13,6 +13,12 @@ pub struct Settings {
     pub policy: crate::SharePolicy,
     /// File requests one client may have waiting for an answer.
     pub max_pending_requests: usize,
+    /// Most rooms this server lets its users make: rooms are kept, stored
+    /// and sent to every linked server, so without a bound one client
+    /// could make a room list no client can read.
+    pub max_rooms: usize,
+    /// Most rooms one user may have made (anywhere in the network).
+    pub max_rooms_per_user: usize,
     /// This server's identity in the server network.
     pub identity: crate::net::Identity,
 }
@@ -25,6 +31,8 @@ impl Default for Settings {
             max_lockout_ms: 60_000,
             policy: crate::SharePolicy::default(),
             max_pending_requests: 8,
+            max_rooms: 10_000,
+            max_rooms_per_user: 20,
             // A fixed key, for tests: a server always gives its own.
             identity: crate::net::Identity::new(&[0; 32], "chatdrop".into(), 0),
         }

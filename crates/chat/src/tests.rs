@@ -978,3 +978,43 @@ fn text_that_would_reorder_what_others_see_is_refused() {
     h.say(A, Target::All, family);
     assert_eq!(texts(&h.take(B)), [format!("alice>all:{family}")]);
 }
+
+/// One user cannot fill the server with rooms: past the user's limit, and
+/// past the server's, making a room is refused with `limit_reached` and a
+/// message naming the limit; others still can until the server's is
+/// reached. (One client made 15,700 rooms in under a second without them,
+/// and the room list outgrew what a client reads.)
+#[test]
+fn room_limits_per_user_and_per_server() {
+    let settings = Settings {
+        max_rooms: 4,
+        max_rooms_per_user: 2,
+        ..Settings::default()
+    };
+    let mut h = Harness::with(settings, Snapshot::default());
+    h.login(A, "alice");
+    h.login(B, "bob");
+    h.create(A, "a1", None);
+    h.create(A, "a2", None);
+    h.take(A);
+    h.create(A, "a3", None);
+    let got = h.take(A);
+    assert_eq!(error_code(&got), Some(ErrorCode::LimitReached));
+    let why = error_text(&got).unwrap();
+    assert!(
+        why.contains("--max-rooms-per-user") && why.contains('2'),
+        "{why}"
+    );
+    h.create(B, "b1", None);
+    h.create(B, "b2", None);
+    assert!(error_code(&h.take(B)).is_none());
+    h.create(B, "b3", None);
+    let got = h.take(B);
+    assert_eq!(error_code(&got), Some(ErrorCode::LimitReached));
+    h.login(C, "carol");
+    h.create(C, "c1", None);
+    let got = h.take(C);
+    assert_eq!(error_code(&got), Some(ErrorCode::LimitReached));
+    assert!(error_text(&got).unwrap().contains("--max-rooms"));
+    assert_eq!(h.chat.rooms.len(), 4, "no fifth room was made");
+}

@@ -275,6 +275,8 @@ pub enum ErrorCode {
     TooLong,
     /// Something failed inside the server.
     Internal,
+    /// A limit of the server was reached (the message names it).
+    LimitReached,
 }
 
 impl ErrorCode {
@@ -298,6 +300,7 @@ impl ErrorCode {
             ErrorCode::UnknownUser => "unknown_user",
             ErrorCode::TooLong => "too_long",
             ErrorCode::Internal => "internal",
+            ErrorCode::LimitReached => "limit_reached",
         }
     }
 

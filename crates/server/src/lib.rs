@@ -75,6 +75,10 @@ pub struct ServerOptions {
     pub max_clients: usize,
     /// Lines of history each room keeps.
     pub history_len: u32,
+    /// Most rooms the server lets its users make.
+    pub max_rooms: usize,
+    /// Most rooms one user may have made.
+    pub max_rooms_per_user: usize,
     /// The server's name, sent to clients.
     pub name: String,
     /// Which files the server refuses to broker.
@@ -96,6 +100,8 @@ impl ServerOptions {
             tls_key: None,
             max_clients: 20_000,
             history_len: 100,
+            max_rooms: Settings::default().max_rooms,
+            max_rooms_per_user: Settings::default().max_rooms_per_user,
             name: "chatdrop".into(),
             policy: chatdrop_chat::SharePolicy::default(),
             links: Vec::new(),
@@ -234,6 +240,8 @@ impl Server {
         );
         let settings = Settings {
             history_len: opts.history_len,
+            max_rooms: opts.max_rooms,
+            max_rooms_per_user: opts.max_rooms_per_user,
             policy: opts.policy.clone(),
             identity,
             ..Settings::default()
