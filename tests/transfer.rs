@@ -9,6 +9,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chatdrop_proto::{RefuseReason, ServerMsg};
 use chatdrop_transfer::relay::{Impairment, Relay};
@@ -566,6 +567,47 @@ fn whohas_getfile_upload_slots_and_next_peer() {
     bob.expect("upload_started", &to_alice);
     bob.expect("upload_done", &to_alice);
     assert_all_documented(&[&alice, &bob, &carol]);
+}
+
+/// An asker that is offered a file and never starts the transfer holds the
+/// owner's upload slot only for the transfer timeout (`--timeout`), not
+/// for 30 s: then the owner reports why the upload failed, and the next
+/// request is served. (Seen holding the slot 30 s with the wait fixed.)
+#[test]
+fn an_asker_that_never_starts_frees_the_upload_slot() {
+    let dir = tmp();
+    let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    let notes = b"bob's notes\n".repeat(1000);
+    let mut bob = sharer(
+        &server,
+        dir.path(),
+        "bob",
+        "r",
+        &[("notes.txt", &notes)],
+        &["--create", "--max-uploads", "1", "--timeout", "2"],
+    );
+    bob.send("@me setshare notes.txt");
+    bob.expect("share_status", &[]);
+    let mut mallory = RawPeer::join(&server, "mallory", "r");
+    let key = mallory.key.clone();
+    let asked = mallory.ask("bob", "notes.txt", &key, "bob");
+    let offer = mallory.answer_to(&asked);
+    assert!(matches!(offer, ServerMsg::FileOffer { .. }), "{offer:?}");
+    let failed = bob.expect_for(
+        Duration::from_secs(10),
+        "error",
+        &[("code", json!("upload_failed"))],
+    );
+    let why = failed["message"].as_str().unwrap();
+    assert!(
+        why.contains("mallory") && why.contains("no receiver came"),
+        "{why}"
+    );
+    let mut alice = sharer(&server, dir.path(), "alice", "r", &[], &[]);
+    alice.send("@bob getfile notes.txt");
+    let started = alice.expect("transfer_started", &[("from", "bob".into())]);
+    let done = alice.expect("transfer_done", &[]);
+    assert_download(&alice, &started, &done, &notes);
 }
 
 /// Requests and offers that were forged are refused, each saying why:

@@ -384,10 +384,14 @@ impl Peer {
         let keys = session_keys(&my_eph, &eph, &offer, &transcript, Role::Sender);
         let events = self.events.clone();
         let (file, asker) = (file.to_string(), asker.to_string());
+        let self_timeout = self.opts.timeout;
         tokio::spawn(async move {
             let opts = ServeOptions {
                 cfg,
-                wait_for_start: Some(Duration::from_secs(30)),
+                // An asker that never starts holds the upload slot only as
+                // long as a silent transfer would (the offer reaches it
+                // through its server within a moment).
+                wait_for_start: Some(self_timeout),
                 // Only the asker's address, as its server sees it, may
                 // start the transfer.
                 peer_ip: Some(asker_ip),
