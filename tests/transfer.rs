@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chatdrop_proto::{RefuseReason, ServerMsg};
+use chatdrop_proto::{ClientMsg, RefuseReason, ServerMsg};
 use chatdrop_transfer::relay::{Impairment, Relay};
 use chatdrop_transfer::Ticket;
 use ed25519_dalek::SigningKey;
@@ -608,6 +608,39 @@ fn an_asker_that_never_starts_frees_the_upload_slot() {
     let started = alice.expect("transfer_started", &[("from", "bob".into())]);
     let done = alice.expect("transfer_done", &[]);
     assert_download(&alice, &started, &done, &notes);
+}
+
+/// `whohas` answers nobody asked for (a member sending them by the
+/// hundred) are dropped unshown, and remembered nowhere: the answer to the
+/// question the client did ask is the first it shows. (Seen showing, and
+/// keeping, every one without the check.)
+#[test]
+fn answers_to_questions_never_asked_are_dropped() {
+    let dir = tmp();
+    let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    let mut alice = sharer(&server, dir.path(), "alice", "r", &[], &["--create"]);
+    let mut mallory = RawPeer::join(&server, "mallory", "r");
+    for i in 0..200 {
+        mallory.send(ClientMsg::HaveFile {
+            to: "alice".into(),
+            file: format!("junk{i}.bin"),
+            size: 1,
+            blake3: [0; 32],
+        });
+    }
+    alice.send("@all whohas notes.txt");
+    mallory.have(5, [1; 32]);
+    let reply = alice.expect("whohas_reply", &[]);
+    assert_eq!(
+        (&reply["file"], &reply["from"]),
+        (&json!("notes.txt"), &json!("mallory"))
+    );
+    let shown = alice
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "whohas_reply")
+        .count();
+    assert_eq!(shown, 1);
 }
 
 /// Requests and offers that were forged are refused, each saying why:

@@ -78,12 +78,23 @@ struct Asking {
     expect: Option<(u64, [u8; 32])>,
 }
 
+/// Files whose `whohas` answers are remembered at once.
+const MAX_ASKED: usize = 64;
+/// Answers remembered for one file.
+const MAX_HOLDERS: usize = 256;
+
 /// State of this client's file requests.
 pub struct Peer {
     opts: TransferOptions,
     shares: Shares,
-    /// Who answered `whohas` for each file, in order of answer.
+    /// Who answered `whohas` for each file asked about, in order of
+    /// answer: at most [`MAX_ASKED`] files (the oldest question is
+    /// forgotten first) and [`MAX_HOLDERS`] answers each, and only for
+    /// files this client asked about, so answers nobody asked for cannot
+    /// grow it.
     holders: HashMap<String, Vec<Holder>>,
+    /// The files in `holders`, oldest question first.
+    asked: std::collections::VecDeque<String>,
     /// Owners already asked for each file (so fallback moves on).
     tried: HashMap<String, HashSet<String>>,
     /// Requests sent, by (owner, file).
@@ -104,6 +115,7 @@ impl Peer {
             opts,
             shares,
             holders: HashMap::new(),
+            asked: std::collections::VecDeque::new(),
             tried: HashMap::new(),
             asking: HashMap::new(),
             uploads: Arc::new(AtomicUsize::new(0)),
@@ -152,8 +164,16 @@ impl Peer {
 
     /// `@all whohas FILE`: forget earlier answers for it and ask.
     pub fn who_has(&mut self, file: &str) -> ClientMsg {
-        self.holders.remove(file);
         self.tried.remove(file);
+        self.asked.retain(|f| f != file);
+        if self.asked.len() == MAX_ASKED {
+            if let Some(oldest) = self.asked.pop_front() {
+                self.holders.remove(&oldest);
+                self.tried.remove(&oldest);
+            }
+        }
+        self.asked.push_back(file.to_string());
+        self.holders.insert(file.to_string(), Vec::new());
         ClientMsg::WhoHas { file: file.into() }
     }
 
@@ -211,21 +231,26 @@ impl Peer {
                 size,
                 blake3,
             } => {
+                // An answer to a question this client did not ask (or no
+                // longer remembers) is dropped unshown.
+                let Some(list) = self.holders.get_mut(&file) else {
+                    return Ok(());
+                };
+                if list.len() >= MAX_HOLDERS || list.iter().any(|h| h.user == from) {
+                    return Ok(());
+                }
+                list.push(Holder {
+                    user: from.clone(),
+                    size,
+                    hash: blake3,
+                });
                 self.emit(ClientEvent::WhohasReply {
-                    file: file.clone(),
-                    from: from.clone(),
+                    file,
+                    from,
                     size,
                     blake3: hex::encode(blake3),
                 })
                 .await;
-                let list = self.holders.entry(file).or_default();
-                if !list.iter().any(|h| h.user == from) {
-                    list.push(Holder {
-                        user: from,
-                        size,
-                        hash: blake3,
-                    });
-                }
             }
             ServerMsg::FileRequest {
                 req,
