@@ -569,6 +569,20 @@ fn whohas_getfile_upload_slots_and_next_peer() {
     assert_all_documented(&[&alice, &bob, &carol]);
 }
 
+/// Bob, who made room `r` and shares `notes.txt` (its bytes returned),
+/// started with `extra` options.
+fn bob_sharing_notes(server: &ServerProc, dir: &Path, extra: &[&str]) -> (Vec<u8>, Proc) {
+    let notes = b"bob's notes\n".repeat(1000);
+    let args: Vec<&str> = ["--create"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let mut bob = sharer(server, dir, "bob", "r", &[("notes.txt", &notes)], &args);
+    bob.send("@me setshare notes.txt");
+    bob.expect("share_status", &[]);
+    (notes, bob)
+}
+
 /// An asker that is offered a file and never starts the transfer holds the
 /// owner's upload slot only for the transfer timeout (`--timeout`), not
 /// for 30 s: then the owner reports why the upload failed, and the next
@@ -577,17 +591,11 @@ fn whohas_getfile_upload_slots_and_next_peer() {
 fn an_asker_that_never_starts_frees_the_upload_slot() {
     let dir = tmp();
     let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
-    let notes = b"bob's notes\n".repeat(1000);
-    let mut bob = sharer(
+    let (notes, mut bob) = bob_sharing_notes(
         &server,
         dir.path(),
-        "bob",
-        "r",
-        &[("notes.txt", &notes)],
-        &["--create", "--max-uploads", "1", "--timeout", "2"],
+        &["--max-uploads", "1", "--timeout", "2"],
     );
-    bob.send("@me setshare notes.txt");
-    bob.expect("share_status", &[]);
     let mut mallory = RawPeer::join(&server, "mallory", "r");
     let key = mallory.key.clone();
     let asked = mallory.ask("bob", "notes.txt", &key, "bob");
@@ -660,17 +668,7 @@ fn answers_to_questions_never_asked_are_dropped() {
 fn forged_requests_and_offers_are_refused() {
     let dir = tmp();
     let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
-    let notes = b"bob's notes\n".repeat(1000);
-    let mut bob = sharer(
-        &server,
-        dir.path(),
-        "bob",
-        "r",
-        &[("notes.txt", &notes)],
-        &["--create"],
-    );
-    bob.send("@me setshare notes.txt");
-    bob.expect("share_status", &[]);
+    let (notes, mut bob) = bob_sharing_notes(&server, dir.path(), &[]);
     let mut mallory = RawPeer::join(&server, "mallory", "r");
     let own = mallory.key.clone();
     let stranger = SigningKey::generate(&mut rand::rngs::OsRng);

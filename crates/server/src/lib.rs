@@ -93,6 +93,7 @@ pub struct ServerOptions {
 impl ServerOptions {
     /// Defaults for a server listening on `listen` with data in `data_dir`.
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        let chat = Settings::default();
         ServerOptions {
             listen,
             data_dir,
@@ -100,8 +101,8 @@ impl ServerOptions {
             tls_key: None,
             max_clients: 20_000,
             history_len: 100,
-            max_rooms: Settings::default().max_rooms,
-            max_rooms_per_user: Settings::default().max_rooms_per_user,
+            max_rooms: chat.max_rooms,
+            max_rooms_per_user: chat.max_rooms_per_user,
             name: "chatdrop".into(),
             policy: chatdrop_chat::SharePolicy::default(),
             links: Vec::new(),
