@@ -35,11 +35,15 @@ impl Printer {
                 let (server, server_name, user) = (v(server), v(server_name), v(user));
                 format!("Connected to {server_name} at {server} as {user}")
             }
-            ClientEvent::Rooms { rooms } => {
-                if rooms.is_empty() {
+            ClientEvent::Rooms { rooms, total, next } => {
+                if rooms.is_empty() && *total == 0 {
                     return "No chatrooms yet; create one with /create NAME [password]".into();
                 }
-                let mut s = String::from("Here is a list of chatrooms:");
+                let mut s = if next.is_none() && rooms.len() as u32 == *total {
+                    String::from("Here is a list of chatrooms:")
+                } else {
+                    format!("Here is a page of the {total} chatrooms:")
+                };
                 for r in rooms {
                     let what = match (r.private, r.members) {
                         (true, _) => "private".to_string(),
@@ -48,6 +52,9 @@ impl Printer {
                         (false, None) => "public".to_string(),
                     };
                     s.push_str(&format!("\n  {} ({what})", v(&r.name)));
+                }
+                if next.is_some() {
+                    s.push_str("\n  ... more with /rooms more");
                 }
                 s
             }

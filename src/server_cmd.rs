@@ -9,7 +9,6 @@ use anyhow::Context;
 use chatdrop_chat::{parse_admin, AdminCommand};
 use chatdrop_server::{Server, ServerOptions};
 use clap::Args;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
 /// Options of `chatdrop server`. Each may also be set in the `--config`
@@ -82,39 +81,14 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     network_key: Option<String>,
-}
-
-/// The `--config` file: the same options as the flags.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    max_clients: Option<usize>,
-    workers: Option<usize>,
-    history: Option<u32>,
-    max_rooms: Option<usize>,
-    max_rooms_per_user: Option<usize>,
-    name: Option<String>,
-    #[serde(default)]
-    links: Vec<String>,
-    network_key: Option<String>,
-    #[serde(default)]
-    share_policy: PolicyFile,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyFile {
-    #[serde(default)]
-    block_ext: Vec<String>,
-    #[serde(default)]
-    block_name: Vec<String>,
-    #[serde(default)]
-    block_hash: Vec<String>,
-    max_share_size: Option<u64>,
+    /// Turn off every rate and per-address limit (for benchmarks and
+    /// private servers whose users are all trusted).
+    #[arg(long)]
+    no_rate_limits: bool,
+    /// The config file's `[limits]` table (boxed: it is large, and rarely
+    /// there).
+    #[arg(skip)]
+    limits: Option<Box<chatdrop_server::quota::Limits>>,
 }
 
 /// Folds the config file into the flags: a flag given wins, lists add up.
@@ -124,7 +98,9 @@ fn merge(mut args: ServerArgs) -> anyhow::Result<ServerArgs> {
     };
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let c: ConfigFile = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+    let c = chatdrop_server::config::parse(&text)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("in {}", path.display()))?;
     args.listen = args.listen.or(c.listen);
     args.data_dir = args.data_dir.or(c.data_dir);
     if args.tls_cert.is_none() && args.tls_key.is_none() {
@@ -144,6 +120,7 @@ fn merge(mut args: ServerArgs) -> anyhow::Result<ServerArgs> {
     args.block_name.extend(p.block_name);
     args.block_hash.extend(p.block_hash);
     args.max_share_size = args.max_share_size.or(p.max_share_size);
+    args.limits = c.limits.map(Box::new);
     Ok(args)
 }
 
@@ -216,6 +193,12 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             key.len() >= 16,
             "the network key must have at least 16 characters (a long random string)"
         );
+    }
+    if let Some(limits) = args.limits {
+        opts.limits = *limits;
+    }
+    if args.no_rate_limits {
+        opts.limits.enabled = false;
     }
     opts.links = args.link;
     opts.network_key = args.network_key;

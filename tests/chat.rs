@@ -5,13 +5,12 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 
-use chatdrop_proto::auth::{login_transcript, BINDING_LEN, EXPORTER_LABEL};
-use chatdrop_proto::limits::PROTOCOL_VERSION;
-use chatdrop_proto::{decode, encode_frame, ClientMsg, ErrorCode, ServerMsg};
+use chatdrop_proto::auth::{login_transcript, BINDING_LEN};
+use chatdrop_proto::{ErrorCode, ServerMsg};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
+use support::raw::*;
 use support::*;
 
 fn tmp() -> tempfile::TempDir {
@@ -428,81 +427,6 @@ fn a_changed_certificate_is_refused() {
     bob.expect("connected", &[]);
 }
 
-/// Opens a TLS connection to the server that accepts its certificate.
-fn raw_tls(addr: &str) -> RawTls {
-    let (verifier, _) = chatdrop_client::PinVerifier::new(None);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), "chatdrop".try_into().unwrap()).unwrap();
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(WAIT)).unwrap();
-    rustls::StreamOwned::new(conn, tcp)
-}
-
-/// Reads until the server closes; returns what it sent.
-fn read_to_close(s: &mut RawTls) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return got,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
-type RawTls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
-
-fn send_frame(s: &mut RawTls, msg: &ClientMsg) {
-    s.write_all(&encode_frame(msg).unwrap()).unwrap();
-    s.flush().unwrap();
-}
-
-fn read_frame(s: &mut RawTls) -> ServerMsg {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap();
-    let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut payload).unwrap();
-    decode(&payload).unwrap()
-}
-
-/// Logs in over a raw connection as `user` claiming the key `public_key`,
-/// and answers the challenge with `prove(channel binding, nonce)`. Returns
-/// the server's answer to the proof.
-fn raw_login(
-    addr: &str,
-    user: &str,
-    public_key: [u8; 32],
-    prove: impl Fn(&[u8; 32], &[u8; 32]) -> Vec<u8>,
-) -> ServerMsg {
-    let mut s = raw_tls(addr);
-    s.conn.complete_io(&mut s.sock).unwrap();
-    let mut binding = [0u8; BINDING_LEN];
-    s.conn
-        .export_keying_material(&mut binding, EXPORTER_LABEL, None)
-        .unwrap();
-    send_frame(
-        &mut s,
-        &ClientMsg::Hello {
-            version: PROTOCOL_VERSION,
-            user: user.to_string(),
-            public_key,
-        },
-    );
-    let ServerMsg::Challenge { nonce, .. } = read_frame(&mut s) else {
-        panic!("no challenge");
-    };
-    let signature = prove(&binding, &nonce);
-    send_frame(&mut s, &ClientMsg::Auth { signature });
-    read_frame(&mut s)
-}
-
 /// A login proof that does not verify is refused with `auth_failed`: one
 /// signed by another key than the one claimed (mallory posing as alice with
 /// her public key), and alice's own signature over another session's
@@ -903,11 +827,15 @@ fn chat_events_carry_their_documented_fields() {
 
     alice.send("/rooms");
     let ev = alice.expect("rooms", &[]);
-    assert_documented(&ev, &["rooms"]);
+    assert_documented(&ev, &["rooms", "total", "next"]);
     assert_documented_entries(&ev, "rooms", &["name", "private", "members"]);
     assert_eq!(
-        ev["rooms"],
-        json!([{"name": "r", "private": false, "members": 2}])
+        (&ev["rooms"], &ev["total"], &ev["next"]),
+        (
+            &json!([{"name": "r", "private": false, "members": 2}]),
+            &json!(1),
+            &json!(null)
+        )
     );
 
     let before = now_ms();

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod peer;
+pub mod raw;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

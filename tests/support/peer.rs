@@ -87,6 +87,28 @@ impl RawPeer {
     /// what [`RawPeer::send`] queues and hands every message from the
     /// server to [`RawPeer::expect`].
     pub fn join(server: &ServerProc, name: &str, room: &str) -> RawPeer {
+        let mut peer = Self::login(server, name);
+        peer.send(ClientMsg::JoinRoom {
+            room: room.to_string(),
+            password: None,
+        });
+        peer.expect("joined", |m| matches!(m, ServerMsg::Joined { .. }));
+        peer
+    }
+
+    /// Like [`RawPeer::join`], making the (public) room first.
+    pub fn create(server: &ServerProc, name: &str, room: &str) -> RawPeer {
+        let mut peer = Self::login(server, name);
+        peer.send(ClientMsg::CreateRoom {
+            room: room.to_string(),
+            password: None,
+        });
+        peer.expect("joined", |m| matches!(m, ServerMsg::Joined { .. }));
+        peer
+    }
+
+    /// Logs in to `server` as `name`, in no room.
+    pub fn login(server: &ServerProc, name: &str) -> RawPeer {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -101,6 +123,7 @@ impl RawPeer {
         let (tx, msgs) = channel();
         rt.spawn(async move {
             let mut ping = tokio::time::interval(Duration::from_secs(3));
+            let mut closed = false;
             loop {
                 tokio::select! {
                     frame = session.frames.next() => {
@@ -112,33 +135,25 @@ impl RawPeer {
                             break;
                         }
                     }
-                    msg = queued.recv() => {
+                    msg = queued.recv(), if !closed => {
                         let Some(msg) = msg else { break };
-                        if session.send(&msg).await.is_err() {
-                            break;
-                        }
+                        // The server may close while this peer still has
+                        // things to send: stop sending, read what it said.
+                        closed = session.send(&msg).await.is_err();
                     }
-                    _ = ping.tick() => {
-                        if session.send(&ClientMsg::Ping).await.is_err() {
-                            break;
-                        }
+                    _ = ping.tick(), if !closed => {
+                        closed = session.send(&ClientMsg::Ping).await.is_err();
                     }
                 }
             }
         });
-        let mut peer = RawPeer {
+        RawPeer {
             name: name.to_string(),
             key,
             rt,
             out,
             msgs,
-        };
-        peer.send(ClientMsg::JoinRoom {
-            room: room.to_string(),
-            password: None,
-        });
-        peer.expect("joined", |m| matches!(m, ServerMsg::Joined { .. }));
-        peer
+        }
     }
 
     /// Queues a message to the server.
@@ -160,6 +175,43 @@ impl RawPeer {
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     panic!("{}: the connection ended before {what}", self.name)
+                }
+            }
+        }
+    }
+
+    /// Every message up to and including the first that matches `pred`
+    /// (within [`WAIT`]).
+    pub fn until(&mut self, what: &str, pred: impl Fn(&ServerMsg) -> bool) -> Vec<ServerMsg> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.msgs.recv_timeout(left) {
+                Ok(m) => {
+                    let done = pred(&m);
+                    got.push(m);
+                    if done {
+                        return got;
+                    }
+                }
+                Err(e) => panic!("{}: no {what} within {WAIT:?} ({e:?})", self.name),
+            }
+        }
+    }
+
+    /// Waits (within [`WAIT`]) for the server to close the connection;
+    /// returns what it sent until then.
+    pub fn expect_closed(&mut self) -> Vec<ServerMsg> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.msgs.recv_timeout(left) {
+                Ok(m) => got.push(m),
+                Err(RecvTimeoutError::Disconnected) => return got,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("{}: still connected after {WAIT:?}: {got:?}", self.name)
                 }
             }
         }

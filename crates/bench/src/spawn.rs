@@ -26,6 +26,8 @@ impl ServerProc {
                 "--listen",
                 "127.0.0.1:0",
                 "--no-console",
+                // The load is the point: no rate or per-address limits.
+                "--no-rate-limits",
                 "--workers",
             ])
             .arg(workers.to_string())

@@ -19,10 +19,10 @@ use crate::contact::{Contacts, Source};
 use crate::event::{ConnId, Effect, Event};
 use crate::files::{Ask, Request};
 use crate::link_checks;
+use crate::lockout::PasswordFailures;
 use crate::login::{Bound, RemoteUser, Session};
 use crate::net::{NetEvent, Network};
 use crate::room::Room;
-use crate::rooms::Failures;
 use crate::state::{Settings, Snapshot};
 
 /// The chat state of one server. See the crate docs.
@@ -47,8 +47,8 @@ pub struct Chat {
     /// Links, routes and channels to the other servers.
     pub(crate) net: Network,
     pub(crate) bans: HashMap<String, String>,
-    /// Wrong-password counts per user name.
-    pub(crate) failures: HashMap<String, Failures>,
+    /// Wrong-password counts per user name, address and room.
+    pub(crate) failures: PasswordFailures,
     /// Numbers password checks.
     pub(crate) next_attempt: u64,
     /// File requests waiting for the owner's answer.
@@ -123,6 +123,7 @@ impl Chat {
                 *held = bound;
             }
         }
+        let failures = PasswordFailures::new(&settings);
         Chat {
             net: Network::new(settings.identity.clone()),
             settings,
@@ -139,7 +140,7 @@ impl Chat {
                 .into_iter()
                 .map(|b| (b.user, b.reason))
                 .collect(),
-            failures: HashMap::new(),
+            failures,
             next_attempt: 1,
             requests: HashMap::new(),
             next_request: 1,
@@ -170,12 +171,17 @@ impl Chat {
             Event::CreateRoom {
                 conn,
                 room,
-                password_hash,
+                password,
                 room_id,
             } if self.sessions.contains_key(&conn) => {
-                self.create(now_ms, conn, room, password_hash, room_id, out)
+                self.create(now_ms, conn, room, password, room_id, out)
             }
             Event::Request { .. } | Event::CreateRoom { .. } => {}
+            Event::PasswordHashed {
+                conn,
+                attempt,
+                hash,
+            } => self.password_hashed(now_ms, conn, attempt, hash, out),
             Event::PasswordChecked {
                 conn, attempt, ok, ..
             } => self.password_checked(now_ms, conn, attempt, ok, out),
@@ -213,9 +219,9 @@ impl Chat {
     fn client_request(&mut self, now_ms: u64, conn: ConnId, msg: ClientMsg, out: &mut Vec<Effect>) {
         match msg {
             ClientMsg::Quit => self.quit(now_ms, conn, out),
-            ClientMsg::ListRooms => out.push(Effect::Send {
+            ClientMsg::ListRooms { after } => out.push(Effect::Send {
                 to: conn,
-                msg: self.room_list(),
+                msg: self.room_list(after.as_deref()),
             }),
             ClientMsg::JoinRoom { room, password } => self.join(now_ms, conn, room, password, out),
             ClientMsg::LeaveRoom => self.leave(now_ms, conn, out),
@@ -244,12 +250,12 @@ impl Chat {
             ClientMsg::Hello { .. } | ClientMsg::Auth { .. } | ClientMsg::LinkHello(_) => {
                 out.push(err(conn, ErrorCode::BadRequest, "already logged in"))
             }
-            // The server hashes the password first and sends
-            // `Event::CreateRoom`; a raw one never reaches the core.
+            // The server gives the room an ID and sends `Event::CreateRoom`;
+            // a raw one never reaches the core.
             ClientMsg::CreateRoom { .. } => out.push(err(
                 conn,
                 ErrorCode::Internal,
-                "a room's password must be hashed before the room is created",
+                "a room needs an ID before it is created",
             )),
         }
     }

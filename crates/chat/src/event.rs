@@ -32,18 +32,28 @@ pub enum Event {
     },
     /// A request from a logged-in client, as it came. (The server answers
     /// `Ping` itself and refuses login frames after the login; a
-    /// `CreateRoom` comes as [`Event::CreateRoom`], its password hashed.)
+    /// `CreateRoom` comes as [`Event::CreateRoom`], with a room ID.)
     Request { conn: ConnId, msg: ClientMsg },
-    /// `CreateRoom`, with the password already hashed by the server (hashing
-    /// is slow and must not stall the core) and a random ID for the room.
+    /// `CreateRoom`, with a random ID for the room. A private room's
+    /// password is hashed off the core's thread ([`Effect::HashPassword`])
+    /// once the request is found valid.
     CreateRoom {
         conn: ConnId,
         /// Requested room name.
         room: String,
-        /// Argon2id PHC string of the password, for a private room.
-        password_hash: Option<String>,
+        /// The password of a private room, as typed.
+        password: Option<String>,
         /// A fresh random ID the room gets if it is created.
         room_id: String,
+    },
+    /// Result of an [`Effect::HashPassword`].
+    PasswordHashed {
+        /// The connection that asked to make the room.
+        conn: ConnId,
+        /// The `attempt` of the request.
+        attempt: u64,
+        /// The Argon2id PHC string, or `None` if hashing failed.
+        hash: Option<String>,
     },
     /// Result of an [`Effect::CheckPassword`].
     PasswordChecked {
@@ -148,6 +158,20 @@ pub enum Effect {
         hash: String,
         /// The password typed.
         password: String,
+        /// The asker's address block ([`crate::ip_block`]), for sharing
+        /// the hashing slots fairly between addresses.
+        ip: std::net::IpAddr,
+    },
+    /// Hash a new private room's password off the core's thread, then feed
+    /// back [`Event::PasswordHashed`].
+    HashPassword {
+        conn: ConnId,
+        /// Identifies the request.
+        attempt: u64,
+        /// The password typed.
+        password: String,
+        /// The asker's address block, as for `CheckPassword`.
+        ip: std::net::IpAddr,
     },
     /// Write a record to the store.
     Persist(Persist),

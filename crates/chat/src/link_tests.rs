@@ -40,7 +40,7 @@ impl Here {
         here.ev(Event::CreateRoom {
             conn: BOB,
             room: "r".into(),
-            password_hash: None,
+            password: None,
             room_id: "r1".into(),
         });
         here
@@ -110,10 +110,10 @@ impl Here {
     fn room_names(&mut self) -> Vec<String> {
         self.ev(Event::Request {
             conn: BOB,
-            msg: ClientMsg::ListRooms,
+            msg: ClientMsg::ListRooms { after: None },
         });
         match self.to_bob().first() {
-            Some(ServerMsg::Rooms { rooms }) => rooms.iter().map(|r| r.name.clone()).collect(),
+            Some(ServerMsg::Rooms { rooms, .. }) => rooms.iter().map(|r| r.name.clone()).collect(),
             other => panic!("no room list: {other:?}"),
         }
     }

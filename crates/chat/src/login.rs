@@ -80,6 +80,9 @@ pub(crate) struct Session {
     /// Room whose password is being checked for this connection, and the
     /// check's attempt number.
     pub(crate) joining: Option<(String, u64)>,
+    /// A private room this connection is making, waiting for its password
+    /// hash: the name, the attempt number and the room's ID.
+    pub(crate) creating: Option<(String, u64, String)>,
 }
 
 /// A user online at another server.
@@ -190,6 +193,7 @@ impl Chat {
                 room: None,
                 since_ms: now_ms,
                 joining: None,
+                creating: None,
             },
         );
         let online = NetMsg::Online(self.net_user(conn));

@@ -202,6 +202,7 @@ impl Sim {
                     .push_back((to, Event::LinkFrame { link: to_link, msg }, Some(c)));
             }
             Effect::CheckPassword { .. }
+            | Effect::HashPassword { .. }
             | Effect::Persist(_)
             | Effect::Console(_)
             | Effect::Shutdown => {}
@@ -327,7 +328,7 @@ fn a_cut_in_a_ring_loses_and_doubles_nothing() {
         Event::CreateRoom {
             conn: ConnId(1),
             room: "ring".into(),
-            password_hash: None,
+            password: None,
             room_id: "r1".into(),
         },
     );
@@ -432,7 +433,7 @@ fn a_split_and_heal_show_users_go_and_come_back() {
         Event::CreateRoom {
             conn: ConnId(1),
             room: "r".into(),
-            password_hash: None,
+            password: None,
             room_id: "id-r".into(),
         },
     );

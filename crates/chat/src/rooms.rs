@@ -17,6 +17,7 @@
 //! of ours only if it can be news (see [`crate::contact`]); if not, it is
 //! the one renamed.
 
+use chatdrop_proto::limits::ROOM_PAGE;
 use chatdrop_proto::link::{NetMsg, NetRoom};
 use chatdrop_proto::names::{check_room_name, name_key};
 use chatdrop_proto::{ErrorCode, LeaveReason, ServerMsg};
@@ -24,14 +25,23 @@ use chatdrop_proto::{ErrorCode, LeaveReason, ServerMsg};
 use crate::chat::{err, Chat};
 use crate::contact::Source;
 use crate::event::{ConnId, Effect, Persist};
+use crate::login::Session;
 use crate::room::{net_room, Room};
 use crate::state::RoomRecord;
 
-/// Wrong passwords of one user, and until when its attempts are refused.
-#[derive(Debug, Default)]
-pub(crate) struct Failures {
-    count: u32,
-    locked_until_ms: u64,
+/// Whether `session` has a password check or hash under way, refusing
+/// another if so: they are slow by design, and a client must not queue up
+/// unbounded work.
+fn password_busy(session: &Session, conn: ConnId, out: &mut Vec<Effect>) -> bool {
+    let busy = session.joining.is_some() || session.creating.is_some();
+    if busy {
+        out.push(err(
+            conn,
+            ErrorCode::RateLimited,
+            "a password is already being checked or hashed; wait for its answer",
+        ));
+    }
+    busy
 }
 
 /// The name a room takes when it loses a name clash: its name with the
@@ -54,10 +64,25 @@ impl Chat {
         self.room_keys.get(&name_key(name)).cloned()
     }
 
-    /// The rooms as a client sees them.
-    pub(crate) fn room_list(&self) -> ServerMsg {
+    /// A page of the rooms as a client sees them: [`ROOM_PAGE`] at most,
+    /// from the first name after `after`.
+    pub(crate) fn room_list(&self, after: Option<&str>) -> ServerMsg {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, |a| Excluded(a.to_string()));
+        let mut page = self.rooms.range((from, Unbounded));
+        let rooms: Vec<_> = page
+            .by_ref()
+            .take(ROOM_PAGE)
+            .map(|(_, r)| r.info())
+            .collect();
+        let next = match page.next() {
+            Some(_) => rooms.last().map(|r| r.name.clone()),
+            None => None,
+        };
         ServerMsg::Rooms {
-            rooms: self.rooms.values().map(Room::info).collect(),
+            rooms,
+            total: u32::try_from(self.rooms.len()).unwrap_or(u32::MAX),
+            next,
         }
     }
 
@@ -79,8 +104,103 @@ impl Chat {
         }
     }
 
-    /// `CreateRoom`, its password already hashed.
+    /// `CreateRoom`: checked first, then made at once (a public room) or
+    /// once its password is hashed off the core's thread. Nothing is hashed
+    /// for a request that would be refused anyway.
     pub(crate) fn create(
+        &mut self,
+        now_ms: u64,
+        conn: ConnId,
+        name: String,
+        password: Option<String>,
+        room_id: String,
+        out: &mut Vec<Effect>,
+    ) {
+        if let Err((code, why)) = self.may_create(conn, &name) {
+            out.push(err(conn, code, why));
+            return;
+        }
+        let Some(password) = password else {
+            self.make_room(now_ms, conn, name, None, room_id, out);
+            return;
+        };
+        if password.is_empty() {
+            out.push(err(
+                conn,
+                ErrorCode::BadRequest,
+                "a private room needs a non-empty password",
+            ));
+            return;
+        }
+        let attempt = self.next_attempt;
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        if password_busy(session, conn, out) {
+            return;
+        }
+        self.next_attempt += 1;
+        session.creating = Some((name, attempt, room_id));
+        out.push(Effect::HashPassword {
+            conn,
+            attempt,
+            password,
+            ip: crate::ip_block(session.ip),
+        });
+    }
+
+    /// A new private room's password hash is ready: make the room, if it
+    /// still may be made (another may have taken the name meanwhile).
+    pub(crate) fn password_hashed(
+        &mut self,
+        now_ms: u64,
+        conn: ConnId,
+        attempt: u64,
+        hash: Option<String>,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let Some((name, _, room_id)) = session.creating.take_if(|(_, a, _)| *a == attempt) else {
+            return;
+        };
+        let Some(hash) = hash else {
+            out.push(err(
+                conn,
+                ErrorCode::Internal,
+                "could not hash the password",
+            ));
+            return;
+        };
+        if let Err((code, why)) = self.may_create(conn, &name) {
+            out.push(err(conn, code, why));
+            return;
+        }
+        self.make_room(now_ms, conn, name, Some(hash), room_id, out);
+    }
+
+    /// Whether `conn` may make a room named `name`; otherwise the error.
+    fn may_create(&self, conn: ConnId, name: &str) -> Result<(), (ErrorCode, String)> {
+        check_room_name(name).map_err(|why| (ErrorCode::InvalidName, why))?;
+        self.room_allowed(conn)
+            .map_err(|why| (ErrorCode::LimitReached, why))?;
+        if let Some(existing) = self.find_room(name) {
+            let also = if existing == name {
+                String::new()
+            } else {
+                format!(" (names that differ only in case or look alike are one name: {existing})")
+            };
+            return Err((
+                ErrorCode::RoomExists,
+                format!("room {name} exists already{also}; join it instead"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes a room that [`Chat::may_create`] allowed and puts `conn` in it.
+    fn make_room(
         &mut self,
         now_ms: u64,
         conn: ConnId,
@@ -89,27 +209,6 @@ impl Chat {
         room_id: String,
         out: &mut Vec<Effect>,
     ) {
-        if let Err(why) = check_room_name(&name) {
-            out.push(err(conn, ErrorCode::InvalidName, why));
-            return;
-        }
-        if let Err(why) = self.room_allowed(conn) {
-            out.push(err(conn, ErrorCode::LimitReached, why));
-            return;
-        }
-        if let Some(existing) = self.find_room(&name) {
-            let also = if existing == name {
-                String::new()
-            } else {
-                format!(" (names that differ only in case or look alike are one name: {existing})")
-            };
-            out.push(err(
-                conn,
-                ErrorCode::RoomExists,
-                format!("room {name} exists already{also}; join it instead"),
-            ));
-            return;
-        }
         let rec = RoomRecord {
             name: name.clone(),
             id: room_id,
@@ -187,14 +286,7 @@ impl Chat {
             self.enter_room(now_ms, conn, &name, false, out);
             return;
         }
-        if session.joining.is_some() {
-            // One password check per connection at a time: checks are slow
-            // by design, and a client must not queue up unbounded work.
-            out.push(err(
-                conn,
-                ErrorCode::RateLimited,
-                "a password check is already under way; wait for its answer",
-            ));
+        if password_busy(session, conn, out) {
             return;
         }
         let Some(password) = password else {
@@ -205,16 +297,12 @@ impl Chat {
             ));
             return;
         };
-        if let Some(f) = self.failures.get(&session.user) {
-            if f.locked_until_ms > now_ms {
-                let secs = (f.locked_until_ms - now_ms).div_ceil(1000);
-                out.push(err(
-                    conn,
-                    ErrorCode::RateLimited,
-                    format!("too many wrong passwords; try again in {secs} s"),
-                ));
-                return;
-            }
+        let refusal = self
+            .failures
+            .refusal(&session.user, session.ip, room.id(), &name, now_ms);
+        if let Some(why) = refusal {
+            out.push(err(conn, ErrorCode::RateLimited, why));
+            return;
         }
         let attempt = self.next_attempt;
         self.next_attempt += 1;
@@ -225,6 +313,7 @@ impl Chat {
             attempt,
             hash: hash.clone(),
             password,
+            ip: crate::ip_block(session.ip),
         });
     }
 
@@ -246,26 +335,21 @@ impl Chat {
             return; // a newer request replaced this one
         };
         session.joining = None;
-        if !self.rooms.contains_key(&room) {
+        let Some(room_id) = self.rooms.get(&room).map(|r| r.id().to_string()) else {
             out.push(err(
                 conn,
                 ErrorCode::NoSuchRoom,
                 format!("no room named {room}"),
             ));
             return;
-        }
+        };
         if ok {
-            self.failures.remove(&session.user);
+            self.failures.users.clear(&session.user);
             self.enter_room(now_ms, conn, &room, false, out);
             return;
         }
-        let f = self.failures.entry(session.user.clone()).or_default();
-        f.count += 1;
-        if f.count >= self.settings.free_password_failures {
-            let doublings = (f.count - self.settings.free_password_failures).min(16);
-            let wait = (1000u64 << doublings).min(self.settings.max_lockout_ms);
-            f.locked_until_ms = now_ms + wait;
-        }
+        self.failures
+            .fail(&session.user, session.ip, &room_id, now_ms);
         out.push(err(
             conn,
             ErrorCode::WrongPassword,

@@ -7,6 +7,9 @@ pub struct Settings {
     pub history_len: u32,
     /// Wrong passwords allowed for one user before attempts are slowed down.
     pub free_password_failures: u32,
+    /// Wrong passwords allowed for one room, whoever guesses, before guesses
+    /// at it are slowed down.
+    pub free_room_password_failures: u32,
     /// Longest lock-out after repeated wrong passwords, in milliseconds.
     pub max_lockout_ms: u64,
     /// Which files the server refuses to broker.
@@ -28,6 +31,7 @@ impl Default for Settings {
         Settings {
             history_len: 100,
             free_password_failures: 3,
+            free_room_password_failures: 20,
             max_lockout_ms: 60_000,
             policy: crate::SharePolicy::default(),
             max_pending_requests: 8,

@@ -15,6 +15,7 @@ struct Harness {
     console: Vec<String>,
     persisted: Vec<Persist>,
     pending_checks: Vec<(ConnId, String, u64, String, String)>,
+    pending_hashes: Vec<(ConnId, u64, String)>,
     shutdown: bool,
 }
 
@@ -36,6 +37,7 @@ impl Harness {
             console: vec![],
             persisted: vec![],
             pending_checks: vec![],
+            pending_hashes: vec![],
             shutdown: false,
         }
     }
@@ -58,9 +60,17 @@ impl Harness {
                     attempt,
                     hash,
                     password,
+                    ..
                 } => self
                     .pending_checks
                     .push((conn, room, attempt, hash, password)),
+                // The "hash" in these tests is the password itself.
+                Effect::HashPassword {
+                    conn,
+                    attempt,
+                    password,
+                    ..
+                } => self.pending_hashes.push((conn, attempt, password)),
                 Effect::Persist(p) => self.persisted.push(p),
                 Effect::Console(s) => self.console.push(s),
                 Effect::Shutdown => self.shutdown = true,
@@ -84,6 +94,15 @@ impl Harness {
 
     fn login(&mut self, conn: ConnId, user: &str) {
         self.login_key(conn, user, [conn.0 as u8; 32]);
+    }
+
+    fn login_from(&mut self, conn: ConnId, user: &str, ip: std::net::IpAddr) {
+        self.ev(Event::Login {
+            conn,
+            user: user.into(),
+            public_key: [conn.0 as u8; 32],
+            ip,
+        });
     }
 
     fn login_key(&mut self, conn: ConnId, user: &str, key: [u8; 32]) {
@@ -116,9 +135,16 @@ impl Harness {
         self.ev(Event::CreateRoom {
             conn,
             room: room.into(),
-            password_hash: password.map(String::from),
+            password: password.map(String::from),
             room_id: format!("id-{room}"),
         });
+        for (conn, attempt, password) in std::mem::take(&mut self.pending_hashes) {
+            self.ev(Event::PasswordHashed {
+                conn,
+                attempt,
+                hash: Some(password),
+            });
+        }
     }
 
     fn join(&mut self, conn: ConnId, room: &str, password: Option<&str>) {
@@ -183,9 +209,9 @@ fn the_original_scenario() {
     // alice lists: the private room shows as private without its members.
     h.ev(Event::Request {
         conn: A,
-        msg: ClientMsg::ListRooms,
+        msg: ClientMsg::ListRooms { after: None },
     });
-    let ServerMsg::Rooms { rooms } = &h.take(A)[0] else {
+    let ServerMsg::Rooms { rooms, .. } = &h.take(A)[0] else {
         panic!("no room list")
     };
     assert_eq!(rooms.len(), 1);
@@ -431,6 +457,157 @@ fn wrong_passwords_are_slowed_down() {
     h.now += 600;
     h.join(B, "vault", Some("right"));
     assert!(matches!(&h.take(B)[0], ServerMsg::Joined { .. }));
+}
+
+/// The room list comes in pages of 100 in name order, each saying how
+/// many rooms there are and where the next starts, so no answer grows with
+/// the number of rooms.
+#[test]
+fn the_room_list_comes_in_pages() {
+    let mut h = Harness::with(
+        Settings {
+            max_rooms_per_user: 1_000,
+            ..Settings::default()
+        },
+        Snapshot::default(),
+    );
+    h.login(A, "alice");
+    for i in 0..250 {
+        h.create(A, &format!("room{i:03}"), None);
+    }
+    h.take(A);
+    let mut after = None;
+    let mut seen = Vec::new();
+    for page in 0..3 {
+        h.ev(Event::Request {
+            conn: A,
+            msg: ClientMsg::ListRooms {
+                after: after.clone(),
+            },
+        });
+        let ServerMsg::Rooms { rooms, total, next } = h.take(A).remove(0) else {
+            panic!("no room list");
+        };
+        assert_eq!(total, 250);
+        assert_eq!(rooms.len(), if page < 2 { 100 } else { 50 });
+        assert_eq!(next.is_some(), page < 2);
+        seen.extend(rooms.into_iter().map(|r| r.name));
+        after = next;
+    }
+    let want: Vec<String> = (0..250).map(|i| format!("room{i:03}")).collect();
+    assert_eq!(seen, want, "every room once, in order");
+    // A page may start after any name, a room's or not.
+    h.ev(Event::Request {
+        conn: A,
+        msg: ClientMsg::ListRooms {
+            after: Some("room1995".into()),
+        },
+    });
+    let ServerMsg::Rooms { rooms, .. } = h.take(A).remove(0) else {
+        panic!("no room list");
+    };
+    assert_eq!(rooms[0].name, "room200");
+}
+
+/// Names are free: a guesser that takes a new name for each guess is
+/// slowed down by its address (an IPv6 /64 counting as one), and guessers
+/// with a new name and address each time by the room's own count. (Seen
+/// failing with failures counted per name only: every guess was checked.)
+#[test]
+fn wrong_passwords_are_slowed_down_per_address_and_per_room() {
+    let mut h = Harness::new();
+    h.login(A, "alice");
+    h.create(A, "vault", Some("right"));
+    let mut conn = 100;
+    let mut guess = |h: &mut Harness, ip: &str| {
+        conn += 1;
+        let c = ConnId(conn);
+        h.login_from(c, &format!("m{conn}"), ip.parse().unwrap());
+        h.take(c);
+        h.join(c, "vault", Some("wrong"));
+        let got = h.take(c);
+        let Some(ServerMsg::Error { code, message }) = got.last() else {
+            panic!("{got:?}");
+        };
+        h.ev(Event::Disconnected { conn: c });
+        (*code, message.clone())
+    };
+    for _ in 0..3 {
+        assert_eq!(guess(&mut h, "2001:db8:1:1::1").0, ErrorCode::WrongPassword);
+    }
+    let (code, why) = guess(&mut h, "2001:db8:1:1:ffff::2");
+    assert_eq!(code, ErrorCode::RateLimited);
+    assert_eq!(
+        why,
+        "too many wrong passwords from your address; try again in 1 s"
+    );
+
+    // A new address for every guess: 20 are checked, then the room waits.
+    for i in 0..17 {
+        let (code, _) = guess(&mut h, &format!("192.0.2.{i}"));
+        assert_eq!(code, ErrorCode::WrongPassword, "guess {i}");
+    }
+    let (code, why) = guess(&mut h, "198.51.100.1");
+    assert_eq!(code, ErrorCode::RateLimited);
+    assert_eq!(
+        why,
+        "too many wrong passwords for room vault lately; try again in 1 s"
+    );
+    assert!(h.pending_checks.is_empty());
+    // The wait passes.
+    h.now += 1_001;
+    assert_eq!(guess(&mut h, "198.51.100.2").0, ErrorCode::WrongPassword);
+}
+
+/// A private room is checked before its password is hashed: a name taken
+/// (in any spelling), a bad name or a limit reached are refused without any
+/// hashing; a valid one is hashed once and made. (Seen failing with the
+/// server hashing first: every refused request cost an Argon2 run.)
+#[test]
+fn nothing_is_hashed_for_a_room_that_would_be_refused() {
+    let mut h = Harness::new();
+    h.login(A, "alice");
+    h.login(B, "bob");
+    h.create(A, "vault", None);
+    h.take(A);
+    for (name, code) in [
+        ("VAULT", ErrorCode::RoomExists),
+        ("no spaces", ErrorCode::InvalidName),
+    ] {
+        h.ev(Event::CreateRoom {
+            conn: B,
+            room: name.into(),
+            password: Some("pw".into()),
+            room_id: "x".into(),
+        });
+        assert!(h.pending_hashes.is_empty(), "{name} was hashed");
+        assert_eq!(error_code(&h.take(B)), Some(code), "{name}");
+    }
+    h.ev(Event::CreateRoom {
+        conn: B,
+        room: "safe".into(),
+        password: Some("pw".into()),
+        room_id: "id-safe".into(),
+    });
+    assert_eq!(h.pending_hashes.len(), 1);
+    // A second request while the first is hashed is refused, not queued.
+    h.ev(Event::CreateRoom {
+        conn: B,
+        room: "safe2".into(),
+        password: Some("pw".into()),
+        room_id: "id-safe2".into(),
+    });
+    assert_eq!(h.pending_hashes.len(), 1);
+    assert_eq!(error_code(&h.take(B)), Some(ErrorCode::RateLimited));
+    // Meanwhile alice takes the name: the hash is not used.
+    let (conn, attempt, password) = h.pending_hashes.pop().unwrap();
+    h.create(A, "Safe", None);
+    h.ev(Event::PasswordHashed {
+        conn,
+        attempt,
+        hash: Some(password),
+    });
+    assert_eq!(error_code(&h.take(B)), Some(ErrorCode::RoomExists));
 }
 
 #[test]
@@ -943,9 +1120,9 @@ fn room_names_are_one_name_in_any_case_or_look() {
     );
     h.ev(Event::Request {
         conn: A,
-        msg: ClientMsg::ListRooms,
+        msg: ClientMsg::ListRooms { after: None },
     });
-    let ServerMsg::Rooms { rooms } = &h.take(A)[0] else {
+    let ServerMsg::Rooms { rooms, .. } = &h.take(A)[0] else {
         panic!("no room list")
     };
     let names: Vec<&str> = rooms.iter().map(|r| r.name.as_str()).collect();

@@ -14,8 +14,10 @@ pub enum Command {
         to: Target,
         text: String,
     },
-    /// `@server get_rooms`, `/rooms`.
+    /// `@server get_rooms`, `/rooms`: the first page of the room list.
     ListRooms,
+    /// `@server get_rooms more`, `/rooms more`: the next page.
+    MoreRooms,
     /// `@server get_peers`, `/peers`.
     Peers,
     /// `/create NAME [password]`.
@@ -121,6 +123,7 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, String> {
         let cmd = match (target, rest) {
             ("", _) => return Err("@ needs a user name, `all` or `server`: @bob hello".into()),
             ("server", "get_rooms") => Command::ListRooms,
+            ("server", "get_rooms more") => Command::MoreRooms,
             ("server", "get_peers") => Command::Peers,
             ("server", "exit") => Command::Quit,
             ("me", rest) => Command::Share(parse_share(rest)?),
@@ -148,6 +151,7 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, String> {
         return Ok(Some(cmd));
     }
     let cmd = match word {
+        "/rooms" if rest == "more" => Command::MoreRooms,
         "/rooms" => Command::ListRooms,
         "/peers" => Command::Peers,
         "/leave" => Command::Leave,

@@ -94,8 +94,15 @@ pub enum ClientEvent {
         /// reached.
         candidates: Vec<ServerRtt>,
     },
-    /// The room list.
-    Rooms { rooms: Vec<RoomEntry> },
+    /// A page of the room list.
+    Rooms {
+        rooms: Vec<RoomEntry>,
+        /// Rooms on the server in all.
+        total: u32,
+        /// Where the next page starts (`/rooms more` asks for it); `null`
+        /// on the last page.
+        next: Option<String>,
+    },
     /// Joined (or created) a room.
     Joined {
         room: String,

@@ -61,6 +61,9 @@ struct Loop {
     room: Option<(String, Option<String>)>,
     /// Passwords of create/join requests awaiting an answer.
     pending: HashMap<String, Option<String>>,
+    /// Where the next page of the room list starts, after a page that was
+    /// not the last.
+    rooms_next: Option<String>,
     /// File requests and transfers.
     peer: Peer,
     /// The servers, closest first.
@@ -110,6 +113,7 @@ pub async fn run(
         peer,
         room: None,
         pending: HashMap::new(),
+        rooms_next: None,
     };
     if lp.servers.len() > 1 {
         lp.rank().await;
@@ -303,7 +307,19 @@ impl Loop {
     async fn command(&mut self, s: &mut Session, cmd: Command) -> bool {
         let msg = match cmd {
             Command::Say { to, text } => ClientMsg::Say { to, text },
-            Command::ListRooms => ClientMsg::ListRooms,
+            Command::ListRooms => ClientMsg::ListRooms { after: None },
+            Command::MoreRooms => match self.rooms_next.clone() {
+                Some(after) => ClientMsg::ListRooms { after: Some(after) },
+                None => {
+                    self.emit(ClientEvent::Error {
+                        code: ErrorKind::BadCommand,
+                        message: "no more rooms: the last list was complete (/rooms starts over)"
+                            .into(),
+                    })
+                    .await;
+                    return true;
+                }
+            },
             Command::Peers => ClientMsg::GetPeers,
             Command::Leave => ClientMsg::LeaveRoom,
             Command::Quit => ClientMsg::Quit,
@@ -414,7 +430,12 @@ impl Loop {
             ServerMsg::Pong | ServerMsg::Challenge { .. } | ServerMsg::LoggedIn { .. } => {
                 return Ok(None)
             }
-            ServerMsg::Rooms { rooms } => ClientEvent::Rooms {
+            ServerMsg::Rooms { rooms, total, next } => ClientEvent::Rooms {
+                total,
+                next: {
+                    self.rooms_next.clone_from(&next);
+                    next
+                },
                 rooms: rooms
                     .into_iter()
                     .map(|r| RoomEntry {

@@ -3,8 +3,9 @@
 //! for the data it bounds.
 
 /// The protocol version spoken by this implementation. The `Hello` frame
-/// carries it; a server refuses a version it does not speak.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// carries it; a server refuses a version it does not speak. Version 2: the
+/// room list comes in pages.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The version of the server-to-server link protocol, in
 /// [`crate::link::LinkHello`]. Version 2: SPAKE2 instead of a MAC under the
@@ -18,6 +19,9 @@ pub const MAX_CLIENT_FRAME: usize = 16 * 1024;
 /// Largest frame a server may send to a client. A `peers` list of a large
 /// room is the biggest message, so this is larger than the client's limit.
 pub const MAX_SERVER_FRAME: usize = 1024 * 1024;
+
+/// Rooms in one page of the room list.
+pub const ROOM_PAGE: usize = 100;
 
 /// Longest chat message text, in bytes of UTF-8.
 pub const MAX_TEXT_BYTES: usize = 4096;

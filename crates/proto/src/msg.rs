@@ -51,8 +51,12 @@ pub enum ClientMsg {
     },
     /// Keepalive; the server answers [`ServerMsg::Pong`].
     Ping,
-    /// Ask for the list of rooms (`@server get_rooms`).
-    ListRooms,
+    /// Ask for a page of the room list (`@server get_rooms`), in name
+    /// order: the first page, or the one after the room named `after`.
+    ListRooms {
+        /// The `next` of the page before, or `None` for the first page.
+        after: Option<String>,
+    },
     /// Create a room and join it. With a password the room is private.
     CreateRoom {
         /// Name of the new room.
@@ -338,11 +342,17 @@ pub enum ServerMsg {
     },
     /// Answer to `Ping`.
     Pong,
-    /// The room list.
+    /// A page of the room list, at most [`crate::limits::ROOM_PAGE`] rooms
+    /// in name order, so that no answer grows with the number of rooms.
     Rooms {
-        /// Every room: public ones with their member count, private ones only
+        /// The page: public rooms with their member count, private ones only
         /// as private.
         rooms: Vec<RoomInfo>,
+        /// How many rooms there are in all.
+        total: u32,
+        /// Where the next page starts (pass it as `after`); `None` on the
+        /// last page.
+        next: Option<String>,
     },
     /// The client joined (or created) a room. The room's recent history
     /// follows as `Message` frames with `history` set.

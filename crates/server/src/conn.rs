@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chatdrop_chat::{ConnId, Event};
@@ -26,10 +26,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::hub::{ConnHandle, HubMsg, CONN_QUEUE};
+use crate::per_ip::IpGuard;
+use crate::quota::{Quota, Verdict};
 use crate::Shared;
 
 /// Time allowed for the TLS handshake and for each login step.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time allowed from the TCP connection to a completed login, all steps
+/// together: a client that dribbles its login out one step at a time
+/// (slowloris) holds its place no longer than this.
+const LOGIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Time allowed for the TLS handshake of a connection that is only told
+/// why it is refused.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(3);
 
 type Tls = TlsStream<TcpStream>;
 type Reader = FramedRead<ReadHalf<Tls>, FrameCodec>;
@@ -46,10 +57,19 @@ enum End {
 }
 
 /// Serves one accepted TCP connection to its end.
-pub(crate) async fn serve(id: u64, tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
+///
+/// `guard` counts the connection against its address's limits for as long
+/// as it is open, and against the logins in progress until it logs in.
+pub(crate) async fn serve(
+    id: u64,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    mut guard: IpGuard,
+    shared: Arc<Shared>,
+) {
     let span = info_span!("conn", id, %addr, user = tracing::field::Empty);
     async move {
-        let end = run(ConnId(id), tcp, addr, &shared).await;
+        let end = run(ConnId(id), tcp, addr, &mut guard, &shared).await;
         match &end {
             End::Error(why) | End::Refused(why) | End::Lost(why) => {
                 debug!("connection ended: {why}")
@@ -62,15 +82,21 @@ pub(crate) async fn serve(id: u64, tcp: TcpStream, addr: SocketAddr, shared: Arc
     .await
 }
 
-/// Completes TLS only to tell the client the server is full.
-pub(crate) async fn refuse_full(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
-    let Ok(Ok(mut tls)) =
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.acceptor.accept(tcp)).await
+/// Completes TLS only to tell the client why it is refused (the server is
+/// full, or its address has too many connections).
+pub(crate) async fn refuse_conn(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    code: ErrorCode,
+    why: String,
+    shared: Arc<Shared>,
+) {
+    let Ok(Ok(mut tls)) = tokio::time::timeout(REFUSAL_TIMEOUT, shared.acceptor.accept(tcp)).await
     else {
         return;
     };
-    info!(%addr, "refused: server full");
-    let msg = ServerMsg::error(ErrorCode::ServerFull, "the server is full; try again later");
+    info!(%addr, "refused: {why}");
+    let msg = ServerMsg::error(code, why);
     let _ = write_msg(&mut tls, &msg).await;
     let _ = tls.shutdown().await;
 }
@@ -81,16 +107,16 @@ async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &ServerMsg) -> std::io
     w.flush().await
 }
 
-/// Reads the next message, within `limit`.
-async fn next_msg(frames: &mut Reader, limit: Duration) -> Result<ClientMsg, End> {
+/// Reads the next message, within `limit`, with its size in bytes.
+async fn next_msg(frames: &mut Reader, limit: Duration) -> Result<(ClientMsg, usize), End> {
     match tokio::time::timeout(limit, frames.next()).await {
         Err(_) => Err(End::Idle),
         Ok(None) => Err(End::Closed),
         Ok(Some(Err(ProtoError::Io(e)))) => Err(End::Lost(e.to_string())),
         Ok(Some(Err(e))) => Err(End::Error(e.to_string())),
-        Ok(Some(Ok(payload))) => {
-            decode::<ClientMsg>(&payload).map_err(|e| End::Error(e.to_string()))
-        }
+        Ok(Some(Ok(payload))) => decode::<ClientMsg>(&payload)
+            .map(|m| (m, payload.len()))
+            .map_err(|e| End::Error(e.to_string())),
     }
 }
 
@@ -131,30 +157,43 @@ async fn accept_tls(
 
 /// A connection from TLS to its end: a client's login and session, or a
 /// server's link.
-async fn run(conn: ConnId, tcp: TcpStream, addr: SocketAddr, shared: &Arc<Shared>) -> End {
-    let (tls, binding, link_binding) = match or_shutdown(shared, accept_tls(tcp, shared)).await {
-        Ok(opened) => opened,
+async fn run(
+    conn: ConnId,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    guard: &mut IpGuard,
+    shared: &Arc<Shared>,
+) -> End {
+    let opening = async {
+        let (tls, binding, link_binding) = accept_tls(tcp, shared).await?;
+        let (rd, mut wr) = tokio::io::split(tls);
+        let mut frames = FramedRead::with_capacity(rd, FrameCodec::new(MAX_CLIENT_FRAME), 512);
+        // The first frame tells a client (Hello) from another server
+        // (LinkHello).
+        let first = login_msg(&mut frames, &mut wr).await?;
+        if let ClientMsg::LinkHello(hello) = first {
+            return Ok(Opened::Link(frames, wr, hello, link_binding));
+        }
+        // Login: Hello -> Challenge -> Auth.
+        let who = login(first, &mut frames, &mut wr, &binding, shared).await?;
+        Ok(Opened::Client(frames, wr, who))
+    };
+    let opened = tokio::time::timeout(LOGIN_DEADLINE, opening);
+    let opened = or_shutdown(shared, async {
+        opened
+            .await
+            .unwrap_or_else(|_| Err(End::Error("the login took too long".into())))
+    });
+    let (frames, wr, (user, public_key)) = match opened.await {
+        Ok(Opened::Link(frames, wr, hello, link_binding)) => {
+            guard.logged_in();
+            crate::link::accept(frames, wr, hello, link_binding, addr, shared.clone()).await;
+            return End::Closed;
+        }
+        Ok(Opened::Client(frames, wr, who)) => (frames, wr, who),
         Err(end) => return end,
     };
-    let (rd, mut wr) = tokio::io::split(tls);
-    let mut frames = FramedRead::with_capacity(rd, FrameCodec::new(MAX_CLIENT_FRAME), 512);
-
-    // The first frame tells a client (Hello) from another server (LinkHello).
-    let first = match or_shutdown(shared, login_msg(&mut frames, &mut wr)).await {
-        Ok(first) => first,
-        Err(end) => return end,
-    };
-    if let ClientMsg::LinkHello(hello) = first {
-        crate::link::accept(frames, wr, hello, link_binding, addr, shared.clone()).await;
-        return End::Closed;
-    }
-
-    // Login: Hello -> Challenge -> Auth, each within the handshake timeout.
-    let login = login(first, &mut frames, &mut wr, &binding, shared);
-    let (user, public_key) = match or_shutdown(shared, login).await {
-        Ok(who) => who,
-        Err(end) => return end,
-    };
+    guard.logged_in();
     tracing::Span::current().record("user", user.as_str());
     let client = Client {
         conn,
@@ -163,6 +202,19 @@ async fn run(conn: ConnId, tcp: TcpStream, addr: SocketAddr, shared: &Arc<Shared
         ip: addr.ip(),
     };
     session(client, frames, wr, shared).await
+}
+
+/// A connection that completed TLS and its first steps.
+enum Opened {
+    /// Another server, which sent a `LinkHello`.
+    Link(
+        Reader,
+        WriteHalf<Tls>,
+        chatdrop_proto::link::LinkHello,
+        [u8; BINDING_LEN],
+    ),
+    /// A client that proved its name and key.
+    Client(Reader, WriteHalf<Tls>, (String, [u8; 32])),
 }
 
 /// A client that proved its identity.
@@ -206,13 +258,30 @@ async fn session(client: Client, mut frames: Reader, wr: WriteHalf<Tls>, shared:
     }
 
     let idle = Duration::from_secs(IDLE_TIMEOUT_SECS);
+    let start = Instant::now();
+    let mut quota = Quota::new(shared.limits.clone(), 0);
     let end = loop {
         let msg = tokio::select! {
             _ = close.cancelled() => break End::Closed,
             m = next_msg(&mut frames, idle) => m,
         };
         let msg = match msg {
-            Ok(m) => m,
+            Ok((m, len)) => match quota.check(start.elapsed().as_millis() as u64, &m, len) {
+                Verdict::Allow => m,
+                Verdict::Refuse(why) => {
+                    if let Ok(frame) = encode_frame(&why) {
+                        let _ = tx.try_send(frame);
+                    }
+                    continue;
+                }
+                Verdict::Disconnect(why) => {
+                    warn!("dropping client: {why:?}");
+                    if let Ok(frame) = encode_frame(&why) {
+                        let _ = tx.try_send(frame);
+                    }
+                    break End::Refused("over its rate limits".into());
+                }
+            },
             Err(End::Error(e)) => {
                 // Malformed or oversized: say why, then drop the client.
                 warn!("dropping client: {e}");
@@ -231,7 +300,22 @@ async fn session(client: Client, mut frames: Reader, wr: WriteHalf<Tls>, shared:
     close.cancel();
     drop(tx);
     let _ = writer.await;
+    if matches!(end, End::Refused(_) | End::Error(_)) {
+        // Gone first, so the room sees the client leave now rather than
+        // after the linger (the `Gone` that follows is ignored).
+        let _ = shared.hub.send(HubMsg::Gone(conn)).await;
+        linger(&mut frames).await;
+    }
     end
+}
+
+/// Reads and discards what a dropped client still sends, for a moment,
+/// after the reason was written: closing a socket with unread data makes
+/// the kernel reset the connection, and a reset can destroy the reason
+/// before the client reads it.
+async fn linger(frames: &mut Reader) {
+    let drain = async { while let Some(Ok(_)) = frames.next().await {} };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// Tells the client why its login is refused and closes the connection.
@@ -246,7 +330,7 @@ async fn refuse(wr: &mut WriteHalf<Tls>, code: ErrorCode, why: String) -> End {
 async fn login_msg(frames: &mut Reader, wr: &mut WriteHalf<Tls>) -> Result<ClientMsg, End> {
     match next_msg(frames, HANDSHAKE_TIMEOUT).await {
         Err(End::Error(why)) => Err(refuse(wr, ErrorCode::BadRequest, why).await),
-        other => other,
+        other => other.map(|(msg, _)| msg),
     }
 }
 
@@ -321,7 +405,7 @@ fn msg_name(m: &ClientMsg) -> &'static str {
         ClientMsg::Hello { .. } => "Hello",
         ClientMsg::Auth { .. } => "Auth",
         ClientMsg::Ping => "Ping",
-        ClientMsg::ListRooms => "ListRooms",
+        ClientMsg::ListRooms { .. } => "ListRooms",
         ClientMsg::CreateRoom { .. } => "CreateRoom",
         ClientMsg::JoinRoom { .. } => "JoinRoom",
         ClientMsg::LeaveRoom => "LeaveRoom",
@@ -337,8 +421,7 @@ fn msg_name(m: &ClientMsg) -> &'static str {
 }
 
 /// Passes one request to the hub as it came, or answers it here: `Ping`,
-/// frames that belong to the login, and passwords over the limit; a new
-/// room's password is hashed first.
+/// frames that belong to the login, and passwords over the limit.
 async fn forward(
     conn: ConnId,
     msg: ClientMsg,
@@ -369,37 +452,14 @@ async fn forward(
             ));
             return Ok(());
         }
-        // The password is hashed here, on the blocking pool, so that the
-        // hub never waits for Argon2.
-        ClientMsg::CreateRoom { room, password } => {
-            let password_hash = match password {
-                None => None,
-                Some(p) if p.is_empty() => {
-                    reply(ServerMsg::error(
-                        ErrorCode::BadRequest,
-                        "a private room needs a non-empty password",
-                    ));
-                    return Ok(());
-                }
-                Some(p) => match shared.passwords.hash(p).await {
-                    Ok(h) => Some(h),
-                    Err(e) => {
-                        warn!("hashing a password failed: {e}");
-                        reply(ServerMsg::error(
-                            ErrorCode::Internal,
-                            "could not hash the password",
-                        ));
-                        return Ok(());
-                    }
-                },
-            };
-            Event::CreateRoom {
-                conn,
-                room,
-                password_hash,
-                room_id: hex::encode(rand::random::<[u8; 16]>()),
-            }
-        }
+        // The core checks the request, then asks the hub to hash a
+        // private room's password.
+        ClientMsg::CreateRoom { room, password } => Event::CreateRoom {
+            conn,
+            room,
+            password,
+            room_id: hex::encode(rand::random::<[u8; 16]>()),
+        },
         msg => Event::Request { conn, msg },
     };
     shared

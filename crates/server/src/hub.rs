@@ -15,7 +15,7 @@ use chatdrop_proto::link::ServerId;
 use chatdrop_proto::{encode_frame, ServerMsg};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::password::Hasher;
 use crate::persist::Writer;
@@ -273,19 +273,37 @@ impl Hub {
                     attempt,
                     hash,
                     password,
+                    ip,
                 } => {
-                    let tx = self.self_tx.clone();
                     let passwords = self.passwords.clone();
-                    tokio::spawn(async move {
-                        let ok = passwords.verify(hash, password).await;
-                        let _ = tx
-                            .send(HubMsg::Chat(Event::PasswordChecked {
-                                conn,
-                                room,
-                                attempt,
-                                ok,
-                            }))
-                            .await;
+                    self.off_core(async move {
+                        let ok = passwords.verify(ip, hash, password).await;
+                        Event::PasswordChecked {
+                            conn,
+                            room,
+                            attempt,
+                            ok,
+                        }
+                    });
+                }
+                Effect::HashPassword {
+                    conn,
+                    attempt,
+                    password,
+                    ip,
+                } => {
+                    let passwords = self.passwords.clone();
+                    self.off_core(async move {
+                        let hash = passwords
+                            .hash(ip, password)
+                            .await
+                            .map_err(|e| warn!("hashing a password failed: {e}"))
+                            .ok();
+                        Event::PasswordHashed {
+                            conn,
+                            attempt,
+                            hash,
+                        }
                     });
                 }
                 Effect::Persist(p) => {
@@ -333,6 +351,16 @@ impl Hub {
         stop
     }
 
+    /// Runs slow work (password hashing) in a task of its own and feeds
+    /// its outcome back to the core as an event.
+    fn off_core(&self, work: impl std::future::Future<Output = Event> + Send + 'static) {
+        let tx = self.self_tx.clone();
+        tokio::spawn(async move {
+            let event = work.await;
+            let _ = tx.send(HubMsg::Chat(event)).await;
+        });
+    }
+
     fn deliver(&mut self, conn: ConnId, frame: Bytes, dead: &mut Dead) {
         if !push(&mut self.conns, conn, frame, "client") {
             dead.conns.push(conn);
@@ -341,7 +369,10 @@ impl Hub {
 }
 
 /// Queues `frame` for a connection or link. One whose queue is full (too
-/// slow) or closed is closed and forgotten; returns false then.
+/// slow) is closed and forgotten; returns false then. One whose queue is
+/// closed has ended, and its task says so (`Gone`) after every request it
+/// read: forgetting it now would drop those still queued for the hub (a
+/// client's last lines before it hung up).
 fn push<K: std::hash::Hash + Eq + std::fmt::Debug>(
     handles: &mut HashMap<K, ConnHandle>,
     key: K,
@@ -352,11 +383,10 @@ fn push<K: std::hash::Hash + Eq + std::fmt::Debug>(
         return true; // forgotten already
     };
     match handle.tx.try_send(frame) {
-        Ok(()) => return true,
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return true,
         Err(mpsc::error::TrySendError::Full(_)) => {
             warn!(?key, "{what} too slow; disconnecting it")
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => debug!(?key, "{what} gone"),
     }
     if let Some(handle) = handles.remove(&key) {
         handle.close.cancel();

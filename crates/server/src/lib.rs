@@ -10,11 +10,14 @@
 //!
 //! Nothing here decides who may do what; the chat core does.
 
+pub mod config;
 mod conn;
 mod hub;
 mod link;
 mod password;
+mod per_ip;
 mod persist;
+pub mod quota;
 mod tls;
 
 use std::net::SocketAddr;
@@ -22,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chatdrop_chat::{AdminCommand, Chat, Settings};
+use chatdrop_proto::ErrorCode;
 use chatdrop_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
@@ -88,6 +92,8 @@ pub struct ServerOptions {
     /// The secret every server of the network shares; links are refused
     /// without it.
     pub network_key: Option<String>,
+    /// What one connection, and one address, may ask for how often.
+    pub limits: quota::Limits,
 }
 
 impl ServerOptions {
@@ -107,6 +113,7 @@ impl ServerOptions {
             policy: chatdrop_chat::SharePolicy::default(),
             links: Vec::new(),
             network_key: None,
+            limits: quota::Limits::default(),
         }
     }
 }
@@ -117,8 +124,8 @@ pub(crate) struct Shared {
     pub hub: mpsc::Sender<HubMsg>,
     pub name: String,
     pub shutdown: CancellationToken,
-    pub passwords: password::Hasher,
     pub link: link::LinkConfig,
+    pub limits: quota::Limits,
 }
 
 /// Sends admin commands to a running server.
@@ -272,8 +279,8 @@ impl Server {
             hub: hub_tx,
             name: opts.name.clone(),
             shutdown,
-            passwords,
             link,
+            limits: opts.limits.clone(),
         });
         Ok(Server {
             listener,
@@ -323,6 +330,14 @@ impl Server {
             tracker.spawn(link::dial_forever(target, shared.clone()));
         }
         let slots = Arc::new(Semaphore::new(max_clients));
+        let per_ip = if shared.limits.enabled {
+            per_ip::PerIp::new(
+                shared.limits.connections_per_ip,
+                shared.limits.logins_per_ip,
+            )
+        } else {
+            per_ip::PerIp::new(usize::MAX, usize::MAX)
+        };
         // Refusals ("server full") also cost a TLS handshake; cap them too.
         let refusals = Arc::new(Semaphore::new(64));
         let mut next_id = 1u64;
@@ -344,19 +359,34 @@ impl Server {
             let _ = tcp.set_nodelay(true);
             let id = next_id;
             next_id += 1;
-            match slots.clone().try_acquire_owned() {
-                Ok(permit) => {
+            let admitted = slots
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| {
+                    (
+                        ErrorCode::ServerFull,
+                        "the server is full; try again later".to_string(),
+                    )
+                })
+                .and_then(|permit| {
+                    per_ip
+                        .admit(addr.ip())
+                        .map(|guard| (permit, guard))
+                        .map_err(|why| (ErrorCode::LimitReached, why.message()))
+                });
+            match admitted {
+                Ok((permit, guard)) => {
                     let shared = shared.clone();
                     tracker.spawn(async move {
-                        conn::serve(id, tcp, addr, shared).await;
+                        conn::serve(id, tcp, addr, guard, shared).await;
                         drop(permit);
                     });
                 }
-                Err(_) => {
+                Err((code, why)) => {
                     if let Ok(permit) = refusals.clone().try_acquire_owned() {
                         let shared = shared.clone();
                         tracker.spawn(async move {
-                            conn::refuse_full(tcp, addr, shared).await;
+                            conn::refuse_conn(tcp, addr, code, why, shared).await;
                             drop(permit);
                         });
                     }
