@@ -14,6 +14,11 @@
 //! - [`socket`]: UDP sockets with buffers sized for bursts.
 //! - `relay` (feature `relay`): a lossy UDP relay, for tests and
 //!   benchmarks.
+//!
+//! The machines, the session frames ([`Msg`]) and the envelope
+//! ([`SessionKeys::open`]) are public so that they can be driven without
+//! sockets or clocks: by the tests, and by the fuzz targets (`fuzz/`),
+//! which feed them arbitrary datagrams.
 
 mod batch;
 mod crypto;
@@ -26,14 +31,16 @@ mod socket;
 mod ticket;
 mod wire;
 
-pub use crypto::{Role, SessionKeys};
+pub use crypto::{OpenError, Role, SessionKeys, HEADER as ENVELOPE_HEADER, TAG as ENVELOPE_TAG};
 pub use direct::direct_keys;
 pub use files::{hash_file, Download, Source};
 pub use session::{
-    fetch, serve, FetchOptions, Progress, ServeKeys, ServeOptions, TransferStats, MAX_MSS, MIN_MSS,
+    fetch, serve, Event as SessionEvent, FetchOptions, Progress, RecvSession, SendSession,
+    ServeKeys, ServeOptions, TransferStats, MAX_MSS, MIN_MSS,
 };
 pub use socket::{bind, bind_std};
 pub use ticket::Ticket;
+pub use wire::{Msg, TOKEN_LEN};
 
 /// Errors of a transfer.
 #[derive(Debug, thiserror::Error)]

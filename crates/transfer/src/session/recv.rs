@@ -2,7 +2,8 @@
 //! the sender's `Begin` (echoing the token of the sender's `Challenge`,
 //! which proves its address), answers the sender's probes, checks the packet
 //! size `Begin` fixes, runs the ARQ's [`Receiver`], and stays a moment
-//! after the last byte for a sender that missed its acknowledgement. The
+//! after the last byte for a sender that missed its acknowledgement (with
+//! nothing to fetch, the sender's `Done` ends it while it opens). The
 //! driver ([`super::fetch()`]) feeds it the frames that arrive and the time,
 //! sends what it says, and writes the bytes it hands back.
 
@@ -166,6 +167,14 @@ impl RecvSession {
                 }
             }
             (Phase::Lingering { .. }, Msg::Arq(Frame::Done)) => {
+                self.phase = Phase::Over(Some(Ok(())));
+                None
+            }
+            // Nothing to fetch (an empty file, or a download resumed at
+            // its very end): the sender, with nothing to send, ends with
+            // `Done` and no `Begin`, so its `Done` is all there is to
+            // wait for.
+            (Phase::Opening { .. }, Msg::Arq(Frame::Done)) if self.resume_from >= self.size => {
                 self.phase = Phase::Over(Some(Ok(())));
                 None
             }

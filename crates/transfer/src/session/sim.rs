@@ -438,3 +438,31 @@ fn a_resumed_download_fetches_only_the_rest() {
     assert!(run.file == data, "the copy differs");
     assert_eq!(run.lowest_write, Some(100_001));
 }
+
+#[test]
+fn an_empty_file_and_a_download_resumed_at_its_end_end_well() {
+    // Found by fuzzing (the `session` target): with nothing to send, the
+    // sender goes from probing straight to `Done`, without a `Begin`, and
+    // the receiver, still opening, ignored that `Done` and gave up after
+    // its idle timeout. Checked to fail without the receiver taking a
+    // `Done` while opening when it has nothing to fetch.
+    let path = Path {
+        delay: Duration::from_millis(10),
+        loss: 0.0,
+        host_mtu: 65_535,
+        path_mtu: 65_535,
+    };
+    let data = random_file(5_000, 4);
+    for scheme in [Scheme::GoBackN, Scheme::SelectiveRepeat] {
+        for (file, resume_from) in [(&[][..], 0), (&data[..], data.len() as u64)] {
+            let run = transfer(scheme, file, resume_from, path, 5);
+            let what = format!("{scheme:?}, {} bytes from {resume_from}", file.len());
+            run.sender
+                .unwrap_or_else(|e| panic!("{what}: the sender failed: {e}"));
+            run.receiver
+                .unwrap_or_else(|e| panic!("{what}: the receiver failed: {e}"));
+            assert!(run.file == file, "{what}: the copy differs");
+            assert_eq!(run.lowest_write, None, "{what}: nothing to write");
+        }
+    }
+}
