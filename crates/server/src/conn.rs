@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chatdrop_chat::{ConnId, Event};
 use chatdrop_proto::auth::{login_transcript, BINDING_LEN, EXPORTER_LABEL, LINK_EXPORTER_LABEL};
 use chatdrop_proto::limits::{IDLE_TIMEOUT_SECS, MAX_CLIENT_FRAME, MAX_PASSWORD, PROTOCOL_VERSION};
@@ -19,13 +18,13 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use futures::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::hub::{ConnHandle, HubMsg, CONN_QUEUE};
+use crate::outbox::{outbox, Inbox, Outbox, CLIENT_QUEUE_BYTES};
 use crate::per_ip::IpGuard;
 use crate::quota::{Quota, Verdict};
 use crate::Shared;
@@ -234,7 +233,7 @@ async fn session(client: Client, mut frames: Reader, wr: WriteHalf<Tls>, shared:
         public_key,
         ip,
     } = client;
-    let (tx, rx) = mpsc::channel::<Bytes>(CONN_QUEUE);
+    let (tx, rx) = outbox(CONN_QUEUE, CLIENT_QUEUE_BYTES);
     let close = CancellationToken::new();
     let writer = tokio::spawn(write_loop(wr, rx, close.clone()));
     let handle = ConnHandle {
@@ -422,12 +421,7 @@ fn msg_name(m: &ClientMsg) -> &'static str {
 
 /// Passes one request to the hub as it came, or answers it here: `Ping`,
 /// frames that belong to the login, and passwords over the limit.
-async fn forward(
-    conn: ConnId,
-    msg: ClientMsg,
-    tx: &mpsc::Sender<Bytes>,
-    shared: &Shared,
-) -> Result<(), End> {
+async fn forward(conn: ConnId, msg: ClientMsg, tx: &Outbox, shared: &Shared) -> Result<(), End> {
     let reply = |msg: ServerMsg| {
         if let Ok(frame) = encode_frame(&msg) {
             let _ = tx.try_send(frame);
@@ -473,7 +467,7 @@ async fn forward(
 /// writes what is left and closes TLS cleanly.
 pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: Inbox,
     close: CancellationToken,
 ) {
     let mut buf = Vec::new();
@@ -489,7 +483,7 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
         }
         // Take everything already queued so one write (and few TLS records)
         // carries a burst of messages.
-        while let Ok(f) = rx.try_recv() {
+        while let Some(f) = rx.try_recv() {
             buf.extend_from_slice(&f);
             if buf.len() > 256 * 1024 {
                 break;

@@ -17,20 +17,22 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::outbox::{Outbox, Refused};
 use crate::password::Hasher;
 use crate::persist::Writer;
 
 /// Messages waiting for the hub at most; connection readers wait when full.
 pub const HUB_QUEUE: usize = 8_192;
 
-/// Frames queued for one connection at most before it is dropped as too slow.
+/// Frames queued for one connection at most before it is dropped as too slow
+/// (and at most [`crate::outbox::CLIENT_QUEUE_BYTES`] bytes).
 pub const CONN_QUEUE: usize = 1_024;
 
 /// What the hub keeps of a connection.
 #[derive(Debug)]
 pub struct ConnHandle {
     /// The connection's outgoing frames.
-    pub tx: mpsc::Sender<Bytes>,
+    pub tx: Outbox,
     /// Cancelling it makes the connection flush what is queued and close.
     pub close: CancellationToken,
 }
@@ -383,10 +385,8 @@ fn push<K: std::hash::Hash + Eq + std::fmt::Debug>(
         return true; // forgotten already
     };
     match handle.tx.try_send(frame) {
-        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            warn!(?key, "{what} too slow; disconnecting it")
-        }
+        Ok(()) | Err(Refused::Closed) => return true,
+        Err(Refused::Full) => warn!(?key, "{what} too slow; disconnecting it"),
     }
     if let Some(handle) = handles.remove(&key) {
         handle.close.cancel();

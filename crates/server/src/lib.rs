@@ -14,6 +14,7 @@ pub mod config;
 mod conn;
 mod hub;
 mod link;
+mod outbox;
 mod password;
 mod per_ip;
 mod persist;

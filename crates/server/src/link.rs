@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chatdrop_chat::{Event, LinkId};
 use chatdrop_proto::auth::{link_pake_identity, link_transcript, BINDING_LEN, LINK_EXPORTER_LABEL};
 use chatdrop_proto::limits::{
@@ -37,7 +36,6 @@ use sha2::Sha256;
 use spake2::{Ed25519Group, Spake2};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
@@ -521,7 +519,7 @@ async fn run<R, W>(
     let link = LinkId(shared.link.next_link.fetch_add(1, Ordering::Relaxed));
     let span = info_span!("link", id = link.0, peer = %peer.name, %addr);
     async move {
-        let (tx, rx) = mpsc::channel::<Bytes>(LINK_QUEUE);
+        let (tx, rx) = crate::outbox::outbox(LINK_QUEUE, crate::outbox::LINK_QUEUE_BYTES);
         let close = CancellationToken::new();
         let writer = tokio::spawn(crate::conn::write_loop(wr, rx, close.clone()));
         let handle = ConnHandle {
