@@ -81,9 +81,12 @@ impl Shares {
             .map_err(|e| ClientError::Local(format!("{}: {e}", self.state_path.display())))
     }
 
-    /// Finds the file a name stands for, refusing anything outside the
-    /// folder.
-    pub fn resolve(&self, name: &str) -> Result<PathBuf, RefuseReason> {
+    /// The one spelling of a name: its components joined by `/`. Names
+    /// that are aliases of each other (`a/./b`, `a//b`, `a/b/`) have the
+    /// same one, so a file is hashed and remembered once whichever is
+    /// asked for. Anything but plain components (`..`, a leading `/` or
+    /// `.`, NUL, a backslash) is refused.
+    pub fn canonical(name: &str) -> Result<String, RefuseReason> {
         let rel = Path::new(name);
         if name.is_empty()
             || name.contains('\0')
@@ -92,7 +95,14 @@ impl Shares {
         {
             return Err(RefuseReason::BadName);
         }
-        let path = self.root.join(rel);
+        let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+        parts.map(|p| p.join("/")).ok_or(RefuseReason::BadName)
+    }
+
+    /// Finds the file a name stands for, refusing anything outside the
+    /// folder.
+    pub fn resolve(&self, name: &str) -> Result<PathBuf, RefuseReason> {
+        let path = self.root.join(Self::canonical(name)?);
         let real = path.canonicalize().map_err(|_| RefuseReason::NotFound)?;
         if !real.starts_with(&self.root) {
             return Err(RefuseReason::BadName);
@@ -110,6 +120,7 @@ impl Shares {
 
     /// Size and BLAKE3 hash of a shared file (computed once per version).
     pub fn describe(&mut self, name: &str) -> Result<(PathBuf, u64, [u8; 32]), RefuseReason> {
+        let name = &Self::canonical(name)?;
         let path = self.resolve(name)?;
         if !self.is_shared(name) {
             return Err(RefuseReason::NotShared);
@@ -144,13 +155,16 @@ impl Shares {
                 ))
             }
         }
-        self.state.files.insert(name.to_string());
+        // Resolved, so it has one spelling.
+        let name = Self::canonical(name).map_err(|_| format!("{name:?} is not a file name"))?;
+        self.state.files.insert(name);
         self.save().map_err(|e| e.to_string())
     }
 
     /// `@me clrshare FILE`.
     pub fn clear_share(&mut self, name: &str) -> Result<(), String> {
-        if !self.state.files.remove(name) {
+        let one = Self::canonical(name).unwrap_or_else(|_| name.to_string());
+        if !self.state.files.remove(&one) {
             return Err(format!("{name:?} was not shared"));
         }
         self.save().map_err(|e| e.to_string())
@@ -241,5 +255,28 @@ mod tests {
         assert_eq!(names, ["a.txt", "sub/b.txt"], "links are not listed");
         // Even shared globally, the link leading out is not offered.
         assert_eq!(s.describe("link.txt"), Err(RefuseReason::BadName));
+    }
+
+    /// Names that are aliases of one file (`sub/./b.txt`, `sub//b.txt`,
+    /// `sub/b.txt/`) are one name: the file is hashed once, not once per
+    /// spelling a peer cares to ask for. (Seen failing without the one
+    /// spelling: three hashes of the same file were kept.)
+    #[test]
+    fn aliases_of_a_name_are_hashed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(root.join("sub/b.txt"), "bee").unwrap();
+        let mut s = Shares::open(&root, dir.path()).unwrap();
+        s.set_share("sub/b.txt").unwrap();
+        let first = s.describe("sub/b.txt").unwrap();
+        for alias in ["sub/./b.txt", "sub//b.txt", "sub/b.txt/", "sub/././/b.txt"] {
+            assert_eq!(s.describe(alias).as_ref(), Ok(&first), "{alias}");
+        }
+        assert_eq!(s.hashes.len(), 1);
+        assert_eq!(Shares::canonical("sub//./b.txt").unwrap(), "sub/b.txt");
+        for bad in ["./sub/b.txt", "sub/../sub/b.txt", "/sub/b.txt", "a\\b"] {
+            assert_eq!(Shares::canonical(bad), Err(RefuseReason::BadName), "{bad}");
+        }
     }
 }
