@@ -47,6 +47,9 @@ pub struct ServerArgs {
     /// Most rooms one user may have made [default: 20].
     #[arg(long)]
     max_rooms_per_user: Option<usize>,
+    /// Most members in one room [default: 5000].
+    #[arg(long)]
+    max_room_members: Option<usize>,
     /// The server's name, shown to clients [default: chatdrop].
     #[arg(long)]
     name: Option<String>,
@@ -112,6 +115,7 @@ fn merge(mut args: ServerArgs) -> anyhow::Result<ServerArgs> {
     args.history = args.history.or(c.history);
     args.max_rooms = args.max_rooms.or(c.max_rooms);
     args.max_rooms_per_user = args.max_rooms_per_user.or(c.max_rooms_per_user);
+    args.max_room_members = args.max_room_members.or(c.max_room_members);
     args.name = args.name.or(c.name);
     args.link.extend(c.links);
     args.network_key = args.network_key.or(c.network_key);
@@ -163,6 +167,9 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.max_rooms_per_user {
         opts.max_rooms_per_user = n;
+    }
+    if let Some(n) = args.max_room_members {
+        opts.max_room_members = n;
     }
     if let Some(name) = args.name {
         // Other servers refuse a link from a name outside these rules.

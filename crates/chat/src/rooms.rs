@@ -277,6 +277,16 @@ impl Chat {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
+        let member = session.room.as_deref() == Some(name.as_str());
+        let max = self.settings.max_room_members;
+        if !member && room.member_count() >= max {
+            out.push(err(
+                conn,
+                ErrorCode::LimitReached,
+                format!("room {name} is full: {max} members, the most a room may have here (--max-room-members)"),
+            ));
+            return;
+        }
         let Some(hash) = &room.rec.password_hash else {
             self.enter_room(now_ms, conn, &name, false, out);
             return;

@@ -22,6 +22,9 @@ pub struct Settings {
     pub max_rooms: usize,
     /// Most rooms one user may have made (anywhere in the network).
     pub max_rooms_per_user: usize,
+    /// Most members in one room (here and at other servers): the lists of
+    /// who is in a room go to every member that joins or asks.
+    pub max_room_members: usize,
     /// This server's identity in the server network.
     pub identity: crate::net::Identity,
 }
@@ -37,6 +40,7 @@ impl Default for Settings {
             max_pending_requests: 8,
             max_rooms: 10_000,
             max_rooms_per_user: 20,
+            max_room_members: 5_000,
             // A fixed key, for tests: a server always gives its own.
             identity: crate::net::Identity::new(&[0; 32], "chatdrop".into(), 0),
         }

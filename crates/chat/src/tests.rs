@@ -459,6 +459,46 @@ fn wrong_passwords_are_slowed_down() {
     assert!(matches!(&h.take(B)[0], ServerMsg::Joined { .. }));
 }
 
+/// A full room refuses one more member, naming the limit, before any
+/// password is checked; a member rejoining is not refused, and a place
+/// freed is taken again.
+#[test]
+fn a_full_room_refuses_one_more() {
+    let mut h = Harness::with(
+        Settings {
+            max_room_members: 2,
+            ..Settings::default()
+        },
+        Snapshot::default(),
+    );
+    h.login(A, "alice");
+    h.login(B, "bob");
+    h.login(C, "carol");
+    h.create(A, "vault", Some("pw"));
+    h.join(B, "vault", Some("pw"));
+    h.take(C);
+    h.join(C, "vault", Some("pw"));
+    let got = h.take(C);
+    assert_eq!(error_code(&got), Some(ErrorCode::LimitReached));
+    let ServerMsg::Error { message, .. } = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(
+        message,
+        "room vault is full: 2 members, the most a room may have here (--max-room-members)"
+    );
+    assert!(h.pending_checks.is_empty());
+    h.take(B);
+    h.join(B, "vault", Some("pw"));
+    assert!(matches!(h.take(B)[0], ServerMsg::Joined { .. }));
+    h.ev(Event::Request {
+        conn: B,
+        msg: ClientMsg::LeaveRoom,
+    });
+    h.join(C, "vault", Some("pw"));
+    assert!(matches!(h.take(C)[0], ServerMsg::Joined { .. }));
+}
+
 /// The room list comes in pages of 100 in name order, each saying how
 /// many rooms there are and where the next starts, so no answer grows with
 /// the number of rooms.

@@ -32,6 +32,8 @@ pub struct ConfigFile {
     pub max_rooms: Option<usize>,
     /// Most rooms one user may have made.
     pub max_rooms_per_user: Option<usize>,
+    /// Most members in one room.
+    pub max_room_members: Option<usize>,
     /// The server's name.
     pub name: Option<String>,
     /// Servers to link to.

@@ -84,6 +84,8 @@ pub struct ServerOptions {
     pub max_rooms: usize,
     /// Most rooms one user may have made.
     pub max_rooms_per_user: usize,
+    /// Most members in one room.
+    pub max_room_members: usize,
     /// The server's name, sent to clients.
     pub name: String,
     /// Which files the server refuses to broker.
@@ -110,6 +112,7 @@ impl ServerOptions {
             history_len: 100,
             max_rooms: chat.max_rooms,
             max_rooms_per_user: chat.max_rooms_per_user,
+            max_room_members: chat.max_room_members,
             name: "chatdrop".into(),
             policy: chatdrop_chat::SharePolicy::default(),
             links: Vec::new(),
@@ -251,6 +254,7 @@ impl Server {
             history_len: opts.history_len,
             max_rooms: opts.max_rooms,
             max_rooms_per_user: opts.max_rooms_per_user,
+            max_room_members: opts.max_room_members,
             policy: opts.policy.clone(),
             identity,
             ..Settings::default()
