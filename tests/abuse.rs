@@ -300,3 +300,80 @@ fn a_long_room_list_comes_in_pages() {
     let e = alice.expect("error", &[("code", json!("bad_command"))]);
     assert!(e["message"].as_str().unwrap().starts_with("no more rooms"));
 }
+
+/// Names are free, so an admin bans what an abuser cannot shed: its key
+/// (`ban key:HEX`), whatever name it comes back under, or its address range
+/// (`ban ip:RANGE`). Each ban disconnects who it covers at once, with the
+/// reason; later logins are refused saying which ban and why; `bans` lists
+/// them and `unban` lifts them.
+#[test]
+fn bans_by_key_and_by_address_range_hold_under_any_name() {
+    let dir = tmp();
+    let mut server = ServerProc::start(&dir.path().join("server"), &[]);
+    let mut alice = joined(&server, dir.path(), "alice", "r", &["--create"]);
+    let mut mallory = RawPeer::join(&server, "mallory", "r");
+    let key = mallory.key.clone();
+    let public = key.verifying_key().to_bytes();
+    let target = format!("key:{}", hex::encode(public));
+
+    server.console(&format!("ban {target} bots"));
+    let told = mallory.expect_closed();
+    assert!(
+        told.contains(&ServerMsg::Kicked {
+            reason: "banned: bots".into()
+        }),
+        "{told:?}"
+    );
+    let answer = server
+        .proc
+        .wait_line("ban answer", |l| l.starts_with("banned key:"));
+    assert_eq!(answer, format!("banned {target} and disconnected mallory"));
+    alice.expect("peer_left", &[("user", json!("mallory"))]);
+    // The same key under a new name.
+    let addr = server.addr.clone();
+    let login = |name: &str, key: &ed25519_dalek::SigningKey| {
+        let public = key.verifying_key().to_bytes();
+        raw_login(&addr, name, public, |binding, nonce| {
+            use ed25519_dalek::Signer;
+            let t = chatdrop_proto::auth::login_transcript(binding, nonce, name, &public);
+            key.sign(&t).to_bytes().to_vec()
+        })
+    };
+    assert_eq!(
+        login("m4llory", &key),
+        ServerMsg::error(
+            ErrorCode::Banned,
+            "your key is banned from this server: bots"
+        )
+    );
+
+    // The whole loopback range: alice goes too, and any new key.
+    server.console("ban ip:127.0.0.0/8 maintenance");
+    alice.expect("kicked", &[("reason", json!("banned: maintenance"))]);
+    let fresh = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    assert_eq!(
+        login("newcomer", &fresh),
+        ServerMsg::error(
+            ErrorCode::Banned,
+            "your address is banned from this server: maintenance"
+        )
+    );
+    server.console("bans");
+    server
+        .proc
+        .wait_line("ban list", |l| l == "ip:127.0.0.0/8: maintenance");
+    server.console("unban ip:127.0.0.1/8");
+    server
+        .proc
+        .wait_line("unban answer", |l| l == "unbanned ip:127.0.0.0/8");
+    assert_eq!(
+        login("newcomer", &fresh),
+        ServerMsg::LoggedIn {
+            user: "newcomer".into()
+        }
+    );
+    server.console("ban nobody:x");
+    server.proc.wait_line("bad target", |l| {
+        l == "\"nobody:x\": a ban is on NAME, key:HEX or ip:RANGE"
+    });
+}

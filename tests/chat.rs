@@ -306,7 +306,7 @@ fn kick_and_ban_from_the_console() {
     let answer = server
         .proc
         .wait_line("ban answer", |l| l.starts_with("banned alice"));
-    assert_eq!(answer, "banned alice and disconnected it");
+    assert_eq!(answer, "banned alice and disconnected alice");
 
     server.proc.signal(libc::SIGKILL);
     bob.expect("disconnected", &[]);

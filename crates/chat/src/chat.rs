@@ -46,7 +46,7 @@ pub struct Chat {
     pub(crate) contacts: Contacts,
     /// Links, routes and channels to the other servers.
     pub(crate) net: Network,
-    pub(crate) bans: HashMap<String, String>,
+    pub(crate) bans: crate::bans::Bans,
     /// Wrong-password counts per user name, address and room.
     pub(crate) failures: PasswordFailures,
     /// Numbers password checks.
@@ -135,11 +135,7 @@ impl Chat {
             sessions: HashMap::new(),
             online: HashMap::new(),
             bindings,
-            bans: snapshot
-                .bans
-                .into_iter()
-                .map(|b| (b.user, b.reason))
-                .collect(),
+            bans: crate::bans::Bans::load(snapshot.bans.into_iter().map(|b| (b.user, b.reason))),
             failures,
             next_attempt: 1,
             requests: HashMap::new(),

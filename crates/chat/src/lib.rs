@@ -15,6 +15,7 @@
 //! and `admin`.
 
 mod admin;
+mod bans;
 mod chat;
 mod contact;
 mod event;
@@ -30,6 +31,7 @@ mod say;
 mod state;
 
 pub use crate::admin::{parse_admin, AdminCommand};
+pub use crate::bans::BanTarget;
 pub use crate::chat::Chat;
 pub use crate::event::{ConnId, Effect, Event, LinkId, Persist};
 pub use crate::lockout::ip_block;

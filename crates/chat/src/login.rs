@@ -121,11 +121,8 @@ impl Chat {
             out.push(refuse(ErrorCode::InvalidName, why));
             return;
         }
-        if let Some(reason) = self.bans.get(&user) {
-            out.push(refuse(
-                ErrorCode::Banned,
-                format!("user {user} is banned from this server: {reason}"),
-            ));
+        if let Some(why) = self.bans.check(&user, &key, ip) {
+            out.push(refuse(ErrorCode::Banned, why));
             return;
         }
         let user_key = name_key(&user);

@@ -15,10 +15,13 @@ pub enum AdminCommand {
         /// The reason shown to the user.
         reason: String,
     },
-    /// `ban USER [reason]`: kick now and refuse later logins.
+    /// `ban TARGET [reason]`: kick now and refuse later logins. The target
+    /// is a user name, `key:HEX` or `ip:ADDR[/LEN]` ([`crate::BanTarget`]).
     Ban { user: String, reason: String },
-    /// `unban USER`.
+    /// `unban TARGET`.
     Unban { user: String },
+    /// `bans`: list the bans in force.
+    Bans,
     /// `rooms`: list the rooms with their members.
     Rooms,
     /// `peers ROOM`: list a room's members.
@@ -43,7 +46,10 @@ commands:
   @server text        write a line to the server log
   kick USER [reason]  disconnect a user
   ban USER [reason]   disconnect a user and refuse its logins
-  unban USER          lift a ban
+  ban key:HEX [reason]  the same for an identity key, whatever its name
+  ban ip:ADDR[/LEN] [reason]  the same for an address or range
+  unban TARGET        lift a ban (USER, key:HEX or ip:RANGE)
+  bans                list the bans in force
   rooms               list rooms and members
   peers ROOM          list a room's members
   policy              show the share policy in force
@@ -110,6 +116,7 @@ pub fn parse_admin(line: &str) -> Result<Option<AdminCommand>, String> {
                 }
             }
             "rooms" => AdminCommand::Rooms,
+            "bans" => AdminCommand::Bans,
             "peers" => {
                 need("a room name")?;
                 AdminCommand::Peers {

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use chatdrop_proto::{LeaveReason, ServerMsg, Target};
 
+use crate::bans::BanTarget;
 use crate::chat::Chat;
 use crate::event::{ConnId, Effect, Persist};
 use crate::room::line;
@@ -77,26 +78,61 @@ impl Chat {
                 }
             }
             AdminCommand::Ban { user, reason } => {
-                self.bans.insert(user.clone(), reason.clone());
+                let target = match BanTarget::parse(&user) {
+                    Ok(t) => t,
+                    Err(why) => return out.push(console(why)),
+                };
+                let written = target.to_string();
+                self.bans.add(&target, reason.clone());
                 out.push(Effect::Persist(Persist::Ban {
-                    user: user.clone(),
+                    user: written.clone(),
                     reason: reason.clone(),
                 }));
-                let why = format!("banned: {reason}");
-                let was_online = self.remove_user(now_ms, &user, LeaveReason::Banned, why, out);
-                let and = if was_online {
-                    " and disconnected it"
-                } else {
-                    ""
+                // Everyone here the ban covers goes now.
+                let covered: Vec<String> = self
+                    .sessions
+                    .values()
+                    .filter(|s| match &target {
+                        BanTarget::User(u) => s.user == *u,
+                        BanTarget::Key(k) => s.key == *k,
+                        BanTarget::Net(n) => n.contains(&s.ip.to_canonical()),
+                    })
+                    .map(|s| s.user.clone())
+                    .collect();
+                for u in &covered {
+                    let why = format!("banned: {reason}");
+                    self.remove_user(now_ms, u, LeaveReason::Banned, why, out);
+                }
+                let and = match covered.len() {
+                    0 => String::new(),
+                    1 => format!(" and disconnected {}", covered[0]),
+                    n => format!(" and disconnected {n} users"),
                 };
-                out.push(console(format!("banned {user}{and}")));
+                out.push(console(format!("banned {written}{and}")));
             }
             AdminCommand::Unban { user } => {
-                if self.bans.remove(&user).is_some() {
-                    out.push(Effect::Persist(Persist::Unban { user: user.clone() }));
-                    out.push(console(format!("unbanned {user}")));
+                let target = match BanTarget::parse(&user) {
+                    Ok(t) => t,
+                    Err(why) => return out.push(console(why)),
+                };
+                let written = target.to_string();
+                if self.bans.remove(&target) {
+                    out.push(Effect::Persist(Persist::Unban {
+                        user: written.clone(),
+                    }));
+                    out.push(console(format!("unbanned {written}")));
                 } else {
-                    out.push(console(format!("{user} is not banned")));
+                    out.push(console(format!("{written} is not banned")));
+                }
+            }
+            AdminCommand::Bans => {
+                let mut any = false;
+                for (target, reason) in self.bans.list() {
+                    any = true;
+                    out.push(console(format!("{target}: {reason}")));
+                }
+                if !any {
+                    out.push(console("no bans".into()));
                 }
             }
             AdminCommand::Rooms => {
