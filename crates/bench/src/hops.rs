@@ -20,12 +20,18 @@ use crate::spawn::ServerProc;
 const KEY: &str = "chatdrop-load-network-key";
 
 /// Starts `hops + 1` servers, each linked to the one before, and waits until
-/// every one is in sync with all the others.
-fn chain(bin: &Path, workers: usize, hops: usize) -> anyhow::Result<Vec<ServerProc>> {
+/// every one is in sync with all the others. `extra` goes to each server.
+pub fn chain(
+    bin: &Path,
+    workers: usize,
+    hops: usize,
+    extra: &[&str],
+) -> anyhow::Result<Vec<ServerProc>> {
     let mut servers: Vec<ServerProc> = Vec::new();
     for i in 0..=hops {
         let name = format!("s{i}");
         let mut args = vec!["--name", &name, "--network-key", KEY, "--history", "0"];
+        args.extend_from_slice(extra);
         let prev = servers.last().map(|s| s.addr.clone());
         if let Some(prev) = &prev {
             args.extend(["--link", prev]);
@@ -212,7 +218,7 @@ pub async fn run(
     );
     let mut base: Option<(f64, f64)> = None;
     for hops in 0..=max_hops {
-        let servers = chain(bin, workers, hops)?;
+        let servers = chain(bin, workers, hops, &[])?;
         let hist = latency(&servers, count, rate).await?;
         let (p50, p99) = (
             hist.value_at_quantile(0.5) as f64 / 1000.0,
@@ -231,12 +237,12 @@ pub async fn run(
         }
     }
     println!("throughput: one sender, {receivers} receivers at the far end, {secs} s measured");
-    let one = throughput(&chain(bin, workers, 0)?, receivers, secs).await?;
+    let one = throughput(&chain(bin, workers, 0, &[])?, receivers, secs).await?;
     println!(
         "  one server: {one:.0} lines/s into the room ({:.0} deliveries/s)",
         one * receivers as f64
     );
-    let three = throughput(&chain(bin, workers, 3)?, receivers, secs).await?;
+    let three = throughput(&chain(bin, workers, 3, &[])?, receivers, secs).await?;
     println!(
         "  3 hops:     {three:.0} lines/s into the room ({:.0} deliveries/s), {:.0}% of one server",
         three * receivers as f64,

@@ -1,21 +1,51 @@
-//! Idle clients: what each costs the server in memory.
+//! Idle clients: what each costs the server in memory. One server with its
+//! clients in this process, or (`idle-network`) several linked servers with
+//! a load process per server, since one process holds at most as many
+//! connections as it may have open files.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
 
 use crate::net::{enter, login};
 use crate::spawn::ServerProc;
 
-pub async fn run(bin: &Path, workers: usize, clients: usize, rooms: usize) -> anyhow::Result<()> {
-    let max = (clients + 100).to_string();
-    let server = ServerProc::start(bin, workers, &["--max-clients", &max])?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let base = server.rss_kib()?;
-    let addr = Arc::new(server.addr.clone());
+/// Idle clients held open until dropped.
+pub struct Held {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Seconds from the first connection to the last login.
+    pub connect_secs: f64,
+}
+
+impl Held {
+    /// Disconnects every client.
+    pub async fn release(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Connects `clients` clients named `{prefix}{i}` to `addr`, the first
+/// `rooms` of them each making a room (`{prefix}room{k}`), the others
+/// joining those; each then idles as a real client does (keepalive pings,
+/// reading whatever comes).
+pub async fn connect_idle(
+    addr: &str,
+    prefix: &str,
+    clients: usize,
+    rooms: usize,
+) -> anyhow::Result<Held> {
+    let rooms = rooms.clamp(1, clients.max(1));
+    let addr = Arc::new(addr.to_string());
     let (stop_tx, stop_rx) = watch::channel(false);
     let gate = Arc::new(Semaphore::new(128));
     let started = Instant::now();
@@ -31,12 +61,13 @@ pub async fn run(bin: &Path, workers: usize, clients: usize, rooms: usize) -> an
                 ready_tx.clone(),
                 stop_rx.clone(),
             );
+            let (user, room) = (format!("{prefix}{i}"), format!("{prefix}room{}", i % rooms));
             waiting += 1;
             tasks.push(tokio::spawn(async move {
                 let permit = gate.acquire_owned().await;
                 let session = async {
-                    let mut s = login(&addr, &format!("idle{i}")).await?;
-                    enter(&mut s, &format!("room{}", i % rooms), i < rooms).await?;
+                    let mut s = login(&addr, &user).await?;
+                    enter(&mut s, &room, i < rooms).await?;
                     anyhow::Ok(s)
                 }
                 .await;
@@ -51,7 +82,6 @@ pub async fn run(bin: &Path, workers: usize, clients: usize, rooms: usize) -> an
                         return;
                     }
                 };
-                // Idle, as a real client: keepalive pings, drain whatever comes.
                 let mut ping = tokio::time::interval(Duration::from_secs(5));
                 loop {
                     tokio::select! {
@@ -72,8 +102,16 @@ pub async fn run(bin: &Path, workers: usize, clients: usize, rooms: usize) -> an
             }
         }
     }
-    let connect_secs = started.elapsed().as_secs_f64();
-    // Let the server settle, then take the median of three readings.
+    Ok(Held {
+        stop: stop_tx,
+        tasks,
+        connect_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The median of three readings of a server's memory, a second apart,
+/// after a moment to settle.
+async fn settled_rss(server: &ServerProc) -> anyhow::Result<u64> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut readings = Vec::new();
     for _ in 0..3 {
@@ -81,17 +119,111 @@ pub async fn run(bin: &Path, workers: usize, clients: usize, rooms: usize) -> an
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     readings.sort();
-    let rss = readings[1];
+    Ok(readings[1])
+}
+
+pub async fn run(bin: &Path, workers: usize, clients: usize, rooms: usize) -> anyhow::Result<()> {
+    let max = (clients + 100).to_string();
+    let server = ServerProc::start(bin, workers, &["--max-clients", &max])?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let base = server.rss_kib()?;
+    let held = connect_idle(&server.addr, "idle", clients, rooms).await?;
+    let connect_secs = held.connect_secs;
+    let rss = settled_rss(&server).await?;
     let per = (rss.saturating_sub(base)) as f64 / clients as f64;
     println!(
         "idle clients: {clients} in {rooms} rooms, connected in {connect_secs:.1} s ({:.0}/s)",
         clients as f64 / connect_secs
     );
     println!("server RSS: {base} KiB at start, {rss} KiB with the clients");
-    println!("server memory per idle client: {per:.1} KiB (target: at most 32 KiB)");
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
+    println!("server memory per idle client: {per:.1} KiB (target: at most 16 KiB)");
+    held.release().await;
+    Ok(())
+}
+
+/// `idle-worker`: the load process of `idle-network`. Connects its clients,
+/// prints `ready SECONDS`, and holds them until its standard input closes.
+pub async fn worker(addr: &str, prefix: &str, clients: usize, rooms: usize) -> anyhow::Result<()> {
+    let held = connect_idle(addr, prefix, clients, rooms).await?;
+    println!("ready {:.3}", held.connect_secs);
+    std::io::stdout().flush()?;
+    // Standard input closing is the signal to let go.
+    tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+    })
+    .await?;
+    held.release().await;
+    Ok(())
+}
+
+/// `idle-network`: `servers` linked servers (a chain), `per_server` idle
+/// clients at each from a load process of its own; each server's memory per
+/// client, and the connect rate of all together.
+pub async fn network(
+    bench_bin: &Path,
+    bin: &Path,
+    workers: usize,
+    servers: usize,
+    per_server: usize,
+    rooms: usize,
+) -> anyhow::Result<()> {
+    let max = (per_server + 50).to_string();
+    let chain = crate::hops::chain(
+        bin,
+        workers,
+        servers.saturating_sub(1),
+        &["--max-clients", &max],
+    )?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bases: Vec<u64> = chain
+        .iter()
+        .map(|s| s.rss_kib())
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    let mut loads = Vec::new();
+    for (i, s) in chain.iter().enumerate() {
+        let child = Command::new(bench_bin)
+            .args(["idle-worker", "--addr", &s.addr, "--prefix"])
+            .arg(format!("s{i}u"))
+            .args(["--clients", &per_server.to_string()])
+            .args(["--rooms", &rooms.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        loads.push(child);
+    }
+    for (i, child) in loads.iter_mut().enumerate() {
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("worker stdout"))?;
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line)?;
+        anyhow::ensure!(
+            line.starts_with("ready"),
+            "load process {i} failed before its clients were ready"
+        );
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    let total = servers * per_server;
+    println!(
+        "idle clients: {total} across {servers} linked servers ({per_server} each, {rooms} rooms each, one load process per server), connected in {connect_secs:.1} s ({:.0}/s)",
+        total as f64 / connect_secs
+    );
+    let mut pers = Vec::new();
+    for (i, (s, base)) in chain.iter().zip(&bases).enumerate() {
+        let rss = settled_rss(s).await?;
+        let per = rss.saturating_sub(*base) as f64 / per_server as f64;
+        println!("server s{i}: RSS {base} KiB at start, {rss} KiB with its clients: {per:.1} KiB per client");
+        pers.push(per);
+    }
+    let worst = pers.iter().cloned().fold(0.0, f64::max);
+    println!("worst server memory per idle client: {worst:.1} KiB (target: at most 16 KiB)");
+    for mut child in loads {
+        drop(child.stdin.take());
+        let _ = child.wait();
     }
     Ok(())
 }

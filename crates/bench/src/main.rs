@@ -45,6 +45,33 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         rooms: usize,
     },
+    /// Idle clients across linked servers, one load process per server
+    /// (each process may hold 20,000 open files at most): each server's
+    /// memory per client and the connect rate.
+    IdleNetwork {
+        /// Linked servers (a chain).
+        #[arg(long, default_value_t = 5)]
+        servers: usize,
+        /// Clients at each server (under 20,000: a server process may
+        /// hold 20,000 open files, sockets and its own files together).
+        #[arg(long, default_value_t = 19_900)]
+        per_server: usize,
+        /// Rooms at each server.
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+    },
+    /// The load process of `idle-network` (started by it).
+    #[command(hide = true)]
+    IdleWorker {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        clients: usize,
+        #[arg(long)]
+        rooms: usize,
+    },
     /// One room, many members, a few senders: deliveries per second and
     /// delivery latency.
     Fanout {
@@ -179,6 +206,24 @@ fn main() -> anyhow::Result<()> {
         Cmd::Idle { clients, rooms } => {
             rt.block_on(idle::run(&server_bin, cli.workers, clients, rooms))
         }
+        Cmd::IdleNetwork {
+            servers,
+            per_server,
+            rooms,
+        } => rt.block_on(idle::network(
+            &std::env::current_exe()?,
+            &server_bin,
+            cli.workers,
+            servers,
+            per_server,
+            rooms,
+        )),
+        Cmd::IdleWorker {
+            addr,
+            prefix,
+            clients,
+            rooms,
+        } => rt.block_on(idle::worker(&addr, &prefix, clients, rooms)),
         Cmd::Fanout {
             members,
             senders,

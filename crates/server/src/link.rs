@@ -66,6 +66,59 @@ pub struct LinkConfig {
     /// This server's own key: signs its side of each handshake.
     signing: SigningKey,
     next_link: AtomicU64,
+    /// Failed handshakes by address: each is one online guess at the key.
+    guesses: Guesses,
+}
+
+/// Wrong network keys tried by address block. The PAKE leaves nothing to
+/// test guesses against offline, so each guess costs a handshake; this
+/// makes them slow: after [`FREE_GUESSES`] failures from one address
+/// block, each further attempt waits twice as long as the last, up to
+/// [`MAX_GUESS_WAIT`], and is refused before any key exchange meanwhile.
+#[derive(Debug, Default)]
+struct Guesses {
+    by_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, Instant)>>,
+}
+
+/// Failed link handshakes from one address block before waits start.
+const FREE_GUESSES: u32 = 5;
+
+/// Longest wait between link handshakes after failures.
+const MAX_GUESS_WAIT: Duration = Duration::from_secs(600);
+
+/// Addresses remembered at most; past this, those no longer waiting go.
+const MAX_GUESSERS: usize = 16_384;
+
+impl Guesses {
+    /// How long `ip` must still wait, if it must.
+    fn wait(&self, ip: std::net::IpAddr, now: Instant) -> Option<Duration> {
+        let map = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, until) = map.get(&chatdrop_chat::ip_block(ip))?;
+        (*until > now).then(|| *until - now)
+    }
+
+    /// One more failure from `ip`.
+    fn failed(&self, ip: std::net::IpAddr, now: Instant) {
+        let mut map = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_GUESSERS {
+            map.retain(|_, (_, until)| *until > now);
+            if map.len() >= MAX_GUESSERS {
+                map.clear();
+            }
+        }
+        let (count, until) = map.entry(chatdrop_chat::ip_block(ip)).or_insert((0, now));
+        *count += 1;
+        if *count >= FREE_GUESSES {
+            let doublings = (*count - FREE_GUESSES).min(16);
+            *until = now + (Duration::from_secs(1) * (1 << doublings)).min(MAX_GUESS_WAIT);
+        }
+    }
+
+    /// A handshake from `ip` succeeded: its failures are forgotten.
+    fn succeeded(&self, ip: std::net::IpAddr) {
+        let mut map = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&chatdrop_chat::ip_block(ip));
+    }
 }
 
 impl LinkConfig {
@@ -80,6 +133,7 @@ impl LinkConfig {
             public_key,
             signing,
             next_link: AtomicU64::new(1),
+            guesses: Guesses::default(),
         }
     }
 
@@ -399,11 +453,26 @@ where
         refuse(wr, "this server takes no links (it has no network key)").await;
         return Err(LinkError::NoKey);
     }
-    let outcome = answer(frames, wr, cfg, peer, binding).await;
-    if let Err(why) = &outcome {
-        let why = why.refusal();
+    if let Some(wait) = cfg.guesses.wait(addr.ip(), Instant::now()) {
+        let why = format!(
+            "too many failed link handshakes from your address; try again in {} s",
+            wait.as_secs() + 1
+        );
         warn!(%addr, server = %peer.name, "refused a link: {why}");
         refuse(wr, &why).await;
+        return Err(LinkError::Refused(why));
+    }
+    let outcome = answer(frames, wr, cfg, peer, binding).await;
+    match &outcome {
+        Ok(_) => cfg.guesses.succeeded(addr.ip()),
+        Err(why) => {
+            if matches!(why, LinkError::WrongKey(_)) {
+                cfg.guesses.failed(addr.ip(), Instant::now());
+            }
+            let why = why.refusal();
+            warn!(%addr, server = %peer.name, "refused a link: {why}");
+            refuse(wr, &why).await;
+        }
     }
     outcome
 }
@@ -680,6 +749,48 @@ mod tests {
         assert!(
             matches!(&dialled, Err(LinkError::Refused(why)) if why == "wrong network key"),
             "{dialled:?}"
+        );
+    }
+
+    /// Wrong keys from one address are slowed down: after five failures
+    /// the next attempt is refused before any key exchange, saying why,
+    /// even with the right key; another address is not affected. (Without
+    /// the throttle, every guess was answered.)
+    #[tokio::test]
+    async fn repeated_wrong_keys_from_one_address_are_slowed_down() {
+        let a = server(2, NETWORK_KEY);
+        let wrong = server(1, b"a-guess-of-the-key-0123");
+        for _ in 0..FREE_GUESSES {
+            let (dside, aside) = connection();
+            let (_, answered) = tokio::join!(dialling(dside, &wrong), answering(aside, &a));
+            assert!(
+                matches!(answered, Err(LinkError::WrongKey(_))),
+                "{answered:?}"
+            );
+        }
+        let right = server(1, NETWORK_KEY);
+        let (dside, aside) = connection();
+        let (dialled, answered) = tokio::join!(dialling(dside, &right), answering(aside, &a));
+        let refused = "too many failed link handshakes from your address; try again in 1 s";
+        assert!(
+            matches!(&dialled, Err(LinkError::Refused(why)) if why == refused),
+            "{dialled:?}"
+        );
+        assert!(answered.is_err());
+        // Another address is let through (the throttle is per address).
+        let elsewhere: SocketAddr = "192.0.2.9:1".parse().unwrap();
+        let (dside, (mut frames, mut wr)) = connection();
+        let answer = async {
+            let first = frames.next().await.unwrap().unwrap();
+            let ClientMsg::LinkHello(peer) = decode::<ClientMsg>(&first).unwrap() else {
+                panic!("not a hello")
+            };
+            answer_or_refuse(&mut frames, &mut wr, &a, &peer, BINDING, elsewhere).await
+        };
+        let (dialled, answered) = tokio::join!(dialling(dside, &right), answer);
+        assert!(
+            dialled.is_ok() && answered.is_ok(),
+            "{dialled:?} {answered:?}"
         );
     }
 
