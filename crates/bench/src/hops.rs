@@ -48,12 +48,14 @@ pub fn chain(
 }
 
 /// Joins `room` at a server that may not have heard of it yet.
-async fn join_when_known(s: &mut Session, room: &str) -> anyhow::Result<()> {
-    for _ in 0..500 {
+pub async fn join_when_known(s: &mut Session, room: &str) -> anyhow::Result<()> {
+    for _ in 0..120 {
         match enter(s, room, false).await {
             Ok(()) => return Ok(()),
+            // Not heard of yet: ask again soon, but not so often that a
+            // server with its rate limits on refuses the asking.
             Err(e) if e.to_string().contains("no room") => {
-                tokio::time::sleep(Duration::from_millis(10)).await
+                tokio::time::sleep(Duration::from_millis(250)).await
             }
             Err(e) => return Err(e),
         }

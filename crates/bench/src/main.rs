@@ -10,6 +10,8 @@ mod hops;
 mod idle;
 mod net;
 mod plot;
+mod soak;
+mod soak_attacker;
 mod spawn;
 mod store;
 mod suite;
@@ -167,6 +169,10 @@ enum Cmd {
     /// 1%; 1 Gbit/s 2 ms), fairness, CPU per GB, receive drops, and a plot
     /// (needs root).
     Suite(suite::Options),
+    /// Linked servers and thousands of clients chatting for minutes, one
+    /// server restarted half-way, optionally with an attacker: every line
+    /// checked, latency over time, memory slope.
+    Soak(soak::Options),
     /// The store alone: history lines committed per second in batches.
     Store {
         /// Lines to write.
@@ -242,6 +248,7 @@ fn main() -> anyhow::Result<()> {
             },
         )),
         Cmd::Store { lines, batch } => store::run(lines, batch),
+        Cmd::Soak(o) => rt.block_on(soak::run(&server_bin, cli.workers, o)),
         Cmd::Link {
             mbit,
             rtt_ms,

@@ -9,10 +9,22 @@ use ed25519_dalek::SigningKey;
 /// Connects and logs in as `user` with a fresh key, retrying briefly when the
 /// server is busy accepting others.
 pub async fn login(addr: &str, user: &str) -> anyhow::Result<Session> {
-    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    login_key(addr, user, &SigningKey::generate(&mut rand::rngs::OsRng)).await
+}
+
+/// A key that is always the same for `n` and `tag`: a client that logs in
+/// again keeps its name.
+pub fn fixed_key(tag: u8, n: usize) -> SigningKey {
+    let mut seed = [tag; 32];
+    seed[..8].copy_from_slice(&(n as u64).to_le_bytes());
+    SigningKey::from_bytes(&seed)
+}
+
+/// Like [`login`], with the given key.
+pub async fn login_key(addr: &str, user: &str, key: &SigningKey) -> anyhow::Result<Session> {
     let mut last = None;
     for _ in 0..5 {
-        match connect(addr, user, &key, None).await {
+        match connect(addr, user, key, None).await {
             Ok(s) => return Ok(s),
             Err(e) => {
                 last = Some(e.to_string());
