@@ -319,7 +319,7 @@ async fn client(i: usize, addr: String, rooms: usize, mut s: Session, shared: Ar
                         // History replayed on a (re)join is not a delivery.
                         if let Ok(ServerMsg::Message(l)) = chatdrop_proto::decode::<ServerMsg>(&payload) {
                             if !l.history {
-                                check(&l.text, &mut seen, &shared);
+                                check(i, &l.text, &mut seen, &shared);
                             }
                         }
                     }
@@ -345,20 +345,30 @@ async fn client(i: usize, addr: String, rooms: usize, mut s: Session, shared: Ar
     for (sender, last) in seen.last {
         let sent = shared.finals[sender].load(Ordering::Relaxed);
         if sent > last {
-            lose(&shared, sender, sent - last);
+            lose(&shared, i, sender, sent - last, "tail");
         }
     }
 }
 
-/// Counts `n` lines of `sender` as lost.
-fn lose(shared: &Shared, sender: usize, n: u64) {
+/// Counts `n` lines of `sender` as lost to receiver `me`; `SOAK_DEBUG`
+/// in the environment says where and how each loss was seen.
+fn lose(shared: &Shared, me: usize, sender: usize, n: u64, how: &str) {
     shared.tally.lost.fetch_add(n, Ordering::Relaxed);
+    if std::env::var_os("SOAK_DEBUG").is_some() {
+        let at = |c: usize| c % shared.servers;
+        eprintln!(
+            "lost {n} ({how}): from c{sender} at s{} to c{me} at s{}, {:.1} s",
+            at(sender),
+            at(me),
+            shared.t0.elapsed().as_secs_f64()
+        );
+    }
     if shared.restarted == Some(sender % shared.servers) {
         shared.tally.lost_restarted.fetch_add(n, Ordering::Relaxed);
     }
 }
 
-fn check(text: &str, seen: &mut Seen, shared: &Shared) {
+fn check(me: usize, text: &str, seen: &mut Seen, shared: &Shared) {
     let Some((sender, seq, sent_ns)) = parse_line(text) else {
         return; // not a soak line (the attacker's)
     };
@@ -373,14 +383,14 @@ fn check(text: &str, seen: &mut Seen, shared: &Shared) {
             seen.last.insert(sender, seq);
         }
         None => {
-            lose(shared, sender, seq.saturating_sub(1));
+            lose(shared, me, sender, seq.saturating_sub(1), "start");
             seen.last.insert(sender, seq);
         }
         Some(last) if seq == last + 1 => {
             seen.last.insert(sender, seq);
         }
         Some(last) if seq > last + 1 => {
-            lose(shared, sender, seq - last - 1);
+            lose(shared, me, sender, seq - last - 1, "gap");
             seen.last.insert(sender, seq);
         }
         Some(last) if seq == last => {

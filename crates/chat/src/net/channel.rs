@@ -22,7 +22,7 @@ pub const RESEND_MS: u64 = 1_000;
 /// the next, up to this (ms): a destination that is slow to acknowledge
 /// (busy, or its link congested) is not sent everything again every
 /// second, which would only congest the links more.
-pub const MAX_RESEND_MS: u64 = 16_000;
+pub const MAX_RESEND_MS: u64 = 4_000;
 
 /// Frames resent to one destination at once at most; the rest follow at
 /// the next looks (every tick), so a resend never floods a link's queue.
@@ -222,6 +222,8 @@ impl Channels {
         let inc = self.inc;
         let out = self.out(dst, dst_inc);
         out.epoch = epoch;
+        // A new epoch starts with everything sent now: no backed-off wait.
+        out.rto_ms = RESEND_MS;
         out.queue.retain(|p| !p.msg.is_state());
         let mut dropped = 0;
         while out.queue.len() > MAX_QUEUE / 2 {
@@ -541,13 +543,14 @@ mod tests {
         let second = a.due(2 * RESEND_MS);
         assert_eq!(second.len(), RESEND_BURST, "the next burst, not all");
         assert!(a.due(3 * RESEND_MS).is_empty(), "waiting 4 s now");
+        assert!(a.due(5 * RESEND_MS).len() == RESEND_BURST, "4 s at most");
         // An acknowledgement of the first ones brings the wait back to 1 s.
         for (_, d) in first {
             b.on_data(A, d);
         }
         ack(&mut a, &mut b);
-        assert!(!a.due(4 * RESEND_MS).is_empty());
-        assert!(a.resend_all(&B, 5 * RESEND_MS).len() <= RESEND_BURST);
+        assert!(!a.due(10 * RESEND_MS).is_empty());
+        assert!(a.resend_all(&B, 11 * RESEND_MS).len() <= RESEND_BURST);
     }
 
     #[test]
