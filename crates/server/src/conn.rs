@@ -177,7 +177,10 @@ async fn run(
         let who = login(first, &mut frames, &mut wr, &binding, shared).await?;
         Ok(Opened::Client(frames, wr, who))
     };
-    let opened = tokio::time::timeout(LOGIN_DEADLINE, opening);
+    // Boxed: the TLS handshake and login are the largest state a
+    // connection's task goes through, and inline they would size the task
+    // for its whole life; boxed, they are freed once the login is done.
+    let opened = tokio::time::timeout(LOGIN_DEADLINE, Box::pin(opening));
     let opened = or_shutdown(shared, async {
         opened
             .await
