@@ -32,6 +32,11 @@ use libfuzzer_sys::fuzz_target;
 
 /// Most steps taken from one input.
 const MAX_STEPS: usize = 2_000;
+/// The one-way delay of the perfect link the target ends with: short, but
+/// not zero (over a link without delay a delivery-rate sample has no
+/// interval to measure over, and the congestion controller learns
+/// nothing).
+const ONE_WAY: Duration = Duration::from_millis(5);
 /// Most packets asked for in one go: more than any window here allows.
 const MAX_BURST: usize = 4_096;
 
@@ -324,15 +329,6 @@ impl<C: Controller> Sim<C> {
         Ok(())
     }
 
-    /// Whether the sender paces fewer than two packets per idle timeout:
-    /// a known issue (docs/FUZZING.md, "Known issues"), after a stall of
-    /// nearly an idle timeout left the controller's bandwidth estimate
-    /// that low, so that the receiver may give up on a perfect link. Not
-    /// taken for a new failure.
-    fn paced_below_idle(&self) -> bool {
-        self.tx.controller().pacing_rate() * self.cfg.idle_timeout.as_secs_f64() < 2.0
-    }
-
     /// A perfect link from here on: the transfer must end. Except in its
     /// first idle timeout, in which either end may still fail for what
     /// happened before (a peer silent for most of one); after that, on a
@@ -353,29 +349,32 @@ impl<C: Controller> Sim<C> {
                 return;
             }
             let sent = self.send();
-            for (seq, len) in std::mem::take(&mut self.to_rx) {
-                self.deliver(seq, len);
-            }
-            let acks: Vec<Ack> = self.rx.poll_ack().into_iter().collect();
-            for ack in self.acks.drain(..).chain(acks).collect::<Vec<_>>() {
-                self.take_ack(&ack);
-            }
-            if !sent && !self.tx.is_done() {
+            if sent || !self.to_rx.is_empty() || !self.acks.is_empty() {
+                // Everything on the way arrives, a one-way delay later.
+                self.now += ONE_WAY;
+                self.timers();
+                for (seq, len) in std::mem::take(&mut self.to_rx) {
+                    self.deliver(seq, len);
+                }
+                self.acks.extend(self.rx.poll_ack());
+                self.now += ONE_WAY;
+                self.timers();
+                for ack in std::mem::take(&mut self.acks) {
+                    self.take_ack(&ack);
+                }
+            } else if !self.tx.is_done() {
                 let next = [self.tx.poll_timeout(), self.rx.poll_timeout()];
                 let Some(t) = next.into_iter().flatten().min() else {
                     panic!("the transfer stalled with no timer left");
                 };
                 self.now = self.now.max(t);
-                assert!(
-                    self.now < give_up,
-                    "the transfer did not end on a perfect link"
-                );
                 self.timers();
             }
+            assert!(
+                self.now < give_up,
+                "the transfer did not end on a perfect link"
+            );
             if let Some(e) = self.tx.failure().or(self.rx.failure()) {
-                if self.paced_below_idle() {
-                    return;
-                }
                 assert!(self.now <= grace, "an end failed on a perfect link: {e}");
                 return;
             }
