@@ -100,7 +100,13 @@ fn client_msgs() -> Vec<(&'static str, ClientMsg)> {
             },
         ),
         ("ping", ClientMsg::Ping),
-        ("list-rooms", ClientMsg::ListRooms),
+        ("list-rooms", ClientMsg::ListRooms { after: None }),
+        (
+            "list-rooms-after",
+            ClientMsg::ListRooms {
+                after: Some("Lobby".into()),
+            },
+        ),
         (
             "create-room",
             ClientMsg::CreateRoom {
@@ -214,6 +220,8 @@ fn server_msgs() -> Vec<(&'static str, ServerMsg)> {
                         members: None,
                     },
                 ],
+                total: 150,
+                next: Some("vault".into()),
             },
         ),
         (
@@ -366,7 +374,11 @@ fn frame_seeds(root: &Path) {
     // The client's messages in one stream, in pieces of 3 bytes.
     s.add("stream-in-pieces", &[&[0x03][..], &all].concat());
     // A frame over a 64-byte limit after one under it.
-    let say = frame(&client_msgs()[8].1);
+    let say = client_msgs()
+        .into_iter()
+        .find(|(name, _)| *name == "say-user")
+        .map(|(_, m)| frame(&m))
+        .expect("a say-user message");
     s.add(
         "over-the-limit",
         &[&[0x28][..], &frame(&ClientMsg::Ping), &say].concat(),
@@ -1074,6 +1086,8 @@ fn command_seeds(root: &Path) {
         ("join-no-room", "/join"),
         ("leave", "/leave"),
         ("rooms", "/rooms"),
+        ("rooms-more", "/rooms more"),
+        ("get-rooms-more", "@server get_rooms more"),
         ("peers", "/peers"),
         ("help", "/help"),
         ("quit", "/quit"),

@@ -64,6 +64,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Command::Share(_)
         | Command::ListRooms
+        | Command::MoreRooms
         | Command::Peers
         | Command::Leave
         | Command::Help

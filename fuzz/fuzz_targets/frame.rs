@@ -69,9 +69,9 @@ fn client_strings(m: &ClientMsg) -> Vec<&str> {
             FileAnswer::Refuse(r) => out.push(r.as_str()),
         },
         ClientMsg::LinkHello(h) => out.push(&h.name),
+        ClientMsg::ListRooms { after } => out.extend(after.as_deref()),
         ClientMsg::Auth { .. }
         | ClientMsg::Ping
-        | ClientMsg::ListRooms
         | ClientMsg::LeaveRoom
         | ClientMsg::GetPeers
         | ClientMsg::Quit => {}
@@ -85,7 +85,10 @@ fn server_strings(m: &ServerMsg) -> Vec<&str> {
         ServerMsg::Challenge { server_name, .. } => out.push(server_name.as_str()),
         ServerMsg::LoggedIn { user } => out.push(user),
         ServerMsg::Pong => {}
-        ServerMsg::Rooms { rooms } => out.extend(rooms.iter().map(|r: &RoomInfo| r.name.as_str())),
+        ServerMsg::Rooms { rooms, next, .. } => {
+            out.extend(rooms.iter().map(|r: &RoomInfo| r.name.as_str()));
+            out.extend(next.as_deref());
+        }
         ServerMsg::Joined {
             room,
             room_id,
