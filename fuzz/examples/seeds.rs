@@ -443,6 +443,8 @@ fn net_msgs() -> Vec<(&'static str, NetMsg)> {
         (
             "sync",
             NetMsg::Sync {
+                part: 0,
+                last: true,
                 users: vec![net_user()],
                 rooms: vec![net_room()],
                 bindings: vec![binding()],

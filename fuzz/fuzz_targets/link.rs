@@ -84,6 +84,7 @@ fn net_msg(m: &NetMsg) {
             users,
             rooms,
             bindings,
+            ..
         } => {
             users.iter().for_each(user);
             rooms.iter().for_each(room);

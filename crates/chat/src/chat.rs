@@ -54,6 +54,8 @@ pub struct Chat {
     /// File requests waiting for the owner's answer.
     pub(crate) requests: HashMap<u64, Request>,
     pub(crate) next_request: u64,
+    /// Other servers' states coming in parts: the users listed so far.
+    pub(crate) syncing: HashMap<ServerId, crate::login::SyncInProgress>,
 }
 
 /// Where a user is connected.
@@ -138,6 +140,7 @@ impl Chat {
             bans: crate::bans::Bans::load(snapshot.bans.into_iter().map(|b| (b.user, b.reason))),
             failures,
             next_attempt: 1,
+            syncing: HashMap::new(),
             requests: HashMap::new(),
             next_request: 1,
         }
@@ -335,7 +338,7 @@ impl Chat {
                     )));
                 }
                 NetEvent::Resync { from, inc } => {
-                    let sync = self.sync_msg();
+                    let sync = self.sync_parts();
                     self.net.open(now_ms, from, inc, sync, out);
                 }
                 NetEvent::Deliver { from, msg } => self.net_msg(now_ms, from, msg, out),
@@ -360,19 +363,43 @@ impl Chat {
         msg: NetMsg,
         out: &mut Vec<Effect>,
     ) {
-        if let Err(why) = link_checks::check(&msg, now_ms) {
-            out.push(self.network_notice(format!(
-                "dropped a message from server {}: {why}",
-                self.net.name_of(&from)
-            )));
-            return;
-        }
+        let msg = if let NetMsg::Sync { .. } = msg {
+            // A bad record costs only itself, not the rest of the state.
+            let (msg, dropped) = link_checks::keep_good(msg, now_ms, |b| self.holds(b));
+            if let Some((count, why)) = dropped {
+                out.push(self.network_notice(format!(
+                    "dropped {count} record(s) of the state of server {}; the first: {why}",
+                    self.net.name_of(&from)
+                )));
+            }
+            msg
+        } else {
+            if let Err(why) = link_checks::check(&msg, now_ms, |b| self.holds(b)) {
+                out.push(self.network_notice(format!(
+                    "dropped a message from server {}: {why}",
+                    self.net.name_of(&from)
+                )));
+                return;
+            }
+            msg
+        };
         match msg {
             NetMsg::Sync {
+                part,
+                last,
                 users,
                 rooms,
                 bindings,
-            } => self.remote_sync(now_ms, from, users, rooms, bindings, out),
+            } => {
+                let state = crate::login::SyncPart {
+                    part,
+                    last,
+                    users,
+                    rooms,
+                    bindings,
+                };
+                self.remote_sync(now_ms, from, state, out)
+            }
             NetMsg::Online(u) => self.remote_online(now_ms, from, u, out),
             NetMsg::Offline { user, reason } => {
                 if self.of_server(&user, from) {

@@ -117,9 +117,15 @@ fn net_room(r: &NetRoom, now_ms: u64) -> Result<(), String> {
     }
 }
 
-fn binding(b: &NetBinding, now_ms: u64) -> Result<(), String> {
+/// `held` says whether a binding is exactly one this server holds: its
+/// signature was checked when it came, and is not checked again (a state
+/// of a million bindings comes again at every reconnection).
+fn binding(b: &NetBinding, now_ms: u64, held: &impl Fn(&NetBinding) -> bool) -> Result<(), String> {
     user(&b.user)?;
     plausible(&format!("the binding of {:?}", b.user), b.bound_ms, now_ms)?;
+    if held(b) {
+        return Ok(());
+    }
     vouched(b)
 }
 
@@ -143,25 +149,81 @@ fn vouched(b: &NetBinding) -> Result<(), String> {
         .map_err(|_| why("is not signed by its home server"))
 }
 
+/// Keeps the records of a part of a `Sync` that pass [`check`]; with how
+/// many were dropped and why the first was, if any was. (Any other message
+/// comes back as it is.)
+pub(crate) fn keep_good(
+    msg: NetMsg,
+    now_ms: u64,
+    held: impl Fn(&NetBinding) -> bool,
+) -> (NetMsg, Option<(usize, String)>) {
+    let NetMsg::Sync {
+        part,
+        last,
+        users,
+        rooms,
+        bindings,
+    } = msg
+    else {
+        return (msg, None);
+    };
+    let mut dropped = 0;
+    let mut first = None;
+    let mut keep = |r: Result<(), String>| match r {
+        Ok(()) => true,
+        Err(why) => {
+            dropped += 1;
+            first.get_or_insert(why);
+            false
+        }
+    };
+    let users = users
+        .into_iter()
+        .filter(|u| keep(net_user(u, now_ms)))
+        .collect();
+    let rooms = rooms
+        .into_iter()
+        .filter(|r| keep(net_room(r, now_ms)))
+        .collect();
+    let bindings = bindings
+        .into_iter()
+        .filter(|b| keep(binding(b, now_ms, &held)))
+        .collect();
+    let msg = NetMsg::Sync {
+        part,
+        last,
+        users,
+        rooms,
+        bindings,
+    };
+    (msg, first.map(|why| (dropped, why)))
+}
+
 /// Checks every name, id, text, file name and time `msg` carries, at
 /// `now_ms` by our clock; the reason for the first that breaks the rules
 /// (names quoted with escapes, so the reason itself is safe to print).
-pub(crate) fn check(msg: &NetMsg, now_ms: u64) -> Result<(), String> {
+/// `held` is as for [`binding`].
+pub(crate) fn check(
+    msg: &NetMsg,
+    now_ms: u64,
+    held: impl Fn(&NetBinding) -> bool,
+) -> Result<(), String> {
     match msg {
         NetMsg::Sync {
             users,
             rooms,
             bindings,
+            ..
         } => {
             users.iter().try_for_each(|u| net_user(u, now_ms))?;
             rooms.iter().try_for_each(|r| net_room(r, now_ms))?;
-            bindings.iter().try_for_each(|b| binding(b, now_ms))
+            bindings.iter().try_for_each(|b| binding(b, now_ms, &held))
         }
         NetMsg::Online(u) => net_user(u, now_ms),
         NetMsg::Offline { user: u, .. } | NetMsg::Leave { user: u, .. } => user(u),
         NetMsg::Enter { user: u, room } => user(u).and(room_id(room)),
         NetMsg::Room(r) => net_room(r, now_ms),
-        NetMsg::Bind(b) => binding(b, now_ms),
+        NetMsg::Bind(b) => binding(b, now_ms, &held),
         NetMsg::Say {
             from,
             room,

@@ -104,7 +104,7 @@ impl Here {
     fn dropped(&self) -> bool {
         self.out
             .iter()
-            .any(|e| matches!(e, Effect::Console(l) if l.contains("dropped a message")))
+            .any(|e| matches!(e, Effect::Console(l) if l.contains("dropped")))
     }
 
     fn room_names(&mut self) -> Vec<String> {
@@ -201,12 +201,15 @@ fn a_linked_server_cannot_send_what_a_client_could_not() {
     here.hear(NetMsg::Room(room("bad\u{1b}name", "r2")));
     assert!(here.dropped());
     here.hear(NetMsg::Sync {
+        part: 0,
+        last: true,
         users: vec![],
         rooms: vec![room("fine", "r3"), room("", "r4")],
         bindings: vec![],
     });
     assert!(here.dropped());
-    assert_eq!(here.room_names(), ["r"], "no room of theirs was taken");
+    // A bad record in a state costs only itself: the good room is taken.
+    assert_eq!(here.room_names(), ["fine", "r"], "only the good room");
 }
 
 /// A file name with a right-to-left override (`invoice\u{202E}fdp.exe`
@@ -242,6 +245,8 @@ fn a_binding_dated_0_takes_no_name() {
     here.hear(NetMsg::Bind(bind("bob", 0)));
     assert!(here.dropped() && !here.bob_closed());
     here.hear(NetMsg::Sync {
+        part: 0,
+        last: true,
         users: vec![],
         rooms: vec![],
         bindings: vec![bind("bob", 0)],
@@ -328,6 +333,8 @@ fn an_earlier_binding_from_the_other_side_of_a_split_still_wins() {
     let mut theirs = room("r", "r0");
     theirs.created_ms = T0 - 10 * MINUTE;
     here.hear(NetMsg::Sync {
+        part: 0,
+        last: true,
         users: vec![],
         rooms: vec![theirs],
         bindings: vec![bind("bob", T0 - 10 * MINUTE)],
@@ -350,6 +357,8 @@ fn an_earlier_binding_from_the_other_side_of_a_split_still_wins() {
 fn a_server_in_contact_cannot_date_a_claim_back() {
     let mut here = Here::new();
     here.hear(NetMsg::Sync {
+        part: 0,
+        last: true,
         users: vec![],
         rooms: vec![],
         bindings: vec![],
@@ -364,6 +373,8 @@ fn a_server_in_contact_cannot_date_a_claim_back() {
     let mut theirs = room("R", "r7");
     theirs.created_ms = T0 - MINUTE;
     here.hear(NetMsg::Sync {
+        part: 0,
+        last: true,
         users: vec![],
         rooms: vec![theirs],
         bindings: vec![bind("bob", T0 - MINUTE)],
@@ -430,4 +441,43 @@ fn a_binding_not_vouched_for_by_its_home_server_is_dropped() {
     here.hear(NetMsg::Bind(bind("dave", t)));
     assert!(!here.dropped());
     assert!(here.taken("dave", [1; 32]));
+}
+
+/// Another server's state in parts: the users each part lists arrive as it
+/// comes, and only once the last part is in are the users it did not list
+/// gone (a user listed in a later part is not dropped and joined again).
+#[test]
+fn a_state_in_parts_replaces_the_users_only_when_complete() {
+    let mut here = Here::new();
+    here.hear(online("old"));
+    here.hear(online("zed"));
+    let user = |name: &str| match online(name) {
+        NetMsg::Online(u) => u,
+        _ => unreachable!(),
+    };
+    let part = |part: u32, last: bool, users: Vec<NetUser>| NetMsg::Sync {
+        part,
+        last,
+        users,
+        rooms: vec![],
+        bindings: vec![],
+    };
+    here.hear(part(0, false, vec![user("eve")]));
+    assert!(
+        matches!(here.to_bob()[..], [ServerMsg::PeerJoined { user, .. }] if user == "eve"),
+        "{:?}",
+        here.to_bob()
+    );
+    assert!(!here.noted("in sync"));
+    here.hear(part(1, true, vec![user("zed")]));
+    let left: Vec<&str> = here
+        .to_bob()
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::PeerLeft { user, .. } => Some(user.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(left, ["old"], "only the user no part listed");
+    assert!(here.noted("in sync with server"));
 }

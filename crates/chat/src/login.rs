@@ -250,48 +250,83 @@ impl Chat {
     }
 
     /// Everything this server tells a server it (re)connects with: its
-    /// users, and the rooms and bindings it knows.
-    pub(crate) fn sync_msg(&self) -> NetMsg {
+    /// users, and the rooms and bindings it knows, in parts.
+    pub(crate) fn sync_parts(&self) -> Vec<NetMsg> {
         let mut conns: Vec<ConnId> = self.sessions.keys().copied().collect();
         conns.sort();
-        NetMsg::Sync {
-            users: conns.into_iter().map(|c| self.net_user(c)).collect(),
-            rooms: self.rooms.values().map(|r| r.net_record()).collect(),
-            bindings: self.bindings.values().map(Bound::net).collect(),
-        }
+        chatdrop_proto::link::sync_parts(
+            conns.into_iter().map(|c| self.net_user(c)).collect(),
+            self.rooms.values().map(|r| r.net_record()).collect(),
+            self.bindings.values().map(Bound::net).collect(),
+        )
     }
 
-    /// Another server's `Sync`: its rooms and bindings are merged, and its
-    /// users are exactly those it lists.
+    /// Whether `b` is exactly the binding held for its name, so already
+    /// checked (its signature need not be verified again).
+    pub(crate) fn holds(&self, b: &NetBinding) -> bool {
+        self.bindings.get(&name_key(&b.user)).is_some_and(|ours| {
+            ours.user == b.user
+                && ours.key == b.key
+                && ours.bound_ms == b.bound_ms
+                && ours.vouch.home == b.home
+                && ours.vouch.home_key == b.home_key
+                && ours.vouch.sig == b.sig
+        })
+    }
+
+    /// A part of another server's state: its rooms and bindings are
+    /// merged, its users listed are online; once the last part is in, its
+    /// users are exactly those the parts listed.
     pub(crate) fn remote_sync(
         &mut self,
         now_ms: u64,
         from: ServerId,
-        users: Vec<NetUser>,
-        rooms: Vec<NetRoom>,
-        bindings: Vec<NetBinding>,
+        state: SyncPart,
         out: &mut Vec<Effect>,
     ) {
-        let source = self.contacts.synced(from, now_ms);
-        for r in rooms {
+        if state.part == 0 {
+            let source = self.contacts.synced(from, now_ms);
+            self.syncing.insert(
+                from,
+                SyncInProgress {
+                    source,
+                    users: HashSet::new(),
+                },
+            );
+        }
+        // Parts come in order after part 0 (the channel sees to it).
+        let Some(source) = self.syncing.get(&from).map(|s| s.source) else {
+            return;
+        };
+        for r in state.rooms {
             self.merge_room(r, source, out);
         }
-        for b in bindings {
+        for b in state.bindings {
             self.merge_binding(b, source, out);
         }
-        let names: HashSet<&str> = users.iter().map(|u| u.user.as_str()).collect();
+        if let Some(s) = self.syncing.get_mut(&from) {
+            s.users.extend(state.users.iter().map(|u| u.user.clone()));
+        }
+        for u in state.users {
+            self.remote_online(now_ms, from, u, out);
+        }
+        if !state.last {
+            return;
+        }
+        let listed = self
+            .syncing
+            .remove(&from)
+            .map(|s| s.users)
+            .unwrap_or_default();
         let mut gone: Vec<String> = self
             .remote
             .iter()
-            .filter(|(n, u)| u.server == from && !names.contains(n.as_str()))
+            .filter(|(n, u)| u.server == from && !listed.contains(n.as_str()))
             .map(|(n, _)| n.clone())
             .collect();
         gone.sort();
         for user in gone {
             self.remove_remote(&user, LeaveReason::Lost, out);
-        }
-        for u in users {
-            self.remote_online(now_ms, from, u, out);
         }
         out.push(self.network_notice(format!("in sync with server {}", self.net.name_of(&from))));
     }
@@ -309,6 +344,7 @@ impl Chat {
             self.remove_remote(&user, LeaveReason::Lost, out);
         }
         self.requests.retain(|_, r| r.asker != Who::Remote(server));
+        self.syncing.remove(&server);
     }
 
     /// Forgets a user of another server, telling its room here.
@@ -466,4 +502,23 @@ impl Chat {
             }
         }
     }
+}
+
+/// One part of another server's state (a `Sync`).
+#[derive(Debug)]
+pub(crate) struct SyncPart {
+    pub(crate) part: u32,
+    pub(crate) last: bool,
+    pub(crate) users: Vec<NetUser>,
+    pub(crate) rooms: Vec<NetRoom>,
+    pub(crate) bindings: Vec<NetBinding>,
+}
+
+/// Another server's state, while its parts come in.
+#[derive(Debug)]
+pub(crate) struct SyncInProgress {
+    /// Who could have told us what (see [`crate::contact`]), from part 0.
+    source: Source,
+    /// The users the parts so far listed.
+    users: HashSet<String>,
 }

@@ -9,8 +9,9 @@ pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The version of the server-to-server link protocol, in
 /// [`crate::link::LinkHello`]. Version 2: SPAKE2 instead of a MAC under the
-/// network key, server keys, signed link-state records.
-pub const LINK_PROTOCOL_VERSION: u16 = 2;
+/// network key, server keys, signed link-state records. Version 3: a
+/// server's state in parts (`Sync` with `part` and `last`).
+pub const LINK_PROTOCOL_VERSION: u16 = 3;
 
 /// Largest frame a client may send to a server (payload bytes, without the
 /// 4-byte length prefix).

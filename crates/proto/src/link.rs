@@ -282,10 +282,17 @@ pub fn binding_bytes(home: &ServerId, user: &str, key: &[u8; 32], bound_ms: u64)
 /// What one server tells another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NetMsg {
-    /// Everything the sender knows: its own users (it is their authority),
-    /// and every room and name binding. Replaces what the destination held
-    /// of the sender's users.
+    /// One part of everything the sender knows: its own users (it is their
+    /// authority), and every room and name binding. A channel's epoch opens
+    /// with part 0 and the parts follow in order, each at most
+    /// [`SYNC_PART_ITEMS`] records, so that no state is too large for a frame
+    /// and no frame takes long to apply. Once the `last` part is in, the
+    /// sender's users are exactly those the parts listed.
     Sync {
+        /// 0 for the first part, then 1, 2, ...
+        part: u32,
+        /// Whether this is the last part.
+        last: bool,
         /// The sender's users.
         users: Vec<NetUser>,
         rooms: Vec<NetRoom>,
@@ -384,7 +391,64 @@ pub enum NetMsg {
     },
 }
 
+/// Records (users, rooms and bindings together) in one part of a `Sync` at
+/// most: about 200 KiB, and a few tens of milliseconds of signature checks
+/// for a receiver that meets them all for the first time.
+pub const SYNC_PART_ITEMS: usize = 1_000;
+
+/// Splits a server's state into the parts of a `Sync`
+/// ([`SYNC_PART_ITEMS`] records each; one empty part for no state at all).
+pub fn sync_parts(
+    users: Vec<NetUser>,
+    rooms: Vec<NetRoom>,
+    bindings: Vec<NetBinding>,
+) -> Vec<NetMsg> {
+    let total = users.len() + rooms.len() + bindings.len();
+    let count = total.div_ceil(SYNC_PART_ITEMS).max(1);
+    let (mut users, mut rooms, mut bindings) =
+        (users.into_iter(), rooms.into_iter(), bindings.into_iter());
+    (0..count)
+        .map(|i| {
+            let u: Vec<NetUser> = users.by_ref().take(SYNC_PART_ITEMS).collect();
+            let r: Vec<NetRoom> = rooms.by_ref().take(SYNC_PART_ITEMS - u.len()).collect();
+            let b: Vec<NetBinding> = bindings
+                .by_ref()
+                .take(SYNC_PART_ITEMS - u.len() - r.len())
+                .collect();
+            NetMsg::Sync {
+                part: i as u32,
+                last: i + 1 == count,
+                users: u,
+                rooms: r,
+                bindings: b,
+            }
+        })
+        .collect()
+}
+
 impl NetMsg {
+    /// About how many bytes the message takes on a link: what a channel
+    /// counts against its window of bytes in flight. Fixed costs are
+    /// rounded up; only what can be large is counted closely.
+    pub fn weight(&self) -> usize {
+        const RECORD: usize = 256;
+        128 + match self {
+            NetMsg::Sync {
+                users,
+                rooms,
+                bindings,
+                ..
+            } => RECORD * (users.len() + rooms.len() + bindings.len()),
+            NetMsg::Say { text, .. } => text.len(),
+            NetMsg::Refused { detail, .. } => detail.len(),
+            NetMsg::WhoHas { file, .. }
+            | NetMsg::HaveFile { file, .. }
+            | NetMsg::GetFile { file, .. }
+            | NetMsg::FileOffer { file, .. } => RECORD + file.len(),
+            _ => RECORD,
+        }
+    }
+
     /// Whether the message describes state (users, rooms, bindings), which a
     /// newer `Sync` supersedes, rather than traffic that must be delivered.
     pub fn is_state(&self) -> bool {
@@ -398,5 +462,76 @@ impl NetMsg {
                 | NetMsg::Room(_)
                 | NetMsg::Bind(_)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(n: usize) -> NetBinding {
+        NetBinding {
+            user: format!("u{n}"),
+            key: [1; 32],
+            bound_ms: 1,
+            home: [2; 16],
+            home_key: [3; 32],
+            sig: vec![4; 64],
+        }
+    }
+
+    fn room(n: usize) -> NetRoom {
+        NetRoom {
+            name: format!("r{n}"),
+            id: format!("id{n}"),
+            creator: "c".into(),
+            password_hash: None,
+            created_ms: 1,
+        }
+    }
+
+    /// A state of any size goes out in parts of at most `SYNC_PART_ITEMS`
+    /// records, numbered from 0, the last marked, nothing lost or repeated,
+    /// and each part well under a link's frame limit.
+    #[test]
+    fn state_is_split_into_bounded_numbered_parts() {
+        let rooms: Vec<NetRoom> = (0..1_500).map(room).collect();
+        let bindings: Vec<NetBinding> = (0..2_600).map(binding).collect();
+        let parts = sync_parts(Vec::new(), rooms.clone(), bindings.clone());
+        assert_eq!(parts.len(), 5, "4,100 records in parts of 1,000");
+        let (mut got_rooms, mut got_bindings) = (Vec::new(), Vec::new());
+        for (i, p) in parts.iter().enumerate() {
+            let NetMsg::Sync {
+                part,
+                last,
+                users,
+                rooms,
+                bindings,
+            } = p
+            else {
+                panic!("not a Sync part: {p:?}");
+            };
+            assert_eq!(*part as usize, i);
+            assert_eq!(*last, i == 4);
+            assert!(users.is_empty());
+            assert!(rooms.len() + bindings.len() <= SYNC_PART_ITEMS);
+            got_rooms.extend(rooms.iter().cloned());
+            got_bindings.extend(bindings.iter().cloned());
+            let bytes = crate::codec::encode(p).expect("encodes").len();
+            assert!(bytes < crate::limits::MAX_LINK_FRAME / 16, "{bytes} bytes");
+            assert!(p.weight() >= bytes, "the weight does not undercount");
+        }
+        assert_eq!(got_rooms, rooms);
+        assert_eq!(got_bindings, bindings);
+    }
+
+    #[test]
+    fn no_state_is_one_empty_last_part() {
+        let parts = sync_parts(Vec::new(), Vec::new(), Vec::new());
+        assert!(matches!(
+            parts.as_slice(),
+            [NetMsg::Sync { part: 0, last: true, users, rooms, bindings }]
+                if users.is_empty() && rooms.is_empty() && bindings.is_empty()
+        ));
     }
 }

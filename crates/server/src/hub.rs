@@ -386,7 +386,13 @@ fn push<K: std::hash::Hash + Eq + std::fmt::Debug>(
     };
     match handle.tx.try_send(frame) {
         Ok(()) | Err(Refused::Closed) => return true,
-        Err(Refused::Full) => warn!(?key, "{what} too slow; disconnecting it"),
+        Err(Refused::Full) => {
+            let (bytes, frames) = handle.tx.queued();
+            warn!(
+                ?key,
+                "{what} too slow ({bytes} bytes in {frames} frames queued); disconnecting it"
+            )
+        }
     }
     if let Some(handle) = handles.remove(&key) {
         handle.close.cancel();

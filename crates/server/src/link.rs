@@ -44,8 +44,12 @@ use crate::hub::{ConnHandle, HubMsg};
 use crate::Shared;
 
 /// Frames queued for one link at most; a link that falls this far behind
-/// is dropped (and redialled), and the end-to-end layer resends.
-pub const LINK_QUEUE: usize = 65_536;
+/// is dropped (and redialled), and the end-to-end layer resends. The bound
+/// that matters is the one in bytes ([`crate::outbox::LINK_QUEUE_BYTES`]):
+/// the channels' windows keep what is in flight between two servers far
+/// below it, and this many small frames (acknowledgements, keepalives)
+/// fit in it.
+pub const LINK_QUEUE: usize = 1 << 20;
 
 /// Time allowed to connect and complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -573,6 +577,24 @@ async fn dial(target: &str, shared: &Arc<Shared>) -> Result<(), LinkError> {
     Ok(())
 }
 
+/// Sends a keepalive every [`LINK_PING_MS`] until the link closes. A full
+/// queue skips one: the link is busy, which the other side sees anyway.
+async fn ping_loop(tx: crate::outbox::Outbox, close: CancellationToken, epoch: Instant) {
+    let mut ping = tokio::time::interval(Duration::from_millis(LINK_PING_MS));
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = close.cancelled() => return,
+            _ = ping.tick() => {
+                let t = epoch.elapsed().as_micros() as u64;
+                if let Ok(frame) = encode_frame(&LinkMsg::Ping(t)) {
+                    let _ = tx.try_send(frame);
+                }
+            }
+        }
+    }
+}
+
 /// Carries a link after its handshake until it drops: frames to the hub,
 /// keepalives both ways, round-trip times to the hub.
 async fn run<R, W>(
@@ -607,8 +629,10 @@ async fn run<R, W>(
         }
         info!("link up");
         let epoch = Instant::now();
-        let mut ping = tokio::time::interval(Duration::from_millis(LINK_PING_MS));
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Keepalives go out on their own, so that a moment this server
+        // spends waiting on its own hub (busy with a burst) does not look
+        // to the other side like a dead link.
+        tokio::spawn(ping_loop(tx.clone(), close.clone(), epoch));
         let dead = Duration::from_millis(LINK_DEAD_MS);
         let mut last_rtt_report = None::<Instant>;
         // One deadline, pushed back by every frame that arrives (a timeout
@@ -619,12 +643,6 @@ async fn run<R, W>(
             tokio::select! {
                 _ = close.cancelled() => break "closed by this server".to_string(),
                 _ = shared.shutdown.cancelled() => break "shutting down".to_string(),
-                _ = ping.tick() => {
-                    let t = epoch.elapsed().as_micros() as u64;
-                    if let Ok(frame) = encode_frame(&LinkMsg::Ping(t)) {
-                        let _ = tx.try_send(frame);
-                    }
-                }
                 _ = &mut silence => break format!("silent for {LINK_DEAD_MS} ms"),
                 frame = frames.next() => {
                     let payload = match frame {
@@ -656,6 +674,9 @@ async fn run<R, W>(
                             if shared.hub.send(HubMsg::Chat(Event::LinkFrame { link, msg })).await.is_err() {
                                 break "the server is stopping".to_string();
                             }
+                            // Time spent waiting on our own hub is not the
+                            // other side's silence: its frames waited for us.
+                            silence.as_mut().reset(tokio::time::Instant::now() + dead);
                         }
                     }
                 }

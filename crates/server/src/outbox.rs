@@ -54,6 +54,14 @@ pub fn outbox(frames: usize, max_bytes: usize) -> (Outbox, Inbox) {
 }
 
 impl Outbox {
+    /// Bytes and frames queued now.
+    pub fn queued(&self) -> (usize, usize) {
+        (
+            self.queued.load(Ordering::Acquire),
+            self.tx.max_capacity() - self.tx.capacity(),
+        )
+    }
+
     /// Queues `frame` unless that would go over a bound.
     pub fn try_send(&self, frame: Bytes) -> Result<(), Refused> {
         let len = frame.len();

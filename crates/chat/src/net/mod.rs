@@ -432,7 +432,7 @@ impl Network {
                     return events;
                 }
                 let Routed { src, body, .. } = *routed;
-                self.arrived(src, body, &mut events);
+                self.arrived(now, src, body, out, &mut events);
             }
             // Handshake and keepalive frames are the link task's business.
             LinkMsg::Hello(_)
@@ -444,7 +444,14 @@ impl Network {
         events
     }
 
-    fn arrived(&mut self, src: ServerId, body: RoutedBody, events: &mut Vec<NetEvent>) {
+    fn arrived(
+        &mut self,
+        now: u64,
+        src: ServerId,
+        body: RoutedBody,
+        out: &mut Vec<Effect>,
+        events: &mut Vec<NetEvent>,
+    ) {
         match body {
             RoutedBody::Data(data) => {
                 if !self.reachable.contains_key(&src) {
@@ -459,7 +466,13 @@ impl Network {
                 dst_inc,
                 epoch,
                 seq,
-            } => self.chans.on_ack(src, src_inc, dst_inc, epoch, seq),
+            } => {
+                self.chans.on_ack(src, src_inc, dst_inc, epoch, seq, now);
+                // The window has room again.
+                for data in self.chans.pump(&src, now) {
+                    self.route(src, RoutedBody::Data(Box::new(data)), out);
+                }
+            }
             RoutedBody::Resync { src_inc } => {
                 if self.reachable.get(&src).is_some_and(|i| *i <= src_inc) {
                     events.push(NetEvent::Resync {
@@ -481,7 +494,7 @@ impl Network {
                 None => return,
             },
         };
-        if let Some(data) = self.chans.send(dst, inc, msg, now) {
+        for data in self.chans.send(dst, inc, msg, now) {
             self.route(dst, RoutedBody::Data(Box::new(data)), out);
         }
     }
@@ -501,8 +514,15 @@ impl Network {
     }
 
     /// Answers a [`NetEvent::Resync`]: opens a new epoch to `dst` with this
-    /// server's state.
-    pub fn open(&mut self, now: u64, dst: ServerId, inc: u64, sync: NetMsg, out: &mut Vec<Effect>) {
+    /// server's state, in parts ([`chatdrop_proto::link::sync_parts`]).
+    pub fn open(
+        &mut self,
+        now: u64,
+        dst: ServerId,
+        inc: u64,
+        sync: Vec<NetMsg>,
+        out: &mut Vec<Effect>,
+    ) {
         let frames: Vec<Data> = self.chans.open(dst, inc, sync, now);
         for data in frames {
             self.route(dst, RoutedBody::Data(Box::new(data)), out);
