@@ -54,6 +54,13 @@ pub struct Chat {
     /// File requests waiting for the owner's answer.
     pub(crate) requests: HashMap<u64, Request>,
     pub(crate) next_request: u64,
+    /// When rooms are next looked over for expiry (ms).
+    pub(crate) next_room_sweep_ms: u64,
+    /// When name bindings are next looked over for expiry (ms).
+    pub(crate) next_name_sweep_ms: u64,
+    /// New names bound per address block, against
+    /// [`Settings::new_names_per_hour`].
+    pub(crate) new_names: crate::new_names::NewNames,
     /// Other servers' states coming in parts: the users listed so far.
     pub(crate) syncing: HashMap<ServerId, crate::login::SyncInProgress>,
 }
@@ -117,6 +124,7 @@ impl Chat {
                 key: b.public_key,
                 bound_ms: b.bound_ms,
                 vouch,
+                used_again: b.used_again,
             };
             let held = bindings
                 .entry(name_key(&bound.user))
@@ -141,6 +149,9 @@ impl Chat {
             failures,
             next_attempt: 1,
             syncing: HashMap::new(),
+            next_room_sweep_ms: 0,
+            next_name_sweep_ms: 0,
+            new_names: crate::new_names::NewNames::default(),
             requests: HashMap::new(),
             next_request: 1,
         }
@@ -209,6 +220,8 @@ impl Chat {
             Event::Tick => {
                 let events = self.net.tick(now_ms, out);
                 self.net_events(now_ms, events, out);
+                self.sweep_rooms(now_ms, out);
+                self.sweep_names(now_ms, out);
             }
             Event::Flush => self.net.flush(out),
         }

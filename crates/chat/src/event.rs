@@ -117,6 +117,12 @@ pub enum Persist {
         /// Its new name.
         new: String,
     },
+    /// A room forgotten: nobody used it for long (see `crate::expiry`).
+    DropRoom { name: String },
+    /// A name used again after the session that bound it.
+    NameUsed { user: String },
+    /// A name binding forgotten: never used again (see `crate::expiry`).
+    Unbind { user: String },
     /// A ban.
     Ban { user: String, reason: String },
     /// A ban lifted.

@@ -37,7 +37,13 @@ pub(crate) struct Bound {
     /// speak for the binding, so a server of the network cannot pass off
     /// a claim as another's.
     pub(crate) vouch: Vouch,
+    /// Whether the name was used again after the session that bound it.
+    pub(crate) used_again: bool,
 }
+
+/// A login this long (ms) after a name was bound uses it again: the name
+/// is someone's, not a throwaway, and does not expire.
+pub(crate) const USED_AGAIN_AFTER_MS: u64 = 3_600_000;
 
 impl Bound {
     /// Whether this binding wins a clash with `other`: the earlier one,
@@ -144,13 +150,26 @@ impl Chat {
                 ));
                 return;
             }
-            Some(_) => {}
+            Some(_) => self.name_used(&user, now_ms, out),
             None => {
+                let per_hour = self.settings.new_names_per_hour;
+                if let Err(minutes) = self.new_names.take(ip, per_hour, now_ms) {
+                    out.push(refuse(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "user name {user} is new, and your address made {per_hour} new names \
+                             in the last hour (the limit); log in with a name you have, \
+                             or try again in {minutes} min"
+                        ),
+                    ));
+                    return;
+                }
                 let bound = Bound {
                     user: user.clone(),
                     key,
                     bound_ms: now_ms,
                     vouch: self.net.me().vouch(&user, &key, now_ms),
+                    used_again: false,
                 };
                 out.push(Effect::Persist(bound.persist()));
                 self.net.send_all(now_ms, &NetMsg::Bind(bound.net()), out);
@@ -261,6 +280,21 @@ impl Chat {
         )
     }
 
+    /// A login of `user` at `login_ms` (here or elsewhere): a name logged
+    /// into well after it was bound is used again, and kept for good.
+    pub(crate) fn name_used(&mut self, user: &str, login_ms: u64, out: &mut Vec<Effect>) {
+        let Some(b) = self.bindings.get_mut(&name_key(user)) else {
+            return;
+        };
+        if b.used_again || b.user != user || login_ms < b.bound_ms + USED_AGAIN_AFTER_MS {
+            return;
+        }
+        b.used_again = true;
+        out.push(Effect::Persist(Persist::NameUsed {
+            user: user.to_string(),
+        }));
+    }
+
     /// Whether `b` is exactly the binding held for its name, so already
     /// checked (its signature need not be verified again).
     pub(crate) fn holds(&self, b: &NetBinding) -> bool {
@@ -368,6 +402,7 @@ impl Chat {
             // Its name lost a clash; its server disconnects it.
             return;
         }
+        self.name_used(&u.user, u.since_ms, out);
         if let Some(conn) = self.online.get(&u.user).copied() {
             // The same name here too: the later login wins (ties: the smaller
             // server id), and each server closes its own loser.
@@ -453,6 +488,7 @@ impl Chat {
                 home_key: b.home_key,
                 sig: b.sig,
             },
+            used_again: false,
         };
         let user_key = name_key(&theirs.user);
         let ours = self.bindings.get(&user_key);

@@ -53,6 +53,9 @@ pub(crate) struct Room {
     remote: BTreeMap<String, ServerId>,
     history: VecDeque<HistoryEntry>,
     next_seq: u64,
+    /// Since when (ms) the room has had no member anywhere, as the room
+    /// sweep saw it (see `crate::expiry`).
+    pub(crate) empty_since_ms: Option<u64>,
 }
 
 impl Room {
@@ -67,6 +70,7 @@ impl Room {
             remote: BTreeMap::new(),
             history: history.into_iter().skip(skip).collect(),
             next_seq,
+            empty_since_ms: None,
         }
     }
 
@@ -115,8 +119,14 @@ impl Room {
         self.members.len() + self.remote.len()
     }
 
+    /// Whether any line of history is kept.
+    pub(crate) fn has_history(&self) -> bool {
+        !self.history.is_empty()
+    }
+
     /// Adds a member connected here (once).
     pub(crate) fn add(&mut self, conn: ConnId) {
+        self.empty_since_ms = None;
         if !self.members.contains(&conn) {
             self.members.push(conn);
         }
@@ -129,6 +139,7 @@ impl Room {
 
     /// Adds a member connected to `server`.
     pub(crate) fn add_remote(&mut self, user: &str, server: ServerId) {
+        self.empty_since_ms = None;
         self.remote.insert(user.to_string(), server);
     }
 

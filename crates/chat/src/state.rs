@@ -25,6 +25,16 @@ pub struct Settings {
     /// Most members in one room (here and at other servers): the lists of
     /// who is in a room go to every member that joins or asks.
     pub max_room_members: usize,
+    /// How long (ms) a room with no member anywhere and no history is kept
+    /// before it is forgotten; 0 keeps every room.
+    pub empty_room_expiry_ms: u64,
+    /// New user names one address (or IPv6 /64) may bind in an hour; 0 for
+    /// no limit. Names are free, and each is kept and sent to every linked
+    /// server, so a script must not make them by the thousand.
+    pub new_names_per_hour: u32,
+    /// How long (ms) a name bound and never used again is kept; 0 keeps
+    /// every name. Its key binds it afresh at its next login.
+    pub unused_name_expiry_ms: u64,
     /// This server's identity in the server network.
     pub identity: crate::net::Identity,
 }
@@ -41,6 +51,9 @@ impl Default for Settings {
             max_rooms: 10_000,
             max_rooms_per_user: 20,
             max_room_members: 5_000,
+            empty_room_expiry_ms: 24 * 3_600_000,
+            new_names_per_hour: 60,
+            unused_name_expiry_ms: 30 * 24 * 3_600_000,
             // A fixed key, for tests: a server always gives its own.
             identity: crate::net::Identity::new(&[0; 32], "chatdrop".into(), 0),
         }
@@ -83,6 +96,9 @@ pub struct Binding {
     /// Who vouches for it; `None` in a store written before bindings were
     /// vouched for (such a binding is taken as this server's own).
     pub vouch: Option<Vouch>,
+    /// Whether the name was used again after the session that bound it
+    /// (names never used again expire: see `crate::expiry`).
+    pub used_again: bool,
 }
 
 /// The server a name was bound at, vouching for the binding with its key.

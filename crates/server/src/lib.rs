@@ -255,6 +255,14 @@ impl Server {
             max_rooms: opts.max_rooms,
             max_rooms_per_user: opts.max_rooms_per_user,
             max_room_members: opts.max_room_members,
+            // Benchmarks and private servers turn the rate limits off.
+            new_names_per_hour: if opts.limits.enabled {
+                opts.limits.new_names_per_hour
+            } else {
+                0
+            },
+            empty_room_expiry_ms: opts.limits.empty_room_expiry_secs.saturating_mul(1000),
+            unused_name_expiry_ms: opts.limits.unused_name_expiry_secs.saturating_mul(1000),
             policy: opts.policy.clone(),
             identity,
             ..Settings::default()

@@ -59,6 +59,14 @@ pub struct Limits {
     pub connections_per_ip: usize,
     /// Connections from one IP address (or /64) still in TLS or login.
     pub logins_per_ip: usize,
+    /// New user names one IP address (or /64) may bind in an hour.
+    pub new_names_per_hour: u32,
+    /// Seconds a room with no member anywhere and no history is kept; 0
+    /// keeps every room.
+    pub empty_room_expiry_secs: u64,
+    /// Seconds a name bound and never used again is kept; 0 keeps every
+    /// name.
+    pub unused_name_expiry_secs: u64,
 }
 
 impl Default for Limits {
@@ -77,6 +85,9 @@ impl Default for Limits {
             strike_recovery_secs: 5.0,
             connections_per_ip: 32,
             logins_per_ip: 8,
+            new_names_per_hour: 60,
+            empty_room_expiry_secs: 24 * 3600,
+            unused_name_expiry_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -105,6 +116,9 @@ impl Limits {
         }
         if self.connections_per_ip == 0 || self.logins_per_ip == 0 {
             return Err("limits.connections_per_ip and logins_per_ip must be at least 1".into());
+        }
+        if self.new_names_per_hour == 0 {
+            return Err("limits.new_names_per_hour must be at least 1".into());
         }
         Ok(())
     }

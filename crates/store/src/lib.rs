@@ -24,7 +24,7 @@ pub enum StoreError {
 }
 
 /// Schema version written to SQLite's `user_version`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rooms (
@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS bindings (
     bound_ms INTEGER NOT NULL DEFAULT 0,
     home BLOB,
     home_key BLOB,
-    sig BLOB
+    sig BLOB,
+    used_again INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS bans (
     user TEXT PRIMARY KEY,
@@ -100,6 +101,14 @@ impl Store {
                  ALTER TABLE bindings ADD COLUMN sig BLOB;",
             )?;
         }
+        if (1..4).contains(&version) {
+            // Version 4 notes whether each name was used again after the
+            // session that bound it (names never used again expire). Names
+            // bound before are taken as used: nothing says otherwise.
+            conn.execute_batch(
+                "ALTER TABLE bindings ADD COLUMN used_again INTEGER NOT NULL DEFAULT 1",
+            )?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Store { conn })
     }
@@ -141,7 +150,7 @@ impl Store {
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT user, public_key, bound_ms, home, home_key, sig FROM bindings")?;
+            .prepare("SELECT user, public_key, bound_ms, home, home_key, sig, used_again FROM bindings")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -150,10 +159,11 @@ impl Store {
                 r.get::<_, Option<Vec<u8>>>(3)?,
                 r.get::<_, Option<Vec<u8>>>(4)?,
                 r.get::<_, Option<Vec<u8>>>(5)?,
+                r.get::<_, i64>(6)? != 0,
             ))
         })?;
         for row in rows {
-            let (user, key, bound_ms, home, home_key, sig) = row?;
+            let (user, key, bound_ms, home, home_key, sig, used_again) = row?;
             // A row written before vouches were kept has none; one whose
             // vouch is damaged is kept without it (the server then vouches
             // for the binding itself, as for an old row).
@@ -181,6 +191,7 @@ impl Store {
                 public_key,
                 bound_ms: bound_ms as u64,
                 vouch,
+                used_again,
             });
         }
         let mut stmt = self.conn.prepare("SELECT user, reason FROM bans")?;
@@ -225,7 +236,7 @@ impl Store {
                         vouch,
                     } => {
                         tx.execute(
-                            "INSERT OR REPLACE INTO bindings (user, public_key, bound_ms, home, home_key, sig) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            "INSERT OR REPLACE INTO bindings (user, public_key, bound_ms, home, home_key, sig, used_again) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
                             params![
                                 user,
                                 &public_key[..],
@@ -245,6 +256,19 @@ impl Store {
                             "UPDATE history SET room = ?2 WHERE room = ?1",
                             params![old, new],
                         )?;
+                    }
+                    Persist::NameUsed { user } => {
+                        tx.execute(
+                            "UPDATE bindings SET used_again = 1 WHERE user = ?1",
+                            params![user],
+                        )?;
+                    }
+                    Persist::Unbind { user } => {
+                        tx.execute("DELETE FROM bindings WHERE user = ?1", params![user])?;
+                    }
+                    Persist::DropRoom { name } => {
+                        tx.execute("DELETE FROM rooms WHERE name = ?1", params![name])?;
+                        tx.execute("DELETE FROM history WHERE room = ?1", params![name])?;
                     }
                     Persist::Ban { user, reason } => {
                         tx.execute(
@@ -400,6 +424,79 @@ mod tests {
         assert_eq!(store.load(10).unwrap().bindings[0].vouch, Some(vouch()));
     }
 
+    /// Names bound before names were marked used count as used (nothing
+    /// says they were not, and an unused name expires).
+    #[test]
+    fn a_version_3_database_is_upgraded_with_its_names_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chatdrop.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE bindings (user TEXT PRIMARY KEY, public_key BLOB NOT NULL,
+                     bound_ms INTEGER NOT NULL DEFAULT 0, home BLOB, home_key BLOB, sig BLOB);
+                 INSERT INTO bindings VALUES ('bob', zeroblob(32), 77, NULL, NULL, NULL);
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        assert!(store.load(10).unwrap().bindings[0].used_again);
+        // A name bound from then on starts unused.
+        let bind = Persist::Bind {
+            user: "ann".into(),
+            public_key: [1; 32],
+            bound_ms: 78,
+            vouch: vouch(),
+        };
+        store.apply(&[bind]).unwrap();
+        let snap = store.load(10).unwrap();
+        let ann = snap.bindings.iter().find(|b| b.user == "ann").unwrap();
+        assert!(!ann.used_again);
+    }
+
+    /// A name used again stays so across a restart; a forgotten name or
+    /// room is not loaded again, nor is the room's history.
+    #[test]
+    fn names_and_rooms_are_marked_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("chatdrop.db")).unwrap();
+        let bind = |user: &str| Persist::Bind {
+            user: user.into(),
+            public_key: [1; 32],
+            bound_ms: 78,
+            vouch: vouch(),
+        };
+        store
+            .apply(&[
+                bind("ann"),
+                bind("bob"),
+                room("lobby", None),
+                room("attic", None),
+                line("attic", 1),
+            ])
+            .unwrap();
+        store
+            .apply(&[
+                Persist::NameUsed { user: "ann".into() },
+                Persist::Unbind { user: "bob".into() },
+                Persist::DropRoom {
+                    name: "attic".into(),
+                },
+            ])
+            .unwrap();
+        let snap = store.load(10).unwrap();
+        let names: Vec<(&str, bool)> = snap
+            .bindings
+            .iter()
+            .map(|b| (b.user.as_str(), b.used_again))
+            .collect();
+        assert_eq!(names, [("ann", true)]);
+        let rooms: Vec<&str> = snap.rooms.iter().map(|(r, _)| r.name.as_str()).collect();
+        assert_eq!(rooms, ["lobby"]);
+        assert_eq!(store.history_count("attic").unwrap(), 0);
+    }
+
     #[test]
     fn survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -451,6 +548,7 @@ mod tests {
                 public_key: [3; 32],
                 bound_ms: 77,
                 vouch: Some(vouch()),
+                used_again: false,
             }]
         );
         assert_eq!(
