@@ -58,12 +58,14 @@ impl NewNames {
     }
 
     fn make_room(&mut self, full: f64, per_ms: f64, now_ms: u64) {
-        self.buckets.retain(|_, b| {
-            b.tokens + now_ms.saturating_sub(b.last_ms) as f64 * per_ms < full
-        });
+        self.buckets
+            .retain(|_, b| b.tokens + now_ms.saturating_sub(b.last_ms) as f64 * per_ms < full);
         if self.buckets.len() >= MAX_ENTRIES {
-            let mut quiet: Vec<(u64, IpAddr)> =
-                self.buckets.iter().map(|(ip, b)| (b.last_ms, *ip)).collect();
+            let mut quiet: Vec<(u64, IpAddr)> = self
+                .buckets
+                .iter()
+                .map(|(ip, b)| (b.last_ms, *ip))
+                .collect();
             quiet.sort_unstable();
             for (_, ip) in quiet.into_iter().take(MAX_ENTRIES / 4) {
                 self.buckets.remove(&ip);
@@ -90,7 +92,10 @@ mod tests {
         assert_eq!(n.take(ip, 60, MIN), Ok(()));
         assert_eq!(n.take(ip, 60, MIN), Err(1));
         // Another address is not affected; an IPv6 /64 is one address.
-        assert_eq!(n.take(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 60, 0), Ok(()));
+        assert_eq!(
+            n.take(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 60, 0),
+            Ok(())
+        );
         let a = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 1));
         let b = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 9, 9, 9, 9));
         for _ in 0..60 {

@@ -1286,7 +1286,10 @@ fn an_empty_room_without_history_is_forgotten_after_the_expiry() {
     h.tick_at(t0);
     h.tick_at(t0 + HOUR - 1);
     assert_eq!(h.room_list(A), ["busy", "chatty", "quiet"]);
-    assert!(h.persisted.iter().all(|p| !matches!(p, Persist::DropRoom { .. })));
+    assert!(h
+        .persisted
+        .iter()
+        .all(|p| !matches!(p, Persist::DropRoom { .. })));
     h.tick_at(t0 + HOUR + crate::expiry::SWEEP_MS);
     assert_eq!(h.room_list(A), ["busy", "chatty"]);
     assert!(h
@@ -1304,7 +1307,10 @@ fn an_empty_room_without_history_is_forgotten_after_the_expiry() {
     h.leave(B);
     h.tick_at(t0 + 2 * HOUR + HOUR / 2);
     h.tick_at(t0 + 3 * HOUR + crate::expiry::SWEEP_MS);
-    assert!(h.room_list(A).contains(&"busy".to_string()), "empty for 30 min only");
+    assert!(
+        h.room_list(A).contains(&"busy".to_string()),
+        "empty for 30 min only"
+    );
 }
 
 /// One address binds at most `new_names_per_hour` new names an hour; the
@@ -1366,7 +1372,10 @@ fn a_name_never_used_again_expires() {
         .iter()
         .any(|p| matches!(p, Persist::NameUsed { user } if user == "twice")));
     h.tick_at(t0 + 30 * DAY - 1);
-    assert!(!h.persisted.iter().any(|p| matches!(p, Persist::Unbind { .. })));
+    assert!(!h
+        .persisted
+        .iter()
+        .any(|p| matches!(p, Persist::Unbind { .. })));
     h.tick_at(t0 + 30 * DAY + crate::expiry::NAME_SWEEP_MS);
     let unbound: Vec<&str> = h
         .persisted
@@ -1376,11 +1385,24 @@ fn a_name_never_used_again_expires() {
             _ => None,
         })
         .collect();
-    assert_eq!(unbound, ["once"], "only the name never used again and offline");
+    assert_eq!(
+        unbound,
+        ["once"],
+        "only the name never used again and offline"
+    );
     // The name is free: another key takes it...
     h.login_key(ConnId(9), "once", [9; 32]);
     assert!(h.closed.is_empty(), "{:?}", h.closed);
     // ...and the names kept are still their keys'.
     h.login_key(ConnId(10), "twice", [10; 32]);
-    assert!(matches!(h.closed.pop(), Some((ConnId(10), Some(ServerMsg::Error { code: ErrorCode::NameTaken, .. })))));
+    assert!(matches!(
+        h.closed.pop(),
+        Some((
+            ConnId(10),
+            Some(ServerMsg::Error {
+                code: ErrorCode::NameTaken,
+                ..
+            })
+        ))
+    ));
 }

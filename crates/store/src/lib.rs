@@ -148,9 +148,9 @@ impl Store {
                 .collect::<Result<Vec<_>, _>>()?;
             snap.rooms.push((room, lines));
         }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT user, public_key, bound_ms, home, home_key, sig, used_again FROM bindings")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT user, public_key, bound_ms, home, home_key, sig, used_again FROM bindings",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
