@@ -126,14 +126,18 @@ struct Shared {
 /// Runs a soak and prints its report.
 pub async fn run(bin: &Path, workers: usize, o: Options) -> anyhow::Result<()> {
     anyhow::ensure!(o.servers >= 1 && o.clients >= o.rooms && o.rooms >= 1);
-    // The servers' own rate limits stay on; only the per-address ones are
-    // raised, since every client here comes from 127.0.0.1.
+    // The servers' own rate limits stay on; only the per-address ones
+    // (connections, logins, new names) are raised, since every client here
+    // comes from 127.0.0.1.
     let conf_dir = tempfile::tempdir()?;
     let conf = conf_dir.path().join("server.toml");
     let per_ip = o.clients + 1_000;
     std::fs::write(
         &conf,
-        format!("[limits]\nconnections_per_ip = {per_ip}\nlogins_per_ip = {per_ip}\n"),
+        format!(
+            "[limits]\nconnections_per_ip = {per_ip}\nlogins_per_ip = {per_ip}\n\
+             new_names_per_hour = {per_ip}\n"
+        ),
     )?;
     let conf = conf.display().to_string();
     let max = (o.clients / o.servers + 500).to_string();
@@ -287,6 +291,10 @@ async fn client(i: usize, addr: String, rooms: usize, mut s: Session, shared: Ar
     let first = period.mul_f64(rand::random::<f64>());
     let mut next_send = tokio::time::Instant::now() + first;
     let mut last_sent = tokio::time::Instant::now();
+    // As chatdrop's client does: lines not echoed when the server says
+    // goodbye were never taken, and are sent again once back in the room.
+    let mut unechoed: std::collections::VecDeque<(u64, String)> = Default::default();
+    let mut bye = false;
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             break;
@@ -297,8 +305,13 @@ async fn client(i: usize, addr: String, rooms: usize, mut s: Session, shared: Ar
                 if shared.stop_sending.load(Ordering::Relaxed) {
                     continue;
                 }
-                let msg = ClientMsg::Say { to: Target::All, text: line_text(i, seq + 1, shared.t0) };
+                let text = line_text(i, seq + 1, shared.t0);
+                let msg = ClientMsg::Say { to: Target::All, text: text.clone() };
                 if s.send(&msg).await.is_ok() {
+                    if unechoed.len() >= 256 {
+                        unechoed.pop_front();
+                    }
+                    unechoed.push_back((seq + 1, text));
                     last_sent = tokio::time::Instant::now();
                     seq += 1;
                     shared.finals[i].store(seq, Ordering::Relaxed);
@@ -317,16 +330,31 @@ async fn client(i: usize, addr: String, rooms: usize, mut s: Session, shared: Ar
                 match frame {
                     Some(Ok(payload)) => {
                         // History replayed on a (re)join is not a delivery.
-                        if let Ok(ServerMsg::Message(l)) = chatdrop_proto::decode::<ServerMsg>(&payload) {
-                            if !l.history {
+                        match chatdrop_proto::decode::<ServerMsg>(&payload) {
+                            Ok(ServerMsg::Message(l)) if !l.history => {
+                                if let Some((sender, n, _)) = parse_line(&l.text) {
+                                    if sender == i {
+                                        while unechoed.front().is_some_and(|(k, _)| *k <= n) {
+                                            unechoed.pop_front();
+                                        }
+                                    }
+                                }
                                 check(i, &l.text, &mut seen, &shared);
                             }
+                            Ok(ServerMsg::Bye { .. }) => bye = true,
+                            _ => {}
                         }
                     }
                     _ => {
                         // Dropped (the server restarted): back in, a new stay.
                         shared.tally.reconnects.fetch_add(1, Ordering::Relaxed);
                         seen = Seen::default();
+                        let carried: Vec<(u64, String)> = if std::mem::take(&mut bye) {
+                            unechoed.drain(..).collect()
+                        } else {
+                            unechoed.clear();
+                            Vec::new()
+                        };
                         s = loop {
                             if shared.stop.load(Ordering::Relaxed) {
                                 return;
@@ -336,6 +364,12 @@ async fn client(i: usize, addr: String, rooms: usize, mut s: Session, shared: Ar
                                 Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
                             }
                         };
+                        for (n, text) in carried {
+                            let msg = ClientMsg::Say { to: Target::All, text: text.clone() };
+                            if s.send(&msg).await.is_ok() {
+                                unechoed.push_back((n, text));
+                            }
+                        }
                     }
                 }
             }

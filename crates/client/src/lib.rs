@@ -21,6 +21,7 @@ mod run;
 mod session;
 mod shares;
 mod trust;
+mod unechoed;
 
 use chatdrop_proto::ErrorCode;
 

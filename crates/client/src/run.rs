@@ -1,5 +1,7 @@
 //! The client's control loop: one session at a time, keepalive, reconnect
-//! with backoff, and rejoining the room the user was in.
+//! with backoff, and rejoining the room the user was in. Lines the server
+//! had not taken when it said goodbye (it is restarting) are sent again once
+//! the client is back in its room.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +17,7 @@ use crate::event::{ClientEvent, ErrorKind, RoomEntry, ServerRtt};
 use crate::peer::{Peer, TransferOptions};
 use crate::session::{connect, ConnectError, Session};
 use crate::trust::KnownHosts;
+use crate::unechoed::Unechoed;
 use crate::{identity, ClientError, Command};
 
 /// How to run a client.
@@ -70,6 +73,8 @@ struct Loop {
     servers: Vec<String>,
     /// Index in `servers` of the current one.
     at: usize,
+    /// Lines not echoed yet, to send again after a goodbye.
+    unechoed: Unechoed,
 }
 
 /// How long a server may take to answer the closeness probe.
@@ -114,6 +119,7 @@ pub async fn run(
         room: None,
         pending: HashMap::new(),
         rooms_next: None,
+        unechoed: Unechoed::default(),
     };
     if lp.servers.len() > 1 {
         lp.rank().await;
@@ -148,7 +154,12 @@ pub async fn run(
     loop {
         let why = match lp.session(&mut session, &mut commands).await? {
             SessionEnd::Quit => return Ok(Exit::Quit),
-            SessionEnd::Lost(why) => why,
+            SessionEnd::Lost(why) => {
+                // After a goodbye the lines are carried already; otherwise
+                // nothing is known of them.
+                lp.unechoed.broke();
+                why
+            }
         };
         lp.emit(ClientEvent::Disconnected { reason: why }).await;
         let mut attempt = 0u32;
@@ -187,8 +198,11 @@ pub async fn run(
         };
         lp.pin_first_use(&known, &session)?;
         if let Some((room, password)) = lp.room.clone() {
+            // The carried lines go once the room is joined again.
             lp.command(&mut session, Command::Join { room, password })
                 .await;
+        } else {
+            lp.resend_carried(&mut session).await;
         }
     }
 }
@@ -306,7 +320,10 @@ impl Loop {
     /// Sends what a command asks for. Returns false if the connection failed.
     async fn command(&mut self, s: &mut Session, cmd: Command) -> bool {
         let msg = match cmd {
-            Command::Say { to, text } => ClientMsg::Say { to, text },
+            Command::Say { to, text } => {
+                self.unechoed.sent(to.clone(), text.clone());
+                ClientMsg::Say { to, text }
+            }
             Command::ListRooms => ClientMsg::ListRooms { after: None },
             Command::MoreRooms => match self.rooms_next.clone() {
                 Some(after) => ClientMsg::ListRooms { after: Some(after) },
@@ -343,6 +360,17 @@ impl Loop {
             }
         };
         s.send(&msg).await.is_ok()
+    }
+
+    /// Sends again the lines the last server did not take before its
+    /// goodbye. Returns false if the connection failed.
+    async fn resend_carried(&mut self, s: &mut Session) -> bool {
+        for (to, text) in self.unechoed.take_carried() {
+            if !self.command(s, Command::Say { to, text }).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// Runs one logged-in session until it ends.
@@ -453,12 +481,19 @@ impl Loop {
             } => {
                 let password = self.pending.remove(&room).flatten();
                 self.room = Some((room.clone(), password));
-                ClientEvent::Joined {
+                self.emit(ClientEvent::Joined {
                     room,
                     room_id,
                     created,
                     peers,
+                })
+                .await;
+                if !self.resend_carried(s).await {
+                    return Ok(Some(SessionEnd::Lost(
+                        "writing to the server failed".into(),
+                    )));
                 }
+                return Ok(None);
             }
             ServerMsg::Left { room } => {
                 if self.room.as_ref().is_some_and(|(r, _)| *r == room) {
@@ -472,14 +507,19 @@ impl Loop {
                 user,
                 reason: reason.as_str().into(),
             },
-            ServerMsg::Message(l) => ClientEvent::Message {
-                room: l.room,
-                from: l.from,
-                to: l.to.as_str().to_string(),
-                text: l.text,
-                ts: l.ts,
-                history: l.history,
-            },
+            ServerMsg::Message(l) => {
+                if !l.history && l.from == self.opts.user {
+                    self.unechoed.echoed(&l.to, &l.text);
+                }
+                ClientEvent::Message {
+                    room: l.room,
+                    from: l.from,
+                    to: l.to.as_str().to_string(),
+                    text: l.text,
+                    ts: l.ts,
+                    history: l.history,
+                }
+            }
             ServerMsg::Peers { room, peers } => ClientEvent::Peers { room, peers },
             ServerMsg::Notice { text } => ClientEvent::ServerNotice { text },
             ServerMsg::RoomRenamed { old, new, reason } => {
@@ -518,6 +558,11 @@ impl Loop {
                 if quitting {
                     return Ok(Some(SessionEnd::Quit));
                 }
+                // Echoes come in the order the server took the lines, and
+                // all it took are echoed before its goodbye: a line not
+                // echoed now never reached the room, and is sent again once
+                // back (with no risk of a second copy).
+                self.unechoed.goodbye();
                 self.emit(ClientEvent::ServerNotice {
                     text: reason.clone(),
                 })
