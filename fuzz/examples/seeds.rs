@@ -1157,4 +1157,52 @@ fn main() {
     session_seeds(&root);
     command_seeds(&root);
     ticket_seeds(&root);
+    config_seeds(&root);
+}
+
+/// Configuration files: the documented example, each table alone, and
+/// values an operator gets wrong.
+fn config_seeds(root: &Path) {
+    let mut s = Seeds::new(root, "config");
+    let full = r#"listen = "0.0.0.0:7777"
+data_dir = "/var/lib/chatdrop"
+max_clients = 20000
+workers = 2
+history = 100
+max_rooms = 10000
+max_rooms_per_user = 20
+max_room_members = 5000
+name = "hub-1"
+links = ["hub-2.example.org:7777"]
+network_key = "a long random secret"
+
+[share_policy]
+block_ext = ["exe", "scr"]
+block_name = ["*.key"]
+
+[limits]
+enabled = true
+frames = { per_second = 50, burst = 200 }
+say = { per_second = 10, burst = 40 }
+strikes = 20
+strike_recovery_secs = 5
+connections_per_ip = 32
+logins_per_ip = 8
+new_names_per_hour = 60
+empty_room_expiry_secs = 86400
+unused_name_expiry_secs = 2592000
+"#;
+    s.add("full", full.as_bytes());
+    s.add("limits-only", b"[limits]
+say = { per_second = 0.5, burst = 2 }
+");
+    s.add("unknown-key", b"listn = "0.0.0.0:7777"
+");
+    s.add("bad-rate", b"[limits]
+say = { per_second = -1, burst = 0 }
+");
+    s.add("bad-type", b"max_rooms = "many"
+");
+    s.add("empty", b"");
+    s.done();
 }
