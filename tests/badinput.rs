@@ -267,7 +267,8 @@ fn garbage_on_a_link_drops_that_link_only() {
         "refused a link: the handshake timed out",
     );
     // Hellos no server of this network sends.
-    let bad_hellos: Vec<(&str, Box<dyn Fn(&mut LinkHello)>, String)> = vec![
+    type HelloEdit = Box<dyn Fn(&mut LinkHello)>;
+    let bad_hellos: Vec<(&str, HelloEdit, String)> = vec![
         (
             "hs-version",
             Box::new(|h: &mut LinkHello| h.version = 999),
@@ -532,7 +533,7 @@ impl Mischief {
                         got.fetch_add(n as u64, Ordering::Relaxed);
                     }
                     stranger.set_nonblocking(false).unwrap();
-                    if count % 64 == 0 {
+                    if count.is_multiple_of(64) {
                         // Pace it: the sender is to be pestered, not starved.
                         std::thread::sleep(Duration::from_millis(2));
                     }
@@ -615,8 +616,12 @@ fn forged_and_replayed_datagrams_at_a_live_transfer_are_dropped() {
     assert!(added > 100, "the relay did its worst: {added} added");
 }
 
-/// Like [`forged_and_replayed_datagrams_at_a_live_transfer_are_dropped`]'s
-/// stranger, counted: checked separately so that a failure says which.
+/// The stranger of [`forged_and_replayed_datagrams_at_a_live_transfer_are_dropped`]
+/// (noise, hellos without the ticket's secret, the receiver's datagrams
+/// from another address) at a smaller transfer, counted: whatever the
+/// sender answers it (a repeated hello's reply at most) is no more than it
+/// sent, so the port cannot amplify a flood; the transfer still completes
+/// byte-exact and the sender exits cleanly.
 #[test]
 fn a_stranger_at_a_transfer_port_gets_back_no_more_than_it_sent() {
     let dir = tmp();
