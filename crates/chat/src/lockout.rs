@@ -112,6 +112,13 @@ pub(crate) struct PasswordFailures {
     pub(crate) users: Lockouts<String>,
     pub(crate) ips: Lockouts<IpAddr>,
     pub(crate) rooms: Lockouts<String>,
+    /// (room id, user name) of those who got into a room with its password
+    /// (or made it) on this server since it started, with when they last
+    /// did: the room's own count, which caps the guesses of strangers with
+    /// many names and addresses, does not keep them out. (A name is bound
+    /// to its key, so nobody else can pass for them.) At most
+    /// [`MAX_ENTRIES`], the least recent dropped first.
+    admitted: HashMap<(String, String), u64>,
 }
 
 impl PasswordFailures {
@@ -120,7 +127,21 @@ impl PasswordFailures {
             users: Lockouts::new(s.free_password_failures, s.max_lockout_ms),
             ips: Lockouts::new(s.free_password_failures, s.max_lockout_ms),
             rooms: Lockouts::new(s.free_room_password_failures, s.max_lockout_ms),
+            admitted: HashMap::new(),
         }
+    }
+
+    /// `user` got into room `room_id` with its password, or made it.
+    pub(crate) fn admit(&mut self, user: &str, room_id: &str, now_ms: u64) {
+        let key = (room_id.to_string(), user.to_string());
+        if self.admitted.len() >= MAX_ENTRIES && !self.admitted.contains_key(&key) {
+            let mut lasts: Vec<u64> = self.admitted.values().copied().collect();
+            let mid = lasts.len() / 2;
+            let (_, median, _) = lasts.select_nth_unstable(mid);
+            let median = *median;
+            self.admitted.retain(|_, last| *last > median);
+        }
+        self.admitted.insert(key, now_ms);
     }
 
     /// Why a guess by `user` from `ip` at room `room_id` (named `room`)
@@ -140,6 +161,13 @@ impl PasswordFailures {
             return Some(format!(
                 "too many wrong passwords from your address; try again in {s} s"
             ));
+        }
+        // Someone who got in before is no stranger guessing.
+        if self
+            .admitted
+            .contains_key(&(room_id.to_string(), user.to_string()))
+        {
+            return None;
         }
         self.rooms
             .wait_secs(&room_id.to_string(), now_ms)
@@ -191,6 +219,42 @@ mod tests {
         l.fail(&newest, newest);
         l.fail(&newest, newest);
         assert_eq!(l.wait_secs(&newest, newest), Some(1));
+    }
+
+    /// A room locked by strangers' guesses stays open to those who got in
+    /// before (its own count is for strangers), but not their own or their
+    /// address's count. (Seen failing without the exemption: after twenty
+    /// strangers' guesses a member with the right password was refused for
+    /// up to a minute at a time, as long as the guessing went on.)
+    #[test]
+    fn a_room_locked_by_strangers_stays_open_to_its_members() {
+        let mut f = PasswordFailures::new(&crate::Settings::default());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        f.admit("alice", "room1", 0);
+        for i in 0..20u8 {
+            let guesser: IpAddr = [198, 51, 100, i].into();
+            f.fail(&format!("m{i}"), guesser, "room1", 0);
+        }
+        let stranger = f.refusal("carol", ip, "room1", "vault", 0);
+        assert_eq!(
+            stranger.as_deref(),
+            Some("too many wrong passwords for room vault lately; try again in 1 s")
+        );
+        assert_eq!(f.refusal("alice", ip, "room1", "vault", 0), None);
+        // Only for that room.
+        f.fail("x", [203, 0, 113, 1].into(), "room2", 0);
+        for i in 0..20u8 {
+            f.fail(&format!("n{i}"), [198, 51, 101, i].into(), "room2", 0);
+        }
+        assert!(f.refusal("alice", ip, "room2", "other", 0).is_some());
+        // Her own wrong guesses still count.
+        for _ in 0..3 {
+            f.fail("alice", ip, "room1", 0);
+        }
+        assert_eq!(
+            f.refusal("alice", ip, "room1", "vault", 0).as_deref(),
+            Some("too many wrong passwords; try again in 1 s")
+        );
     }
 
     #[test]

@@ -177,6 +177,8 @@ impl Chat {
             out.push(err(conn, code, why));
             return;
         }
+        let creator = self.sessions[&conn].user.clone();
+        self.failures.admit(&creator, &room_id, now_ms);
         self.make_room(now_ms, conn, name, Some(hash), room_id, out);
     }
 
@@ -355,6 +357,7 @@ impl Chat {
         };
         if ok {
             self.failures.users.clear(&session.user);
+            self.failures.admit(&session.user, &room_id, now_ms);
             self.enter_room(now_ms, conn, &room, false, out);
             return;
         }

@@ -176,7 +176,21 @@ impl Shares {
         self.save().map_err(|e| e.to_string())
     }
 
-    /// The global flag, and every file of the folder with its state.
+    /// The name a peer can ask for the file at `path` by, if there is one:
+    /// its path relative to `root`, in UTF-8, in its one spelling, and a
+    /// valid file name on the wire (at most 1024 bytes, nothing that does
+    /// not show as itself). A file whose name on disk is not UTF-8, holds a
+    /// backslash or a newline, or is too long could be listed only under a
+    /// name that leads to no file (or to another one), so it is not listed.
+    fn servable(root: &Path, path: &Path) -> Option<String> {
+        let name = path.strip_prefix(root).ok()?.to_str()?;
+        let one = Self::canonical(name).ok()?;
+        (one == name && chatdrop_proto::names::check_file_name(name).is_ok())
+            .then(|| name.to_string())
+    }
+
+    /// The global flag, and every file of the folder a peer can ask for,
+    /// with its state ([`Shares::servable`]).
     pub fn status(&self) -> (bool, Vec<FileShare>) {
         let mut files = Vec::new();
         let mut stack = vec![self.root.clone()];
@@ -192,8 +206,7 @@ impl Shares {
                 if kind.is_dir() {
                     stack.push(path);
                 } else if kind.is_file() {
-                    if let Ok(rel) = path.strip_prefix(&self.root) {
-                        let name = rel.to_string_lossy().replace('\\', "/");
+                    if let Some(name) = Self::servable(&self.root, &path) {
                         files.push(FileShare {
                             shared: self.is_shared(&name),
                             file: name,
@@ -278,5 +291,33 @@ mod tests {
         for bad in ["./sub/b.txt", "sub/../sub/b.txt", "/sub/b.txt", "a\\b"] {
             assert_eq!(Shares::canonical(bad), Err(RefuseReason::BadName), "{bad}");
         }
+    }
+
+    /// Files whose names no peer can ask for (not UTF-8 on disk, with a
+    /// backslash or a newline, a path over 1024 bytes) are not listed, even
+    /// shared globally; the others are. (Seen failing with the names listed
+    /// in their lossy spelling, the backslash as `/`.)
+    #[test]
+    fn names_no_peer_can_ask_for_are_not_listed() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(root.join("a.txt"), "a").unwrap();
+        fs::write(root.join("sub/b.txt"), "b").unwrap();
+        fs::write(root.join(std::ffi::OsStr::from_bytes(b"bad\xff.txt")), "x").unwrap();
+        fs::write(root.join("back\\slash.txt"), "x").unwrap();
+        fs::write(root.join("new\nline.txt"), "x").unwrap();
+        let mut deep = root.clone();
+        for _ in 0..6 {
+            deep.push("d".repeat(200));
+        }
+        fs::create_dir_all(&deep).unwrap();
+        fs::write(deep.join("deep.txt"), "x").unwrap();
+        let mut s = Shares::open(&root, dir.path()).unwrap();
+        s.set_global(true).unwrap();
+        let (_, files) = s.status();
+        let names: Vec<_> = files.iter().map(|f| f.file.as_str()).collect();
+        assert_eq!(names, ["a.txt", "sub/b.txt"]);
     }
 }
