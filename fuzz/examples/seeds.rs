@@ -1193,16 +1193,16 @@ empty_room_expiry_secs = 86400
 unused_name_expiry_secs = 2592000
 "#;
     s.add("full", full.as_bytes());
-    s.add("limits-only", b"[limits]
-say = { per_second = 0.5, burst = 2 }
-");
-    s.add("unknown-key", b"listn = "0.0.0.0:7777"
-");
-    s.add("bad-rate", b"[limits]
-say = { per_second = -1, burst = 0 }
-");
-    s.add("bad-type", b"max_rooms = "many"
-");
+    s.add(
+        "limits-only",
+        b"[limits]\nsay = { per_second = 0.5, burst = 2 }\n",
+    );
+    s.add("unknown-key", b"listn = \"0.0.0.0:7777\"\n");
+    s.add(
+        "bad-rate",
+        b"[limits]\nsay = { per_second = -1, burst = 0 }\n",
+    );
+    s.add("bad-type", b"max_rooms = \"many\"\n");
     s.add("empty", b"");
     s.done();
 }
