@@ -34,11 +34,7 @@ impl Unechoed {
     /// Our line came back: it, and any line sent before it that was
     /// refused (and so never echoed), are settled.
     pub fn echoed(&mut self, to: &Target, text: &str) {
-        if let Some(i) = self
-            .waiting
-            .iter()
-            .position(|(t, x)| t == to && x == text)
-        {
+        if let Some(i) = self.waiting.iter().position(|(t, x)| t == to && x == text) {
             self.waiting.drain(..=i);
         }
     }
