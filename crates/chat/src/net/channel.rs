@@ -609,6 +609,11 @@ mod tests {
     }
 
     fn ack(a: &mut Channels, b: &mut Channels) {
+        ack_at(a, b, 0);
+    }
+
+    /// Hands B's acknowledgements to A, arriving at `now`.
+    fn ack_at(a: &mut Channels, b: &mut Channels, now: u64) {
         for (_, body) in b.take_acks() {
             if let RoutedBody::Ack {
                 src_inc,
@@ -617,7 +622,7 @@ mod tests {
                 seq,
             } = body
             {
-                a.on_ack(B, src_inc, dst_inc, epoch, seq, 0);
+                a.on_ack(B, src_inc, dst_inc, epoch, seq, now);
             }
         }
     }
@@ -713,17 +718,7 @@ mod tests {
                     delivered += b.on_data(A, d).len();
                 }
             }
-            for (_, body) in b.take_acks() {
-                if let RoutedBody::Ack {
-                    src_inc,
-                    dst_inc,
-                    epoch,
-                    seq,
-                } = body
-                {
-                    a.on_ack(B, src_inc, dst_inc, epoch, seq, now);
-                }
-            }
+            ack_at(&mut a, &mut b, now);
             assert!(a.due(now).is_empty(), "resent at {now} ms");
         }
         assert!(arrived > 25_000, "{arrived}");
