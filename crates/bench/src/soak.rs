@@ -341,11 +341,15 @@ async fn client(i: usize, addr: String, rooms: usize, mut s: Session, shared: Ar
                                 }
                                 check(i, &l.text, &mut seen, &shared);
                             }
-                            Ok(ServerMsg::Bye { .. }) => bye = true,
+                            Ok(ServerMsg::Bye { reason }) => {
+                                debug_note(&shared, || format!("c{i}: bye: {reason}"));
+                                bye = true;
+                            }
                             _ => {}
                         }
                     }
-                    _ => {
+                    other => {
+                        debug_note(&shared, || format!("c{i}: connection ended: {other:?}"));
                         // Dropped (the server restarted): back in, a new stay.
                         shared.tally.reconnects.fetch_add(1, Ordering::Relaxed);
                         seen = Seen::default();
@@ -361,7 +365,10 @@ async fn client(i: usize, addr: String, rooms: usize, mut s: Session, shared: Ar
                             }
                             match open(&addr, i, rooms, false).await {
                                 Ok(s) => break s,
-                                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                                Err(e) => {
+                                    debug_note(&shared, || format!("c{i}: rejoin failed: {e:#}"));
+                                    tokio::time::sleep(Duration::from_millis(500)).await
+                                }
                             }
                         };
                         for (n, text) in carried {
@@ -384,9 +391,19 @@ async fn client(i: usize, addr: String, rooms: usize, mut s: Session, shared: Ar
     }
 }
 
+/// With `SOAK_DEBUG` in the environment, prints `what` with the time.
+fn debug_note(shared: &Shared, what: impl FnOnce() -> String) {
+    if std::env::var_os("SOAK_DEBUG").is_some() {
+        eprintln!("{:.1} s: {}", shared.t0.elapsed().as_secs_f64(), what());
+    }
+}
+
 /// Counts `n` lines of `sender` as lost to receiver `me`; `SOAK_DEBUG`
 /// in the environment says where and how each loss was seen.
 fn lose(shared: &Shared, me: usize, sender: usize, n: u64, how: &str) {
+    if n == 0 {
+        return;
+    }
     shared.tally.lost.fetch_add(n, Ordering::Relaxed);
     if std::env::var_os("SOAK_DEBUG").is_some() {
         let at = |c: usize| c % shared.servers;

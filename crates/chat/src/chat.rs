@@ -63,6 +63,11 @@ pub struct Chat {
     pub(crate) new_names: crate::new_names::NewNames,
     /// Other servers' states coming in parts: the users listed so far.
     pub(crate) syncing: HashMap<ServerId, crate::login::SyncInProgress>,
+    /// Set by `exit`: the deadline for the other servers to acknowledge
+    /// what they are owed. New logins are refused meanwhile.
+    pub(crate) exit_by_ms: Option<u64>,
+    /// Whether [`Effect::Shutdown`] was given.
+    pub(crate) stopped: bool,
 }
 
 /// Where a user is connected.
@@ -149,6 +154,8 @@ impl Chat {
             failures,
             next_attempt: 1,
             syncing: HashMap::new(),
+            exit_by_ms: None,
+            stopped: false,
             next_room_sweep_ms: 0,
             next_name_sweep_ms: 0,
             new_names: crate::new_names::NewNames::default(),
@@ -225,6 +232,7 @@ impl Chat {
             }
             Event::Flush => self.net.flush(out),
         }
+        self.exit_when_drained(now_ms, out);
     }
 
     /// A logged-in client's request, to the feature that owns it.

@@ -123,6 +123,13 @@ impl Chat {
             out.push(err(conn, ErrorCode::BadRequest, "already logged in"));
             return;
         }
+        if self.exit_by_ms.is_some() {
+            out.push(refuse(
+                ErrorCode::ServerFull,
+                "the server is shutting down; try again in a moment".into(),
+            ));
+            return;
+        }
         if let Err(why) = check_user_name(&user) {
             out.push(refuse(ErrorCode::InvalidName, why));
             return;

@@ -22,6 +22,10 @@ use crate::room::line;
 /// Name shown as the sender of messages typed at the admin console.
 pub(crate) const SERVER_SENDER: &str = "server";
 
+/// How long an exiting server waits for the other servers to acknowledge
+/// what it sent them (ms).
+pub(crate) const EXIT_DRAIN_MS: u64 = 5_000;
+
 impl Chat {
     /// Carries out one console command.
     pub(crate) fn admin(&mut self, now_ms: u64, cmd: AdminCommand, out: &mut Vec<Effect>) {
@@ -164,12 +168,18 @@ impl Chat {
                     None => out.push(console(format!("no room named {room}"))),
                 }
             }
-            AdminCommand::Exit => self.exit(out),
+            AdminCommand::Exit => self.exit(now_ms, out),
         }
     }
 
-    /// `exit`: every client is told and closed, then the server stops.
-    fn exit(&mut self, out: &mut Vec<Effect>) {
+    /// `exit`: every client is told and closed, then the server stops once
+    /// the other servers have acknowledged what it owes them (or after
+    /// [`EXIT_DRAIN_MS`]): a line a client saw echoed is not lost on the
+    /// way out.
+    fn exit(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
+        if self.exit_by_ms.is_some() {
+            return;
+        }
         let mut conns: Vec<ConnId> = self.sessions.keys().copied().collect();
         conns.sort();
         for conn in conns {
@@ -186,7 +196,36 @@ impl Chat {
         for room in self.rooms.values_mut() {
             room.clear_local();
         }
-        out.push(Effect::Shutdown);
+        self.exit_by_ms = Some(now_ms + EXIT_DRAIN_MS);
+        let owed = self.net.unacknowledged();
+        if owed > 0 {
+            out.push(Effect::Console(format!(
+                "stopping once other servers acknowledge {owed} messages (at most {} s)",
+                EXIT_DRAIN_MS / 1000
+            )));
+        }
+        self.exit_when_drained(now_ms, out);
+    }
+
+    /// While exiting: stops the server once nothing is owed to a reachable
+    /// server, or at the deadline.
+    pub(crate) fn exit_when_drained(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
+        let Some(by) = self.exit_by_ms else {
+            return;
+        };
+        if self.stopped {
+            return;
+        }
+        let owed = self.net.unacknowledged();
+        if owed == 0 || now_ms >= by {
+            if owed > 0 {
+                out.push(Effect::Console(format!(
+                    "stopping with {owed} messages not acknowledged by other servers"
+                )));
+            }
+            self.stopped = true;
+            out.push(Effect::Shutdown);
+        }
     }
 
     /// Why the console cannot reach `user` here.

@@ -554,6 +554,12 @@ impl Network {
             .collect()
     }
 
+    /// Messages to reachable servers not yet acknowledged: what this server
+    /// would take with it if it stopped now.
+    pub fn unacknowledged(&self) -> usize {
+        self.reachable.keys().map(|d| self.chans.unacked(d)).sum()
+    }
+
     /// Sends the acknowledgements owed; call when a batch of work is done.
     pub fn flush(&mut self, out: &mut Vec<Effect>) {
         for (dst, body) in self.chans.take_acks() {
