@@ -377,3 +377,108 @@ fn bans_by_key_and_by_address_range_hold_under_any_name() {
         l == "\"nobody:x\": a ban is on NAME, key:HEX or ip:RANGE"
     });
 }
+
+/// Reconnecting buys a flooder nothing. A client that spent its burst of
+/// chat lines and logs in again finds its buckets as it left them; one
+/// disconnected for flooding is refused at its next login with the wait
+/// named, and once back still has no fresh burst. (Seen failing with
+/// buckets that belonged to the connection: each reconnection brought a
+/// new burst of 40 lines to the room, seven times a second in the soak.)
+#[test]
+fn reconnecting_brings_no_fresh_burst_and_a_flooder_waits() {
+    let dir = tmp();
+    let conf = dir.path().join("server.toml");
+    // Lines come back slowly (one a second) so the test can tell a
+    // refilled bucket from a fresh one; the bar is short to keep it quick.
+    std::fs::write(
+        &conf,
+        "[limits]\nsay = { per_second = 1, burst = 40 }\nkick_bar_secs = 1\n",
+    )
+    .unwrap();
+    let server = ServerProc::start(
+        &dir.path().join("server"),
+        &["--no-console", "--config", conf.to_str().unwrap()],
+    );
+    let mut alice = RawPeer::create(&server, "alice", "r");
+    let say = |text: String| ClientMsg::Say {
+        to: Target::All,
+        text,
+    };
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let join = |room: &str| ClientMsg::JoinRoom {
+        room: room.into(),
+        password: None,
+    };
+    // Lines of `from` that alice sees up to `last`.
+    let lines_to = |alice: &mut RawPeer, from: &str, last: &str| {
+        alice
+            .until(last, |m| said(m, "alice", last))
+            .iter()
+            .filter(|m| matches!(m, ServerMsg::Message(l) if l.from == from))
+            .count()
+    };
+
+    // The burst spent, then a quit and a login again at once.
+    let mut mallory = RawPeer::login_key(&server, "mallory", key.clone()).unwrap();
+    mallory.send(join("r"));
+    mallory.expect("joined", |m| matches!(m, ServerMsg::Joined { .. }));
+    for i in 0..40 {
+        mallory.send(say(format!("first {i}")));
+    }
+    mallory.until("its last line", |m| said(m, "mallory", "first 39"));
+    alice.send(say("mark 1".into()));
+    assert_eq!(lines_to(&mut alice, "mallory", "mark 1"), 40);
+    mallory.send(ClientMsg::Quit);
+    mallory.expect_closed();
+    let mut mallory = RawPeer::login_key(&server, "mallory", key.clone()).unwrap();
+    mallory.send(join("r"));
+    mallory.expect("joined", |m| matches!(m, ServerMsg::Joined { .. }));
+    for i in 0..20 {
+        mallory.send(say(format!("second {i}")));
+    }
+    mallory.expect("a refusal", |m| rate_limited(m, "over the say limit"));
+    alice.send(say("mark 2".into()));
+    let second = lines_to(&mut alice, "mallory", "mark 2");
+    assert!(second <= 10, "{second} lines: the bucket was refilled");
+
+    // Flooding on: disconnected, and refused at once after.
+    for i in 0..100 {
+        mallory.send(say(format!("flood {i}")));
+    }
+    let told = mallory.expect_closed();
+    assert!(told
+        .iter()
+        .any(|m| rate_limited(m, "disconnected: kept going over the say limit")));
+    let Err(chatdrop_client::ConnectError::Refused { code, message }) =
+        RawPeer::login_key(&server, "mallory", key.clone())
+    else {
+        panic!("mallory logged in again at once");
+    };
+    assert_eq!(code, ErrorCode::RateLimited);
+    assert!(
+        message
+            .contains("mallory was disconnected for going over the rate limits; log in again in"),
+        "{message}"
+    );
+    // The bar passes (1 s); still no fresh burst.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut mallory = loop {
+        match RawPeer::login_key(&server, "mallory", key.clone()) {
+            Ok(p) => break p,
+            Err(e) if Instant::now() < deadline => {
+                assert!(e.to_string().contains("log in again in"), "{e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("still refused after the bar: {e}"),
+        }
+    };
+    mallory.send(join("r"));
+    mallory.expect("joined", |m| matches!(m, ServerMsg::Joined { .. }));
+    for i in 0..20 {
+        mallory.send(say(format!("third {i}")));
+    }
+    mallory.expect("a refusal", |m| rate_limited(m, "over the say limit"));
+    alice.send(say("mark 3".into()));
+    let third = lines_to(&mut alice, "mallory", "mark 3");
+    assert!(third <= 10, "{third} lines after the bar");
+}

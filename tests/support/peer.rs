@@ -109,16 +109,25 @@ impl RawPeer {
 
     /// Logs in to `server` as `name`, in no room.
     pub fn login(server: &ServerProc, name: &str) -> RawPeer {
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        Self::login_key(server, name, key).unwrap_or_else(|e| panic!("{name} cannot log in: {e}"))
+    }
+
+    /// Logs in to `server` as `name` with identity `key`, in no room; or
+    /// the server's refusal.
+    pub fn login_key(
+        server: &ServerProc,
+        name: &str,
+        key: SigningKey,
+    ) -> Result<RawPeer, chatdrop_client::ConnectError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let key = SigningKey::generate(&mut rand::rngs::OsRng);
         let pinned = Some(server.fingerprint.clone());
-        let mut session = rt
-            .block_on(chatdrop_client::connect(&server.addr, name, &key, pinned))
-            .unwrap_or_else(|e| panic!("{name} cannot log in: {e}"));
+        let mut session =
+            rt.block_on(chatdrop_client::connect(&server.addr, name, &key, pinned))?;
         let (out, mut queued) = mpsc::unbounded_channel::<ClientMsg>();
         let (tx, msgs) = channel();
         rt.spawn(async move {
@@ -147,13 +156,13 @@ impl RawPeer {
                 }
             }
         });
-        RawPeer {
+        Ok(RawPeer {
             name: name.to_string(),
             key,
             rt,
             out,
             msgs,
-        }
+        })
     }
 
     /// Queues a message to the server.

@@ -278,8 +278,10 @@ async fn open(addr: &str, i: usize, rooms: usize, first: bool) -> anyhow::Result
 /// every line it receives, and reconnects (to the same server) when its
 /// connection ends.
 async fn client(i: usize, addr: String, rooms: usize, mut s: Session, shared: Arc<Shared>) {
-    let mut go = shared.go.clone();
-    let _ = go.wait_for(|g| *g).await;
+    // Until every client is in, this one reads and pings like any other
+    // (a client that does neither is dropped, and would be counted as a
+    // reconnection), but sends nothing.
+    let go = shared.go.clone();
     let mut seen = Seen {
         from_start: true,
         ..Seen::default()
@@ -289,8 +291,9 @@ async fn client(i: usize, addr: String, rooms: usize, mut s: Session, shared: Ar
     // at a random point of that period so the load is even.
     let period = Duration::from_secs_f64(1.0 / shared.rate_per_client.max(1e-6));
     let first = period.mul_f64(rand::random::<f64>());
-    let mut next_send = tokio::time::Instant::now() + first;
+    let mut next_send = None;
     let mut last_sent = tokio::time::Instant::now();
+    let mut keepalive = tokio::time::interval(Duration::from_secs(1));
     // As chatdrop's client does: lines not echoed when the server says
     // goodbye were never taken, and are sent again once back in the room.
     let mut unechoed: std::collections::VecDeque<(u64, String)> = Default::default();
@@ -299,9 +302,13 @@ async fn client(i: usize, addr: String, rooms: usize, mut s: Session, shared: Ar
         if shared.stop.load(Ordering::Relaxed) {
             break;
         }
+        if next_send.is_none() && *go.borrow() {
+            next_send = Some(tokio::time::Instant::now() + first);
+        }
+        let sending = next_send.unwrap_or_else(|| tokio::time::Instant::now() + period);
         tokio::select! {
-            _ = tokio::time::sleep_until(next_send) => {
-                next_send += period;
+            _ = tokio::time::sleep_until(sending), if next_send.is_some() => {
+                next_send = Some(sending + period);
                 if shared.stop_sending.load(Ordering::Relaxed) {
                     continue;
                 }
@@ -320,7 +327,7 @@ async fn client(i: usize, addr: String, rooms: usize, mut s: Session, shared: Ar
             }
             // Keepalive, as a real client: a ping when nothing was sent
             // for a while (the server drops a connection silent for 15 s).
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+            _ = keepalive.tick() => {
                 if last_sent.elapsed() > Duration::from_secs(5) {
                     let _ = s.send(&ClientMsg::Ping).await;
                     last_sent = tokio::time::Instant::now();

@@ -29,7 +29,7 @@ pub use command::{parse_command, Command, HELP};
 pub use event::{ClientEvent, ErrorKind};
 pub use peer::TransferOptions;
 pub use run::{run, ClientOptions, Exit};
-pub use session::{connect, Session};
+pub use session::{connect, ConnectError, Session};
 pub use trust::PinVerifier;
 
 /// Errors that end a client.

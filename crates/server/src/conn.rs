@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chatdrop_chat::{ConnId, Event};
 use chatdrop_proto::auth::{login_transcript, BINDING_LEN, EXPORTER_LABEL, LINK_EXPORTER_LABEL};
@@ -26,7 +26,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::hub::{ConnHandle, HubMsg, CONN_QUEUE};
 use crate::outbox::{outbox, Inbox, Outbox, CLIENT_QUEUE_BYTES};
 use crate::per_ip::IpGuard;
-use crate::quota::{Quota, Verdict};
+use crate::quota::Verdict;
 use crate::Shared;
 
 /// Time allowed for the TLS handshake and for each login step.
@@ -229,13 +229,24 @@ struct Client {
 
 /// A logged-in client's session: its requests to the hub, the hub's frames
 /// to it, until either side ends it.
-async fn session(client: Client, mut frames: Reader, wr: WriteHalf<Tls>, shared: &Shared) -> End {
+async fn session(
+    client: Client,
+    mut frames: Reader,
+    mut wr: WriteHalf<Tls>,
+    shared: &Shared,
+) -> End {
     let Client {
         conn,
         user,
         public_key,
         ip,
     } = client;
+    // The buckets this name left with: reconnecting does not refill them.
+    let mut quota = match shared.carried.resume(&user, shared.carried.now_ms()) {
+        Ok(q) => q,
+        Err(why) => return refuse(&mut wr, ErrorCode::RateLimited, why).await,
+    };
+    let name = user.clone();
     let (tx, rx) = outbox(CONN_QUEUE, CLIENT_QUEUE_BYTES);
     let close = CancellationToken::new();
     let writer = tokio::spawn(write_loop(wr, rx, close.clone()));
@@ -260,15 +271,13 @@ async fn session(client: Client, mut frames: Reader, wr: WriteHalf<Tls>, shared:
     }
 
     let idle = Duration::from_secs(IDLE_TIMEOUT_SECS);
-    let start = Instant::now();
-    let mut quota = Quota::new(shared.limits.clone(), 0);
     let end = loop {
         let msg = tokio::select! {
             _ = close.cancelled() => break End::Closed,
             m = next_msg(&mut frames, idle) => m,
         };
         let msg = match msg {
-            Ok((m, len)) => match quota.check(start.elapsed().as_millis() as u64, &m, len) {
+            Ok((m, len)) => match quota.check(shared.carried.now_ms(), &m, len) {
                 Verdict::Allow => m,
                 Verdict::Refuse(why) => {
                     if let Ok(frame) = encode_frame(&why) {
@@ -299,6 +308,12 @@ async fn session(client: Client, mut frames: Reader, wr: WriteHalf<Tls>, shared:
             break end;
         }
     };
+    // Kept before the connection closes, so a login that follows the
+    // close finds them.
+    let kicked = matches!(end, End::Refused(_));
+    shared
+        .carried
+        .keep(&name, quota, kicked, shared.carried.now_ms());
     close.cancel();
     drop(tx);
     let _ = writer.await;

@@ -10,6 +10,7 @@
 //!
 //! Nothing here decides who may do what; the chat core does.
 
+mod carried;
 pub mod config;
 mod conn;
 mod hub;
@@ -129,7 +130,9 @@ pub(crate) struct Shared {
     pub name: String,
     pub shutdown: CancellationToken,
     pub link: link::LinkConfig,
-    pub limits: quota::Limits,
+    pub limits: Arc<quota::Limits>,
+    /// Clients' buckets kept between their connections.
+    pub carried: carried::Carried,
 }
 
 /// Sends admin commands to a running server.
@@ -293,7 +296,8 @@ impl Server {
             name: opts.name.clone(),
             shutdown,
             link,
-            limits: opts.limits.clone(),
+            limits: Arc::new(opts.limits.clone()),
+            carried: carried::Carried::new(Arc::new(opts.limits.clone())),
         });
         Ok(Server {
             listener,

@@ -8,6 +8,8 @@
 //! why and disconnected. Time is passed in, in milliseconds, so the rules are
 //! tested without a clock.
 
+use std::sync::Arc;
+
 use chatdrop_proto::{ClientMsg, ErrorCode, ServerMsg};
 use serde::Deserialize;
 
@@ -55,6 +57,10 @@ pub struct Limits {
     pub strikes: u32,
     /// Seconds for one tolerated refusal to come back.
     pub strike_recovery_secs: f64,
+    /// Seconds a name disconnected for going over the limits may not log
+    /// in again (doubled at each repeat within an hour, at most 15 min);
+    /// 0 lets it back at once (its buckets are not refilled either way).
+    pub kick_bar_secs: u64,
     /// Connections at once from one IP address (one /64 for IPv6).
     pub connections_per_ip: usize,
     /// Connections from one IP address (or /64) still in TLS or login.
@@ -83,6 +89,7 @@ impl Default for Limits {
             server_commands: Rate::new(5.0, 20.0),
             strikes: 20,
             strike_recovery_secs: 5.0,
+            kick_bar_secs: 30,
             connections_per_ip: 32,
             logins_per_ip: 8,
             new_names_per_hour: 60,
@@ -185,6 +192,18 @@ enum Kind {
 
 const KINDS: usize = 8;
 
+/// Every kind, in index order.
+const ALL_KINDS: [Kind; KINDS] = [
+    Kind::Frames,
+    Kind::Bytes,
+    Kind::Say,
+    Kind::WhoHas,
+    Kind::GetFile,
+    Kind::CreateRoom,
+    Kind::ListRooms,
+    Kind::ServerCommands,
+];
+
 impl Kind {
     fn index(self) -> usize {
         self as usize
@@ -258,34 +277,38 @@ pub enum Verdict {
     Disconnect(ServerMsg),
 }
 
-/// One connection's buckets.
+/// One client's buckets.
 #[derive(Debug, Clone)]
 pub struct Quota {
-    limits: Limits,
+    limits: Arc<Limits>,
     buckets: [Bucket; KINDS],
     strikes: Bucket,
 }
 
 impl Quota {
     /// Full buckets, at `now_ms`.
-    pub fn new(limits: Limits, now_ms: u64) -> Self {
-        let all = [
-            Kind::Frames,
-            Kind::Bytes,
-            Kind::Say,
-            Kind::WhoHas,
-            Kind::GetFile,
-            Kind::CreateRoom,
-            Kind::ListRooms,
-            Kind::ServerCommands,
-        ];
-        let buckets = all.map(|k| Bucket::full(k.rate(&limits), now_ms));
+    pub fn new(limits: Arc<Limits>, now_ms: u64) -> Self {
+        let buckets = ALL_KINDS.map(|k| Bucket::full(k.rate(&limits), now_ms));
         let strikes = Bucket::full(strike_rate(&limits), now_ms);
         Quota {
             limits,
             buckets,
             strikes,
         }
+    }
+
+    /// How long until every bucket is full again, at most (ms).
+    pub fn refill_ms(&self) -> u64 {
+        let mut all: Vec<(Rate, &Bucket)> = ALL_KINDS
+            .iter()
+            .map(|&k| (k.rate(&self.limits), &self.buckets[k.index()]))
+            .collect();
+        all.push((strike_rate(&self.limits), &self.strikes));
+        let secs = all
+            .into_iter()
+            .map(|(rate, b)| (rate.burst - b.tokens).max(0.0) / rate.per_second)
+            .fold(0.0, f64::max);
+        (secs * 1000.0).ceil() as u64
     }
 
     /// Checks a request of `len` bytes that came at `now_ms`.
@@ -378,7 +401,7 @@ mod tests {
 
     #[test]
     fn a_burst_passes_then_the_rate_holds() {
-        let mut q = Quota::new(Limits::default(), 0);
+        let mut q = Quota::new(Arc::new(Limits::default()), 0);
         // The burst of 10 whohas questions passes at once; the 11th not.
         for i in 0..10 {
             assert_eq!(q.check(0, &whohas(), 10), Verdict::Allow, "question {i}");
@@ -397,7 +420,7 @@ mod tests {
 
     #[test]
     fn the_most_specific_limit_is_named_and_a_refusal_costs_nothing() {
-        let mut q = Quota::new(Limits::default(), 0);
+        let mut q = Quota::new(Arc::new(Limits::default()), 0);
         let create = ClientMsg::CreateRoom {
             room: "r".into(),
             password: None,
@@ -420,7 +443,7 @@ mod tests {
 
     #[test]
     fn bytes_are_counted_whatever_the_message() {
-        let mut q = Quota::new(Limits::default(), 0);
+        let mut q = Quota::new(Arc::new(Limits::default()), 0);
         // 512 KiB of burst: 32 frames of 16 KiB, then no more.
         for _ in 0..32 {
             assert_eq!(q.check(0, &ClientMsg::Ping, 16 * 1024), Verdict::Allow);
@@ -434,7 +457,7 @@ mod tests {
     #[test]
     fn a_client_that_keeps_pushing_is_disconnected_and_one_that_stops_is_not() {
         let limits = Limits::default();
-        let mut q = Quota::new(limits.clone(), 0);
+        let mut q = Quota::new(Arc::new(limits.clone()), 0);
         for _ in 0..40 {
             assert_eq!(q.check(0, &say(), 10), Verdict::Allow);
         }
@@ -448,7 +471,7 @@ mod tests {
 
         // Someone who goes over now and then is never disconnected: one
         // refusal every 6 s, and one comes back every 5 s.
-        let mut q = Quota::new(limits, 0);
+        let mut q = Quota::new(Arc::new(limits), 0);
         let mut now = 0;
         for _ in 0..200 {
             for _ in 0..41 {
@@ -460,11 +483,11 @@ mod tests {
 
     #[test]
     fn off_allows_anything_and_quit_is_always_allowed() {
-        let mut q = Quota::new(Limits::off(), 0);
+        let mut q = Quota::new(Arc::new(Limits::off()), 0);
         for _ in 0..10_000 {
             assert_eq!(q.check(0, &whohas(), 16 * 1024), Verdict::Allow);
         }
-        let mut q = Quota::new(Limits::default(), 0);
+        let mut q = Quota::new(Arc::new(Limits::default()), 0);
         for _ in 0..200 {
             let _ = q.check(0, &ClientMsg::Ping, 1);
         }
@@ -490,7 +513,7 @@ mod tests {
 
     #[test]
     fn a_clock_going_backwards_adds_nothing() {
-        let mut q = Quota::new(Limits::default(), 10_000);
+        let mut q = Quota::new(Arc::new(Limits::default()), 10_000);
         for _ in 0..10 {
             assert_eq!(q.check(10_000, &whohas(), 1), Verdict::Allow);
         }
