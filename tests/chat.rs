@@ -723,6 +723,29 @@ fn sigterm_shuts_down_cleanly() {
     );
 }
 
+/// A server that cannot start says why in one line, the cause once: here
+/// its port is taken. (Seen failing with "Address in use" printed twice,
+/// once in the message and again as its cause.)
+#[test]
+fn a_server_that_cannot_start_says_why_once() {
+    let dir = tmp();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(bin())
+        .args(["server", "--no-console", "--listen", &addr, "--data-dir"])
+        .arg(dir.path().join("server"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("error"))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(line.contains(&format!("cannot listen on {addr}")), "{line}");
+    assert_eq!(line.matches("in use").count(), 1, "{line}");
+}
+
 /// --tls-cert and --tls-key serve a certificate of the operator's choosing.
 #[test]
 fn a_certificate_from_files() {

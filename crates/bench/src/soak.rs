@@ -539,9 +539,13 @@ fn report(
             pts.first().map(|p| p.1).unwrap_or(0.0),
             pts.last().map(|p| p.1).unwrap_or(0.0),
         );
+        // The last half on its own: a high-water mark still being
+        // reached flattens, a leak does not.
+        let late = &pts[pts.len() / 2..];
         println!(
-            "server s{s}: RSS {first:.0} KiB to {last:.0} KiB after warm-up, slope {:+.1} KiB/min",
-            slope(&pts)
+            "server s{s}: RSS {first:.0} KiB to {last:.0} KiB after warm-up, slope {:+.1} KiB/min ({:+.1} KiB/min over the last half)",
+            slope(&pts),
+            slope(late)
         );
     }
     crate::plot::latency_over_time(&o.plot, &series, restarted_at)?;

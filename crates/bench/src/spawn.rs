@@ -56,6 +56,14 @@ impl ServerProc {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.signal(libc::SIGTERM);
         let _ = self.child.wait();
+        if std::env::var_os("SOAK_DEBUG").is_some() {
+            // What it said on its way out (the reader thread has it all
+            // once the pipe closed).
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            for line in self.lines.try_iter() {
+                eprintln!("{}: {line}", self.addr);
+            }
+        }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             // The port may be held for a moment by connections closing.

@@ -29,9 +29,6 @@ use crate::per_ip::IpGuard;
 use crate::quota::Verdict;
 use crate::Shared;
 
-/// Time allowed for the TLS handshake and for each login step.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Time allowed from the TCP connection to a completed login, all steps
 /// together: a client that dribbles its login out one step at a time
 /// (slowloris) holds its place no longer than this.
@@ -134,9 +131,10 @@ async fn or_shutdown<T>(
 /// for a client's login proof and a server's link proof.
 async fn accept_tls(
     tcp: TcpStream,
+    deadline: tokio::time::Instant,
     shared: &Shared,
 ) -> Result<(Tls, [u8; BINDING_LEN], [u8; BINDING_LEN]), End> {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout_at(deadline, shared.acceptor.accept(tcp)).await {
         Err(_) => return Err(End::Error("TLS handshake timed out".into())),
         Ok(Err(e)) => return Err(End::Error(format!("TLS handshake: {e}"))),
         Ok(Ok(tls)) => tls,
@@ -163,29 +161,37 @@ async fn run(
     guard: &mut IpGuard,
     shared: &Arc<Shared>,
 ) -> End {
+    let deadline = tokio::time::Instant::now() + LOGIN_DEADLINE;
     let opening = async {
-        let (tls, binding, link_binding) = accept_tls(tcp, shared).await?;
+        let (tls, binding, link_binding) = accept_tls(tcp, deadline, shared).await?;
         let (rd, mut wr) = tokio::io::split(tls);
         let mut frames = FramedRead::with_capacity(rd, FrameCodec::new(MAX_CLIENT_FRAME), 512);
-        // The first frame tells a client (Hello) from another server
-        // (LinkHello).
-        let first = login_msg(&mut frames, &mut wr).await?;
-        if let ClientMsg::LinkHello(hello) = first {
-            return Ok(Opened::Link(frames, wr, hello, link_binding));
+        let steps = tokio::time::timeout_at(
+            deadline,
+            first_steps(&mut frames, &mut wr, &binding, shared),
+        )
+        .await;
+        match steps {
+            Ok(Ok(Step::Link(hello))) => Ok(Opened::Link(frames, wr, hello, link_binding)),
+            Ok(Ok(Step::Client(who))) => Ok(Opened::Client(frames, wr, who)),
+            Ok(Err(end)) => Err(end),
+            // Said, so a client on a slow path knows why it was closed
+            // (within a second: a peer that reads nothing gets no longer).
+            Err(_) => {
+                let why = format!(
+                    "the login took too long: it must be done within {} s of connecting",
+                    LOGIN_DEADLINE.as_secs()
+                );
+                let said = refuse(&mut wr, ErrorCode::BadRequest, why.clone());
+                let _ = tokio::time::timeout(Duration::from_secs(1), said).await;
+                Err(End::Refused(why))
+            }
         }
-        // Login: Hello -> Challenge -> Auth.
-        let who = login(first, &mut frames, &mut wr, &binding, shared).await?;
-        Ok(Opened::Client(frames, wr, who))
     };
     // Boxed: the TLS handshake and login are the largest state a
     // connection's task goes through, and inline they would size the task
     // for its whole life; boxed, they are freed once the login is done.
-    let opened = tokio::time::timeout(LOGIN_DEADLINE, Box::pin(opening));
-    let opened = or_shutdown(shared, async {
-        opened
-            .await
-            .unwrap_or_else(|_| Err(End::Error("the login took too long".into())))
-    });
+    let opened = or_shutdown(shared, Box::pin(opening));
     let (frames, wr, (user, public_key)) = match opened.await {
         Ok(Opened::Link(frames, wr, hello, link_binding)) => {
             guard.logged_in();
@@ -204,6 +210,29 @@ async fn run(
         ip: addr.ip(),
     };
     session(client, frames, wr, shared).await
+}
+
+/// What the first frames made of a connection.
+enum Step {
+    Link(chatdrop_proto::link::LinkHello),
+    Client((String, [u8; 32])),
+}
+
+/// The first frame tells a client (`Hello`) from another server
+/// (`LinkHello`); a client then logs in: Hello -> Challenge -> Auth.
+async fn first_steps(
+    frames: &mut Reader,
+    wr: &mut WriteHalf<Tls>,
+    binding: &[u8; BINDING_LEN],
+    shared: &Shared,
+) -> Result<Step, End> {
+    let first = login_msg(frames, wr).await?;
+    if let ClientMsg::LinkHello(hello) = first {
+        return Ok(Step::Link(hello));
+    }
+    login(first, frames, wr, binding, shared)
+        .await
+        .map(Step::Client)
 }
 
 /// A connection that completed TLS and its first steps.
@@ -345,7 +374,8 @@ async fn refuse(wr: &mut WriteHalf<Tls>, code: ErrorCode, why: String) -> End {
 /// Reads a login step; a malformed or oversized frame is answered with the
 /// reason before the connection is dropped.
 async fn login_msg(frames: &mut Reader, wr: &mut WriteHalf<Tls>) -> Result<ClientMsg, End> {
-    match next_msg(frames, HANDSHAKE_TIMEOUT).await {
+    // The login deadline bounds every step; this one is only a backstop.
+    match next_msg(frames, LOGIN_DEADLINE).await {
         Err(End::Error(why)) => Err(refuse(wr, ErrorCode::BadRequest, why).await),
         other => other.map(|(msg, _)| msg),
     }

@@ -41,19 +41,21 @@ use crate::hub::{Hub, HubMsg};
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// Binding the listen address failed.
-    #[error("cannot listen on {addr}: {source}")]
+    // The causes are part of the message and not given as `source`, so
+    // a report that walks the chain does not print them twice.
+    #[error("cannot listen on {addr}: {why}")]
     Listen {
         addr: SocketAddr,
         /// Why.
-        source: std::io::Error,
+        why: std::io::Error,
     },
     /// The data directory cannot be used.
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}: {why}")]
     DataDir {
         /// The directory.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        why: std::io::Error,
     },
     /// TLS set-up failed.
     #[error("TLS: {0}")]
@@ -63,7 +65,13 @@ pub enum ServerError {
     Internal(String),
     /// The store failed.
     #[error("store: {0}")]
-    Store(#[from] chatdrop_store::StoreError),
+    Store(chatdrop_store::StoreError),
+}
+
+impl From<chatdrop_store::StoreError> for ServerError {
+    fn from(e: chatdrop_store::StoreError) -> Self {
+        ServerError::Store(e)
+    }
 }
 
 /// How to run a server.
@@ -182,9 +190,9 @@ pub const SERVER_KEY_FILE: &str = "server-id.key";
 fn server_key(dir: &std::path::Path) -> Result<ed25519_dalek::SigningKey, ServerError> {
     use std::io::Write;
     let path = dir.join(SERVER_KEY_FILE);
-    let err = |path: &std::path::Path, source| ServerError::DataDir {
+    let err = |path: &std::path::Path, why| ServerError::DataDir {
         path: path.to_path_buf(),
-        source,
+        why,
     };
     let key = match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -234,9 +242,9 @@ fn server_key(dir: &std::path::Path) -> Result<ed25519_dalek::SigningKey, Server
 impl Server {
     /// Opens the store, prepares TLS and binds the listen address.
     pub async fn bind(opts: ServerOptions) -> Result<Server, ServerError> {
-        std::fs::create_dir_all(&opts.data_dir).map_err(|source| ServerError::DataDir {
+        std::fs::create_dir_all(&opts.data_dir).map_err(|why| ServerError::DataDir {
             path: opts.data_dir.clone(),
-            source,
+            why,
         })?;
         let (tls_config, fingerprint) = tls::server_config(&opts)?;
         let store = Store::open(&opts.data_dir.join("chatdrop.db"))?;
@@ -273,13 +281,12 @@ impl Server {
         let snapshot = store.load(settings.history_len)?;
         let chat = Chat::new(settings, snapshot);
         let writer = persist::Writer::start(store);
-        let listener =
-            TcpListener::bind(opts.listen)
-                .await
-                .map_err(|source| ServerError::Listen {
-                    addr: opts.listen,
-                    source,
-                })?;
+        let listener = TcpListener::bind(opts.listen)
+            .await
+            .map_err(|why| ServerError::Listen {
+                addr: opts.listen,
+                why,
+            })?;
         let (hub_tx, hub_rx) = mpsc::channel(hub::HUB_QUEUE);
         let shutdown = CancellationToken::new();
         let passwords = password::Hasher::new();
