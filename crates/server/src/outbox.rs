@@ -3,17 +3,23 @@
 //! bound on their number alone would let a client that stops reading pin
 //! gigabytes of them; the byte count is what keeps its cost fixed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 /// Bytes queued for one client at most before it is taken for too slow.
 pub const CLIENT_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Bytes queued for one link at most (a `Sync` frame alone may be 16 MiB).
 pub const LINK_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A queue that held more than this many frames gives its memory back once
+/// it is empty: an idle connection should not keep the size of its
+/// largest burst. (A channel with fixed blocks of slots cost an idle client
+/// 2 to 3 KiB; this costs it nothing while empty.)
+const KEPT_SLOTS: usize = 16;
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,86 +30,161 @@ pub enum Refused {
     Closed,
 }
 
-/// The sending side; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Outbox {
-    tx: mpsc::Sender<Bytes>,
-    queued: Arc<AtomicUsize>,
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    /// Outboxes alive; at zero the inbox ends once drained.
+    senders: usize,
+    /// The inbox is gone.
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the inbox when a frame comes or the last sender goes.
+    ready: Notify,
+    max_frames: usize,
     max_bytes: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The sending side; cheap to clone.
+#[derive(Debug)]
+pub struct Outbox {
+    shared: Arc<Shared>,
 }
 
 /// The receiving side, for the connection's writer.
 #[derive(Debug)]
 pub struct Inbox {
-    rx: mpsc::Receiver<Bytes>,
-    queued: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 }
 
 /// A queue of at most `frames` frames and `max_bytes` bytes.
 pub fn outbox(frames: usize, max_bytes: usize) -> (Outbox, Inbox) {
-    let (tx, rx) = mpsc::channel(frames);
-    let queued = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue {
+            senders: 1,
+            ..Queue::default()
+        }),
+        ready: Notify::new(),
+        max_frames: frames,
+        max_bytes,
+    });
     (
         Outbox {
-            tx,
-            queued: queued.clone(),
-            max_bytes,
+            shared: shared.clone(),
         },
-        Inbox { rx, queued },
+        Inbox { shared },
     )
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        Outbox {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let last = {
+            let mut q = self.shared.lock();
+            q.senders -= 1;
+            q.senders == 0
+        };
+        if last {
+            self.shared.ready.notify_one();
+        }
+    }
 }
 
 impl Outbox {
     /// Bytes and frames queued now.
     pub fn queued(&self) -> (usize, usize) {
-        (
-            self.queued.load(Ordering::Acquire),
-            self.tx.max_capacity() - self.tx.capacity(),
-        )
+        let q = self.shared.lock();
+        (q.bytes, q.frames.len())
     }
 
     /// Queues `frame` unless that would go over a bound.
     pub fn try_send(&self, frame: Bytes) -> Result<(), Refused> {
-        let len = frame.len();
-        let before = self.queued.fetch_add(len, Ordering::AcqRel);
-        // One frame is always let through into an empty queue, whatever
-        // its size: the frame limits bound it.
-        if before > 0 && before + len > self.max_bytes {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
-            return Err(Refused::Full);
-        }
-        self.tx.try_send(frame).map_err(|e| {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
-            match e {
-                mpsc::error::TrySendError::Full(_) => Refused::Full,
-                mpsc::error::TrySendError::Closed(_) => Refused::Closed,
+        {
+            let mut q = self.shared.lock();
+            if q.closed {
+                return Err(Refused::Closed);
             }
-        })
+            // One frame is always let through into an empty queue, whatever
+            // its size: the frame limits bound it.
+            let over_bytes = q.bytes > 0 && q.bytes + frame.len() > self.shared.max_bytes;
+            if over_bytes || q.frames.len() >= self.shared.max_frames {
+                return Err(Refused::Full);
+            }
+            q.bytes += frame.len();
+            q.frames.push_back(frame);
+        }
+        self.shared.ready.notify_one();
+        Ok(())
     }
 }
 
 impl Inbox {
-    fn took(&self, f: &Bytes) {
-        self.queued.fetch_sub(f.len(), Ordering::AcqRel);
-    }
-
-    /// The next frame, waiting for one; `None` once every sender is gone.
+    /// The next frame, waiting for one; `None` once every sender is gone
+    /// and the queue is drained. Cancel-safe: a frame is taken only when
+    /// it is returned.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        let f = self.rx.recv().await?;
-        self.took(&f);
-        Some(f)
+        loop {
+            {
+                let mut q = self.shared.lock();
+                if let Some(f) = take(&mut q) {
+                    return Some(f);
+                }
+                if q.senders == 0 {
+                    return None;
+                }
+            }
+            // A frame queued between the look above and this wait left a
+            // permit, so the wait ends at once.
+            self.shared.ready.notified().await;
+        }
     }
 
     /// The next frame if one is queued.
     pub fn try_recv(&mut self) -> Option<Bytes> {
-        let f = self.rx.try_recv().ok()?;
-        self.took(&f);
-        Some(f)
+        take(&mut self.shared.lock())
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+        self.shared.lock().frames.is_empty()
+    }
+}
+
+/// Takes the first frame, giving the queue's memory back when that empties
+/// a queue that had grown.
+fn take(q: &mut Queue) -> Option<Bytes> {
+    let f = q.frames.pop_front()?;
+    q.bytes -= f.len();
+    if q.frames.is_empty() && q.frames.capacity() > KEPT_SLOTS {
+        q.frames = VecDeque::new();
+    }
+    Some(f)
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut q = self.shared.lock();
+        q.closed = true;
+        q.frames.clear();
+        q.bytes = 0;
     }
 }
 
@@ -145,5 +226,42 @@ mod tests {
             out.try_send(Bytes::from(vec![1u8; 10])),
             Err(Refused::Closed)
         );
+    }
+
+    /// The writer waiting on an empty queue wakes for a frame, and ends
+    /// once every sender is gone and what they queued is taken.
+    #[tokio::test]
+    async fn the_inbox_wakes_for_frames_and_ends_after_the_last_sender() {
+        let (out, mut inbox) = outbox(8, 1024);
+        let out2 = out.clone();
+        let writer = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(f) = inbox.recv().await {
+                got.push(f);
+            }
+            got
+        });
+        tokio::task::yield_now().await;
+        out.try_send(Bytes::from_static(b"a")).unwrap();
+        drop(out);
+        out2.try_send(Bytes::from_static(b"b")).unwrap();
+        drop(out2);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+            .await
+            .expect("the inbox ended")
+            .unwrap();
+        assert_eq!(got, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+    }
+
+    /// A queue that grew for a burst gives the memory back once drained.
+    #[test]
+    fn a_drained_queue_keeps_no_burst_memory() {
+        let (out, mut inbox) = outbox(1_024, CLIENT_QUEUE_BYTES);
+        for _ in 0..500 {
+            out.try_send(Bytes::from_static(b"x")).unwrap();
+        }
+        while inbox.try_recv().is_some() {}
+        assert_eq!(out.shared.lock().frames.capacity(), 0);
+        assert_eq!(out.queued(), (0, 0));
     }
 }
