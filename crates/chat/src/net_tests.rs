@@ -74,6 +74,28 @@ impl Sim {
         }
     }
 
+    /// Two linked servers in sync, alice (conn 1) at s0 in room `r` she
+    /// made, bob (conn 1) at s1 in it too.
+    fn room_across_two() -> Self {
+        let mut sim = Sim::new(2);
+        sim.cable(0, 1);
+        sim.run();
+        sim.wait(2_000);
+        sim.login(0, 1, "alice", 1);
+        sim.ev(
+            0,
+            Event::CreateRoom {
+                conn: ConnId(1),
+                room: "r".into(),
+                password: None,
+                room_id: "id-r".into(),
+            },
+        );
+        sim.login(1, 1, "bob", 2);
+        sim.join(1, 1, "r");
+        sim
+    }
+
     /// Links servers `a` and `b`; returns the cable.
     fn cable(&mut self, a: usize, b: usize) -> usize {
         let (la, lb) = (LinkId(self.next_link), LinkId(self.next_link + 1));
@@ -437,22 +459,8 @@ fn the_same_identity_moving_servers_replaces_its_old_session() {
 /// know.)
 #[test]
 fn a_split_and_heal_show_users_go_and_come_back() {
-    let mut sim = Sim::new(2);
-    let c = sim.cable(0, 1);
-    sim.run();
-    sim.wait(2_000);
-    sim.login(0, 1, "alice", 1);
-    sim.ev(
-        0,
-        Event::CreateRoom {
-            conn: ConnId(1),
-            room: "r".into(),
-            password: None,
-            room_id: "id-r".into(),
-        },
-    );
-    sim.login(1, 1, "bob", 2);
-    sim.join(1, 1, "r");
+    let mut sim = Sim::room_across_two();
+    let c = 0; // its one cable
     sim.cut(c);
     sim.run();
     assert!(sim.got(0, 1, |m| matches!(m, ServerMsg::PeerLeft { user, reason: chatdrop_proto::LeaveReason::Lost, .. } if user == "bob")));
@@ -491,22 +499,7 @@ fn a_split_and_heal_show_users_go_and_come_back() {
 /// the soak lost the lines still on the link when a server restarted.)
 #[test]
 fn an_exiting_server_delivers_what_it_echoed_before_it_stops() {
-    let mut sim = Sim::new(2);
-    sim.cable(0, 1);
-    sim.run();
-    sim.wait(2_000);
-    sim.login(0, 1, "alice", 1);
-    sim.ev(
-        0,
-        Event::CreateRoom {
-            conn: ConnId(1),
-            room: "r".into(),
-            password: None,
-            room_id: "id-r".into(),
-        },
-    );
-    sim.login(1, 1, "bob", 2);
-    sim.join(1, 1, "r");
+    let mut sim = Sim::room_across_two();
     // Bob's lines and the exit are taken by s1 before any frame moves.
     for n in 0..50 {
         let say = Event::Request {
@@ -550,22 +543,7 @@ fn an_exiting_server_delivers_what_it_echoed_before_it_stops() {
 /// deadline all the same.
 #[test]
 fn an_exiting_server_stops_at_its_deadline_without_acknowledgements() {
-    let mut sim = Sim::new(2);
-    sim.cable(0, 1);
-    sim.run();
-    sim.wait(2_000);
-    sim.login(0, 1, "alice", 1);
-    sim.ev(
-        0,
-        Event::CreateRoom {
-            conn: ConnId(1),
-            room: "r".into(),
-            password: None,
-            room_id: "id-r".into(),
-        },
-    );
-    sim.login(1, 1, "bob", 2);
-    sim.join(1, 1, "r");
+    let mut sim = Sim::room_across_two();
     // s0 takes nothing more (its process hangs): its frames go nowhere.
     sim.stopped[0] = true;
     sim.say(1, 1, "into the void");

@@ -127,15 +127,7 @@ impl Carried {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quota::Verdict;
-    use chatdrop_proto::{ClientMsg, Target};
-
-    fn say() -> ClientMsg {
-        ClientMsg::Say {
-            to: Target::All,
-            text: "hi".into(),
-        }
-    }
+    use crate::quota::{say, Verdict};
 
     fn table() -> Carried {
         Carried::new(Arc::new(Limits::default()))

@@ -372,17 +372,18 @@ fn shown(x: f64) -> String {
     }
 }
 
+/// A short chat line, for tests of the buckets.
+#[cfg(test)]
+pub(crate) fn say() -> ClientMsg {
+    ClientMsg::Say {
+        to: chatdrop_proto::Target::All,
+        text: "hi".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chatdrop_proto::Target;
-
-    fn say() -> ClientMsg {
-        ClientMsg::Say {
-            to: Target::All,
-            text: "hi".into(),
-        }
-    }
 
     fn whohas() -> ClientMsg {
         ClientMsg::WhoHas { file: "a".into() }
