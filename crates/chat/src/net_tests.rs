@@ -82,15 +82,7 @@ impl Sim {
         sim.run();
         sim.wait(2_000);
         sim.login(0, 1, "alice", 1);
-        sim.ev(
-            0,
-            Event::CreateRoom {
-                conn: ConnId(1),
-                room: "r".into(),
-                password: None,
-                room_id: "id-r".into(),
-            },
-        );
+        sim.create(0, 1, "r", "id-r");
         sim.login(1, 1, "bob", 2);
         sim.join(1, 1, "r");
         sim
@@ -268,6 +260,19 @@ impl Sim {
         );
     }
 
+    /// `conn` at `server` makes public room `room` with id `id`.
+    fn create(&mut self, server: usize, conn: u64, room: &str, id: &str) {
+        self.ev(
+            server,
+            Event::CreateRoom {
+                conn: ConnId(conn),
+                room: room.into(),
+                password: None,
+                room_id: id.into(),
+            },
+        );
+    }
+
     fn join(&mut self, server: usize, conn: u64, room: &str) {
         self.ev(
             server,
@@ -359,15 +364,7 @@ fn a_cut_in_a_ring_loses_and_doubles_nothing() {
     sim.run();
     sim.wait(2_000);
     sim.login(0, 1, "alice", 1);
-    sim.ev(
-        0,
-        Event::CreateRoom {
-            conn: ConnId(1),
-            room: "ring".into(),
-            password: None,
-            room_id: "r1".into(),
-        },
-    );
+    sim.create(0, 1, "ring", "r1");
     sim.login(2, 1, "carol", 2);
     sim.join(2, 1, "ring");
     assert!(sim.got(
