@@ -57,10 +57,11 @@ impl ServerProc {
         self.signal(libc::SIGTERM);
         let _ = self.child.wait();
         if std::env::var_os("SOAK_DEBUG").is_some() {
-            // What it said on its way out (the reader thread has it all
-            // once the pipe closed).
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            for line in self.lines.try_iter() {
+            // What it said on its way out: the reader thread ends, and the
+            // channel with it, once the pipe is closed (1 s at most).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            let left = || deadline.saturating_duration_since(std::time::Instant::now());
+            while let Ok(line) = self.lines.recv_timeout(left()) {
                 eprintln!("{}: {line}", self.addr);
             }
         }

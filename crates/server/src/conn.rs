@@ -195,8 +195,8 @@ async fn run(
     let (frames, wr, (user, public_key)) = match opened.await {
         Ok(Opened::Link(frames, wr, hello, link_binding)) => {
             guard.logged_in();
-            // Boxed: a link's state is larger than a client's, and inline it
-            // would size every client's task too (4.4 KB, against 2 KB).
+            // Boxed: inline, a link's state would size every client's task
+            // too.
             Box::pin(crate::link::accept(
                 frames,
                 wr,
@@ -220,8 +220,9 @@ async fn run(
         ip: addr.ip(),
     };
     // Boxed too, for the same reason as the opening: the compiler does not
-    // overlap the states of this function's awaits well, and inline the
-    // session made every connection's task 4.2 KB instead of 2.
+    // overlap the states of this function's awaits well. Inline, the
+    // session made every connection's task 4.2 KB; boxed, the task is
+    // 0.9 KB and the session 1.7 KB.
     Box::pin(session(client, frames, wr, shared)).await
 }
 

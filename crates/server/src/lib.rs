@@ -297,14 +297,15 @@ impl Server {
             shutdown.clone(),
             passwords.clone(),
         );
+        let limits = Arc::new(opts.limits.clone());
         let shared = Arc::new(Shared {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls_config)),
             hub: hub_tx,
             name: opts.name.clone(),
             shutdown,
             link,
-            limits: Arc::new(opts.limits.clone()),
-            carried: carried::Carried::new(Arc::new(opts.limits.clone())),
+            carried: carried::Carried::new(limits.clone()),
+            limits,
         });
         Ok(Server {
             listener,

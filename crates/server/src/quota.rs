@@ -299,13 +299,10 @@ impl Quota {
 
     /// How long until every bucket is full again, at most (ms).
     pub fn refill_ms(&self) -> u64 {
-        let mut all: Vec<(Rate, &Bucket)> = ALL_KINDS
+        let secs = ALL_KINDS
             .iter()
             .map(|&k| (k.rate(&self.limits), &self.buckets[k.index()]))
-            .collect();
-        all.push((strike_rate(&self.limits), &self.strikes));
-        let secs = all
-            .into_iter()
+            .chain([(strike_rate(&self.limits), &self.strikes)])
             .map(|(rate, b)| (rate.burst - b.tokens).max(0.0) / rate.per_second)
             .fold(0.0, f64::max);
         (secs * 1000.0).ceil() as u64
