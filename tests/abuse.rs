@@ -82,9 +82,7 @@ fn each_flood_is_refused_by_name_then_disconnected_and_others_chat_on() {
             "mallory's arrival",
             |m| matches!(m, ServerMsg::PeerJoined { user, .. } if *user == name),
         );
-        for i in 0..400 {
-            mallory.send(flood(i));
-        }
+        mallory.flood((0..400).map(flood));
         let told = mallory.expect_closed();
         let first = told
             .iter()
@@ -462,9 +460,7 @@ fn reconnecting_brings_no_fresh_burst_and_a_flooder_waits() {
     assert!(second <= 10, "{second} lines: the bucket was refilled");
 
     // Flooding on: disconnected, and refused at once after.
-    for i in 0..100 {
-        mallory.send(say(format!("flood {i}")));
-    }
+    mallory.flood((0..100).map(|i| say(format!("flood {i}"))));
     let told = mallory.expect_closed();
     assert!(told
         .iter()

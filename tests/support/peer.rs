@@ -170,6 +170,16 @@ impl RawPeer {
         self.out.send(msg).expect("the connection is open");
     }
 
+    /// Queues each message, as a flooder would, and stops once the server
+    /// has closed the connection (which may come before the last).
+    pub fn flood(&self, msgs: impl IntoIterator<Item = ClientMsg>) {
+        for msg in msgs {
+            if self.out.send(msg).is_err() {
+                return;
+            }
+        }
+    }
+
     /// Waits (within [`WAIT`]) for a message matching `pred`, passing over
     /// the others.
     pub fn expect(&mut self, what: &str, pred: impl Fn(&ServerMsg) -> bool) -> ServerMsg {

@@ -105,12 +105,19 @@ async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &ServerMsg) -> std::io
 
 /// Reads the next message, within `limit`, with its size in bytes.
 async fn next_msg(frames: &mut Reader, limit: Duration) -> Result<(ClientMsg, usize), End> {
-    match tokio::time::timeout(limit, frames.next()).await {
-        Err(_) => Err(End::Idle),
-        Ok(None) => Err(End::Closed),
-        Ok(Some(Err(ProtoError::Io(e)))) => Err(End::Lost(e.to_string())),
-        Ok(Some(Err(e))) => Err(End::Error(e.to_string())),
-        Ok(Some(Ok(payload))) => decode::<ClientMsg>(&payload)
+    tokio::time::timeout(limit, read_msg(frames))
+        .await
+        .unwrap_or(Err(End::Idle))
+}
+
+/// Reads and decodes one frame, however long it takes: the caller bounds
+/// the wait.
+async fn read_msg(frames: &mut Reader) -> Result<(ClientMsg, usize), End> {
+    match frames.next().await {
+        None => Err(End::Closed),
+        Some(Err(ProtoError::Io(e))) => Err(End::Lost(e.to_string())),
+        Some(Err(e)) => Err(End::Error(e.to_string())),
+        Some(Ok(payload)) => decode::<ClientMsg>(&payload)
             .map(|m| (m, payload.len()))
             .map_err(|e| End::Error(e.to_string())),
     }
@@ -388,8 +395,10 @@ async fn refuse(wr: &mut WriteHalf<Tls>, code: ErrorCode, why: String) -> End {
 /// Reads a login step; a malformed or oversized frame is answered with the
 /// reason before the connection is dropped.
 async fn login_msg(frames: &mut Reader, wr: &mut WriteHalf<Tls>) -> Result<ClientMsg, End> {
-    // The login deadline bounds every step; this one is only a backstop.
-    match next_msg(frames, LOGIN_DEADLINE).await {
+    // No timeout of its own: the login deadline bounds every step, and a
+    // second timer ending with it could win the tie and close the
+    // connection without saying why.
+    match read_msg(frames).await {
         Err(End::Error(why)) => Err(refuse(wr, ErrorCode::BadRequest, why).await),
         other => other.map(|(msg, _)| msg),
     }
