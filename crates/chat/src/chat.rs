@@ -10,6 +10,7 @@
 //! maps, finding a member, and sending to a member wherever it is connected.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chatdrop_proto::link::{NetMsg, ServerId};
 use chatdrop_proto::names::name_key;
@@ -32,13 +33,16 @@ pub struct Chat {
     pub(crate) rooms: BTreeMap<String, Room>,
     pub(crate) sessions: HashMap<ConnId, Session>,
     pub(crate) online: HashMap<String, ConnId>,
-    /// Users online at other servers.
-    pub(crate) remote: HashMap<String, RemoteUser>,
+    /// Users online at other servers. Each name shares its binding's
+    /// memory (see [`Chat::shared_name`]): a server holds every user of the
+    /// network, so each copy of a name counts.
+    pub(crate) remote: HashMap<Arc<str>, RemoteUser>,
     /// Name bindings by [`name_key`]: one binding for all the names that
-    /// look alike.
-    pub(crate) bindings: HashMap<String, Bound>,
-    /// Room names by room id.
-    pub(crate) room_ids: HashMap<String, String>,
+    /// look alike. Kept with [`crate::login::hold`].
+    pub(crate) bindings: HashMap<Arc<str>, Bound>,
+    /// Room names by room id (shared with the users of other servers in
+    /// each room).
+    pub(crate) room_ids: HashMap<String, Arc<str>>,
     /// Room names by [`name_key`], so that a room is found under any case
     /// or look-alike spelling of its name.
     pub(crate) room_keys: HashMap<String, String>,
@@ -105,7 +109,7 @@ impl Chat {
             .collect();
         let room_ids = rooms
             .values()
-            .map(|r| (r.id().to_string(), r.name().to_string()))
+            .map(|r| (r.id().to_string(), Arc::from(r.name())))
             .collect();
         // Rooms or bindings stored before look-alike names counted as the
         // same name may clash: the oldest holds the name, as in a merge
@@ -117,7 +121,7 @@ impl Chat {
             let name = r.name().to_string();
             room_keys.entry(name_key(&name)).or_insert(name);
         }
-        let mut bindings: HashMap<String, Bound> = HashMap::new();
+        let mut bindings: HashMap<Arc<str>, Bound> = HashMap::new();
         for b in snapshot.bindings {
             // A binding stored before bindings were vouched for is taken
             // as this server's own, and vouched for now.
@@ -125,17 +129,17 @@ impl Chat {
                 .vouch
                 .unwrap_or_else(|| settings.identity.vouch(&b.user, &b.public_key, b.bound_ms));
             let bound = Bound {
-                user: b.user,
+                user: b.user.into(),
                 key: b.public_key,
                 bound_ms: b.bound_ms,
                 vouch,
                 used_again: b.used_again,
             };
-            let held = bindings
-                .entry(name_key(&bound.user))
-                .or_insert(bound.clone());
-            if bound.precedes(held) {
-                *held = bound;
+            let wins = bindings
+                .get(name_key(&bound.user).as_str())
+                .is_none_or(|held| bound.precedes(held));
+            if wins {
+                crate::login::hold(&mut bindings, bound);
             }
         }
         let failures = PasswordFailures::new(&settings);
@@ -342,7 +346,7 @@ impl Chat {
             .iter()
             .filter(|c| Some(**c) != except)
             .filter_map(|c| self.sessions.get(c).map(|s| s.user.clone()))
-            .chain(room.remote_names().cloned())
+            .chain(room.remote_names().map(|n| n.to_string()))
             .collect()
     }
 
@@ -504,6 +508,6 @@ impl Chat {
         let conn = self.online.get(user).copied()?;
         let name = self.room_ids.get(room_id)?;
         let s = self.sessions.get(&conn)?;
-        (s.room.as_deref() == Some(name.as_str())).then_some(conn)
+        (s.room.as_deref() == Some(&**name)).then_some(conn)
     }
 }

@@ -22,6 +22,8 @@
 //! [`Settings::empty_room_expiry_ms`]: crate::Settings::empty_room_expiry_ms
 //! [`Settings::unused_name_expiry_ms`]: crate::Settings::unused_name_expiry_ms
 
+use std::sync::Arc;
+
 use chatdrop_proto::names::name_key;
 
 use crate::chat::Chat;
@@ -78,13 +80,13 @@ impl Chat {
             return;
         }
         self.next_name_sweep_ms = now_ms + NAME_SWEEP_MS;
-        let mut gone: Vec<String> = self
+        let mut gone: Vec<Arc<str>> = self
             .bindings
             .iter()
             .filter(|(_, b)| {
                 !b.used_again
                     && now_ms.saturating_sub(b.bound_ms) >= expiry
-                    && !self.online.contains_key(&b.user)
+                    && !self.online.contains_key(&*b.user)
                     && !self.remote.contains_key(&b.user)
             })
             .map(|(key, _)| key.clone())
@@ -92,7 +94,9 @@ impl Chat {
         gone.sort();
         for key in gone {
             if let Some(b) = self.bindings.remove(&key) {
-                out.push(Effect::Persist(Persist::Unbind { user: b.user }));
+                out.push(Effect::Persist(Persist::Unbind {
+                    user: b.user.to_string(),
+                }));
             }
         }
     }

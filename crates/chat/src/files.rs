@@ -293,7 +293,7 @@ impl Chat {
         // there only; an asker gone meanwhile needs no answer.
         let from_ip = match asker {
             Who::Local(conn) => self.sessions.get(&conn).map(|s| s.ip),
-            Who::Remote(_) => self.remote.get(&asker_name).map(|r| r.ip),
+            Who::Remote(_) => self.remote.get(asker_name.as_str()).map(|r| r.ip),
         };
         let Some(from_ip) = from_ip else {
             return;
@@ -407,7 +407,11 @@ impl Chat {
         file: String,
         out: &mut Vec<Effect>,
     ) {
-        let Some(r) = self.room_ids.get(&room_id).and_then(|n| self.rooms.get(n)) else {
+        let Some(r) = self
+            .room_ids
+            .get(&room_id)
+            .and_then(|n| self.rooms.get(&**n))
+        else {
             return;
         };
         if !self.of_server(&asker, server) {
@@ -483,10 +487,7 @@ impl Chat {
         offer: Offer,
         out: &mut Vec<Effect>,
     ) {
-        let owner_ok = self
-            .remote
-            .get(&owner)
-            .is_some_and(|u| u.server == server && u.key == from_key);
+        let owner_ok = self.of_server(&owner, server) && self.remote_key(&owner) == Some(from_key);
         if !owner_ok {
             return;
         }

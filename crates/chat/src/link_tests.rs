@@ -155,7 +155,7 @@ fn bind(user: &str, bound_ms: u64) -> NetBinding {
         bound_ms,
         home: vouch.home,
         home_key: vouch.home_key,
-        sig: vouch.sig,
+        sig: vouch.sig.to_vec(),
     }
 }
 
@@ -480,4 +480,67 @@ fn a_state_in_parts_replaces_the_users_only_when_complete() {
         .collect();
     assert_eq!(left, ["old"], "only the user no part listed");
     assert!(here.noted("in sync with server"));
+}
+
+/// A user of another server listed before its name's binding came (or
+/// where the binding expired here only) keeps its key until the binding
+/// comes; then a binding to another key takes the name and the user is
+/// gone from the room here, and one to its own key keeps it. (Seen kept,
+/// with the losing key, before users were checked against bindings.)
+#[test]
+fn a_user_of_another_server_under_another_key_s_binding_is_gone() {
+    let mut here = Here::new();
+    here.hear(online("carol"));
+    here.hear(online("eve"));
+    let left = |here: &Here| -> Vec<String> {
+        here.to_bob()
+            .iter()
+            .filter_map(|m| match m {
+                ServerMsg::PeerLeft { user, .. } => Some(user.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // carol's binding is to the key she came with: she stays.
+    here.hear(NetMsg::Bind(bind("carol", T0)));
+    assert!(!here.dropped());
+    assert_eq!(left(&here), Vec::<String>::new());
+    // eve's is to another key: she goes.
+    let mut other = bind("eve", T0);
+    let vouch = them().vouch("eve", &[8; 32], T0);
+    (other.key, other.sig) = ([8; 32], vouch.sig.to_vec());
+    here.hear(NetMsg::Bind(other));
+    assert!(!here.dropped());
+    assert_eq!(left(&here), ["eve"]);
+    // carol is still a member (bob's line to her is echoed to him), eve
+    // is not (refused).
+    let to = |here: &mut Here, user: &str| {
+        here.ev(Event::Request {
+            conn: BOB,
+            msg: ClientMsg::Say {
+                to: Target::User(user.into()),
+                text: "hi".into(),
+            },
+        });
+        here.to_bob()
+            .into_iter()
+            .cloned()
+            .collect::<Vec<ServerMsg>>()
+    };
+    let echoed = to(&mut here, "carol");
+    assert!(
+        matches!(&echoed[..], [ServerMsg::Message(l)] if l.to == Target::User("carol".into())),
+        "{echoed:?}"
+    );
+    let refused = to(&mut here, "eve");
+    assert!(
+        matches!(
+            &refused[..],
+            [ServerMsg::Error {
+                code: ErrorCode::UnknownUser,
+                ..
+            }]
+        ),
+        "{refused:?}"
+    );
 }

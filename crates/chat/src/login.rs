@@ -12,8 +12,9 @@
 //! (see [`crate::contact`]). Two logins of one identity at two servers: the
 //! later one wins.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chatdrop_proto::link::{NetBinding, NetMsg, NetRoom, NetUser, ServerId};
 use chatdrop_proto::names::{check_user_name, name_key};
@@ -27,8 +28,9 @@ use crate::state::Vouch;
 /// A user name bound to an identity key, network-wide.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Bound {
-    /// The name as it was bound.
-    pub(crate) user: String,
+    /// The name as it was bound (shared with the name's key and its entry
+    /// among the users of other servers, where they are spelled alike).
+    pub(crate) user: Arc<str>,
     pub(crate) key: [u8; 32],
     /// When it was bound (ms since the Unix epoch, by the binding server's
     /// clock).
@@ -54,19 +56,19 @@ impl Bound {
 
     fn net(&self) -> NetBinding {
         NetBinding {
-            user: self.user.clone(),
+            user: self.user.to_string(),
             key: self.key,
             bound_ms: self.bound_ms,
             home: self.vouch.home,
             home_key: self.vouch.home_key,
-            sig: self.vouch.sig.clone(),
+            sig: self.vouch.sig.to_vec(),
         }
     }
 
     /// What the store keeps of it.
     fn persist(&self) -> Persist {
         Persist::Bind {
-            user: self.user.clone(),
+            user: self.user.to_string(),
             public_key: self.key,
             bound_ms: self.bound_ms,
             vouch: self.vouch.clone(),
@@ -91,18 +93,34 @@ pub(crate) struct Session {
     pub(crate) creating: Option<(String, u64, String)>,
 }
 
-/// A user online at another server.
+/// A user online at another server. A user whose name another key holds,
+/// or a look-alike name, is not listed.
 #[derive(Debug, Clone)]
 pub(crate) struct RemoteUser {
     pub(crate) server: ServerId,
-    pub(crate) key: [u8; 32],
+    /// Its identity key, where this server holds no binding for its name;
+    /// otherwise the binding's (see [`Chat::remote_key`]).
+    pub(crate) key: Option<Box<[u8; 32]>>,
     pub(crate) ip: IpAddr,
-    /// Name of its room, as known here.
-    pub(crate) room: Option<String>,
-    /// Id of the room its server says it is in; kept while that room is not
+    /// Name of its room, as known here (shared with the room).
+    pub(crate) room: Option<Arc<str>>,
+    /// Id of the room its server says it is in, while that room is not
     /// known here yet (its record may come from a third server, later).
-    pub(crate) room_id: Option<String>,
+    pub(crate) room_id: Option<Box<str>>,
     pub(crate) since_ms: u64,
+}
+
+/// Holds `bound` as its name's binding. The key shares the name's memory
+/// where the two are spelled alike (most names are): every server holds a
+/// binding for each name of the network.
+pub(crate) fn hold(bindings: &mut HashMap<Arc<str>, Bound>, bound: Bound) {
+    let key = name_key(&bound.user);
+    let key = if *key == *bound.user {
+        bound.user.clone()
+    } else {
+        Arc::from(key)
+    };
+    bindings.insert(key, bound);
 }
 
 impl Chat {
@@ -139,8 +157,8 @@ impl Chat {
             return;
         }
         let user_key = name_key(&user);
-        match self.bindings.get(&user_key) {
-            Some(bound) if bound.user != user => {
+        match self.bindings.get(user_key.as_str()) {
+            Some(bound) if *bound.user != *user => {
                 out.push(refuse(
                     ErrorCode::NameTaken,
                     format!(
@@ -172,7 +190,7 @@ impl Chat {
                     return;
                 }
                 let bound = Bound {
-                    user: user.clone(),
+                    user: user.as_str().into(),
                     key,
                     bound_ms: now_ms,
                     vouch: self.net.me().vouch(&user, &key, now_ms),
@@ -180,7 +198,7 @@ impl Chat {
                 };
                 out.push(Effect::Persist(bound.persist()));
                 self.net.send_all(now_ms, &NetMsg::Bind(bound.net()), out);
-                self.bindings.insert(user_key, bound);
+                hold(&mut self.bindings, bound);
             }
         }
         if self.online.contains_key(&user) {
@@ -190,17 +208,9 @@ impl Chat {
             ));
             return;
         }
-        if let Some(other) = self.remote.get(&user) {
-            if other.key != key {
-                out.push(refuse(
-                    ErrorCode::NameInUse,
-                    format!(
-                        "user {user} is connected to server {}",
-                        self.net.name_of(&other.server)
-                    ),
-                ));
-                return;
-            }
+        if self.remote.contains_key(user.as_str()) {
+            // A user of another server holds the name's binding, as this
+            // login proved it does: the same identity, not a thief.
             // The same identity moved here (its server failed, or it picked
             // a closer one): this login replaces the one over there, which
             // that server closes when it hears of this one.
@@ -290,10 +300,10 @@ impl Chat {
     /// A login of `user` at `login_ms` (here or elsewhere): a name logged
     /// into well after it was bound is used again, and kept for good.
     pub(crate) fn name_used(&mut self, user: &str, login_ms: u64, out: &mut Vec<Effect>) {
-        let Some(b) = self.bindings.get_mut(&name_key(user)) else {
+        let Some(b) = self.bindings.get_mut(name_key(user).as_str()) else {
             return;
         };
-        if b.used_again || b.user != user || login_ms < b.bound_ms + USED_AGAIN_AFTER_MS {
+        if b.used_again || &*b.user != user || login_ms < b.bound_ms + USED_AGAIN_AFTER_MS {
             return;
         }
         b.used_again = true;
@@ -305,14 +315,16 @@ impl Chat {
     /// Whether `b` is exactly the binding held for its name, so already
     /// checked (its signature need not be verified again).
     pub(crate) fn holds(&self, b: &NetBinding) -> bool {
-        self.bindings.get(&name_key(&b.user)).is_some_and(|ours| {
-            ours.user == b.user
-                && ours.key == b.key
-                && ours.bound_ms == b.bound_ms
-                && ours.vouch.home == b.home
-                && ours.vouch.home_key == b.home_key
-                && ours.vouch.sig == b.sig
-        })
+        self.bindings
+            .get(name_key(&b.user).as_str())
+            .is_some_and(|ours| {
+                *ours.user == *b.user
+                    && ours.key == b.key
+                    && ours.bound_ms == b.bound_ms
+                    && ours.vouch.home == b.home
+                    && ours.vouch.home_key == b.home_key
+                    && ours.vouch.sig[..] == b.sig[..]
+            })
     }
 
     /// A part of another server's state: its rooms and bindings are
@@ -359,10 +371,10 @@ impl Chat {
             .remove(&from)
             .map(|s| s.users)
             .unwrap_or_default();
-        let mut gone: Vec<String> = self
+        let mut gone: Vec<Arc<str>> = self
             .remote
             .iter()
-            .filter(|(n, u)| u.server == from && !listed.contains(n.as_str()))
+            .filter(|(n, u)| u.server == from && !listed.contains(&***n))
             .map(|(n, _)| n.clone())
             .collect();
         gone.sort();
@@ -374,7 +386,7 @@ impl Chat {
 
     /// A server went out of reach: its users are gone for everyone here.
     pub(crate) fn server_lost(&mut self, server: ServerId, out: &mut Vec<Effect>) {
-        let mut gone: Vec<String> = self
+        let mut gone: Vec<Arc<str>> = self
             .remote
             .iter()
             .filter(|(_, u)| u.server == server)
@@ -429,7 +441,7 @@ impl Chat {
             );
             self.close_session(u.since_ms, conn, ErrorCode::NameInUse, text, out);
         }
-        if let Some(old) = self.remote.get(&u.user) {
+        if let Some(old) = self.remote.get(u.user.as_str()) {
             if old.server != server {
                 if (u.since_ms, server) < (old.since_ms, old.server) {
                     return; // the other login is the later one
@@ -437,15 +449,19 @@ impl Chat {
                 self.remove_remote(&u.user.clone(), LeaveReason::Left, out);
             }
         }
-        let name = u.user.clone();
-        match self.remote.get_mut(&name) {
-            Some(r) => (r.key, r.ip, r.since_ms) = (u.key, u.ip, u.since_ms),
+        // The key is the binding's, kept apart only for a name with no
+        // binding here (its record comes later, or expired here only).
+        let bound = self.shared_name(&u.user);
+        let key = (bound.is_none()).then(|| Box::new(u.key));
+        match self.remote.get_mut(u.user.as_str()) {
+            Some(r) => (r.key, r.ip, r.since_ms) = (key, u.ip, u.since_ms),
             None => {
+                let name = bound.unwrap_or_else(|| Arc::from(u.user.as_str()));
                 self.remote.insert(
-                    name.clone(),
+                    name,
                     RemoteUser {
                         server,
-                        key: u.key,
+                        key,
                         ip: u.ip,
                         room: None,
                         room_id: None,
@@ -454,7 +470,25 @@ impl Chat {
                 );
             }
         }
-        self.move_remote(&name, u.room.as_deref(), LeaveReason::Left, out);
+        self.move_remote(&u.user, u.room.as_deref(), LeaveReason::Left, out);
+    }
+
+    /// The name `user` as its binding holds it (to share its memory), if
+    /// this server holds a binding for exactly that name.
+    pub(crate) fn shared_name(&self, user: &str) -> Option<Arc<str>> {
+        self.bindings
+            .get(name_key(user).as_str())
+            .filter(|b| &*b.user == user)
+            .map(|b| b.user.clone())
+    }
+
+    /// The identity key of `user`, online at another server.
+    pub(crate) fn remote_key(&self, user: &str) -> Option<[u8; 32]> {
+        let u = self.remote.get(user)?;
+        match &u.key {
+            Some(key) => Some(**key),
+            None => self.bindings.get(name_key(user).as_str()).map(|b| b.key),
+        }
     }
 
     /// Logs a session here out because the network settled against it, and
@@ -479,26 +513,31 @@ impl Chat {
     /// holds it.
     pub(crate) fn bound_otherwise(&self, user: &str, key: &[u8; 32]) -> bool {
         self.bindings
-            .get(&name_key(user))
-            .is_some_and(|b| b.key != *key || b.user != user)
+            .get(name_key(user).as_str())
+            .is_some_and(|b| b.key != *key || &*b.user != user)
     }
 
     /// Takes a name binding heard of from `source`, settling a clash: the
     /// earlier binding wins, if it can be news (see [`crate::contact`]).
     pub(crate) fn merge_binding(&mut self, b: NetBinding, source: Source, out: &mut Vec<Effect>) {
+        // Checked on arrival (`crate::link_checks`); a binding held already
+        // is not checked again, but then it is not news either.
+        let Ok(sig) = b.sig.as_slice().try_into() else {
+            return;
+        };
         let theirs = Bound {
-            user: b.user,
+            user: b.user.into(),
             key: b.key,
             bound_ms: b.bound_ms,
             vouch: Vouch {
                 home: b.home,
                 home_key: b.home_key,
-                sig: b.sig,
+                sig,
             },
             used_again: false,
         };
         let user_key = name_key(&theirs.user);
-        let ours = self.bindings.get(&user_key);
+        let ours = self.bindings.get(user_key.as_str());
         if let Some(ours) = ours {
             if ours.key == theirs.key && ours.user == theirs.user || !theirs.precedes(ours) {
                 return;
@@ -515,19 +554,41 @@ impl Chat {
                 return;
             }
         }
-        let losing = ours.map(|o| o.user.clone());
+        let losing = ours.map(|o| (o.user.clone(), o.key));
         out.push(Effect::Persist(theirs.persist()));
-        self.bindings.insert(user_key, theirs.clone());
+        hold(&mut self.bindings, theirs.clone());
+        // A user of another server listed under the losing binding is gone
+        // (its server closes it by the same rule); one listed before its
+        // binding came keeps no key of its own now.
+        let mut names = vec![theirs.user.clone()];
+        names.extend(losing.iter().map(|(n, _)| n.clone()));
+        names.dedup();
+        for name in names {
+            let Some(u) = self.remote.get_mut(&*name) else {
+                continue;
+            };
+            let losing_key = losing.as_ref().filter(|(n, _)| *n == name).map(|(_, k)| *k);
+            let key = u.key.as_deref().copied().or(losing_key);
+            if name == theirs.user && key == Some(theirs.key) {
+                u.key = None;
+            } else {
+                self.remove_remote(&name, LeaveReason::Left, out);
+            }
+        }
         // A user here holding the name (or a look-alike) under the losing
         // binding must go.
-        for name in losing.into_iter().chain([theirs.user.clone()]) {
-            let Some(conn) = self.online.get(&name).copied() else {
+        for name in losing
+            .map(|(n, _)| n)
+            .into_iter()
+            .chain([theirs.user.clone()])
+        {
+            let Some(conn) = self.online.get(&*name).copied() else {
                 continue;
             };
             let lost = self
                 .sessions
                 .get(&conn)
-                .is_some_and(|s| s.key != theirs.key || s.user != theirs.user);
+                .is_some_and(|s| s.key != theirs.key || *s.user != *theirs.user);
             if lost {
                 let text = if name == theirs.user {
                     format!(

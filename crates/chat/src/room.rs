@@ -6,6 +6,7 @@
 //! members, records lines, and says who is in it.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use chatdrop_proto::link::{NetRoom, ServerId};
 use chatdrop_proto::{ChatLine, RoomInfo, ServerMsg, Target};
@@ -50,7 +51,7 @@ pub(crate) struct Room {
     /// Members connected here, in the order they joined.
     members: Vec<ConnId>,
     /// Members connected to other servers, and their server.
-    remote: BTreeMap<String, ServerId>,
+    remote: BTreeMap<Arc<str>, ServerId>,
     history: VecDeque<HistoryEntry>,
     next_seq: u64,
     /// Since when (ms) the room has had no member anywhere, as the room
@@ -110,7 +111,7 @@ impl Room {
     }
 
     /// Names of the members connected elsewhere, in name order.
-    pub(crate) fn remote_names(&self) -> impl Iterator<Item = &String> {
+    pub(crate) fn remote_names(&self) -> impl Iterator<Item = &Arc<str>> {
         self.remote.keys()
     }
 
@@ -138,9 +139,9 @@ impl Room {
     }
 
     /// Adds a member connected to `server`.
-    pub(crate) fn add_remote(&mut self, user: &str, server: ServerId) {
+    pub(crate) fn add_remote(&mut self, user: Arc<str>, server: ServerId) {
         self.empty_since_ms = None;
-        self.remote.insert(user.to_string(), server);
+        self.remote.insert(user, server);
     }
 
     /// Removes a member connected elsewhere.

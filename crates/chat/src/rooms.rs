@@ -17,6 +17,8 @@
 //! of ours only if it can be news (see [`crate::contact`]); if not, it is
 //! the one renamed.
 
+use std::sync::Arc;
+
 use chatdrop_proto::limits::ROOM_PAGE;
 use chatdrop_proto::link::{NetMsg, NetRoom};
 use chatdrop_proto::names::{check_room_name, name_key};
@@ -250,7 +252,8 @@ impl Chat {
     /// Adds a room record (not yet persisted by this call) whose name no
     /// room has.
     fn add_room(&mut self, rec: RoomRecord) {
-        self.room_ids.insert(rec.id.clone(), rec.name.clone());
+        self.room_ids
+            .insert(rec.id.clone(), Arc::from(rec.name.as_str()));
         let name = rec.name.clone();
         self.room_keys.insert(name_key(&name), name.clone());
         self.rooms.insert(name, Room::new(rec, Vec::new(), 0));
@@ -506,29 +509,33 @@ impl Chat {
         out: &mut Vec<Effect>,
     ) {
         let new = room_id.and_then(|id| self.room_ids.get(id)).cloned();
-        let Some(u) = self.remote.get_mut(user) else {
+        // The name as the map holds it, shared with the room's list.
+        let Some(user) = self.remote.get_key_value(user).map(|(n, _)| n.clone()) else {
             return;
         };
-        u.room_id = room_id.map(str::to_string);
+        let Some(u) = self.remote.get_mut(&user) else {
+            return;
+        };
+        u.room_id = room_id.filter(|_| new.is_none()).map(Box::from);
         if u.room == new {
             return;
         }
         let (old, server) = (std::mem::replace(&mut u.room, new.clone()), u.server);
         if let Some(old) = old {
-            self.remote_left_room(user, &old, reason, out);
+            self.remote_left_room(&user, &old, reason, out);
         }
         let Some(name) = new else {
             return;
         };
-        let Some(r) = self.rooms.get_mut(&name) else {
+        let Some(r) = self.rooms.get_mut(&*name) else {
             return;
         };
-        r.add_remote(user, server);
+        r.add_remote(user.clone(), server);
         if !r.local().is_empty() {
             out.push(Effect::Broadcast {
                 to: r.local().to_vec(),
                 msg: ServerMsg::PeerJoined {
-                    room: name,
+                    room: name.to_string(),
                     user: user.to_string(),
                 },
             });
@@ -592,7 +599,7 @@ impl Chat {
     /// Users of other servers who entered room `id` before this server knew
     /// it: they are in it now.
     fn attach_waiting(&mut self, id: &str, out: &mut Vec<Effect>) {
-        let mut waiting: Vec<String> = self
+        let mut waiting: Vec<Arc<str>> = self
             .remote
             .iter()
             .filter(|(_, u)| u.room.is_none() && u.room_id.as_deref() == Some(id))
@@ -618,7 +625,8 @@ impl Chat {
         }
         self.room_keys.insert(name_key(new), new.to_string());
         room.rename(new);
-        self.room_ids.insert(room.id().to_string(), new.to_string());
+        let shared: Arc<str> = Arc::from(new);
+        self.room_ids.insert(room.id().to_string(), shared.clone());
         for conn in room.local() {
             if let Some(s) = self.sessions.get_mut(conn) {
                 s.room = Some(new.to_string());
@@ -632,7 +640,7 @@ impl Chat {
         }
         for user in room.remote_names() {
             if let Some(u) = self.remote.get_mut(user) {
-                u.room = Some(new.to_string());
+                u.room = Some(shared.clone());
             }
         }
         let reason = format!(

@@ -168,7 +168,7 @@ impl Chat {
                 if let Some(conn) = self.local_in(&user, &room_id) {
                     out.push(Effect::Send {
                         to: conn,
-                        msg: line(Some(name), sender, Target::User(user), text, ts),
+                        msg: line(Some(name.to_string()), sender, Target::User(user), text, ts),
                     });
                 }
             }

@@ -108,8 +108,9 @@ pub struct Vouch {
     pub home: chatdrop_proto::link::ServerId,
     /// Its public key.
     pub home_key: [u8; 32],
-    /// Its signature over the binding (`NetBinding::signed_bytes`).
-    pub sig: Vec<u8>,
+    /// Its signature over the binding (`NetBinding::signed_bytes`), kept
+    /// inline: every server holds one for each name of the network.
+    pub sig: [u8; 64],
 }
 
 /// A banned user.

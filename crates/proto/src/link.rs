@@ -398,6 +398,8 @@ pub const SYNC_PART_ITEMS: usize = 1_000;
 
 /// Splits a server's state into the parts of a `Sync`
 /// ([`SYNC_PART_ITEMS`] records each; one empty part for no state at all).
+/// Bindings come first, then rooms, then users: a receiver then knows each
+/// user's name binding and room as the user arrives.
 pub fn sync_parts(
     users: Vec<NetUser>,
     rooms: Vec<NetRoom>,
@@ -409,11 +411,11 @@ pub fn sync_parts(
         (users.into_iter(), rooms.into_iter(), bindings.into_iter());
     (0..count)
         .map(|i| {
-            let u: Vec<NetUser> = users.by_ref().take(SYNC_PART_ITEMS).collect();
-            let r: Vec<NetRoom> = rooms.by_ref().take(SYNC_PART_ITEMS - u.len()).collect();
-            let b: Vec<NetBinding> = bindings
+            let b: Vec<NetBinding> = bindings.by_ref().take(SYNC_PART_ITEMS).collect();
+            let r: Vec<NetRoom> = rooms.by_ref().take(SYNC_PART_ITEMS - b.len()).collect();
+            let u: Vec<NetUser> = users
                 .by_ref()
-                .take(SYNC_PART_ITEMS - u.len() - r.len())
+                .take(SYNC_PART_ITEMS - b.len() - r.len())
                 .collect();
             NetMsg::Sync {
                 part: i as u32,
@@ -492,7 +494,7 @@ mod tests {
 
     /// A state of any size goes out in parts of at most `SYNC_PART_ITEMS`
     /// records, numbered from 0, the last marked, nothing lost or repeated,
-    /// and each part well under a link's frame limit.
+    /// bindings first, and each part well under a link's frame limit.
     #[test]
     fn state_is_split_into_bounded_numbered_parts() {
         let rooms: Vec<NetRoom> = (0..1_500).map(room).collect();
@@ -515,6 +517,10 @@ mod tests {
             assert_eq!(*last, i == 4);
             assert!(users.is_empty());
             assert!(rooms.len() + bindings.len() <= SYNC_PART_ITEMS);
+            if !rooms.is_empty() {
+                let sent = got_bindings.len() + bindings.len();
+                assert_eq!(sent, 2_600, "part {i}: a room before the last binding");
+            }
             got_rooms.extend(rooms.iter().cloned());
             got_bindings.extend(bindings.iter().cloned());
             let bytes = crate::codec::encode(p).expect("encodes").len();

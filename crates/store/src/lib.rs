@@ -169,8 +169,8 @@ impl Store {
             // for the binding itself, as for an old row).
             let vouch = match (home, home_key, sig) {
                 (Some(home), Some(home_key), Some(sig)) => {
-                    match (home.try_into(), home_key.try_into()) {
-                        (Ok(home), Ok(home_key)) => Some(Vouch {
+                    match (home.try_into(), home_key.try_into(), sig.try_into()) {
+                        (Ok(home), Ok(home_key), Ok(sig)) => Some(Vouch {
                             home,
                             home_key,
                             sig,
@@ -243,7 +243,7 @@ impl Store {
                                 *bound_ms as i64,
                                 &vouch.home[..],
                                 &vouch.home_key[..],
-                                &vouch.sig
+                                &vouch.sig[..]
                             ],
                         )?;
                     }
@@ -389,7 +389,7 @@ mod tests {
         Vouch {
             home: [4; 16],
             home_key: [5; 32],
-            sig: vec![6; 64],
+            sig: [6; 64],
         }
     }
 

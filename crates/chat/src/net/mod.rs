@@ -79,7 +79,7 @@ impl Identity {
         crate::state::Vouch {
             home: self.id,
             home_key: self.public_key(),
-            sig: self.key.sign(&bytes).to_bytes().to_vec(),
+            sig: self.key.sign(&bytes).to_bytes(),
         }
     }
 
