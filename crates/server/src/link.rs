@@ -641,9 +641,11 @@ async fn run<R, W>(
         tokio::pin!(silence);
         let why = loop {
             tokio::select! {
+                // In this order: a frame that is there when the deadline is
+                // too (this task waited for a busy core) is not silence.
+                biased;
                 _ = close.cancelled() => break "closed by this server".to_string(),
                 _ = shared.shutdown.cancelled() => break "shutting down".to_string(),
-                _ = &mut silence => break format!("silent for {LINK_DEAD_MS} ms"),
                 frame = frames.next() => {
                     let payload = match frame {
                         None => break "closed by the other server".to_string(),
@@ -680,6 +682,7 @@ async fn run<R, W>(
                         }
                     }
                 }
+                _ = &mut silence => break format!("silent for {LINK_DEAD_MS} ms"),
             }
         };
         info!("link down: {why}");
