@@ -53,6 +53,10 @@ pub enum HubMsg {
     },
     /// A request of a logged-in connection.
     Chat(Event),
+    /// A link's message, holding its share of
+    /// [`crate::link::LINK_BACKLOG_BYTES`] until the chat core has taken
+    /// it.
+    Link(Event, tokio::sync::OwnedSemaphorePermit),
     /// A connection task ended.
     Gone(ConnId),
     /// An admin command.
@@ -167,6 +171,9 @@ impl Hub {
         console: &mpsc::Sender<String>,
         dead: &mut Dead,
     ) -> bool {
+        // A link message's share of the backlog, given back once this step
+        // is done with it.
+        let mut _held = None;
         let event = match msg {
             HubMsg::Login {
                 conn,
@@ -184,6 +191,10 @@ impl Hub {
                 }
             }
             HubMsg::Chat(e) => e,
+            HubMsg::Link(e, held) => {
+                _held = Some(held);
+                e
+            }
             HubMsg::Admin(cmd) => Event::Admin(cmd),
             HubMsg::Gone(conn) => {
                 if self.conns.remove(&conn).is_none() {

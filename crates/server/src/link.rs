@@ -72,7 +72,18 @@ pub struct LinkConfig {
     next_link: AtomicU64,
     /// Failed handshakes by address: each is one online guess at the key.
     guesses: Guesses,
+    /// Shares of [`LINK_BACKLOG_BYTES`], held by link messages waiting for
+    /// the hub.
+    pub(crate) backlog: Arc<tokio::sync::Semaphore>,
 }
+
+/// Bytes (as they came on the wire) of link messages waiting for the hub,
+/// all links together, at most. Beyond it the links' readers wait, and the
+/// other servers' writes with them, in TCP: the `Sync`s of several servers
+/// at once cannot pile up hundreds of megabytes of decoded state in front
+/// of the chat core (seen at 96 MB in a login storm across five servers),
+/// where a count of messages alone let them.
+pub const LINK_BACKLOG_BYTES: usize = 16 * 1024 * 1024;
 
 /// Wrong network keys tried by address block. The PAKE leaves nothing to
 /// test guesses against offline, so each guess costs a handshake; this
@@ -137,6 +148,7 @@ impl LinkConfig {
             public_key,
             signing,
             next_link: AtomicU64::new(1),
+            backlog: Arc::new(tokio::sync::Semaphore::new(LINK_BACKLOG_BYTES)),
             guesses: Guesses::default(),
         }
     }
@@ -577,6 +589,13 @@ async fn dial(target: &str, shared: &Arc<Shared>) -> Result<(), LinkError> {
     Ok(())
 }
 
+/// A message's share of [`LINK_BACKLOG_BYTES`]: its bytes on the wire, at
+/// least one, and never more than the whole (a frame larger than the
+/// bound waits for an empty backlog instead of forever).
+fn backlog_share(bytes: usize) -> u32 {
+    bytes.clamp(1, LINK_BACKLOG_BYTES) as u32
+}
+
 /// Sends a keepalive every [`LINK_PING_MS`] until the link closes. A full
 /// queue skips one: the link is busy, which the other side sees anyway.
 async fn ping_loop(tx: crate::outbox::Outbox, close: CancellationToken, epoch: Instant) {
@@ -653,6 +672,7 @@ async fn run<R, W>(
                         Some(Ok(p)) => p,
                     };
                     silence.as_mut().reset(tokio::time::Instant::now() + dead);
+                    let size = payload.len();
                     let msg = match decode::<LinkMsg>(&payload) {
                         Ok(m) => m,
                         Err(e) => break format!("bad frame: {e}"),
@@ -673,7 +693,11 @@ async fn run<R, W>(
                         }
                         LinkMsg::Hello(_) | LinkMsg::Pake { .. } | LinkMsg::Proof { .. } => break "unexpected handshake frame".to_string(),
                         msg => {
-                            if shared.hub.send(HubMsg::Chat(Event::LinkFrame { link, msg })).await.is_err() {
+                            let held = shared.link.backlog.clone().acquire_many_owned(backlog_share(size)).await;
+                            let Ok(held) = held else {
+                                break "the server is stopping".to_string();
+                            };
+                            if shared.hub.send(HubMsg::Link(Event::LinkFrame { link, msg }, held)).await.is_err() {
                                 break "the server is stopping".to_string();
                             }
                             // Time spent waiting on our own hub is not the
@@ -749,6 +773,26 @@ mod tests {
 
     async fn dialling(mut side: Side, cfg: &LinkConfig) -> Result<LinkHello, LinkError> {
         dial_handshake(&mut side.0, &mut side.1, cfg, BINDING).await
+    }
+
+    /// Link messages waiting for the hub hold their bytes of the backlog:
+    /// once it is full the next waits until the hub takes one, and a frame
+    /// larger than the whole backlog still passes, alone.
+    #[tokio::test]
+    async fn link_messages_wait_once_the_backlog_is_full() {
+        let cfg = server(1, NETWORK_KEY);
+        let take = |bytes: usize| cfg.backlog.clone().acquire_many_owned(backlog_share(bytes));
+        let first = take(10 << 20).await.expect("open");
+        let second = take(10 << 20);
+        tokio::pin!(second);
+        assert!(futures::poll!(&mut second).is_pending(), "20 MiB waiting");
+        drop(first);
+        let second = second.await.expect("open");
+        drop(second);
+        let huge = take(64 << 20).await.expect("open");
+        assert_eq!(cfg.backlog.available_permits(), 0);
+        drop(huge);
+        assert_eq!(cfg.backlog.available_permits(), LINK_BACKLOG_BYTES);
     }
 
     #[tokio::test]
