@@ -544,3 +544,32 @@ fn a_user_of_another_server_under_another_key_s_binding_is_gone() {
         "{refused:?}"
     );
 }
+
+/// A user of another server whose name's binding has not come here yet
+/// keeps its name against a login here under another key: the login is
+/// refused as the name in use, not taken for the same identity moving
+/// here. (Seen taking the name over once the online map had no key of its
+/// own for such a user.)
+#[test]
+fn a_login_under_another_key_does_not_displace_a_user_whose_binding_is_on_its_way() {
+    let mut here = Here::new();
+    here.hear(online("eve"));
+    let conn = ConnId(99);
+    here.ev(Event::Login {
+        conn,
+        user: "eve".into(),
+        public_key: [2; 32],
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+    });
+    assert!(
+        here.out.iter().any(|e| matches!(e,
+            Effect::Close { conn: c, last: Some(ServerMsg::Error { code: ErrorCode::NameInUse, message }) }
+                if *c == conn && message.contains("connected to server"))),
+        "{:?}",
+        here.out
+    );
+    assert!(!here
+        .to_bob()
+        .iter()
+        .any(|m| matches!(m, ServerMsg::PeerLeft { user, .. } if user == "eve")));
+}

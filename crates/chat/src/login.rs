@@ -208,9 +208,20 @@ impl Chat {
             ));
             return;
         }
-        if self.remote.contains_key(user.as_str()) {
-            // A user of another server holds the name's binding, as this
-            // login proved it does: the same identity, not a thief.
+        if let Some(other) = self.remote.get(user.as_str()) {
+            // Under another key only while the name's binding has not come
+            // here yet (then this login just bound it here, and the clash
+            // rule settles which binding stands once it comes).
+            if self.remote_key(&user) != Some(key) {
+                out.push(refuse(
+                    ErrorCode::NameInUse,
+                    format!(
+                        "user {user} is connected to server {}",
+                        self.net.name_of(&other.server)
+                    ),
+                ));
+                return;
+            }
             // The same identity moved here (its server failed, or it picked
             // a closer one): this login replaces the one over there, which
             // that server closes when it hears of this one.
@@ -452,7 +463,7 @@ impl Chat {
         // The key is the binding's, kept apart only for a name with no
         // binding here (its record comes later, or expired here only).
         let bound = self.shared_name(&u.user);
-        let key = (bound.is_none()).then(|| Box::new(u.key));
+        let key = bound.is_none().then(|| Box::new(u.key));
         match self.remote.get_mut(u.user.as_str()) {
             Some(r) => (r.key, r.ip, r.since_ms) = (key, u.ip, u.since_ms),
             None => {
