@@ -160,6 +160,9 @@ impl Hub {
             {
                 return;
             }
+            // A burst's effects (a `Sync` in parts, a mass login) can number
+            // tens of thousands; the buffer is reused, but not kept that large.
+            effects.shrink_to(EFFECTS_KEPT);
         }
     }
 
@@ -410,6 +413,9 @@ fn push<K: std::hash::Hash + Eq + std::fmt::Debug>(
     }
     false
 }
+
+/// Capacity of the reused effects buffer kept between batches.
+const EFFECTS_KEPT: usize = 1024;
 
 /// Connections and links the hub dropped while carrying out effects.
 #[derive(Debug, Default)]

@@ -5,6 +5,7 @@
 //!   and out, keepalive.
 //! - [`hub`] owns the [`chatdrop_chat::Chat`] state and carries out its effects.
 //! - [`persist`] writes the chat core's records to SQLite in batches.
+//! - `trim` gives the heap's free memory back after a burst.
 //! - [`link`] dials and accepts links to other servers (network key
 //!   handshake, keepalive); the chat core's network layer routes over them.
 //!
@@ -21,6 +22,7 @@ mod per_ip;
 mod persist;
 pub mod quota;
 mod tls;
+mod trim;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -351,6 +353,7 @@ impl Server {
         } = self;
         let tracker = TaskTracker::new();
         let hub_task = tokio::spawn(hub.run(hub_rx, console));
+        tokio::spawn(trim::run(shared.shutdown.clone()));
         for target in links {
             tracker.spawn(link::dial_forever(target, shared.clone()));
         }

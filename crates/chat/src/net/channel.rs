@@ -49,6 +49,10 @@ pub const MAX_QUEUE: usize = 65_536;
 /// 100 ms round trip; what the window holds back waits in the queue.
 pub const WINDOW_BYTES: usize = 2 * 1024 * 1024;
 
+/// A queue's capacity (messages) that is kept however empty it gets; above
+/// it, a queue that drained to a quarter gives back half of what it holds.
+const QUEUE_KEPT: usize = 64;
+
 /// Messages that arrived ahead of a gap, kept per source at most.
 pub const MAX_REORDER: usize = 4_096;
 
@@ -382,6 +386,14 @@ impl Channels {
                     sample = p.sent_ms.map(|t| now.saturating_sub(t));
                 }
             }
+        }
+        // A burst (a login storm, a `Sync` in parts) can grow the queue to
+        // tens of thousands of messages; what it grew is not kept for the
+        // quiet that follows. Halving at a quarter full keeps the cost of
+        // growing again amortised.
+        let cap = out.queue.capacity();
+        if cap > QUEUE_KEPT && out.queue.len() < cap / 4 {
+            out.queue.shrink_to((out.queue.len() * 2).max(QUEUE_KEPT));
         }
         if let Some(ms) = sample {
             out.srtt_ms = Some(out.srtt_ms.map_or(ms, |s| (7 * s + ms) / 8));
@@ -871,6 +883,30 @@ mod tests {
         let want: Vec<String> = (0..2_000).map(|n| format!("{n:>4000}")).collect();
         assert_eq!(texts(&got), want, "all of it, once, in order");
         assert_eq!(a.unacked(&B), 0);
+    }
+
+    /// What a burst grew of a destination's queue is given back once the
+    /// destination has acknowledged it: a server is not left holding room
+    /// for its busiest minute. (Before, a login storm's queues stayed
+    /// allocated, megabytes per linked server.)
+    #[test]
+    fn a_drained_queue_gives_back_what_a_burst_grew() {
+        let (mut a, mut b) = pair();
+        ack(&mut a, &mut b);
+        let mut out = Vec::new();
+        for n in 0..20_000 {
+            out.extend(a.send(B, 20, say(n), 0));
+        }
+        let grown = a.outs[&B].queue.capacity();
+        assert!(grown >= 20_000, "the burst is queued: {grown}");
+        let got = deliver(&mut a, &mut b, out);
+        assert_eq!(got.len(), 20_000, "all of it delivered");
+        assert_eq!(a.unacked(&B), 0);
+        let kept = a.outs[&B].queue.capacity();
+        assert!(kept <= 2 * QUEUE_KEPT, "{kept} slots kept after the burst");
+        // The channel goes on as before.
+        let more = a.send(B, 20, say(7), 0);
+        assert_eq!(texts(&deliver(&mut a, &mut b, more)), ["7"]);
     }
 
     /// A large state goes out in parts at the window's pace, before the
