@@ -109,17 +109,51 @@ pub async fn connect_idle(
     })
 }
 
-/// The median of three readings of a server's memory, a second apart,
-/// after a moment to settle.
-async fn settled_rss(server: &ServerProc) -> anyhow::Result<u64> {
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut readings = Vec::new();
-    for _ in 0..3 {
-        readings.push(server.rss_kib()?);
+/// Readings of resident memory looked at together to call it settled.
+const SETTLE_READINGS: usize = 5;
+
+/// Settled when the last [`SETTLE_READINGS`] (a second apart) are within
+/// this fraction of each other.
+const SETTLE_SPREAD: f64 = 0.01;
+
+/// Longest wait for memory to settle.
+const SETTLE_MAX: Duration = Duration::from_secs(120);
+
+/// Each server's memory once it is idle: read every second until the last
+/// few readings of every server agree within 1% (a server may still be
+/// draining what the logins queued, at itself or towards the others), at
+/// most two minutes. For each, the median of its last readings and the
+/// seconds it took.
+async fn settled_rss(servers: &[&ServerProc]) -> anyhow::Result<Vec<(u64, f64)>> {
+    let started = Instant::now();
+    let mut readings: Vec<Vec<u64>> = vec![Vec::new(); servers.len()];
+    let mut settled_at: Vec<Option<f64>> = vec![None; servers.len()];
+    loop {
+        for (i, s) in servers.iter().enumerate() {
+            readings[i].push(s.rss_kib()?);
+            let last = &readings[i][readings[i].len().saturating_sub(SETTLE_READINGS)..];
+            let (lo, hi) = (last.iter().min(), last.iter().max());
+            if let (Some(&lo), Some(&hi), None) = (lo, hi, settled_at[i]) {
+                if last.len() == SETTLE_READINGS && (hi - lo) as f64 <= hi as f64 * SETTLE_SPREAD {
+                    settled_at[i] = Some(started.elapsed().as_secs_f64());
+                }
+            }
+        }
+        if settled_at.iter().all(Option::is_some) || started.elapsed() >= SETTLE_MAX {
+            break;
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    readings.sort();
-    Ok(readings[1])
+    Ok(readings
+        .into_iter()
+        .zip(settled_at)
+        .map(|(r, at)| {
+            let mut last = r[r.len().saturating_sub(SETTLE_READINGS)..].to_vec();
+            last.sort_unstable();
+            let at = at.unwrap_or_else(|| started.elapsed().as_secs_f64());
+            (last[last.len() / 2], at)
+        })
+        .collect())
 }
 
 pub async fn run(bin: &Path, workers: usize, clients: usize, rooms: usize) -> anyhow::Result<()> {
@@ -129,7 +163,7 @@ pub async fn run(bin: &Path, workers: usize, clients: usize, rooms: usize) -> an
     let base = server.rss_kib()?;
     let held = connect_idle(&server.addr, "idle", clients, rooms).await?;
     let connect_secs = held.connect_secs;
-    let rss = settled_rss(&server).await?;
+    let rss = settled_rss(&[&server]).await?[0].0;
     let per = (rss.saturating_sub(base)) as f64 / clients as f64;
     println!(
         "idle clients: {clients} in {rooms} rooms, connected in {connect_secs:.1} s ({:.0}/s)",
@@ -212,11 +246,13 @@ pub async fn network(
         "idle clients: {total} across {servers} linked servers ({per_server} each, {rooms} rooms each, one load process per server), connected in {connect_secs:.1} s ({:.0}/s)",
         total as f64 / connect_secs
     );
+    let all: Vec<&ServerProc> = chain.iter().collect();
     let mut pers = Vec::new();
-    for (i, (s, base)) in chain.iter().zip(&bases).enumerate() {
-        let rss = settled_rss(s).await?;
+    for (i, ((rss, secs), base)) in settled_rss(&all).await?.into_iter().zip(&bases).enumerate() {
         let per = rss.saturating_sub(*base) as f64 / per_server as f64;
-        println!("server s{i}: RSS {base} KiB at start, {rss} KiB with its clients: {per:.1} KiB per client");
+        println!(
+            "server s{i}: RSS {base} KiB at start, {rss} KiB with its clients (settled after {secs:.0} s): {per:.1} KiB per client"
+        );
         pers.push(per);
     }
     let worst = pers.iter().cloned().fold(0.0, f64::max);

@@ -40,6 +40,8 @@ pub struct Chat {
     /// Name bindings by [`name_key`]: one binding for all the names that
     /// look alike. Kept with [`crate::login::hold`].
     pub(crate) bindings: HashMap<Arc<str>, Bound>,
+    /// The servers the bindings name as their homes, each once.
+    pub(crate) homes: crate::login::Homes,
     /// Room names by room id (shared with the users of other servers in
     /// each room).
     pub(crate) room_ids: HashMap<String, Arc<str>>,
@@ -122,19 +124,21 @@ impl Chat {
             room_keys.entry(name_key(&name)).or_insert(name);
         }
         let mut bindings: HashMap<Arc<str>, Bound> = HashMap::new();
+        let mut homes = crate::login::Homes::default();
         for b in snapshot.bindings {
             // A binding stored before bindings were vouched for is taken
             // as this server's own, and vouched for now.
             let vouch = b
                 .vouch
                 .unwrap_or_else(|| settings.identity.vouch(&b.user, &b.public_key, b.bound_ms));
-            let bound = Bound {
-                user: b.user.into(),
-                key: b.public_key,
-                bound_ms: b.bound_ms,
+            let bound = Bound::new(
+                b.user.into(),
+                b.public_key,
+                b.bound_ms,
                 vouch,
-                used_again: b.used_again,
-            };
+                b.used_again,
+                &mut homes,
+            );
             let wins = bindings
                 .get(name_key(&bound.user).as_str())
                 .is_none_or(|held| bound.precedes(held));
@@ -154,6 +158,7 @@ impl Chat {
             sessions: HashMap::new(),
             online: HashMap::new(),
             bindings,
+            homes,
             bans: crate::bans::Bans::load(snapshot.bans.into_iter().map(|b| (b.user, b.reason))),
             failures,
             next_attempt: 1,

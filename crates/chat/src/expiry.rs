@@ -75,11 +75,20 @@ impl Chat {
     /// Looks name bindings over, at most every [`NAME_SWEEP_MS`]: forgets
     /// those bound long enough ago, never used again, and offline.
     pub(crate) fn sweep_names(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
-        let expiry = self.settings.unused_name_expiry_ms;
-        if expiry == 0 || now_ms < self.next_name_sweep_ms {
+        if now_ms < self.next_name_sweep_ms {
             return;
         }
         self.next_name_sweep_ms = now_ms + NAME_SWEEP_MS;
+        self.expire_names(now_ms, out);
+        // Bindings replaced or expired may have been a server's last.
+        self.homes.forget_unused();
+    }
+
+    fn expire_names(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
+        let expiry = self.settings.unused_name_expiry_ms;
+        if expiry == 0 {
+            return;
+        }
         let mut gone: Vec<Arc<str>> = self
             .bindings
             .iter()

@@ -573,3 +573,64 @@ fn a_login_under_another_key_does_not_displace_a_user_whose_binding_is_on_its_wa
         .iter()
         .any(|m| matches!(m, ServerMsg::PeerLeft { user, .. } if user == "eve")));
 }
+
+/// Every binding a server vouched for shares one record of that server,
+/// here and after a restart from the store; a server no binding names any
+/// more is forgotten at the next sweep of names.
+#[test]
+fn the_bindings_of_one_server_share_its_record() {
+    let mut here = Here::new();
+    for user in ["ann", "cat", "dan"] {
+        here.hear(NetMsg::Bind(bind(user, T0 + 1)));
+    }
+    let home = |here: &Here, user: &str| here.chat.bindings[user].home.clone();
+    let ann = home(&here, "ann");
+    assert_eq!(
+        ann.key,
+        them().public_key(),
+        "ann's home is the other server"
+    );
+    assert!(std::sync::Arc::ptr_eq(&ann, &home(&here, "cat")));
+    assert!(std::sync::Arc::ptr_eq(&ann, &home(&here, "dan")));
+    assert!(
+        !std::sync::Arc::ptr_eq(&ann, &home(&here, "bob")),
+        "bob's home is this one"
+    );
+    drop(ann);
+    // What the store keeps is the vouch as it came, and comes back shared.
+    let bindings = here
+        .chat
+        .bindings
+        .values()
+        .map(|b| crate::state::Binding {
+            user: b.user.to_string(),
+            public_key: b.key,
+            bound_ms: b.bound_ms,
+            vouch: Some(b.vouch()),
+            used_again: b.used_again,
+        })
+        .collect();
+    let restarted = Chat::new(
+        Settings::default(),
+        Snapshot {
+            bindings,
+            ..Snapshot::default()
+        },
+    );
+    let ann = &restarted.bindings["ann"].home;
+    assert!(std::sync::Arc::ptr_eq(ann, &restarted.bindings["dan"].home));
+    assert_eq!(ann.key, them().public_key());
+    // Gone from every binding, the record goes at the next sweep.
+    for user in ["ann", "cat", "dan"] {
+        here.chat.bindings.remove(user);
+    }
+    assert_eq!(here.chat.homes.len(), 2);
+    here.ev(Event::Tick);
+    here.now += 24 * 60 * MINUTE;
+    here.ev(Event::Tick);
+    assert_eq!(
+        here.chat.homes.len(),
+        1,
+        "only this server's record is left"
+    );
+}

@@ -37,10 +37,51 @@ pub(crate) struct Bound {
     pub(crate) bound_ms: u64,
     /// The server it was bound at, vouching for it: only that server can
     /// speak for the binding, so a server of the network cannot pass off
-    /// a claim as another's.
-    pub(crate) vouch: Vouch,
+    /// a claim as another's. Shared by every binding it vouched for.
+    pub(crate) home: Arc<Home>,
+    /// The home server's signature over the binding
+    /// (`NetBinding::signed_bytes`).
+    pub(crate) sig: [u8; 64],
     /// Whether the name was used again after the session that bound it.
     pub(crate) used_again: bool,
+}
+
+/// A server that vouches for name bindings: its id and its public key.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Home {
+    pub(crate) id: ServerId,
+    pub(crate) key: [u8; 32],
+}
+
+/// The home servers of the bindings held, each kept once: a network has a
+/// handful of servers, and every server holds a binding for each of its
+/// names, so 48 bytes a binding would be 48 bytes a user of the network.
+#[derive(Debug, Default)]
+pub(crate) struct Homes(HashMap<ServerId, Arc<Home>>);
+
+impl Homes {
+    /// The shared record of the server `id` with the key `key`.
+    pub(crate) fn get(&mut self, id: ServerId, key: [u8; 32]) -> Arc<Home> {
+        match self.0.get(&id) {
+            Some(home) if home.key == key => home.clone(),
+            _ => {
+                let home = Arc::new(Home { id, key });
+                self.0.insert(id, home.clone());
+                home
+            }
+        }
+    }
+
+    /// How many servers are kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Forgets the servers no binding names any more.
+    pub(crate) fn forget_unused(&mut self) {
+        self.0.retain(|_, home| Arc::strong_count(home) > 1);
+    }
 }
 
 /// A login this long (ms) after a name was bound uses it again: the name
@@ -48,6 +89,34 @@ pub(crate) struct Bound {
 pub(crate) const USED_AGAIN_AFTER_MS: u64 = 3_600_000;
 
 impl Bound {
+    /// A binding of `user` to `key`, vouched for by `vouch`.
+    pub(crate) fn new(
+        user: Arc<str>,
+        key: [u8; 32],
+        bound_ms: u64,
+        vouch: Vouch,
+        used_again: bool,
+        homes: &mut Homes,
+    ) -> Bound {
+        Bound {
+            user,
+            key,
+            bound_ms,
+            home: homes.get(vouch.home, vouch.home_key),
+            sig: vouch.sig,
+            used_again,
+        }
+    }
+
+    /// The home server's vouch, as the store keeps it.
+    pub(crate) fn vouch(&self) -> Vouch {
+        Vouch {
+            home: self.home.id,
+            home_key: self.home.key,
+            sig: self.sig,
+        }
+    }
+
     /// Whether this binding wins a clash with `other`: the earlier one,
     /// then the smaller key, then the smaller name.
     pub(crate) fn precedes(&self, other: &Bound) -> bool {
@@ -59,9 +128,9 @@ impl Bound {
             user: self.user.to_string(),
             key: self.key,
             bound_ms: self.bound_ms,
-            home: self.vouch.home,
-            home_key: self.vouch.home_key,
-            sig: self.vouch.sig.to_vec(),
+            home: self.home.id,
+            home_key: self.home.key,
+            sig: self.sig.to_vec(),
         }
     }
 
@@ -71,7 +140,7 @@ impl Bound {
             user: self.user.to_string(),
             public_key: self.key,
             bound_ms: self.bound_ms,
-            vouch: self.vouch.clone(),
+            vouch: self.vouch(),
         }
     }
 }
@@ -189,13 +258,14 @@ impl Chat {
                     ));
                     return;
                 }
-                let bound = Bound {
-                    user: user.as_str().into(),
+                let bound = Bound::new(
+                    user.as_str().into(),
                     key,
-                    bound_ms: now_ms,
-                    vouch: self.net.me().vouch(&user, &key, now_ms),
-                    used_again: false,
-                };
+                    now_ms,
+                    self.net.me().vouch(&user, &key, now_ms),
+                    false,
+                    &mut self.homes,
+                );
                 out.push(Effect::Persist(bound.persist()));
                 self.net.send_all(now_ms, &NetMsg::Bind(bound.net()), out);
                 hold(&mut self.bindings, bound);
@@ -332,9 +402,9 @@ impl Chat {
                 *ours.user == *b.user
                     && ours.key == b.key
                     && ours.bound_ms == b.bound_ms
-                    && ours.vouch.home == b.home
-                    && ours.vouch.home_key == b.home_key
-                    && ours.vouch.sig[..] == b.sig[..]
+                    && ours.home.id == b.home
+                    && ours.home.key == b.home_key
+                    && ours.sig[..] == b.sig[..]
             })
     }
 
@@ -536,17 +606,18 @@ impl Chat {
         let Ok(sig) = b.sig.as_slice().try_into() else {
             return;
         };
-        let theirs = Bound {
-            user: b.user.into(),
-            key: b.key,
-            bound_ms: b.bound_ms,
-            vouch: Vouch {
+        let theirs = Bound::new(
+            b.user.into(),
+            b.key,
+            b.bound_ms,
+            Vouch {
                 home: b.home,
                 home_key: b.home_key,
                 sig,
             },
-            used_again: false,
-        };
+            false,
+            &mut self.homes,
+        );
         let user_key = name_key(&theirs.user);
         let ours = self.bindings.get(user_key.as_str());
         if let Some(ours) = ours {
