@@ -18,7 +18,8 @@ pub struct ServerArgs {
     /// A TOML file with any of these options (see docs/CONFIG.md).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address to listen on [default: 0.0.0.0:50000].
+    /// Address to listen on [default: [::]:50000, every IPv4 and IPv6
+    /// address].
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Directory of the database and certificate [default: the platform's
@@ -148,7 +149,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| crate::paths::default_data_dir("server"));
     let listen = args
         .listen
-        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 50_000)));
+        .unwrap_or(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 50_000)));
     let mut opts = ServerOptions::new(listen, data_dir.clone());
     anyhow::ensure!(
         args.tls_cert.is_some() == args.tls_key.is_some(),

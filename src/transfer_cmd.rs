@@ -24,9 +24,9 @@ use crate::progress::Meter;
 pub struct SendArgs {
     /// The file to send.
     file: PathBuf,
-    /// Local UDP address to send from.
-    #[arg(long, default_value = "0.0.0.0:0")]
-    bind: SocketAddr,
+    /// Local UDP address to send from [default: any port, IPv4 and IPv6].
+    #[arg(long)]
+    bind: Option<SocketAddr>,
     /// Address to put in the ticket, when the receiver must use another one
     /// than the bound address (port forwarding, a relay).
     #[arg(long)]
@@ -120,8 +120,12 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let source = Source::open(&args.file, size)?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let socket =
-            chatdrop_transfer::bind(args.bind).with_context(|| format!("binding {}", args.bind))?;
+        let socket = match args.bind {
+            Some(addr) => {
+                chatdrop_transfer::bind(addr).with_context(|| format!("binding {addr}"))?
+            }
+            None => chatdrop_transfer::bind_dual(0).context("binding a UDP socket")?,
+        };
         let bound = socket.local_addr()?;
         let mut cfg = Config::new(args.arq, args.window);
         cfg.idle_timeout = Duration::from_secs(args.timeout.max(1));

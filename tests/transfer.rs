@@ -583,6 +583,51 @@ fn bob_sharing_notes(server: &ServerProc, dir: &Path, extra: &[&str]) -> (Vec<u8
     (notes, bob)
 }
 
+/// A server on every address of both families (`[::]`, the default): two
+/// clients that came over IPv6 and two over IPv4, each pair moving a file
+/// within its family. The owner's upload socket takes IPv6, and the server
+/// offers an IPv4 client at its plain IPv4 address. (Before, uploads bound
+/// IPv4 only, and the fetch over IPv6 ran out its time with "peer stopped
+/// answering".) Between families a file does not move yet: the owner takes
+/// the session only from the address the server saw the asker at.
+#[test]
+fn files_move_over_ipv6_and_ipv4_at_a_dual_stack_server() {
+    let dir = tmp();
+    let mut server = ServerProc::start_on("[::]:0", &dir.path().join("server"), &["--no-console"]);
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    for (family, at) in [
+        ("v6", format!("[::1]:{port}")),
+        ("v4", format!("127.0.0.1:{port}")),
+    ] {
+        server.addr = at;
+        let data = format!("{family} notes\n").repeat(1000).into_bytes();
+        let owner = format!("own{family}");
+        let room = format!("r{family}");
+        let mut owner_proc = sharer(
+            &server,
+            dir.path(),
+            &owner,
+            &room,
+            &[("notes.txt", &data)],
+            &["--create"],
+        );
+        owner_proc.send("@me setshare notes.txt");
+        owner_proc.expect("share_status", &[]);
+        let mut asker = sharer(
+            &server,
+            dir.path(),
+            &format!("ask{family}"),
+            &room,
+            &[],
+            &["--timeout", "5"],
+        );
+        asker.send(&format!("@{owner} getfile notes.txt"));
+        let started = asker.expect("transfer_started", &[("from", owner.clone().into())]);
+        let done = asker.expect("transfer_done", &[]);
+        assert_download(&asker, &started, &done, &data);
+    }
+}
+
 /// An asker that is offered a file and never starts the transfer holds the
 /// owner's upload slot only for the transfer timeout (`--timeout`), not
 /// for 30 s: then the owner reports why the upload failed, and the next

@@ -375,7 +375,9 @@ impl Peer {
             return FileAnswer::Refuse(RefuseReason::Busy);
         }
         let release = SlotGuard(slots);
-        let socket = match chatdrop_transfer::bind(([0, 0, 0, 0], 0).into()) {
+        // Both families: the asker is told the address the server sees,
+        // which is IPv6 when this client reached its server over IPv6.
+        let socket = match chatdrop_transfer::bind_dual(0) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("cannot open a UDP socket: {e}");

@@ -283,12 +283,10 @@ impl Server {
         let snapshot = store.load(settings.history_len)?;
         let chat = Chat::new(settings, snapshot);
         let writer = persist::Writer::start(store);
-        let listener = TcpListener::bind(opts.listen)
-            .await
-            .map_err(|why| ServerError::Listen {
-                addr: opts.listen,
-                why,
-            })?;
+        let listener = listen(opts.listen).map_err(|why| ServerError::Listen {
+            addr: opts.listen,
+            why,
+        })?;
         let (hub_tx, hub_rx) = mpsc::channel(hub::HUB_QUEUE);
         let shutdown = CancellationToken::new();
         let passwords = password::Hasher::new();
@@ -384,6 +382,10 @@ impl Server {
                     continue;
                 }
             };
+            // An IPv4 client of a dual-stack listener is seen as
+            // `::ffff:a.b.c.d`; it is told apart, limited and offered to
+            // askers by its IPv4 address.
+            let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
             let _ = tcp.set_nodelay(true);
             let id = next_id;
             next_id += 1;
@@ -449,6 +451,42 @@ impl AdminHandle {
                 _ => unreachable!("sent an admin message"),
             })
     }
+}
+
+/// Listens at `addr`. At `[::]` (the default) that is every address of
+/// both families: one IPv6 socket that takes IPv4 clients too, whatever the
+/// system's default for such sockets; where the host has no IPv6, every
+/// IPv4 address instead.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let open = |addr: SocketAddr| -> std::io::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        if addr.is_ipv6() && addr.ip().is_unspecified() {
+            socket.set_only_v6(false)?;
+        }
+        // As `TcpListener::bind` does: a restarted server gets its port
+        // back while the last one's connections wait out TIME_WAIT.
+        #[cfg(unix)]
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        TcpListener::from_std(socket.into())
+    };
+    match open(addr) {
+        Err(e) if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED && no_ipv6(&e) => {
+            open(SocketAddr::from(([0, 0, 0, 0], addr.port())))
+        }
+        result => result,
+    }
+}
+
+/// Whether `e` says the host has no IPv6.
+fn no_ipv6(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)
+    )
 }
 
 /// Raises the process's open-file limit to its hard maximum: every client is

@@ -45,27 +45,43 @@ pub fn trim() {
     }
 }
 
-/// Trims whenever more than [`WORTH_TRIMMING`] is free, until `stop`.
+/// Whether to trim, with `free` bytes free now and `low` the least seen
+/// free since the last trim: when more than [`WORTH_TRIMMING`] was freed
+/// since. (Free memory given back is still counted as free, so "more than
+/// 4 MiB free" alone would trim again every time.)
+pub fn due(free: usize, low: usize) -> bool {
+    free > low.saturating_add(WORTH_TRIMMING)
+}
+
+/// Trims whenever more than [`WORTH_TRIMMING`] was freed since the last
+/// trim, until `stop`.
 pub async fn run(stop: CancellationToken) {
     let mut every = tokio::time::interval(EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut low = 0;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = every.tick() => {}
         }
-        if free_in_heap().is_some_and(|free| free > WORTH_TRIMMING) {
-            // Walking the heaps takes a few milliseconds at most; not on a
-            // worker thread all the same.
-            let took = tokio::task::spawn_blocking(|| {
-                let at = std::time::Instant::now();
-                trim();
-                at.elapsed()
-            })
-            .await;
-            if let Ok(took) = took {
-                debug!("gave free heap memory back in {took:?}");
-            }
+        let Some(free) = free_in_heap() else {
+            return;
+        };
+        low = low.min(free);
+        if !due(free, low) {
+            continue;
+        }
+        low = free;
+        // Walking the heaps takes a few milliseconds at most; not on a
+        // worker thread all the same.
+        let took = tokio::task::spawn_blocking(|| {
+            let at = std::time::Instant::now();
+            trim();
+            at.elapsed()
+        })
+        .await;
+        if let Ok(took) = took {
+            debug!("gave free heap memory back in {took:?}");
         }
     }
 }
@@ -82,6 +98,20 @@ mod tests {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS")
+    }
+
+    /// A trim follows what was freed since the last one, not what is free.
+    #[test]
+    fn a_trim_is_due_only_after_more_was_freed() {
+        const MIB: usize = 1024 * 1024;
+        assert!(due(5 * MIB, 0), "first burst");
+        assert!(
+            !due(5 * MIB, 5 * MIB),
+            "the same free memory, given back already"
+        );
+        assert!(!due(8 * MIB, 5 * MIB), "3 MiB more");
+        assert!(due(10 * MIB, 5 * MIB), "5 MiB more");
+        assert!(due(6 * MIB, MIB), "taken again, then freed again");
     }
 
     /// Memory freed in the middle of a heap (a burst's buffers, with

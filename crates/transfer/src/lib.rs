@@ -38,7 +38,7 @@ pub use session::{
     fetch, serve, Event as SessionEvent, FetchOptions, Progress, RecvSession, SendSession,
     ServeKeys, ServeOptions, TransferStats, MAX_MSS, MIN_MSS,
 };
-pub use socket::{bind, bind_std};
+pub use socket::{bind, bind_dual, bind_dual_std, bind_std};
 pub use ticket::Ticket;
 pub use wire::{Msg, TOKEN_LEN};
 

@@ -35,6 +35,37 @@ pub fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// Binds a UDP socket at `port` (0: any) on every address of this host,
+/// IPv4 and IPv6 alike: one IPv6 socket that also takes IPv4 (as
+/// `::ffff:a.b.c.d`), so an owner is reachable at whichever address its
+/// server sees, whatever the asker's family. Where the host has no IPv6,
+/// an IPv4 socket.
+pub fn bind_dual(port: u16) -> std::io::Result<UdpSocket> {
+    UdpSocket::from_std(bind_dual_std(port)?)
+}
+
+/// [`bind_dual`] without a runtime.
+pub fn bind_dual_std(port: u16) -> std::io::Result<std::net::UdpSocket> {
+    match dual_stack(port) {
+        Ok(socket) => Ok(socket),
+        Err(_) => bind_std(SocketAddr::from(([0, 0, 0, 0], port))),
+    }
+}
+
+fn dual_stack(port: u16) -> std::io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_only_v6(false)?;
+    let _ = socket.set_recv_buffer_size(BUFFER);
+    let _ = socket.set_send_buffer_size(BUFFER);
+    // Both families' settings: IPv4 peers go out as IPv4 datagrams.
+    dont_fragment(&socket, true);
+    dont_fragment(&socket, false);
+    socket.set_nonblocking(true)?;
+    let any = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+    socket.bind(&any.into())?;
+    Ok(socket.into())
+}
+
 /// Sets "don't fragment" (best effort: without it probing still works, as
 /// an oversized probe is then fragmented or lost and a smaller size used).
 #[cfg(target_os = "linux")]
@@ -116,6 +147,33 @@ pub fn receive_drops<S>(_: &S) -> u32 {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    /// One socket takes datagrams from IPv4 and IPv6 peers, and answers
+    /// each at the address it came from.
+    #[test]
+    fn a_dual_stack_socket_talks_to_both_families() {
+        let dual = bind_dual_std(0).unwrap();
+        let port = dual.local_addr().unwrap().port();
+        dual.set_nonblocking(false).unwrap();
+        dual.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        for (peer, to) in [
+            ("127.0.0.1:0", format!("127.0.0.1:{port}")),
+            ("[::1]:0", format!("[::1]:{port}")),
+        ] {
+            let peer = std::net::UdpSocket::bind(peer).unwrap();
+            peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            peer.send_to(b"hello", to.as_str()).unwrap();
+            let mut buf = [0u8; 16];
+            let (n, from) = dual.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"hello");
+            assert_eq!(from.ip().to_canonical(), peer.local_addr().unwrap().ip());
+            dual.send_to(b"back", from).unwrap();
+            let n = peer.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"back", "the answer reaches {to}'s sender");
+        }
+    }
 
     #[test]
     fn a_full_receive_buffer_counts_its_drops() {
