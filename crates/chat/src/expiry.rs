@@ -84,6 +84,8 @@ impl Chat {
         self.homes.forget_unused();
     }
 
+    /// Forgets the bindings [`Chat::sweep_names`] describes, unless expiry
+    /// is off.
     fn expire_names(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
         let expiry = self.settings.unused_name_expiry_ms;
         if expiry == 0 {

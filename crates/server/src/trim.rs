@@ -7,7 +7,7 @@
 //! server that once held a burst keeps its size for good (measured: 10 to
 //! 15 MB at a server with 10,000 clients, a tenth of what it holds). The
 //! allocator can hand whole free pages back on request (`malloc_trim`);
-//! this module asks it to when there is enough free to be worth it.
+//! this module asks it to whenever enough was freed since it last did.
 
 use std::time::Duration;
 
@@ -17,8 +17,8 @@ use tracing::debug;
 /// How often the heap's free memory is looked at.
 pub const EVERY: Duration = Duration::from_secs(2);
 
-/// Free heap memory above which the server trims: well above what steady
-/// traffic frees and takes again between two looks.
+/// Memory freed since the last trim above which the server trims again:
+/// well above what steady traffic frees and takes again between two looks.
 pub const WORTH_TRIMMING: usize = 4 * 1024 * 1024;
 
 /// Bytes the allocator holds free in its heaps, if it can say.

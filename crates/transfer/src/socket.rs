@@ -25,11 +25,24 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 /// [`bind`] without a runtime: a non-blocking standard socket, to hand to
 /// whichever runtime will drive it (`UdpSocket::from_std`).
 pub fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    open(addr, false)
+}
+
+/// A socket at `addr` with the buffers and fragmentation set; with `dual`
+/// (and an IPv6 `addr`), one that takes IPv4 too.
+fn open(addr: SocketAddr, dual: bool) -> std::io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if dual {
+        socket.set_only_v6(false)?;
+    }
     // Best effort: a smaller buffer still works, only less well.
     let _ = socket.set_recv_buffer_size(BUFFER);
     let _ = socket.set_send_buffer_size(BUFFER);
     dont_fragment(&socket, addr.is_ipv6());
+    if dual {
+        // IPv4 peers of a dual-stack socket get IPv4 datagrams.
+        dont_fragment(&socket, false);
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
@@ -46,24 +59,8 @@ pub fn bind_dual(port: u16) -> std::io::Result<UdpSocket> {
 
 /// [`bind_dual`] without a runtime.
 pub fn bind_dual_std(port: u16) -> std::io::Result<std::net::UdpSocket> {
-    match dual_stack(port) {
-        Ok(socket) => Ok(socket),
-        Err(_) => bind_std(SocketAddr::from(([0, 0, 0, 0], port))),
-    }
-}
-
-fn dual_stack(port: u16) -> std::io::Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_only_v6(false)?;
-    let _ = socket.set_recv_buffer_size(BUFFER);
-    let _ = socket.set_send_buffer_size(BUFFER);
-    // Both families' settings: IPv4 peers go out as IPv4 datagrams.
-    dont_fragment(&socket, true);
-    dont_fragment(&socket, false);
-    socket.set_nonblocking(true)?;
     let any = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
-    socket.bind(&any.into())?;
-    Ok(socket.into())
+    open(any, true).or_else(|_| bind_std(SocketAddr::from(([0, 0, 0, 0], port))))
 }
 
 /// Sets "don't fragment" (best effort: without it probing still works, as
