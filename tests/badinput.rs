@@ -873,6 +873,10 @@ fn a_peer_lying_about_size_or_hash_leaves_no_wrong_file() {
         alice.send("@all whohas m.bin");
         mallory.have(*size, *blake3);
         alice.expect_nth(round + 1, "whohas_reply", &[("from", "mallory".into())]);
+        // Carol's answer too: one that came only after the next round's
+        // `whohas` would count for that round, and hers would be dropped
+        // there as a repeat.
+        alice.expect_nth(round + 1, "whohas_reply", &[("from", "carol".into())]);
         alice.send("@mallory getfile m.bin");
         let r = mallory.request();
         let deal = mallory.deal(&r, *size, *blake3);
