@@ -7,6 +7,7 @@
 //! ProbeAck:  0x12 | size u32                                 receiver -> sender
 //! Begin:     0x13 | mss u32                                  sender -> receiver
 //! Challenge: 0x14 | token [32]                               sender -> receiver
+//! Punch:     0x15                                            sender -> receiver
 //! ```
 //!
 //! `isn` numbers the data packets; `resume_from` is the byte offset to start
@@ -16,7 +17,11 @@
 //! is the receiver's own (see `session/send.rs`). A `Probe` is as
 //! long as a data datagram carrying `size` payload bytes would be: if its
 //! `ProbeAck` comes back, the path carries datagrams that large. `Begin`
-//! fixes the payload size of every data packet of the session.
+//! fixes the payload size of every data packet of the session. `Punch`
+//! goes from the sender to each of the receiver's candidate addresses
+//! while it waits for a `Start`: it opens the sender's own NAT towards
+//! them, and tells the receiver an address the sender is reachable at
+//! (the one it came from), where the receiver sends its `Start` too.
 
 use chatdrop_arq::{DecodeError, Frame};
 
@@ -55,6 +60,8 @@ pub enum Msg<'a> {
         /// Payload bytes per data packet.
         mss: u32,
     },
+    /// The sender, waiting for a `Start`, opens its way to the receiver.
+    Punch,
 }
 
 const START: u8 = 0x10;
@@ -62,6 +69,7 @@ const PROBE: u8 = 0x11;
 const PROBE_ACK: u8 = 0x12;
 const BEGIN: u8 = 0x13;
 const CHALLENGE: u8 = 0x14;
+const PUNCH: u8 = 0x15;
 
 /// Bytes of an address-validation token.
 pub const TOKEN_LEN: usize = 32;
@@ -107,7 +115,8 @@ impl<'a> Msg<'a> {
                 size: u32_at(b, 1)?,
             }),
             Some(&BEGIN) if b.len() == 5 => Ok(Msg::Begin { mss: u32_at(b, 1)? }),
-            Some(&PROBE_ACK) | Some(&BEGIN) => Err(DecodeError("bad length")),
+            Some(&PUNCH) if b.len() == 1 => Ok(Msg::Punch),
+            Some(&PROBE_ACK) | Some(&BEGIN) | Some(&PUNCH) => Err(DecodeError("bad length")),
             _ => Frame::decode(b).map(Msg::Arq),
         }
     }
@@ -146,6 +155,7 @@ impl<'a> Msg<'a> {
                 out.push(BEGIN);
                 out.extend_from_slice(&mss.to_be_bytes());
             }
+            Msg::Punch => out.push(PUNCH),
         }
     }
 }
@@ -175,6 +185,8 @@ mod tests {
             assert!(Msg::decode(&b[..3]).is_err(), "{m:?} truncated");
         }
         assert_eq!(Msg::decode(&[3]).unwrap(), Msg::Arq(Frame::Done));
+        assert_eq!(Msg::decode(&[PUNCH]).unwrap(), Msg::Punch);
+        assert!(Msg::decode(&[PUNCH, 0]).is_err(), "a Punch has no body");
     }
 
     #[test]

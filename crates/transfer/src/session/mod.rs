@@ -54,7 +54,7 @@ mod sim;
 
 pub use fetch::fetch;
 pub use recv::RecvSession;
-pub use send::SendSession;
+pub use send::{SendSession, MAX_PUNCHED};
 pub use serve::{serve, ServeKeys};
 
 /// Payload bytes of a data packet when no larger size is confirmed: fits
@@ -93,10 +93,16 @@ pub struct ServeOptions {
     pub cfg: Config,
     /// How long to wait for the receiver's `Start`; `None` waits for ever.
     pub wait_for_start: Option<Duration>,
-    /// The only address a receiver may start from, when it is known (chat
-    /// mode: the asker's, as its server sees it); `None` takes any that
-    /// proves it gets what is sent there.
-    pub peer_ip: Option<IpAddr>,
+    /// The only IP addresses a receiver may start from, when they are
+    /// known (chat mode: the asker's, as its server sees it, and those of
+    /// its candidates); empty takes any that proves it gets what is sent
+    /// there.
+    pub peer_ips: Vec<IpAddr>,
+    /// The receiver's candidate addresses (chat mode), punched towards
+    /// while no `Start` came: at most [`MAX_PUNCHED`] of them, every
+    /// 200 ms for two seconds. Nothing larger than a `Punch` goes to an
+    /// address before it proves it is the receiver's.
+    pub punch: Vec<SocketAddr>,
 }
 
 /// Options of the receiving end.

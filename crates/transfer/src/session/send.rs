@@ -27,6 +27,15 @@ const MAX_CHALLENGES: usize = 8;
 /// otherwise cost a whole retransmission timeout of data.
 const BEGIN_REPEAT: Duration = Duration::from_millis(100);
 
+/// How often the waiting sender punches towards the receiver's candidates.
+pub(crate) const PUNCH_EVERY: Duration = Duration::from_millis(200);
+/// Rounds of punches at most: two seconds' worth, after which a path
+/// that did not open is not going to (and the receiver's own `Start`s,
+/// if they get through, still start the session).
+pub(crate) const PUNCH_ROUNDS: u32 = 10;
+/// Candidate addresses punched at most.
+pub const MAX_PUNCHED: usize = 8;
+
 /// The sending end of one session (see the module docs).
 ///
 /// The driver's loop: [`poll_msg`](Self::poll_msg) and
@@ -57,13 +66,19 @@ pub struct SendSession {
     key: hmac::Key,
     /// `Challenge`s to send: (to, token), at most [`MAX_CHALLENGES`].
     challenges: VecDeque<(SocketAddr, [u8; TOKEN_LEN])>,
+    /// Punches of this round still to send.
+    punches: VecDeque<SocketAddr>,
 }
 
 #[derive(Debug)]
 enum Phase {
     /// No authentic `Start` yet; the session gives up at the deadline.
+    /// Meanwhile it punches towards the receiver's candidates at
+    /// `next_punch`, `rounds` more times.
     Waiting {
         deadline: Option<Instant>,
+        next_punch: Instant,
+        rounds: u32,
     },
     Probing(PathProbe),
     /// Data flows; `Begin` is repeated at `next_begin` until the receiver
@@ -115,11 +130,14 @@ impl SendSession {
             resume_from: 0,
             phase: Phase::Waiting {
                 deadline: opts.wait_for_start.map(|d| now + d),
+                next_punch: now,
+                rounds: if opts.punch.is_empty() { 0 } else { PUNCH_ROUNDS },
             },
             arq: None,
             events: VecDeque::new(),
             key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
             challenges: VecDeque::with_capacity(MAX_CHALLENGES),
+            punches: VecDeque::new(),
         }
     }
 
@@ -134,8 +152,9 @@ impl SendSession {
     /// `Start` (no amplification: RFC 9000, section 8, allows three
     /// times); only a `Start` that echoes it, which only a receiver that
     /// gets datagrams at that address can send, starts the session. In
-    /// chat mode a `Start` from anywhere but the asker's address as its
-    /// server knows it is not even answered.
+    /// chat mode a `Start` from an IP that is neither the asker's as its
+    /// server knows it nor one of the asker's candidates is not even
+    /// answered.
     fn on_start(&mut self, now: Instant, from: SocketAddr, msg: Msg<'_>) {
         let Msg::Start {
             isn,
@@ -147,8 +166,9 @@ impl SendSession {
         };
         // A server listening on both IPv4 and IPv6 sees an IPv4 client as
         // `::ffff:a.b.c.d`: the same address as `a.b.c.d`.
-        let expected = self.opts.peer_ip.map(|ip| ip.to_canonical());
-        if expected.is_some_and(|ip| ip != from.ip().to_canonical()) {
+        let ip = from.ip().to_canonical();
+        let allowed = &self.opts.peer_ips;
+        if !allowed.is_empty() && !allowed.iter().any(|a| a.to_canonical() == ip) {
             return;
         }
         if hmac::verify(&self.key, &token_input(from), &token).is_ok() {
@@ -220,6 +240,18 @@ impl SendSession {
         if let Some((to, token)) = self.challenges.pop_front() {
             return Some((to, Msg::Challenge { token }));
         }
+        if let Phase::Waiting {
+            next_punch, rounds, ..
+        } = &mut self.phase
+        {
+            if self.punches.is_empty() && *rounds > 0 && now >= *next_punch {
+                *rounds -= 1;
+                *next_punch = now + PUNCH_EVERY;
+                let to = self.opts.punch.iter().take(MAX_PUNCHED);
+                self.punches.extend(to);
+            }
+            return self.punches.pop_front().map(|to| (to, Msg::Punch));
+        }
         let peer = self.peer?;
         let msg = match &mut self.phase {
             Phase::Waiting { .. } => None,
@@ -272,7 +304,17 @@ impl SendSession {
     /// session on.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.phase {
-            Phase::Waiting { deadline } => *deadline,
+            Phase::Waiting {
+                deadline,
+                next_punch,
+                rounds,
+            } => {
+                let punch = (*rounds > 0).then_some(*next_punch);
+                match (*deadline, punch) {
+                    (Some(d), Some(p)) => Some(d.min(p)),
+                    (d, p) => d.or(p),
+                }
+            }
             Phase::Probing(probe) => probe.poll_timeout(),
             Phase::Sending { next_begin, .. } => {
                 let arq = self.arq.as_ref()?;
@@ -290,7 +332,7 @@ impl SendSession {
     /// Runs the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         match &mut self.phase {
-            Phase::Waiting { deadline } if deadline.is_some_and(|d| now >= d) => {
+            Phase::Waiting { deadline, .. } if deadline.is_some_and(|d| now >= d) => {
                 let silent = TransferError::PeerSilent("no receiver came".into());
                 self.end(None, Err(silent));
             }
@@ -307,6 +349,7 @@ impl SendSession {
 
     fn start(&mut self, now: Instant, from: SocketAddr, isn: u32, resume_from: u64) {
         self.peer = Some(from);
+        self.punches.clear();
         self.isn = isn;
         self.resume_from = resume_from.min(self.size);
         self.events.push_back(Event::Started {
