@@ -186,17 +186,23 @@ impl Printer {
                 from,
                 size,
                 resumed_from,
+                path,
                 ..
             } => {
                 let (file, from) = (v(file), v(from));
+                // "direct", or "punched": through both sides' NATs.
+                let how = match path.as_str() {
+                    "punched" => "through NAT (hole punched)",
+                    _ => "directly",
+                };
                 if *resumed_from > 0 {
                     format!(
-                        "Fetching {file} ({}) from {from}, resuming at {}",
+                        "Fetching {file} ({}) from {from} {how}, resuming at {}",
                         human_bytes(*size),
                         human_bytes(*resumed_from)
                     )
                 } else {
-                    format!("Fetching {file} ({}) from {from}", human_bytes(*size))
+                    format!("Fetching {file} ({}) from {from} {how}", human_bytes(*size))
                 }
             }
             ClientEvent::TransferProgress { bytes, total, .. } => {

@@ -157,7 +157,8 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         let opts = ServeOptions {
             cfg,
             wait_for_start: None,
-            peer_ip: None,
+            peer_ips: Vec::new(),
+            punch: Vec::new(),
         };
         let mut meter = Meter::new(&printer, &id, size);
         let result = serve(&socket, keys, &source, &opts, |d, t| meter.update(d, t)).await;
@@ -207,6 +208,8 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
                 from: from.clone(),
                 size: ticket.size,
                 resumed_from: download.resume_from(),
+                path: "direct".into(),
+                addr: ticket.addr.to_string(),
             },
         );
         let timeout = Duration::from_secs(args.timeout.max(1));

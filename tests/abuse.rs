@@ -59,6 +59,7 @@ fn each_flood_is_refused_by_name_then_disconnected_and_others_chat_on() {
                 file: format!("f{i}"),
                 eph: [1; 32],
                 sig: vec![0; 64],
+                candidates: Vec::new(),
             }),
         ),
         (

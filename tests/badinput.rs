@@ -750,6 +750,7 @@ fn unservable_file_names_are_not_offered_and_the_rest_are_served() {
                 file: file.into(),
                 eph: [1; 32],
                 sig: vec![0; 64],
+                candidates: Vec::new(),
             },
         ] {
             mallory.send(msg);

@@ -8,6 +8,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ const FILE_EVENTS: &[(&str, &[&str])] = &[
     ("whohas_reply", &["file", "from", "size", "blake3"]),
     (
         "transfer_started",
-        &["id", "file", "from", "size", "resumed_from"],
+        &["id", "file", "from", "size", "resumed_from", "path", "addr"],
     ),
     ("transfer_progress", &["id", "bytes", "total"]),
     (
@@ -92,6 +93,8 @@ fn assert_file_event(v: &Value) {
             }),
             "blake3" => is_hex(x, 32),
             "id" => is_hex(x, 8),
+            "path" if kind == "transfer_started" => x == "direct" || x == "punched",
+            "addr" => x.as_str().is_some_and(|a| a.parse::<SocketAddr>().is_ok()),
             _ => x.as_str().is_some_and(|s| !s.is_empty()),
         };
         assert!(ok, "{kind}.{f} is {x}: {v}");

@@ -79,6 +79,8 @@ fn offer() -> Offer {
         window: 16_384,
         mss: 1_200,
         asker_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
+        candidates: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 5)), 40_000)],
+        observed: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)), 61_000)),
         sig: vec![6; 64],
     }
 }
@@ -167,7 +169,12 @@ fn client_msgs() -> Vec<(&'static str, ClientMsg)> {
                 file: "docs/a.pdf".into(),
                 eph: [2; 32],
                 sig: vec![3; 64],
+                candidates: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 5000)],
             },
+        ),
+        (
+            "observe",
+            ClientMsg::Observe { token: [8; 16] },
         ),
         (
             "answer-accept",
@@ -320,6 +327,17 @@ fn server_msgs() -> Vec<(&'static str, ServerMsg)> {
                 eph: [2; 32],
                 sig: vec![3; 64],
                 from_ip: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+                candidates: vec![SocketAddr::new(
+                    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2)),
+                    5000,
+                )],
+            },
+        ),
+        (
+            "observed",
+            ServerMsg::Observed {
+                token: [8; 16],
+                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9)), 61_000),
             },
         ),
         (
@@ -511,6 +529,7 @@ fn net_msgs() -> Vec<(&'static str, NetMsg)> {
                 file: "docs/a.pdf".into(),
                 eph: [2; 32],
                 sig: vec![3; 64],
+                candidates: Vec::new(),
             },
         ),
         (
@@ -648,6 +667,7 @@ fn session_frames() -> Vec<(&'static str, Vec<u8>)> {
         ("probe", Msg::Probe { size: 40 }),
         ("probe-ack", Msg::ProbeAck { size: 1_446 }),
         ("begin", Msg::Begin { mss: 1_446 }),
+        ("punch", Msg::Punch),
         (
             "data",
             Msg::Arq(Frame::Data {

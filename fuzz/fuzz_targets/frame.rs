@@ -74,7 +74,8 @@ fn client_strings(m: &ClientMsg) -> Vec<&str> {
         | ClientMsg::Ping
         | ClientMsg::LeaveRoom
         | ClientMsg::GetPeers
-        | ClientMsg::Quit => {}
+        | ClientMsg::Quit
+        | ClientMsg::Observe { .. } => {}
     }
     out
 }
@@ -84,7 +85,7 @@ fn server_strings(m: &ServerMsg) -> Vec<&str> {
     match m {
         ServerMsg::Challenge { server_name, .. } => out.push(server_name.as_str()),
         ServerMsg::LoggedIn { user } => out.push(user),
-        ServerMsg::Pong => {}
+        ServerMsg::Pong | ServerMsg::Observed { .. } => {}
         ServerMsg::Rooms { rooms, next, .. } => {
             out.extend(rooms.iter().map(|r: &RoomInfo| r.name.as_str()));
             out.extend(next.as_deref());

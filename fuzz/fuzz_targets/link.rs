@@ -123,11 +123,12 @@ fn net_msg(m: &NetMsg) {
             file,
             eph,
             sig,
+            candidates,
         } => {
             [from.as_str(), owner, file]
                 .into_iter()
                 .for_each(check_string);
-            let t = chatdrop_proto::auth::request_transcript(from, owner, file, eph);
+            let t = chatdrop_proto::auth::request_transcript(from, owner, file, eph, candidates);
             let _ = verifies(from_key, &t, sig);
         }
         NetMsg::FileOffer { to, from, file, .. } => {

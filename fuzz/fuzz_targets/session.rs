@@ -438,7 +438,8 @@ fn setup(u: &mut Unstructured) -> Result<()> {
     let serve = ServeOptions {
         cfg: cfg.clone(),
         wait_for_start,
-        peer_ip,
+        peer_ips: peer_ip.into_iter().collect(),
+        punch: Vec::new(),
     };
     let fetch = FetchOptions { cfg: cfg.clone() };
     let mut sim = Sim {

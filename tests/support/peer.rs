@@ -257,12 +257,19 @@ impl RawPeer {
     pub fn ask(&self, owner: &str, file: &str, signer: &SigningKey, signed_for: &str) -> Asked {
         let eph = StaticSecret::random_from_rng(rand::rngs::OsRng);
         let eph_pub = PublicKey::from(&eph).to_bytes();
-        let sig = signer.sign(&request_transcript(&self.name, signed_for, file, &eph_pub));
+        let sig = signer.sign(&request_transcript(
+            &self.name,
+            signed_for,
+            file,
+            &eph_pub,
+            &[],
+        ));
         self.send(ClientMsg::GetFile {
             owner: owner.to_string(),
             file: file.to_string(),
             eph: eph_pub,
             sig: sig.to_bytes().to_vec(),
+            candidates: Vec::new(),
         });
         Asked {
             owner: owner.to_string(),
@@ -366,6 +373,8 @@ impl RawPeer {
             window: chatdrop_arq::DEFAULT_WINDOW,
             mss: chatdrop_transfer::MAX_MSS,
             asker_ip: r.from_ip,
+            candidates: Vec::new(),
+            observed: None,
             sig: Vec::new(),
         };
         let transcript = offer_transcript(&self.name, &r.from, &r.file, &r.eph, &offer);
@@ -421,7 +430,8 @@ impl RawPeer {
         let opts = ServeOptions {
             cfg,
             wait_for_start: Some(WAIT),
-            peer_ip: Some(deal.offer.asker_ip),
+            peer_ips: vec![deal.offer.asker_ip],
+            punch: Vec::new(),
         };
         self.rt.spawn(async move {
             let Deal { socket, keys, .. } = deal;

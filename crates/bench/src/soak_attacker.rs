@@ -38,6 +38,7 @@ fn floods() -> Vec<ClientMsg> {
             file: "flood.bin".into(),
             eph: [1; 32],
             sig: vec![0; 64],
+            candidates: Vec::new(),
         },
         ClientMsg::CreateRoom {
             room: "flood".into(),

@@ -82,7 +82,8 @@ impl BenchSession {
         ServeOptions {
             cfg: self.cfg.clone(),
             wait_for_start: Some(Duration::from_secs(10)),
-            peer_ip: None,
+            peer_ips: Vec::new(),
+            punch: Vec::new(),
         }
     }
 }

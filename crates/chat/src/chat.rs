@@ -268,10 +268,17 @@ impl Chat {
                 file,
                 eph,
                 sig,
-            } => self.get_file(now_ms, conn, owner, file, eph, sig, out),
+                candidates,
+            } => {
+                let ask = (file, eph, sig, candidates);
+                self.get_file(now_ms, conn, owner, ask, out)
+            }
             ClientMsg::FileAnswer { req, answer } => {
                 self.file_answer(now_ms, conn, req, answer, out)
             }
+            // The connection registers it (see the server's `observe.rs`):
+            // it never reaches the core.
+            ClientMsg::Observe { .. } => {}
             ClientMsg::Ping => out.push(Effect::Send {
                 to: conn,
                 msg: ServerMsg::Pong,
@@ -474,6 +481,7 @@ impl Chat {
                 file,
                 eph,
                 sig,
+                candidates,
             } => {
                 let ask = Ask {
                     from: asker,
@@ -481,6 +489,7 @@ impl Chat {
                     file,
                     eph,
                     sig,
+                    candidates,
                 };
                 self.remote_get_file(now_ms, from, owner, ask, out)
             }

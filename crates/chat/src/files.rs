@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+use chatdrop_proto::limits::MAX_CANDIDATES;
 use chatdrop_proto::link::{NetMsg, ServerId};
 use chatdrop_proto::names;
 use chatdrop_proto::{ErrorCode, FileAnswer, Offer, RefuseReason, ServerMsg};
@@ -30,6 +31,19 @@ pub(crate) struct Ask {
     pub(crate) file: String,
     pub(crate) eph: [u8; 32],
     pub(crate) sig: Vec<u8>,
+    pub(crate) candidates: Vec<SocketAddr>,
+}
+
+/// At most [`MAX_CANDIDATES`] candidate addresses, in a request or an
+/// offer.
+pub(crate) fn check_candidates(candidates: &[SocketAddr]) -> Result<(), String> {
+    if candidates.len() > MAX_CANDIDATES {
+        return Err(format!(
+            "{} candidate addresses; at most {MAX_CANDIDATES} are allowed",
+            candidates.len()
+        ));
+    }
+    Ok(())
 }
 
 /// A refusal as the asker receives it.
@@ -204,12 +218,14 @@ impl Chat {
         now_ms: u64,
         conn: ConnId,
         owner: String,
-        file: String,
-        eph: [u8; 32],
-        sig: Vec<u8>,
+        (file, eph, sig, candidates): (String, [u8; 32], Vec<u8>, Vec<SocketAddr>),
         out: &mut Vec<Effect>,
     ) {
         if !check_file_name(conn, &file, out) {
+            return;
+        }
+        if let Err(why) = check_candidates(&candidates) {
+            out.push(err(conn, ErrorCode::BadRequest, why));
             return;
         }
         let Some(owner_at) = self.member(conn, &owner, out) else {
@@ -229,6 +245,7 @@ impl Chat {
                     file,
                     eph,
                     sig,
+                    candidates,
                 };
                 self.pass_request(now_ms, Who::Local(conn), ask, owner_conn, out)
             }
@@ -240,6 +257,7 @@ impl Chat {
                     file,
                     eph,
                     sig,
+                    candidates,
                 };
                 self.net.send(now_ms, server, msg, out);
             }
@@ -261,6 +279,7 @@ impl Chat {
             file,
             eph,
             sig,
+            candidates,
         } = ask;
         let waiting = self
             .requests
@@ -319,6 +338,7 @@ impl Chat {
                 eph,
                 sig,
                 from_ip,
+                candidates,
             },
         });
     }
@@ -360,7 +380,9 @@ impl Chat {
             }
             FileAnswer::Accept(offer) => {
                 let policy = &self.settings.policy;
-                match policy.check_file(&r.file, offer.size, &offer.blake3) {
+                let checked = check_candidates(&offer.candidates)
+                    .and_then(|()| policy.check_file(&r.file, offer.size, &offer.blake3));
+                match checked {
                     Ok(()) => Ok(offer),
                     Err(why) => Err((RefuseReason::Blocked, why)),
                 }

@@ -255,8 +255,12 @@ pub(crate) fn check(
             from,
             owner,
             file: f,
+            candidates,
             ..
-        } => user(from).and(user(owner)).and(file(f)),
+        } => user(from)
+            .and(user(owner))
+            .and(file(f))
+            .and(crate::files::check_candidates(candidates)),
         NetMsg::Refused {
             to,
             from,

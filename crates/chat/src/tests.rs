@@ -814,6 +814,8 @@ fn offer(size: u64, hash: u8) -> Offer {
         window: 16,
         mss: 1200,
         asker_ip: [127, 0, 0, 1].into(),
+        candidates: Vec::new(),
+        observed: None,
         sig: vec![1; 64],
     }
 }
@@ -864,6 +866,7 @@ fn whohas_and_getfile_are_brokered_within_the_room() {
             file: "song.mp3".into(),
             eph: [2; 32],
             sig: vec![3; 64],
+            candidates: vec!["192.168.1.5:4100".parse().unwrap()],
         },
     });
     let got = h.take(B);
@@ -873,18 +876,20 @@ fn whohas_and_getfile_are_brokered_within_the_room() {
         from_key,
         eph,
         from_ip,
+        candidates,
         ..
     }] = &got[..]
     else {
         panic!("{got:?}")
     };
     // The owner learns where the asker is, to take the transfer from
-    // there only.
+    // there only, and the candidates it signed.
     let alice_ip: std::net::IpAddr = [127, 0, 0, A.0 as u8].into();
     assert_eq!(
         (from.as_str(), *from_key, *eph, *from_ip),
         ("alice", [1; 32], [2; 32], alice_ip)
     );
+    assert_eq!(candidates, &["192.168.1.5:4100".parse().unwrap()]);
     // Only bob may answer, once.
     h.ev(Event::Request {
         conn: C,
@@ -935,6 +940,7 @@ fn whohas_and_getfile_are_brokered_within_the_room() {
             file: "x".into(),
             eph: [2; 32],
             sig: vec![],
+            candidates: Vec::new(),
         },
     });
     let ServerMsg::FileRequest { req, .. } = h.take(B)[0].clone() else {
@@ -959,6 +965,7 @@ fn whohas_and_getfile_are_brokered_within_the_room() {
             file: "x".into(),
             eph: [2; 32],
             sig: vec![],
+            candidates: Vec::new(),
         },
     });
     assert_eq!(error_code(&h.take(A)), Some(ErrorCode::UnknownUser));
@@ -1017,6 +1024,7 @@ fn the_share_policy_is_enforced_where_requests_are_brokered() {
             file: "a.bin".into(),
             eph: [0; 32],
             sig: vec![],
+            candidates: Vec::new(),
         },
     });
     let ServerMsg::FileRequest { req, .. } = h.take(B)[0].clone() else {
@@ -1079,6 +1087,7 @@ fn a_file_name_that_shows_reversed_is_refused_where_files_are_brokered() {
                 file: bidi.into(),
                 eph: [2; 32],
                 sig: vec![3; 64],
+                candidates: Vec::new(),
             },
         ),
     ];
@@ -1405,4 +1414,57 @@ fn a_name_never_used_again_expires() {
             })
         ))
     ));
+}
+
+#[test]
+fn a_request_or_offer_with_too_many_candidates_is_refused() {
+    // Checked to fail without `check_candidates`: the request reaches bob.
+    let mut h = Harness::new();
+    h.login(A, "alice");
+    h.login(B, "bob");
+    h.create(A, "r", None);
+    h.join(B, "r", None);
+    h.take(A);
+    h.take(B);
+    let many: Vec<std::net::SocketAddr> = (0..9)
+        .map(|i| std::net::SocketAddr::from(([10, 0, 0, 1], 4000 + i)))
+        .collect();
+    let ask = |candidates| ClientMsg::GetFile {
+        owner: "bob".into(),
+        file: "song.mp3".into(),
+        eph: [2; 32],
+        sig: vec![3; 64],
+        candidates,
+    };
+    h.ev(Event::Request {
+        conn: A,
+        msg: ask(many.clone()),
+    });
+    let got = h.take(A);
+    assert_eq!(error_code(&got), Some(ErrorCode::BadRequest));
+    assert!(format!("{got:?}").contains("at most 8"), "{got:?}");
+    assert!(h.take(B).is_empty(), "nothing reaches the owner");
+    // Eight are fine; an offer with nine is refused to the asker.
+    h.ev(Event::Request {
+        conn: A,
+        msg: ask(many[..8].to_vec()),
+    });
+    let got = h.take(B);
+    let [ServerMsg::FileRequest { req, .. }] = &got[..] else {
+        panic!("{got:?}")
+    };
+    let mut crowded = offer(10, 1);
+    crowded.candidates = many;
+    h.ev(Event::Request {
+        conn: B,
+        msg: ClientMsg::FileAnswer {
+            req: *req,
+            answer: FileAnswer::Accept(crowded),
+        },
+    });
+    let got = h.take(A);
+    assert!(
+        matches!(&got[..], [ServerMsg::TransferRefused { detail, .. }] if detail.contains("at most 8")),
+        "{got:?}"
+    );
 }

@@ -205,6 +205,12 @@ pub enum ClientEvent {
         size: u64,
         /// Bytes already there from an earlier attempt.
         resumed_from: u64,
+        /// How the file comes: `direct` (the owner answered at an address
+        /// of its own) or `punched` (at its NAT's, opened by both sides
+        /// sending at once).
+        path: String,
+        /// The owner's address the session runs with.
+        addr: String,
     },
     /// Progress of a download or upload (at most 4 a second).
     TransferProgress {

@@ -16,6 +16,7 @@
 mod command;
 mod event;
 mod identity;
+mod paths;
 mod peer;
 mod run;
 mod session;

@@ -8,26 +8,33 @@
 //! the asker checks that. Both then derive the session keys from the X25519
 //! shared secret (HKDF-SHA256, bound to the whole signed offer), and the
 //! file moves peer to peer over UDP.
+//!
+//! Each side first opens the UDP socket of the transfer and asks its
+//! server where it sees it (`paths.rs`): the request and the offer carry
+//! each side's candidate addresses, signed with the rest, and the session
+//! opens on the first pair that answers.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chatdrop_arq::{Config, Scheme};
 use chatdrop_proto::auth::{offer_transcript, request_transcript};
 use chatdrop_proto::{ClientMsg, FileAnswer, Offer, RefuseReason, ServerMsg};
 use chatdrop_transfer::{
-    fetch, serve, Download, FetchOptions, Role, ServeOptions, SessionKeys, Source,
+    fetch_from, serve, Candidates, Download, FetchOptions, Role, ServeOptions, SessionKeys, Source,
 };
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
+use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::event::{ClientEvent, ErrorKind};
+use crate::paths::{self, Observations, Outgoing};
 use crate::session::Session;
 use crate::shares::Shares;
 
@@ -76,6 +83,16 @@ struct Asking {
     eph: StaticSecret,
     /// The size and hash the owner announced in `whohas`, if it did.
     expect: Option<(u64, [u8; 32])>,
+    /// The socket the request's candidates are addresses of.
+    socket: UdpSocket,
+}
+
+/// Requests sent, by (owner, file): filled by the tasks that prepare
+/// them, emptied by offers and refusals.
+type AskingMap = Arc<Mutex<HashMap<(String, String), Asking>>>;
+
+fn lock(map: &AskingMap) -> std::sync::MutexGuard<'_, HashMap<(String, String), Asking>> {
+    map.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Files whose `whohas` answers are remembered at once.
@@ -98,9 +115,15 @@ pub struct Peer {
     /// Owners already asked for each file (so fallback moves on).
     tried: HashMap<String, HashSet<String>>,
     /// Requests sent, by (owner, file).
-    asking: HashMap<(String, String), Asking>,
+    asking: AskingMap,
     uploads: Arc<AtomicUsize>,
     events: mpsc::Sender<ClientEvent>,
+    /// To the server, from the tasks that prepare requests and offers.
+    outgoing: Outgoing,
+    /// Observations of this client's sockets waiting for the server.
+    observations: Observations,
+    /// The current server's address (its UDP port has the same number).
+    server: Option<SocketAddr>,
 }
 
 impl Peer {
@@ -109,6 +132,7 @@ impl Peer {
         opts: TransferOptions,
         data_dir: &std::path::Path,
         events: mpsc::Sender<ClientEvent>,
+        outgoing: Outgoing,
     ) -> Result<Peer, crate::ClientError> {
         let shares = Shares::open(&opts.share_dir, data_dir)?;
         Ok(Peer {
@@ -117,10 +141,23 @@ impl Peer {
             holders: HashMap::new(),
             asked: std::collections::VecDeque::new(),
             tried: HashMap::new(),
-            asking: HashMap::new(),
+            asking: AskingMap::default(),
             uploads: Arc::new(AtomicUsize::new(0)),
             events,
+            outgoing,
+            observations: Observations::default(),
+            server: None,
         })
+    }
+
+    /// The server this client is now connected to, at `addr`.
+    pub fn set_server(&mut self, addr: SocketAddr) {
+        self.server = Some(addr);
+    }
+
+    /// The server's `Observed`.
+    pub fn observed(&self, token: [u8; 16], addr: SocketAddr) {
+        self.observations.answered(token, addr);
     }
 
     async fn emit(&self, e: ClientEvent) {
@@ -177,11 +214,10 @@ impl Peer {
         ClientMsg::WhoHas { file: file.into() }
     }
 
-    /// `@USER getfile FILE`: the request, signed.
-    pub fn get_file(&mut self, me: &str, key: &SigningKey, owner: &str, file: &str) -> ClientMsg {
-        let eph = StaticSecret::random_from_rng(rand::rngs::OsRng);
-        let eph_pub = PublicKey::from(&eph).to_bytes();
-        let sig = key.sign(&request_transcript(me, owner, file, &eph_pub));
+    /// `@USER getfile FILE`: opens the transfer's socket, learns where the
+    /// server sees it, and sends the request, signed with those candidate
+    /// addresses, in a task of its own.
+    pub fn get_file(&mut self, me: &str, key: &SigningKey, owner: &str, file: &str) {
         let expect = self
             .holders
             .get(file)
@@ -191,16 +227,19 @@ impl Peer {
             .entry(file.to_string())
             .or_default()
             .insert(owner.to_string());
-        self.asking.insert(
-            (owner.to_string(), file.to_string()),
-            Asking { eph, expect },
-        );
-        ClientMsg::GetFile {
-            owner: owner.into(),
-            file: file.into(),
-            eph: eph_pub,
-            sig: sig.to_bytes().to_vec(),
-        }
+        let prepare = Prepare {
+            me: me.to_string(),
+            key: key.clone(),
+            owner: owner.to_string(),
+            file: file.to_string(),
+            expect,
+            server: self.server,
+            asking: self.asking.clone(),
+            outgoing: self.outgoing.clone(),
+            observations: self.observations.clone(),
+            events: self.events.clone(),
+        };
+        tokio::spawn(prepare.run());
     }
 
     /// Handles a file-related message from the server, answering through
@@ -260,11 +299,20 @@ impl Peer {
                 eph,
                 sig,
                 from_ip,
+                candidates,
             } => {
-                let answer = self
-                    .answer(me, key, &from, from_key, &file, eph, &sig, from_ip)
-                    .await;
-                s.send(&ClientMsg::FileAnswer { req, answer }).await?;
+                let asker = Asker {
+                    req,
+                    name: from,
+                    key: from_key,
+                    eph,
+                    sig,
+                    ip: from_ip,
+                    candidates,
+                };
+                if let Some(answer) = self.answer(me, key, asker, &file).await {
+                    s.send(&ClientMsg::FileAnswer { req, answer }).await?;
+                }
             }
             ServerMsg::FileOffer {
                 from,
@@ -279,7 +327,7 @@ impl Peer {
                 reason,
                 detail,
             } => {
-                self.asking.remove(&(from.clone(), file.clone()));
+                lock(&self.asking).remove(&(from.clone(), file.clone()));
                 self.emit(ClientEvent::TransferRefused {
                     file: file.clone(),
                     from: from.clone(),
@@ -288,7 +336,7 @@ impl Peer {
                 })
                 .await;
                 if reason != RefuseReason::Blocked {
-                    self.next_peer(me, key, &from, &file, s).await?;
+                    self.next_peer(me, key, &from, &file).await;
                 }
             }
             _ => {}
@@ -297,14 +345,7 @@ impl Peer {
     }
 
     /// After a refusal: ask the next peer that announced the same file.
-    async fn next_peer(
-        &mut self,
-        me: &str,
-        key: &SigningKey,
-        refused: &str,
-        file: &str,
-        s: &mut Session,
-    ) -> std::io::Result<()> {
+    async fn next_peer(&mut self, me: &str, key: &SigningKey, refused: &str, file: &str) {
         let holders = self.holders.get(file).cloned().unwrap_or_default();
         let same = holders.iter().find(|h| h.user == refused).map(|h| h.hash);
         let tried = self.tried.get(file).cloned().unwrap_or_default();
@@ -318,51 +359,46 @@ impl Peer {
                     text: format!("{refused} refused {file}; asking {user}, who also has it"),
                 })
                 .await;
-                let msg = self.get_file(me, key, &user, file);
-                s.send(&msg).await
+                self.get_file(me, key, &user, file);
             }
-            None if holders.is_empty() => Ok(()), // no `whohas` was asked: nothing to fall back on
+            None if holders.is_empty() => {} // no `whohas` was asked: nothing to fall back on
             None => {
                 self.error(
                     ErrorKind::NoPeerLeft,
                     format!("no other peer has {file}; ask again with @all whohas {file}"),
                 )
                 .await;
-                Ok(())
             }
         }
     }
 
-    /// Decides on a request and, on acceptance, starts serving.
-    #[allow(clippy::too_many_arguments)]
+    /// Decides on a request: a refusal at once; on acceptance, the offer
+    /// goes out from the task that then serves the file (it first learns
+    /// where the server sees the upload's socket), and this returns `None`.
     async fn answer(
         &mut self,
         me: &str,
         key: &SigningKey,
-        asker: &str,
-        asker_key: [u8; 32],
+        asker: Asker,
         file: &str,
-        eph: [u8; 32],
-        sig: &[u8],
-        asker_ip: std::net::IpAddr,
-    ) -> FileAnswer {
-        let genuine = VerifyingKey::from_bytes(&asker_key).ok().is_some_and(|k| {
-            Signature::from_slice(sig).is_ok_and(|sig| {
-                k.verify_strict(&request_transcript(asker, me, file, &eph), &sig)
-                    .is_ok()
-            })
+    ) -> Option<FileAnswer> {
+        let refuse = |reason| Some(FileAnswer::Refuse(reason));
+        let transcript = request_transcript(&asker.name, me, file, &asker.eph, &asker.candidates);
+        let genuine = VerifyingKey::from_bytes(&asker.key).ok().is_some_and(|k| {
+            Signature::from_slice(&asker.sig)
+                .is_ok_and(|sig| k.verify_strict(&transcript, &sig).is_ok())
         });
         if !genuine {
             tracing::warn!(
-                asker,
+                asker = asker.name,
                 file,
                 "a file request with a bad signature was refused"
             );
-            return FileAnswer::Refuse(RefuseReason::NotShared);
+            return refuse(RefuseReason::NotShared);
         }
         let (path, size, blake3) = match self.describe(file) {
             Ok(d) => d,
-            Err(reason) => return FileAnswer::Refuse(reason),
+            Err(reason) => return refuse(reason),
         };
         // Take an upload slot, or refuse as busy.
         let slots = self.uploads.clone();
@@ -372,7 +408,7 @@ impl Peer {
             })
             .is_err()
         {
-            return FileAnswer::Refuse(RefuseReason::Busy);
+            return refuse(RefuseReason::Busy);
         }
         let release = SlotGuard(slots);
         // Both families: the asker is told the address the server sees,
@@ -381,80 +417,36 @@ impl Peer {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("cannot open a UDP socket: {e}");
-                return FileAnswer::Refuse(RefuseReason::Busy);
+                return refuse(RefuseReason::Busy);
             }
         };
-        let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
         let source = match Source::open(&path, size) {
             Ok(s) => s,
-            Err(_) => return FileAnswer::Refuse(RefuseReason::NotFound),
+            Err(_) => return refuse(RefuseReason::NotFound),
         };
-        let my_eph = StaticSecret::random_from_rng(rand::rngs::OsRng);
         let mut cfg = Config::new(self.opts.scheme, self.opts.window);
         cfg.idle_timeout = self.opts.timeout;
         // The largest packet offered; the session finds what the path carries.
         cfg.mss = chatdrop_transfer::MAX_MSS;
-        let mut offer = Offer {
+        let upload = Upload {
+            me: me.to_string(),
+            key: key.clone(),
+            asker,
+            file: file.to_string(),
             size,
             blake3,
-            port,
-            eph: PublicKey::from(&my_eph).to_bytes(),
-            session: rand::random(),
+            socket,
+            source,
+            cfg,
             selective_repeat: self.opts.scheme == Scheme::SelectiveRepeat,
-            window: cfg.window,
-            mss: cfg.mss,
-            asker_ip,
-            sig: Vec::new(),
+            release,
+            server: self.server,
+            outgoing: self.outgoing.clone(),
+            observations: self.observations.clone(),
+            events: self.events.clone(),
         };
-        let transcript = offer_transcript(me, asker, file, &eph, &offer);
-        offer.sig = key.sign(&transcript).to_bytes().to_vec();
-        let keys = session_keys(&my_eph, &eph, &offer, &transcript, Role::Sender);
-        let events = self.events.clone();
-        let (file, asker) = (file.to_string(), asker.to_string());
-        let self_timeout = self.opts.timeout;
-        tokio::spawn(async move {
-            let opts = ServeOptions {
-                cfg,
-                // An asker that never starts holds the upload slot only as
-                // long as a silent transfer would (the offer reaches it
-                // through its server within a moment).
-                wait_for_start: Some(self_timeout),
-                // Only the asker's address, as its server sees it, may
-                // start the transfer.
-                peer_ip: Some(asker_ip),
-            };
-            let _ = events
-                .send(ClientEvent::UploadStarted {
-                    file: file.clone(),
-                    to: asker.clone(),
-                })
-                .await;
-            let served = serve(&socket, keys, &source, &opts, |_, _| {}).await;
-            // The slot is free before the upload is reported over: a
-            // request made on seeing `upload_done` finds it free.
-            drop(release);
-            match served {
-                Ok(stats) => {
-                    let _ = events
-                        .send(ClientEvent::UploadDone {
-                            file,
-                            to: asker,
-                            bytes: stats.bytes,
-                            seconds: stats.seconds,
-                        })
-                        .await;
-                }
-                Err(e) => {
-                    let _ = events
-                        .send(ClientEvent::Error {
-                            code: ErrorKind::UploadFailed,
-                            message: format!("sending {file} to {asker} failed: {e}"),
-                        })
-                        .await;
-                }
-            }
-        });
-        FileAnswer::Accept(offer)
+        tokio::spawn(upload.run());
+        None
     }
 
     async fn on_offer(
@@ -466,7 +458,7 @@ impl Peer {
         addr: SocketAddr,
         offer: Offer,
     ) {
-        let Some(asking) = self.asking.remove(&(owner.clone(), file.clone())) else {
+        let Some(asking) = lock(&self.asking).remove(&(owner.clone(), file.clone())) else {
             return; // not asked for, or already answered
         };
         let my_pub = PublicKey::from(&asking.eph).to_bytes();
@@ -528,33 +520,29 @@ impl Peer {
             self.opts.timeout,
         );
         let events = self.events.clone();
-        self.emit(ClientEvent::TransferStarted {
-            id: id.clone(),
-            file: file.clone(),
-            from: owner.clone(),
-            size: offer.size,
-            resumed_from: download.resume_from(),
-        })
-        .await;
+        // Said once the owner answers at one of its addresses, with the
+        // path that did.
+        let started = {
+            let (events, id, file, owner) =
+                (events.clone(), id.clone(), file.clone(), owner.clone());
+            let (size, resumed_from) = (offer.size, download.resume_from());
+            let offer = offer.clone();
+            move |at: SocketAddr| {
+                let path = paths::path_name(at, addr, &offer);
+                let _ = events.try_send(ClientEvent::TransferStarted {
+                    id,
+                    file,
+                    from: owner,
+                    size,
+                    resumed_from,
+                    path: path.to_string(),
+                    addr: SocketAddr::new(at.ip().to_canonical(), at.port()).to_string(),
+                });
+            }
+        };
+        let at = paths::owner_candidates(addr, &offer);
         tokio::spawn(async move {
-            let bind = if addr.is_ipv4() {
-                "0.0.0.0:0"
-            } else {
-                "[::]:0"
-            };
-            let socket = match bind
-                .parse()
-                .map_err(std::io::Error::other)
-                .and_then(chatdrop_transfer::bind)
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = events
-                        .send(fail(format!("cannot open a UDP socket: {e}")))
-                        .await;
-                    return;
-                }
-            };
+            let socket = asking.socket;
             let mut last = Instant::now();
             let progress_events = events.clone();
             let pid = id.clone();
@@ -568,9 +556,13 @@ impl Peer {
                     });
                 }
             };
-            let result = fetch(
+            let from = Candidates {
+                at: &at,
+                opened: started,
+            };
+            let result = fetch_from(
                 &socket,
-                addr,
+                from,
                 keys,
                 &mut download,
                 offer.size,
@@ -593,6 +585,199 @@ impl Peer {
             };
             let _ = events.send(event).await;
         });
+    }
+}
+
+/// The asker of a file request, as the server passed it on.
+struct Asker {
+    req: u64,
+    name: String,
+    key: [u8; 32],
+    eph: [u8; 32],
+    sig: Vec<u8>,
+    /// Its address as its server sees it.
+    ip: std::net::IpAddr,
+    /// Its candidate addresses, as signed in its request.
+    candidates: Vec<SocketAddr>,
+}
+
+/// A `getfile` being prepared: its socket opened and observed, then the
+/// request sent.
+struct Prepare {
+    me: String,
+    key: SigningKey,
+    owner: String,
+    file: String,
+    expect: Option<(u64, [u8; 32])>,
+    server: Option<SocketAddr>,
+    asking: AskingMap,
+    outgoing: Outgoing,
+    observations: Observations,
+    events: mpsc::Sender<ClientEvent>,
+}
+
+impl Prepare {
+    async fn run(self) {
+        let socket = match chatdrop_transfer::bind_dual(0) {
+            Ok(s) => s,
+            Err(e) => {
+                let message = format!("cannot open a UDP socket for {}: {e}", self.file);
+                let error = ClientEvent::Error {
+                    code: ErrorKind::Local,
+                    message,
+                };
+                let _ = self.events.send(error).await;
+                return;
+            }
+        };
+        let candidates = match self.server {
+            Some(server) => {
+                let observed = (self.observations)
+                    .observe(&socket, server, &self.outgoing)
+                    .await;
+                paths::of_socket(&socket, server, observed)
+            }
+            None => Vec::new(),
+        };
+        let eph = StaticSecret::random_from_rng(rand::rngs::OsRng);
+        let eph_pub = PublicKey::from(&eph).to_bytes();
+        let transcript =
+            request_transcript(&self.me, &self.owner, &self.file, &eph_pub, &candidates);
+        let sig = self.key.sign(&transcript);
+        let asking = Asking {
+            eph,
+            expect: self.expect,
+            socket,
+        };
+        let at = (self.owner.clone(), self.file.clone());
+        lock(&self.asking).insert(at, asking);
+        let msg = ClientMsg::GetFile {
+            owner: self.owner,
+            file: self.file,
+            eph: eph_pub,
+            sig: sig.to_bytes().to_vec(),
+            candidates,
+        };
+        let _ = self.outgoing.send(msg).await;
+    }
+}
+
+/// An accepted request: the offer is made (with the socket's candidate
+/// addresses), sent, and the file served.
+struct Upload {
+    me: String,
+    key: SigningKey,
+    asker: Asker,
+    file: String,
+    size: u64,
+    blake3: [u8; 32],
+    socket: UdpSocket,
+    source: Source,
+    cfg: Config,
+    selective_repeat: bool,
+    release: SlotGuard,
+    server: Option<SocketAddr>,
+    outgoing: Outgoing,
+    observations: Observations,
+    events: mpsc::Sender<ClientEvent>,
+}
+
+impl Upload {
+    async fn run(self) {
+        let Upload {
+            me,
+            key,
+            asker,
+            file,
+            socket,
+            cfg,
+            ..
+        } = self;
+        let idle = cfg.idle_timeout;
+        let local = socket.local_addr().ok();
+        let port = local.map_or(0, |a| a.port());
+        let (candidates, observed) = match self.server {
+            Some(server) => {
+                let observed = (self.observations)
+                    .observe(&socket, server, &self.outgoing)
+                    .await;
+                let v6 = local.is_some_and(|a| a.is_ipv6());
+                let hosts = paths::host_candidates(port, v6, server.ip().is_loopback());
+                let observed = observed.filter(|o| !hosts.contains(o));
+                let mut hosts = hosts;
+                hosts.truncate(chatdrop_proto::limits::MAX_CANDIDATES);
+                (hosts, observed)
+            }
+            None => (Vec::new(), None),
+        };
+        let my_eph = StaticSecret::random_from_rng(rand::rngs::OsRng);
+        let mut offer = Offer {
+            size: self.size,
+            blake3: self.blake3,
+            port,
+            eph: PublicKey::from(&my_eph).to_bytes(),
+            session: rand::random(),
+            selective_repeat: self.selective_repeat,
+            window: cfg.window,
+            mss: cfg.mss,
+            asker_ip: asker.ip,
+            candidates,
+            observed,
+            sig: Vec::new(),
+        };
+        let transcript = offer_transcript(&me, &asker.name, &file, &asker.eph, &offer);
+        offer.sig = key.sign(&transcript).to_bytes().to_vec();
+        let keys = session_keys(&my_eph, &asker.eph, &offer, &transcript, Role::Sender);
+        let answer = ClientMsg::FileAnswer {
+            req: asker.req,
+            answer: FileAnswer::Accept(offer),
+        };
+        if self.outgoing.send(answer).await.is_err() {
+            return;
+        }
+        // The asker may start from the address its server sees or from
+        // any of its candidates'; those are what is punched.
+        let mut peer_ips = vec![asker.ip.to_canonical()];
+        for c in &asker.candidates {
+            let ip = c.ip().to_canonical();
+            if !peer_ips.contains(&ip) {
+                peer_ips.push(ip);
+            }
+        }
+        let opts = ServeOptions {
+            cfg,
+            // An asker that never starts holds the upload slot only as
+            // long as a silent transfer would (the offer reaches it
+            // through its server within a moment).
+            wait_for_start: Some(idle),
+            peer_ips,
+            punch: asker.candidates.clone(),
+        };
+        let events = self.events;
+        let to = asker.name;
+        let _ = events
+            .send(ClientEvent::UploadStarted {
+                file: file.clone(),
+                to: to.clone(),
+            })
+            .await;
+        let served = serve(&socket, keys, &self.source, &opts, |_, _| {}).await;
+        // The slot is free before the upload is reported over: a
+        // request made on seeing `upload_done` finds it free.
+        drop(self.release);
+        let event = match served {
+            Ok(stats) => ClientEvent::UploadDone {
+                file,
+                to,
+                bytes: stats.bytes,
+                seconds: stats.seconds,
+            },
+            Err(e) => ClientEvent::Error {
+                code: ErrorKind::UploadFailed,
+                message: format!("sending {file} to {to} failed: {e}"),
+            },
+        };
+        let _ = events.send(event).await;
     }
 }
 

@@ -108,7 +108,16 @@ pub async fn run(
         })?),
         None => None,
     };
-    let peer = Peer::new(opts.transfer.clone(), &opts.data_dir, events.clone())?;
+    // Requests and offers are prepared in tasks of their own (each opens
+    // its socket and asks the server where it sees it first); what they
+    // send the server comes back through here.
+    let (outgoing, mut from_tasks) = mpsc::channel::<ClientMsg>(64);
+    let peer = Peer::new(
+        opts.transfer.clone(),
+        &opts.data_dir,
+        events.clone(),
+        outgoing,
+    )?;
     let mut lp = Loop {
         servers: opts.servers.clone(),
         at: 0,
@@ -152,7 +161,10 @@ pub async fn run(
         lp.command(&mut session, cmd).await;
     }
     loop {
-        let why = match lp.session(&mut session, &mut commands).await? {
+        let why = match lp
+            .session(&mut session, &mut commands, &mut from_tasks)
+            .await?
+        {
             SessionEnd::Quit => return Ok(Exit::Quit),
             SessionEnd::Lost(why) => {
                 // After a goodbye the lines are carried already; otherwise
@@ -352,7 +364,8 @@ impl Loop {
             Command::WhoHas { file } => self.peer.who_has(&file),
             Command::GetFile { owner, file } => {
                 self.peer
-                    .get_file(&self.opts.user, &self.key, &owner, &file)
+                    .get_file(&self.opts.user, &self.key, &owner, &file);
+                return true;
             }
             Command::Share(cmd) => {
                 self.peer.share_command(cmd).await;
@@ -378,7 +391,9 @@ impl Loop {
         &mut self,
         s: &mut Session,
         commands: &mut mpsc::Receiver<Command>,
+        from_tasks: &mut mpsc::Receiver<ClientMsg>,
     ) -> Result<SessionEnd, ClientError> {
+        self.peer.set_server(s.server_addr);
         let mut ping = tokio::time::interval(Duration::from_secs(PING_INTERVAL_SECS));
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let idle = Duration::from_secs(IDLE_TIMEOUT_SECS);
@@ -423,6 +438,11 @@ impl Loop {
                         return Ok(SessionEnd::Lost("writing to the server failed".into()));
                     }
                 }
+                Some(msg) = from_tasks.recv() => {
+                    if s.send(&msg).await.is_err() && !quitting {
+                        return Ok(SessionEnd::Lost("writing to the server failed".into()));
+                    }
+                }
                 _ = ping.tick() => {
                     if s.send(&ClientMsg::Ping).await.is_err() && !quitting {
                         return Ok(SessionEnd::Lost("writing to the server failed".into()));
@@ -453,6 +473,10 @@ impl Loop {
                         "writing to the server failed: {e}"
                     ))));
                 }
+                return Ok(None);
+            }
+            ServerMsg::Observed { token, addr } => {
+                self.peer.observed(token, addr);
                 return Ok(None);
             }
             ServerMsg::Pong | ServerMsg::Challenge { .. } | ServerMsg::LoggedIn { .. } => {

@@ -32,6 +32,9 @@ pub struct Session {
     pub server_name: String,
     /// The fingerprint of the server's certificate.
     pub fingerprint: String,
+    /// The server's address: its UDP port, where it observes clients'
+    /// transfer sockets, has the same number.
+    pub server_addr: std::net::SocketAddr,
 }
 
 /// Why a connection attempt failed.
@@ -146,6 +149,7 @@ pub async fn connect(
 ) -> Result<Session, ConnectError> {
     let io = |e: std::io::Error| ConnectError::Io(e.to_string());
     let (tls, fingerprint) = open_tls(server, pinned).await?;
+    let server_addr = tls.get_ref().0.peer_addr().map_err(io)?;
     let mut binding = [0u8; BINDING_LEN];
     tls.get_ref()
         .1
@@ -157,6 +161,7 @@ pub async fn connect(
         writer,
         server_name: String::new(),
         fingerprint,
+        server_addr,
     };
     let public_key = key.verifying_key().to_bytes();
     session

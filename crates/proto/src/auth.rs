@@ -10,6 +10,8 @@ pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-chatdrop-login";
 /// Length of the channel binding taken from the TLS exporter.
 pub const BINDING_LEN: usize = 32;
 
+use std::net::{IpAddr, SocketAddr};
+
 const CONTEXT: &[u8] = b"chatdrop login v1\0";
 
 /// The bytes a client signs with its Ed25519 key to log in.
@@ -37,13 +39,42 @@ fn put_str(t: &mut Vec<u8>, s: &str) {
 
 /// The bytes a client signs to ask `owner` for `file`, binding its ephemeral
 /// X25519 key `eph` to its identity.
-pub fn request_transcript(asker: &str, owner: &str, file: &str, eph: &[u8; 32]) -> Vec<u8> {
-    let mut t = b"chatdrop getfile v1\0".to_vec();
+pub fn request_transcript(
+    asker: &str,
+    owner: &str,
+    file: &str,
+    eph: &[u8; 32],
+    candidates: &[SocketAddr],
+) -> Vec<u8> {
+    let mut t = b"chatdrop getfile v2\0".to_vec();
     put_str(&mut t, asker);
     put_str(&mut t, owner);
     put_str(&mut t, file);
     t.extend_from_slice(eph);
+    put_addrs(&mut t, candidates);
     t
+}
+
+fn put_ip(t: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(ip) => {
+            t.push(4);
+            t.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            t.push(6);
+            t.extend_from_slice(&ip.octets());
+        }
+    }
+}
+
+/// A count, then each address with its port.
+fn put_addrs(t: &mut Vec<u8>, addrs: &[SocketAddr]) {
+    t.extend_from_slice(&(addrs.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    for a in addrs {
+        put_ip(t, a.ip());
+        t.extend_from_slice(&a.port().to_be_bytes());
+    }
 }
 
 /// The bytes an owner signs to accept a request: everything the asker acts
@@ -55,7 +86,7 @@ pub fn offer_transcript(
     asker_eph: &[u8; 32],
     offer: &crate::Offer,
 ) -> Vec<u8> {
-    let mut t = b"chatdrop offer v2\0".to_vec();
+    let mut t = b"chatdrop offer v3\0".to_vec();
     put_str(&mut t, owner);
     put_str(&mut t, asker);
     put_str(&mut t, file);
@@ -68,16 +99,9 @@ pub fn offer_transcript(
     t.push(offer.selective_repeat as u8);
     t.extend_from_slice(&offer.window.to_be_bytes());
     t.extend_from_slice(&offer.mss.to_be_bytes());
-    match offer.asker_ip {
-        std::net::IpAddr::V4(ip) => {
-            t.push(4);
-            t.extend_from_slice(&ip.octets());
-        }
-        std::net::IpAddr::V6(ip) => {
-            t.push(6);
-            t.extend_from_slice(&ip.octets());
-        }
-    }
+    put_ip(&mut t, offer.asker_ip);
+    put_addrs(&mut t, &offer.candidates);
+    put_addrs(&mut t, offer.observed.as_slice());
     t
 }
 

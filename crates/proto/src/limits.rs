@@ -4,14 +4,19 @@
 
 /// The protocol version spoken by this implementation. The `Hello` frame
 /// carries it; a server refuses a version it does not speak. Version 2: the
-/// room list comes in pages.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// room list comes in pages. Version 3: candidate addresses in file
+/// requests and offers, and `Observe`.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The version of the server-to-server link protocol, in
 /// [`crate::link::LinkHello`]. Version 2: SPAKE2 instead of a MAC under the
 /// network key, server keys, signed link-state records. Version 3: a
-/// server's state in parts (`Sync` with `part` and `last`).
-pub const LINK_PROTOCOL_VERSION: u16 = 3;
+/// server's state in parts (`Sync` with `part` and `last`). Version 4: a
+/// file request carries the asker's candidate addresses.
+pub const LINK_PROTOCOL_VERSION: u16 = 4;
+
+/// Candidate addresses a file request or offer may carry.
+pub const MAX_CANDIDATES: usize = 8;
 
 /// Largest frame a client may send to a server (payload bytes, without the
 /// 4-byte length prefix).

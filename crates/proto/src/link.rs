@@ -362,6 +362,8 @@ pub enum NetMsg {
         eph: [u8; 32],
         /// The asker's signature.
         sig: Vec<u8>,
+        /// The asker's candidate addresses, as signed.
+        candidates: Vec<std::net::SocketAddr>,
     },
     /// An owner accepted a request: the offer, for the asker.
     FileOffer {

@@ -111,6 +111,11 @@ pub enum ClientMsg {
         eph: [u8; 32],
         /// Ed25519 signature over the request (docs/PROTOCOL.md).
         sig: Vec<u8>,
+        /// Addresses of the asker's UDP socket for this request, which the
+        /// owner punches towards: its own interfaces' and the one the
+        /// server observed (`Observe`); at most
+        /// [`crate::limits::MAX_CANDIDATES`]. Signed with the rest.
+        candidates: Vec<std::net::SocketAddr>,
     },
     /// The owner's answer to a `FileRequest`.
     FileAnswer {
@@ -122,7 +127,23 @@ pub enum ClientMsg {
     /// First frame of a server dialling another server: this connection is a
     /// link, not a client (see [`crate::link`]).
     LinkHello(crate::link::LinkHello),
+    /// Asks the server which address it sees a UDP socket of this client
+    /// at: the client then sends `token` from that socket to the server's
+    /// UDP port (the same number as its TLS port), as one datagram of
+    /// [`OBSERVE_MAGIC`] and the token, and the server answers
+    /// `Observed` here, over TLS, never by UDP. A new token replaces the
+    /// connection's last one.
+    Observe {
+        /// Random, this client's secret: it ties the datagram to this
+        /// connection.
+        token: [u8; 16],
+    },
 }
+
+/// What a UDP datagram to a server's port starts with to be an
+/// observation request (`ClientMsg::Observe`): then the token, 24 bytes in
+/// all.
+pub const OBSERVE_MAGIC: &[u8; 8] = b"cdrop-ob";
 
 /// Why a peer (or the server) refused a file request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,8 +194,18 @@ pub struct Offer {
     /// Payload bytes per packet.
     pub mss: u32,
     /// The only IP address the owner serves this offer to: the asker's,
-    /// as the server told it (`FileRequest::from_ip`).
+    /// as the server told it (`FileRequest::from_ip`), or one of its
+    /// candidates' (`FileRequest::candidates`).
     pub asker_ip: std::net::IpAddr,
+    /// Addresses of the owner's UDP socket on its own interfaces, which
+    /// the asker tries besides the one the server sees; at most
+    /// [`crate::limits::MAX_CANDIDATES`]. An answer at one of these is a
+    /// `direct` path.
+    pub candidates: Vec<std::net::SocketAddr>,
+    /// Where the server saw that socket (`Observe`), when that is not one
+    /// of `candidates`: the owner is behind a NAT, and an answer there is
+    /// a `punched` path.
+    pub observed: Option<std::net::SocketAddr>,
     /// Ed25519 signature of the owner over the offer (docs/PROTOCOL.md).
     pub sig: Vec<u8>,
 }
@@ -440,9 +471,12 @@ pub enum ServerMsg {
         eph: [u8; 32],
         /// The asker's signature over its request.
         sig: Vec<u8>,
-        /// The asker's IP address as its server sees it: the only one the
-        /// owner takes the transfer's `Start` from.
+        /// The asker's IP address as its server sees it: with the
+        /// candidates', the only ones the owner takes the transfer's
+        /// `Start` from.
         from_ip: std::net::IpAddr,
+        /// The asker's candidate addresses, as signed in its request.
+        candidates: Vec<std::net::SocketAddr>,
     },
     /// The owner accepted: fetch the file over UDP.
     FileOffer {
@@ -474,6 +508,15 @@ pub enum ServerMsg {
         new: String,
         /// Why, for the user.
         reason: String,
+    },
+    /// The address a UDP datagram carrying this connection's `Observe`
+    /// token came from: where the server sees that socket of the client
+    /// (its NAT's mapping, for a client behind one).
+    Observed {
+        /// The token it carried.
+        token: [u8; 16],
+        /// Where it came from.
+        addr: std::net::SocketAddr,
     },
 }
 

@@ -364,6 +364,7 @@ async fn session(
     shared
         .carried
         .keep(&name, quota, kicked, shared.carried.now_ms());
+    shared.observers.forget(conn);
     close.cancel();
     drop(tx);
     let _ = writer.await;
@@ -487,6 +488,7 @@ fn msg_name(m: &ClientMsg) -> &'static str {
         ClientMsg::GetFile { .. } => "GetFile",
         ClientMsg::FileAnswer { .. } => "FileAnswer",
         ClientMsg::LinkHello(_) => "LinkHello",
+        ClientMsg::Observe { .. } => "Observe",
     }
 }
 
@@ -502,6 +504,10 @@ async fn forward(conn: ConnId, msg: ClientMsg, tx: &Outbox, shared: &Shared) -> 
     let event = match msg {
         ClientMsg::Ping => {
             reply(ServerMsg::Pong);
+            return Ok(());
+        }
+        ClientMsg::Observe { token } => {
+            shared.observers.register(conn, token, tx);
             return Ok(());
         }
         ClientMsg::Hello { .. } | ClientMsg::Auth { .. } | ClientMsg::LinkHello(_) => {

@@ -16,6 +16,7 @@ pub mod config;
 mod conn;
 mod hub;
 mod link;
+mod observe;
 mod outbox;
 mod password;
 mod per_ip;
@@ -143,6 +144,8 @@ pub(crate) struct Shared {
     pub limits: Arc<quota::Limits>,
     /// Clients' buckets kept between their connections.
     pub carried: carried::Carried,
+    /// Tokens of clients asking where their UDP sockets are seen from.
+    pub observers: Arc<observe::Observers>,
 }
 
 /// Sends admin commands to a running server.
@@ -167,6 +170,9 @@ impl AdminHandle {
 /// A bound server, ready to run.
 pub struct Server {
     listener: TcpListener,
+    /// Where clients learn their UDP sockets' public addresses (the TLS
+    /// port's number); `None` where it could not be bound.
+    observe: Option<tokio::net::UdpSocket>,
     shared: Arc<Shared>,
     hub: Hub,
     hub_rx: mpsc::Receiver<HubMsg>,
@@ -287,6 +293,14 @@ impl Server {
             addr: opts.listen,
             why,
         })?;
+        // The same address and port as TLS, so that clients know it.
+        let observe = match listener.local_addr().and_then(bind_udp) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!("no UDP observation port (clients behind NAT will rely on the relay): {e}");
+                None
+            }
+        };
         let (hub_tx, hub_rx) = mpsc::channel(hub::HUB_QUEUE);
         let shutdown = CancellationToken::new();
         let passwords = password::Hasher::new();
@@ -306,9 +320,11 @@ impl Server {
             link,
             carried: carried::Carried::new(limits.clone()),
             limits,
+            observers: Arc::default(),
         });
         Ok(Server {
             listener,
+            observe,
             shared,
             hub,
             hub_rx,
@@ -342,6 +358,7 @@ impl Server {
     pub async fn run(self, console: mpsc::Sender<String>) -> Result<(), ServerError> {
         let Server {
             listener,
+            observe,
             shared,
             hub,
             hub_rx,
@@ -352,6 +369,10 @@ impl Server {
         let tracker = TaskTracker::new();
         let hub_task = tokio::spawn(hub.run(hub_rx, console));
         tokio::spawn(trim::run(shared.shutdown.clone()));
+        if let Some(socket) = observe {
+            let (observers, stop) = (shared.observers.clone(), shared.shutdown.clone());
+            tokio::spawn(observe::run(socket, observers, stop));
+        }
         for target in links {
             tracker.spawn(link::dial_forever(target, shared.clone()));
         }
@@ -458,20 +479,36 @@ impl AdminHandle {
 /// system's default for such sockets; where the host has no IPv6, every
 /// IPv4 address instead.
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let open = |addr: SocketAddr| -> std::io::Result<TcpListener> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    let socket = open_socket(addr, socket2::Type::STREAM)?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// A UDP socket at `addr`, of both families at `[::]` as [`listen`]'s.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = open_socket(addr, socket2::Type::DGRAM)?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}
+
+/// A non-blocking socket of `kind` bound at `addr`: at the unspecified
+/// IPv6 address, one that takes IPv4 too, or, where the host has no IPv6,
+/// one at every IPv4 address instead.
+fn open_socket(addr: SocketAddr, kind: socket2::Type) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Socket};
+    let open = |addr: SocketAddr| -> std::io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(addr), kind, None)?;
         if addr.is_ipv6() && addr.ip().is_unspecified() {
             socket.set_only_v6(false)?;
         }
         // As `TcpListener::bind` does: a restarted server gets its port
         // back while the last one's connections wait out TIME_WAIT.
         #[cfg(unix)]
-        socket.set_reuse_address(true)?;
+        if kind == socket2::Type::STREAM {
+            socket.set_reuse_address(true)?;
+        }
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
-        socket.listen(1024)?;
-        TcpListener::from_std(socket.into())
+        Ok(socket)
     };
     match open(addr) {
         Err(e) if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED && no_ipv6(&e) => {

@@ -35,10 +35,11 @@ pub use crypto::{OpenError, Role, SessionKeys, HEADER as ENVELOPE_HEADER, TAG as
 pub use direct::direct_keys;
 pub use files::{hash_file, Download, Source};
 pub use session::{
-    fetch, serve, Event as SessionEvent, FetchOptions, Progress, RecvSession, SendSession,
-    ServeKeys, ServeOptions, TransferStats, MAX_MSS, MIN_MSS,
+    fetch, fetch_from, serve, Candidates, Event as SessionEvent, FetchOptions, Progress,
+    RecvSession, SendSession, ServeKeys, ServeOptions, TransferStats, MAX_MSS, MAX_PUNCHED,
+    MIN_MSS,
 };
-pub use socket::{bind, bind_dual, bind_dual_std, bind_std};
+pub use socket::{bind, bind_dual, bind_dual_std, bind_std, for_socket};
 pub use ticket::Ticket;
 pub use wire::{Msg, TOKEN_LEN};
 

@@ -48,6 +48,18 @@ fn open(addr: SocketAddr, dual: bool) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// `to` as `socket` must be given it: an IPv4 address in its IPv6 form
+/// (`::ffff:a.b.c.d`) for an IPv6 socket, which takes IPv4 only that way
+/// and shows IPv4 senders that way.
+pub fn for_socket(socket: &UdpSocket, to: SocketAddr) -> SocketAddr {
+    match (socket.local_addr().map(|a| a.is_ipv6()), to.ip()) {
+        (Ok(true), std::net::IpAddr::V4(ip)) => {
+            SocketAddr::new(ip.to_ipv6_mapped().into(), to.port())
+        }
+        _ => to,
+    }
+}
+
 /// Binds a UDP socket at `port` (0: any) on every address of this host,
 /// IPv4 and IPv6 alike: one IPv6 socket that also takes IPv4 (as
 /// `::ffff:a.b.c.d`), so an owner is reachable at whichever address its

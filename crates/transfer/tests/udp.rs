@@ -53,7 +53,8 @@ async fn run(file: &Path, out: &Path, c: Config, imp: Option<Impairment>, secret
     let sopts = ServeOptions {
         cfg: c.clone(),
         wait_for_start: Some(Duration::from_secs(5)),
-        peer_ip: None,
+        peer_ips: Vec::new(),
+        punch: Vec::new(),
     };
     let sender =
         tokio::spawn(async move { serve(&server, send_keys, &source, &sopts, |_, _| {}).await });
@@ -171,7 +172,8 @@ async fn a_receiver_with_the_wrong_keys_gets_nothing() {
     let sopts = ServeOptions {
         cfg: cfg(Scheme::SelectiveRepeat, 8),
         wait_for_start: Some(Duration::from_millis(800)),
-        peer_ip: None,
+        peer_ips: Vec::new(),
+        punch: Vec::new(),
     };
     let sender =
         tokio::spawn(async move { serve(&server, keys, &source, &sopts, |_, _| {}).await });
@@ -256,7 +258,8 @@ mod hostile {
         let opts = ServeOptions {
             cfg: c,
             wait_for_start: Some(wait),
-            peer_ip,
+            peer_ips: peer_ip.into_iter().collect(),
+            punch: Vec::new(),
         };
         let task =
             tokio::spawn(async move { serve(&socket, keys, &source, &opts, |_, _| {}).await });

@@ -31,12 +31,40 @@ const RECEIVER_BUFFERS_LARGE: usize = 4;
 pub async fn fetch(
     socket: &UdpSocket,
     peer: SocketAddr,
+    keys: SessionKeys,
+    download: &mut Download,
+    size: u64,
+    opts: &FetchOptions,
+    progress: impl Progress,
+) -> Result<TransferStats, TransferError> {
+    let at = [peer];
+    let from = Candidates {
+        at: &at,
+        opened: |_| {},
+    };
+    fetch_from(socket, from, keys, download, size, opts, progress).await
+}
+
+/// Where the sender may be, and what to call once it answered at one of
+/// those addresses (or at one its punches came from), with that address.
+pub struct Candidates<'a, F: FnOnce(SocketAddr)> {
+    /// The sender's candidate addresses, the likeliest first.
+    pub at: &'a [SocketAddr],
+    /// Called once, when the sender is heard from.
+    pub opened: F,
+}
+
+/// Like [`fetch`], from the first of `from.at` that answers.
+pub async fn fetch_from(
+    socket: &UdpSocket,
+    from: Candidates<'_, impl FnOnce(SocketAddr)>,
     mut keys: SessionKeys,
     download: &mut Download,
     size: u64,
     opts: &FetchOptions,
     mut progress: impl Progress,
 ) -> Result<TransferStats, TransferError> {
+    let mut opened = Some(from.opened);
     // Before asking: a file that cannot fit is refused before it comes.
     download.reserve()?;
     let mut net = BatchSocket::new(socket, RECEIVER_BUFFERS).map_err(io("preparing the socket"))?;
@@ -48,7 +76,12 @@ pub async fn fetch(
         ..TransferStats::default()
     };
     let started = Instant::now();
-    let mut session = RecvSession::new(peer, opts, isn, resume_from, size, started);
+    let at: Vec<SocketAddr> = from
+        .at
+        .iter()
+        .map(|a| socket::for_socket(socket, *a))
+        .collect();
+    let mut session = RecvSession::with_candidates(&at, opts, isn, resume_from, size, started);
     let mut saved = resume_from;
     // Datagrams came since the file was last brought up to date.
     let mut arrived = false;
@@ -59,16 +92,29 @@ pub async fn fetch(
             if let Msg::Arq(Frame::Ack(ack)) = &mut msg {
                 ack.dropped = socket::receive_drops(socket);
             }
-            send_msg(&net, &mut keys, to, &msg, &mut sbuf).await?;
+            let sent = send_msg(&net, &mut keys, to, &msg, &mut sbuf).await;
+            // A candidate this host cannot send to (another family, no
+            // route) is just not the path; only the sender's own address,
+            // once known, must take what is sent.
+            if session.peer().is_some() {
+                sent?;
+            }
         }
         if let Some(end) = session.poll_end() {
             break end;
         }
         while let Some(event) = session.poll_event() {
-            if let Event::Began { mss } = event {
-                stats.mss = mss;
-                if mss > 16 << 10 {
-                    net.set_buffers(RECEIVER_BUFFERS_LARGE);
+            match event {
+                Event::Began { mss } => {
+                    stats.mss = mss;
+                    if mss > 16 << 10 {
+                        net.set_buffers(RECEIVER_BUFFERS_LARGE);
+                    }
+                }
+                Event::Started { peer, .. } => {
+                    if let Some(opened) = opened.take() {
+                        opened(peer);
+                    }
                 }
             }
         }
@@ -87,7 +133,8 @@ pub async fn fetch(
             continue;
         }
         for _ in 0..BATCH {
-            let next = next_frame(&mut net, Some(&mut keys), Some(peer), &mut stats.forged)?;
+            let peer = session.peer();
+            let next = next_frame(&mut net, Some(&mut keys), peer, &mut stats.forged)?;
             let (from, msg) = match next {
                 Next::Frame(from, msg) => (from, msg),
                 Next::Dropped | Next::Hello(..) => continue,

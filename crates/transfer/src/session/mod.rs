@@ -52,7 +52,7 @@ mod serve;
 #[cfg(test)]
 mod sim;
 
-pub use fetch::fetch;
+pub use fetch::{fetch, fetch_from, Candidates};
 pub use recv::RecvSession;
 pub use send::{SendSession, MAX_PUNCHED};
 pub use serve::{serve, ServeKeys};
@@ -117,9 +117,10 @@ pub struct FetchOptions {
 /// flow (buffers sized to the packets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    /// The sender took a receiver's `Start`.
+    /// The sender took a receiver's `Start`; or the receiver heard from
+    /// the sender (at one of its candidate addresses) for the first time.
     Started {
-        /// Where the `Start` came from: the session's only peer from now on.
+        /// The other end's address: the session's only peer from now on.
         peer: SocketAddr,
         /// The receiver's choice of the first data packet's number.
         isn: u32,

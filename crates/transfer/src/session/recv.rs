@@ -1,6 +1,8 @@
 //! The receiving end of a session, free of I/O: it repeats `Start` until
 //! the sender's `Begin` (echoing the token of the sender's `Challenge`,
-//! which proves its address), answers the sender's probes, checks the packet
+//! which proves its address), to each of the sender's candidate addresses
+//! until one answers (and to any address a `Punch` came from: see
+//! `wire.rs`), answers the sender's probes, checks the packet
 //! size `Begin` fixes, runs the ARQ's [`Receiver`], and stays a moment
 //! after the last byte for a sender that missed its acknowledgement (with
 //! nothing to fetch, the sender's `Done` ends it while it opens). The
@@ -27,6 +29,13 @@ const LINGER: Duration = Duration::from_secs(1);
 /// a time, so more than a few pending means old copies: the newest are
 /// the ones it waits for.
 const MAX_ANSWERS: usize = 4;
+/// Candidate addresses of the sender at most: the ones it gave and the
+/// ones its punches came from.
+pub const MAX_CANDIDATES: usize = 16;
+/// Rounds of `Start` sent to every candidate; after them only the first
+/// (the address the server saw) is still tried, until the give-up. A
+/// candidate that did not answer within three seconds is not a path.
+const ROUNDS_ALL: u32 = 12;
 
 /// Bytes of the file that arrived: the driver writes them at `offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +56,15 @@ pub struct Write<'a> {
 #[derive(Debug)]
 pub struct RecvSession {
     opts: FetchOptions,
-    peer: SocketAddr,
+    /// Where the sender may be, first the likeliest.
+    candidates: Vec<SocketAddr>,
+    /// The sender's address, once a frame of the session came from it:
+    /// nothing from anywhere else counts after that.
+    peer: Option<SocketAddr>,
+    /// `Start`s of this round still to send.
+    starts: VecDeque<SocketAddr>,
+    /// Rounds of `Start` begun.
+    rounds: u32,
     isn: u32,
     resume_from: u64,
     /// Bytes of the file.
@@ -62,7 +79,8 @@ pub struct RecvSession {
     /// The sender's token for this end's address, echoed in `Start` (zero
     /// until its `Challenge` came).
     token: [u8; TOKEN_LEN],
-    /// Events for the driver: only [`Event::Began`], once.
+    /// Events for the driver: [`Event::Started`] when the sender's
+    /// address is known, [`Event::Began`]; each once.
     events: VecDeque<Event>,
 }
 
@@ -95,9 +113,32 @@ impl RecvSession {
         size: u64,
         now: Instant,
     ) -> RecvSession {
+        Self::with_candidates(&[peer], opts, isn, resume_from, size, now)
+    }
+
+    /// Like [`new`](Self::new), with the sender at one of `candidates`
+    /// (at most [`MAX_CANDIDATES`] are used, repeats dropped): the first
+    /// that answers is the session's.
+    pub fn with_candidates(
+        candidates: &[SocketAddr],
+        opts: &FetchOptions,
+        isn: u32,
+        resume_from: u64,
+        size: u64,
+        now: Instant,
+    ) -> RecvSession {
+        let mut unique = Vec::with_capacity(candidates.len().min(MAX_CANDIDATES));
+        for c in candidates {
+            if unique.len() < MAX_CANDIDATES && !unique.contains(c) {
+                unique.push(*c);
+            }
+        }
         RecvSession {
             opts: opts.clone(),
-            peer,
+            candidates: unique,
+            peer: None,
+            starts: VecDeque::new(),
+            rounds: 0,
             isn,
             resume_from,
             size,
@@ -111,6 +152,11 @@ impl RecvSession {
             token: [0; TOKEN_LEN],
             events: VecDeque::new(),
         }
+    }
+
+    /// The sender's address, once a frame of the session came from it.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
     }
 
     /// Whether the sender's `Begin` was taken: from then on there are
@@ -141,8 +187,18 @@ impl RecvSession {
         from: SocketAddr,
         msg: Msg<'a>,
     ) -> Option<Write<'a>> {
-        if from != self.peer {
-            return None;
+        match self.peer {
+            Some(peer) if peer != from => return None,
+            Some(_) => {}
+            None if matches!(msg, Msg::Punch) => {
+                self.punched_from(from);
+                return None;
+            }
+            // Only the candidates (those given, those punches came from)
+            // may be the sender; the first to send a frame of the session
+            // is.
+            None if !self.candidates.contains(&from) => return None,
+            None => self.opened(from),
         }
         let cap = self.opts.cfg.mss;
         match (&self.phase, msg) {
@@ -213,6 +269,35 @@ impl RecvSession {
         }
     }
 
+    /// A `Punch` came from `from` before any other frame: the sender is
+    /// reachable there too, maybe only there (its NAT gave this mapping).
+    /// Answered with a `Start` at once; kept as a candidate, within the
+    /// bound, so that the next rounds try it as well.
+    fn punched_from(&mut self, from: SocketAddr) {
+        if !matches!(self.phase, Phase::Opening { .. }) {
+            return;
+        }
+        if !self.candidates.contains(&from) {
+            if self.candidates.len() >= MAX_CANDIDATES {
+                return;
+            }
+            self.candidates.push(from);
+        }
+        if !self.starts.contains(&from) {
+            self.starts.push_back(from);
+        }
+    }
+
+    fn opened(&mut self, from: SocketAddr) {
+        self.peer = Some(from);
+        self.starts.clear();
+        self.events.push_back(Event::Started {
+            peer: from,
+            isn: self.isn,
+            resume_from: self.resume_from,
+        });
+    }
+
     fn begin(&mut self, now: Instant, mss: u32) {
         let cap = self.opts.cfg.mss;
         if !(1..=cap).contains(&mss) {
@@ -240,23 +325,36 @@ impl RecvSession {
     /// an acknowledgement), if one is due. An acknowledgement's `dropped`
     /// is 0, for the driver, which owns the socket, to fill in.
     pub fn poll_msg(&mut self, now: Instant) -> Option<(SocketAddr, Msg<'static>)> {
+        let start = Msg::Start {
+            isn: self.isn,
+            resume_from: self.resume_from,
+            token: self.token,
+        };
         let msg = match &mut self.phase {
-            Phase::Opening { next_start, .. } if now >= *next_start => {
-                *next_start = now + START_REPEAT;
-                Some(Msg::Start {
-                    isn: self.isn,
-                    resume_from: self.resume_from,
-                    token: self.token,
-                })
+            Phase::Opening { next_start, .. } => {
+                if now >= *next_start {
+                    *next_start = now + START_REPEAT;
+                    self.rounds += 1;
+                    match self.peer {
+                        Some(peer) => self.starts = VecDeque::from([peer]),
+                        None if self.rounds <= ROUNDS_ALL => {
+                            self.starts = self.candidates.iter().copied().collect();
+                        }
+                        None => self.starts = self.candidates.iter().take(1).copied().collect(),
+                    }
+                }
+                if let Some(to) = self.starts.pop_front() {
+                    return Some((to, start));
+                }
+                self.answers.pop_front().map(|size| Msg::ProbeAck { size })
             }
-            Phase::Opening { .. } => self.answers.pop_front().map(|size| Msg::ProbeAck { size }),
             Phase::Receiving | Phase::Lingering { .. } => {
                 let ack = self.arq.as_mut()?.poll_ack()?;
                 Some(Msg::Arq(Frame::Ack(ack)))
             }
             Phase::Over(_) => None,
         };
-        msg.map(|m| (self.peer, m))
+        Some((self.peer?, msg?))
     }
 
     /// Something for the driver's set-up, if anything happened.

@@ -131,7 +131,11 @@ impl SendSession {
             phase: Phase::Waiting {
                 deadline: opts.wait_for_start.map(|d| now + d),
                 next_punch: now,
-                rounds: if opts.punch.is_empty() { 0 } else { PUNCH_ROUNDS },
+                rounds: if opts.punch.is_empty() {
+                    0
+                } else {
+                    PUNCH_ROUNDS
+                },
             },
             arq: None,
             events: VecDeque::new(),

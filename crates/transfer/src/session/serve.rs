@@ -60,7 +60,11 @@ pub async fn serve(
     let mut sbuf = Vec::with_capacity(65_536);
     let mut stats = TransferStats::default();
     let size = source.size();
-    let mut session = SendSession::new(opts, size, Instant::now(), rand::random());
+    let mut opts = opts.clone();
+    opts.punch = (opts.punch.iter())
+        .map(|a| socket::for_socket(socket, *a))
+        .collect();
+    let mut session = SendSession::new(&opts, size, Instant::now(), rand::random());
     let mut started = Instant::now();
     // Each data packet is read into this, then sealed into `out`: sized
     // once the packet size is known.
@@ -75,6 +79,7 @@ pub async fn serve(
                 _ => None,
             };
             let abort = matches!(msg, Msg::Arq(Frame::Abort(_)));
+            let punch = matches!(msg, Msg::Punch);
             // A frame goes only after a `Start` opened, so with keys.
             let Some(keys) = keys.as_mut() else {
                 break;
@@ -86,6 +91,8 @@ pub async fn serve(
                 // Failing anyway: a receiver that misses the reason stops
                 // by itself after a moment of silence.
                 (Err(_), _) if abort => {}
+                // A candidate this host cannot reach is just not the path.
+                (Err(_), _) if punch => {}
                 (sent, _) => sent?,
             }
         }

@@ -51,7 +51,8 @@ pub(super) fn serving(cap: u32, wait_for_start: Option<Duration>) -> ServeOption
     ServeOptions {
         cfg: config(Scheme::SelectiveRepeat, cap),
         wait_for_start,
-        peer_ip: None,
+        peer_ips: Vec::new(),
+        punch: Vec::new(),
     }
 }
 
@@ -121,6 +122,7 @@ impl Wire {
             Msg::Arq(Frame::Ack(ack)) => Sent::Ack { cum: ack.cum },
             Msg::Arq(Frame::Done) => Sent::Done,
             Msg::Arq(Frame::Abort(why)) => Sent::Abort(why.to_string()),
+            Msg::Punch => Sent::Punch,
         }
     }
 }
@@ -153,6 +155,7 @@ pub(super) enum Sent {
     },
     Done,
     Abort(String),
+    Punch,
 }
 
 /// Everything `tx` sends at `now`, as its driver would: frames first, then
@@ -306,7 +309,8 @@ fn transfer(scheme: Scheme, data: &[u8], resume_from: u64, path: Path, seed: u64
     let tx_opts = ServeOptions {
         cfg: config(scheme, MAX_MSS),
         wait_for_start: Some(Duration::from_secs(5)),
-        peer_ip: Some(RECEIVER.ip()),
+        peer_ips: vec![RECEIVER.ip()],
+        punch: Vec::new(),
     };
     let rx_opts = FetchOptions {
         cfg: config(scheme, MAX_MSS),

@@ -30,8 +30,82 @@ fn begun(cap: u32, size: u64, t0: Instant) -> RecvSession {
     let mut rx = session(cap, size, t0);
     assert_eq!(sends(&mut rx, t0), [START]);
     rx.handle(t0, SENDER, Msg::Begin { mss: cap });
+    let opened = Event::Started {
+        peer: SENDER,
+        isn: ISN,
+        resume_from: 0,
+    };
+    assert_eq!(rx.poll_event(), Some(opened));
     assert_eq!(rx.poll_event(), Some(Event::Began { mss: cap }));
     rx
+}
+
+/// Where `rx` sends what, at `now`.
+fn sends_to(rx: &mut RecvSession, now: Instant) -> Vec<(SocketAddr, Sent)> {
+    std::iter::from_fn(|| rx.poll_msg(now))
+        .map(|(to, m)| (to, Wire::of(&m).sent()))
+        .collect()
+}
+
+#[test]
+fn starts_go_to_every_candidate_until_one_answers_then_to_it_alone() {
+    // The sender may be at any of three addresses; the second answers.
+    // Checked to fail with the peer not fixed by the first frame (the
+    // next round goes to all three again).
+    let t0 = Instant::now();
+    let near: SocketAddr = "192.168.1.9:4000".parse().unwrap();
+    let candidates = [SENDER, near, STRANGER];
+    let mut rx = RecvSession::with_candidates(&candidates, &fetching(MAX_MSS), ISN, 0, 100, t0);
+    let first: Vec<_> = candidates.iter().map(|c| (*c, START)).collect();
+    assert_eq!(sends_to(&mut rx, t0), first);
+    assert_eq!(rx.peer(), None);
+    let token = [3; TOKEN_LEN];
+    assert_eq!(rx.handle(t0, near, Msg::Challenge { token }), None);
+    assert_eq!(rx.peer(), Some(near));
+    assert_eq!(sends_to(&mut rx, t0), [(near, PROVED)]);
+    assert_eq!(sends_to(&mut rx, at(t0, 250)), [(near, PROVED)]);
+    // Frames from the other candidates count for nothing now.
+    assert_eq!(rx.handle(t0, SENDER, Msg::Begin { mss: 1000 }), None);
+    assert!(!rx.began());
+}
+
+#[test]
+fn a_punch_from_a_new_address_is_answered_there_at_once() {
+    // The sender's NAT gave its socket a port nobody listed: its punch
+    // shows it, and a `Start` goes back there at once and with every
+    // round after. Checked to fail with punches ignored.
+    let t0 = Instant::now();
+    let mut rx = session(MAX_MSS, 100, t0);
+    assert_eq!(sends_to(&mut rx, t0), [(SENDER, START)]);
+    let mapped: SocketAddr = "203.0.113.7:61000".parse().unwrap();
+    assert_eq!(rx.handle(at(t0, 10), mapped, Msg::Punch), None);
+    assert_eq!(rx.peer(), None, "a punch proves nothing about our Starts");
+    assert_eq!(sends_to(&mut rx, at(t0, 10)), [(mapped, START)]);
+    assert_eq!(
+        sends_to(&mut rx, at(t0, 250)),
+        [(SENDER, START), (mapped, START)]
+    );
+    // Punches are bounded: past the candidates' cap, new addresses are
+    // not answered.
+    for i in 0..MAX_CANDIDATES as u16 {
+        let other = SocketAddr::new(mapped.ip(), 1000 + i);
+        rx.handle(at(t0, 300), other, Msg::Punch);
+    }
+    let answered = sends_to(&mut rx, at(t0, 300)).len();
+    assert_eq!(answered, MAX_CANDIDATES - 2, "up to the cap of candidates");
+}
+
+#[test]
+fn only_the_first_candidate_is_tried_after_three_seconds() {
+    // Checked to fail with every candidate tried until the give-up.
+    let t0 = Instant::now();
+    let candidates = [SENDER, STRANGER];
+    let mut rx = RecvSession::with_candidates(&candidates, &fetching(MAX_MSS), ISN, 0, 100, t0);
+    let mut last = Vec::new();
+    for round in 0..20 {
+        last = sends_to(&mut rx, at(t0, round * 250));
+    }
+    assert_eq!(last, [(SENDER, START)]);
 }
 
 /// What `rx` sends at `now`, in short.

@@ -361,10 +361,10 @@ fn a_token_proves_only_the_address_it_was_sent_to() {
 fn in_chat_mode_a_start_from_another_ip_is_not_answered() {
     // The server told the owner where the asker is: a `Start` from any
     // other IP draws nothing at all, not even a challenge. Checked to
-    // fail with `peer_ip` ignored.
+    // fail with `peer_ips` ignored.
     let t0 = Instant::now();
     let mut opts = serving(MAX_MSS, None);
-    opts.peer_ip = Some(RECEIVER.ip());
+    opts.peer_ips = vec![RECEIVER.ip()];
     let mut tx = SendSession::new(&opts, 10_000, t0, SECRET);
     assert!(answer_to_start(&mut tx, t0, STRANGER).is_empty());
     let token = token_for(&mut tx, t0, RECEIVER);
@@ -375,9 +375,60 @@ fn in_chat_mode_a_start_from_another_ip_is_not_answered() {
     let std::net::IpAddr::V4(v4) = RECEIVER.ip() else {
         unreachable!("the test receiver is IPv4");
     };
-    opts.peer_ip = Some(v4.to_ipv6_mapped().into());
+    opts.peer_ips = vec![v4.to_ipv6_mapped().into()];
     let mut tx = SendSession::new(&opts, 10_000, t0, SECRET);
     let token = token_for(&mut tx, t0, RECEIVER);
     tx.handle(t0, RECEIVER, start(ISN, 0, token));
     assert_eq!(tx.peer(), Some(RECEIVER));
+}
+
+#[test]
+fn a_waiting_sender_punches_every_candidate_for_two_seconds_then_stops() {
+    // Checked to fail with the rounds unbounded (punches until the
+    // deadline) and with the punches going on after a `Start`.
+    let t0 = Instant::now();
+    let mut opts = serving(MAX_MSS, Some(Duration::from_secs(10)));
+    let behind: SocketAddr = "198.51.100.4:5000".parse().unwrap();
+    opts.punch = vec![RECEIVER, behind];
+    let mut tx = SendSession::new(&opts, 1_000, t0, SECRET);
+    let mut punched = Vec::new();
+    let mut now = t0;
+    // Time moves as the session asks, up to the deadline.
+    while now < at(t0, 9_000) {
+        while let Some((to, msg)) = tx.poll_msg(now) {
+            assert_eq!(msg, Msg::Punch, "nothing else before a Start");
+            punched.push((ms(t0, now), to));
+        }
+        match tx.poll_timeout() {
+            Some(t) if t <= at(t0, 9_000) => now = t,
+            _ => break,
+        }
+        tx.handle_timeout(now);
+    }
+    let rounds = PUNCH_ROUNDS as usize;
+    assert_eq!(punched.len(), 2 * rounds, "{punched:?}");
+    assert_eq!(punched[0], (0, RECEIVER));
+    assert_eq!(punched[1], (0, behind));
+    let last = punched.last().map(|p| p.0).unwrap_or_default();
+    assert_eq!(last, (rounds as u64 - 1) * PUNCH_EVERY.as_millis() as u64);
+    // A fresh one, started half-way: no punch after the Start.
+    let mut tx = SendSession::new(&opts, 1_000, t0, SECRET);
+    while tx.poll_msg(t0).is_some() {}
+    let token = token_for(&mut tx, t0, RECEIVER);
+    tx.handle(t0, RECEIVER, start(ISN, 0, token));
+    let later = sends(&mut tx, at(t0, 400));
+    assert!(!later.contains(&Sent::Punch), "{later:?}");
+}
+
+#[test]
+fn at_most_eight_candidates_are_punched() {
+    // Checked to fail with every listed candidate punched.
+    let t0 = Instant::now();
+    let mut opts = serving(MAX_MSS, None);
+    opts.punch = (0..20)
+        .map(|i| SocketAddr::new(RECEIVER.ip(), 6000 + i))
+        .collect();
+    let mut tx = SendSession::new(&opts, 1_000, t0, SECRET);
+    let round = std::iter::from_fn(|| tx.poll_msg(t0).map(|(to, _)| to)).count();
+    assert_eq!(round, MAX_PUNCHED);
 }

@@ -1,0 +1,201 @@
+//! Where clients' UDP sockets are seen from, as STUN tells (RFC 8489's
+//! binding request, in chatdrop's own few bytes): a client behind a NAT
+//! learns the public address its router gave its transfer socket, and
+//! offers it to the peer it exchanges a file with.
+//!
+//! The server listens for UDP on its TLS port. A client registers a random
+//! token over TLS (`ClientMsg::Observe`), then sends [`OBSERVE_MAGIC`] and
+//! the token from the socket to observe; the server answers over that
+//! client's TLS connection (`ServerMsg::Observed`) with the datagram's
+//! source address. Nothing is ever sent back by UDP, so the port cannot be
+//! used to reflect or amplify traffic towards anyone; a token unknown here
+//! costs one lookup; answers to one token are spaced
+//! [`MIN_SPACING`] apart, so a client flooding its own token only slows
+//! its own answers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chatdrop_chat::ConnId;
+use chatdrop_proto::{encode_frame, ServerMsg, OBSERVE_MAGIC};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::outbox::Outbox;
+
+/// Bytes of an observation request: the magic and the token.
+pub(crate) const REQUEST_LEN: usize = OBSERVE_MAGIC.len() + 16;
+
+/// Least time between two answers to one token.
+pub(crate) const MIN_SPACING: Duration = Duration::from_millis(50);
+
+/// A registered token: the connection to answer on.
+struct Entry {
+    conn: ConnId,
+    tx: Outbox,
+    last: Option<Instant>,
+}
+
+/// The tokens of connected clients, one at most per connection.
+#[derive(Default)]
+pub(crate) struct Observers {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_token: HashMap<[u8; 16], Entry>,
+    by_conn: HashMap<ConnId, [u8; 16]>,
+}
+
+impl Observers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `conn` will be told where datagrams carrying `token` come from; its
+    /// earlier token, if any, is forgotten.
+    pub(crate) fn register(&self, conn: ConnId, token: [u8; 16], tx: &Outbox) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.by_conn.insert(conn, token) {
+            inner.by_token.remove(&old);
+        }
+        let entry = Entry {
+            conn,
+            tx: tx.clone(),
+            last: None,
+        };
+        // A token another connection registered (a copy, or a guess that
+        // hit) is theirs until they go: the first comer keeps it.
+        if let Some(taken) = inner.by_token.get(&token) {
+            if taken.conn != conn {
+                inner.by_conn.remove(&conn);
+                return;
+            }
+        }
+        inner.by_token.insert(token, entry);
+    }
+
+    /// Forgets the token of a connection that ended.
+    pub(crate) fn forget(&self, conn: ConnId) {
+        let mut inner = self.lock();
+        if let Some(token) = inner.by_conn.remove(&conn) {
+            inner.by_token.remove(&token);
+        }
+    }
+
+    /// Answers a datagram `from`, if it is a request with a registered
+    /// token whose last answer is old enough. Returns whether it answered.
+    pub(crate) fn answer(&self, datagram: &[u8], from: SocketAddr, now: Instant) -> bool {
+        let Some(token) = parse(datagram) else {
+            return false;
+        };
+        let mut inner = self.lock();
+        let Some(entry) = inner.by_token.get_mut(&token) else {
+            return false;
+        };
+        if entry.last.is_some_and(|t| now < t + MIN_SPACING) {
+            return false;
+        }
+        entry.last = Some(now);
+        // An IPv4 client of a dual-stack socket is seen as `::ffff:a.b.c.d`.
+        let addr = SocketAddr::new(from.ip().to_canonical(), from.port());
+        let msg = ServerMsg::Observed { token, addr };
+        match encode_frame(&msg) {
+            // A full queue drops the answer: the client asks again.
+            Ok(frame) => entry.tx.try_send(frame).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The token of an observation request, if `datagram` is one.
+fn parse(datagram: &[u8]) -> Option<[u8; 16]> {
+    if datagram.len() != REQUEST_LEN || !datagram.starts_with(OBSERVE_MAGIC) {
+        return None;
+    }
+    datagram[OBSERVE_MAGIC.len()..].try_into().ok()
+}
+
+/// Reads observation requests from `socket` until shutdown.
+pub(crate) async fn run(socket: UdpSocket, observers: Arc<Observers>, shutdown: CancellationToken) {
+    // One byte more than a request: a longer datagram shows as too long.
+    let mut buf = [0u8; REQUEST_LEN + 1];
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = socket.recv_from(&mut buf) => r,
+        };
+        match received {
+            Ok((len, from)) => {
+                if !observers.answer(&buf[..len], from, Instant::now()) {
+                    debug!(%from, len, "UDP datagram not answered");
+                }
+            }
+            Err(e) => {
+                // ICMP errors from earlier sends do not apply (nothing is
+                // sent); anything else: wait a moment rather than spin.
+                warn!("observation socket: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::outbox;
+    use chatdrop_proto::decode;
+
+    fn request(token: [u8; 16]) -> Vec<u8> {
+        let mut d = OBSERVE_MAGIC.to_vec();
+        d.extend_from_slice(&token);
+        d
+    }
+
+    #[tokio::test]
+    async fn a_registered_token_is_answered_on_its_connection_only() {
+        let obs = Observers::default();
+        let (tx, mut rx) = outbox(16, 1 << 20);
+        let (other_tx, mut other_rx) = outbox(16, 1 << 20);
+        obs.register(ConnId(1), [7; 16], &tx);
+        obs.register(ConnId(2), [8; 16], &other_tx);
+        let from: SocketAddr = "[::ffff:203.0.113.5]:40000".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(obs.answer(&request([7; 16]), from, t0));
+        let frame = rx.try_recv().expect("an answer on connection 1");
+        let msg: ServerMsg = decode(&frame[4..]).unwrap();
+        let want: SocketAddr = "203.0.113.5:40000".parse().unwrap();
+        assert_eq!(
+            msg,
+            ServerMsg::Observed {
+                token: [7; 16],
+                addr: want
+            }
+        );
+        assert!(other_rx.try_recv().is_none(), "nothing on connection 2");
+        // Spaced: a flood of its own token slows only its answers.
+        assert!(!obs.answer(&request([7; 16]), from, t0 + MIN_SPACING / 2));
+        assert!(obs.answer(&request([7; 16]), from, t0 + MIN_SPACING));
+        // Unknown tokens, other lengths, other magic: no answer.
+        assert!(!obs.answer(&request([9; 16]), from, t0));
+        assert!(!obs.answer(&request([8; 16])[1..], from, t0));
+        let mut long = request([8; 16]);
+        long.push(0);
+        assert!(!obs.answer(&long, from, t0));
+        // A connection's new token replaces its old one; a connection that
+        // ended is forgotten.
+        obs.register(ConnId(1), [6; 16], &tx);
+        assert!(!obs.answer(&request([7; 16]), from, t0 + MIN_SPACING * 3));
+        obs.forget(ConnId(2));
+        assert!(!obs.answer(&request([8; 16]), from, t0));
+        // A token another connection holds stays theirs.
+        obs.register(ConnId(3), [6; 16], &other_tx);
+        assert!(obs.answer(&request([6; 16]), from, t0 + MIN_SPACING * 4));
+        assert!(rx.try_recv().is_some(), "connection 1 keeps its token");
+    }
+}
