@@ -15,10 +15,6 @@ use support::peer::RawPeer;
 use support::raw::*;
 use support::*;
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
-
 fn said(m: &ServerMsg, from: &str, text: &str) -> bool {
     matches!(m, ServerMsg::Message(ChatLine { from: f, text: t, .. }) if f == from && t == text)
 }

@@ -32,16 +32,6 @@ use support::peer::RawPeer;
 use support::raw::*;
 use support::*;
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut d = vec![0u8; len];
-    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut d);
-    d
-}
-
 fn write_raw(s: &mut RawTls, bytes: &[u8]) {
     s.write_all(bytes).unwrap();
     s.flush().unwrap();

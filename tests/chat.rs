@@ -13,10 +13,6 @@ use serde_json::{json, Value};
 use support::raw::*;
 use support::*;
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
-
 /// The original's demo: bob creates private room `whatsapp` with password
 /// 1234; alice lists rooms, fails with a wrong password, joins with the right
 /// one; messages reach exactly the right people exactly once.

@@ -10,10 +10,6 @@ use rand::{RngCore, SeedableRng};
 use serde_json::Value;
 use support::*;
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
-
 /// The texts of the live `message` events `p` got from `from`, in order.
 fn texts_from(p: &Proc, from: &str) -> Vec<String> {
     p.events()

@@ -21,10 +21,6 @@ use serde_json::{json, Value};
 use support::peer::RawPeer;
 use support::*;
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
-
 fn random_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
     let mut d = vec![0u8; len];
     rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut d);

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod peer;
 pub mod raw;
 
@@ -43,7 +44,19 @@ impl Proc {
 
     /// Like [`Proc::spawn`] with the given standard input (a terminal, say).
     pub fn spawn_with_stdin(name: &str, args: &[&str], stdin: Stdio) -> Proc {
-        let mut child = Command::new(bin())
+        Self::spawn_cmd(name, Command::new(bin()), args, stdin)
+    }
+
+    /// Like [`Proc::spawn`], in network namespace `ns` (made by the test:
+    /// see [`netns`]).
+    pub fn spawn_in(ns: &str, name: &str, args: &[&str]) -> Proc {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, bin()]);
+        Self::spawn_cmd(name, cmd, args, Stdio::piped())
+    }
+
+    fn spawn_cmd(name: &str, mut cmd: Command, args: &[&str], stdin: Stdio) -> Proc {
+        let mut child = cmd
             .args(args)
             .env("RUST_LOG", "warn,chatdrop=debug")
             .stdin(stdin)
@@ -328,13 +341,21 @@ impl ServerProc {
     /// by then: a server that finds its address in use is started again,
     /// for up to [`WAIT`].
     pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> ServerProc {
+        Self::start_in(None, listen, data_dir, extra)
+    }
+
+    /// Like [`ServerProc::start_on`], in network namespace `ns` if given.
+    pub fn start_in(ns: Option<&str>, listen: &str, data_dir: &Path, extra: &[&str]) -> ServerProc {
         let dir = data_dir.to_str().unwrap();
         let mut args = vec!["server", "--listen", listen, "--data-dir", dir];
         args.extend_from_slice(extra);
         let deadline = Instant::now() + WAIT;
         let listening = |l: &str| l.contains("listening on");
         let (mut proc, line) = loop {
-            let mut proc = Proc::spawn("server", &args);
+            let mut proc = match ns {
+                Some(ns) => Proc::spawn_in(ns, "server", &args),
+                None => Proc::spawn("server", &args),
+            };
             let why = match proc.next_line(WAIT, listening) {
                 Ok(line) => break (proc, line),
                 Err(why) => why,
@@ -697,4 +718,17 @@ impl Proc {
             );
         }
     }
+}
+
+/// A temporary directory, deleted when dropped.
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// `len` bytes that are always the same for `seed`.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut d = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut d);
+    d
 }

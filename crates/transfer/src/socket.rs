@@ -60,6 +60,49 @@ pub fn for_socket(socket: &UdpSocket, to: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The hops a socket's datagrams may take: the system's (read once), or
+/// a small number for a while.
+pub(crate) struct Ttl<'a> {
+    socket: socket2::SockRef<'a>,
+    /// What the system gave it for IPv4 (`IP_TTL`, which an IPv6 socket
+    /// uses for its IPv4 datagrams too) and for IPv6, to go back to.
+    normal: (Option<u32>, Option<u32>),
+    low: bool,
+}
+
+impl<'a> Ttl<'a> {
+    pub(crate) fn of(socket: &'a UdpSocket) -> Ttl<'a> {
+        let sock = socket2::SockRef::from(socket);
+        let v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        let normal = (
+            sock.ttl().ok(),
+            v6.then(|| sock.unicast_hops_v6().ok()).flatten(),
+        );
+        Ttl {
+            socket: sock,
+            normal,
+            low: false,
+        }
+    }
+
+    /// Datagrams sent from now on take at most `hops` hops (`None`: as
+    /// many as the system's setting allows). Best effort: a system that
+    /// refuses keeps its own.
+    pub(crate) fn set(&mut self, hops: Option<u32>) {
+        if hops.is_some() == self.low {
+            return;
+        }
+        let (v4, v6) = self.normal;
+        if let Some(normal) = v4 {
+            let _ = self.socket.set_ttl(hops.unwrap_or(normal));
+        }
+        if let Some(normal) = v6 {
+            let _ = self.socket.set_unicast_hops_v6(hops.unwrap_or(normal));
+        }
+        self.low = hops.is_some();
+    }
+}
+
 /// Binds a UDP socket at `port` (0: any) on every address of this host,
 /// IPv4 and IPv6 alike: one IPv6 socket that also takes IPv4 (as
 /// `::ffff:a.b.c.d`), so an owner is reachable at whichever address its

@@ -35,6 +35,19 @@ pub(crate) const PUNCH_EVERY: Duration = Duration::from_millis(200);
 pub(crate) const PUNCH_ROUNDS: u32 = 10;
 /// Candidate addresses punched at most.
 pub const MAX_PUNCHED: usize = 8;
+/// Rounds of punches with the small TTL of [`PUNCH_TTL`] (the first
+/// ones); the rest go with the system's.
+pub(crate) const LOW_TTL_ROUNDS: u32 = PUNCH_ROUNDS / 2;
+/// Hops a punch of the first rounds may take: enough to open this side's
+/// own NAT (the home router, one hop away), too few to reach the other
+/// side's. A punch that reached the other side's NAT before that side
+/// sent anything would be refused there, and some NATs (Linux's among
+/// them) then keep a record of it that stops the other side's own
+/// `Start` from keeping its port: the path would not open. The receiver's
+/// `Start`s, sent once the offer reaches it (later than the first
+/// punches, by a trip through the server), open its side; the later
+/// rounds go further, for NATs deeper in the network.
+pub const PUNCH_TTL: u32 = 2;
 
 /// The sending end of one session (see the module docs).
 ///
@@ -186,6 +199,13 @@ impl SendSession {
             self.challenges.pop_front();
         }
         self.challenges.push_back((from, fresh));
+    }
+
+    /// Whether the punches [`poll_msg`](Self::poll_msg) gives next go
+    /// with the small [`PUNCH_TTL`]: those of the first
+    /// [`LOW_TTL_ROUNDS`] rounds.
+    pub fn low_ttl_punches(&self) -> bool {
+        matches!(self.phase, Phase::Waiting { rounds, .. } if rounds > PUNCH_ROUNDS - LOW_TTL_ROUNDS)
     }
 
     /// The receiver, once a `Start` fixed it.

@@ -12,6 +12,7 @@ use tokio::net::UdpSocket;
 use tracing::{debug, trace};
 
 use super::net::{io, next_frame, send_msg, wait, Next, BATCH};
+use super::send::PUNCH_TTL;
 use super::{Event, Progress, SendSession, ServeOptions, TransferStats};
 use crate::batch::{BatchSocket, MAX_SEND_BYTES};
 use crate::crypto::{SessionKeys, HEADER, TAG};
@@ -65,6 +66,7 @@ pub async fn serve(
         .map(|a| socket::for_socket(socket, *a))
         .collect();
     let mut session = SendSession::new(&opts, size, Instant::now(), rand::random());
+    let mut ttl = socket::Ttl::of(socket);
     let mut started = Instant::now();
     // Each data packet is read into this, then sealed into `out`: sized
     // once the packet size is known.
@@ -73,6 +75,7 @@ pub async fn serve(
     let mut next_trace = Instant::now();
     loop {
         let now = Instant::now();
+        let session_low_ttl = session.low_ttl_punches();
         while let Some((to, msg)) = session.poll_msg(now) {
             let probe = match msg {
                 Msg::Probe { size } => Some(size),
@@ -84,6 +87,10 @@ pub async fn serve(
             let Some(keys) = keys.as_mut() else {
                 break;
             };
+            // The first punches go only as far as this side's own NAT (see
+            // `PUNCH_TTL`); anything else, as far as it must.
+            let low = punch && session_low_ttl;
+            ttl.set(low.then_some(PUNCH_TTL));
             match (send_msg(&net, keys, to, &msg, &mut sbuf).await, probe) {
                 (Err(TransferError::Io { source, .. }), Some(size)) if socket::too_big(&source) => {
                     session.on_too_big(now, size);

@@ -432,3 +432,24 @@ fn at_most_eight_candidates_are_punched() {
     let round = std::iter::from_fn(|| tx.poll_msg(t0).map(|(to, _)| to)).count();
     assert_eq!(round, MAX_PUNCHED);
 }
+
+#[test]
+fn the_first_half_of_the_punches_go_with_a_small_ttl() {
+    // Checked to fail with every round low (or none).
+    let t0 = Instant::now();
+    let mut opts = serving(MAX_MSS, None);
+    opts.punch = vec![RECEIVER];
+    let mut tx = SendSession::new(&opts, 1_000, t0, SECRET);
+    let mut lows = Vec::new();
+    for round in 0..PUNCH_ROUNDS {
+        let now = t0 + PUNCH_EVERY * round;
+        let low = tx.low_ttl_punches();
+        if tx.poll_msg(now).is_some() {
+            lows.push(low);
+        }
+    }
+    let half = LOW_TTL_ROUNDS as usize;
+    assert_eq!(lows.len(), PUNCH_ROUNDS as usize);
+    assert!(lows[..half].iter().all(|l| *l), "{lows:?}");
+    assert!(lows[half..].iter().all(|l| !*l), "{lows:?}");
+}
