@@ -225,3 +225,84 @@ fn two_clients_behind_one_router_meet_at_their_home_addresses() {
     let path = done["path"].as_str().unwrap();
     assert!(std::fs::read(path).unwrap() == data, "byte-exact");
 }
+
+/// Two homes with IPv6 only (no IPv4 address anywhere on their side), at
+/// a server reached over IPv6: the request, the offer and the file all go
+/// over IPv6, and the file arrives byte-exact at the owner's own address.
+#[test]
+fn over_ipv6_only_the_file_moves_directly() {
+    let mut net = match Net::new() {
+        Ok(net) => net,
+        Err(why) => {
+            eprintln!("skipped: this machine cannot build the test's networks: {why}");
+            return;
+        }
+    };
+    for ns in ["inet", "ha", "hb"] {
+        net.add(ns).unwrap();
+    }
+    net.link(
+        ("inet", "ia", "2001:db8:1::1/64"),
+        ("ha", "eth", "2001:db8:1::2/64"),
+    )
+    .unwrap();
+    net.link(
+        ("inet", "ib", "2001:db8:2::1/64"),
+        ("hb", "eth", "2001:db8:2::2/64"),
+    )
+    .unwrap();
+    net.forward("inet").unwrap();
+    net.ip(
+        "ha",
+        &["-6", "route", "add", "default", "via", "2001:db8:1::1"],
+    )
+    .unwrap();
+    net.ip(
+        "hb",
+        &["-6", "route", "add", "default", "via", "2001:db8:2::1"],
+    )
+    .unwrap();
+    let dir = tmp();
+    let server = ServerProc::start_in(
+        Some(&net.ns("inet")),
+        "[::]:0",
+        &dir.path().join("server"),
+        &["--no-console"],
+    );
+    let port = server.port().to_string();
+    let data = random_bytes(2_000_000, 73);
+    let mut bob = client_at(
+        &net.ns("hb"),
+        &format!("[2001:db8:2::1]:{port}"),
+        dir.path(),
+        "bob",
+        "r",
+        &[("f.bin", &data)],
+        &["--create"],
+    );
+    bob.send("@me setshare f.bin");
+    bob.expect("share_status", &[]);
+    let mut alice = client_at(
+        &net.ns("ha"),
+        &format!("[2001:db8:1::1]:{port}"),
+        dir.path(),
+        "alice",
+        "r",
+        &[],
+        &["--timeout", "5"],
+    );
+    alice.send("@all whohas f.bin");
+    alice.expect("whohas_reply", &[("from", "bob".into())]);
+    alice.send("@bob getfile f.bin");
+    let started = alice.expect("transfer_started", &[("from", "bob".into())]);
+    assert_eq!(started["path"], "direct", "{started}");
+    assert!(
+        started["addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("[2001:db8:2::2]:"),
+        "{started}"
+    );
+    let done = alice.expect("transfer_done", &[("from", "bob".into())]);
+    assert!(std::fs::read(done["path"].as_str().unwrap()).unwrap() == data);
+}

@@ -582,26 +582,31 @@ fn bob_sharing_notes(server: &ServerProc, dir: &Path, extra: &[&str]) -> (Vec<u8
     (notes, bob)
 }
 
-/// A server on every address of both families (`[::]`, the default): two
-/// clients that came over IPv6 and two over IPv4, each pair moving a file
-/// within its family. The owner's upload socket takes IPv6, and the server
-/// offers an IPv4 client at its plain IPv4 address. (Before, uploads bound
-/// IPv4 only, and the fetch over IPv6 ran out its time with "peer stopped
-/// answering".) Between families a file does not move yet: the owner takes
-/// the session only from the address the server saw the asker at.
+/// A server on every address of both families (`[::]`, the default):
+/// pairs of clients that came over IPv6, over IPv4, and one of each either
+/// way, each pair moving a file. The owner's upload socket takes both
+/// families, the server offers an IPv4 client at its plain IPv4 address,
+/// and between families the asker reaches the owner at one of the owner's
+/// candidate addresses of its own family. (Before, uploads bound IPv4
+/// only, and the fetch over IPv6 ran out its time with "peer stopped
+/// answering"; then, with both families, a fetch between families did,
+/// the owner taking the session only from the address the server saw.)
 #[test]
 fn files_move_over_ipv6_and_ipv4_at_a_dual_stack_server() {
     let dir = tmp();
     let mut server = ServerProc::start_on("[::]:0", &dir.path().join("server"), &["--no-console"]);
     let port = server.addr.rsplit(':').next().unwrap().to_string();
-    for (family, at) in [
-        ("v6", format!("[::1]:{port}")),
-        ("v4", format!("127.0.0.1:{port}")),
+    let (v6, v4) = (format!("[::1]:{port}"), format!("127.0.0.1:{port}"));
+    for (name, owner_at, asker_at) in [
+        ("v6", &v6, &v6),
+        ("v4", &v4, &v4),
+        ("v4v6", &v4, &v6),
+        ("v6v4", &v6, &v4),
     ] {
-        server.addr = at;
-        let data = format!("{family} notes\n").repeat(1000).into_bytes();
-        let owner = format!("own{family}");
-        let room = format!("r{family}");
+        let data = format!("{name} notes\n").repeat(1000).into_bytes();
+        let owner = format!("own{name}");
+        let room = format!("r{name}");
+        server.addr = owner_at.clone();
         let mut owner_proc = sharer(
             &server,
             dir.path(),
@@ -612,16 +617,18 @@ fn files_move_over_ipv6_and_ipv4_at_a_dual_stack_server() {
         );
         owner_proc.send("@me setshare notes.txt");
         owner_proc.expect("share_status", &[]);
+        server.addr = asker_at.clone();
         let mut asker = sharer(
             &server,
             dir.path(),
-            &format!("ask{family}"),
+            &format!("ask{name}"),
             &room,
             &[],
             &["--timeout", "5"],
         );
         asker.send(&format!("@{owner} getfile notes.txt"));
         let started = asker.expect("transfer_started", &[("from", owner.clone().into())]);
+        assert_eq!(started["path"], "direct", "{name}: {started}");
         let done = asker.expect("transfer_done", &[]);
         assert_download(&asker, &started, &done, &data);
     }

@@ -82,10 +82,20 @@ impl Net {
                 "link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", &b_ns,
             ],
         )?;
-        self.ip(a, &["addr", "add", a_addr, "dev", a_dev])?;
-        self.ip(b, &["addr", "add", b_addr, "dev", b_dev])?;
+        self.addr(a, a_dev, a_addr)?;
+        self.addr(b, b_dev, b_addr)?;
         self.ip(a, &["link", "set", a_dev, "up"])?;
         self.ip(b, &["link", "set", b_dev, "up"])
+    }
+
+    /// Gives `dev` in `name` the address `addr` (with its prefix length);
+    /// an IPv6 one is usable at once (no duplicate address detection).
+    pub fn addr(&self, name: &str, dev: &str, addr: &str) -> Result<(), String> {
+        let mut args = vec!["addr", "add", addr, "dev", dev];
+        if addr.contains(':') {
+            args.push("nodad");
+        }
+        self.ip(name, &args)
     }
 
     /// Lets `name` forward packets between its interfaces.
@@ -101,6 +111,7 @@ impl Net {
                 "-q",
                 "-w",
                 "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.forwarding=1",
             ],
         )
     }
