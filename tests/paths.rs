@@ -306,3 +306,75 @@ fn over_ipv6_only_the_file_moves_directly() {
     let done = alice.expect("transfer_done", &[("from", "bob".into())]);
     assert!(std::fs::read(done["path"].as_str().unwrap()).unwrap() == data);
 }
+
+/// Alice's home network renumbers her mid-transfer (her router then maps
+/// her socket to another port, since the old mapping is still held, and
+/// her old address is gone): bob, on a public address, sees her
+/// acknowledgements from the new mapping, proves it with a `Challenge`,
+/// moves the session there, and the file arrives byte-exact without
+/// starting over. Bob's upload is held to 40 Mbit/s so that the change
+/// falls mid-transfer. Checked to fail with frames from other addresses
+/// dropped unopened ("the peer stopped answering").
+#[test]
+fn a_changed_nat_mapping_mid_transfer_moves_the_session() {
+    let Some(mut net) = network([false, false]) else {
+        return;
+    };
+    net.add("pb").unwrap();
+    net.link(("inet", "ic", "10.0.3.1/24"), ("pb", "eth", "10.0.3.2/24"))
+        .unwrap();
+    net.ip("pb", &["route", "add", "default", "via", "10.0.3.1"])
+        .unwrap();
+    net.shape("pb", "eth", "40mbit").unwrap();
+    net.sysctl("ha", "net.ipv4.conf.all.promote_secondaries=1")
+        .unwrap();
+    net.sysctl("ha", "net.ipv4.conf.eth.promote_secondaries=1")
+        .unwrap();
+    let dir = tmp();
+    let server = ServerProc::start_in(
+        Some(&net.ns("inet")),
+        "0.0.0.0:0",
+        &dir.path().join("server"),
+        &["--no-console"],
+    );
+    let port = server.port().to_string();
+    let data = random_bytes(16_000_000, 74);
+    let mut bob = client_at(
+        &net.ns("pb"),
+        &format!("10.0.3.1:{port}"),
+        dir.path(),
+        "bob",
+        "r",
+        &[("f.bin", &data)],
+        &["--create"],
+    );
+    bob.send("@me setshare f.bin");
+    bob.expect("share_status", &[]);
+    let mut alice = client_at(
+        &net.ns("ha"),
+        &format!("10.0.1.1:{port}"),
+        dir.path(),
+        "alice",
+        "r",
+        &[],
+        &["--timeout", "5"],
+    );
+    alice.send("@all whohas f.bin");
+    alice.expect("whohas_reply", &[("from", "bob".into())]);
+    alice.send("@bob getfile f.bin");
+    let started = alice.expect("transfer_started", &[("from", "bob".into())]);
+    assert_eq!(started["path"], "direct", "{started}");
+    alice.wait_event("a fifth of the file", |v| {
+        v["event"] == "transfer_progress" && v["bytes"].as_u64().unwrap_or(0) > 3_000_000
+    });
+    net.addr("ha", "eth", "192.168.1.3/24").unwrap();
+    net.ip("ha", &["addr", "del", "192.168.1.2/24", "dev", "eth"])
+        .unwrap();
+    let done = alice.expect("transfer_done", &[("from", "bob".into())]);
+    assert_eq!(
+        done["id"], started["id"],
+        "the same transfer, not a new one"
+    );
+    assert!(std::fs::read(done["path"].as_str().unwrap()).unwrap() == data);
+    bob.expect("upload_done", &[("to", "alice".into())]);
+}

@@ -157,7 +157,7 @@ impl Sim {
                 SessionEvent::Began { mss } => {
                     assert!((1..=self.cap).contains(&mss), "the sender began with {mss}")
                 }
-                SessionEvent::Started { peer, .. } => {
+                SessionEvent::Started { peer, .. } | SessionEvent::Moved { peer } => {
                     assert_eq!(self.tx.peer(), Some(peer));
                 }
             }

@@ -98,6 +98,25 @@ impl Net {
         self.ip(name, &args)
     }
 
+    /// Sets a kernel parameter (`key=value`) in `name`.
+    pub fn sysctl(&self, name: &str, setting: &str) -> Result<(), String> {
+        let ns = self.ns(name);
+        run("ip", &["netns", "exec", &ns, "sysctl", "-q", "-w", setting])
+    }
+
+    /// Holds what `dev` in `name` sends to `rate` (a token bucket, as
+    /// `tc` writes rates: `40mbit`).
+    pub fn shape(&self, name: &str, dev: &str, rate: &str) -> Result<(), String> {
+        let ns = self.ns(name);
+        run(
+            "ip",
+            &[
+                "netns", "exec", &ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate",
+                rate, "burst", "64kb", "latency", "200ms",
+            ],
+        )
+    }
+
     /// Lets `name` forward packets between its interfaces.
     pub fn forward(&self, name: &str) -> Result<(), String> {
         let ns = self.ns(name);

@@ -140,6 +140,14 @@ impl Receiver {
         Verdict::Write { offset }
     }
 
+    /// Makes the next [`Receiver::poll_ack`] give the acknowledgement
+    /// again, though nothing arrived: for a sender that has not heard
+    /// from this end for a while (its acknowledgements may have been
+    /// lost, or may go where this end no longer is).
+    pub fn ack_again(&mut self) {
+        self.need_ack = true;
+    }
+
     /// The acknowledgement to send, if one is due.
     pub fn poll_ack(&mut self) -> Option<Ack> {
         if !std::mem::take(&mut self.need_ack) {

@@ -116,6 +116,7 @@ pub async fn fetch_from(
                         opened(peer);
                     }
                 }
+                Event::Moved { .. } => {}
             }
         }
         if arrived && session.began() {

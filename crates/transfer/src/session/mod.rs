@@ -134,4 +134,11 @@ pub enum Event {
         /// Payload bytes of every data packet but the last.
         mss: u32,
     },
+    /// The sender moved the session to the receiver's new address (its
+    /// NAT gave it another mapping, or it changed networks), proved as
+    /// the first one was.
+    Moved {
+        /// The receiver's address from now on.
+        peer: SocketAddr,
+    },
 }

@@ -64,10 +64,18 @@ pub(super) enum Next<'n> {
     Hello(SocketAddr, &'n [u8]),
 }
 
+/// Datagrams from an address other than the peer's that are opened all
+/// the same: large enough for an acknowledgement (with its 128 ranges) or
+/// a `Start` of a peer that moved (see `SendSession::on_other_address`),
+/// small enough that opening them costs little, unlike a data datagram of
+/// up to 64 KiB.
+const MAX_FOREIGN: usize = 1280;
+
 /// Takes the datagram pending on `net`, or the next the kernel already
 /// holds, without waiting, and opens it. A datagram from anywhere but
-/// `peer` (when there is one) is dropped unopened: opening costs as much
-/// as the data is long. A direct-mode `Hello` is handed over as it came. One that fails to open is counted in `forged`
+/// `peer` (when there is one) is dropped unopened unless it is small:
+/// opening costs as much as the data is long. A direct-mode `Hello` is
+/// handed over as it came. One that fails to open is counted in `forged`
 /// (a copy of one opened before is dropped, not counted).
 pub(super) fn next_frame<'n>(
     net: &'n mut BatchSocket<'_>,
@@ -81,7 +89,7 @@ pub(super) fn next_frame<'n>(
     let Some((from, datagram)) = net.next_datagram() else {
         return Ok(Next::Empty);
     };
-    if peer.is_some_and(|peer| peer != from) {
+    if peer.is_some_and(|peer| peer != from) && datagram.len() > MAX_FOREIGN {
         return Ok(Next::Dropped);
     }
     if datagram.first() == Some(&crate::direct::HELLO) {

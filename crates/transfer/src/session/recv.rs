@@ -22,6 +22,14 @@ use crate::TransferError;
 /// How often `Start` is repeated until the sender answers: it may be lost,
 /// and nothing else would bring the sender to begin.
 const START_REPEAT: Duration = Duration::from_millis(250);
+/// How long data may stop before the receiver sends its acknowledgement
+/// again: if its own address changed (a NAT's new mapping), the sender
+/// learns the new one only from what it sends, and it sends only on
+/// arrivals otherwise, which stopped with the change.
+const NUDGE: Duration = Duration::from_millis(300);
+/// The longest wait between two acknowledgements sent again while nothing
+/// comes: the wait doubles from [`NUDGE`] up to this.
+const MAX_NUDGE: Duration = Duration::from_millis(2_400);
 /// How long a finished receiver stays to answer a sender that missed its
 /// last ack, when the sender's `Done` does not come.
 const LINGER: Duration = Duration::from_secs(1);
@@ -79,6 +87,10 @@ pub struct RecvSession {
     /// The sender's token for this end's address, echoed in `Start` (zero
     /// until its `Challenge` came).
     token: [u8; TOKEN_LEN],
+    /// A `Challenge` came while data flows: this end moved (its NAT gave
+    /// it another mapping), and a `Start` with the token proves the new
+    /// address to the sender.
+    prove: bool,
     /// Events for the driver: [`Event::Started`] when the sender's
     /// address is known, [`Event::Began`]; each once.
     events: VecDeque<Event>,
@@ -92,7 +104,12 @@ enum Phase {
         next_start: Instant,
         give_up: Instant,
     },
-    Receiving,
+    /// Data flows; the acknowledgement goes again at `nudge` if nothing
+    /// came before, and then `every` later (doubling).
+    Receiving {
+        nudge: Instant,
+        every: Duration,
+    },
     /// Every byte is here; the session ends at `until`, or when `Done`
     /// comes.
     Lingering {
@@ -150,6 +167,7 @@ impl RecvSession {
             answers: VecDeque::with_capacity(MAX_ANSWERS),
             packets: 0,
             token: [0; TOKEN_LEN],
+            prove: false,
             events: VecDeque::new(),
         }
     }
@@ -203,16 +221,19 @@ impl RecvSession {
         let cap = self.opts.cfg.mss;
         match (&self.phase, msg) {
             (
-                Phase::Receiving | Phase::Lingering { .. },
+                Phase::Receiving { .. } | Phase::Lingering { .. },
                 Msg::Arq(Frame::Data { seq, payload }),
             ) => {
                 self.packets += 1;
                 let arq = self.arq.as_mut()?;
                 let verdict = arq.on_data(now, seq, payload.len());
-                if let (Phase::Receiving, true) = (&self.phase, arq.is_complete()) {
-                    self.phase = Phase::Lingering {
-                        until: now + LINGER,
-                    };
+                if let Phase::Receiving { nudge, every } = &mut self.phase {
+                    (*nudge, *every) = (now + NUDGE, NUDGE);
+                    if arq.is_complete() {
+                        self.phase = Phase::Lingering {
+                            until: now + LINGER,
+                        };
+                    }
                 }
                 match verdict {
                     Verdict::Write { offset } => Some(Write {
@@ -256,6 +277,12 @@ impl RecvSession {
                 if let Phase::Opening { next_start, .. } = &mut self.phase {
                     *next_start = now;
                 }
+                None
+            }
+            // The sender saw this end at a new address: prove it.
+            (Phase::Receiving { .. } | Phase::Lingering { .. }, Msg::Challenge { token }) => {
+                self.token = token;
+                self.prove = true;
                 None
             }
             (Phase::Opening { .. }, Msg::Begin { mss }) => {
@@ -314,7 +341,10 @@ impl RecvSession {
                 until: now + LINGER,
             }
         } else {
-            Phase::Receiving
+            Phase::Receiving {
+                nudge: now + NUDGE,
+                every: NUDGE,
+            }
         };
         self.arq = Some(arq);
         self.answers.clear();
@@ -348,7 +378,12 @@ impl RecvSession {
                 }
                 self.answers.pop_front().map(|size| Msg::ProbeAck { size })
             }
-            Phase::Receiving | Phase::Lingering { .. } => {
+            Phase::Receiving { .. } | Phase::Lingering { .. }
+                if std::mem::take(&mut self.prove) =>
+            {
+                Some(start)
+            }
+            Phase::Receiving { .. } | Phase::Lingering { .. } => {
                 let ack = self.arq.as_mut()?.poll_ack()?;
                 Some(Msg::Arq(Frame::Ack(ack)))
             }
@@ -379,22 +414,31 @@ impl RecvSession {
                 next_start,
                 give_up,
             } => Some((*next_start).min(*give_up)),
-            Phase::Receiving => self.arq.as_ref()?.poll_timeout(),
+            Phase::Receiving { nudge, .. } => {
+                let arq = self.arq.as_ref()?.poll_timeout();
+                Some(arq.map_or(*nudge, |t| t.min(*nudge)))
+            }
             Phase::Lingering { until } => Some(*until),
             Phase::Over(_) => None,
         }
     }
 
     /// Runs the timers due at `now`: the give-up of an opening the sender
-    /// never answered, the ARQ's (a sender gone silent), the end of the
-    /// linger.
+    /// never answered, the acknowledgement sent again while nothing comes,
+    /// the ARQ's (a sender gone silent), the end of the linger.
     pub fn handle_timeout(&mut self, now: Instant) {
         let silent = match &mut self.phase {
             Phase::Opening { give_up, .. } if now >= *give_up => Some(format!(
                 "no answer from the peer for {:?}",
                 self.opts.cfg.idle_timeout
             )),
-            Phase::Receiving => self.arq.as_mut().and_then(|arq| {
+            Phase::Receiving { nudge, every } => self.arq.as_mut().and_then(|arq| {
+                // Nothing came for a while: the acknowledgement again.
+                if now >= *nudge {
+                    *every = (*every * 2).min(MAX_NUDGE);
+                    *nudge = now + *every;
+                    arq.ack_again();
+                }
                 arq.on_timeout(now);
                 arq.failure().map(|e| e.to_string())
             }),

@@ -193,6 +193,38 @@ impl SendSession {
             self.start(now, from, isn, resume_from);
             return;
         }
+        self.challenge(from);
+    }
+
+    /// A frame of the session from an address that is not the receiver's,
+    /// once the session runs: the receiver moved (its NAT gave its socket
+    /// another mapping, or it changed networks). As at the start, nothing
+    /// larger than a `Challenge` goes there until a `Start` from there
+    /// echoes that address's token; then the session moves there, and
+    /// carries on from where it was. The frame itself is taken for what
+    /// it says only then: an on-path attacker that sends a receiver's
+    /// datagram on from elsewhere first gets a `Challenge` there.
+    fn on_other_address(&mut self, from: SocketAddr, msg: Msg<'_>) {
+        if !matches!(self.phase, Phase::Probing(_) | Phase::Sending { .. }) {
+            return;
+        }
+        if let Msg::Start { token, .. } = msg {
+            if hmac::verify(&self.key, &token_input(from), &token).is_ok() {
+                self.peer = Some(from);
+                self.challenges.retain(|(to, _)| *to != from);
+                self.events.push_back(Event::Moved { peer: from });
+                return;
+            }
+        }
+        if self.challenges.iter().any(|(to, _)| *to == from) {
+            return;
+        }
+        self.challenge(from);
+    }
+
+    /// Queues a `Challenge` carrying `from`'s token (the oldest waiting
+    /// one makes room, past [`MAX_CHALLENGES`]).
+    fn challenge(&mut self, from: SocketAddr) {
         let mut fresh = [0u8; TOKEN_LEN];
         fresh.copy_from_slice(hmac::sign(&self.key, &token_input(from)).as_ref());
         if self.challenges.len() == MAX_CHALLENGES {
@@ -232,6 +264,7 @@ impl SendSession {
             return;
         }
         if self.peer != Some(from) {
+            self.on_other_address(from, msg);
             return;
         }
         match (&mut self.phase, msg) {

@@ -114,6 +114,7 @@ pub async fn serve(
                     started = Instant::now();
                     stats.resumed_from = resume_from.min(size);
                 }
+                Event::Moved { peer } => debug!(%peer, "the receiver moved"),
                 Event::Began { mss } => {
                     if let Some(peer) = session.peer() {
                         let segments = net.max_segments();

@@ -158,9 +158,11 @@ pub(super) enum Sent {
     Punch,
 }
 
-/// Everything `tx` sends at `now`, as its driver would: frames first, then
-/// data read from `file` (zeros without one). A frame whose IP packet is
-/// over `host_mtu` bytes is refused, as the kernel refuses it.
+/// Everything `tx` sends at `now` to the receiver, as its driver would:
+/// frames first, then data read from `file` (zeros without one). A frame
+/// whose IP packet is over `host_mtu` bytes is refused, as the kernel
+/// refuses it. Anywhere else, only `Challenge`s may go (to an address an
+/// authentic frame came from), and they are left out.
 pub(super) fn sender_sends(
     tx: &mut SendSession,
     now: Instant,
@@ -169,8 +171,11 @@ pub(super) fn sender_sends(
 ) -> Vec<Wire> {
     let mut out = Vec::new();
     while let Some((to, msg)) = tx.poll_msg(now) {
-        assert_eq!(to, RECEIVER);
         let wire = Wire::of(&msg);
+        if to != RECEIVER {
+            assert_eq!(wire.sent(), Sent::Challenge, "to {to}");
+            continue;
+        }
         match msg {
             Msg::Probe { size } if wire.ip_len() > host_mtu => tx.on_too_big(now, size),
             _ => out.push(wire),

@@ -232,8 +232,11 @@ fn a_sender_silent_before_begin_is_peer_silent() {
 #[test]
 fn a_sender_silent_during_data_is_peer_silent() {
     // One packet of three arrives, is acknowledged, and nothing more: the
-    // session ends the idle timeout after that packet. Checked to fail
-    // with the ARQ's failure not looked at in `handle_timeout`.
+    // acknowledgement goes again 300 ms later, then at doubling waits (up
+    // to 2.4 s), in case this end's address changed; the session ends the
+    // idle timeout after that packet. Checked to fail with the ARQ's
+    // failure not looked at in `handle_timeout`, and with no
+    // acknowledgement sent again.
     let t0 = Instant::now();
     let mut rx = begun(MIN_MSS, 3_000, t0);
     let mut file = vec![0u8; 3_000];
@@ -243,7 +246,11 @@ fn a_sender_silent_during_data_is_peer_silent() {
     );
     let mut now = at(t0, 20);
     let sent = quiet(&mut rx, t0, &mut now, at(t0, 60_000));
-    assert_eq!(sent, [(20, Sent::Ack { cum: ISN + 1 })]);
+    let acks: Vec<_> = [20, 320, 920, 2_120, 4_520, 6_920, 9_320]
+        .into_iter()
+        .map(|t| (t, Sent::Ack { cum: ISN + 1 }))
+        .collect();
+    assert_eq!(sent, acks);
     assert_eq!(ms(t0, now), 10_020);
     assert_eq!(silent(rx.poll_end()), "no answer from the peer for 10s");
     assert_eq!(rx.contiguous_bytes(), 1_200, "what came is kept");
@@ -321,4 +328,26 @@ fn without_done_the_receiver_lingers_answering_copies() {
     assert_eq!(quiet(&mut rx, t0, &mut now, at(t0, 5_000)), []);
     assert_eq!(ms(t0, now), 1_030);
     assert!(matches!(rx.poll_end(), Some(Ok(()))));
+}
+
+#[test]
+fn a_challenge_while_receiving_is_answered_with_a_proving_start() {
+    // The sender saw this end at a new address and challenged it there:
+    // a `Start` echoing the token goes at once, then acknowledgements as
+    // before. Checked to fail with challenges taken in the opening only.
+    let t0 = Instant::now();
+    let mut rx = begun(MIN_MSS, 10_000, t0);
+    let mut file = vec![0u8; 10_000];
+    deliver(&mut rx, at(t0, 5), &data(0, 1_200), &mut file);
+    assert!(sends(&mut rx, at(t0, 5)).contains(&Sent::Ack { cum: ISN + 1 }));
+    rx.handle(
+        at(t0, 10),
+        SENDER,
+        Msg::Challenge {
+            token: [4; TOKEN_LEN],
+        },
+    );
+    assert_eq!(sends(&mut rx, at(t0, 10)), [PROVED]);
+    deliver(&mut rx, at(t0, 15), &data(1, 1_200), &mut file);
+    assert_eq!(sends(&mut rx, at(t0, 15)), [Sent::Ack { cum: ISN + 2 }]);
 }

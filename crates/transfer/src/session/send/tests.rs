@@ -91,9 +91,10 @@ fn without_data(sent: Vec<(u64, Sent)>) -> Vec<(u64, Sent)> {
 #[test]
 fn a_duplicated_start_starts_one_session() {
     // The receiver's `Start`, a copy of it, and one from elsewhere with
-    // other numbers: one session, with the first one's peer and packet
-    // numbers, and one round of probes. Checked to fail when every `Start`
-    // (re)starts the session (`handle` taking `Start` in any phase).
+    // other numbers (proving that address: the receiver moved there): one
+    // session, with the first one's packet numbers, and one round of
+    // probes. Checked to fail when every `Start` (re)starts the session
+    // (`handle` taking `Start` in any phase).
     let t0 = Instant::now();
     let mut tx = started(MAX_MSS, 10_000, t0);
     assert_eq!(sends(&mut tx, t0), [Sent::Probe(MAX_MSS)]);
@@ -102,9 +103,15 @@ fn a_duplicated_start_starts_one_session() {
     tx.handle(at(t0, 10), RECEIVER, copy);
     let other = start(99, 5_000, token_for(&mut fresh, t0, STRANGER));
     tx.handle(at(t0, 10), STRANGER, other);
-    assert_eq!(tx.poll_event(), None, "started once");
-    assert_eq!(tx.peer(), Some(RECEIVER));
+    let moved = Event::Moved { peer: STRANGER };
+    assert_eq!(tx.poll_event(), Some(moved), "started once, then moved");
+    assert_eq!(tx.poll_event(), None);
     assert_eq!(sends(&mut tx, at(t0, 10)), [], "no second round of probes");
+    // Back where it was (the move there is proved the same way).
+    let back = start(ISN, 0, token_for(&mut fresh, t0, RECEIVER));
+    tx.handle(at(t0, 15), RECEIVER, back);
+    assert_eq!(tx.peer(), Some(RECEIVER));
+    assert_eq!(tx.poll_event(), Some(Event::Moved { peer: RECEIVER }));
     tx.handle(at(t0, 20), RECEIVER, Msg::ProbeAck { size: MAX_MSS });
     let data = Sent::Data {
         seq: ISN,
@@ -452,4 +459,47 @@ fn the_first_half_of_the_punches_go_with_a_small_ttl() {
     assert_eq!(lows.len(), PUNCH_ROUNDS as usize);
     assert!(lows[..half].iter().all(|l| *l), "{lows:?}");
     assert!(lows[half..].iter().all(|l| !*l), "{lows:?}");
+}
+
+#[test]
+fn a_receiver_that_moved_is_challenged_then_followed() {
+    // The receiver's NAT gave it another mapping mid-transfer: its
+    // acknowledgements come from a new address. That address gets a
+    // `Challenge` and nothing else until a `Start` from it echoes its
+    // token; then the session moves there. Checked to fail with frames
+    // from other addresses ignored (the session stays where it was), and
+    // with the move taken on any authentic `Start`.
+    let t0 = Instant::now();
+    let mut tx = started(MIN_MSS, 100_000, t0);
+    let mut now = t0;
+    let before = quiet(&mut tx, t0, &mut now, at(t0, 50));
+    assert!(before.iter().any(|(_, s)| matches!(s, Sent::Data { .. })));
+    while tx.poll_event().is_some() {}
+    let moved: SocketAddr = "10.0.0.9:7000".parse().unwrap();
+    let mut token = None;
+    for (i, msg) in [ack(ISN + 1), start(ISN, 0, [0; TOKEN_LEN])]
+        .into_iter()
+        .enumerate()
+    {
+        let now = at(t0, 60 + i as u64);
+        tx.handle(now, moved, msg);
+        let mut to_moved = Vec::new();
+        while let Some((to, msg)) = tx.poll_msg(now) {
+            if let (true, Msg::Challenge { token: t }) = (to == moved, &msg) {
+                token = Some(*t);
+            }
+            if to == moved {
+                to_moved.push(Wire::of(&msg).sent());
+            }
+        }
+        assert_eq!(to_moved, [Sent::Challenge], "only a challenge goes there");
+        assert_eq!(tx.peer(), Some(RECEIVER), "not moved yet");
+    }
+    let token = token.expect("a challenge to the new address");
+    // The token echoed from yet another address proves nothing.
+    tx.handle(at(t0, 70), STRANGER, start(ISN, 0, token));
+    assert_eq!(tx.peer(), Some(RECEIVER));
+    tx.handle(at(t0, 80), moved, start(ISN, 0, token));
+    assert_eq!(tx.peer(), Some(moved));
+    assert_eq!(tx.poll_event(), Some(Event::Moved { peer: moved }));
 }
