@@ -103,46 +103,59 @@ fn client_at(
     c
 }
 
-/// Bob shares a file behind his router, alice asks for it behind hers:
-/// returns alice's `transfer_started` and checks that the file arrived
-/// byte-exact.
-fn fetch_across(net: &Net, data: &[u8]) -> Value {
-    let dir = tmp();
-    let server = ServerProc::start_in(
-        Some(&net.ns("inet")),
-        "0.0.0.0:0",
-        &dir.path().join("server"),
-        &["--no-console"],
-    );
-    let port = server.port().to_string();
-    let mut bob = client_at(
-        &net.ns("hb"),
-        &format!("10.0.2.1:{port}"),
-        dir.path(),
-        "bob",
-        "r",
-        &[("f.bin", data)],
-        &["--create"],
-    );
+/// Where a client lives: its namespace (short name) and the server's
+/// address as it reaches it (the port is added).
+type At<'a> = (&'a str, &'a str);
+
+/// A server in the internet namespace, listening on `listen`, with its
+/// data under `dir`.
+fn server_in(net: &Net, listen: &str, dir: &Path) -> ServerProc {
+    let data = dir.join("server");
+    ServerProc::start_in(Some(&net.ns("inet")), listen, &data, &["--no-console"])
+}
+
+/// Bob (at `owner`) shares `data`, the asker (named `asker`, at `at`)
+/// asks for it and fetches it; `during` runs once a fifth of the file has
+/// arrived. Returns the asker's `transfer_started` and `transfer_done`,
+/// having checked the file byte-exact and bob's upload done.
+fn fetch(
+    net: &Net,
+    server: &ServerProc,
+    dir: &Path,
+    owner: At,
+    (asker, at): (&str, At),
+    data: &[u8],
+    during: impl FnOnce(),
+) -> (Value, Value) {
+    let port = server.port();
+    let (owner_ns, asker_ns) = (net.ns(owner.0), net.ns(at.0));
+    let files = [("f.bin", data)];
+    let to_owner = format!("{}:{port}", owner.1);
+    let mut bob = client_at(&owner_ns, &to_owner, dir, "bob", "r", &files, &["--create"]);
     bob.send("@me setshare f.bin");
     bob.expect("share_status", &[]);
-    let mut alice = client_at(
-        &net.ns("ha"),
-        &format!("10.0.1.1:{port}"),
-        dir.path(),
-        "alice",
-        "r",
-        &[],
-        &["--timeout", "5"],
+    let to_asker = format!("{}:{port}", at.1);
+    let wait = ["--timeout", "5"];
+    let mut who = client_at(&asker_ns, &to_asker, dir, asker, "r", &[], &wait);
+    who.send("@all whohas f.bin");
+    who.expect("whohas_reply", &[("from", "bob".into())]);
+    who.send("@bob getfile f.bin");
+    let started = who.expect("transfer_started", &[("from", "bob".into())]);
+    let fifth = data.len() as u64 / 5;
+    who.wait_event("a fifth of the file", |v| {
+        v["event"] == "transfer_done"
+            || v["event"] == "transfer_progress" && v["bytes"].as_u64().unwrap_or(0) > fifth
+    });
+    during();
+    let done = who.expect_ever("transfer_done", &[("from", "bob".into())]);
+    assert_eq!(
+        done["id"], started["id"],
+        "the same transfer, not a new one"
     );
-    alice.send("@all whohas f.bin");
-    alice.expect("whohas_reply", &[("from", "bob".into())]);
-    alice.send("@bob getfile f.bin");
-    let started = alice.expect("transfer_started", &[("from", "bob".into())]);
-    let done = alice.expect("transfer_done", &[("from", "bob".into())]);
     let path = done["path"].as_str().unwrap();
     assert!(std::fs::read(path).unwrap() == data, "byte-exact");
-    started
+    bob.expect("upload_done", &[("to", asker.into())]);
+    (started, done)
 }
 
 /// Both routers keep a socket's port whatever the destination (Linux
@@ -155,8 +168,19 @@ fn behind_two_home_routers_the_file_moves_through_punched_holes() {
     let Some(net) = network([false, false]) else {
         return;
     };
+    let dir = tmp();
+    let server = server_in(&net, "0.0.0.0:0", dir.path());
     let data = random_bytes(3_000_000, 71);
-    let started = fetch_across(&net, &data);
+    let alice = ("alice", ("ha", "10.0.1.1"));
+    let (started, _) = fetch(
+        &net,
+        &server,
+        dir.path(),
+        ("hb", "10.0.2.1"),
+        alice,
+        &data,
+        || {},
+    );
     assert_eq!(started["path"], "punched", "{started}");
     let addr = started["addr"].as_str().unwrap();
     assert!(addr.starts_with("10.0.2.2:"), "bob's router: {started}");
@@ -183,47 +207,24 @@ fn two_clients_behind_one_router_meet_at_their_home_addresses() {
     net.ip("hc", &["route", "add", "default", "via", "192.168.3.1"])
         .unwrap();
     let dir = tmp();
-    let server = ServerProc::start_in(
-        Some(&net.ns("inet")),
-        "0.0.0.0:0",
-        &dir.path().join("server"),
-        &["--no-console"],
-    );
-    let at = format!("10.0.2.1:{}", server.port());
+    let server = server_in(&net, "0.0.0.0:0", dir.path());
     let data = random_bytes(1_000_000, 72);
-    let mut bob = client_at(
-        &net.ns("hb"),
-        &at,
+    let carol = ("carol", ("hc", "10.0.2.1"));
+    let (started, _) = fetch(
+        &net,
+        &server,
         dir.path(),
-        "bob",
-        "r",
-        &[("f.bin", &data)],
-        &["--create"],
+        ("hb", "10.0.2.1"),
+        carol,
+        &data,
+        || {},
     );
-    bob.send("@me setshare f.bin");
-    bob.expect("share_status", &[]);
-    let mut carol = client_at(
-        &net.ns("hc"),
-        &at,
-        dir.path(),
-        "carol",
-        "r",
-        &[],
-        &["--timeout", "5"],
-    );
-    carol.send("@all whohas f.bin");
-    carol.expect("whohas_reply", &[("from", "bob".into())]);
-    carol.send("@bob getfile f.bin");
-    let started = carol.expect("transfer_started", &[("from", "bob".into())]);
     assert_eq!(started["path"], "direct", "{started}");
     let addr = started["addr"].as_str().unwrap();
     assert!(
         !addr.starts_with("10.0.2.2:"),
         "not the router's address: {started}"
     );
-    let done = carol.expect("transfer_done", &[("from", "bob".into())]);
-    let path = done["path"].as_str().unwrap();
-    assert!(std::fs::read(path).unwrap() == data, "byte-exact");
 }
 
 /// Two homes with IPv6 only (no IPv4 address anywhere on their side), at
@@ -263,38 +264,11 @@ fn over_ipv6_only_the_file_moves_directly() {
     )
     .unwrap();
     let dir = tmp();
-    let server = ServerProc::start_in(
-        Some(&net.ns("inet")),
-        "[::]:0",
-        &dir.path().join("server"),
-        &["--no-console"],
-    );
-    let port = server.port().to_string();
+    let server = server_in(&net, "[::]:0", dir.path());
     let data = random_bytes(2_000_000, 73);
-    let mut bob = client_at(
-        &net.ns("hb"),
-        &format!("[2001:db8:2::1]:{port}"),
-        dir.path(),
-        "bob",
-        "r",
-        &[("f.bin", &data)],
-        &["--create"],
-    );
-    bob.send("@me setshare f.bin");
-    bob.expect("share_status", &[]);
-    let mut alice = client_at(
-        &net.ns("ha"),
-        &format!("[2001:db8:1::1]:{port}"),
-        dir.path(),
-        "alice",
-        "r",
-        &[],
-        &["--timeout", "5"],
-    );
-    alice.send("@all whohas f.bin");
-    alice.expect("whohas_reply", &[("from", "bob".into())]);
-    alice.send("@bob getfile f.bin");
-    let started = alice.expect("transfer_started", &[("from", "bob".into())]);
+    let alice = ("alice", ("ha", "[2001:db8:1::1]"));
+    let bob = ("hb", "[2001:db8:2::1]");
+    let (started, _) = fetch(&net, &server, dir.path(), bob, alice, &data, || {});
     assert_eq!(started["path"], "direct", "{started}");
     assert!(
         started["addr"]
@@ -303,8 +277,6 @@ fn over_ipv6_only_the_file_moves_directly() {
             .starts_with("[2001:db8:2::2]:"),
         "{started}"
     );
-    let done = alice.expect("transfer_done", &[("from", "bob".into())]);
-    assert!(std::fs::read(done["path"].as_str().unwrap()).unwrap() == data);
 }
 
 /// Alice's home network renumbers her mid-transfer (her router then maps
@@ -331,50 +303,22 @@ fn a_changed_nat_mapping_mid_transfer_moves_the_session() {
     net.sysctl("ha", "net.ipv4.conf.eth.promote_secondaries=1")
         .unwrap();
     let dir = tmp();
-    let server = ServerProc::start_in(
-        Some(&net.ns("inet")),
-        "0.0.0.0:0",
-        &dir.path().join("server"),
-        &["--no-console"],
-    );
-    let port = server.port().to_string();
+    let server = server_in(&net, "0.0.0.0:0", dir.path());
     let data = random_bytes(16_000_000, 74);
-    let mut bob = client_at(
-        &net.ns("pb"),
-        &format!("10.0.3.1:{port}"),
+    let alice = ("alice", ("ha", "10.0.1.1"));
+    let renumber = || {
+        net.addr("ha", "eth", "192.168.1.3/24").unwrap();
+        net.ip("ha", &["addr", "del", "192.168.1.2/24", "dev", "eth"])
+            .unwrap();
+    };
+    let (started, _) = fetch(
+        &net,
+        &server,
         dir.path(),
-        "bob",
-        "r",
-        &[("f.bin", &data)],
-        &["--create"],
+        ("pb", "10.0.3.1"),
+        alice,
+        &data,
+        renumber,
     );
-    bob.send("@me setshare f.bin");
-    bob.expect("share_status", &[]);
-    let mut alice = client_at(
-        &net.ns("ha"),
-        &format!("10.0.1.1:{port}"),
-        dir.path(),
-        "alice",
-        "r",
-        &[],
-        &["--timeout", "5"],
-    );
-    alice.send("@all whohas f.bin");
-    alice.expect("whohas_reply", &[("from", "bob".into())]);
-    alice.send("@bob getfile f.bin");
-    let started = alice.expect("transfer_started", &[("from", "bob".into())]);
     assert_eq!(started["path"], "direct", "{started}");
-    alice.wait_event("a fifth of the file", |v| {
-        v["event"] == "transfer_progress" && v["bytes"].as_u64().unwrap_or(0) > 3_000_000
-    });
-    net.addr("ha", "eth", "192.168.1.3/24").unwrap();
-    net.ip("ha", &["addr", "del", "192.168.1.2/24", "dev", "eth"])
-        .unwrap();
-    let done = alice.expect("transfer_done", &[("from", "bob".into())]);
-    assert_eq!(
-        done["id"], started["id"],
-        "the same transfer, not a new one"
-    );
-    assert!(std::fs::read(done["path"].as_str().unwrap()).unwrap() == data);
-    bob.expect("upload_done", &[("to", "alice".into())]);
 }
