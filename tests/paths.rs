@@ -69,18 +69,9 @@ fn client_at(
     files: &[(&str, &[u8])],
     extra: &[&str],
 ) -> Proc {
-    let share = root.join(format!("{user}-share"));
-    std::fs::create_dir_all(&share).unwrap();
-    for (name, data) in files {
-        std::fs::write(share.join(name), data).unwrap();
-    }
+    let (share, downloads) = folders(root, user, files);
     let dir = root.join(user);
-    let downloads = root.join(format!("{user}-downloads"));
-    let (share, dir, downloads) = (
-        share.to_str().unwrap(),
-        dir.to_str().unwrap(),
-        downloads.to_str().unwrap(),
-    );
+    let (share, dir, downloads) = (share.as_str(), dir.to_str().unwrap(), downloads.as_str());
     let mut args = vec![
         "client",
         "--json",

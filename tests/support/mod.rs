@@ -597,15 +597,9 @@ impl Drop for Proxy {
     }
 }
 
-/// A client in `room` with its own share folder holding `files`.
-pub fn sharer(
-    server: &ServerProc,
-    root: &Path,
-    user: &str,
-    room: &str,
-    files: &[(&str, &[u8])],
-    extra: &[&str],
-) -> Proc {
+/// `user`'s share folder under `root`, holding `files`, and its download
+/// folder, as arguments.
+pub fn folders(root: &Path, user: &str, files: &[(&str, &[u8])]) -> (String, String) {
     let share = root.join(format!("{user}-share"));
     std::fs::create_dir_all(&share).unwrap();
     for (name, data) in files {
@@ -615,7 +609,19 @@ pub fn sharer(
     }
     let share = share.to_str().unwrap().to_string();
     let downloads = root.join(format!("{user}-downloads"));
-    let downloads = downloads.to_str().unwrap().to_string();
+    (share, downloads.to_str().unwrap().to_string())
+}
+
+/// A client in `room` with its own share folder holding `files`.
+pub fn sharer(
+    server: &ServerProc,
+    root: &Path,
+    user: &str,
+    room: &str,
+    files: &[(&str, &[u8])],
+    extra: &[&str],
+) -> Proc {
+    let (share, downloads) = folders(root, user, files);
     let mut args = vec!["--share-dir", &share, "--download-dir", &downloads];
     args.extend_from_slice(extra);
     joined(server, root, user, room, &args)
