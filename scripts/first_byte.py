@@ -114,22 +114,25 @@ class Proc:
         self.p.wait()
 
 
-def measure(root, port, owner, asker, runs):
+def measure(root, port, owner, asker, runs, case):
     """`runs` downloads of a 64 KiB file from bob at `owner` to the asker at
     `asker` (each a namespace and the server's address from there)."""
     share = os.path.join(root, "share")
     os.makedirs(share, exist_ok=True)
     with open(os.path.join(share, "f.bin"), "wb") as f:
         f.write(os.urandom(65536))
-    common = ["client", "--json", "--room", "r"]
-    bob = Proc(owner[0], common + ["--server", f"{owner[1]}:{port}", "--user", "bob",
+    # Names and a room of this case's own: the server keeps what the last
+    # case bound.
+    (bob_name, alice_name) = (f"bob{case}", f"alice{case}")
+    common = ["client", "--json", "--room", f"r{case}"]
+    bob = Proc(owner[0], common + ["--server", f"{owner[1]}:{port}", "--user", bob_name,
                                    "--create", "--data-dir", os.path.join(root, "bob"),
                                    "--share-dir", share])
     bob.event("joined")
     bob.send("@me setshare f.bin")
     bob.event("share_status")
     downloads = os.path.join(root, "downloads")
-    alice = Proc(asker[0], common + ["--server", f"{asker[1]}:{port}", "--user", "alice",
+    alice = Proc(asker[0], common + ["--server", f"{asker[1]}:{port}", "--user", alice_name,
                                      "--data-dir", os.path.join(root, "alice"),
                                      "--download-dir", downloads])
     alice.event("joined")
@@ -138,7 +141,7 @@ def measure(root, port, owner, asker, runs):
     opened, done, paths = [], [], set()
     for _ in range(runs):
         t0 = time.monotonic()
-        alice.send("@bob getfile f.bin")
+        alice.send(f"@{bob_name} getfile f.bin")
         t1, started = alice.event("transfer_started")
         t2, finished = alice.event("transfer_done")
         paths.add(started["path"])
@@ -155,7 +158,8 @@ def main():
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     topology()
     root = tempfile.mkdtemp()
-    server = Proc("inet", ["server", "--listen", "0.0.0.0:0", "--no-console",
+    # Rate limits off: the runs ask for a file faster than a user would.
+    server = Proc("inet", ["server", "--listen", "0.0.0.0:0", "--no-console", "--no-rate-limits",
                            "--data-dir", os.path.join(root, "server")])
     _, line = server.wait(lambda l: "listening on" in l)
     port = line.strip().rsplit(":", 1)[1]
@@ -165,7 +169,7 @@ def main():
     ]
     print(f"{runs} downloads of a 64 KiB file each; milliseconds from getfile, median (min-max)")
     for i, (name, owner, asker) in enumerate(cases):
-        paths, opened, done = measure(os.path.join(root, str(i)), port, owner, asker, runs)
+        paths, opened, done = measure(os.path.join(root, str(i)), port, owner, asker, runs, i)
         fmt = lambda xs: f"{statistics.median(xs):.1f} ({min(xs):.1f}-{max(xs):.1f})"
         print(f"{name}: path {'/'.join(sorted(paths))}; "
               f"path open {fmt(opened)}; whole file {fmt(done)}")

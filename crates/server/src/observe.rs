@@ -12,6 +12,13 @@
 //! costs one lookup; answers to one token are spaced
 //! [`MIN_SPACING`] apart, so a client flooding its own token only slows
 //! its own answers.
+//!
+//! The datagram often arrives before the `Observe` it goes with (UDP does
+//! not wait for TLS): the last [`EARLY_KEPT`] such datagrams are kept for
+//! [`EARLY_FOR`], and a token registered within that time is answered at
+//! once. Without that, every observation would cost a client's retry
+//! (100 ms) more often than not. Datagrams with made-up tokens only push
+//! real ones out of that short list, and their clients then retry.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,6 +39,12 @@ pub(crate) const REQUEST_LEN: usize = OBSERVE_MAGIC.len() + 16;
 /// Least time between two answers to one token.
 pub(crate) const MIN_SPACING: Duration = Duration::from_millis(50);
 
+/// Datagrams kept whose token was not registered yet.
+pub(crate) const EARLY_KEPT: usize = 256;
+
+/// How long such a datagram waits for its token.
+pub(crate) const EARLY_FOR: Duration = Duration::from_secs(2);
+
 /// A registered token: the connection to answer on.
 struct Entry {
     conn: ConnId,
@@ -49,6 +62,9 @@ pub(crate) struct Observers {
 struct Inner {
     by_token: HashMap<[u8; 16], Entry>,
     by_conn: HashMap<ConnId, [u8; 16]>,
+    /// Datagrams that came before their token was registered, oldest
+    /// first: (token, where from, when).
+    early: std::collections::VecDeque<([u8; 16], SocketAddr, Instant)>,
 }
 
 impl Observers {
@@ -57,8 +73,13 @@ impl Observers {
     }
 
     /// `conn` will be told where datagrams carrying `token` come from; its
-    /// earlier token, if any, is forgotten.
+    /// earlier token, if any, is forgotten. A datagram with that token that
+    /// came shortly before is answered now.
     pub(crate) fn register(&self, conn: ConnId, token: [u8; 16], tx: &Outbox) {
+        self.register_at(conn, token, tx, Instant::now());
+    }
+
+    fn register_at(&self, conn: ConnId, token: [u8; 16], tx: &Outbox, now: Instant) {
         let mut inner = self.lock();
         if let Some(old) = inner.by_conn.insert(conn, token) {
             inner.by_token.remove(&old);
@@ -77,6 +98,16 @@ impl Observers {
             }
         }
         inner.by_token.insert(token, entry);
+        let early = inner
+            .early
+            .iter()
+            .rposition(|(t, _, at)| *t == token && now < *at + EARLY_FOR);
+        if let Some(i) = early.and_then(|i| inner.early.remove(i)) {
+            let (_, from, _) = i;
+            if let Some(entry) = inner.by_token.get_mut(&token) {
+                entry.send(token, from, now);
+            }
+        }
     }
 
     /// Forgets the token of a connection that ended.
@@ -95,18 +126,29 @@ impl Observers {
         };
         let mut inner = self.lock();
         let Some(entry) = inner.by_token.get_mut(&token) else {
+            if inner.early.len() == EARLY_KEPT {
+                inner.early.pop_front();
+            }
+            inner.early.push_back((token, from, now));
             return false;
         };
         if entry.last.is_some_and(|t| now < t + MIN_SPACING) {
             return false;
         }
-        entry.last = Some(now);
+        entry.send(token, from, now)
+    }
+}
+
+impl Entry {
+    /// Tells the connection where a datagram with `token` came from.
+    fn send(&mut self, token: [u8; 16], from: SocketAddr, now: Instant) -> bool {
+        self.last = Some(now);
         // An IPv4 client of a dual-stack socket is seen as `::ffff:a.b.c.d`.
         let addr = SocketAddr::new(from.ip().to_canonical(), from.port());
         let msg = ServerMsg::Observed { token, addr };
         match encode_frame(&msg) {
             // A full queue drops the answer: the client asks again.
-            Ok(frame) => entry.tx.try_send(frame).is_ok(),
+            Ok(frame) => self.tx.try_send(frame).is_ok(),
             Err(_) => false,
         }
     }
@@ -197,5 +239,40 @@ mod tests {
         obs.register(ConnId(3), [6; 16], &other_tx);
         assert!(obs.answer(&request([6; 16]), from, t0 + MIN_SPACING * 4));
         assert!(rx.try_recv().is_some(), "connection 1 keeps its token");
+    }
+
+    #[tokio::test]
+    async fn a_datagram_ahead_of_its_token_is_answered_when_the_token_comes() {
+        // Checked to fail without the early datagrams kept (no answer
+        // until the client asks again).
+        let obs = Observers::default();
+        let (tx, mut rx) = outbox(16, 1 << 20);
+        let from: SocketAddr = "198.51.100.4:40000".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(
+            !obs.answer(&request([5; 16]), from, t0),
+            "not registered yet"
+        );
+        obs.register_at(ConnId(1), [5; 16], &tx, t0 + EARLY_FOR / 2);
+        let frame = rx.try_recv().expect("answered at registration");
+        let msg: ServerMsg = decode(&frame[4..]).unwrap();
+        let want = ServerMsg::Observed {
+            token: [5; 16],
+            addr: from,
+        };
+        assert_eq!(msg, want);
+        // Too late, or pushed out by made-up tokens: not answered.
+        assert!(!obs.answer(&request([6; 16]), from, t0));
+        obs.register_at(ConnId(2), [6; 16], &tx, t0 + EARLY_FOR);
+        assert!(rx.try_recv().is_none(), "kept only for a while");
+        assert!(!obs.answer(&request([7; 16]), from, t0));
+        for i in 0..EARLY_KEPT {
+            let mut made_up = [0u8; 16];
+            made_up[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            made_up[15] = 1;
+            obs.answer(&request(made_up), from, t0);
+        }
+        obs.register_at(ConnId(3), [7; 16], &tx, t0);
+        assert!(rx.try_recv().is_none(), "at most {EARLY_KEPT} kept");
     }
 }
