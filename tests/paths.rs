@@ -17,14 +17,27 @@ use serde_json::Value;
 use support::netns::Net;
 use support::*;
 
-/// Builds the internet, the two routers and the homes; `fully` says which
-/// routers map each destination to a port of its own.
-fn homes(fully: [bool; 2]) -> Result<Net, String> {
-    let mut net = Net::new()?;
-    for ns in ["inet", "ra", "ha", "rb", "hb"] {
-        net.add(ns).map_err(|e| panic!("{e}")).ok();
+/// Namespaces for one test, or `None` with the reason printed (the test
+/// is then skipped).
+fn fresh() -> Option<Net> {
+    match Net::new() {
+        Ok(net) => Some(net),
+        Err(why) => {
+            eprintln!("skipped: this machine cannot build the test's networks: {why}");
+            None
+        }
     }
-    let setup = |net: &Net| -> Result<(), String> {
+}
+
+/// The internet, the two routers (masquerading, each socket keeping its
+/// port where it can) and the homes behind them; `None` where the machine
+/// cannot make them.
+fn network() -> Option<Net> {
+    let mut net = fresh()?;
+    let setup = |net: &mut Net| -> Result<(), String> {
+        for ns in ["inet", "ra", "ha", "rb", "hb"] {
+            net.add(ns)?;
+        }
         net.link(("inet", "ia", "10.0.1.1/24"), ("ra", "out", "10.0.1.2/24"))?;
         net.link(("inet", "ib", "10.0.2.1/24"), ("rb", "out", "10.0.2.2/24"))?;
         net.link(
@@ -40,22 +53,11 @@ fn homes(fully: [bool; 2]) -> Result<Net, String> {
         net.ip("rb", &["route", "add", "default", "via", "10.0.2.1"])?;
         net.ip("ha", &["route", "add", "default", "via", "192.168.1.1"])?;
         net.ip("hb", &["route", "add", "default", "via", "192.168.2.1"])?;
-        net.nat("ra", "out", fully[0])?;
-        net.nat("rb", "out", fully[1])
+        net.nat("ra", "out")?;
+        net.nat("rb", "out")
     };
-    setup(&net).unwrap_or_else(|e| panic!("building the namespaces: {e}"));
-    Ok(net)
-}
-
-/// The network, or `None` with the reason printed.
-fn network(fully: [bool; 2]) -> Option<Net> {
-    match homes(fully) {
-        Ok(net) => Some(net),
-        Err(why) => {
-            eprintln!("skipped: this machine cannot build the test's networks: {why}");
-            None
-        }
-    }
+    setup(&mut net).unwrap_or_else(|e| panic!("building the namespaces: {e}"));
+    Some(net)
 }
 
 /// A client in namespace `ns` reaching the server at `server`, in room
@@ -156,7 +158,7 @@ fn fetch(
 /// owner's punches turned off: "no answer from the peer".
 #[test]
 fn behind_two_home_routers_the_file_moves_through_punched_holes() {
-    let Some(net) = network([false, false]) else {
+    let Some(net) = network() else {
         return;
     };
     let dir = tmp();
@@ -184,7 +186,7 @@ fn behind_two_home_routers_the_file_moves_through_punched_holes() {
 /// router's address).
 #[test]
 fn two_clients_behind_one_router_meet_at_their_home_addresses() {
-    let Some(mut net) = network([false, false]) else {
+    let Some(mut net) = network() else {
         return;
     };
     // Carol is at home with bob, on a network of her own behind the same
@@ -223,12 +225,8 @@ fn two_clients_behind_one_router_meet_at_their_home_addresses() {
 /// over IPv6, and the file arrives byte-exact at the owner's own address.
 #[test]
 fn over_ipv6_only_the_file_moves_directly() {
-    let mut net = match Net::new() {
-        Ok(net) => net,
-        Err(why) => {
-            eprintln!("skipped: this machine cannot build the test's networks: {why}");
-            return;
-        }
+    let Some(mut net) = fresh() else {
+        return;
     };
     for ns in ["inet", "ha", "hb"] {
         net.add(ns).unwrap();
@@ -280,7 +278,7 @@ fn over_ipv6_only_the_file_moves_directly() {
 /// dropped unopened ("the peer stopped answering").
 #[test]
 fn a_changed_nat_mapping_mid_transfer_moves_the_session() {
-    let Some(mut net) = network([false, false]) else {
+    let Some(mut net) = network() else {
         return;
     };
     net.add("pb").unwrap();

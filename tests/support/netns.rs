@@ -119,38 +119,16 @@ impl Net {
 
     /// Lets `name` forward packets between its interfaces.
     pub fn forward(&self, name: &str) -> Result<(), String> {
-        let ns = self.ns(name);
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-q",
-                "-w",
-                "net.ipv4.ip_forward=1",
-                "net.ipv6.conf.all.forwarding=1",
-            ],
-        )
+        self.sysctl(name, "net.ipv4.ip_forward=1")?;
+        self.sysctl(name, "net.ipv6.conf.all.forwarding=1")
     }
 
     /// Makes `name` a home router: it forwards, and masquerades what
-    /// leaves by `out_dev`. `random_fully`: each new destination gets a
-    /// port of its own (a NAT that maps by destination); otherwise a
-    /// socket keeps its port where it can (Linux's usual behaviour, a
-    /// mapping independent of the destination).
-    pub fn nat(&self, name: &str, out_dev: &str, random_fully: bool) -> Result<(), String> {
+    /// leaves by `out_dev`, a socket keeping its port where it can
+    /// (Linux's usual behaviour: a mapping independent of the
+    /// destination).
+    pub fn nat(&self, name: &str, out_dev: &str) -> Result<(), String> {
         self.forward(name)?;
-        let masquerade: &[&str] = if random_fully {
-            &["masquerade", "random-fully"]
-        } else {
-            &["masquerade"]
-        };
-        let rule: Vec<&str> = ["add", "rule", "ip", "nat", "post", "oifname", out_dev]
-            .into_iter()
-            .chain(masquerade.iter().copied())
-            .collect();
         self.nft(name, &["add", "table", "ip", "nat"])?;
         self.nft(
             name,
@@ -171,7 +149,19 @@ impl Net {
                 "}",
             ],
         )?;
-        self.nft(name, &rule)
+        self.nft(
+            name,
+            &[
+                "add",
+                "rule",
+                "ip",
+                "nat",
+                "post",
+                "oifname",
+                out_dev,
+                "masquerade",
+            ],
+        )
     }
 
     /// Runs `nft` in namespace `name`.
@@ -180,25 +170,6 @@ impl Net {
         let mut all = vec!["netns", "exec", ns.as_str(), "nft"];
         all.extend_from_slice(args);
         run("ip", &all)
-    }
-
-    /// Drops every UDP datagram `name` would forward (a firewall that
-    /// lets only TCP through).
-    pub fn drop_udp(&self, name: &str) -> Result<(), String> {
-        self.nft(name, &["add", "table", "inet", "fw"])?;
-        self.nft(
-            name,
-            &[
-                "add", "chain", "inet", "fw", "fwd", "{", "type", "filter", "hook", "forward",
-                "priority", "0", ";", "}",
-            ],
-        )?;
-        self.nft(
-            name,
-            &[
-                "add", "rule", "inet", "fw", "fwd", "meta", "l4proto", "udp", "drop",
-            ],
-        )
     }
 }
 

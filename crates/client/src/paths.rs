@@ -91,7 +91,7 @@ fn usable(ip: IpAddr, loopback: bool) -> bool {
 /// This host's addresses a socket bound to every address at `port` is
 /// reachable at, of the families `socket_v6` allows (an IPv6 socket takes
 /// both); loopback ones only when `loopback`.
-pub(crate) fn host_candidates(port: u16, socket_v6: bool, loopback: bool) -> Vec<SocketAddr> {
+fn host_candidates(port: u16, socket_v6: bool, loopback: bool) -> Vec<SocketAddr> {
     let Ok(interfaces) = if_addrs::get_if_addrs() else {
         return Vec::new();
     };
@@ -106,10 +106,51 @@ pub(crate) fn host_candidates(port: u16, socket_v6: bool, loopback: bool) -> Vec
     out
 }
 
+/// Where a side's transfer socket can be reached: the host's own
+/// addresses (at most [`MAX_CANDIDATES`]) and where its server observed
+/// it, when that is none of them (a NAT's mapping).
+pub(crate) struct Own {
+    pub(crate) hosts: Vec<SocketAddr>,
+    pub(crate) observed: Option<SocketAddr>,
+}
+
+impl Own {
+    /// Asks the server at `server` (none: no candidates) where it sees
+    /// `socket`, through `observations` and `outgoing`, and lists the
+    /// host's addresses at the socket's port.
+    pub(crate) async fn learn(
+        socket: &UdpSocket,
+        server: Option<SocketAddr>,
+        observations: &Observations,
+        outgoing: &Outgoing,
+    ) -> Own {
+        let Some(server) = server else {
+            return Own {
+                hosts: Vec::new(),
+                observed: None,
+            };
+        };
+        let observed = observations.observe(socket, server, outgoing).await;
+        let local = socket.local_addr().ok();
+        let port = local.map_or(0, |a| a.port());
+        let v6 = local.is_some_and(|a| a.is_ipv6());
+        let mut hosts = host_candidates(port, v6, server.ip().is_loopback());
+        let observed = observed.filter(|o| !hosts.contains(o));
+        hosts.truncate(MAX_CANDIDATES);
+        Own { hosts, observed }
+    }
+
+    /// The list a request carries: the observed address first, then the
+    /// host's, at most [`MAX_CANDIDATES`] in all.
+    pub(crate) fn candidates(&self) -> Vec<SocketAddr> {
+        candidates(&self.hosts, self.observed)
+    }
+}
+
 /// A side's candidates: the observed address first when it is not one of
 /// the host's own (a NAT's mapping), then the host's, at most
 /// [`MAX_CANDIDATES`] in all.
-pub(crate) fn candidates(hosts: &[SocketAddr], observed: Option<SocketAddr>) -> Vec<SocketAddr> {
+fn candidates(hosts: &[SocketAddr], observed: Option<SocketAddr>) -> Vec<SocketAddr> {
     let mut out = Vec::with_capacity(MAX_CANDIDATES);
     if let Some(o) = observed.filter(|o| !hosts.contains(o)) {
         out.push(o);
@@ -120,20 +161,6 @@ pub(crate) fn candidates(hosts: &[SocketAddr], observed: Option<SocketAddr>) -> 
         }
     }
     out
-}
-
-/// The candidates of the asker's socket, bound at `socket` and observed
-/// (or not) by the server at `server`.
-pub(crate) fn of_socket(
-    socket: &UdpSocket,
-    server: SocketAddr,
-    observed: Option<SocketAddr>,
-) -> Vec<SocketAddr> {
-    let local = socket.local_addr().ok();
-    let port = local.map_or(0, |a| a.port());
-    let v6 = local.is_some_and(|a| a.is_ipv6());
-    let hosts = host_candidates(port, v6, server.ip().is_loopback());
-    candidates(&hosts, observed)
 }
 
 /// Where an asker tries the owner: the address its server sees (its

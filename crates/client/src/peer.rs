@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::event::{ClientEvent, ErrorKind};
-use crate::paths::{self, Observations, Outgoing};
+use crate::paths::{self, Observations, Outgoing, Own};
 use crate::session::Session;
 use crate::shares::Shares;
 
@@ -630,15 +630,8 @@ impl Prepare {
                 return;
             }
         };
-        let candidates = match self.server {
-            Some(server) => {
-                let observed = (self.observations)
-                    .observe(&socket, server, &self.outgoing)
-                    .await;
-                paths::of_socket(&socket, server, observed)
-            }
-            None => Vec::new(),
-        };
+        let own = Own::learn(&socket, self.server, &self.observations, &self.outgoing).await;
+        let candidates = own.candidates();
         let eph = StaticSecret::random_from_rng(rand::rngs::OsRng);
         let eph_pub = PublicKey::from(&eph).to_bytes();
         let transcript =
@@ -694,22 +687,8 @@ impl Upload {
             ..
         } = self;
         let idle = cfg.idle_timeout;
-        let local = socket.local_addr().ok();
-        let port = local.map_or(0, |a| a.port());
-        let (candidates, observed) = match self.server {
-            Some(server) => {
-                let observed = (self.observations)
-                    .observe(&socket, server, &self.outgoing)
-                    .await;
-                let v6 = local.is_some_and(|a| a.is_ipv6());
-                let hosts = paths::host_candidates(port, v6, server.ip().is_loopback());
-                let observed = observed.filter(|o| !hosts.contains(o));
-                let mut hosts = hosts;
-                hosts.truncate(chatdrop_proto::limits::MAX_CANDIDATES);
-                (hosts, observed)
-            }
-            None => (Vec::new(), None),
-        };
+        let port = socket.local_addr().map_or(0, |a| a.port());
+        let own = Own::learn(&socket, self.server, &self.observations, &self.outgoing).await;
         let my_eph = StaticSecret::random_from_rng(rand::rngs::OsRng);
         let mut offer = Offer {
             size: self.size,
@@ -721,8 +700,8 @@ impl Upload {
             window: cfg.window,
             mss: cfg.mss,
             asker_ip: asker.ip,
-            candidates,
-            observed,
+            candidates: own.hosts,
+            observed: own.observed,
             sig: Vec::new(),
         };
         let transcript = offer_transcript(&me, &asker.name, &file, &asker.eph, &offer);

@@ -39,7 +39,7 @@ const LINGER: Duration = Duration::from_secs(1);
 const MAX_ANSWERS: usize = 4;
 /// Candidate addresses of the sender at most: the ones it gave and the
 /// ones its punches came from.
-pub const MAX_CANDIDATES: usize = 16;
+pub const MAX_TRIED: usize = 16;
 /// Rounds of `Start` sent to every candidate; after them only the first
 /// (the address the server saw) is still tried, until the give-up. A
 /// candidate that did not answer within three seconds is not a path.
@@ -134,7 +134,7 @@ impl RecvSession {
     }
 
     /// Like [`new`](Self::new), with the sender at one of `candidates`
-    /// (at most [`MAX_CANDIDATES`] are used, repeats dropped): the first
+    /// (at most [`MAX_TRIED`] are used, repeats dropped): the first
     /// that answers is the session's.
     pub fn with_candidates(
         candidates: &[SocketAddr],
@@ -144,9 +144,9 @@ impl RecvSession {
         size: u64,
         now: Instant,
     ) -> RecvSession {
-        let mut unique = Vec::with_capacity(candidates.len().min(MAX_CANDIDATES));
+        let mut unique = Vec::with_capacity(candidates.len().min(MAX_TRIED));
         for c in candidates {
-            if unique.len() < MAX_CANDIDATES && !unique.contains(c) {
+            if unique.len() < MAX_TRIED && !unique.contains(c) {
                 unique.push(*c);
             }
         }
@@ -305,7 +305,7 @@ impl RecvSession {
             return;
         }
         if !self.candidates.contains(&from) {
-            if self.candidates.len() >= MAX_CANDIDATES {
+            if self.candidates.len() >= MAX_TRIED {
                 return;
             }
             self.candidates.push(from);

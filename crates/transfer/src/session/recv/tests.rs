@@ -87,12 +87,12 @@ fn a_punch_from_a_new_address_is_answered_there_at_once() {
     );
     // Punches are bounded: past the candidates' cap, new addresses are
     // not answered.
-    for i in 0..MAX_CANDIDATES as u16 {
+    for i in 0..MAX_TRIED as u16 {
         let other = SocketAddr::new(mapped.ip(), 1000 + i);
         rx.handle(at(t0, 300), other, Msg::Punch);
     }
     let answered = sends_to(&mut rx, at(t0, 300)).len();
-    assert_eq!(answered, MAX_CANDIDATES - 2, "up to the cap of candidates");
+    assert_eq!(answered, MAX_TRIED - 2, "up to the cap of candidates");
 }
 
 #[test]
