@@ -190,9 +190,12 @@ impl Printer {
                 ..
             } => {
                 let (file, from) = (v(file), v(from));
-                // "direct", or "punched": through both sides' NATs.
+                // "direct"; "punched": through both sides' NATs; "relay",
+                // "tcp": through the server.
                 let how = match path.as_str() {
                     "punched" => "through NAT (hole punched)",
+                    "relay" => "through the server's relay (no direct path)",
+                    "tcp" => "through the server's TLS connection (UDP is blocked here: slow)",
                     _ => "directly",
                 };
                 if *resumed_from > 0 {

@@ -93,6 +93,12 @@ pub struct ServerArgs {
     /// there).
     #[arg(skip)]
     limits: Option<Box<chatdrop_server::quota::Limits>>,
+    /// Relay no transfer: peers with no direct path fail to exchange files.
+    #[arg(long)]
+    no_relay: bool,
+    /// The config file's `[relay]` table.
+    #[arg(skip)]
+    relay: Option<chatdrop_server::RelayLimits>,
 }
 
 /// Folds the config file into the flags: a flag given wins, lists add up.
@@ -126,6 +132,7 @@ fn merge(mut args: ServerArgs) -> anyhow::Result<ServerArgs> {
     args.block_hash.extend(p.block_hash);
     args.max_share_size = args.max_share_size.or(p.max_share_size);
     args.limits = c.limits.map(Box::new);
+    args.relay = c.relay;
     Ok(args)
 }
 
@@ -205,8 +212,17 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(limits) = args.limits {
         opts.limits = *limits;
     }
+    if let Some(relay) = args.relay {
+        opts.relay = relay;
+    }
     if args.no_rate_limits {
         opts.limits.enabled = false;
+        // The relay's byte rates too; its session counts stay.
+        opts.relay.session_bytes_per_sec = 1e12;
+        opts.relay.total_bytes_per_sec = 1e12;
+    }
+    if args.no_relay {
+        opts.relay.enabled = false;
     }
     opts.links = args.link;
     opts.network_key = args.network_key;

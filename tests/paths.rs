@@ -33,6 +33,11 @@ fn fresh() -> Option<Net> {
 /// port where it can) and the homes behind them; `None` where the machine
 /// cannot make them.
 fn network() -> Option<Net> {
+    network_with(|net, router| net.nat(router, "out"))
+}
+
+/// Like [`network`], with `nat` making each router what it is.
+fn network_with(nat: impl Fn(&Net, &str) -> Result<(), String>) -> Option<Net> {
     let mut net = fresh()?;
     let setup = |net: &mut Net| -> Result<(), String> {
         for ns in ["inet", "ra", "ha", "rb", "hb"] {
@@ -53,8 +58,8 @@ fn network() -> Option<Net> {
         net.ip("rb", &["route", "add", "default", "via", "10.0.2.1"])?;
         net.ip("ha", &["route", "add", "default", "via", "192.168.1.1"])?;
         net.ip("hb", &["route", "add", "default", "via", "192.168.2.1"])?;
-        net.nat("ra", "out")?;
-        net.nat("rb", "out")
+        nat(net, "ra")?;
+        nat(net, "rb")
     };
     setup(&mut net).unwrap_or_else(|e| panic!("building the namespaces: {e}"));
     Some(net)
@@ -103,8 +108,16 @@ type At<'a> = (&'a str, &'a str);
 /// A server in the internet namespace, listening on `listen`, with its
 /// data under `dir`.
 fn server_in(net: &Net, listen: &str, dir: &Path) -> ServerProc {
+    server_with(net, listen, dir, "")
+}
+
+/// Like [`server_in`], with `config` as its configuration file.
+fn server_with(net: &Net, listen: &str, dir: &Path, config: &str) -> ServerProc {
     let data = dir.join("server");
-    ServerProc::start_in(Some(&net.ns("inet")), listen, &data, &["--no-console"])
+    let file = dir.join("server.toml");
+    std::fs::write(&file, config).unwrap();
+    let args = ["--no-console", "--config", file.to_str().unwrap()];
+    ServerProc::start_in(Some(&net.ns("inet")), listen, &data, &args)
 }
 
 /// Bob (at `owner`) shares `data`, the asker (named `asker`, at `at`)
@@ -134,13 +147,16 @@ fn fetch(
     who.expect("whohas_reply", &[("from", "bob".into())]);
     who.send("@bob getfile f.bin");
     let started = who.expect("transfer_started", &[("from", "bob".into())]);
+    let opened = std::time::Instant::now();
     let fifth = data.len() as u64 / 5;
     who.wait_event("a fifth of the file", |v| {
         v["event"] == "transfer_done"
             || v["event"] == "transfer_progress" && v["bytes"].as_u64().unwrap_or(0) > fifth
     });
     during();
-    let done = who.expect_ever("transfer_done", &[("from", "bob".into())]);
+    let mut done = who.expect_ever("transfer_done", &[("from", "bob".into())]);
+    // How long the file took once its path was open, as seen here.
+    done["since_started"] = opened.elapsed().as_secs_f64().into();
     assert_eq!(
         done["id"], started["id"],
         "the same transfer, not a new one"
@@ -310,4 +326,58 @@ fn a_changed_nat_mapping_mid_transfer_moves_the_session() {
         renumber,
     );
     assert_eq!(started["path"], "direct", "{started}");
+}
+
+/// Both routers give each destination a port of its own (masquerade
+/// `fully-random`): what the server observes is no use to the other side,
+/// and no punched hole opens for it. After two seconds without a path the
+/// asker asks for the relay, both sides bind it from their transfer
+/// sockets, and the file moves through the server's UDP port, byte-exact.
+/// The relay's limit of 2 MiB/s per transfer holds: 6 MB take at least
+/// (6 MB - its 256 KiB burst) / 2 MiB/s. Checked to fail with the relay
+/// turned off ("the server does not relay it").
+#[test]
+fn behind_routers_that_map_per_destination_the_file_goes_through_the_relay() {
+    let Some(net) = network_with(|net, router| net.nat_per_destination(router, "out")) else {
+        return;
+    };
+    let dir = tmp();
+    let rate = 2 * 1024 * 1024;
+    let config = format!("[relay]\nsession_bytes_per_sec = {rate}\n");
+    let server = server_with(&net, "0.0.0.0:0", dir.path(), &config);
+    let data = random_bytes(6_000_000, 75);
+    let alice = ("alice", ("ha", "10.0.1.1"));
+    let bob = ("hb", "10.0.2.1");
+    let (started, done) = fetch(&net, &server, dir.path(), bob, alice, &data, || {});
+    assert_eq!(started["path"], "relay", "{started}");
+    assert!(
+        started["addr"].as_str().unwrap().starts_with("10.0.1.1:"),
+        "the server's address as alice reaches it: {started}"
+    );
+    let least = (data.len() - 256 * 1024) as f64 / f64::from(rate);
+    let seconds = done["since_started"].as_f64().unwrap();
+    assert!(
+        seconds >= least * 0.95,
+        "{seconds} s: faster than the relay allows"
+    );
+}
+
+/// Alice's router drops UDP altogether: her client learns that the
+/// server's UDP port does not answer, and once the relay is granted her
+/// side of it goes over her TLS connection to the server (the slow path),
+/// while bob's goes by UDP. The file arrives byte-exact, and alice is told
+/// the path (`tcp`). Checked to fail with both legs taken by UDP.
+#[test]
+fn with_udp_blocked_at_one_home_the_file_goes_over_tls() {
+    let Some(net) = network() else {
+        return;
+    };
+    net.drop_udp("ra").unwrap();
+    let dir = tmp();
+    let server = server_in(&net, "0.0.0.0:0", dir.path());
+    let data = random_bytes(1_000_000, 76);
+    let alice = ("alice", ("ha", "10.0.1.1"));
+    let bob = ("hb", "10.0.2.1");
+    let (started, _) = fetch(&net, &server, dir.path(), bob, alice, &data, || {});
+    assert_eq!(started["path"], "tcp", "{started}");
 }

@@ -128,6 +128,32 @@ impl Net {
     /// (Linux's usual behaviour: a mapping independent of the
     /// destination).
     pub fn nat(&self, name: &str, out_dev: &str) -> Result<(), String> {
+        self.masquerade(name, out_dev, &[])
+    }
+
+    /// Like [`nat`](Self::nat), but the router gives each destination a
+    /// port of its own, at random (`masquerade fully-random`): what the
+    /// server observes is no use to anyone else, and no hole punched
+    /// towards one address opens for another.
+    pub fn nat_per_destination(&self, name: &str, out_dev: &str) -> Result<(), String> {
+        self.masquerade(name, out_dev, &["fully-random"])
+    }
+
+    /// Makes `name` drop every UDP packet it would forward, both ways.
+    pub fn drop_udp(&self, name: &str) -> Result<(), String> {
+        self.nft(name, &["add", "table", "inet", "filter"])?;
+        let chain = [
+            "add", "chain", "inet", "filter", "block", "{", "type", "filter", "hook", "forward",
+            "priority", "0", ";", "}",
+        ];
+        self.nft(name, &chain)?;
+        let rule = [
+            "add", "rule", "inet", "filter", "block", "meta", "l4proto", "udp", "drop",
+        ];
+        self.nft(name, &rule)
+    }
+
+    fn masquerade(&self, name: &str, out_dev: &str, how: &[&str]) -> Result<(), String> {
         self.forward(name)?;
         self.nft(name, &["add", "table", "ip", "nat"])?;
         self.nft(
@@ -160,7 +186,11 @@ impl Net {
                 "oifname",
                 out_dev,
                 "masquerade",
-            ],
+            ]
+            .iter()
+            .chain(how)
+            .copied()
+            .collect::<Vec<_>>(),
         )
     }
 

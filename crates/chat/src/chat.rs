@@ -60,6 +60,8 @@ pub struct Chat {
     /// File requests waiting for the owner's answer.
     pub(crate) requests: HashMap<u64, Request>,
     pub(crate) next_request: u64,
+    /// Transfers brokered lately, whose sides may ask for a relay.
+    pub(crate) brokered: crate::brokered::BrokeredTransfers,
     /// When rooms are next looked over for expiry (ms).
     pub(crate) next_room_sweep_ms: u64,
     /// When name bindings are next looked over for expiry (ms).
@@ -170,6 +172,7 @@ impl Chat {
             new_names: crate::new_names::NewNames::default(),
             requests: HashMap::new(),
             next_request: 1,
+            brokered: Default::default(),
         }
     }
 
@@ -278,7 +281,9 @@ impl Chat {
             }
             // The connection registers it (see the server's `observe.rs`):
             // it never reaches the core.
-            ClientMsg::Observe { .. } => {}
+            // The same for the datagrams of the relay's slow path.
+            ClientMsg::Observe { .. } | ClientMsg::Tunnel { .. } => {}
+            ClientMsg::Relay { session } => self.relay(now_ms, conn, session, out),
             ClientMsg::Ping => out.push(Effect::Send {
                 to: conn,
                 msg: ServerMsg::Pong,
@@ -500,7 +505,7 @@ impl Chat {
                 file,
                 addr,
                 offer,
-            } => self.remote_offer(from, to, owner, from_key, file, addr, offer, out),
+            } => self.remote_offer(now_ms, from, to, owner, from_key, file, addr, offer, out),
             NetMsg::Refused {
                 to,
                 from: owner,

@@ -179,6 +179,16 @@ pub enum Effect {
         /// The asker's address block, as for `CheckPassword`.
         ip: std::net::IpAddr,
     },
+    /// Open a relay for the transfer `session` between its two sides,
+    /// users of this server (see `brokered.rs`): send each its `Relay`,
+    /// or `requester` a `RelayRefused` when the server's relay limits say
+    /// no.
+    OpenRelay {
+        session: [u8; 8],
+        requester: ConnId,
+        /// The asker's and the owner's connections and names.
+        sides: [(ConnId, String); 2],
+    },
     /// Write a record to the store.
     Persist(Persist),
     /// Send a frame on a server link.

@@ -11,6 +11,7 @@ use chatdrop_proto::names;
 use chatdrop_proto::{ErrorCode, FileAnswer, Offer, RefuseReason, ServerMsg};
 
 use crate::admin::SERVER_SENDER;
+use crate::brokered::Side;
 use crate::chat::{err, Chat, Who};
 use crate::event::{ConnId, Effect};
 
@@ -398,6 +399,15 @@ impl Chat {
             }
         };
         let addr = SocketAddr::new(owner_ip, offer.port);
+        let asker = Side {
+            at: r.asker,
+            user: r.asker_name.clone(),
+        };
+        let owner = Side {
+            at: Who::Local(conn),
+            user: owner_name.clone(),
+        };
+        self.brokered.record(now_ms, offer.session, asker, owner);
         self.send_to_member(
             now_ms,
             r.asker,
@@ -500,6 +510,7 @@ impl Chat {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn remote_offer(
         &mut self,
+        now_ms: u64,
         server: ServerId,
         to: String,
         owner: String,
@@ -512,6 +523,17 @@ impl Chat {
         let owner_ok = self.of_server(&owner, server) && self.remote_key(&owner) == Some(from_key);
         if !owner_ok {
             return;
+        }
+        if let Some(conn) = self.online.get(&to).copied() {
+            let asker = Side {
+                at: Who::Local(conn),
+                user: to.clone(),
+            };
+            let owner = Side {
+                at: Who::Remote(server),
+                user: owner.clone(),
+            };
+            self.brokered.record(now_ms, offer.session, asker, owner);
         }
         let msg = ServerMsg::FileOffer {
             from: owner,

@@ -16,6 +16,7 @@
 
 mod admin;
 mod bans;
+mod brokered;
 mod chat;
 mod contact;
 mod event;
@@ -34,6 +35,7 @@ mod state;
 
 pub use crate::admin::{parse_admin, AdminCommand};
 pub use crate::bans::BanTarget;
+pub use crate::brokered::{BROKERED_FOR_MS, MAX_BROKERED};
 pub use crate::chat::Chat;
 pub use crate::event::{ConnId, Effect, Event, LinkId, Persist};
 pub use crate::lockout::ip_block;

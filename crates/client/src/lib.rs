@@ -18,6 +18,7 @@ mod event;
 mod identity;
 mod paths;
 mod peer;
+mod relay;
 mod run;
 mod session;
 mod shares;

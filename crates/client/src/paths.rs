@@ -112,6 +112,9 @@ fn host_candidates(port: u16, socket_v6: bool, loopback: bool) -> Vec<SocketAddr
 pub(crate) struct Own {
     pub(crate) hosts: Vec<SocketAddr>,
     pub(crate) observed: Option<SocketAddr>,
+    /// The server answered the observation: this socket's UDP reaches it
+    /// (a relay's leg can be UDP rather than TLS).
+    pub(crate) reached: bool,
 }
 
 impl Own {
@@ -128,6 +131,7 @@ impl Own {
             return Own {
                 hosts: Vec::new(),
                 observed: None,
+                reached: false,
             };
         };
         let observed = observations.observe(socket, server, outgoing).await;
@@ -135,9 +139,14 @@ impl Own {
         let port = local.map_or(0, |a| a.port());
         let v6 = local.is_some_and(|a| a.is_ipv6());
         let mut hosts = host_candidates(port, v6, server.ip().is_loopback());
+        let reached = observed.is_some();
         let observed = observed.filter(|o| !hosts.contains(o));
         hosts.truncate(MAX_CANDIDATES);
-        Own { hosts, observed }
+        Own {
+            hosts,
+            observed,
+            reached,
+        }
     }
 
     /// The list a request carries: the observed address first, then the

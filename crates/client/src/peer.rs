@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,11 +30,12 @@ use chatdrop_transfer::{
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::event::{ClientEvent, ErrorKind};
 use crate::paths::{self, Observations, Outgoing, Own};
+use crate::relay::{Hook, RelayedAt, Relays, RELAY_AFTER};
 use crate::session::Session;
 use crate::shares::Shares;
 
@@ -85,6 +86,8 @@ struct Asking {
     expect: Option<(u64, [u8; 32])>,
     /// The socket the request's candidates are addresses of.
     socket: UdpSocket,
+    /// Its UDP reaches the server (a relay's leg can be UDP).
+    reached: bool,
 }
 
 /// Requests sent, by (owner, file): filled by the tasks that prepare
@@ -124,6 +127,8 @@ pub struct Peer {
     observations: Observations,
     /// The current server's address (its UDP port has the same number).
     server: Option<SocketAddr>,
+    /// Transfers that may be relayed, and the relays bound.
+    relays: Relays,
 }
 
 impl Peer {
@@ -147,6 +152,7 @@ impl Peer {
             outgoing,
             observations: Observations::default(),
             server: None,
+            relays: Relays::default(),
         })
     }
 
@@ -321,6 +327,13 @@ impl Peer {
                 addr,
                 offer,
             } => self.on_offer(me, from, from_key, file, addr, offer).await,
+            ServerMsg::Relay { session, token } => {
+                if let Some(server) = self.server {
+                    self.relays.open(session, token, server, &self.outgoing);
+                }
+            }
+            ServerMsg::RelayRefused { session, why } => self.relays.refused(session, why),
+            ServerMsg::Tunnel { session, data } => self.relays.tunnel(session, data),
             ServerMsg::TransferRefused {
                 from,
                 file,
@@ -444,6 +457,7 @@ impl Peer {
             outgoing: self.outgoing.clone(),
             observations: self.observations.clone(),
             events: self.events.clone(),
+            relays: self.relays.clone(),
         };
         tokio::spawn(upload.run());
         None
@@ -520,6 +534,22 @@ impl Peer {
             self.opts.timeout,
         );
         let events = self.events.clone();
+        let session = offer.session;
+        let socket = Arc::new(asking.socket);
+        // Where no direct path opens, the relay: it comes as one more
+        // address of the owner's, or as a refusal that ends the wait.
+        let (more_tx, mut more) = mpsc::channel(4);
+        let (refused_tx, refused) = oneshot::channel();
+        let relayed = RelayedAt::default();
+        let hook = Hook {
+            socket: socket.clone(),
+            udp: asking.reached,
+            more: Some(more_tx),
+            refused: Some(refused_tx),
+            at: relayed.clone(),
+        };
+        self.relays.add(session, hook);
+        let opened = Arc::new(AtomicBool::new(false));
         // Said once the owner answers at one of its addresses, with the
         // path that did.
         let started = {
@@ -527,8 +557,14 @@ impl Peer {
                 (events.clone(), id.clone(), file.clone(), owner.clone());
             let (size, resumed_from) = (offer.size, download.resume_from());
             let offer = offer.clone();
+            let (relayed, opened) = (relayed.clone(), opened.clone());
             move |at: SocketAddr| {
-                let path = paths::path_name(at, addr, &offer);
+                opened.store(true, Ordering::SeqCst);
+                let through = *relayed.lock().unwrap_or_else(|p| p.into_inner());
+                let path = match through {
+                    Some((relay, leg)) if relay == at => leg.path_name(),
+                    _ => paths::path_name(at, addr, &offer),
+                };
                 let _ = events.try_send(ClientEvent::TransferStarted {
                     id,
                     file,
@@ -541,8 +577,8 @@ impl Peer {
             }
         };
         let at = paths::owner_candidates(addr, &offer);
+        let (outgoing, relays) = (self.outgoing.clone(), self.relays.clone());
         tokio::spawn(async move {
-            let socket = asking.socket;
             let mut last = Instant::now();
             let progress_events = events.clone();
             let pid = id.clone();
@@ -559,18 +595,34 @@ impl Peer {
             let from = Candidates {
                 at: &at,
                 opened: started,
+                more: Some(&mut more),
             };
-            let result = fetch_from(
+            let opts = FetchOptions { cfg };
+            let fetch = fetch_from(
                 &socket,
                 from,
                 keys,
                 &mut download,
                 offer.size,
-                &FetchOptions { cfg },
+                &opts,
                 progress,
-            )
-            .await
-            .and_then(|stats| download.finish().map(|d| (stats, d)));
+            );
+            let ask_for_relay = async {
+                tokio::time::sleep(RELAY_AFTER).await;
+                if !opened.load(Ordering::SeqCst) {
+                    let _ = outgoing.send(ClientMsg::Relay { session }).await;
+                }
+                std::future::pending::<()>().await
+            };
+            let result = tokio::select! {
+                r = fetch => r,
+                () = ask_for_relay => unreachable!("it never ends"),
+                Ok(why) = refused => Err(chatdrop_transfer::TransferError::PeerSilent(format!(
+                    "no direct path to {owner} opened, and the server does not relay it: {why}"
+                ))),
+            };
+            relays.end(session);
+            let result = result.and_then(|stats| download.finish().map(|d| (stats, d)));
             let event = match result {
                 Ok((stats, (path, hash))) => ClientEvent::TransferDone {
                     id,
@@ -641,6 +693,7 @@ impl Prepare {
             eph,
             expect: self.expect,
             socket,
+            reached: own.reached,
         };
         let at = (self.owner.clone(), self.file.clone());
         lock(&self.asking).insert(at, asking);
@@ -673,6 +726,7 @@ struct Upload {
     outgoing: Outgoing,
     observations: Observations,
     events: mpsc::Sender<ClientEvent>,
+    relays: Relays,
 }
 
 impl Upload {
@@ -707,18 +761,33 @@ impl Upload {
         let transcript = offer_transcript(&me, &asker.name, &file, &asker.eph, &offer);
         offer.sig = key.sign(&transcript).to_bytes().to_vec();
         let keys = session_keys(&my_eph, &asker.eph, &offer, &transcript, Role::Sender);
+        let session = offer.session;
         let answer = ClientMsg::FileAnswer {
             req: asker.req,
             answer: FileAnswer::Accept(offer),
         };
+        let socket = Arc::new(socket);
+        let hook = Hook {
+            socket: socket.clone(),
+            udp: own.reached,
+            more: None,
+            refused: None,
+            at: RelayedAt::default(),
+        };
+        self.relays.add(session, hook);
         if self.outgoing.send(answer).await.is_err() {
+            self.relays.end(session);
             return;
         }
         // The asker may start from the address its server sees or from
         // any of its candidates'; those are what is punched.
         let mut peer_ips = vec![asker.ip.to_canonical()];
-        for c in &asker.candidates {
-            let ip = c.ip().to_canonical();
+        // Or through the relay: the server's UDP port, or the slow
+        // path's socket on loopback.
+        let relay_ips = self.server.map(|s| s.ip()).into_iter();
+        let relay_ips = relay_ips.chain([std::net::Ipv4Addr::LOCALHOST.into()]);
+        for ip in asker.candidates.iter().map(|c| c.ip()).chain(relay_ips) {
+            let ip = ip.to_canonical();
             if !peer_ips.contains(&ip) {
                 peer_ips.push(ip);
             }
@@ -741,6 +810,7 @@ impl Upload {
             })
             .await;
         let served = serve(&socket, keys, &self.source, &opts, |_, _| {}).await;
+        self.relays.end(session);
         // The slot is free before the upload is reported over: a
         // request made on seeing `upload_done` finds it free.
         drop(self.release);

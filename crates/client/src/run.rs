@@ -111,7 +111,7 @@ pub async fn run(
     // Requests and offers are prepared in tasks of their own (each opens
     // its socket and asks the server where it sees it first); what they
     // send the server comes back through here.
-    let (outgoing, mut from_tasks) = mpsc::channel::<ClientMsg>(64);
+    let (outgoing, mut from_tasks) = mpsc::channel::<ClientMsg>(256);
     let peer = Peer::new(
         opts.transfer.clone(),
         &opts.data_dir,
@@ -463,7 +463,10 @@ impl Loop {
             | ServerMsg::HaveFile { .. }
             | ServerMsg::FileRequest { .. }
             | ServerMsg::FileOffer { .. }
-            | ServerMsg::TransferRefused { .. }) => {
+            | ServerMsg::TransferRefused { .. }
+            | ServerMsg::Relay { .. }
+            | ServerMsg::RelayRefused { .. }
+            | ServerMsg::Tunnel { .. }) => {
                 if let Err(e) = self
                     .peer
                     .on_server(msg, &self.opts.user, &self.key, s)

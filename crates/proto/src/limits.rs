@@ -5,8 +5,9 @@
 /// The protocol version spoken by this implementation. The `Hello` frame
 /// carries it; a server refuses a version it does not speak. Version 2: the
 /// room list comes in pages. Version 3: candidate addresses in file
-/// requests and offers, and `Observe`.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// requests and offers, and `Observe`. Version 4: the relay (`Relay`,
+/// `RelayRefused`, `Tunnel`).
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The version of the server-to-server link protocol, in
 /// [`crate::link::LinkHello`]. Version 2: SPAKE2 instead of a MAC under the
@@ -17,6 +18,11 @@ pub const LINK_PROTOCOL_VERSION: u16 = 4;
 
 /// Candidate addresses a file request or offer may carry.
 pub const MAX_CANDIDATES: usize = 8;
+
+/// Longest datagram a `Tunnel` carries: a full Ethernet frame's UDP
+/// payload. The transfer finds the packet size its path carries, so a
+/// longer one is dropped as a hop with a small MTU would drop it.
+pub const MAX_TUNNELED: usize = 1472;
 
 /// Largest frame a client may send to a server (payload bytes, without the
 /// 4-byte length prefix).

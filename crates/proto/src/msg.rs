@@ -138,12 +138,36 @@ pub enum ClientMsg {
         /// connection.
         token: [u8; 16],
     },
+    /// Asks the server to relay the transfer `session` (the `session` of an
+    /// offer it brokered between this client and another of its users):
+    /// sent by the asker when no direct path opened within a moment. Both
+    /// sides are then sent `Relay` with a token each, or the asker
+    /// `RelayRefused`. Only the two sides of that brokered request may ask.
+    Relay {
+        /// The offer's session id.
+        session: [u8; 8],
+    },
+    /// A datagram of the transfer `session` for the relay to pass on, sent
+    /// over TLS by a side whose UDP does not reach the server (the slow
+    /// path); empty, it only says that this side's datagrams come this
+    /// way. At most [`crate::limits::MAX_TUNNELED`] bytes.
+    Tunnel {
+        /// The offer's session id.
+        session: [u8; 8],
+        /// The datagram, sealed end to end as it was.
+        data: Vec<u8>,
+    },
 }
 
 /// What a UDP datagram to a server's port starts with to be an
 /// observation request (`ClientMsg::Observe`): then the token, 24 bytes in
 /// all.
 pub const OBSERVE_MAGIC: &[u8; 8] = b"cdrop-ob";
+
+/// What a UDP datagram to a server's port starts with to bind a side of a
+/// relay (`ServerMsg::Relay`) to the address it comes from: then that
+/// side's token, 24 bytes in all.
+pub const RELAY_MAGIC: &[u8; 8] = b"cdrop-rl";
 
 /// Why a peer (or the server) refused a file request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -517,6 +541,32 @@ pub enum ServerMsg {
         token: [u8; 16],
         /// Where it came from.
         addr: std::net::SocketAddr,
+    },
+    /// A relay for the transfer `session` is open at the server's UDP port
+    /// (the number of its TLS port): this side binds it by sending
+    /// [`RELAY_MAGIC`] and `token` from its transfer socket (or, without
+    /// UDP, any `Tunnel`), and the relay then passes datagrams between the
+    /// two sides' bound addresses, and only those.
+    Relay {
+        /// The offer's session id.
+        session: [u8; 8],
+        /// This side's token; the other side has its own.
+        token: [u8; 16],
+    },
+    /// The relay asked for `session` cannot be had, and why.
+    RelayRefused {
+        /// The offer's session id.
+        session: [u8; 8],
+        /// Why, for the user.
+        why: String,
+    },
+    /// A datagram of the transfer `session` from the other side, through
+    /// the relay, for a side that takes its datagrams over TLS.
+    Tunnel {
+        /// The offer's session id.
+        session: [u8; 8],
+        /// The datagram as the other side sent it.
+        data: Vec<u8>,
     },
 }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::quota::Limits;
+use crate::relay::RelayLimits;
 
 /// The whole file. Every key is optional; what is missing keeps its default.
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +47,8 @@ pub struct ConfigFile {
     pub share_policy: PolicyFile,
     /// Rate limits and per-address limits; missing keys keep their default.
     pub limits: Option<Limits>,
+    /// The relay's limits; missing keys keep their default.
+    pub relay: Option<RelayLimits>,
 }
 
 /// The `[share_policy]` table.
@@ -72,6 +75,9 @@ pub fn parse(text: &str) -> Result<ConfigFile, String> {
     if let Some(limits) = &c.limits {
         limits.check()?;
     }
+    if let Some(relay) = &c.relay {
+        relay.check()?;
+    }
     Ok(c)
 }
 
@@ -95,6 +101,11 @@ mod tests {
         assert_eq!(e, "limits.say.per_second must be above 0");
         let e = parse("[limits]\nwhohass = { per_second = 1, burst = 3 }\n").unwrap_err();
         assert!(e.contains("unknown field `whohass`"), "{e}");
+        let e = parse("[relay]\nidle_secs = 0\n").unwrap_err();
+        assert_eq!(e, "relay.idle_secs must be at least 1");
+        let r = parse("[relay]\nmax_per_user = 5\n").unwrap().relay.unwrap();
+        assert_eq!(r.max_per_user, 5);
+        assert_eq!(r.max_sessions, RelayLimits::default().max_sessions);
         let e = parse("max_rooms = \"many\"\n").unwrap_err();
         assert!(e.contains("max_rooms"), "{e}");
     }

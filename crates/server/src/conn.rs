@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chatdrop_chat::{ConnId, Event};
 use chatdrop_proto::auth::{login_transcript, BINDING_LEN, EXPORTER_LABEL, LINK_EXPORTER_LABEL};
@@ -27,6 +27,7 @@ use crate::hub::{ConnHandle, HubMsg, CONN_QUEUE};
 use crate::outbox::{outbox, Inbox, Outbox, CLIENT_QUEUE_BYTES};
 use crate::per_ip::IpGuard;
 use crate::quota::Verdict;
+use crate::relay::Pass;
 use crate::Shared;
 
 /// Time allowed from the TCP connection to a completed login, all steps
@@ -326,6 +327,22 @@ async fn session(
             _ = close.cancelled() => break End::Closed,
             m = next_msg(&mut frames, idle) => m,
         };
+        // A datagram of a relayed transfer has the relay's limits, not
+        // the chat's; one for no relay of this client's counts as any
+        // frame.
+        if let Ok((ClientMsg::Tunnel { session, data }, _)) = &msg {
+            match shared
+                .relays
+                .on_tunnel(conn, *session, data, Instant::now())
+            {
+                Pass::SendTo(to) => {
+                    shared.relays.send_udp(to, data);
+                    continue;
+                }
+                Pass::Done => continue,
+                Pass::NotMine => {}
+            }
+        }
         let msg = match msg {
             Ok((m, len)) => match quota.check(shared.carried.now_ms(), &m, len) {
                 Verdict::Allow => m,
@@ -365,6 +382,7 @@ async fn session(
         .carried
         .keep(&name, quota, kicked, shared.carried.now_ms());
     shared.observers.forget(conn);
+    shared.relays.forget(conn);
     close.cancel();
     drop(tx);
     let _ = writer.await;
@@ -489,6 +507,8 @@ fn msg_name(m: &ClientMsg) -> &'static str {
         ClientMsg::FileAnswer { .. } => "FileAnswer",
         ClientMsg::LinkHello(_) => "LinkHello",
         ClientMsg::Observe { .. } => "Observe",
+        ClientMsg::Relay { .. } => "Relay",
+        ClientMsg::Tunnel { .. } => "Tunnel",
     }
 }
 
@@ -510,6 +530,8 @@ async fn forward(conn: ConnId, msg: ClientMsg, tx: &Outbox, shared: &Shared) -> 
             shared.observers.register(conn, token, tx);
             return Ok(());
         }
+        // For no relay of this client's (see `session`): dropped.
+        ClientMsg::Tunnel { .. } => return Ok(()),
         ClientMsg::Hello { .. } | ClientMsg::Auth { .. } | ClientMsg::LinkHello(_) => {
             reply(ServerMsg::error(ErrorCode::BadRequest, "already logged in"));
             return Ok(());

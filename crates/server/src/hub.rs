@@ -7,6 +7,7 @@
 //! rather than allowed to grow the server's memory.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use tracing::{info, warn};
 use crate::outbox::{Outbox, Refused};
 use crate::password::Hasher;
 use crate::persist::Writer;
+use crate::relay::Relays;
 
 /// Messages waiting for the hub at most; connection readers wait when full.
 pub const HUB_QUEUE: usize = 8_192;
@@ -92,6 +94,8 @@ pub struct Hub {
     self_tx: mpsc::Sender<HubMsg>,
     shutdown: CancellationToken,
     passwords: Hasher,
+    /// The relays, opened here at the core's word.
+    relays: Arc<Relays>,
 }
 
 fn now_ms() -> u64 {
@@ -109,6 +113,7 @@ impl Hub {
         self_tx: mpsc::Sender<HubMsg>,
         shutdown: CancellationToken,
         passwords: Hasher,
+        relays: Arc<Relays>,
     ) -> Self {
         Hub {
             chat,
@@ -118,6 +123,7 @@ impl Hub {
             self_tx,
             shutdown,
             passwords,
+            relays,
         }
     }
 
@@ -197,6 +203,14 @@ impl Hub {
             HubMsg::Link(e, held) => {
                 _held = Some(held);
                 e
+            }
+            HubMsg::Admin(AdminCommand::Relays) => {
+                for line in self.relays.describe(std::time::Instant::now()) {
+                    if console.try_send(line).is_err() {
+                        warn!("console output is backed up; a line was dropped");
+                    }
+                }
+                return false;
             }
             HubMsg::Admin(cmd) => Event::Admin(cmd),
             HubMsg::Gone(conn) => {
@@ -330,6 +344,32 @@ impl Hub {
                     // History lines are batched.
                     uncommitted |= !matches!(p, chatdrop_chat::Persist::History { .. });
                     self.writer.write(p).await;
+                }
+                Effect::OpenRelay {
+                    session,
+                    requester,
+                    sides: [(a, a_user), (o, o_user)],
+                } => {
+                    let (Some(a_tx), Some(o_tx)) = (self.conns.get(&a), self.conns.get(&o)) else {
+                        continue; // one side is gone already
+                    };
+                    let sides = [(a, a_user, a_tx.tx.clone()), (o, o_user, o_tx.tx.clone())];
+                    match self.relays.open(session, sides, std::time::Instant::now()) {
+                        Ok(tokens) => {
+                            for (conn, token) in [a, o].into_iter().zip(tokens) {
+                                let msg = ServerMsg::Relay { session, token };
+                                if let Some(frame) = encode(&msg) {
+                                    self.deliver(conn, frame, dead);
+                                }
+                            }
+                        }
+                        Err(why) => {
+                            let msg = ServerMsg::RelayRefused { session, why };
+                            if let Some(frame) = encode(&msg) {
+                                self.deliver(requester, frame, dead);
+                            }
+                        }
+                    }
                 }
                 Effect::Console(line) => {
                     // Users' text and names reach the admin's terminal:

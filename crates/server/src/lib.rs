@@ -6,6 +6,8 @@
 //! - [`hub`] owns the [`chatdrop_chat::Chat`] state and carries out its effects.
 //! - [`persist`] writes the chat core's records to SQLite in batches.
 //! - `trim` gives the heap's free memory back after a burst.
+//! - `udp` reads the UDP port: observations (`observe`) and relayed
+//!   transfers (`relay`).
 //! - [`link`] dials and accepts links to other servers (network key
 //!   handshake, keepalive); the chat core's network layer routes over them.
 //!
@@ -22,8 +24,10 @@ mod password;
 mod per_ip;
 mod persist;
 pub mod quota;
+mod relay;
 mod tls;
 mod trim;
+mod udp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +43,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::hub::{Hub, HubMsg};
+pub use crate::relay::RelayLimits;
 
 /// Errors that stop the server from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +114,8 @@ pub struct ServerOptions {
     pub network_key: Option<String>,
     /// What one connection, and one address, may ask for how often.
     pub limits: quota::Limits,
+    /// What the relay may carry.
+    pub relay: RelayLimits,
 }
 
 impl ServerOptions {
@@ -130,6 +137,7 @@ impl ServerOptions {
             links: Vec::new(),
             network_key: None,
             limits: quota::Limits::default(),
+            relay: RelayLimits::default(),
         }
     }
 }
@@ -146,6 +154,8 @@ pub(crate) struct Shared {
     pub carried: carried::Carried,
     /// Tokens of clients asking where their UDP sockets are seen from.
     pub observers: Arc<observe::Observers>,
+    /// Transfers relayed between clients.
+    pub relays: Arc<relay::Relays>,
 }
 
 /// Sends admin commands to a running server.
@@ -304,12 +314,14 @@ impl Server {
         let (hub_tx, hub_rx) = mpsc::channel(hub::HUB_QUEUE);
         let shutdown = CancellationToken::new();
         let passwords = password::Hasher::new();
+        let relays = Arc::new(relay::Relays::new(opts.relay.clone()));
         let hub = Hub::new(
             chat,
             writer,
             hub_tx.clone(),
             shutdown.clone(),
             passwords.clone(),
+            relays.clone(),
         );
         let limits = Arc::new(opts.limits.clone());
         let shared = Arc::new(Shared {
@@ -321,6 +333,7 @@ impl Server {
             carried: carried::Carried::new(limits.clone()),
             limits,
             observers: Arc::default(),
+            relays,
         });
         Ok(Server {
             listener,
@@ -371,7 +384,8 @@ impl Server {
         tokio::spawn(trim::run(shared.shutdown.clone()));
         if let Some(socket) = observe {
             let (observers, stop) = (shared.observers.clone(), shared.shutdown.clone());
-            tokio::spawn(observe::run(socket, observers, stop));
+            let relays = shared.relays.clone();
+            tokio::spawn(udp::run(Arc::new(socket), observers, relays, stop));
         }
         for target in links {
             tracker.spawn(link::dial_forever(target, shared.clone()));

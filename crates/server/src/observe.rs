@@ -22,14 +22,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chatdrop_chat::ConnId;
 use chatdrop_proto::{encode_frame, ServerMsg, OBSERVE_MAGIC};
-use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
 use crate::outbox::Outbox;
 
@@ -154,37 +151,17 @@ impl Entry {
     }
 }
 
+/// Whether `datagram` is an observation request.
+pub(crate) fn is_request(datagram: &[u8]) -> bool {
+    parse(datagram).is_some()
+}
+
 /// The token of an observation request, if `datagram` is one.
 fn parse(datagram: &[u8]) -> Option<[u8; 16]> {
     if datagram.len() != REQUEST_LEN || !datagram.starts_with(OBSERVE_MAGIC) {
         return None;
     }
     datagram[OBSERVE_MAGIC.len()..].try_into().ok()
-}
-
-/// Reads observation requests from `socket` until shutdown.
-pub(crate) async fn run(socket: UdpSocket, observers: Arc<Observers>, shutdown: CancellationToken) {
-    // One byte more than a request: a longer datagram shows as too long.
-    let mut buf = [0u8; REQUEST_LEN + 1];
-    loop {
-        let received = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = socket.recv_from(&mut buf) => r,
-        };
-        match received {
-            Ok((len, from)) => {
-                if !observers.answer(&buf[..len], from, Instant::now()) {
-                    debug!(%from, len, "UDP datagram not answered");
-                }
-            }
-            Err(e) => {
-                // ICMP errors from earlier sends do not apply (nothing is
-                // sent); anything else: wait a moment rather than spin.
-                warn!("observation socket: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -134,6 +134,27 @@ impl Outbox {
         self.shared.ready.notify_one();
         Ok(())
     }
+
+    /// Queues a frame that may as well be lost (a relayed datagram, whose
+    /// transfer resends what is lost) only while the queue holds less than
+    /// a quarter of its bounds: such frames never make the connection look
+    /// too slow, nor push out what the server must say.
+    pub fn try_send_spare(&self, frame: Bytes) -> Result<(), Refused> {
+        {
+            let mut q = self.shared.lock();
+            if q.closed {
+                return Err(Refused::Closed);
+            }
+            let over_bytes = q.bytes + frame.len() > self.shared.max_bytes / 4;
+            if over_bytes || q.frames.len() >= self.shared.max_frames / 4 {
+                return Err(Refused::Full);
+            }
+            q.bytes += frame.len();
+            q.frames.push_back(frame);
+        }
+        self.shared.ready.notify_one();
+        Ok(())
+    }
 }
 
 impl Inbox {

@@ -32,6 +32,8 @@ pub enum AdminCommand {
     Links,
     /// `network`: the servers this one knows and the next hop to each.
     Network,
+    /// `relays`: the transfers the server relays, with their traffic.
+    Relays,
     /// `help`.
     Help,
     /// `exit`: tell every client, close every connection, flush, exit.
@@ -55,6 +57,7 @@ commands:
   policy              show the share policy in force
   links               show the links to other servers and their round-trip times
   network             show the servers of the network and the next hop to each
+  relays              show the transfers relayed now, their users and traffic
   exit                tell every client, close every connection and exit";
 
 fn split_word(s: &str) -> (&str, &str) {
@@ -125,6 +128,7 @@ pub fn parse_admin(line: &str) -> Result<Option<AdminCommand>, String> {
             }
             "links" => AdminCommand::Links,
             "network" => AdminCommand::Network,
+            "relays" => AdminCommand::Relays,
             "help" => AdminCommand::Help,
             "policy" => AdminCommand::Policy,
             "exit" | "quit" => AdminCommand::Exit,
@@ -169,6 +173,7 @@ mod tests {
         assert_eq!(parse_admin("exit").unwrap(), Some(AdminCommand::Exit));
         assert_eq!(parse_admin("links").unwrap(), Some(AdminCommand::Links));
         assert_eq!(parse_admin("network").unwrap(), Some(AdminCommand::Network));
+        assert_eq!(parse_admin("relays").unwrap(), Some(AdminCommand::Relays));
         assert!(parse_admin("kick")
             .unwrap_err()
             .contains("needs a user name"));

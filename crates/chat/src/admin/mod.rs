@@ -40,6 +40,8 @@ impl Chat {
             AdminCommand::Network => {
                 out.extend(self.net.describe_network().into_iter().map(console))
             }
+            // The relays are the server's, outside the core: it answers.
+            AdminCommand::Relays => {}
             AdminCommand::ToUser { user, text } => {
                 let Some(conn) = self.online.get(&user).copied() else {
                     out.push(console(self.not_here(&user)));

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use chatdrop_arq::Frame;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
 use super::net::{io, next_frame, send_msg, wait, Next, BATCH};
 use super::{Event, FetchOptions, Progress, RecvSession, TransferStats};
@@ -41,6 +42,7 @@ pub async fn fetch(
     let from = Candidates {
         at: &at,
         opened: |_| {},
+        more: None,
     };
     fetch_from(socket, from, keys, download, size, opts, progress).await
 }
@@ -52,6 +54,9 @@ pub struct Candidates<'a, F: FnOnce(SocketAddr)> {
     pub at: &'a [SocketAddr],
     /// Called once, when the sender is heard from.
     pub opened: F,
+    /// Addresses learned while the session opens (a relay's), each tried
+    /// first from then on.
+    pub more: Option<&'a mut mpsc::Receiver<SocketAddr>>,
 }
 
 /// Like [`fetch`], from the first of `from.at` that answers.
@@ -65,6 +70,7 @@ pub async fn fetch_from(
     mut progress: impl Progress,
 ) -> Result<TransferStats, TransferError> {
     let mut opened = Some(from.opened);
+    let mut more = from.more;
     // Before asking: a file that cannot fit is refused before it comes.
     download.reserve()?;
     let mut net = BatchSocket::new(socket, RECEIVER_BUFFERS).map_err(io("preparing the socket"))?;
@@ -128,7 +134,13 @@ pub async fn fetch_from(
             }
             progress(contiguous, size);
         }
-        arrived = wait(&mut net, session.poll_timeout()).await?;
+        arrived = tokio::select! {
+            r = wait(&mut net, session.poll_timeout()) => r?,
+            Some(addr) = later(&mut more) => {
+                session.add_candidate(Instant::now(), socket::for_socket(socket, addr));
+                continue;
+            }
+        };
         if !arrived {
             session.handle_timeout(Instant::now());
             continue;
@@ -160,4 +172,19 @@ pub async fn fetch_from(
     stats.bytes = size - resume_from;
     stats.seconds = started.elapsed().as_secs_f64();
     Ok(stats)
+}
+
+/// The next address of `more`; pending forever without one, or once its
+/// sender is gone.
+async fn later(more: &mut Option<&mut mpsc::Receiver<SocketAddr>>) -> Option<SocketAddr> {
+    match more {
+        Some(rx) => match rx.recv().await {
+            Some(addr) => Some(addr),
+            None => {
+                *more = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
 }

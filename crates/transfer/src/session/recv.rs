@@ -315,6 +315,24 @@ impl RecvSession {
         }
     }
 
+    /// The sender may also be reached at `addr`, learned after the
+    /// session opened (a relay): it goes first, so that it stays tried
+    /// after the rounds to every candidate, and a new round begins now.
+    /// Ignored once the sender answered.
+    pub fn add_candidate(&mut self, now: Instant, addr: SocketAddr) {
+        let Phase::Opening { next_start, .. } = &mut self.phase else {
+            return;
+        };
+        if self.peer.is_some() {
+            return;
+        }
+        self.candidates.retain(|c| *c != addr);
+        self.candidates.truncate(MAX_TRIED - 1);
+        self.candidates.insert(0, addr);
+        self.rounds = 0;
+        *next_start = now;
+    }
+
     fn opened(&mut self, from: SocketAddr) {
         self.peer = Some(from);
         self.starts.clear();

@@ -1,0 +1,138 @@
+//! Transfers this server brokered, remembered for a while so that their
+//! two sides, and only they, may ask for a relay (`ClientMsg::Relay`):
+//! the server never relays for anyone else, so it is no open proxy.
+//!
+//! A record is made when an owner's offer passes through here on its way
+//! to the asker, keyed by the offer's session id, and taken by the first
+//! relay request for it. Records are kept [`BROKERED_FOR_MS`], at most
+//! [`MAX_BROKERED`] (the oldest go first).
+
+use std::collections::{HashMap, VecDeque};
+
+use chatdrop_proto::ServerMsg;
+
+use crate::chat::{Chat, Who};
+use crate::event::{ConnId, Effect};
+
+/// How long a brokered transfer may ask for a relay (ms): the asker asks
+/// after two seconds without a direct path.
+pub const BROKERED_FOR_MS: u64 = 60_000;
+
+/// Brokered transfers remembered at once.
+pub const MAX_BROKERED: usize = 65_536;
+
+/// One side of a brokered transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Side {
+    pub(crate) at: Who,
+    pub(crate) user: String,
+}
+
+/// A transfer brokered here.
+#[derive(Debug)]
+struct Brokered {
+    asker: Side,
+    owner: Side,
+    at_ms: u64,
+}
+
+/// The transfers brokered here lately, by session id.
+#[derive(Debug, Default)]
+pub(crate) struct BrokeredTransfers {
+    by_session: HashMap<[u8; 8], Brokered>,
+    /// Session ids, oldest first, with when they were brokered.
+    order: VecDeque<([u8; 8], u64)>,
+}
+
+impl BrokeredTransfers {
+    /// Remembers that `session` was brokered between `asker` and `owner`.
+    /// An id already remembered keeps its first record: an owner cannot
+    /// take over another pair's relay by reusing their id.
+    pub(crate) fn record(&mut self, now_ms: u64, session: [u8; 8], asker: Side, owner: Side) {
+        self.expire(now_ms);
+        if self.by_session.contains_key(&session) {
+            return;
+        }
+        if self.order.len() >= MAX_BROKERED {
+            if let Some((old, _)) = self.order.pop_front() {
+                self.by_session.remove(&old);
+            }
+        }
+        let at_ms = now_ms;
+        self.by_session.insert(
+            session,
+            Brokered {
+                asker,
+                owner,
+                at_ms,
+            },
+        );
+        self.order.push_back((session, at_ms));
+    }
+
+    fn expire(&mut self, now_ms: u64) {
+        while let Some(&(session, at)) = self.order.front() {
+            if now_ms < at + BROKERED_FOR_MS {
+                break;
+            }
+            self.order.pop_front();
+            if self.by_session.get(&session).is_some_and(|b| b.at_ms == at) {
+                self.by_session.remove(&session);
+            }
+        }
+    }
+}
+
+impl Chat {
+    /// `Relay`: a side of a transfer brokered here asks for a relay. Both
+    /// sides must be users of this server and still connected; the hub
+    /// then opens it ([`Effect::OpenRelay`]) within its limits.
+    pub(crate) fn relay(
+        &mut self,
+        now_ms: u64,
+        conn: ConnId,
+        session: [u8; 8],
+        out: &mut Vec<Effect>,
+    ) {
+        let refuse = |why: String| Effect::Send {
+            to: conn,
+            msg: ServerMsg::RelayRefused { session, why },
+        };
+        let brokered = &mut self.brokered;
+        brokered.expire(now_ms);
+        let me = Who::Local(conn);
+        let Some(b) = brokered.by_session.get(&session) else {
+            out.push(refuse(
+                "no transfer with that id was brokered here lately".into(),
+            ));
+            return;
+        };
+        if b.asker.at != me && b.owner.at != me {
+            // Someone else's transfer: said as if it did not exist.
+            out.push(refuse(
+                "no transfer with that id was brokered here lately".into(),
+            ));
+            return;
+        }
+        let (Who::Local(a), Who::Local(o)) = (b.asker.at, b.owner.at) else {
+            out.push(refuse(
+                "the other side is a user of another server of the network; \
+                 a relay carries transfers between users of one server"
+                    .into(),
+            ));
+            return;
+        };
+        if !(self.sessions.contains_key(&a) && self.sessions.contains_key(&o)) {
+            out.push(refuse("the other side is no longer connected".into()));
+            return;
+        }
+        let Some(b) = self.brokered.by_session.remove(&session) else {
+            return;
+        };
+        out.push(Effect::OpenRelay {
+            session,
+            requester: conn,
+            sides: [(a, b.asker.user), (o, b.owner.user)],
+        });
+    }
+}

@@ -1,0 +1,492 @@
+//! The relay: where two sides of a transfer brokered here find no direct
+//! path (a NAT that gives each destination its own port, a firewall), the
+//! server passes their datagrams between them. It cannot read them: they
+//! are sealed end to end with the transfer's keys.
+//!
+//! A relay is opened only for a transfer this server brokered, at the
+//! request of one of its two sides (`brokered.rs` in the chat core), so
+//! the server is never an open proxy. Each side gets a token of its own
+//! over TLS (`ServerMsg::Relay`) and binds its leg with it:
+//!
+//! - a UDP leg: the side sends [`RELAY_MAGIC`] and its token from its
+//!   transfer socket to the server's UDP port (the TLS port's number);
+//!   the relay then takes that address as the side's. A later bind from
+//!   another address moves the leg (a NAT that changed its mapping);
+//! - a TLS leg, for a side whose UDP does not reach the server (the slow
+//!   path): its datagrams come as `Tunnel` over its TLS connection, and
+//!   the other side's go back the same way.
+//!
+//! A datagram from a bound address goes to the other side's leg, and
+//! nowhere else; anything from an address no relay knows is dropped. The
+//! limits ([`RelayLimits`]) bound the sessions in all and per user, and
+//! the bytes per second of each session and of all of them (a datagram
+//! over a limit is dropped, and the transfer's congestion control slows
+//! down); a relay idle for `idle_secs`, or one side of which disconnected,
+//! is closed.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use chatdrop_chat::ConnId;
+use chatdrop_proto::limits::MAX_TUNNELED;
+use chatdrop_proto::{encode_frame, ServerMsg, RELAY_MAGIC};
+use serde::Deserialize;
+use tokio::net::UdpSocket;
+
+use crate::outbox::Outbox;
+
+/// Bytes of a bind datagram: the magic and the token.
+pub(crate) const BIND_LEN: usize = RELAY_MAGIC.len() + 16;
+
+/// The relay's limits (the config's `[relay]` table).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayLimits {
+    /// False: no relay at all; transfers without a direct path fail.
+    pub enabled: bool,
+    /// Relayed transfers at once.
+    pub max_sessions: usize,
+    /// Relayed transfers one user takes part in at once.
+    pub max_per_user: usize,
+    /// Bytes per second one relayed transfer may move (both ways).
+    pub session_bytes_per_sec: f64,
+    /// Bytes per second all relayed transfers together may move.
+    pub total_bytes_per_sec: f64,
+    /// Seconds without a datagram after which a relay is closed.
+    pub idle_secs: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            enabled: true,
+            max_sessions: 64,
+            max_per_user: 2,
+            session_bytes_per_sec: 16.0 * 1024.0 * 1024.0,
+            total_bytes_per_sec: 64.0 * 1024.0 * 1024.0,
+            idle_secs: 30,
+        }
+    }
+}
+
+impl RelayLimits {
+    /// Says what is wrong with the limits, if anything.
+    pub fn check(&self) -> Result<(), String> {
+        let rates = [
+            ("session_bytes_per_sec", self.session_bytes_per_sec),
+            ("total_bytes_per_sec", self.total_bytes_per_sec),
+        ];
+        for (name, rate) in rates {
+            if !(rate.is_finite() && rate >= 1024.0) {
+                return Err(format!("relay.{name} must be at least 1024"));
+            }
+        }
+        if self.idle_secs == 0 {
+            return Err("relay.idle_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// A token bucket of bytes.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(rate: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: burst(rate),
+            at: now,
+        }
+    }
+
+    /// Takes `n` bytes if they are there.
+    fn take(&mut self, rate: f64, n: usize, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * rate).min(burst(rate));
+        if self.tokens < n as f64 {
+            return false;
+        }
+        self.tokens -= n as f64;
+        true
+    }
+}
+
+/// What a bucket holds at most: a tenth of a second at the rate, and room
+/// for a burst of large datagrams at any rate.
+fn burst(rate: f64) -> f64 {
+    (rate / 10.0).max(256.0 * 1024.0)
+}
+
+/// How a side's datagrams come and go.
+#[derive(Debug)]
+enum Leg {
+    /// Not bound yet: what the other side sends is dropped.
+    Unbound,
+    /// By UDP, from and to this address.
+    Udp(SocketAddr),
+    /// Over its TLS connection.
+    Tls,
+}
+
+#[derive(Debug)]
+struct Side {
+    conn: ConnId,
+    user: String,
+    token: [u8; 16],
+    /// Its connection's queue, for `Tunnel`.
+    tx: Outbox,
+    leg: Leg,
+}
+
+#[derive(Debug)]
+struct Relay {
+    sides: [Side; 2],
+    opened: Instant,
+    /// The last datagram passed on (or the opening).
+    last: Instant,
+    bucket: Bucket,
+    /// Bytes and datagrams passed on, and dropped over a limit or for
+    /// want of a bound other side.
+    bytes: u64,
+    datagrams: u64,
+    dropped: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    relays: HashMap<[u8; 8], Relay>,
+    /// Sides by token and by bound UDP address.
+    by_token: HashMap<[u8; 16], ([u8; 8], usize)>,
+    by_addr: HashMap<SocketAddr, ([u8; 8], usize)>,
+    total: Option<Bucket>,
+}
+
+/// What became of a datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// Not for any relay.
+    NotMine,
+    /// Taken care of: passed on over TLS, bound a leg, or dropped.
+    Done,
+    /// To be sent to this address from the server's UDP port.
+    SendTo(SocketAddr),
+}
+
+/// Every relay of the server.
+pub(crate) struct Relays {
+    limits: RelayLimits,
+    inner: Mutex<Inner>,
+    /// The server's UDP socket, for datagrams that came over TLS.
+    socket: OnceLock<Arc<UdpSocket>>,
+}
+
+impl Relays {
+    /// No relay yet, under `limits`.
+    pub(crate) fn new(limits: RelayLimits) -> Relays {
+        Relays {
+            limits,
+            inner: Mutex::default(),
+            socket: OnceLock::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The UDP socket datagrams from TLS legs leave by.
+    pub(crate) fn set_socket(&self, socket: Arc<UdpSocket>) {
+        let _ = self.socket.set(socket);
+    }
+
+    /// Opens a relay for `session` between `sides` (asker, owner), within
+    /// the limits: the tokens to send each, or why not.
+    pub(crate) fn open(
+        &self,
+        session: [u8; 8],
+        sides: [(ConnId, String, Outbox); 2],
+        now: Instant,
+    ) -> Result<[[u8; 16]; 2], String> {
+        let l = &self.limits;
+        if !l.enabled {
+            return Err("this server does not relay transfers".into());
+        }
+        let mut inner = self.lock();
+        inner.close_idle(now, Duration::from_secs(l.idle_secs));
+        if inner.relays.contains_key(&session) {
+            return Err("that transfer is already relayed".into());
+        }
+        if inner.relays.len() >= l.max_sessions {
+            return Err(format!(
+                "the server relays {} transfers already, its limit",
+                l.max_sessions
+            ));
+        }
+        for (_, user, _) in &sides {
+            let taking_part = (inner.relays.values())
+                .filter(|r| r.sides.iter().any(|s| &s.user == user))
+                .count();
+            if taking_part >= l.max_per_user {
+                return Err(format!(
+                    "{user} has {taking_part} relayed transfers already, the limit per user"
+                ));
+            }
+        }
+        let tokens: [[u8; 16]; 2] = [rand::random(), rand::random()];
+        let [(c0, u0, t0), (c1, u1, t1)] = sides;
+        let side = |conn, user, tx, token| Side {
+            conn,
+            user,
+            token,
+            tx,
+            leg: Leg::Unbound,
+        };
+        let relay = Relay {
+            sides: [side(c0, u0, t0, tokens[0]), side(c1, u1, t1, tokens[1])],
+            opened: now,
+            last: now,
+            bucket: Bucket::full(l.session_bytes_per_sec, now),
+            bytes: 0,
+            datagrams: 0,
+            dropped: 0,
+        };
+        inner.relays.insert(session, relay);
+        for (i, token) in tokens.iter().enumerate() {
+            inner.by_token.insert(*token, (session, i));
+        }
+        Ok(tokens)
+    }
+
+    /// A datagram that came to the UDP port `from`: a bind, or one to pass
+    /// on from a bound side.
+    pub(crate) fn on_udp(&self, datagram: &[u8], from: SocketAddr, now: Instant) -> Pass {
+        let mut inner = self.lock();
+        if let Some(token) = parse_bind(datagram) {
+            let Some(&(session, i)) = inner.by_token.get(&token) else {
+                return Pass::NotMine;
+            };
+            // An address bound to another side stays with it.
+            if inner
+                .by_addr
+                .get(&from)
+                .is_some_and(|&held| held != (session, i))
+            {
+                return Pass::Done;
+            }
+            let Some(relay) = inner.relays.get_mut(&session) else {
+                return Pass::Done;
+            };
+            let old = std::mem::replace(&mut relay.sides[i].leg, Leg::Udp(from));
+            if let Leg::Udp(old) = old {
+                inner.by_addr.remove(&old);
+            }
+            inner.by_addr.insert(from, (session, i));
+            return Pass::Done;
+        }
+        let Some(&(session, i)) = inner.by_addr.get(&from) else {
+            return Pass::NotMine;
+        };
+        self.pass(&mut inner, session, 1 - i, datagram, now)
+    }
+
+    /// A `Tunnel` from `conn`: binds its side's TLS leg, and passes a
+    /// datagram on. `NotMine` when `conn` is no side of such a relay.
+    pub(crate) fn on_tunnel(
+        &self,
+        conn: ConnId,
+        session: [u8; 8],
+        data: &[u8],
+        now: Instant,
+    ) -> Pass {
+        let mut inner = self.lock();
+        let Some(relay) = inner.relays.get_mut(&session) else {
+            return Pass::NotMine;
+        };
+        let Some(i) = relay.sides.iter().position(|s| s.conn == conn) else {
+            return Pass::NotMine;
+        };
+        if let Leg::Udp(old) = std::mem::replace(&mut relay.sides[i].leg, Leg::Tls) {
+            inner.by_addr.remove(&old);
+        }
+        if data.is_empty() {
+            return Pass::Done;
+        }
+        self.pass(&mut inner, session, 1 - i, data, now)
+    }
+
+    /// Passes `datagram` to side `to` of relay `session`, within the
+    /// limits.
+    fn pass(
+        &self,
+        inner: &mut Inner,
+        session: [u8; 8],
+        to: usize,
+        data: &[u8],
+        now: Instant,
+    ) -> Pass {
+        let total_rate = self.limits.total_bytes_per_sec;
+        let total = inner
+            .total
+            .get_or_insert_with(|| Bucket::full(total_rate, now));
+        let Some(relay) = inner.relays.get_mut(&session) else {
+            return Pass::Done;
+        };
+        relay.last = now;
+        let within = relay
+            .bucket
+            .take(self.limits.session_bytes_per_sec, data.len(), now)
+            && total.take(total_rate, data.len(), now);
+        let passed = within
+            && match relay.sides[to].leg {
+                Leg::Unbound => false,
+                Leg::Udp(addr) => {
+                    relay.count(data.len());
+                    return Pass::SendTo(addr);
+                }
+                Leg::Tls => {
+                    data.len() <= MAX_TUNNELED && tunnel(&relay.sides[to].tx, session, data)
+                }
+            };
+        if passed {
+            relay.count(data.len());
+        } else {
+            relay.dropped += 1;
+        }
+        Pass::Done
+    }
+
+    /// Sends a datagram that came over TLS on by UDP.
+    pub(crate) fn send_udp(&self, to: SocketAddr, data: &[u8]) {
+        if let Some(socket) = self.socket.get() {
+            // A full socket buffer drops it, as a router would.
+            let _ = socket.try_send_to(data, to);
+        }
+    }
+
+    /// Closes the relays `conn` is a side of: it disconnected.
+    pub(crate) fn forget(&self, conn: ConnId) {
+        let mut inner = self.lock();
+        let gone: Vec<[u8; 8]> = (inner.relays.iter())
+            .filter(|(_, r)| r.sides.iter().any(|s| s.conn == conn))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            inner.close(id);
+        }
+    }
+
+    /// Closes the relays idle for the configured time.
+    pub(crate) fn sweep(&self, now: Instant) {
+        let idle = Duration::from_secs(self.limits.idle_secs);
+        self.lock().close_idle(now, idle);
+    }
+
+    /// The console's `relays`: one line per relay.
+    pub(crate) fn describe(&self, now: Instant) -> Vec<String> {
+        let mut inner = self.lock();
+        inner.close_idle(now, Duration::from_secs(self.limits.idle_secs));
+        if inner.relays.is_empty() {
+            return vec!["no transfer is relayed".into()];
+        }
+        let mut lines = vec![format!(
+            "{} relayed transfers (at most {}, {} per user)",
+            inner.relays.len(),
+            self.limits.max_sessions,
+            self.limits.max_per_user
+        )];
+        let mut relays: Vec<_> = inner.relays.iter().collect();
+        relays.sort_by_key(|(_, r)| r.opened);
+        for (id, r) in relays {
+            let mut line = format!("{}  ", hex::encode(id));
+            for (i, s) in r.sides.iter().enumerate() {
+                let leg = match s.leg {
+                    Leg::Unbound => "not bound".to_string(),
+                    Leg::Udp(a) => {
+                        format!("udp {}", SocketAddr::new(a.ip().to_canonical(), a.port()))
+                    }
+                    Leg::Tls => "tls".to_string(),
+                };
+                let _ = write!(
+                    line,
+                    "{}{} ({leg})",
+                    if i == 0 { "" } else { " <-> " },
+                    s.user
+                );
+            }
+            let _ = write!(
+                line,
+                "  {} bytes in {} datagrams, {} dropped, {}s open, {}s idle",
+                r.bytes,
+                r.datagrams,
+                r.dropped,
+                now.saturating_duration_since(r.opened).as_secs(),
+                now.saturating_duration_since(r.last).as_secs()
+            );
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// Relays open now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().relays.len()
+    }
+}
+
+impl Relay {
+    fn count(&mut self, len: usize) {
+        self.bytes += len as u64;
+        self.datagrams += 1;
+    }
+}
+
+impl Inner {
+    fn close(&mut self, id: [u8; 8]) {
+        let Some(r) = self.relays.remove(&id) else {
+            return;
+        };
+        for s in &r.sides {
+            self.by_token.remove(&s.token);
+            if let Leg::Udp(a) = s.leg {
+                self.by_addr.remove(&a);
+            }
+        }
+    }
+
+    fn close_idle(&mut self, now: Instant, idle: Duration) {
+        let stale: Vec<[u8; 8]> = (self.relays.iter())
+            .filter(|(_, r)| now.saturating_duration_since(r.last) >= idle)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.close(id);
+        }
+    }
+}
+
+/// Queues a datagram for a side over TLS; false if its queue has no room
+/// to spare.
+fn tunnel(tx: &Outbox, session: [u8; 8], data: &[u8]) -> bool {
+    let msg = ServerMsg::Tunnel {
+        session,
+        data: data.to_vec(),
+    };
+    encode_frame(&msg).is_ok_and(|frame| tx.try_send_spare(frame).is_ok())
+}
+
+/// The token of a bind datagram, if `datagram` is one.
+fn parse_bind(datagram: &[u8]) -> Option<[u8; 16]> {
+    if datagram.len() != BIND_LEN || !datagram.starts_with(RELAY_MAGIC) {
+        return None;
+    }
+    datagram[RELAY_MAGIC.len()..].try_into().ok()
+}
