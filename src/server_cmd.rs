@@ -96,9 +96,9 @@ pub struct ServerArgs {
     /// Relay no transfer: peers with no direct path fail to exchange files.
     #[arg(long)]
     no_relay: bool,
-    /// The config file's `[relay]` table.
+    /// The config file's `[relay]` table (boxed, as `limits`).
     #[arg(skip)]
-    relay: Option<chatdrop_server::RelayLimits>,
+    relay: Option<Box<chatdrop_server::RelayLimits>>,
 }
 
 /// Folds the config file into the flags: a flag given wins, lists add up.
@@ -132,7 +132,7 @@ fn merge(mut args: ServerArgs) -> anyhow::Result<ServerArgs> {
     args.block_hash.extend(p.block_hash);
     args.max_share_size = args.max_share_size.or(p.max_share_size);
     args.limits = c.limits.map(Box::new);
-    args.relay = c.relay;
+    args.relay = c.relay.map(Box::new);
     Ok(args)
 }
 
@@ -213,7 +213,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         opts.limits = *limits;
     }
     if let Some(relay) = args.relay {
-        opts.relay = relay;
+        opts.relay = *relay;
     }
     if args.no_rate_limits {
         opts.limits.enabled = false;

@@ -233,6 +233,7 @@ impl Sim {
             Effect::CheckPassword { .. }
             | Effect::HashPassword { .. }
             | Effect::Persist(_)
+            | Effect::OpenRelay { .. }
             | Effect::Console(_) => {}
         }
     }

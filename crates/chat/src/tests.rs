@@ -16,6 +16,8 @@ struct Harness {
     persisted: Vec<Persist>,
     pending_checks: Vec<(ConnId, String, u64, String, String)>,
     pending_hashes: Vec<(ConnId, u64, String)>,
+    /// Relays the core asked the hub to open.
+    relays: Vec<Effect>,
     shutdown: bool,
 }
 
@@ -38,6 +40,7 @@ impl Harness {
             persisted: vec![],
             pending_checks: vec![],
             pending_hashes: vec![],
+            relays: vec![],
             shutdown: false,
         }
     }
@@ -74,6 +77,7 @@ impl Harness {
                 Effect::Persist(p) => self.persisted.push(p),
                 Effect::Console(s) => self.console.push(s),
                 Effect::Shutdown => self.shutdown = true,
+                e @ Effect::OpenRelay { .. } => self.relays.push(e),
                 Effect::Link { .. } => {} // a lone server has no links
             }
         }
@@ -1467,4 +1471,99 @@ fn a_request_or_offer_with_too_many_candidates_is_refused() {
         matches!(&got[..], [ServerMsg::TransferRefused { detail, .. }] if detail.contains("at most 8")),
         "{got:?}"
     );
+}
+
+/// Alice asks bob for a file and bob offers it: the server remembers the
+/// transfer, and only its two sides may ask for a relay, once.
+fn brokered(h: &mut Harness, session: [u8; 8]) {
+    h.ev(Event::Request {
+        conn: A,
+        msg: ClientMsg::GetFile {
+            owner: "bob".into(),
+            file: "song.mp3".into(),
+            eph: [2; 32],
+            sig: vec![3; 64],
+            candidates: Vec::new(),
+        },
+    });
+    let ServerMsg::FileRequest { req, .. } = h.take(B)[0].clone() else {
+        panic!("no request for bob")
+    };
+    let mut offer = offer(10, 1);
+    offer.session = session;
+    h.ev(Event::Request {
+        conn: B,
+        msg: ClientMsg::FileAnswer {
+            req,
+            answer: FileAnswer::Accept(offer),
+        },
+    });
+    assert!(matches!(&h.take(A)[..], [ServerMsg::FileOffer { .. }]));
+}
+
+fn relay_refusal(h: &mut Harness, conn: ConnId, session: [u8; 8]) -> Option<String> {
+    h.ev(Event::Request {
+        conn,
+        msg: ClientMsg::Relay { session },
+    });
+    match &h.take(conn)[..] {
+        [ServerMsg::RelayRefused { session: s, why }] if *s == session => Some(why.clone()),
+        [] => None,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn only_the_two_sides_of_a_brokered_transfer_get_a_relay() {
+    // Checked to fail with the check of who asks left out (carol got
+    // alice and bob's relay).
+    let mut h = Harness::new();
+    h.login(A, "alice");
+    h.login(B, "bob");
+    h.login(C, "carol");
+    h.create(A, "r", None);
+    h.join(B, "r", None);
+    h.join(C, "r", None);
+    for c in [A, B, C] {
+        h.take(c);
+    }
+    // Nothing brokered: refused.
+    let why = relay_refusal(&mut h, A, [9; 8]).expect("refused");
+    assert!(why.contains("no transfer with that id"), "{why}");
+    brokered(&mut h, [6; 8]);
+    // Carol, in the same room, knows the id somehow: refused, as if it
+    // did not exist, and nothing is opened.
+    let why = relay_refusal(&mut h, C, [6; 8]).expect("refused");
+    assert!(why.contains("no transfer with that id"), "{why}");
+    assert!(h.relays.is_empty());
+    // Alice, the asker: opened between alice and bob.
+    assert_eq!(relay_refusal(&mut h, A, [6; 8]), None);
+    let [Effect::OpenRelay {
+        session,
+        requester,
+        sides,
+    }] = &h.relays[..]
+    else {
+        panic!("{:?}", h.relays)
+    };
+    assert_eq!((*session, *requester), ([6; 8], A));
+    assert_eq!(sides, &[(A, "alice".to_string()), (B, "bob".to_string())]);
+    // Once: a second request is refused.
+    assert!(relay_refusal(&mut h, B, [6; 8]).is_some());
+    assert_eq!(h.relays.len(), 1);
+    // The owner may ask too; a side that left makes it pointless.
+    brokered(&mut h, [7; 8]);
+    h.ev(Event::Disconnected { conn: A });
+    h.take(B);
+    let why = relay_refusal(&mut h, B, [7; 8]).expect("refused");
+    assert!(why.contains("no longer connected"), "{why}");
+    // A record is kept for a minute only.
+    h.login(A, "alice");
+    h.join(A, "r", None);
+    h.take(A);
+    h.take(B);
+    brokered(&mut h, [8; 8]);
+    h.now += crate::BROKERED_FOR_MS;
+    assert!(relay_refusal(&mut h, A, [8; 8]).is_some());
+    assert_eq!(h.relays.len(), 1);
 }

@@ -490,3 +490,195 @@ fn parse_bind(datagram: &[u8]) -> Option<[u8; 16]> {
     }
     datagram[RELAY_MAGIC.len()..].try_into().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{outbox, Inbox};
+    use chatdrop_proto::decode;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn bind_datagram(token: [u8; 16]) -> Vec<u8> {
+        let mut d = RELAY_MAGIC.to_vec();
+        d.extend_from_slice(&token);
+        d
+    }
+
+    /// A relay for alice (1) and bob (2), with their queues.
+    fn opened(limits: RelayLimits, now: Instant) -> (Relays, [[u8; 16]; 2], [Inbox; 2]) {
+        let relays = Relays::new(limits);
+        let (a_tx, a_rx) = outbox(64, 1 << 20);
+        let (b_tx, b_rx) = outbox(64, 1 << 20);
+        let sides = [
+            (ConnId(1), "alice".to_string(), a_tx),
+            (ConnId(2), "bob".to_string(), b_tx),
+        ];
+        let tokens = relays.open([6; 8], sides, now).expect("opened");
+        (relays, tokens, [a_rx, b_rx])
+    }
+
+    #[tokio::test]
+    async fn datagrams_pass_between_the_two_bound_sides_and_nowhere_else() {
+        // Checked to fail with datagrams passed on from any address.
+        let now = Instant::now();
+        let (relays, [ta, tb], _) = opened(RelayLimits::default(), now);
+        let (a, b, eve) = (
+            addr("198.51.100.1:4000"),
+            addr("203.0.113.2:5000"),
+            addr("192.0.2.3:6000"),
+        );
+        assert_eq!(
+            relays.on_udp(b"data", a, now),
+            Pass::NotMine,
+            "not bound yet"
+        );
+        assert_eq!(relays.on_udp(&bind_datagram(ta), a, now), Pass::Done);
+        assert_eq!(
+            relays.on_udp(b"data", a, now),
+            Pass::Done,
+            "bob is not bound: dropped"
+        );
+        assert_eq!(relays.on_udp(&bind_datagram(tb), b, now), Pass::Done);
+        assert_eq!(relays.on_udp(b"data", a, now), Pass::SendTo(b));
+        assert_eq!(relays.on_udp(b"data", b, now), Pass::SendTo(a));
+        // A stranger, a made-up token, a bind datagram cut short: nothing.
+        assert_eq!(relays.on_udp(b"data", eve, now), Pass::NotMine);
+        assert_eq!(
+            relays.on_udp(&bind_datagram([0; 16]), eve, now),
+            Pass::NotMine
+        );
+        assert_eq!(
+            relays.on_udp(&bind_datagram(ta)[1..], eve, now),
+            Pass::NotMine
+        );
+        assert_eq!(relays.on_udp(b"data", eve, now), Pass::NotMine);
+        // Bob's token from alice's address does not take it over.
+        assert_eq!(relays.on_udp(&bind_datagram(tb), a, now), Pass::Done);
+        assert_eq!(relays.on_udp(b"data", a, now), Pass::SendTo(b));
+        // Alice's NAT gives her a new mapping: her token moves her leg.
+        let a2 = addr("198.51.100.1:4444");
+        assert_eq!(relays.on_udp(&bind_datagram(ta), a2, now), Pass::Done);
+        assert_eq!(relays.on_udp(b"data", a, now), Pass::NotMine);
+        assert_eq!(relays.on_udp(b"data", a2, now), Pass::SendTo(b));
+        assert_eq!(relays.on_udp(b"data", b, now), Pass::SendTo(a2));
+        // Alice disconnects: the relay closes.
+        relays.forget(ConnId(1));
+        assert_eq!(relays.len(), 0);
+        assert_eq!(relays.on_udp(b"data", b, now), Pass::NotMine);
+    }
+
+    #[tokio::test]
+    async fn a_side_without_udp_takes_its_datagrams_over_tls() {
+        let now = Instant::now();
+        let (relays, [ta, _], [_, mut bob]) = opened(RelayLimits::default(), now);
+        let a = addr("198.51.100.1:4000");
+        relays.on_udp(&bind_datagram(ta), a, now);
+        // Bob binds his TLS leg; alice's datagrams come to him as Tunnel.
+        assert_eq!(relays.on_tunnel(ConnId(2), [6; 8], &[], now), Pass::Done);
+        assert_eq!(relays.on_udp(b"sealed", a, now), Pass::Done);
+        let frame = bob.try_recv().expect("a Tunnel for bob");
+        let msg: ServerMsg = decode(&frame[4..]).unwrap();
+        let want = ServerMsg::Tunnel {
+            session: [6; 8],
+            data: b"sealed".to_vec(),
+        };
+        assert_eq!(msg, want);
+        // His go to alice's address; nobody else's Tunnel is taken.
+        assert_eq!(
+            relays.on_tunnel(ConnId(2), [6; 8], b"ack", now),
+            Pass::SendTo(a)
+        );
+        assert_eq!(
+            relays.on_tunnel(ConnId(3), [6; 8], b"x", now),
+            Pass::NotMine
+        );
+        assert_eq!(
+            relays.on_tunnel(ConnId(2), [7; 8], b"x", now),
+            Pass::NotMine
+        );
+        // Longer than a tunnel carries: dropped.
+        let long = vec![0u8; MAX_TUNNELED + 1];
+        assert_eq!(relays.on_udp(&long, a, now), Pass::Done);
+        assert!(bob.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_limits_hold() {
+        let now = Instant::now();
+        let limits = RelayLimits {
+            max_sessions: 3,
+            max_per_user: 2,
+            session_bytes_per_sec: 1_000_000.0,
+            ..RelayLimits::default()
+        };
+        let (relays, [ta, tb], _) = opened(limits.clone(), now);
+        let side = |conn: u64, user: &str| (ConnId(conn), user.to_string(), outbox(4, 1024).0);
+        // A second for alice; a third is over her limit.
+        relays
+            .open([7; 8], [side(1, "alice"), side(3, "carol")], now)
+            .unwrap();
+        let why = relays
+            .open([8; 8], [side(4, "dave"), side(1, "alice")], now)
+            .unwrap_err();
+        assert!(why.contains("alice has 2"), "{why}");
+        relays
+            .open([8; 8], [side(4, "dave"), side(5, "erin")], now)
+            .unwrap();
+        let why = relays
+            .open([9; 8], [side(6, "fay"), side(7, "gus")], now)
+            .unwrap_err();
+        assert!(why.contains("3 transfers already"), "{why}");
+        // The same transfer twice: refused.
+        assert!(relays
+            .open([8; 8], [side(8, "h"), side(9, "i")], now)
+            .is_err());
+        // Bytes per second: the burst (256 KiB) passes at once, then
+        // what a second brings.
+        let (a, b) = (addr("198.51.100.1:4000"), addr("203.0.113.2:5000"));
+        relays.on_udp(&bind_datagram(ta), a, now);
+        relays.on_udp(&bind_datagram(tb), b, now);
+        let datagram = vec![0u8; 1000];
+        let passed = |at: Instant| {
+            (0..2_000)
+                .filter(|_| relays.on_udp(&datagram, a, at) == Pass::SendTo(b))
+                .count()
+        };
+        assert_eq!(passed(now), 262);
+        // A tenth of a second at 1 MB/s: 100 more.
+        assert_eq!(passed(now + Duration::from_millis(100)), 100);
+        // Idle for `idle_secs`: closed, the others with it.
+        relays.sweep(now + Duration::from_secs(limits.idle_secs + 1));
+        assert_eq!(relays.len(), 0);
+        assert_eq!(relays.describe(now), ["no transfer is relayed"]);
+        // Turned off: nothing is relayed.
+        let off = Relays::new(RelayLimits {
+            enabled: false,
+            ..RelayLimits::default()
+        });
+        let why = off
+            .open([1; 8], [side(1, "a"), side(2, "b")], now)
+            .unwrap_err();
+        assert!(why.contains("does not relay"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn the_console_lists_each_relay_with_its_sides_and_traffic() {
+        let now = Instant::now();
+        let (relays, [ta, _], _queues) = opened(RelayLimits::default(), now);
+        relays.on_udp(&bind_datagram(ta), addr("[::ffff:198.51.100.1]:4000"), now);
+        relays.on_tunnel(ConnId(2), [6; 8], &[], now);
+        relays.on_udp(b"12345", addr("[::ffff:198.51.100.1]:4000"), now);
+        let lines = relays.describe(now);
+        assert_eq!(lines[0], "1 relayed transfers (at most 64, 2 per user)");
+        assert!(
+            lines[1].starts_with(
+                "0606060606060606  alice (udp 198.51.100.1:4000) <-> bob (tls)  5 bytes in 1 datagrams, 0 dropped"
+            ),
+            "{}",
+            lines[1]
+        );
+    }
+}

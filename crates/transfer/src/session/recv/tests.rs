@@ -108,6 +108,34 @@ fn only_the_first_candidate_is_tried_after_three_seconds() {
     assert_eq!(last, [(SENDER, START)]);
 }
 
+#[test]
+fn a_relay_learned_late_is_tried_first_and_at_once() {
+    // The direct candidates went unanswered for longer than their rounds;
+    // the relay's address comes: a `Start` goes there now, and it stays
+    // tried with the first candidate. Checked to fail with the relay
+    // added at the end of the list (never tried after the rounds).
+    let t0 = Instant::now();
+    let candidates = [SENDER, STRANGER];
+    let mut rx = RecvSession::with_candidates(&candidates, &fetching(MAX_MSS), ISN, 0, 100, t0);
+    for round in 0..20 {
+        sends_to(&mut rx, at(t0, round * 250));
+    }
+    let relay: SocketAddr = "198.51.100.1:7777".parse().unwrap();
+    rx.add_candidate(at(t0, 5_000), relay);
+    let now = sends_to(&mut rx, at(t0, 5_000));
+    assert_eq!(now, [(relay, START), (SENDER, START), (STRANGER, START)]);
+    let mut last = Vec::new();
+    for round in 21..60 {
+        last = sends_to(&mut rx, at(t0, round * 250));
+    }
+    assert_eq!(last, [(relay, START)]);
+    // Once the sender answered, a late address changes nothing.
+    let token = [3; TOKEN_LEN];
+    rx.handle(at(t0, 15_000), relay, Msg::Challenge { token });
+    rx.add_candidate(at(t0, 15_000), STRANGER);
+    assert_eq!(sends_to(&mut rx, at(t0, 15_000)), [(relay, PROVED)]);
+}
+
 /// What `rx` sends at `now`, in short.
 fn sends(rx: &mut RecvSession, now: Instant) -> Vec<Sent> {
     receiver_sends(rx, now).iter().map(Wire::sent).collect()
