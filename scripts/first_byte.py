@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Time from `getfile` to the path opening (`transfer_started`) and to the
 whole of a small file (`transfer_done`), for each path a transfer can take:
-`direct` (both clients on one network with the server) and `punched` (each
-behind a home router doing NAT, as in tests/paths.rs). Medians of N runs.
+`direct` (both clients on one network with the server), `punched` (each
+behind a home router doing NAT, as in tests/paths.rs), `relay` (each behind
+a router that maps every destination to a port of its own: no hole
+punching works, and the asker asks for the relay after two seconds) and
+`tcp` (the asker's router drops UDP: its side of the relay goes over TLS).
+Medians of N runs.
 
 Builds its own network namespaces (needs root, iproute2 and nftables) and
 deletes them at the end; runs target/release/chatdrop (build it first:
@@ -54,8 +58,9 @@ def in_ns(name, *args):
 
 def topology():
     """The internet with the server; two homes behind NAT routers (ha, hb);
-    a LAN next to the server without NAT (la, lb)."""
-    for n in ["inet", "ra", "ha", "rb", "hb", "la", "lb"]:
+    a LAN next to the server without NAT (la, lb); two homes behind routers
+    that map per destination (hc, hd); a home whose router drops UDP (he)."""
+    for n in ["inet", "ra", "ha", "rb", "hb", "la", "lb", "rc", "hc", "rd", "hd", "re", "he"]:
         add_ns(n)
     link("inet", "ia", "10.0.1.1/24", "ra", "out", "10.0.1.2/24")
     link("inet", "ib", "10.0.2.1/24", "rb", "out", "10.0.2.2/24")
@@ -63,16 +68,29 @@ def topology():
     link("rb", "in", "192.168.2.1/24", "hb", "eth", "192.168.2.2/24")
     link("inet", "la", "10.0.3.1/24", "la", "eth", "10.0.3.2/24")
     link("inet", "lb", "10.0.4.1/24", "lb", "eth", "10.0.4.2/24")
-    for r in ["inet", "ra", "rb"]:
+    homes = [("c", 5), ("d", 6), ("e", 7)]
+    for (h, i) in homes:
+        link("inet", "i" + h, f"10.0.{i}.1/24", "r" + h, "out", f"10.0.{i}.2/24")
+        link("r" + h, "in", f"192.168.{i}.1/24", "h" + h, "eth", f"192.168.{i}.2/24")
+    for r in ["inet", "ra", "rb", "rc", "rd", "re"]:
         in_ns(r, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
     for (n, gw) in [("ra", "10.0.1.1"), ("rb", "10.0.2.1"), ("ha", "192.168.1.1"),
                     ("hb", "192.168.2.1"), ("la", "10.0.3.1"), ("lb", "10.0.4.1")]:
         sh("ip", "-n", ns(n), "route", "add", "default", "via", gw)
-    for r in ["ra", "rb"]:
+    for (h, i) in homes:
+        sh("ip", "-n", ns("r" + h), "route", "add", "default", "via", f"10.0.{i}.1")
+        sh("ip", "-n", ns("h" + h), "route", "add", "default", "via", f"192.168.{i}.1")
+    for r in ["ra", "rb", "rc", "rd", "re"]:
+        per_destination = ["fully-random"] if r in ["rc", "rd"] else []
         in_ns(r, "nft", "add", "table", "ip", "nat")
         in_ns(r, "nft", "add", "chain", "ip", "nat", "post", "{", "type", "nat", "hook",
               "postrouting", "priority", "100", ";", "}")
-        in_ns(r, "nft", "add", "rule", "ip", "nat", "post", "oifname", "out", "masquerade")
+        in_ns(r, "nft", "add", "rule", "ip", "nat", "post", "oifname", "out", "masquerade",
+              *per_destination)
+    in_ns("re", "nft", "add", "table", "inet", "filter")
+    in_ns("re", "nft", "add", "chain", "inet", "filter", "block", "{", "type", "filter", "hook",
+          "forward", "priority", "0", ";", "}")
+    in_ns("re", "nft", "add", "rule", "inet", "filter", "block", "meta", "l4proto", "udp", "drop")
 
 
 class Proc:
@@ -166,6 +184,8 @@ def main():
     cases = [
         ("direct (next to the server, no NAT)", ("lb", "10.0.4.1"), ("la", "10.0.3.1")),
         ("punched (two home routers)", ("hb", "10.0.2.1"), ("ha", "10.0.1.1")),
+        ("relay (two routers mapping per destination)", ("hd", "10.0.6.1"), ("hc", "10.0.5.1")),
+        ("tcp (the asker's router drops UDP)", ("hb", "10.0.2.1"), ("he", "10.0.7.1")),
     ]
     print(f"{runs} downloads of a 64 KiB file each; milliseconds from getfile, median (min-max)")
     for i, (name, owner, asker) in enumerate(cases):

@@ -282,7 +282,7 @@ impl Chat {
             // The connection registers it (see the server's `observe.rs`):
             // it never reaches the core.
             // The same for the datagrams of the relay's slow path.
-            ClientMsg::Observe { .. } | ClientMsg::Tunnel { .. } => {}
+            ClientMsg::Observe { .. } | ClientMsg::Tunnel { .. } | ClientMsg::RelayEnd { .. } => {}
             ClientMsg::Relay { session } => self.relay(now_ms, conn, session, out),
             ClientMsg::Ping => out.push(Effect::Send {
                 to: conn,

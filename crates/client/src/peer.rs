@@ -536,6 +536,7 @@ impl Peer {
         let events = self.events.clone();
         let session = offer.session;
         let socket = Arc::new(asking.socket);
+        let reached = asking.reached;
         // Where no direct path opens, the relay: it comes as one more
         // address of the owner's, or as a refusal that ends the wait.
         let (more_tx, mut more) = mpsc::channel(4);
@@ -543,7 +544,7 @@ impl Peer {
         let relayed = RelayedAt::default();
         let hook = Hook {
             socket: socket.clone(),
-            udp: asking.reached,
+            udp: reached,
             more: Some(more_tx),
             refused: Some(refused_tx),
             at: relayed.clone(),
@@ -607,8 +608,11 @@ impl Peer {
                 &opts,
                 progress,
             );
+            // Without UDP to the server, a direct path is unlikely: the
+            // relay is asked for at once (a direct path may still win).
+            let wait = if reached { RELAY_AFTER } else { Duration::ZERO };
             let ask_for_relay = async {
-                tokio::time::sleep(RELAY_AFTER).await;
+                tokio::time::sleep(wait).await;
                 if !opened.load(Ordering::SeqCst) {
                     let _ = outgoing.send(ClientMsg::Relay { session }).await;
                 }
@@ -621,7 +625,7 @@ impl Peer {
                     "no direct path to {owner} opened, and the server does not relay it: {why}"
                 ))),
             };
-            relays.end(session);
+            relays.end(session, &outgoing);
             let result = result.and_then(|stats| download.finish().map(|d| (stats, d)));
             let event = match result {
                 Ok((stats, (path, hash))) => ClientEvent::TransferDone {
@@ -776,7 +780,7 @@ impl Upload {
         };
         self.relays.add(session, hook);
         if self.outgoing.send(answer).await.is_err() {
-            self.relays.end(session);
+            self.relays.end(session, &self.outgoing);
             return;
         }
         // The asker may start from the address its server sees or from
@@ -810,7 +814,7 @@ impl Upload {
             })
             .await;
         let served = serve(&socket, keys, &self.source, &opts, |_, _| {}).await;
-        self.relays.end(session);
+        self.relays.end(session, &self.outgoing);
         // The slot is free before the upload is reported over: a
         // request made on seeing `upload_done` finds it free.
         drop(self.release);

@@ -114,9 +114,17 @@ impl Relays {
         self.lock().insert(session, running);
     }
 
-    /// `session` is over: its binder or slow path stops.
-    pub(crate) fn end(&self, session: [u8; 8]) {
-        self.lock().remove(&session);
+    /// `session` is over: its binder or slow path stops, and the server
+    /// is told, through `outgoing`, that a relay it opened may close.
+    pub(crate) fn end(&self, session: [u8; 8], outgoing: &Outgoing) {
+        let relayed = self
+            .lock()
+            .remove(&session)
+            .is_some_and(|r| r.task.is_some());
+        if relayed {
+            // A full queue leaves it to the relay's idle timeout.
+            let _ = outgoing.try_send(ClientMsg::RelayEnd { session });
+        }
     }
 
     /// The server's `Relay`: binds this side's leg, by UDP to `server` or
@@ -139,6 +147,9 @@ impl Relays {
         let socket = r.hook.socket.clone();
         let (at, leg, task, tunnel) = if r.hook.udp {
             let at = chatdrop_transfer::for_socket(&socket, server);
+            // The first bind goes now, ahead of the session's first
+            // datagram to the relay, which would be dropped unbound.
+            let _ = socket.try_send_to(&bind_datagram(token), at);
             (at, Leg::Udp, tokio::spawn(bind(socket, at, token)), None)
         } else {
             let Ok((shim, target)) = slow_path_socket(&socket) else {
@@ -183,18 +194,22 @@ impl Relays {
 /// Sends the bind datagram from `socket` to the relay at `to`, often at
 /// first, then now and again.
 async fn bind(socket: Arc<UdpSocket>, to: SocketAddr, token: [u8; 16]) {
-    let mut datagram = RELAY_MAGIC.to_vec();
-    datagram.extend_from_slice(&token);
-    for i in 0.. {
+    let datagram = bind_datagram(token);
+    for i in 1.. {
+        tokio::time::sleep(BIND_FIRST).await;
         // A lost or refused datagram is sent again at the next turn.
         let _ = socket.send_to(&datagram, to).await;
-        let wait = if i < BIND_FIRST_COUNT {
-            BIND_FIRST
-        } else {
-            BIND_EVERY
-        };
-        tokio::time::sleep(wait).await;
+        if i >= BIND_FIRST_COUNT {
+            tokio::time::sleep(BIND_EVERY - BIND_FIRST).await;
+        }
     }
+}
+
+/// What binds a leg: the magic and the token.
+fn bind_datagram(token: [u8; 16]) -> Vec<u8> {
+    let mut datagram = RELAY_MAGIC.to_vec();
+    datagram.extend_from_slice(&token);
+    datagram
 }
 
 /// The local socket that stands in for the relay on the slow path, and

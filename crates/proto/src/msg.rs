@@ -147,6 +147,12 @@ pub enum ClientMsg {
         /// The offer's session id.
         session: [u8; 8],
     },
+    /// The transfer `session` is over: its relay may close (either side
+    /// may say so; the relay also closes when idle).
+    RelayEnd {
+        /// The offer's session id.
+        session: [u8; 8],
+    },
     /// A datagram of the transfer `session` for the relay to pass on, sent
     /// over TLS by a side whose UDP does not reach the server (the slow
     /// path); empty, it only says that this side's datagrams come this

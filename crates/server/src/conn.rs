@@ -339,7 +339,8 @@ async fn session(
                     shared.relays.send_udp(to, data);
                     continue;
                 }
-                Pass::Done => continue,
+                // Only a UDP bind flushes.
+                Pass::Done | Pass::Flush(..) => continue,
                 Pass::NotMine => {}
             }
         }
@@ -509,6 +510,7 @@ fn msg_name(m: &ClientMsg) -> &'static str {
         ClientMsg::Observe { .. } => "Observe",
         ClientMsg::Relay { .. } => "Relay",
         ClientMsg::Tunnel { .. } => "Tunnel",
+        ClientMsg::RelayEnd { .. } => "RelayEnd",
     }
 }
 
@@ -532,6 +534,10 @@ async fn forward(conn: ConnId, msg: ClientMsg, tx: &Outbox, shared: &Shared) -> 
         }
         // For no relay of this client's (see `session`): dropped.
         ClientMsg::Tunnel { .. } => return Ok(()),
+        ClientMsg::RelayEnd { session } => {
+            shared.relays.end(conn, session);
+            return Ok(());
+        }
         ClientMsg::Hello { .. } | ClientMsg::Auth { .. } | ClientMsg::LinkHello(_) => {
             reply(ServerMsg::error(ErrorCode::BadRequest, "already logged in"));
             return Ok(());

@@ -38,6 +38,11 @@ use tokio::net::UdpSocket;
 
 use crate::outbox::Outbox;
 
+/// Datagrams held for a side not bound yet (the other side's first
+/// `Start`s, which would otherwise wait for their next repeat), each no
+/// longer than [`MAX_TUNNELED`].
+const HELD: usize = 4;
+
 /// Bytes of a bind datagram: the magic and the token.
 pub(crate) const BIND_LEN: usize = RELAY_MAGIC.len() + 16;
 
@@ -144,6 +149,8 @@ struct Side {
     /// Its connection's queue, for `Tunnel`.
     tx: Outbox,
     leg: Leg,
+    /// Datagrams that came for it before it was bound.
+    held: Vec<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -178,6 +185,9 @@ pub(crate) enum Pass {
     Done,
     /// To be sent to this address from the server's UDP port.
     SendTo(SocketAddr),
+    /// A side bound at this address: these datagrams held for it go
+    /// there now.
+    Flush(SocketAddr, Vec<Vec<u8>>),
 }
 
 /// Every relay of the server.
@@ -248,6 +258,7 @@ impl Relays {
             token,
             tx,
             leg: Leg::Unbound,
+            held: Vec::new(),
         };
         let relay = Relay {
             sides: [side(c0, u0, t0, tokens[0]), side(c1, u1, t1, tokens[1])],
@@ -285,11 +296,16 @@ impl Relays {
                 return Pass::Done;
             };
             let old = std::mem::replace(&mut relay.sides[i].leg, Leg::Udp(from));
+            let held = std::mem::take(&mut relay.sides[i].held);
             if let Leg::Udp(old) = old {
                 inner.by_addr.remove(&old);
             }
             inner.by_addr.insert(from, (session, i));
-            return Pass::Done;
+            return if held.is_empty() {
+                Pass::Done
+            } else {
+                Pass::Flush(from, held)
+            };
         }
         let Some(&(session, i)) = inner.by_addr.get(&from) else {
             return Pass::NotMine;
@@ -313,7 +329,11 @@ impl Relays {
         let Some(i) = relay.sides.iter().position(|s| s.conn == conn) else {
             return Pass::NotMine;
         };
-        if let Leg::Udp(old) = std::mem::replace(&mut relay.sides[i].leg, Leg::Tls) {
+        let side = &mut relay.sides[i];
+        for held in std::mem::take(&mut side.held) {
+            tunnel(&side.tx, session, &held);
+        }
+        if let Leg::Udp(old) = std::mem::replace(&mut side.leg, Leg::Tls) {
             inner.by_addr.remove(&old);
         }
         if data.is_empty() {
@@ -346,7 +366,14 @@ impl Relays {
             && total.take(total_rate, data.len(), now);
         let passed = within
             && match relay.sides[to].leg {
-                Leg::Unbound => false,
+                Leg::Unbound => {
+                    let side = &mut relay.sides[to];
+                    let hold = side.held.len() < HELD && data.len() <= MAX_TUNNELED;
+                    if hold {
+                        side.held.push(data.to_vec());
+                    }
+                    hold
+                }
                 Leg::Udp(addr) => {
                     relay.count(data.len());
                     return Pass::SendTo(addr);
@@ -368,6 +395,19 @@ impl Relays {
         if let Some(socket) = self.socket.get() {
             // A full socket buffer drops it, as a router would.
             let _ = socket.try_send_to(data, to);
+        }
+    }
+
+    /// Closes relay `session` if `conn` is one of its sides: the transfer
+    /// is over.
+    pub(crate) fn end(&self, conn: ConnId, session: [u8; 8]) {
+        let mut inner = self.lock();
+        let side = inner
+            .relays
+            .get(&session)
+            .is_some_and(|r| r.sides.iter().any(|s| s.conn == conn));
+        if side {
+            inner.close(session);
         }
     }
 
@@ -536,12 +576,20 @@ mod tests {
             "not bound yet"
         );
         assert_eq!(relays.on_udp(&bind_datagram(ta), a, now), Pass::Done);
+        // Bob is not bound: held for him, a few only.
+        for _ in 0..HELD + 2 {
+            assert_eq!(relays.on_udp(b"start", a, now), Pass::Done);
+        }
+        let held = vec![b"start".to_vec(); HELD];
         assert_eq!(
-            relays.on_udp(b"data", a, now),
-            Pass::Done,
-            "bob is not bound: dropped"
+            relays.on_udp(&bind_datagram(tb), b, now),
+            Pass::Flush(b, held)
         );
-        assert_eq!(relays.on_udp(&bind_datagram(tb), b, now), Pass::Done);
+        assert_eq!(
+            relays.on_udp(&bind_datagram(tb), b, now),
+            Pass::Done,
+            "once"
+        );
         assert_eq!(relays.on_udp(b"data", a, now), Pass::SendTo(b));
         assert_eq!(relays.on_udp(b"data", b, now), Pass::SendTo(a));
         // A stranger, a made-up token, a bind datagram cut short: nothing.
@@ -564,10 +612,18 @@ mod tests {
         assert_eq!(relays.on_udp(b"data", a, now), Pass::NotMine);
         assert_eq!(relays.on_udp(b"data", a2, now), Pass::SendTo(b));
         assert_eq!(relays.on_udp(b"data", b, now), Pass::SendTo(a2));
+        // Only a side can end it.
+        relays.end(ConnId(3), [6; 8]);
+        assert_eq!(relays.on_udp(b"data", b, now), Pass::SendTo(a2));
+        relays.end(ConnId(2), [6; 8]);
+        assert_eq!(relays.len(), 0, "bob ended it");
+        assert_eq!(relays.on_udp(b"data", b, now), Pass::NotMine);
+        let (relays, [ta, _], _) = opened(RelayLimits::default(), now);
+        relays.on_udp(&bind_datagram(ta), a2, now);
         // Alice disconnects: the relay closes.
         relays.forget(ConnId(1));
         assert_eq!(relays.len(), 0);
-        assert_eq!(relays.on_udp(b"data", b, now), Pass::NotMine);
+        assert_eq!(relays.on_udp(b"data", a2, now), Pass::NotMine);
     }
 
     #[tokio::test]

@@ -65,6 +65,11 @@ pub(crate) async fn run(
                     debug!(%to, "relaying a datagram: {e}");
                 }
             }
+            Pass::Flush(to, held) => {
+                for datagram in held {
+                    let _ = socket.send_to(&datagram, to).await;
+                }
+            }
             Pass::Done => {}
             Pass::NotMine => debug!(%from, len, "UDP datagram for nothing here"),
         }
