@@ -270,6 +270,12 @@ impl Emulator {
         })
     }
 
+    /// The name of side `side`'s namespace (0: A, 1: B), for processes
+    /// started in it (`ip netns exec`).
+    pub fn ns_name(&self, side: usize) -> &str {
+        &self.ns[side]
+    }
+
     /// Runs `f` on a thread that has joined side `side`'s namespace (0: A,
     /// 1: B): sockets it opens live there.
     pub fn in_ns<T: Send + 'static>(

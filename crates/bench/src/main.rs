@@ -10,6 +10,7 @@ mod hops;
 mod idle;
 mod net;
 mod plot;
+mod relayed;
 mod soak;
 mod soak_attacker;
 mod spawn;
@@ -173,6 +174,26 @@ enum Cmd {
     /// server restarted half-way, optionally with an attacker: every line
     /// checked, latency over time, memory slope.
     Soak(soak::Options),
+    /// A file through the server's relay against the same file directly,
+    /// over one emulated link, with real processes: throughput and the
+    /// relay's CPU per GB (needs root and nftables).
+    Relay {
+        /// Link rate, Mbit/s.
+        #[arg(long, default_value_t = 200)]
+        mbit: u64,
+        /// Round-trip time, ms.
+        #[arg(long, default_value_t = 20)]
+        rtt_ms: u64,
+        /// Random loss each way (0.01 = 1%).
+        #[arg(long, default_value_t = 0.01)]
+        loss: f64,
+        /// Bytes of the file (default: ten seconds of the link).
+        #[arg(long)]
+        size: Option<u64>,
+        /// Runs of each path.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// The store alone: history lines committed per second in batches.
     Store {
         /// Lines to write.
@@ -248,6 +269,16 @@ fn main() -> anyhow::Result<()> {
             },
         )),
         Cmd::Store { lines, batch } => store::run(lines, batch),
+        Cmd::Relay {
+            mbit,
+            rtt_ms,
+            loss,
+            size,
+            runs,
+        } => {
+            let size = size.unwrap_or(mbit * 1_000_000 / 8 * 10);
+            relayed::run(&server_bin, mbit, rtt_ms, loss, size, runs)
+        }
         Cmd::Soak(o) => rt.block_on(soak::run(&server_bin, cli.workers, o)),
         Cmd::Link {
             mbit,
