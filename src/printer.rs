@@ -181,6 +181,20 @@ impl Printer {
                     human_bytes(*size)
                 )
             }
+            ClientEvent::Code {
+                code,
+                via,
+                file,
+                size,
+                ..
+            } => {
+                let (code, via, file) = (v(code), v(via), v(file));
+                format!(
+                    "Offering {file} ({}) with the code {code}. On the receiving machine run\n  \
+                     chatdrop recv --via {via}\nand type the code (it works once).",
+                    human_bytes(*size)
+                )
+            }
             ClientEvent::TransferStarted {
                 file,
                 from,

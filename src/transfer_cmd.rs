@@ -1,5 +1,8 @@
-//! `chatdrop send` and `chatdrop recv`: one file, peer to peer, without a
-//! server. The sender prints a ticket; the receiver fetches with it.
+//! `chatdrop send` and `chatdrop recv`: one file, peer to peer. Without a
+//! server, the sender prints a ticket and the receiver fetches with it;
+//! with `--via SERVER`, the sender prints a short code and the receiver
+//! types it (`chatdrop_client::code`), and both learn each other's
+//! addresses through the server.
 
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::path::PathBuf;
@@ -8,10 +11,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chatdrop_arq::{Config, Scheme};
-use chatdrop_client::ClientEvent;
+use chatdrop_client::{code, ClientEvent};
 use chatdrop_transfer::{
-    direct_keys, fetch, hash_file, serve, Download, FetchOptions, ServeKeys, ServeOptions, Source,
-    Ticket,
+    direct_keys_at, fetch, hash_file, serve, Download, FetchOptions, ServeKeys, ServeOptions,
+    Source, Ticket,
 };
 use clap::Args;
 
@@ -48,13 +51,26 @@ pub struct SendArgs {
     /// One JSON object per event instead of text.
     #[arg(long)]
     json: bool,
+    /// Offer the file through this chatdrop server (`HOST:PORT`) with a
+    /// short code instead of a ticket.
+    #[arg(long, value_name = "SERVER")]
+    via: Option<String>,
 }
+
+/// Where `chatdrop recv --via` reads the code from, when it is set (so
+/// that the code appears in no process list); otherwise it asks.
+pub const CODE_ENV: &str = "CHATDROP_CODE";
 
 /// Options of `chatdrop recv`.
 #[derive(Debug, Args)]
 pub struct RecvArgs {
-    /// The ticket `chatdrop send` printed.
-    ticket: String,
+    /// The ticket `chatdrop send` printed (not with `--via`).
+    #[arg(required_unless_present = "via", conflicts_with = "via")]
+    ticket: Option<String>,
+    /// Fetch with a short code through this chatdrop server (`HOST:PORT`):
+    /// the code is asked for, or taken from `CHATDROP_CODE`.
+    #[arg(long, value_name = "SERVER")]
+    via: Option<String>,
     /// Folder to save the file in.
     #[arg(long, default_value = ".")]
     out: PathBuf,
@@ -142,15 +158,26 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
             window: args.window,
             mss: cfg.mss,
         };
-        emit(
-            &printer,
-            &ClientEvent::Ticket {
-                ticket: ticket.encode(),
-                file: name.clone(),
-                size,
-                blake3: hex::encode(hash),
-            },
-        );
+        let mut punch = Vec::new();
+        let mut mailbox = None;
+        let mut ticket = ticket;
+        match &args.via {
+            None => emit(
+                &printer,
+                &ClientEvent::Ticket {
+                    ticket: ticket.encode(),
+                    file: name.clone(),
+                    size,
+                    blake3: hex::encode(hash),
+                },
+            ),
+            Some(via) => {
+                let (accept, addr, mb) = offer_with_code(via, &socket, &ticket, &printer).await?;
+                punch = accept.candidates;
+                ticket.addr = addr;
+                mailbox = Some(mb);
+            }
+        }
         // Each receiver that proves the ticket agrees fresh keys with us.
         let id = hex::encode(ticket.session);
         let keys = ServeKeys::Ticket(Box::new(ticket));
@@ -158,10 +185,25 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
             cfg,
             wait_for_start: None,
             peer_ips: Vec::new(),
-            punch: Vec::new(),
+            punch,
         };
         let mut meter = Meter::new(&printer, &id, size);
-        let result = serve(&socket, keys, &source, &opts, |d, t| meter.update(d, t)).await;
+        let serving = serve(&socket, keys, &source, &opts, |d, t| meter.update(d, t));
+        let result = match mailbox {
+            None => serving.await,
+            // The receiver of a code begins once told: after the session's
+            // first punches, which the first poll of `serving` sends, have
+            // opened this side's NAT (a key exchange there first would
+            // make a Linux NAT give the punches another port).
+            Some(mut mailbox) => {
+                let go = async move {
+                    if let Err(why) = mailbox.go().await {
+                        tracing::warn!("telling the receiver to begin: {why}");
+                    }
+                };
+                tokio::join!(serving, go).0
+            }
+        };
         meter.finish();
         let stats = result?;
         emit(
@@ -177,20 +219,104 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `send --via`: opens a mailbox at `via`, says the code, and once the
+/// receiver joined and proved it, gives it the ticket and this socket's
+/// candidates. Returns the receiver's answer and this side's likeliest
+/// address.
+async fn offer_with_code(
+    via: &str,
+    socket: &tokio::net::UdpSocket,
+    ticket: &Ticket,
+    printer: &Printer,
+) -> anyhow::Result<(code::Accept, SocketAddr, code::Mailbox)> {
+    let fail = |why: String| anyhow::anyhow!("{why}");
+    let (mut mailbox, nameplate) = code::Mailbox::open(via).await.map_err(fail)?;
+    let code = code::new_code(nameplate);
+    emit(
+        printer,
+        &ClientEvent::Code {
+            code: code.clone(),
+            via: via.to_string(),
+            file: ticket.name.clone(),
+            size: ticket.size,
+            blake3: hex::encode(ticket.blake3),
+        },
+    );
+    let observed = mailbox.observe(socket).await;
+    let (candidates, observed) = code::candidates(socket, mailbox.server_addr(), observed);
+    let addr = candidates.first().copied().unwrap_or(ticket.addr);
+    mailbox.joined().await.map_err(fail)?;
+    let invite = code::Invite {
+        ticket: Ticket {
+            addr,
+            ..ticket.clone()
+        },
+        candidates,
+        observed,
+    };
+    let accept = mailbox.send_invite(&code, &invite).await.map_err(fail)?;
+    Ok((accept, addr, mailbox))
+}
+
+/// `recv --via`: the code (from [`CODE_ENV`] or typed), the mailbox, and
+/// the sender's invitation: its ticket, and where to try it, with the
+/// address its server observed.
+async fn take_with_code(via: &str, socket: &tokio::net::UdpSocket) -> anyhow::Result<code::Invite> {
+    let typed = match std::env::var(CODE_ENV) {
+        Ok(code) => code,
+        Err(_) => {
+            eprint!("Code: ");
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the code")?;
+            line
+        }
+    };
+    let fail = |why: String| anyhow::anyhow!("{why}");
+    let (nameplate, code) = code::parse_code(&typed).map_err(fail)?;
+    let mut mailbox = code::Mailbox::join(via, nameplate).await.map_err(fail)?;
+    let observed = mailbox.observe(socket).await;
+    let (candidates, _) = code::candidates(socket, mailbox.server_addr(), observed);
+    let accept = code::Accept { candidates };
+    let invite = mailbox.take_invite(&code, &accept).await.map_err(fail)?;
+    mailbox.wait_go().await.map_err(fail)?;
+    Ok(invite)
+}
+
 pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
     let printer = Printer {
         json: args.json,
         me: String::new(),
     };
-    let ticket = Ticket::decode(&args.ticket)?;
+    let given = match &args.ticket {
+        Some(t) => Some(Ticket::decode(t)?),
+        None => None,
+    };
     let rt = runtime()?;
     rt.block_on(async move {
-        let bind: SocketAddr = if ticket.addr.is_ipv4() {
-            "0.0.0.0:0".parse()?
-        } else {
-            "[::]:0".parse()?
+        let (socket, ticket, at, observed) = match (given, &args.via) {
+            (Some(ticket), _) => {
+                let bind: SocketAddr = if ticket.addr.is_ipv4() {
+                    "0.0.0.0:0".parse()?
+                } else {
+                    "[::]:0".parse()?
+                };
+                let socket = chatdrop_transfer::bind(bind).context("binding a UDP socket")?;
+                let at = vec![ticket.addr];
+                (socket, ticket, at, None)
+            }
+            (None, Some(via)) => {
+                let socket = chatdrop_transfer::bind_dual(0).context("binding a UDP socket")?;
+                let invite = take_with_code(via, &socket).await?;
+                let mut at = invite.candidates;
+                if !at.contains(&invite.ticket.addr) {
+                    at.insert(0, invite.ticket.addr);
+                }
+                (socket, invite.ticket, at, invite.observed)
+            }
+            (None, None) => anyhow::bail!("a ticket, or --via SERVER for a code"),
         };
-        let socket = chatdrop_transfer::bind(bind).context("binding a UDP socket")?;
         let cfg = Config::announced(
             ticket.selective_repeat,
             ticket.window,
@@ -200,6 +326,16 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
         let mut download = Download::open(&args.out, &ticket.name, ticket.size, ticket.blake3)?;
         let id = hex::encode(ticket.session);
         let from = ticket.addr.to_string();
+        let timeout = Duration::from_secs(args.timeout.max(1));
+        let (keys, addr) = direct_keys_at(&socket, &ticket, &at, timeout).await?;
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        // At the address the sender's server saw, it came through the
+        // sender's NAT, which its punches opened.
+        let path = if observed == Some(addr) {
+            "punched"
+        } else {
+            "direct"
+        };
         emit(
             &printer,
             &ClientEvent::TransferStarted {
@@ -208,16 +344,14 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
                 from: from.clone(),
                 size: ticket.size,
                 resumed_from: download.resume_from(),
-                path: "direct".into(),
-                addr: ticket.addr.to_string(),
+                path: path.into(),
+                addr: addr.to_string(),
             },
         );
-        let timeout = Duration::from_secs(args.timeout.max(1));
-        let keys = direct_keys(&socket, &ticket, timeout).await?;
         let mut meter = Meter::new(&printer, &id, ticket.size);
         let result = fetch(
             &socket,
-            ticket.addr,
+            chatdrop_transfer::for_socket(&socket, addr),
             keys,
             &mut download,
             ticket.size,

@@ -381,3 +381,50 @@ fn with_udp_blocked_at_one_home_the_file_goes_over_tls() {
     let (started, _) = fetch(&net, &server, dir.path(), bob, alice, &data, || {});
     assert_eq!(started["path"], "tcp", "{started}");
 }
+
+/// `send --via` at home behind one router, `recv --via` behind another,
+/// the code typed at the prompt: the server's mailbox pairs them, each
+/// learns the other's addresses, the sender's punches open its router for
+/// the receiver's key exchange, and the file arrives byte-exact at the
+/// sender's router's address. Checked to fail without the sender's bare
+/// punches ("no answer from the sender").
+#[test]
+fn a_short_code_brings_a_file_through_two_home_routers() {
+    let Some(net) = network() else {
+        return;
+    };
+    let dir = tmp();
+    let server = server_in(&net, "0.0.0.0:0", dir.path());
+    let port = server.port();
+    let data = random_bytes(2_000_000, 77);
+    let file = dir.path().join("f.bin");
+    std::fs::write(&file, &data).unwrap();
+    let to_bob = format!("10.0.2.1:{port}");
+    let send = ["send", file.to_str().unwrap(), "--via", &to_bob, "--json"];
+    let mut bob = Proc::spawn_in(&net.ns("hb"), "send", &send);
+    let code = bob.expect("code", &[])["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = dir.path().join("out");
+    let to_alice = format!("10.0.1.1:{port}");
+    let recv = [
+        "recv",
+        "--via",
+        &to_alice,
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ];
+    let mut alice = Proc::spawn_in(&net.ns("ha"), "recv", &recv);
+    alice.send(&code);
+    let started = alice.expect("transfer_started", &[]);
+    assert_eq!(started["path"], "punched", "{started}");
+    assert!(
+        started["addr"].as_str().unwrap().starts_with("10.0.2.2:"),
+        "bob's router: {started}"
+    );
+    let done = alice.expect_ever("transfer_done", &[]);
+    assert!(std::fs::read(done["path"].as_str().unwrap()).unwrap() == data);
+    bob.expect("upload_done", &[]);
+}

@@ -47,6 +47,13 @@ impl Proc {
         Self::spawn_cmd(name, Command::new(bin()), args, stdin)
     }
 
+    /// Like [`Proc::spawn`], with `env` set.
+    pub fn spawn_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(bin());
+        cmd.envs(env.iter().copied());
+        Self::spawn_cmd(name, cmd, args, Stdio::piped())
+    }
+
     /// Like [`Proc::spawn`], in network namespace `ns` (made by the test:
     /// see [`netns`]).
     pub fn spawn_in(ns: &str, name: &str, args: &[&str]) -> Proc {

@@ -288,7 +288,10 @@ impl Chat {
                 to: conn,
                 msg: ServerMsg::Pong,
             }),
-            ClientMsg::Hello { .. } | ClientMsg::Auth { .. } | ClientMsg::LinkHello(_) => {
+            ClientMsg::Hello { .. }
+            | ClientMsg::Auth { .. }
+            | ClientMsg::LinkHello(_)
+            | ClientMsg::Mailbox(_) => {
                 out.push(err(conn, ErrorCode::BadRequest, "already logged in"))
             }
             // The server gives the room an ID and sends `Event::CreateRoom`;

@@ -193,6 +193,19 @@ pub enum ClientEvent {
         /// Its BLAKE3 hash, hex.
         blake3: String,
     },
+    /// A file is offered through a server with a short code (`chatdrop
+    /// send --via`).
+    Code {
+        /// The code to give to `chatdrop recv --via`.
+        code: String,
+        /// The server both sides use.
+        via: String,
+        /// The file's name.
+        file: String,
+        size: u64,
+        /// Its BLAKE3 hash, hex.
+        blake3: String,
+    },
     /// A download started.
     TransferStarted {
         /// Transfer id.

@@ -13,6 +13,7 @@
 //! Printing is not done here: the `chatdrop` binary turns events into human
 //! text or JSON.
 
+pub mod code;
 mod command;
 mod event;
 mod identity;

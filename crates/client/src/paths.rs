@@ -91,7 +91,7 @@ fn usable(ip: IpAddr, loopback: bool) -> bool {
 /// This host's addresses a socket bound to every address at `port` is
 /// reachable at, of the families `socket_v6` allows (an IPv6 socket takes
 /// both); loopback ones only when `loopback`.
-fn host_candidates(port: u16, socket_v6: bool, loopback: bool) -> Vec<SocketAddr> {
+pub(crate) fn host_candidates(port: u16, socket_v6: bool, loopback: bool) -> Vec<SocketAddr> {
     let Ok(interfaces) = if_addrs::get_if_addrs() else {
         return Vec::new();
     };
@@ -159,7 +159,7 @@ impl Own {
 /// A side's candidates: the observed address first when it is not one of
 /// the host's own (a NAT's mapping), then the host's, at most
 /// [`MAX_CANDIDATES`] in all.
-fn candidates(hosts: &[SocketAddr], observed: Option<SocketAddr>) -> Vec<SocketAddr> {
+pub(crate) fn candidates(hosts: &[SocketAddr], observed: Option<SocketAddr>) -> Vec<SocketAddr> {
     let mut out = Vec::with_capacity(MAX_CANDIDATES);
     if let Some(o) = observed.filter(|o| !hosts.contains(o)) {
         out.push(o);

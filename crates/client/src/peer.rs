@@ -611,22 +611,34 @@ impl Peer {
             // Without UDP to the server, a direct path is unlikely: the
             // relay is asked for at once (a direct path may still win).
             let wait = if reached { RELAY_AFTER } else { Duration::ZERO };
+            // A refusal ends nothing: a direct path may still open. It is
+            // said with the failure, if the download fails.
+            let refusal = std::sync::Mutex::new(None);
             let ask_for_relay = async {
                 tokio::time::sleep(wait).await;
                 if !opened.load(Ordering::SeqCst) {
                     let _ = outgoing.send(ClientMsg::Relay { session }).await;
+                    if let Ok(why) = refused.await {
+                        *refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                    }
                 }
                 std::future::pending::<()>().await
             };
             let result = tokio::select! {
                 r = fetch => r,
                 () = ask_for_relay => unreachable!("it never ends"),
-                Ok(why) = refused => Err(chatdrop_transfer::TransferError::PeerSilent(format!(
-                    "no direct path to {owner} opened, and the server does not relay it: {why}"
-                ))),
             };
             relays.end(session, &outgoing);
-            let result = result.and_then(|stats| download.finish().map(|d| (stats, d)));
+            let refusal = refusal.into_inner().unwrap_or_else(|p| p.into_inner());
+            let result = result.map_err(|e| match refusal {
+                Some(why) => format!("{e}; the server does not relay it either: {why}"),
+                None => e.to_string(),
+            });
+            let result = result.and_then(|stats| {
+                (download.finish())
+                    .map(|d| (stats, d))
+                    .map_err(|e| e.to_string())
+            });
             let event = match result {
                 Ok((stats, (path, hash))) => ClientEvent::TransferDone {
                     id,
@@ -637,7 +649,7 @@ impl Peer {
                     blake3: hex::encode(hash),
                     path: path.display().to_string(),
                 },
-                Err(e) => fail(e.to_string()),
+                Err(e) => fail(e),
             };
             let _ = events.send(event).await;
         });

@@ -482,9 +482,10 @@ impl Loop {
                 self.peer.observed(token, addr);
                 return Ok(None);
             }
-            ServerMsg::Pong | ServerMsg::Challenge { .. } | ServerMsg::LoggedIn { .. } => {
-                return Ok(None)
-            }
+            ServerMsg::Pong
+            | ServerMsg::Challenge { .. }
+            | ServerMsg::LoggedIn { .. }
+            | ServerMsg::Mailbox(_) => return Ok(None),
             ServerMsg::Rooms { rooms, total, next } => ClientEvent::Rooms {
                 total,
                 next: {

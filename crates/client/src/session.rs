@@ -73,6 +73,15 @@ impl std::fmt::Display for ConnectError {
 }
 
 impl Session {
+    /// The next message from the server; `None` once it closed.
+    pub async fn next(&mut self) -> Option<Result<ServerMsg, String>> {
+        let frame = self.frames.next().await?;
+        Some(match frame {
+            Ok(payload) => decode(&payload).map_err(|e| format!("bad frame from server: {e}")),
+            Err(e) => Err(e.to_string()),
+        })
+    }
+
     /// Sends one message.
     pub async fn send(&mut self, msg: &ClientMsg) -> std::io::Result<()> {
         let frame = encode_frame(msg).map_err(std::io::Error::other)?;
@@ -129,6 +138,21 @@ async fn open_tls(server: &str, pinned: Option<String>) -> Result<(Tls, String),
         Ok(Ok(tls)) => tls,
     };
     Ok((tls, got.unwrap_or_default()))
+}
+
+/// Opens a mailbox connection to `server` (see `code.rs`): TLS with any
+/// certificate, and no login.
+pub async fn open_mailbox(server: &str) -> Result<Session, ConnectError> {
+    let (tls, fingerprint) = open_tls(server, None).await?;
+    let server_addr = (tls.get_ref().0.peer_addr()).map_err(|e| ConnectError::Io(e.to_string()))?;
+    let (rd, writer) = tokio::io::split(tls);
+    Ok(Session {
+        frames: FramedRead::new(rd, FrameCodec::new(MAX_SERVER_FRAME)),
+        writer,
+        server_name: String::new(),
+        fingerprint,
+        server_addr,
+    })
 }
 
 /// Times a TCP connection and TLS handshake to `server`: the round-trip

@@ -24,6 +24,12 @@ pub const MAX_CANDIDATES: usize = 8;
 /// longer one is dropped as a hop with a small MTU would drop it.
 pub const MAX_TUNNELED: usize = 1472;
 
+/// Longest mailbox message (`MailboxMsg::Send`).
+pub const MAX_MAILBOX_BODY: usize = 4096;
+
+/// Mailbox messages one side may send.
+pub const MAX_MAILBOX_MESSAGES: u32 = 8;
+
 /// Largest frame a client may send to a server (payload bytes, without the
 /// 4-byte length prefix).
 pub const MAX_CLIENT_FRAME: usize = 16 * 1024;

@@ -163,6 +163,65 @@ pub enum ClientMsg {
         /// The datagram, sealed end to end as it was.
         data: Vec<u8>,
     },
+    /// A mailbox request (`send --via`, `recv --via`): as the first frame
+    /// of a connection it makes it a mailbox connection, which never logs
+    /// in (see [`MailboxMsg`]).
+    Mailbox(MailboxMsg),
+}
+
+/// What a mailbox connection asks for: the server pairs two strangers by a
+/// short number (the nameplate, the first part of a code such as
+/// `7-sunlit-harbor`) and passes a few small messages between them; the
+/// rest of the code never reaches it. The two sides run a PAKE over those
+/// messages, so the server learns nothing it could use to read or change
+/// what they then exchange. `Ping` and `Observe` are taken on such a
+/// connection too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailboxMsg {
+    /// The sending side: allocate a nameplate, answered by `Opened`.
+    Open {
+        /// [`crate::limits::PROTOCOL_VERSION`].
+        version: u16,
+    },
+    /// The receiving side: take the nameplate's other place, answered by
+    /// `Joined` to both sides (or `Closed` with why). One try: a nameplate
+    /// is never joined twice.
+    Join {
+        /// [`crate::limits::PROTOCOL_VERSION`].
+        version: u16,
+        /// The nameplate.
+        nameplate: u32,
+    },
+    /// A message for the other side, at most
+    /// [`crate::limits::MAX_MAILBOX_BODY`] bytes and
+    /// [`crate::limits::MAX_MAILBOX_MESSAGES`] per side.
+    Send {
+        /// Opaque to the server.
+        body: Vec<u8>,
+    },
+}
+
+/// What the server says on a mailbox connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailboxEvent {
+    /// A nameplate was allocated for this side.
+    Opened {
+        /// The nameplate.
+        nameplate: u32,
+    },
+    /// The other side is here.
+    Joined,
+    /// The other side's message.
+    Message {
+        /// As it was sent.
+        body: Vec<u8>,
+    },
+    /// The mailbox is closed, and why (the other side left, the nameplate
+    /// does not exist or was taken, a limit).
+    Closed {
+        /// Why, for the user.
+        why: String,
+    },
 }
 
 /// What a UDP datagram to a server's port starts with to be an
@@ -574,6 +633,8 @@ pub enum ServerMsg {
         /// The datagram as the other side sent it.
         data: Vec<u8>,
     },
+    /// On a mailbox connection (see [`MailboxMsg`]).
+    Mailbox(MailboxEvent),
 }
 
 impl ServerMsg {

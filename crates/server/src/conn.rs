@@ -39,12 +39,12 @@ const LOGIN_DEADLINE: Duration = Duration::from_secs(10);
 /// why it is refused.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(3);
 
-type Tls = TlsStream<TcpStream>;
-type Reader = FramedRead<ReadHalf<Tls>, FrameCodec>;
+pub(crate) type Tls = TlsStream<TcpStream>;
+pub(crate) type Reader = FramedRead<ReadHalf<Tls>, FrameCodec>;
 
 /// Why a connection ended, for the log.
 #[derive(Debug)]
-enum End {
+pub(crate) enum End {
     Closed,
     /// The connection broke (reset, EOF inside TLS...): nothing to answer.
     Lost(String),
@@ -105,7 +105,10 @@ async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &ServerMsg) -> std::io
 }
 
 /// Reads the next message, within `limit`, with its size in bytes.
-async fn next_msg(frames: &mut Reader, limit: Duration) -> Result<(ClientMsg, usize), End> {
+pub(crate) async fn next_msg(
+    frames: &mut Reader,
+    limit: Duration,
+) -> Result<(ClientMsg, usize), End> {
     tokio::time::timeout(limit, read_msg(frames))
         .await
         .unwrap_or(Err(End::Idle))
@@ -181,6 +184,7 @@ async fn run(
         .await;
         match steps {
             Ok(Ok(Step::Link(hello))) => Ok(Opened::Link(frames, wr, hello, link_binding)),
+            Ok(Ok(Step::Mailbox(first))) => Ok(Opened::Mailbox(frames, wr, first)),
             Ok(Ok(Step::Client(who))) => Ok(Opened::Client(frames, wr, who)),
             Ok(Err(end)) => Err(end),
             // Said, so a client on a slow path knows why it was closed
@@ -217,6 +221,10 @@ async fn run(
             return End::Closed;
         }
         Ok(Opened::Client(frames, wr, who)) => (frames, wr, who),
+        Ok(Opened::Mailbox(frames, wr, first)) => {
+            guard.logged_in();
+            return Box::pin(crate::mailbox::serve(conn, first, frames, wr, shared)).await;
+        }
         Err(end) => return end,
     };
     guard.logged_in();
@@ -237,6 +245,7 @@ async fn run(
 /// What the first frames made of a connection.
 enum Step {
     Link(chatdrop_proto::link::LinkHello),
+    Mailbox(chatdrop_proto::MailboxMsg),
     Client((String, [u8; 32])),
 }
 
@@ -249,8 +258,10 @@ async fn first_steps(
     shared: &Shared,
 ) -> Result<Step, End> {
     let first = login_msg(frames, wr).await?;
-    if let ClientMsg::LinkHello(hello) = first {
-        return Ok(Step::Link(hello));
+    match first {
+        ClientMsg::LinkHello(hello) => return Ok(Step::Link(hello)),
+        ClientMsg::Mailbox(m) => return Ok(Step::Mailbox(m)),
+        _ => {}
     }
     login(first, frames, wr, binding, shared)
         .await
@@ -268,6 +279,9 @@ enum Opened {
     ),
     /// A client that proved its name and key.
     Client(Reader, WriteHalf<Tls>, (String, [u8; 32])),
+    /// A mailbox connection (`send --via`, `recv --via`), and its first
+    /// request.
+    Mailbox(Reader, WriteHalf<Tls>, chatdrop_proto::MailboxMsg),
 }
 
 /// A client that proved its identity.
@@ -511,6 +525,7 @@ fn msg_name(m: &ClientMsg) -> &'static str {
         ClientMsg::Relay { .. } => "Relay",
         ClientMsg::Tunnel { .. } => "Tunnel",
         ClientMsg::RelayEnd { .. } => "RelayEnd",
+        ClientMsg::Mailbox(_) => "Mailbox",
     }
 }
 
@@ -538,7 +553,10 @@ async fn forward(conn: ConnId, msg: ClientMsg, tx: &Outbox, shared: &Shared) -> 
             shared.relays.end(conn, session);
             return Ok(());
         }
-        ClientMsg::Hello { .. } | ClientMsg::Auth { .. } | ClientMsg::LinkHello(_) => {
+        ClientMsg::Hello { .. }
+        | ClientMsg::Auth { .. }
+        | ClientMsg::LinkHello(_)
+        | ClientMsg::Mailbox(_) => {
             reply(ServerMsg::error(ErrorCode::BadRequest, "already logged in"));
             return Ok(());
         }

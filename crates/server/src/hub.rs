@@ -351,7 +351,12 @@ impl Hub {
                     sides: [(a, a_user), (o, o_user)],
                 } => {
                     let (Some(a_tx), Some(o_tx)) = (self.conns.get(&a), self.conns.get(&o)) else {
-                        continue; // one side is gone already
+                        let why = "the other side is no longer connected".to_string();
+                        let msg = ServerMsg::RelayRefused { session, why };
+                        if let Some(frame) = encode(&msg) {
+                            self.deliver(requester, frame, dead);
+                        }
+                        continue;
                     };
                     let sides = [(a, a_user, a_tx.tx.clone()), (o, o_user, o_tx.tx.clone())];
                     match self.relays.open(session, sides, std::time::Instant::now()) {

@@ -18,6 +18,7 @@ pub mod config;
 mod conn;
 mod hub;
 mod link;
+mod mailbox;
 mod observe;
 mod outbox;
 mod password;
@@ -156,6 +157,8 @@ pub(crate) struct Shared {
     pub observers: Arc<observe::Observers>,
     /// Transfers relayed between clients.
     pub relays: Arc<relay::Relays>,
+    /// Mailboxes of `send --via` and `recv --via`.
+    pub mailboxes: mailbox::Mailboxes,
 }
 
 /// Sends admin commands to a running server.
@@ -334,6 +337,7 @@ impl Server {
             limits,
             observers: Arc::default(),
             relays,
+            mailboxes: mailbox::Mailboxes::default(),
         });
         Ok(Server {
             listener,

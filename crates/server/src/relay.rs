@@ -339,6 +339,13 @@ impl Relays {
         if data.is_empty() {
             return Pass::Done;
         }
+        if data.len() > MAX_TUNNELED {
+            // Longer than a tunnel carries, whichever way it would go on.
+            if let Some(r) = inner.relays.get_mut(&session) {
+                r.dropped += 1;
+            }
+            return Pass::Done;
+        }
         self.pass(&mut inner, session, 1 - i, data, now)
     }
 
@@ -655,7 +662,9 @@ mod tests {
             relays.on_tunnel(ConnId(2), [7; 8], b"x", now),
             Pass::NotMine
         );
-        // Longer than a tunnel carries: dropped.
+        // Longer than a tunnel carries, either way: dropped.
+        let long = vec![0u8; MAX_TUNNELED + 1];
+        assert_eq!(relays.on_tunnel(ConnId(2), [6; 8], &long, now), Pass::Done);
         let long = vec![0u8; MAX_TUNNELED + 1];
         assert_eq!(relays.on_udp(&long, a, now), Pass::Done);
         assert!(bob.try_recv().is_none());

@@ -41,6 +41,10 @@ use crate::TransferError;
 pub(crate) const HELLO: u8 = 0xd1;
 /// First byte of a `HelloReply`.
 const HELLO_REPLY: u8 = 0xd2;
+/// The one byte a sender sends to a receiver's candidates before any
+/// `Hello` came (a code's transfer): it opens this side's NAT for the
+/// receiver's `Hello`s, as a `Punch` does once there are keys to seal one.
+pub(crate) const BARE_PUNCH: u8 = 0xd3;
 /// Bytes of each handshake datagram: the tag, an X25519 key, an AEAD tag
 /// over the empty payload.
 const HANDSHAKE_LEN: usize = 1 + 32 + 16;
@@ -146,6 +150,25 @@ pub async fn direct_keys(
     ticket: &Ticket,
     timeout: Duration,
 ) -> Result<SessionKeys, TransferError> {
+    let at = [ticket.addr];
+    direct_keys_at(socket, ticket, &at, timeout)
+        .await
+        .map(|(keys, _)| keys)
+}
+
+/// Like [`direct_keys`], with the sender at any of `at` (a code's
+/// candidates): `Hello` goes to each, and the first to answer is the
+/// sender's address, returned with the keys.
+pub async fn direct_keys_at(
+    socket: &UdpSocket,
+    ticket: &Ticket,
+    at: &[SocketAddr],
+    timeout: Duration,
+) -> Result<(SessionKeys, SocketAddr), TransferError> {
+    let at: Vec<SocketAddr> = at
+        .iter()
+        .map(|a| crate::socket::for_socket(socket, *a))
+        .collect();
     let prologue = prologue(ticket);
     let mut hs = builder(ticket, &prologue)?
         .build_initiator()
@@ -161,29 +184,35 @@ pub async fn direct_keys(
     loop {
         let now = Instant::now();
         if now >= give_up {
+            let tried: Vec<String> = at.iter().map(|a| a.to_string()).collect();
             let why = format!(
                 "no answer from the sender at {} for {timeout:?}",
-                ticket.addr
+                tried.join(" or ")
             );
             return Err(TransferError::PeerSilent(why));
         }
-        socket
-            .send_to(&hello, ticket.addr)
-            .await
-            .map_err(TransferError::io("sending the key exchange"))?;
+        let mut sent = false;
+        for to in &at {
+            // An address this host cannot send to is just not the path.
+            sent |= socket.send_to(&hello, to).await.is_ok();
+        }
+        if !sent {
+            let why = "no address of the sender can be sent to from here";
+            return Err(TransferError::PeerSilent(why.into()));
+        }
         let next = (now + HELLO_REPEAT).min(give_up);
         while let Ok(got) = tokio::time::timeout_at(next.into(), socket.recv_from(&mut buf)).await {
             let (n, from): (usize, SocketAddr) =
                 got.map_err(TransferError::io("receiving the key exchange"))?;
             let reply = &buf[..n];
-            if from != ticket.addr || reply.first() != Some(&HELLO_REPLY) {
+            if !at.contains(&from) || reply.first() != Some(&HELLO_REPLY) {
                 continue;
             }
             let mut payload = [0u8; HANDSHAKE_LEN];
             // A reply that does not read is someone else's: keep waiting
             // for the sender's.
             if hs.read_message(&reply[1..], &mut payload).is_ok() {
-                return Ok(keys(&mut hs, ticket.session, Role::Receiver));
+                return Ok((keys(&mut hs, ticket.session, Role::Receiver), from));
             }
         }
     }

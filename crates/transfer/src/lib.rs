@@ -32,7 +32,7 @@ mod ticket;
 mod wire;
 
 pub use crypto::{OpenError, Role, SessionKeys, HEADER as ENVELOPE_HEADER, TAG as ENVELOPE_TAG};
-pub use direct::direct_keys;
+pub use direct::{direct_keys, direct_keys_at};
 pub use files::{hash_file, Download, Source};
 pub use session::{
     fetch, fetch_from, serve, Candidates, Event as SessionEvent, FetchOptions, Progress,

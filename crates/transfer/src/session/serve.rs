@@ -83,14 +83,19 @@ pub async fn serve(
             };
             let abort = matches!(msg, Msg::Arq(Frame::Abort(_)));
             let punch = matches!(msg, Msg::Punch);
-            // A frame goes only after a `Start` opened, so with keys.
-            let Some(keys) = keys.as_mut() else {
-                break;
-            };
             // The first punches go only as far as this side's own NAT (see
             // `PUNCH_TTL`); anything else, as far as it must.
             let low = punch && session_low_ttl;
             ttl.set(low.then_some(PUNCH_TTL));
+            // A frame goes only after a `Start` opened, so with keys; but
+            // for the punches of a direct-mode sender that has none yet.
+            let Some(keys) = keys.as_mut() else {
+                if punch {
+                    let _ = net.send(to, &[crate::direct::BARE_PUNCH], 1).await;
+                    continue;
+                }
+                break;
+            };
             match (send_msg(&net, keys, to, &msg, &mut sbuf).await, probe) {
                 (Err(TransferError::Io { source, .. }), Some(size)) if socket::too_big(&source) => {
                     session.on_too_big(now, size);
