@@ -21,7 +21,6 @@ use clap::Args;
 use crate::printer::Printer;
 use crate::progress::Meter;
 
-/// Key-derivation context of direct-mode sessions.
 /// Options of `chatdrop send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
@@ -172,7 +171,8 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
                 },
             ),
             Some(via) => {
-                let (accept, addr, mb) = offer_with_code(via, &socket, &ticket, &printer).await?;
+                let (accept, addr, mb) =
+                    offer_with_code(via, &socket, &ticket, args.advertise, &printer).await?;
                 punch = accept.candidates;
                 ticket.addr = addr;
                 mailbox = Some(mb);
@@ -227,6 +227,7 @@ async fn offer_with_code(
     via: &str,
     socket: &tokio::net::UdpSocket,
     ticket: &Ticket,
+    advertise: Option<SocketAddr>,
     printer: &Printer,
 ) -> anyhow::Result<(code::Accept, SocketAddr, code::Mailbox)> {
     let fail = |why: String| anyhow::anyhow!("{why}");
@@ -243,7 +244,13 @@ async fn offer_with_code(
         },
     );
     let observed = mailbox.observe(socket).await;
-    let (candidates, observed) = code::candidates(socket, mailbox.server_addr(), observed);
+    let (mut candidates, observed) = code::candidates(socket, mailbox.server_addr(), observed);
+    // An address given with `--advertise` leads.
+    if let Some(advertised) = advertise {
+        candidates.retain(|c| *c != advertised);
+        candidates.insert(0, advertised);
+        candidates.truncate(chatdrop_proto::limits::MAX_CANDIDATES);
+    }
     let addr = candidates.first().copied().unwrap_or(ticket.addr);
     mailbox.joined().await.map_err(fail)?;
     let invite = code::Invite {

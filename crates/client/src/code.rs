@@ -317,6 +317,7 @@ impl Mailbox {
              code is spent; ask the sender for a new one",
         )?;
         let mut invite: Invite = postcard::from_bytes(&body).map_err(|_| "a damaged invitation")?;
+        invite.ticket.check().map_err(|e| e.to_string())?;
         invite.candidates.truncate(MAX_CANDIDATES);
         let body = postcard::to_stdvec(accept).map_err(|e| e.to_string())?;
         self.say(MailboxMsg::Send {

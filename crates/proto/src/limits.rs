@@ -6,7 +6,8 @@
 /// carries it; a server refuses a version it does not speak. Version 2: the
 /// room list comes in pages. Version 3: candidate addresses in file
 /// requests and offers, and `Observe`. Version 4: the relay (`Relay`,
-/// `RelayEnd`, `RelayRefused`, `Tunnel`).
+/// `RelayEnd`, `RelayRefused`, `Tunnel`), and the mailboxes of short codes
+/// (`Mailbox`).
 pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The version of the server-to-server link protocol, in

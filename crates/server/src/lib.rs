@@ -6,6 +6,7 @@
 //! - [`hub`] owns the [`chatdrop_chat::Chat`] state and carries out its effects.
 //! - [`persist`] writes the chat core's records to SQLite in batches.
 //! - `trim` gives the heap's free memory back after a burst.
+//! - `mailbox` pairs the two sides of a short code (`send --via`).
 //! - `udp` reads the UDP port: observations (`observe`) and relayed
 //!   transfers (`relay`).
 //! - [`link`] dials and accepts links to other servers (network key

@@ -219,12 +219,12 @@ pub(crate) async fn serve(
                 }
             }
         };
-        frames_left = frames_left.saturating_sub(1);
         if frames_left == 0 {
             let why = format!("a mailbox connection sends {MAX_FRAMES} frames at most");
             say(&tx, MailboxEvent::Closed { why: why.clone() });
             break End::Refused(why);
         }
+        frames_left -= 1;
         let result = match msg {
             ClientMsg::Ping => {
                 if let Ok(frame) = encode_frame(&ServerMsg::Pong) {

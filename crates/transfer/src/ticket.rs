@@ -55,6 +55,15 @@ impl Ticket {
         }
         let bytes = hex::decode(body).map_err(|_| bad("not hex"))?;
         let t: Ticket = postcard::from_bytes(&bytes).map_err(|_| bad("damaged"))?;
+        t.check()?;
+        Ok(t)
+    }
+
+    /// Says what is out of range in a ticket however it came (printed, or
+    /// sealed in a short code's invitation).
+    pub fn check(&self) -> Result<(), TransferError> {
+        let t = self;
+        let bad = |why: &str| TransferError::Invalid(format!("not a chatdrop ticket: {why}"));
         if t.window == 0
             || t.window > chatdrop_arq::MAX_WINDOW
             || t.mss == 0
@@ -62,7 +71,7 @@ impl Ticket {
         {
             return Err(bad("window or packet size out of range"));
         }
-        Ok(t)
+        Ok(())
     }
 }
 
