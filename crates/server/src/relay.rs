@@ -276,9 +276,16 @@ impl Relays {
         Ok(tokens)
     }
 
-    /// A datagram that came to the UDP port `from`: a bind, or one to pass
-    /// on from a bound side.
-    pub(crate) fn on_udp(&self, datagram: &[u8], from: SocketAddr, now: Instant) -> Pass {
+    /// Datagrams that came to the UDP port `from`: a bind, or a run of
+    /// datagrams of `stride` bytes (the last may be shorter; one datagram
+    /// is a run of one) to pass on from a bound side.
+    pub(crate) fn on_udp(
+        &self,
+        datagram: &[u8],
+        stride: usize,
+        from: SocketAddr,
+        now: Instant,
+    ) -> Pass {
         let mut inner = self.lock();
         if let Some(token) = parse_bind(datagram) {
             let Some(&(session, i)) = inner.by_token.get(&token) else {
@@ -310,7 +317,7 @@ impl Relays {
         let Some(&(session, i)) = inner.by_addr.get(&from) else {
             return Pass::NotMine;
         };
-        self.pass(&mut inner, session, 1 - i, datagram, now)
+        self.pass(&mut inner, session, 1 - i, (datagram, stride), now)
     }
 
     /// A `Tunnel` from `conn`: binds its side's TLS leg, and passes a
@@ -346,7 +353,7 @@ impl Relays {
             }
             return Pass::Done;
         }
-        self.pass(&mut inner, session, 1 - i, data, now)
+        self.pass(&mut inner, session, 1 - i, (data, data.len()), now)
     }
 
     /// Passes `datagram` to side `to` of relay `session`, within the
@@ -356,9 +363,10 @@ impl Relays {
         inner: &mut Inner,
         session: [u8; 8],
         to: usize,
-        data: &[u8],
+        (data, stride): (&[u8], usize),
         now: Instant,
     ) -> Pass {
+        let stride = stride.max(1);
         let total_rate = self.limits.total_bytes_per_sec;
         let total = inner
             .total
@@ -371,28 +379,34 @@ impl Relays {
             .bucket
             .take(self.limits.session_bytes_per_sec, data.len(), now)
             && total.take(total_rate, data.len(), now);
-        let passed = within
-            && match relay.sides[to].leg {
+        let datagrams = data.len().div_ceil(stride) as u64;
+        if !within {
+            relay.dropped += datagrams;
+            return Pass::Done;
+        }
+        if let Leg::Udp(addr) = relay.sides[to].leg {
+            relay.count(data.len(), datagrams);
+            return Pass::SendTo(addr);
+        }
+        // One by one, the datagrams of a run the kernel coalesced.
+        for datagram in data.chunks(stride) {
+            let side = &mut relay.sides[to];
+            let passed = match side.leg {
                 Leg::Unbound => {
-                    let side = &mut relay.sides[to];
-                    let hold = side.held.len() < HELD && data.len() <= MAX_TUNNELED;
+                    let hold = side.held.len() < HELD && datagram.len() <= MAX_TUNNELED;
                     if hold {
-                        side.held.push(data.to_vec());
+                        side.held.push(datagram.to_vec());
                     }
                     hold
                 }
-                Leg::Udp(addr) => {
-                    relay.count(data.len());
-                    return Pass::SendTo(addr);
-                }
-                Leg::Tls => {
-                    data.len() <= MAX_TUNNELED && tunnel(&relay.sides[to].tx, session, data)
-                }
+                Leg::Tls => datagram.len() <= MAX_TUNNELED && tunnel(&side.tx, session, datagram),
+                Leg::Udp(_) => false,
             };
-        if passed {
-            relay.count(data.len());
-        } else {
-            relay.dropped += 1;
+            if passed {
+                relay.count(datagram.len(), 1);
+            } else {
+                relay.dropped += 1;
+            }
         }
         Pass::Done
     }
@@ -490,9 +504,9 @@ impl Relays {
 }
 
 impl Relay {
-    fn count(&mut self, len: usize) {
+    fn count(&mut self, len: usize, datagrams: u64) {
         self.bytes += len as u64;
-        self.datagrams += 1;
+        self.datagrams += datagrams;
     }
 }
 
@@ -548,6 +562,11 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// One datagram to the UDP port.
+    fn one(relays: &Relays, datagram: &[u8], from: SocketAddr, now: Instant) -> Pass {
+        relays.on_udp(datagram, datagram.len(), from, now)
+    }
+
     fn bind_datagram(token: [u8; 16]) -> Vec<u8> {
         let mut d = RELAY_MAGIC.to_vec();
         d.extend_from_slice(&token);
@@ -578,59 +597,55 @@ mod tests {
             addr("192.0.2.3:6000"),
         );
         assert_eq!(
-            relays.on_udp(b"data", a, now),
+            one(&relays, b"data", a, now),
             Pass::NotMine,
             "not bound yet"
         );
-        assert_eq!(relays.on_udp(&bind_datagram(ta), a, now), Pass::Done);
+        assert_eq!(one(&relays, &bind_datagram(ta), a, now), Pass::Done);
         // Bob is not bound: held for him, a few only.
         for _ in 0..HELD + 2 {
-            assert_eq!(relays.on_udp(b"start", a, now), Pass::Done);
+            assert_eq!(one(&relays, b"start", a, now), Pass::Done);
         }
         let held = vec![b"start".to_vec(); HELD];
         assert_eq!(
-            relays.on_udp(&bind_datagram(tb), b, now),
+            one(&relays, &bind_datagram(tb), b, now),
             Pass::Flush(b, held)
         );
-        assert_eq!(
-            relays.on_udp(&bind_datagram(tb), b, now),
-            Pass::Done,
-            "once"
-        );
-        assert_eq!(relays.on_udp(b"data", a, now), Pass::SendTo(b));
-        assert_eq!(relays.on_udp(b"data", b, now), Pass::SendTo(a));
+        assert_eq!(one(&relays, &bind_datagram(tb), b, now), Pass::Done, "once");
+        assert_eq!(one(&relays, b"data", a, now), Pass::SendTo(b));
+        assert_eq!(one(&relays, b"data", b, now), Pass::SendTo(a));
         // A stranger, a made-up token, a bind datagram cut short: nothing.
-        assert_eq!(relays.on_udp(b"data", eve, now), Pass::NotMine);
+        assert_eq!(one(&relays, b"data", eve, now), Pass::NotMine);
         assert_eq!(
-            relays.on_udp(&bind_datagram([0; 16]), eve, now),
+            one(&relays, &bind_datagram([0; 16]), eve, now),
             Pass::NotMine
         );
         assert_eq!(
-            relays.on_udp(&bind_datagram(ta)[1..], eve, now),
+            one(&relays, &bind_datagram(ta)[1..], eve, now),
             Pass::NotMine
         );
-        assert_eq!(relays.on_udp(b"data", eve, now), Pass::NotMine);
+        assert_eq!(one(&relays, b"data", eve, now), Pass::NotMine);
         // Bob's token from alice's address does not take it over.
-        assert_eq!(relays.on_udp(&bind_datagram(tb), a, now), Pass::Done);
-        assert_eq!(relays.on_udp(b"data", a, now), Pass::SendTo(b));
+        assert_eq!(one(&relays, &bind_datagram(tb), a, now), Pass::Done);
+        assert_eq!(one(&relays, b"data", a, now), Pass::SendTo(b));
         // Alice's NAT gives her a new mapping: her token moves her leg.
         let a2 = addr("198.51.100.1:4444");
-        assert_eq!(relays.on_udp(&bind_datagram(ta), a2, now), Pass::Done);
-        assert_eq!(relays.on_udp(b"data", a, now), Pass::NotMine);
-        assert_eq!(relays.on_udp(b"data", a2, now), Pass::SendTo(b));
-        assert_eq!(relays.on_udp(b"data", b, now), Pass::SendTo(a2));
+        assert_eq!(one(&relays, &bind_datagram(ta), a2, now), Pass::Done);
+        assert_eq!(one(&relays, b"data", a, now), Pass::NotMine);
+        assert_eq!(one(&relays, b"data", a2, now), Pass::SendTo(b));
+        assert_eq!(one(&relays, b"data", b, now), Pass::SendTo(a2));
         // Only a side can end it.
         relays.end(ConnId(3), [6; 8]);
-        assert_eq!(relays.on_udp(b"data", b, now), Pass::SendTo(a2));
+        assert_eq!(one(&relays, b"data", b, now), Pass::SendTo(a2));
         relays.end(ConnId(2), [6; 8]);
         assert_eq!(relays.len(), 0, "bob ended it");
-        assert_eq!(relays.on_udp(b"data", b, now), Pass::NotMine);
+        assert_eq!(one(&relays, b"data", b, now), Pass::NotMine);
         let (relays, [ta, _], _) = opened(RelayLimits::default(), now);
-        relays.on_udp(&bind_datagram(ta), a2, now);
+        one(&relays, &bind_datagram(ta), a2, now);
         // Alice disconnects: the relay closes.
         relays.forget(ConnId(1));
         assert_eq!(relays.len(), 0);
-        assert_eq!(relays.on_udp(b"data", a2, now), Pass::NotMine);
+        assert_eq!(one(&relays, b"data", a2, now), Pass::NotMine);
     }
 
     #[tokio::test]
@@ -638,10 +653,10 @@ mod tests {
         let now = Instant::now();
         let (relays, [ta, _], [_, mut bob]) = opened(RelayLimits::default(), now);
         let a = addr("198.51.100.1:4000");
-        relays.on_udp(&bind_datagram(ta), a, now);
+        one(&relays, &bind_datagram(ta), a, now);
         // Bob binds his TLS leg; alice's datagrams come to him as Tunnel.
         assert_eq!(relays.on_tunnel(ConnId(2), [6; 8], &[], now), Pass::Done);
-        assert_eq!(relays.on_udp(b"sealed", a, now), Pass::Done);
+        assert_eq!(one(&relays, b"sealed", a, now), Pass::Done);
         let frame = bob.try_recv().expect("a Tunnel for bob");
         let msg: ServerMsg = decode(&frame[4..]).unwrap();
         let want = ServerMsg::Tunnel {
@@ -649,6 +664,16 @@ mod tests {
             data: b"sealed".to_vec(),
         };
         assert_eq!(msg, want);
+        // A run of datagrams the kernel coalesced goes to him one by one.
+        let run: Vec<u8> = [[1u8; 100], [2; 100], [3; 100]].concat();
+        assert_eq!(relays.on_udp(&run[..250], 100, a, now), Pass::Done);
+        let tunneled: Vec<Vec<u8>> = std::iter::from_fn(|| bob.try_recv())
+            .map(|f| match decode::<ServerMsg>(&f[4..]).unwrap() {
+                ServerMsg::Tunnel { data, .. } => data,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(tunneled, [&run[..100], &run[100..200], &run[200..250]]);
         // His go to alice's address; nobody else's Tunnel is taken.
         assert_eq!(
             relays.on_tunnel(ConnId(2), [6; 8], b"ack", now),
@@ -666,7 +691,7 @@ mod tests {
         let long = vec![0u8; MAX_TUNNELED + 1];
         assert_eq!(relays.on_tunnel(ConnId(2), [6; 8], &long, now), Pass::Done);
         let long = vec![0u8; MAX_TUNNELED + 1];
-        assert_eq!(relays.on_udp(&long, a, now), Pass::Done);
+        assert_eq!(one(&relays, &long, a, now), Pass::Done);
         assert!(bob.try_recv().is_none());
     }
 
@@ -703,12 +728,12 @@ mod tests {
         // Bytes per second: the burst (256 KiB) passes at once, then
         // what a second brings.
         let (a, b) = (addr("198.51.100.1:4000"), addr("203.0.113.2:5000"));
-        relays.on_udp(&bind_datagram(ta), a, now);
-        relays.on_udp(&bind_datagram(tb), b, now);
+        one(&relays, &bind_datagram(ta), a, now);
+        one(&relays, &bind_datagram(tb), b, now);
         let datagram = vec![0u8; 1000];
         let passed = |at: Instant| {
             (0..2_000)
-                .filter(|_| relays.on_udp(&datagram, a, at) == Pass::SendTo(b))
+                .filter(|_| one(&relays, &datagram, a, at) == Pass::SendTo(b))
                 .count()
         };
         assert_eq!(passed(now), 262);
@@ -733,9 +758,14 @@ mod tests {
     async fn the_console_lists_each_relay_with_its_sides_and_traffic() {
         let now = Instant::now();
         let (relays, [ta, _], _queues) = opened(RelayLimits::default(), now);
-        relays.on_udp(&bind_datagram(ta), addr("[::ffff:198.51.100.1]:4000"), now);
+        one(
+            &relays,
+            &bind_datagram(ta),
+            addr("[::ffff:198.51.100.1]:4000"),
+            now,
+        );
         relays.on_tunnel(ConnId(2), [6; 8], &[], now);
-        relays.on_udp(b"12345", addr("[::ffff:198.51.100.1]:4000"), now);
+        one(&relays, b"12345", addr("[::ffff:198.51.100.1]:4000"), now);
         let lines = relays.describe(now);
         assert_eq!(lines[0], "1 relayed transfers (at most 64, 2 per user)");
         assert!(

@@ -1,10 +1,17 @@
 //! What comes to the server's UDP port (the number of its TLS port):
 //! observation requests (`observe.rs`) and the datagrams of relayed
 //! transfers (`relay.rs`). Nothing else is answered.
+//!
+//! The port is read and written in batches ([`BatchSocket`]): the kernel
+//! coalesces a relayed transfer's datagrams from one sender (GRO), and
+//! they are passed on whole, as one segmented send (GSO). One system call
+//! each way then carries dozens of datagrams, where one datagram each was
+//! the relay's main cost.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chatdrop_transfer::batch::BatchSocket;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -15,6 +22,9 @@ use crate::relay::{Pass, Relays};
 /// How often idle relays are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// Receive buffers per system call (each holds up to 64 KiB).
+const BUFFERS: usize = 16;
+
 /// Reads the UDP port until shutdown.
 pub(crate) async fn run(
     socket: Arc<UdpSocket>,
@@ -23,55 +33,81 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     relays.set_socket(socket.clone());
-    // The largest UDP datagram: a relayed transfer's may be that long.
-    let mut buf = vec![0u8; 65_536];
+    let mut net = match BatchSocket::new(&socket, BUFFERS) {
+        Ok(net) => net,
+        Err(e) => {
+            warn!("the UDP port cannot be read: {e}");
+            return;
+        }
+    };
+    // A run is copied out before it is sent on: the socket's buffers are
+    // borrowed while it is read.
+    let mut out = Vec::with_capacity(1 << 16);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
-        let received = tokio::select! {
+        tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = sweep.tick() => {
                 relays.sweep(Instant::now());
                 continue;
             }
-            r = socket.recv_from(&mut buf) => r,
-        };
-        let (len, from) = match received {
-            Ok(r) => r,
-            Err(e) => {
+            r = net.ready() => if let Err(e) = r {
                 // An ICMP error from an earlier datagram passed on says
-                // nothing of this one; anything else: wait a moment rather
-                // than spin.
-                debug!("UDP port: {e}");
-                if !matches!(e.kind(), std::io::ErrorKind::ConnectionRefused) {
+                // nothing of the next; anything else: wait a moment
+                // rather than spin.
+                if e.kind() != std::io::ErrorKind::ConnectionRefused {
                     warn!("UDP port: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 continue;
-            }
-        };
-        let datagram = &buf[..len];
-        let now = Instant::now();
-        if observe::is_request(datagram) {
-            if !observers.answer(datagram, from, now) {
-                debug!(%from, "observation request not answered");
-            }
-            continue;
+            },
         }
-        match relays.on_udp(datagram, from, now) {
-            Pass::SendTo(to) => {
-                // Waits for room in the socket's buffer rather than drop:
-                // the relay's own limits decide what is dropped.
-                if let Err(e) = socket.send_to(datagram, to).await {
-                    debug!(%to, "relaying a datagram: {e}");
+        let now = Instant::now();
+        while let Some((from, run, stride)) = net.next_run() {
+            // A run of small datagrams may be requests; one datagram may
+            // be anything: those are looked at one by one.
+            let sends = if run.len() <= stride || stride <= observe::REQUEST_LEN {
+                let mut sends = Vec::new();
+                for datagram in run.chunks(stride) {
+                    if observe::is_request(datagram) {
+                        if !observers.answer(datagram, from, now) {
+                            debug!(%from, "observation request not answered");
+                        }
+                        continue;
+                    }
+                    let pass = relays.on_udp(datagram, datagram.len(), from, now);
+                    sends.push((pass, datagram.to_vec(), datagram.len()));
+                }
+                sends
+            } else {
+                let pass = relays.on_udp(run, stride, from, now);
+                out.clear();
+                out.extend_from_slice(run);
+                vec![(pass, std::mem::take(&mut out), stride)]
+            };
+            for (pass, data, stride) in sends {
+                match pass {
+                    // Waits for room in the socket's buffer rather than
+                    // drop: the relay's own limits decide what is dropped.
+                    Pass::SendTo(to) => {
+                        if let Err(e) = net.send(to, &data, stride).await {
+                            debug!(%to, "relaying: {e}");
+                        }
+                        if data.capacity() >= 1 << 16 {
+                            out = data;
+                        }
+                    }
+                    Pass::Flush(to, held) => {
+                        for datagram in held {
+                            let _ = net.send(to, &datagram, datagram.len()).await;
+                        }
+                    }
+                    Pass::Done => {}
+                    Pass::NotMine => {
+                        debug!(%from, len = data.len(), "UDP datagram for nothing here")
+                    }
                 }
             }
-            Pass::Flush(to, held) => {
-                for datagram in held {
-                    let _ = socket.send_to(&datagram, to).await;
-                }
-            }
-            Pass::Done => {}
-            Pass::NotMine => debug!(%from, len, "UDP datagram for nothing here"),
         }
     }
 }

@@ -194,6 +194,24 @@ impl<'a> BatchSocket<'a> {
         Some((meta.addr, &mut self.rx[start..end]))
     }
 
+    /// The rest of the buffer being read, if one is pending: datagrams of
+    /// one sender that the kernel coalesced (all of `stride` bytes but the
+    /// last, which may be shorter), to pass on whole with
+    /// [`send`](Self::send) and that `stride` as the segment size.
+    pub fn next_run(&mut self) -> Option<(SocketAddr, &mut [u8], usize)> {
+        if !self.has_pending() {
+            return None;
+        }
+        let meta = self.meta[self.at];
+        let len = meta.len.min(RECV_BUFFER);
+        let stride = meta.stride.clamp(1, RECV_BUFFER);
+        let start = self.at * RECV_BUFFER + self.pos;
+        let end = self.at * RECV_BUFFER + len;
+        self.pos = len;
+        self.skip_read();
+        Some((meta.addr, &mut self.rx[start..end], stride))
+    }
+
     /// Waits for the next datagram and returns it.
     #[cfg(test)]
     pub async fn recv(&mut self) -> io::Result<(SocketAddr, &mut [u8])> {
@@ -245,6 +263,39 @@ mod tests {
         }
         assert!(!rx.has_pending());
         assert!(!rx.try_recv().unwrap(), "nothing more arrived");
+        // Taken as runs, the same datagrams pass on whole: sent on with
+        // their stride, they arrive as they were.
+        let (c, d) = pair().await;
+        let mut relay = BatchSocket::new(&c, 4).unwrap();
+        let mut end = BatchSocket::new(&d, 4).unwrap();
+        tx.send(c.local_addr().unwrap(), &contents, 1000)
+            .await
+            .unwrap();
+        let mut passed = 0;
+        while passed < contents.len() {
+            tokio::time::timeout(std::time::Duration::from_secs(5), relay.ready())
+                .await
+                .expect("the run arrives")
+                .unwrap();
+            while let Some((_, run, stride)) = relay.next_run() {
+                let run = run.to_vec();
+                passed += run.len();
+                relay
+                    .send(d.local_addr().unwrap(), &run, stride)
+                    .await
+                    .unwrap();
+            }
+        }
+        let mut got = Vec::new();
+        while got.len() < 11 {
+            let (_, datagram) = tokio::time::timeout(std::time::Duration::from_secs(5), end.recv())
+                .await
+                .expect("all datagrams arrive")
+                .unwrap();
+            got.push(datagram.to_vec());
+        }
+        assert_eq!(got.concat(), contents);
+        assert_eq!(got[10].len(), 300);
     }
 
     #[tokio::test]

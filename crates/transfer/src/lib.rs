@@ -12,6 +12,8 @@
 //!   that give them a socket and a file, [`session::serve`] and
 //!   [`session::fetch`].
 //! - [`socket`]: UDP sockets with buffers sized for bursts.
+//! - [`batch`]: many datagrams per system call (GSO and GRO), for the
+//!   sessions and for the server's relay.
 //! - `relay` (feature `relay`): a lossy UDP relay, for tests and
 //!   benchmarks.
 //!
@@ -20,7 +22,7 @@
 //! sockets or clocks: by the tests, and by the fuzz targets (`fuzz/`),
 //! which feed them arbitrary datagrams.
 
-mod batch;
+pub mod batch;
 mod crypto;
 mod direct;
 mod files;
