@@ -428,3 +428,40 @@ fn a_short_code_brings_a_file_through_two_home_routers() {
     assert!(std::fs::read(done["path"].as_str().unwrap()).unwrap() == data);
     bob.expect("upload_done", &[]);
 }
+
+/// Bob, the owner, at home behind his router; alice on a public address.
+/// Bob's home network renumbers him mid-transfer: his router maps his
+/// socket to another port (the old mapping is still held), so his data
+/// comes to alice from a new address. Her session follows it there with
+/// its acknowledgements, and the file arrives byte-exact without starting
+/// over. Bob's upload is held to 40 Mbit/s so that the change falls
+/// mid-transfer. Checked to fail with data from other addresses dropped
+/// unopened ("the peer stopped answering").
+#[test]
+fn an_owner_whose_nat_mapping_changes_mid_transfer_is_followed() {
+    let Some(mut net) = network() else {
+        return;
+    };
+    net.add("pa").unwrap();
+    net.link(("inet", "ic", "10.0.3.1/24"), ("pa", "eth", "10.0.3.2/24"))
+        .unwrap();
+    net.ip("pa", &["route", "add", "default", "via", "10.0.3.1"])
+        .unwrap();
+    net.shape("hb", "eth", "40mbit").unwrap();
+    net.sysctl("hb", "net.ipv4.conf.all.promote_secondaries=1")
+        .unwrap();
+    net.sysctl("hb", "net.ipv4.conf.eth.promote_secondaries=1")
+        .unwrap();
+    let dir = tmp();
+    let server = server_in(&net, "0.0.0.0:0", dir.path());
+    let data = random_bytes(16_000_000, 78);
+    let alice = ("alice", ("pa", "10.0.3.1"));
+    let renumber = || {
+        net.addr("hb", "eth", "192.168.2.3/24").unwrap();
+        net.ip("hb", &["addr", "del", "192.168.2.2/24", "dev", "eth"])
+            .unwrap();
+    };
+    let bob = ("hb", "10.0.2.1");
+    let (started, _) = fetch(&net, &server, dir.path(), bob, alice, &data, renumber);
+    assert_eq!(started["path"], "punched", "{started}");
+}

@@ -79,8 +79,14 @@ fn offer() -> Offer {
         window: 16_384,
         mss: 1_200,
         asker_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
-        candidates: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 5)), 40_000)],
-        observed: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)), 61_000)),
+        candidates: vec![SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(192, 168, 1, 5)),
+            40_000,
+        )],
+        observed: Some(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
+            61_000,
+        )),
         sig: vec![6; 64],
     }
 }
@@ -169,13 +175,13 @@ fn client_msgs() -> Vec<(&'static str, ClientMsg)> {
                 file: "docs/a.pdf".into(),
                 eph: [2; 32],
                 sig: vec![3; 64],
-                candidates: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 5000)],
+                candidates: vec![SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+                    5000,
+                )],
             },
         ),
-        (
-            "observe",
-            ClientMsg::Observe { token: [8; 16] },
-        ),
+        ("observe", ClientMsg::Observe { token: [8; 16] }),
         (
             "answer-accept",
             ClientMsg::FileAnswer {

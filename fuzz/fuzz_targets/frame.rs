@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use chatdrop_fuzz::check_string;
 use chatdrop_proto::limits::{MAX_CLIENT_FRAME, MAX_SERVER_FRAME};
 use chatdrop_proto::{
-    decode, encode, ChatLine, ClientMsg, FileAnswer, ProtoError, RoomInfo, ServerMsg,
+    decode, encode, ChatLine, ClientMsg, FileAnswer, MailboxEvent, ProtoError, RoomInfo, ServerMsg,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
@@ -75,7 +75,11 @@ fn client_strings(m: &ClientMsg) -> Vec<&str> {
         | ClientMsg::LeaveRoom
         | ClientMsg::GetPeers
         | ClientMsg::Quit
-        | ClientMsg::Observe { .. } => {}
+        | ClientMsg::Observe { .. }
+        | ClientMsg::Relay { .. }
+        | ClientMsg::RelayEnd { .. }
+        | ClientMsg::Tunnel { .. }
+        | ClientMsg::Mailbox(_) => {}
     }
     out
 }
@@ -85,7 +89,13 @@ fn server_strings(m: &ServerMsg) -> Vec<&str> {
     match m {
         ServerMsg::Challenge { server_name, .. } => out.push(server_name.as_str()),
         ServerMsg::LoggedIn { user } => out.push(user),
-        ServerMsg::Pong | ServerMsg::Observed { .. } => {}
+        ServerMsg::Pong
+        | ServerMsg::Observed { .. }
+        | ServerMsg::Relay { .. }
+        | ServerMsg::Tunnel { .. } => {}
+        ServerMsg::RelayRefused { why, .. } => out.push(why),
+        ServerMsg::Mailbox(MailboxEvent::Closed { why }) => out.push(why),
+        ServerMsg::Mailbox(_) => {}
         ServerMsg::Rooms { rooms, next, .. } => {
             out.extend(rooms.iter().map(|r: &RoomInfo| r.name.as_str()));
             out.extend(next.as_deref());

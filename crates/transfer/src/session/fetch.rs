@@ -11,7 +11,7 @@ use chatdrop_arq::Frame;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::net::{io, next_frame, send_msg, wait, Next, BATCH};
+use super::net::{io, next_frame, send_msg, wait, Foreign, Next, BATCH};
 use super::{Event, FetchOptions, Progress, RecvSession, TransferStats};
 use crate::batch::BatchSocket;
 use crate::crypto::SessionKeys;
@@ -88,6 +88,7 @@ pub async fn fetch_from(
         .map(|a| socket::for_socket(socket, *a))
         .collect();
     let mut session = RecvSession::with_candidates(&at, opts, isn, resume_from, size, started);
+    let mut foreign = Foreign::new();
     let mut saved = resume_from;
     // Datagrams came since the file was last brought up to date.
     let mut arrived = false;
@@ -147,7 +148,8 @@ pub async fn fetch_from(
         }
         for _ in 0..BATCH {
             let peer = session.peer();
-            let next = next_frame(&mut net, Some(&mut keys), peer, &mut stats.forged)?;
+            let budget = (&mut stats.forged, &mut foreign);
+            let next = next_frame(&mut net, Some(&mut keys), peer, budget)?;
             let (from, msg) = match next {
                 Next::Frame(from, msg) => (from, msg),
                 Next::Dropped | Next::Hello(..) => continue,

@@ -71,6 +71,39 @@ pub(super) enum Next<'n> {
 /// up to 64 KiB.
 const MAX_FOREIGN: usize = 1280;
 
+/// Larger datagrams from other addresses opened all the same, a second:
+/// a sender that moved sends nothing but data, and the first fresh data
+/// datagram from its new address shows where it went (see
+/// `RecvSession::handle`). A few a second cost little whoever sends them.
+const FOREIGN_PER_SEC: f64 = 8.0;
+
+/// The budget of [`FOREIGN_PER_SEC`].
+pub(super) struct Foreign {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Foreign {
+    pub(super) fn new() -> Foreign {
+        Foreign {
+            tokens: FOREIGN_PER_SEC,
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * FOREIGN_PER_SEC).min(FOREIGN_PER_SEC);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
 /// Takes the datagram pending on `net`, or the next the kernel already
 /// holds, without waiting, and opens it. A datagram from anywhere but
 /// `peer` (when there is one) is dropped unopened unless it is small:
@@ -81,7 +114,7 @@ pub(super) fn next_frame<'n>(
     net: &'n mut BatchSocket<'_>,
     keys: Option<&mut SessionKeys>,
     peer: Option<SocketAddr>,
-    forged: &mut u64,
+    (forged, foreign): (&mut u64, &mut Foreign),
 ) -> Result<Next<'n>, TransferError> {
     if !net.try_recv().map_err(io("receiving"))? {
         return Ok(Next::Empty);
@@ -89,7 +122,8 @@ pub(super) fn next_frame<'n>(
     let Some((from, datagram)) = net.next_datagram() else {
         return Ok(Next::Empty);
     };
-    if peer.is_some_and(|peer| peer != from) && datagram.len() > MAX_FOREIGN {
+    let other = peer.is_some_and(|peer| peer != from);
+    if other && datagram.len() > MAX_FOREIGN && !foreign.take() {
         return Ok(Next::Dropped);
     }
     if datagram.first() == Some(&crate::direct::HELLO) {

@@ -205,7 +205,20 @@ impl RecvSession {
         from: SocketAddr,
         msg: Msg<'a>,
     ) -> Option<Write<'a>> {
+        let data = matches!(msg, Msg::Arq(Frame::Data { .. }));
+        let flowing = matches!(
+            self.phase,
+            Phase::Receiving { .. } | Phase::Lingering { .. }
+        );
         match self.peer {
+            // Fresh data of the session from another address (the driver
+            // drops copies of frames it opened before): the sender moved
+            // (its NAT gave its socket another mapping, its laptop another
+            // network). Acknowledgements follow it there.
+            Some(peer) if peer != from && data && flowing => {
+                self.peer = Some(from);
+                self.events.push_back(Event::Moved { peer: from });
+            }
             Some(peer) if peer != from => return None,
             Some(_) => {}
             None if matches!(msg, Msg::Punch) => {

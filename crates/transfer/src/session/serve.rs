@@ -11,7 +11,7 @@ use chatdrop_arq::{Frame, Sender};
 use tokio::net::UdpSocket;
 use tracing::{debug, trace};
 
-use super::net::{io, next_frame, send_msg, wait, Next, BATCH};
+use super::net::{io, next_frame, send_msg, wait, Foreign, Next, BATCH};
 use super::send::PUNCH_TTL;
 use super::{Event, Progress, SendSession, ServeOptions, TransferStats};
 use crate::batch::{BatchSocket, MAX_SEND_BYTES};
@@ -67,6 +67,7 @@ pub async fn serve(
         .collect();
     let mut session = SendSession::new(&opts, size, Instant::now(), rand::random());
     let mut ttl = socket::Ttl::of(socket);
+    let mut foreign = Foreign::new();
     let mut started = Instant::now();
     // Each data packet is read into this, then sealed into `out`: sized
     // once the packet size is known.
@@ -165,7 +166,8 @@ pub async fn serve(
             continue;
         }
         for _ in 0..BATCH {
-            match next_frame(&mut net, keys.as_mut(), session.peer(), &mut stats.forged)? {
+            let budget = (&mut stats.forged, &mut foreign);
+            match next_frame(&mut net, keys.as_mut(), session.peer(), budget)? {
                 Next::Frame(from, msg) => session.handle(Instant::now(), from, msg),
                 Next::Hello(from, hello) => {
                     let Some(responder) = responder.as_mut() else {

@@ -285,6 +285,39 @@ fn a_sender_silent_during_data_is_peer_silent() {
 }
 
 #[test]
+fn a_sender_that_moved_is_followed_by_its_fresh_data() {
+    // The sender's NAT gave its socket a new mapping mid-transfer: its
+    // next data comes from there, and the acknowledgements follow it.
+    // Other frames from a new address move nothing. Checked to fail with
+    // frames from other addresses dropped as before (the ack went to the
+    // old address).
+    let t0 = Instant::now();
+    let mut rx = begun(MIN_MSS, 3_600, t0);
+    let mut file = vec![0u8; 3_600];
+    assert_eq!(
+        deliver(&mut rx, at(t0, 20), &data(0, 1_200), &mut file),
+        Some(0)
+    );
+    assert_eq!(
+        sends_to(&mut rx, at(t0, 20)),
+        [(SENDER, Sent::Ack { cum: ISN + 1 })]
+    );
+    let moved: SocketAddr = "203.0.113.9:61001".parse().unwrap();
+    let begin = Wire::of(&Msg::Begin { mss: MIN_MSS });
+    assert_eq!(rx.handle(at(t0, 30), moved, begin.msg()), None);
+    assert_eq!(rx.peer(), Some(SENDER), "not by a Begin");
+    let second = data(1, 1_200);
+    let write = rx.handle(at(t0, 40), moved, second.msg());
+    assert_eq!(write.map(|w| w.offset), Some(1_200));
+    assert_eq!(rx.peer(), Some(moved));
+    assert_eq!(rx.poll_event(), Some(Event::Moved { peer: moved }));
+    assert_eq!(
+        sends_to(&mut rx, at(t0, 40)),
+        [(moved, Sent::Ack { cum: ISN + 2 })]
+    );
+}
+
+#[test]
 fn an_abort_ends_the_session_in_the_opening_and_in_data() {
     // An `Abort` from elsewhere changes nothing; the sender's ends the
     // session with its reason, before `Begin` as after. Checked to fail
