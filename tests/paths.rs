@@ -284,6 +284,29 @@ fn over_ipv6_only_the_file_moves_directly() {
     );
 }
 
+/// A home `ns` on a public address, 10.0.3.2, straight on the internet.
+fn public_home(net: &mut Net, ns: &str) {
+    net.add(ns).unwrap();
+    net.link(("inet", "ic", "10.0.3.1/24"), (ns, "eth", "10.0.3.2/24"))
+        .unwrap();
+    net.ip(ns, &["route", "add", "default", "via", "10.0.3.1"])
+        .unwrap();
+}
+
+/// What renumbers home `ns` on `net` (`PREFIX.0/24`) from `.2` to `.3`,
+/// keeping its routes.
+fn renumbering<'n>(net: &'n Net, ns: &'n str, prefix: &'n str) -> impl FnOnce() + 'n {
+    for setting in ["all", "eth"] {
+        let sysctl = format!("net.ipv4.conf.{setting}.promote_secondaries=1");
+        net.sysctl(ns, &sysctl).unwrap();
+    }
+    move || {
+        net.addr(ns, "eth", &format!("{prefix}.3/24")).unwrap();
+        let old = format!("{prefix}.2/24");
+        net.ip(ns, &["addr", "del", &old, "dev", "eth"]).unwrap();
+    }
+}
+
 /// Alice's home network renumbers her mid-transfer (her router then maps
 /// her socket to another port, since the old mapping is still held, and
 /// her old address is gone): bob, on a public address, sees her
@@ -297,25 +320,13 @@ fn a_changed_nat_mapping_mid_transfer_moves_the_session() {
     let Some(mut net) = network() else {
         return;
     };
-    net.add("pb").unwrap();
-    net.link(("inet", "ic", "10.0.3.1/24"), ("pb", "eth", "10.0.3.2/24"))
-        .unwrap();
-    net.ip("pb", &["route", "add", "default", "via", "10.0.3.1"])
-        .unwrap();
+    public_home(&mut net, "pb");
     net.shape("pb", "eth", "40mbit").unwrap();
-    net.sysctl("ha", "net.ipv4.conf.all.promote_secondaries=1")
-        .unwrap();
-    net.sysctl("ha", "net.ipv4.conf.eth.promote_secondaries=1")
-        .unwrap();
+    let renumber = renumbering(&net, "ha", "192.168.1");
     let dir = tmp();
     let server = server_in(&net, "0.0.0.0:0", dir.path());
     let data = random_bytes(16_000_000, 74);
     let alice = ("alice", ("ha", "10.0.1.1"));
-    let renumber = || {
-        net.addr("ha", "eth", "192.168.1.3/24").unwrap();
-        net.ip("ha", &["addr", "del", "192.168.1.2/24", "dev", "eth"])
-            .unwrap();
-    };
     let (started, _) = fetch(
         &net,
         &server,
@@ -442,25 +453,13 @@ fn an_owner_whose_nat_mapping_changes_mid_transfer_is_followed() {
     let Some(mut net) = network() else {
         return;
     };
-    net.add("pa").unwrap();
-    net.link(("inet", "ic", "10.0.3.1/24"), ("pa", "eth", "10.0.3.2/24"))
-        .unwrap();
-    net.ip("pa", &["route", "add", "default", "via", "10.0.3.1"])
-        .unwrap();
+    public_home(&mut net, "pa");
     net.shape("hb", "eth", "40mbit").unwrap();
-    net.sysctl("hb", "net.ipv4.conf.all.promote_secondaries=1")
-        .unwrap();
-    net.sysctl("hb", "net.ipv4.conf.eth.promote_secondaries=1")
-        .unwrap();
+    let renumber = renumbering(&net, "hb", "192.168.2");
     let dir = tmp();
     let server = server_in(&net, "0.0.0.0:0", dir.path());
     let data = random_bytes(16_000_000, 78);
     let alice = ("alice", ("pa", "10.0.3.1"));
-    let renumber = || {
-        net.addr("hb", "eth", "192.168.2.3/24").unwrap();
-        net.ip("hb", &["addr", "del", "192.168.2.2/24", "dev", "eth"])
-            .unwrap();
-    };
     let bob = ("hb", "10.0.2.1");
     let (started, _) = fetch(&net, &server, dir.path(), bob, alice, &data, renumber);
     assert_eq!(started["path"], "punched", "{started}");

@@ -465,6 +465,20 @@ fn a_bad_ticket_is_refused_clearly() {
     );
 }
 
+/// A server on loopback and a file of `len` random bytes named `name`.
+fn code_server(dir: &Path, name: &str, len: usize) -> (ServerProc, PathBuf, Vec<u8>) {
+    let server = ServerProc::start(&dir.join("server"), &[]);
+    let file = dir.join(name);
+    let data = random_file(&file, len, len as u64);
+    (server, file, data)
+}
+
+/// `chatdrop send FILE --via VIA --json`.
+fn code_sender(file: &Path, via: &str) -> Proc {
+    let args = ["send", file.to_str().unwrap(), "--via", via, "--json"];
+    Proc::spawn("send", &args)
+}
+
 /// `send --via` prints a short code; `recv --via` takes it from
 /// `CHATDROP_CODE` and fetches the file byte-exact through the server's
 /// mailbox, with every event documented. The code works once: a second
@@ -472,12 +486,9 @@ fn a_bad_ticket_is_refused_clearly() {
 #[test]
 fn a_short_code_through_a_server_brings_the_file_once() {
     let dir = tmp();
-    let server = ServerProc::start(&dir.path().join("server"), &[]);
-    let file = dir.path().join("notes.bin");
-    let data = random_file(&file, 700_000, 31);
+    let (server, file, data) = code_server(dir.path(), "notes.bin", 700_000);
     let via = server.addr.as_str();
-    let args = ["send", file.to_str().unwrap(), "--via", via, "--json"];
-    let mut s = Proc::spawn("send", &args);
+    let mut s = code_sender(&file, via);
     let offered = s.expect("code", &[("via", json!(via))]);
     assert_eq!(
         (&offered["file"], &offered["size"], &offered["blake3"]),
@@ -521,12 +532,9 @@ fn a_short_code_through_a_server_brings_the_file_once() {
 #[test]
 fn a_wrong_code_gets_one_try_and_spends_the_code() {
     let dir = tmp();
-    let server = ServerProc::start(&dir.path().join("server"), &[]);
-    let file = dir.path().join("secret.bin");
-    random_file(&file, 10_000, 32);
+    let (server, file, _) = code_server(dir.path(), "secret.bin", 10_000);
     let via = server.addr.as_str();
-    let args = ["send", file.to_str().unwrap(), "--via", via, "--json"];
-    let mut s = Proc::spawn("send", &args);
+    let mut s = code_sender(&file, via);
     let code = s.expect("code", &[])["code"].as_str().unwrap().to_string();
     let (number, _) = code.split_once('-').unwrap();
     let first = chatdrop_client::code::WORDS[0];

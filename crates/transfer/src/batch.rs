@@ -181,6 +181,12 @@ impl<'a> BatchSocket<'a> {
 
     /// The next received datagram and its sender, if one is pending.
     pub fn next_datagram(&mut self) -> Option<(SocketAddr, &mut [u8])> {
+        self.take(false).map(|(addr, datagram, _)| (addr, datagram))
+    }
+
+    /// The next datagram (`whole`: the rest of its buffer) with its sender
+    /// and the buffer's stride, if one is pending.
+    fn take(&mut self, whole: bool) -> Option<(SocketAddr, &mut [u8], usize)> {
         if !self.has_pending() {
             return None;
         }
@@ -188,10 +194,14 @@ impl<'a> BatchSocket<'a> {
         let len = meta.len.min(RECV_BUFFER);
         let stride = meta.stride.clamp(1, RECV_BUFFER);
         let start = self.at * RECV_BUFFER + self.pos;
-        let end = start + stride.min(len - self.pos);
-        self.pos += stride;
+        let taken = if whole {
+            len - self.pos
+        } else {
+            stride.min(len - self.pos)
+        };
+        self.pos += taken;
         self.skip_read();
-        Some((meta.addr, &mut self.rx[start..end]))
+        Some((meta.addr, &mut self.rx[start..start + taken], stride))
     }
 
     /// The rest of the buffer being read, if one is pending: datagrams of
@@ -199,17 +209,7 @@ impl<'a> BatchSocket<'a> {
     /// last, which may be shorter), to pass on whole with
     /// [`send`](Self::send) and that `stride` as the segment size.
     pub fn next_run(&mut self) -> Option<(SocketAddr, &mut [u8], usize)> {
-        if !self.has_pending() {
-            return None;
-        }
-        let meta = self.meta[self.at];
-        let len = meta.len.min(RECV_BUFFER);
-        let stride = meta.stride.clamp(1, RECV_BUFFER);
-        let start = self.at * RECV_BUFFER + self.pos;
-        let end = self.at * RECV_BUFFER + len;
-        self.pos = len;
-        self.skip_read();
-        Some((meta.addr, &mut self.rx[start..end], stride))
+        self.take(true)
     }
 
     /// Waits for the next datagram and returns it.
