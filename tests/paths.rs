@@ -116,7 +116,8 @@ fn server_with(net: &Net, listen: &str, dir: &Path, config: &str) -> ServerProc 
     let data = dir.join("server");
     let file = dir.join("server.toml");
     std::fs::write(&file, config).unwrap();
-    let args = ["--no-console", "--config", file.to_str().unwrap()];
+    // The console on: a test may ask it (`relays`).
+    let args = ["--config", file.to_str().unwrap()];
     ServerProc::start_in(Some(&net.ns("inet")), listen, &data, &args)
 }
 
@@ -126,14 +127,14 @@ fn server_with(net: &Net, listen: &str, dir: &Path, config: &str) -> ServerProc 
 /// having checked the file byte-exact and bob's upload done.
 fn fetch(
     net: &Net,
-    server: &ServerProc,
+    server: &mut ServerProc,
     dir: &Path,
     owner: At,
     (asker, at): (&str, At),
     data: &[u8],
-    during: impl FnOnce(),
+    during: impl FnOnce(&mut ServerProc),
 ) -> (Value, Value) {
-    let port = server.port();
+    let port = server.port().to_string();
     let (owner_ns, asker_ns) = (net.ns(owner.0), net.ns(at.0));
     let files = [("f.bin", data)];
     let to_owner = format!("{}:{port}", owner.1);
@@ -153,7 +154,7 @@ fn fetch(
         v["event"] == "transfer_done"
             || v["event"] == "transfer_progress" && v["bytes"].as_u64().unwrap_or(0) > fifth
     });
-    during();
+    during(server);
     let mut done = who.expect_ever("transfer_done", &[("from", "bob".into())]);
     // How long the file took once its path was open, as seen here.
     done["since_started"] = opened.elapsed().as_secs_f64().into();
@@ -178,17 +179,17 @@ fn behind_two_home_routers_the_file_moves_through_punched_holes() {
         return;
     };
     let dir = tmp();
-    let server = server_in(&net, "0.0.0.0:0", dir.path());
+    let mut server = server_in(&net, "0.0.0.0:0", dir.path());
     let data = random_bytes(3_000_000, 71);
     let alice = ("alice", ("ha", "10.0.1.1"));
     let (started, _) = fetch(
         &net,
-        &server,
+        &mut server,
         dir.path(),
         ("hb", "10.0.2.1"),
         alice,
         &data,
-        || {},
+        |_| {},
     );
     assert_eq!(started["path"], "punched", "{started}");
     let addr = started["addr"].as_str().unwrap();
@@ -216,17 +217,17 @@ fn two_clients_behind_one_router_meet_at_their_home_addresses() {
     net.ip("hc", &["route", "add", "default", "via", "192.168.3.1"])
         .unwrap();
     let dir = tmp();
-    let server = server_in(&net, "0.0.0.0:0", dir.path());
+    let mut server = server_in(&net, "0.0.0.0:0", dir.path());
     let data = random_bytes(1_000_000, 72);
     let carol = ("carol", ("hc", "10.0.2.1"));
     let (started, _) = fetch(
         &net,
-        &server,
+        &mut server,
         dir.path(),
         ("hb", "10.0.2.1"),
         carol,
         &data,
-        || {},
+        |_| {},
     );
     assert_eq!(started["path"], "direct", "{started}");
     let addr = started["addr"].as_str().unwrap();
@@ -269,11 +270,11 @@ fn over_ipv6_only_the_file_moves_directly() {
     )
     .unwrap();
     let dir = tmp();
-    let server = server_in(&net, "[::]:0", dir.path());
+    let mut server = server_in(&net, "[::]:0", dir.path());
     let data = random_bytes(2_000_000, 73);
     let alice = ("alice", ("ha", "[2001:db8:1::1]"));
     let bob = ("hb", "[2001:db8:2::1]");
-    let (started, _) = fetch(&net, &server, dir.path(), bob, alice, &data, || {});
+    let (started, _) = fetch(&net, &mut server, dir.path(), bob, alice, &data, |_| {});
     assert_eq!(started["path"], "direct", "{started}");
     assert!(
         started["addr"]
@@ -324,17 +325,17 @@ fn a_changed_nat_mapping_mid_transfer_moves_the_session() {
     net.shape("pb", "eth", "40mbit").unwrap();
     let renumber = renumbering(&net, "ha", "192.168.1");
     let dir = tmp();
-    let server = server_in(&net, "0.0.0.0:0", dir.path());
+    let mut server = server_in(&net, "0.0.0.0:0", dir.path());
     let data = random_bytes(16_000_000, 74);
     let alice = ("alice", ("ha", "10.0.1.1"));
     let (started, _) = fetch(
         &net,
-        &server,
+        &mut server,
         dir.path(),
         ("pb", "10.0.3.1"),
         alice,
         &data,
-        renumber,
+        |_| renumber(),
     );
     assert_eq!(started["path"], "direct", "{started}");
 }
@@ -355,11 +356,21 @@ fn behind_routers_that_map_per_destination_the_file_goes_through_the_relay() {
     let dir = tmp();
     let rate = 2 * 1024 * 1024;
     let config = format!("[relay]\nsession_bytes_per_sec = {rate}\n");
-    let server = server_with(&net, "0.0.0.0:0", dir.path(), &config);
+    let mut server = server_with(&net, "0.0.0.0:0", dir.path(), &config);
     let data = random_bytes(6_000_000, 75);
     let alice = ("alice", ("ha", "10.0.1.1"));
     let bob = ("hb", "10.0.2.1");
-    let (started, done) = fetch(&net, &server, dir.path(), bob, alice, &data, || {});
+    // While the file moves, the console's `relays` lists it: both sides
+    // bound by UDP, the bytes passed on.
+    let relays = |server: &mut ServerProc| {
+        server.console("relays");
+        let line = server
+            .proc
+            .wait_line("the relay listed", |l| l.contains(" <-> "));
+        assert!(line.contains("alice (udp 10.0.1.2:"), "{line}");
+        assert!(line.contains("bob (udp 10.0.2.2:"), "{line}");
+    };
+    let (started, done) = fetch(&net, &mut server, dir.path(), bob, alice, &data, relays);
     assert_eq!(started["path"], "relay", "{started}");
     assert!(
         started["addr"].as_str().unwrap().starts_with("10.0.1.1:"),
@@ -371,6 +382,20 @@ fn behind_routers_that_map_per_destination_the_file_goes_through_the_relay() {
         seconds >= least * 0.95,
         "{seconds} s: faster than the relay allows"
     );
+    // Both sides ended it with the transfer (asked again while their
+    // `RelayEnd` may still be on its way, a bounded number of times).
+    let closed = (0..50).any(|_| {
+        server.console("relays");
+        let line = server.proc.wait_line("an answer to relays", |l| {
+            l.contains("no transfer is relayed") || l.contains("relayed transfers (")
+        });
+        let done = line.contains("no transfer is relayed");
+        if !done {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        done
+    });
+    assert!(closed, "the relay outlived its transfer");
 }
 
 /// Alice's router drops UDP altogether: her client learns that the
@@ -385,11 +410,11 @@ fn with_udp_blocked_at_one_home_the_file_goes_over_tls() {
     };
     net.drop_udp("ra").unwrap();
     let dir = tmp();
-    let server = server_in(&net, "0.0.0.0:0", dir.path());
+    let mut server = server_in(&net, "0.0.0.0:0", dir.path());
     let data = random_bytes(1_000_000, 76);
     let alice = ("alice", ("ha", "10.0.1.1"));
     let bob = ("hb", "10.0.2.1");
-    let (started, _) = fetch(&net, &server, dir.path(), bob, alice, &data, || {});
+    let (started, _) = fetch(&net, &mut server, dir.path(), bob, alice, &data, |_| {});
     assert_eq!(started["path"], "tcp", "{started}");
 }
 
@@ -457,10 +482,12 @@ fn an_owner_whose_nat_mapping_changes_mid_transfer_is_followed() {
     net.shape("hb", "eth", "40mbit").unwrap();
     let renumber = renumbering(&net, "hb", "192.168.2");
     let dir = tmp();
-    let server = server_in(&net, "0.0.0.0:0", dir.path());
+    let mut server = server_in(&net, "0.0.0.0:0", dir.path());
     let data = random_bytes(16_000_000, 78);
     let alice = ("alice", ("pa", "10.0.3.1"));
     let bob = ("hb", "10.0.2.1");
-    let (started, _) = fetch(&net, &server, dir.path(), bob, alice, &data, renumber);
+    let (started, _) = fetch(&net, &mut server, dir.path(), bob, alice, &data, |_| {
+        renumber()
+    });
     assert_eq!(started["path"], "punched", "{started}");
 }
