@@ -390,3 +390,46 @@ fn a_wrong_network_key_is_refused() {
     });
     assert_eq!(answer, "no rooms");
 }
+
+/// Two servers linked over IPv6 (loopback `::1`), a client at each: a
+/// line said at one reaches the other once, and the file asked for across
+/// the link moves over IPv6 too.
+#[test]
+fn servers_link_and_carry_chat_and_files_over_ipv6() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: this machine has no IPv6 loopback");
+        return;
+    }
+    let dir = tmp();
+    let mut a = ServerProc::linked_on("[::1]:0", &dir.path().join("a"), "alpha", &[], &[]);
+    let links = [a.addr.as_str()];
+    let mut b = ServerProc::linked_on("[::1]:0", &dir.path().join("b"), "beta", &links, &[]);
+    for s in [&mut a, &mut b] {
+        s.wait_in_sync(1);
+    }
+    assert!(b.route_to("alpha").contains("next hop alpha, 1 hop(s)"));
+    let mut report = vec![0u8; 200_000];
+    rand::rngs::StdRng::seed_from_u64(6).fill_bytes(&mut report);
+    let files = [("r.bin", report.as_slice())];
+    let mut alice = sharer(&a, dir.path(), "alice", "lobby", &files, &["--create"]);
+    alice.send("@me setshare r.bin");
+    alice.expect("share_status", &[]);
+    b.wait_room("lobby");
+    let mut bob = sharer(&b, dir.path(), "bob", "lobby", &[], &[]);
+    bob.send("@all hello over six");
+    alice.expect(
+        "message",
+        &[("from", "bob".into()), ("text", "hello over six".into())],
+    );
+    bob.send("@all whohas r.bin");
+    bob.expect("whohas_reply", &[("from", "alice".into())]);
+    bob.send("@alice getfile r.bin");
+    let started = bob.expect("transfer_started", &[("from", "alice".into())]);
+    assert!(
+        started["addr"].as_str().unwrap().starts_with("[::1]:"),
+        "{started}"
+    );
+    let done = bob.expect_ever("transfer_done", &[("from", "alice".into())]);
+    assert!(std::fs::read(done["path"].as_str().unwrap()).unwrap() == report);
+    assert_eq!(texts_from(&alice, "bob"), ["hello over six"]);
+}
