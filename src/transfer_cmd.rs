@@ -7,6 +7,7 @@
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -135,12 +136,12 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let source = Source::open(&args.file, size)?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let socket = match args.bind {
+        let socket = Arc::new(match args.bind {
             Some(addr) => {
                 chatdrop_transfer::bind(addr).with_context(|| format!("binding {addr}"))?
             }
             None => chatdrop_transfer::bind_dual(0).context("binding a UDP socket")?,
-        };
+        });
         let bound = socket.local_addr()?;
         let mut cfg = Config::new(args.arq, args.window);
         cfg.idle_timeout = Duration::from_secs(args.timeout.max(1));
@@ -158,7 +159,7 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
             mss: cfg.mss,
         };
         let mut punch = Vec::new();
-        let mut mailbox = None;
+        let mut relaying = None;
         let mut ticket = ticket;
         match &args.via {
             None => emit(
@@ -171,14 +172,18 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
                 },
             ),
             Some(via) => {
-                let (accept, addr, mb) =
+                let (accept, addr, mailbox, reached) =
                     offer_with_code(via, &socket, &ticket, args.advertise, &printer).await?;
                 punch = accept.candidates;
                 ticket.addr = addr;
-                mailbox = Some(mb);
+                // Kept open: the relay, if the receiver finds no path.
+                let r = mailbox.into_relaying();
+                let watch = r.watch(ticket.session, socket.clone(), reached);
+                relaying = Some((r, watch));
             }
         }
         // Each receiver that proves the ticket agrees fresh keys with us.
+        let session = ticket.session;
         let id = hex::encode(ticket.session);
         let keys = ServeKeys::Ticket(Box::new(ticket));
         let opts = ServeOptions {
@@ -189,19 +194,16 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         };
         let mut meter = Meter::new(&printer, &id, size);
         let serving = serve(&socket, keys, &source, &opts, |d, t| meter.update(d, t));
-        let result = match mailbox {
+        let result = match &relaying {
             None => serving.await,
             // The receiver of a code begins once told: after the session's
             // first punches, which the first poll of `serving` sends, have
             // opened this side's NAT (a key exchange there first would
             // make a Linux NAT give the punches another port).
-            Some(mut mailbox) => {
-                let go = async move {
-                    if let Err(why) = mailbox.go().await {
-                        tracing::warn!("telling the receiver to begin: {why}");
-                    }
-                };
-                tokio::join!(serving, go).0
+            Some((relaying, _)) => {
+                let served = tokio::join!(serving, relaying.go()).0;
+                relaying.end(session);
+                served
             }
         };
         meter.finish();
@@ -229,7 +231,7 @@ async fn offer_with_code(
     ticket: &Ticket,
     advertise: Option<SocketAddr>,
     printer: &Printer,
-) -> anyhow::Result<(code::Accept, SocketAddr, code::Mailbox)> {
+) -> anyhow::Result<(code::Accept, SocketAddr, code::Mailbox, bool)> {
     let fail = |why: String| anyhow::anyhow!("{why}");
     let (mut mailbox, nameplate) = code::Mailbox::open(via).await.map_err(fail)?;
     let code = code::new_code(nameplate);
@@ -244,6 +246,7 @@ async fn offer_with_code(
         },
     );
     let observed = mailbox.observe(socket).await;
+    let reached = observed.is_some();
     let (mut candidates, observed) = code::candidates(socket, mailbox.server_addr(), observed);
     // An address given with `--advertise` leads.
     if let Some(advertised) = advertise {
@@ -262,13 +265,16 @@ async fn offer_with_code(
         observed,
     };
     let accept = mailbox.send_invite(&code, &invite).await.map_err(fail)?;
-    Ok((accept, addr, mailbox))
+    Ok((accept, addr, mailbox, reached))
 }
 
 /// `recv --via`: the code (from [`CODE_ENV`] or typed), the mailbox, and
 /// the sender's invitation: its ticket, and where to try it, with the
 /// address its server observed.
-async fn take_with_code(via: &str, socket: &tokio::net::UdpSocket) -> anyhow::Result<code::Invite> {
+async fn take_with_code(
+    via: &str,
+    socket: &tokio::net::UdpSocket,
+) -> anyhow::Result<(code::Invite, code::Mailbox, bool)> {
     let typed = match std::env::var(CODE_ENV) {
         Ok(code) => code,
         Err(_) => {
@@ -284,11 +290,12 @@ async fn take_with_code(via: &str, socket: &tokio::net::UdpSocket) -> anyhow::Re
     let (nameplate, code) = code::parse_code(&typed).map_err(fail)?;
     let mut mailbox = code::Mailbox::join(via, nameplate).await.map_err(fail)?;
     let observed = mailbox.observe(socket).await;
+    let reached = observed.is_some();
     let (candidates, _) = code::candidates(socket, mailbox.server_addr(), observed);
     let accept = code::Accept { candidates };
     let invite = mailbox.take_invite(&code, &accept).await.map_err(fail)?;
     mailbox.wait_go().await.map_err(fail)?;
-    Ok(invite)
+    Ok((invite, mailbox, reached))
 }
 
 pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
@@ -302,7 +309,7 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
     };
     let rt = runtime()?;
     rt.block_on(async move {
-        let (socket, ticket, at, observed) = match (given, &args.via) {
+        let (socket, ticket, at, observed, mut relaying) = match (given, &args.via) {
             (Some(ticket), _) => {
                 let bind: SocketAddr = if ticket.addr.is_ipv4() {
                     "0.0.0.0:0".parse()?
@@ -311,16 +318,21 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
                 };
                 let socket = chatdrop_transfer::bind(bind).context("binding a UDP socket")?;
                 let at = vec![ticket.addr];
-                (socket, ticket, at, None)
+                (Arc::new(socket), ticket, at, None, None)
             }
             (None, Some(via)) => {
                 let socket = chatdrop_transfer::bind_dual(0).context("binding a UDP socket")?;
-                let invite = take_with_code(via, &socket).await?;
+                let socket = Arc::new(socket);
+                let (invite, mailbox, reached) = take_with_code(via, &socket).await?;
                 let mut at = invite.candidates;
                 if !at.contains(&invite.ticket.addr) {
                     at.insert(0, invite.ticket.addr);
                 }
-                (socket, invite.ticket, at, invite.observed)
+                // Kept open: the relay, if no direct path opens.
+                let relaying = mailbox.into_relaying();
+                let watch = relaying.watch(invite.ticket.session, socket.clone(), reached);
+                let via = Some((relaying, watch, reached));
+                (socket, invite.ticket, at, invite.observed, via)
             }
             (None, None) => anyhow::bail!("a ticket, or --via SERVER for a code"),
         };
@@ -334,14 +346,44 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
         let id = hex::encode(ticket.session);
         let from = ticket.addr.to_string();
         let timeout = Duration::from_secs(args.timeout.max(1));
-        let (keys, addr) = direct_keys_at(&socket, &ticket, &at, timeout).await?;
+        let (keys, addr) = match relaying {
+            None => direct_keys_at(&socket, &ticket, &at, None, timeout).await?,
+            Some((ref relaying, ref mut watch, reached)) => {
+                // Where no direct path opens within a moment (at once,
+                // without UDP to the server), the relay is asked for.
+                let wait = if reached {
+                    Duration::from_secs(2)
+                } else {
+                    Duration::ZERO
+                };
+                let ask = async {
+                    tokio::time::sleep(wait).await;
+                    relaying.ask(ticket.session).await;
+                    std::future::pending::<()>().await
+                };
+                let more = Some(&mut watch.more);
+                let keys = tokio::select! {
+                    r = direct_keys_at(&socket, &ticket, &at, more, timeout) => r,
+                    () = ask => unreachable!("it never ends"),
+                };
+                match (keys, watch.refused.try_recv()) {
+                    (Ok(k), _) => k,
+                    (Err(e), Ok(why)) => {
+                        anyhow::bail!("{e}; the server does not relay it either: {why}")
+                    }
+                    (Err(e), Err(_)) => return Err(e.into()),
+                }
+            }
+        };
         let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         // At the address the sender's server saw, it came through the
-        // sender's NAT, which its punches opened.
-        let path = if observed == Some(addr) {
-            "punched"
-        } else {
-            "direct"
+        // sender's NAT, which its punches opened; at the relay's, through
+        // the relay.
+        let relayed = relaying.as_ref().and_then(|(_, w, _)| w.path(addr));
+        let path = match relayed {
+            Some(path) => path,
+            None if observed == Some(addr) => "punched",
+            None => "direct",
         };
         emit(
             &printer,
@@ -368,6 +410,9 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
         .await
         .and_then(|stats| download.finish().map(|done| (stats, done)));
         meter.finish();
+        if let Some((relaying, _, _)) = &relaying {
+            relaying.end(ticket.session);
+        }
         match result {
             Ok((stats, (path, hash))) => {
                 emit(

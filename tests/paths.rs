@@ -429,10 +429,36 @@ fn a_short_code_brings_a_file_through_two_home_routers() {
     let Some(net) = network() else {
         return;
     };
+    let started = by_code(&net, 77);
+    assert_eq!(started["path"], "punched", "{started}");
+    assert!(
+        started["addr"].as_str().unwrap().starts_with("10.0.2.2:"),
+        "bob's router: {started}"
+    );
+}
+
+/// The same through two routers that map per destination: no punched
+/// path opens, the receiver asks for the relay over its mailbox
+/// connection, and the file moves through the server's UDP port.
+/// Checked to fail without the relay on mailbox connections ("the peer
+/// stopped answering").
+#[test]
+fn a_short_code_goes_through_the_relay_where_no_hole_can_be_punched() {
+    let Some(net) = network_with(|net, router| net.nat_per_destination(router, "out")) else {
+        return;
+    };
+    let started = by_code(&net, 79);
+    assert_eq!(started["path"], "relay", "{started}");
+}
+
+/// Bob (behind `rb`) sends 2 MB with `send --via`; alice (behind `ra`)
+/// types the code at `recv --via`'s prompt. Returns alice's
+/// `transfer_started`, having checked the file byte-exact and bob done.
+fn by_code(net: &Net, seed: u64) -> Value {
     let dir = tmp();
-    let server = server_in(&net, "0.0.0.0:0", dir.path());
+    let server = server_in(net, "0.0.0.0:0", dir.path());
     let port = server.port();
-    let data = random_bytes(2_000_000, 77);
+    let data = random_bytes(2_000_000, seed);
     let file = dir.path().join("f.bin");
     std::fs::write(&file, &data).unwrap();
     let to_bob = format!("10.0.2.1:{port}");
@@ -455,14 +481,10 @@ fn a_short_code_brings_a_file_through_two_home_routers() {
     let mut alice = Proc::spawn_in(&net.ns("ha"), "recv", &recv);
     alice.send(&code);
     let started = alice.expect("transfer_started", &[]);
-    assert_eq!(started["path"], "punched", "{started}");
-    assert!(
-        started["addr"].as_str().unwrap().starts_with("10.0.2.2:"),
-        "bob's router: {started}"
-    );
     let done = alice.expect_ever("transfer_done", &[]);
     assert!(std::fs::read(done["path"].as_str().unwrap()).unwrap() == data);
     bob.expect("upload_done", &[]);
+    started
 }
 
 /// Bob, the owner, at home behind his router; alice on a public address.
@@ -490,4 +512,17 @@ fn an_owner_whose_nat_mapping_changes_mid_transfer_is_followed() {
         renumber()
     });
     assert_eq!(started["path"], "punched", "{started}");
+}
+
+/// The same with UDP dropped at alice's router: her client asks for the
+/// relay at once and takes her side of it over her mailbox's TLS
+/// connection (`tcp`), bob's by UDP.
+#[test]
+fn a_short_code_goes_over_tls_where_udp_is_blocked() {
+    let Some(net) = network() else {
+        return;
+    };
+    net.drop_udp("ra").unwrap();
+    let started = by_code(&net, 80);
+    assert_eq!(started["path"], "tcp", "{started}");
 }

@@ -29,8 +29,12 @@ use chatdrop_transfer::Ticket;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use serde::{Deserialize, Serialize};
 use spake2::{Ed25519Group, Identity, Password, Spake2};
+use std::sync::Arc;
 use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::paths::Outgoing;
+use crate::relay::{Hook, RelayedAt, Relays};
 use crate::session::{open_mailbox, Session};
 
 /// The words of the codes: 256, so each carries 8 bits.
@@ -327,6 +331,21 @@ impl Mailbox {
         Ok(invite)
     }
 
+    /// Keeps the mailbox open for the transfer, driven by a task of its
+    /// own: it carries the relay's messages (`Relay`, `Tunnel`, ...) if the
+    /// two sides find no direct path.
+    pub fn into_relaying(self) -> Relaying {
+        let (outgoing, rx) = mpsc::channel(256);
+        let relays = Relays::default();
+        let server = self.server_addr();
+        let drive = drive(self.session, rx, relays.clone(), outgoing.clone(), server);
+        Relaying {
+            relays,
+            outgoing,
+            task: tokio::spawn(drive),
+        }
+    }
+
     /// The sender, about to serve: the receiver may begin. Its key
     /// exchange must not reach the sender's NAT before the sender's first
     /// punches have (a Linux NAT would then give the punches another port,
@@ -351,6 +370,112 @@ impl Mailbox {
         state
             .finish(&inbound)
             .map_err(|e| format!("the key exchange failed: {e:?}"))
+    }
+}
+
+/// A mailbox kept open for a transfer ([`Mailbox::into_relaying`]).
+pub struct Relaying {
+    relays: Relays,
+    outgoing: Outgoing,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What a transfer learns of its relay ([`Relaying::watch`]).
+pub struct Watch {
+    /// The relay's address, once bound, for the session to try.
+    pub more: mpsc::Receiver<SocketAddr>,
+    /// Why the server will not relay, if it will not.
+    pub refused: oneshot::Receiver<String>,
+    at: RelayedAt,
+}
+
+impl Watch {
+    /// `relay` or `tcp` when the session opened at `addr` through the
+    /// relay.
+    pub fn path(&self, addr: SocketAddr) -> Option<&'static str> {
+        let at = *self.at.lock().unwrap_or_else(|p| p.into_inner());
+        let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+        at.filter(|(relay, _)| canonical(*relay) == canonical(addr))
+            .map(|(_, leg)| leg.path_name())
+    }
+}
+
+impl Relaying {
+    /// The transfer `session` on `socket` may be relayed; `udp`: the
+    /// socket's UDP reaches the server.
+    pub fn watch(&self, session: [u8; 8], socket: Arc<UdpSocket>, udp: bool) -> Watch {
+        let (more_tx, more) = mpsc::channel(4);
+        let (refused_tx, refused) = oneshot::channel();
+        let at = RelayedAt::default();
+        let hook = Hook {
+            socket,
+            udp,
+            more: Some(more_tx),
+            refused: Some(refused_tx),
+            at: at.clone(),
+        };
+        self.relays.add(session, hook);
+        Watch { more, refused, at }
+    }
+
+    /// Asks the server to relay `session`.
+    pub async fn ask(&self, session: [u8; 8]) {
+        let _ = self.outgoing.send(ClientMsg::Relay { session }).await;
+    }
+
+    /// The sender, serving: the receiver may begin (see [`Mailbox::go`]).
+    pub async fn go(&self) {
+        let msg = ClientMsg::Mailbox(MailboxMsg::Send { body: GO.to_vec() });
+        let _ = self.outgoing.send(msg).await;
+    }
+
+    /// The transfer `session` is over.
+    pub fn end(&self, session: [u8; 8]) {
+        self.relays.end(session, &self.outgoing);
+    }
+}
+
+impl Drop for Relaying {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Drives a mailbox kept open: what is sent goes out, the relay's messages
+/// come in, and a ping goes every few seconds.
+async fn drive(
+    mut session: Session,
+    mut rx: mpsc::Receiver<ClientMsg>,
+    relays: Relays,
+    outgoing: Outgoing,
+    server: SocketAddr,
+) {
+    let mut ping = tokio::time::interval(Duration::from_secs(PING_INTERVAL_SECS));
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(msg) => {
+                    if session.send(&msg).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            msg = session.next() => match msg {
+                Some(Ok(ServerMsg::Relay { session, token })) => {
+                    relays.open(session, token, server, &outgoing);
+                }
+                Some(Ok(ServerMsg::RelayRefused { session, why })) => relays.refused(session, why),
+                Some(Ok(ServerMsg::Tunnel { session, data })) => relays.tunnel(session, data),
+                Some(Ok(_)) => {}
+                _ => return,
+            },
+            _ = ping.tick() => {
+                if session.send(&ClientMsg::Ping).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 

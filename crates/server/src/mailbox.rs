@@ -11,9 +11,11 @@
 //! closed when either side leaves.
 //!
 //! Mailbox connections never log in: the first frame (`Mailbox(Open)` or
-//! `Mailbox(Join)`) makes a connection one. They take `Ping`, `Observe` and
-//! mailbox messages only, at most [`MAX_FRAMES`] frames, for at most
-//! [`LIFETIME`].
+//! `Mailbox(Join)`) makes a connection one. They take `Ping`, `Observe`,
+//! mailbox messages and the relay's (`Relay`, `RelayEnd`, `Tunnel`: the two
+//! sides of a code may have their transfer relayed as the two sides of a
+//! brokered request may), at most [`MAX_FRAMES`] frames besides `Tunnel`,
+//! for at most [`LIFETIME`] while waiting for the other side.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::conn::{next_msg, write_loop, End, Reader, Tls};
 use crate::hub::CONN_QUEUE;
 use crate::outbox::{outbox, Outbox, CLIENT_QUEUE_BYTES};
+use crate::relay::Pass;
 use crate::Shared;
 
 /// Nameplates open at once at most.
@@ -177,6 +180,20 @@ impl Mailboxes {
         }
     }
 
+    /// Whether `conn`'s mailbox has both its sides.
+    pub(crate) fn paired(&self, conn: ConnId) -> bool {
+        self.partner(conn).is_some()
+    }
+
+    /// The nameplate of `conn`'s mailbox, and its other side, if both are
+    /// there.
+    pub(crate) fn partner(&self, conn: ConnId) -> Option<(u32, ConnId, Outbox)> {
+        let inner = self.lock();
+        let &(nameplate, i) = inner.by_conn.get(&conn)?;
+        let other = inner.slots.get(&nameplate)?.sides[1 - i].as_ref()?;
+        Some((nameplate, other.conn, other.tx.clone()))
+    }
+
     /// Nameplates open now.
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -204,9 +221,12 @@ pub(crate) async fn serve(
         let msg = match next.take() {
             Some(m) => ClientMsg::Mailbox(m),
             None => {
+                // Paired, the two sides may stay as long as their transfer
+                // (its relay lives on these connections).
+                let waiting = !shared.mailboxes.paired(conn);
                 let read = tokio::select! {
                     _ = shared.shutdown.cancelled() => break End::Closed,
-                    _ = tokio::time::sleep_until(ends.into()) => {
+                    _ = tokio::time::sleep_until(ends.into()), if waiting => {
                         let why = format!("a mailbox lasts {} minutes at most", LIFETIME.as_secs() / 60);
                         say(&tx, MailboxEvent::Closed { why: why.clone() });
                         break End::Refused(why);
@@ -219,6 +239,16 @@ pub(crate) async fn serve(
                 }
             }
         };
+        // A relayed transfer's datagrams have the relay's limits.
+        if let ClientMsg::Tunnel { session, data } = &msg {
+            if let Pass::SendTo(to) = shared
+                .relays
+                .on_tunnel(conn, *session, data, Instant::now())
+            {
+                shared.relays.send_udp(to, data);
+            }
+            continue;
+        }
         if frames_left == 0 {
             let why = format!("a mailbox connection sends {MAX_FRAMES} frames at most");
             say(&tx, MailboxEvent::Closed { why: why.clone() });
@@ -243,6 +273,14 @@ pub(crate) async fn serve(
                 check(version).and_then(|()| shared.mailboxes.join(conn, &tx, nameplate))
             }
             ClientMsg::Mailbox(MailboxMsg::Send { body }) => shared.mailboxes.send(conn, body),
+            ClientMsg::Relay { session } => {
+                relay(conn, session, &tx, shared);
+                Ok(())
+            }
+            ClientMsg::RelayEnd { session } => {
+                shared.relays.end(conn, session);
+                Ok(())
+            }
             ClientMsg::Quit => break End::Closed,
             _ => Err("a mailbox connection takes mailbox messages only".into()),
         };
@@ -254,10 +292,51 @@ pub(crate) async fn serve(
     };
     shared.mailboxes.leave(conn);
     shared.observers.forget(conn);
+    shared.relays.forget(conn);
     close.cancel();
     drop(tx);
     let _ = writer.await;
     end
+}
+
+/// `Relay` on a mailbox connection: the two sides of a code may have their
+/// transfer relayed, as the two sides of a brokered request may. A
+/// refusal (no other side, a limit) is said and ends nothing.
+fn relay(conn: ConnId, session: [u8; 8], tx: &Outbox, shared: &Shared) {
+    let opened = match shared.mailboxes.partner(conn) {
+        None => Err("the other side of the code is not connected".to_string()),
+        Some((nameplate, other, other_tx)) => {
+            let sides = [
+                (conn, format!("code {nameplate} receiver"), tx.clone()),
+                (other, format!("code {nameplate} sender"), other_tx.clone()),
+            ];
+            (shared.relays.open(session, sides, Instant::now())).map(|tokens| (tokens, other_tx))
+        }
+    };
+    let send = |to: &Outbox, msg: ServerMsg| {
+        if let Ok(frame) = encode_frame(&msg) {
+            let _ = to.try_send(frame);
+        }
+    };
+    match opened {
+        Ok(([mine, theirs], other_tx)) => {
+            send(
+                tx,
+                ServerMsg::Relay {
+                    session,
+                    token: mine,
+                },
+            );
+            send(
+                &other_tx,
+                ServerMsg::Relay {
+                    session,
+                    token: theirs,
+                },
+            );
+        }
+        Err(why) => send(tx, ServerMsg::RelayRefused { session, why }),
+    }
 }
 
 fn check(version: u16) -> Result<(), String> {

@@ -151,21 +151,23 @@ pub async fn direct_keys(
     timeout: Duration,
 ) -> Result<SessionKeys, TransferError> {
     let at = [ticket.addr];
-    direct_keys_at(socket, ticket, &at, timeout)
+    direct_keys_at(socket, ticket, &at, None, timeout)
         .await
         .map(|(keys, _)| keys)
 }
 
 /// Like [`direct_keys`], with the sender at any of `at` (a code's
-/// candidates): `Hello` goes to each, and the first to answer is the
-/// sender's address, returned with the keys.
+/// candidates), or of those `more` brings meanwhile (a relay's): `Hello`
+/// goes to each, and the first to answer is the sender's address,
+/// returned with the keys.
 pub async fn direct_keys_at(
     socket: &UdpSocket,
     ticket: &Ticket,
     at: &[SocketAddr],
+    mut more: Option<&mut tokio::sync::mpsc::Receiver<SocketAddr>>,
     timeout: Duration,
 ) -> Result<(SessionKeys, SocketAddr), TransferError> {
-    let at: Vec<SocketAddr> = at
+    let mut at: Vec<SocketAddr> = at
         .iter()
         .map(|a| crate::socket::for_socket(socket, *a))
         .collect();
@@ -190,6 +192,9 @@ pub async fn direct_keys_at(
                 tried.join(" or ")
             );
             return Err(TransferError::PeerSilent(why));
+        }
+        while let Some(addr) = more.as_mut().and_then(|rx| rx.try_recv().ok()) {
+            at.insert(0, crate::socket::for_socket(socket, addr));
         }
         let mut sent = false;
         for to in &at {
