@@ -129,10 +129,14 @@ impl Chat {
         let Some(b) = self.brokered.by_session.remove(&session) else {
             return;
         };
+        let ip = |c: ConnId| self.sessions.get(&c).map(|s| s.ip);
+        let (Some(a_ip), Some(o_ip)) = (ip(a), ip(o)) else {
+            return;
+        };
         out.push(Effect::OpenRelay {
             session,
             requester: conn,
-            sides: [(a, b.asker.user), (o, b.owner.user)],
+            sides: [(a, b.asker.user, a_ip), (o, b.owner.user, o_ip)],
         });
     }
 }

@@ -186,8 +186,9 @@ pub enum Effect {
     OpenRelay {
         session: [u8; 8],
         requester: ConnId,
-        /// The asker's and the owner's connections and names.
-        sides: [(ConnId, String); 2],
+        /// The asker's and the owner's connections, names and addresses
+        /// (a side's UDP leg must come from its connection's address).
+        sides: [(ConnId, String, std::net::IpAddr); 2],
     },
     /// Write a record to the store.
     Persist(Persist),

@@ -1547,7 +1547,12 @@ fn only_the_two_sides_of_a_brokered_transfer_get_a_relay() {
         panic!("{:?}", h.relays)
     };
     assert_eq!((*session, *requester), ([6; 8], A));
-    assert_eq!(sides, &[(A, "alice".to_string()), (B, "bob".to_string())]);
+    let ip = |c: ConnId| std::net::IpAddr::from([127, 0, 0, c.0 as u8]);
+    let want = [
+        (A, "alice".to_string(), ip(A)),
+        (B, "bob".to_string(), ip(B)),
+    ];
+    assert_eq!(sides, &want);
     // Once: a second request is refused.
     assert!(relay_refusal(&mut h, B, [6; 8]).is_some());
     assert_eq!(h.relays.len(), 1);

@@ -139,7 +139,10 @@ impl Relays {
     ) {
         let mut all = self.lock();
         let Some(r) = all.get_mut(&session) else {
-            return; // over already
+            // Over already (a direct path won meanwhile): the server may
+            // close it now rather than when it is idle.
+            let _ = outgoing.try_send(ClientMsg::RelayEnd { session });
+            return;
         };
         if r.task.is_some() {
             return; // bound already

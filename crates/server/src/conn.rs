@@ -223,7 +223,8 @@ async fn run(
         Ok(Opened::Client(frames, wr, who)) => (frames, wr, who),
         Ok(Opened::Mailbox(frames, wr, first)) => {
             guard.logged_in();
-            return Box::pin(crate::mailbox::serve(conn, first, frames, wr, shared)).await;
+            let serve = crate::mailbox::serve((conn, addr.ip()), first, frames, wr, shared);
+            return Box::pin(serve).await;
         }
         Err(end) => return end,
     };

@@ -348,7 +348,7 @@ impl Hub {
                 Effect::OpenRelay {
                     session,
                     requester,
-                    sides: [(a, a_user), (o, o_user)],
+                    sides: [(a, a_user, a_ip), (o, o_user, o_ip)],
                 } => {
                     let (Some(a_tx), Some(o_tx)) = (self.conns.get(&a), self.conns.get(&o)) else {
                         let why = "the other side is no longer connected".to_string();
@@ -358,7 +358,10 @@ impl Hub {
                         }
                         continue;
                     };
-                    let sides = [(a, a_user, a_tx.tx.clone()), (o, o_user, o_tx.tx.clone())];
+                    let sides = [
+                        (a, a_user, a_ip, a_tx.tx.clone()),
+                        (o, o_user, o_ip, o_tx.tx.clone()),
+                    ];
                     match self.relays.open(session, sides, std::time::Instant::now()) {
                         Ok(tokens) => {
                             for (conn, token) in [a, o].into_iter().zip(tokens) {

@@ -18,6 +18,7 @@
 //! for at most [`LIFETIME`] while waiting for the other side.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -45,9 +46,42 @@ pub(crate) const LIFETIME: Duration = Duration::from_secs(600);
 /// Frames one mailbox connection may send in all.
 pub(crate) const MAX_FRAMES: u32 = 512;
 
+/// Frames a second a paired mailbox connection may send besides `Tunnel`
+/// (pings every few seconds, a relay request, its end).
+pub(crate) const PAIRED_PER_SEC: u32 = 10;
+
+/// A bucket of [`PAIRED_PER_SEC`] frames a second, as many at once.
+struct Pace {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Pace {
+    fn new() -> Pace {
+        Pace {
+            tokens: f64::from(PAIRED_PER_SEC),
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let rate = f64::from(PAIRED_PER_SEC);
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * rate).min(rate);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
 /// One side of a mailbox.
 struct Side {
     conn: ConnId,
+    /// Where its connection comes from.
+    ip: IpAddr,
     tx: Outbox,
     sent: u32,
 }
@@ -83,7 +117,7 @@ impl Mailboxes {
     }
 
     /// Opens a mailbox for `conn`: its nameplate, the smallest free one.
-    pub(crate) fn open(&self, conn: ConnId, tx: &Outbox) -> Result<u32, String> {
+    pub(crate) fn open(&self, conn: ConnId, ip: IpAddr, tx: &Outbox) -> Result<u32, String> {
         let mut inner = self.lock();
         if inner.by_conn.contains_key(&conn) {
             return Err("this connection has a mailbox already".into());
@@ -95,6 +129,7 @@ impl Mailboxes {
         };
         let side = Side {
             conn,
+            ip,
             tx: tx.clone(),
             sent: 0,
         };
@@ -109,7 +144,12 @@ impl Mailboxes {
     }
 
     /// `conn` joins `nameplate`: both sides are told.
-    pub(crate) fn join(&self, conn: ConnId, tx: &Outbox, nameplate: u32) -> Result<(), String> {
+    pub(crate) fn join(
+        &self,
+        (conn, ip): (ConnId, IpAddr),
+        tx: &Outbox,
+        nameplate: u32,
+    ) -> Result<(), String> {
         let mut inner = self.lock();
         if inner.by_conn.contains_key(&conn) {
             return Err("this connection has a mailbox already".into());
@@ -124,6 +164,7 @@ impl Mailboxes {
         }
         slot.sides[1] = Some(Side {
             conn,
+            ip,
             tx: tx.clone(),
             sent: 0,
         });
@@ -187,11 +228,11 @@ impl Mailboxes {
 
     /// The nameplate of `conn`'s mailbox, and its other side, if both are
     /// there.
-    pub(crate) fn partner(&self, conn: ConnId) -> Option<(u32, ConnId, Outbox)> {
+    pub(crate) fn partner(&self, conn: ConnId) -> Option<(u32, ConnId, IpAddr, Outbox)> {
         let inner = self.lock();
         let &(nameplate, i) = inner.by_conn.get(&conn)?;
         let other = inner.slots.get(&nameplate)?.sides[1 - i].as_ref()?;
-        Some((nameplate, other.conn, other.tx.clone()))
+        Some((nameplate, other.conn, other.ip, other.tx.clone()))
     }
 
     /// Nameplates open now.
@@ -204,7 +245,7 @@ impl Mailboxes {
 /// Serves a mailbox connection whose first frame was `first`, until it
 /// ends, breaks a rule, or has lasted [`LIFETIME`].
 pub(crate) async fn serve(
-    conn: ConnId,
+    (conn, ip): (ConnId, IpAddr),
     first: MailboxMsg,
     mut frames: Reader,
     wr: WriteHalf<Tls>,
@@ -217,6 +258,7 @@ pub(crate) async fn serve(
     let idle = Duration::from_secs(IDLE_TIMEOUT_SECS);
     let mut next = Some(first);
     let mut frames_left = MAX_FRAMES;
+    let mut paced = Pace::new();
     let end = loop {
         let msg = match next.take() {
             Some(m) => ClientMsg::Mailbox(m),
@@ -249,12 +291,21 @@ pub(crate) async fn serve(
             }
             continue;
         }
-        if frames_left == 0 {
-            let why = format!("a mailbox connection sends {MAX_FRAMES} frames at most");
+        // Paired, the connection stays as long as its transfer: its frames
+        // are then held to a rate rather than a total.
+        let over = if shared.mailboxes.paired(conn) {
+            !paced.take(Instant::now())
+        } else {
+            frames_left == 0
+        };
+        if over {
+            let why = format!(
+                "a mailbox connection sends {MAX_FRAMES} frames at most, then {PAIRED_PER_SEC} a second"
+            );
             say(&tx, MailboxEvent::Closed { why: why.clone() });
             break End::Refused(why);
         }
-        frames_left -= 1;
+        frames_left = frames_left.saturating_sub(1);
         let result = match msg {
             ClientMsg::Ping => {
                 if let Ok(frame) = encode_frame(&ServerMsg::Pong) {
@@ -267,14 +318,14 @@ pub(crate) async fn serve(
                 Ok(())
             }
             ClientMsg::Mailbox(MailboxMsg::Open { version }) => check(version)
-                .and_then(|()| shared.mailboxes.open(conn, &tx))
+                .and_then(|()| shared.mailboxes.open(conn, ip, &tx))
                 .map(|nameplate| say(&tx, MailboxEvent::Opened { nameplate })),
             ClientMsg::Mailbox(MailboxMsg::Join { version, nameplate }) => {
-                check(version).and_then(|()| shared.mailboxes.join(conn, &tx, nameplate))
+                check(version).and_then(|()| shared.mailboxes.join((conn, ip), &tx, nameplate))
             }
             ClientMsg::Mailbox(MailboxMsg::Send { body }) => shared.mailboxes.send(conn, body),
             ClientMsg::Relay { session } => {
-                relay(conn, session, &tx, shared);
+                relay((conn, ip), session, &tx, shared);
                 Ok(())
             }
             ClientMsg::RelayEnd { session } => {
@@ -302,13 +353,18 @@ pub(crate) async fn serve(
 /// `Relay` on a mailbox connection: the two sides of a code may have their
 /// transfer relayed, as the two sides of a brokered request may. A
 /// refusal (no other side, a limit) is said and ends nothing.
-fn relay(conn: ConnId, session: [u8; 8], tx: &Outbox, shared: &Shared) {
+fn relay((conn, ip): (ConnId, IpAddr), session: [u8; 8], tx: &Outbox, shared: &Shared) {
     let opened = match shared.mailboxes.partner(conn) {
         None => Err("the other side of the code is not connected".to_string()),
-        Some((nameplate, other, other_tx)) => {
+        Some((nameplate, other, other_ip, other_tx)) => {
             let sides = [
-                (conn, format!("code {nameplate} receiver"), tx.clone()),
-                (other, format!("code {nameplate} sender"), other_tx.clone()),
+                (conn, format!("code {nameplate} receiver"), ip, tx.clone()),
+                (
+                    other,
+                    format!("code {nameplate} sender"),
+                    other_ip,
+                    other_tx.clone(),
+                ),
             ];
             (shared.relays.open(session, sides, Instant::now())).map(|tokens| (tokens, other_tx))
         }
@@ -353,6 +409,8 @@ mod tests {
     use super::*;
     use chatdrop_proto::decode;
 
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn events(rx: &mut crate::outbox::Inbox) -> Vec<MailboxEvent> {
         std::iter::from_fn(|| rx.try_recv())
             .map(|f| match decode::<ServerMsg>(&f[4..]).unwrap() {
@@ -369,17 +427,24 @@ mod tests {
         let (b_tx, mut b_rx) = outbox(16, 1 << 20);
         let (c_tx, _c_rx) = outbox(16, 1 << 20);
         let (a, b, c) = (ConnId(1), ConnId(2), ConnId(3));
-        assert_eq!(m.open(a, &a_tx), Ok(1), "the smallest free nameplate");
+        assert_eq!(
+            m.open(a, LOCAL, &a_tx),
+            Ok(1),
+            "the smallest free nameplate"
+        );
         assert!(m.send(a, b"early".to_vec()).is_err(), "nobody there yet");
         assert!(m
-            .join(b, &b_tx, 2)
+            .join((b, LOCAL), &b_tx, 2)
             .unwrap_err()
             .contains("no code starts with 2"));
-        m.join(b, &b_tx, 1).unwrap();
+        m.join((b, LOCAL), &b_tx, 1).unwrap();
         assert_eq!(events(&mut a_rx), [MailboxEvent::Joined]);
         assert_eq!(events(&mut b_rx), [MailboxEvent::Joined]);
         // One try: a third comer is refused.
-        assert!(m.join(c, &c_tx, 1).unwrap_err().contains("tried already"));
+        assert!(m
+            .join((c, LOCAL), &c_tx, 1)
+            .unwrap_err()
+            .contains("tried already"));
         m.send(a, b"pake".to_vec()).unwrap();
         m.send(b, b"pake back".to_vec()).unwrap();
         let got = |body: &[u8]| MailboxEvent::Message {
@@ -403,6 +468,6 @@ mod tests {
             "{closed:?}"
         );
         assert!(m.send(a, b"x".to_vec()).is_err());
-        assert_eq!(m.open(c, &c_tx), Ok(1));
+        assert_eq!(m.open(c, LOCAL, &c_tx), Ok(1));
     }
 }

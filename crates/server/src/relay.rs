@@ -10,8 +10,12 @@
 //!
 //! - a UDP leg: the side sends [`RELAY_MAGIC`] and its token from its
 //!   transfer socket to the server's UDP port (the TLS port's number);
-//!   the relay then takes that address as the side's. A later bind from
-//!   another address moves the leg (a NAT that changed its mapping);
+//!   the relay then takes that address as the side's, if it is at the
+//!   address (for IPv6, in the /64) its TLS connection comes from. A later
+//!   bind from another such address moves the leg (a NAT that changed its
+//!   mapping). So whoever learns or forges a token can at most move a
+//!   side's leg to another port of that side's own address: the relay
+//!   never sends to a third party;
 //! - a TLS leg, for a side whose UDP does not reach the server (the slow
 //!   path): its datagrams come as `Tunnel` over its TLS connection, and
 //!   the other side's go back the same way.
@@ -26,11 +30,11 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use chatdrop_chat::ConnId;
+use chatdrop_chat::{ip_block, ConnId};
 use chatdrop_proto::limits::MAX_TUNNELED;
 use chatdrop_proto::{encode_frame, ServerMsg, RELAY_MAGIC};
 use serde::Deserialize;
@@ -145,6 +149,9 @@ enum Leg {
 struct Side {
     conn: ConnId,
     user: String,
+    /// The address block ([`ip_block`]) its connection comes from: the
+    /// only one its UDP leg may be bound at.
+    block: IpAddr,
     token: [u8; 16],
     /// Its connection's queue, for `Tunnel`.
     tx: Outbox,
@@ -222,7 +229,7 @@ impl Relays {
     pub(crate) fn open(
         &self,
         session: [u8; 8],
-        sides: [(ConnId, String, Outbox); 2],
+        sides: [(ConnId, String, IpAddr, Outbox); 2],
         now: Instant,
     ) -> Result<[[u8; 16]; 2], String> {
         let l = &self.limits;
@@ -240,7 +247,7 @@ impl Relays {
                 l.max_sessions
             ));
         }
-        for (_, user, _) in &sides {
+        for (_, user, _, _) in &sides {
             let taking_part = (inner.relays.values())
                 .filter(|r| r.sides.iter().any(|s| &s.user == user))
                 .count();
@@ -251,17 +258,21 @@ impl Relays {
             }
         }
         let tokens: [[u8; 16]; 2] = [rand::random(), rand::random()];
-        let [(c0, u0, t0), (c1, u1, t1)] = sides;
-        let side = |conn, user, tx, token| Side {
+        let [(c0, u0, ip0, t0), (c1, u1, ip1, t1)] = sides;
+        let side = |conn, user, ip, tx, token| Side {
             conn,
             user,
+            block: ip_block(ip),
             token,
             tx,
             leg: Leg::Unbound,
             held: Vec::new(),
         };
         let relay = Relay {
-            sides: [side(c0, u0, t0, tokens[0]), side(c1, u1, t1, tokens[1])],
+            sides: [
+                side(c0, u0, ip0, t0, tokens[0]),
+                side(c1, u1, ip1, t1, tokens[1]),
+            ],
             opened: now,
             last: now,
             bucket: Bucket::full(l.session_bytes_per_sec, now),
@@ -302,6 +313,11 @@ impl Relays {
             let Some(relay) = inner.relays.get_mut(&session) else {
                 return Pass::Done;
             };
+            // Only at the side's own address: never a third party's.
+            if ip_block(from.ip()) != relay.sides[i].block {
+                relay.dropped += 1;
+                return Pass::Done;
+            }
             let old = std::mem::replace(&mut relay.sides[i].leg, Leg::Udp(from));
             let held = std::mem::take(&mut relay.sides[i].held);
             if let Leg::Udp(old) = old {
@@ -562,6 +578,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     /// One datagram to the UDP port.
     fn one(relays: &Relays, datagram: &[u8], from: SocketAddr, now: Instant) -> Pass {
         relays.on_udp(datagram, datagram.len(), from, now)
@@ -579,8 +599,8 @@ mod tests {
         let (a_tx, a_rx) = outbox(64, 1 << 20);
         let (b_tx, b_rx) = outbox(64, 1 << 20);
         let sides = [
-            (ConnId(1), "alice".to_string(), a_tx),
-            (ConnId(2), "bob".to_string(), b_tx),
+            (ConnId(1), "alice".to_string(), ip("198.51.100.1"), a_tx),
+            (ConnId(2), "bob".to_string(), ip("203.0.113.2"), b_tx),
         ];
         let tokens = relays.open([6; 8], sides, now).expect("opened");
         (relays, tokens, [a_rx, b_rx])
@@ -628,6 +648,12 @@ mod tests {
         // Bob's token from alice's address does not take it over.
         assert_eq!(one(&relays, &bind_datagram(tb), a, now), Pass::Done);
         assert_eq!(one(&relays, b"data", a, now), Pass::SendTo(b));
+        // Alice's token from another address than hers (a copy seen on the
+        // path, a forged source): her leg stays, nothing goes there.
+        // Checked to fail without the address check.
+        assert_eq!(one(&relays, &bind_datagram(ta), eve, now), Pass::Done);
+        assert_eq!(one(&relays, b"data", b, now), Pass::SendTo(a));
+        assert_eq!(one(&relays, b"data", eve, now), Pass::NotMine);
         // Alice's NAT gives her a new mapping: her token moves her leg.
         let a2 = addr("198.51.100.1:4444");
         assert_eq!(one(&relays, &bind_datagram(ta), a2, now), Pass::Done);
@@ -705,7 +731,10 @@ mod tests {
             ..RelayLimits::default()
         };
         let (relays, [ta, tb], _) = opened(limits.clone(), now);
-        let side = |conn: u64, user: &str| (ConnId(conn), user.to_string(), outbox(4, 1024).0);
+        let side = |conn: u64, user: &str| {
+            let at = ip(&format!("192.0.2.{conn}"));
+            (ConnId(conn), user.to_string(), at, outbox(4, 1024).0)
+        };
         // A second for alice; a third is over her limit.
         relays
             .open([7; 8], [side(1, "alice"), side(3, "carol")], now)

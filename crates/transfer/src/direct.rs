@@ -201,7 +201,9 @@ pub async fn direct_keys_at(
             // An address this host cannot send to is just not the path.
             sent |= socket.send_to(&hello, to).await.is_ok();
         }
-        if !sent {
+        // With addresses still to come (a relay's), nothing sent yet is
+        // no reason to stop waiting.
+        if !sent && more.is_none() {
             let why = "no address of the sender can be sent to from here";
             return Err(TransferError::PeerSilent(why.into()));
         }
