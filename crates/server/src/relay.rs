@@ -60,6 +60,10 @@ pub struct RelayLimits {
     pub max_sessions: usize,
     /// Relayed transfers one user takes part in at once.
     pub max_per_user: usize,
+    /// Relayed transfers one address (an IPv6 /64) takes part in at once,
+    /// whatever the names: a code's sides have no account, and one person
+    /// may be both.
+    pub max_per_address: usize,
     /// Bytes per second one relayed transfer may move (both ways).
     pub session_bytes_per_sec: f64,
     /// Bytes per second all relayed transfers together may move.
@@ -74,6 +78,7 @@ impl Default for RelayLimits {
             enabled: true,
             max_sessions: 64,
             max_per_user: 2,
+            max_per_address: 4,
             session_bytes_per_sec: 16.0 * 1024.0 * 1024.0,
             total_bytes_per_sec: 64.0 * 1024.0 * 1024.0,
             idle_secs: 30,
@@ -247,13 +252,22 @@ impl Relays {
                 l.max_sessions
             ));
         }
-        for (_, user, _, _) in &sides {
+        for (_, user, ip, _) in &sides {
             let taking_part = (inner.relays.values())
                 .filter(|r| r.sides.iter().any(|s| &s.user == user))
                 .count();
             if taking_part >= l.max_per_user {
                 return Err(format!(
                     "{user} has {taking_part} relayed transfers already, the limit per user"
+                ));
+            }
+            let block = ip_block(*ip);
+            let from_there = (inner.relays.values())
+                .filter(|r| r.sides.iter().any(|s| s.block == block))
+                .count();
+            if from_there >= l.max_per_address {
+                return Err(format!(
+                    "{from_there} relayed transfers come from {user}'s address already, the limit per address"
                 ));
             }
         }
@@ -750,6 +764,27 @@ mod tests {
             .open([9; 8], [side(6, "fay"), side(7, "gus")], now)
             .unwrap_err();
         assert!(why.contains("3 transfers already"), "{why}");
+        // One address, whatever the names: at most `max_per_address` (one
+        // here, where both sides of the first share it).
+        let at = |conn: u64, user: &str| {
+            (
+                ConnId(conn),
+                user.to_string(),
+                ip("192.0.2.99"),
+                outbox(4, 1024).0,
+            )
+        };
+        let crowded = Relays::new(RelayLimits {
+            max_per_address: 1,
+            ..RelayLimits::default()
+        });
+        crowded
+            .open([1; 8], [at(20, "u1"), at(21, "u2")], now)
+            .unwrap();
+        let why = crowded
+            .open([2; 8], [at(22, "u3"), side(23, "v")], now)
+            .unwrap_err();
+        assert!(why.contains("limit per address"), "{why}");
         // The same transfer twice: refused.
         assert!(relays
             .open([8; 8], [side(8, "h"), side(9, "i")], now)
