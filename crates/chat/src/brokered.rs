@@ -3,8 +3,9 @@
 //! the server never relays for anyone else, so it is no open proxy.
 //!
 //! A record is made when an owner's offer passes through here on its way
-//! to the asker, keyed by the offer's session id, and taken by the first
-//! relay request for it. Records are kept [`BROKERED_FOR_MS`], at most
+//! to the asker, keyed by the offer's session id; either side may ask for
+//! a relay for it while it is kept (the relay refuses a second one while
+//! the first is open). Records are kept [`BROKERED_FOR_MS`], at most
 //! [`MAX_BROKERED`] (the oldest go first).
 
 use std::collections::{HashMap, VecDeque};
@@ -126,9 +127,13 @@ impl Chat {
             out.push(refuse("the other side is no longer connected".into()));
             return;
         }
-        let Some(b) = self.brokered.by_session.remove(&session) else {
+        // The record stays: a request refused for a limit full for a
+        // moment may come again (the server's relay refuses a second one
+        // while the first is open).
+        let Some(b) = self.brokered.by_session.get(&session) else {
             return;
         };
+        let (asker, owner) = (b.asker.user.clone(), b.owner.user.clone());
         let ip = |c: ConnId| self.sessions.get(&c).map(|s| s.ip);
         let (Some(a_ip), Some(o_ip)) = (ip(a), ip(o)) else {
             return;
@@ -136,7 +141,7 @@ impl Chat {
         out.push(Effect::OpenRelay {
             session,
             requester: conn,
-            sides: [(a, b.asker.user, a_ip), (o, b.owner.user, o_ip)],
+            sides: [(a, asker, a_ip), (o, owner, o_ip)],
         });
     }
 }

@@ -25,6 +25,19 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Receive buffers per system call (each holds up to 64 KiB).
 const BUFFERS: usize = 16;
 
+/// A run of datagrams of `stride` bytes, and apart from it a last datagram
+/// as long as a bind or an observation request, which the kernel may glue
+/// to the end of a run of data from the same socket (a bind sent while the
+/// transfer flows): it is looked at on its own.
+fn split_request(run: &[u8], stride: usize) -> (&[u8], &[u8]) {
+    let tail = run.len() % stride.max(1);
+    if run.len() > stride && tail == observe::REQUEST_LEN {
+        run.split_at(run.len() - tail)
+    } else {
+        (run, &[])
+    }
+}
+
 /// Reads the UDP port until shutdown.
 pub(crate) async fn run(
     socket: Arc<UdpSocket>,
@@ -66,7 +79,8 @@ pub(crate) async fn run(
         while let Some((from, run, stride)) = net.next_run() {
             // A run of small datagrams may be requests; one datagram may
             // be anything: those are looked at one by one.
-            let sends = if run.len() <= stride || stride <= observe::REQUEST_LEN {
+            let (run, last) = split_request(run, stride);
+            let mut sends = if run.len() <= stride || stride <= observe::REQUEST_LEN {
                 let mut sends = Vec::new();
                 for datagram in run.chunks(stride) {
                     if observe::is_request(datagram) {
@@ -85,6 +99,14 @@ pub(crate) async fn run(
                 out.extend_from_slice(run);
                 vec![(pass, std::mem::take(&mut out), stride)]
             };
+            if !last.is_empty() {
+                if observe::is_request(last) {
+                    observers.answer(last, from, now);
+                } else {
+                    let pass = relays.on_udp(last, last.len(), from, now);
+                    sends.push((pass, last.to_vec(), last.len()));
+                }
+            }
             for (pass, data, stride) in sends {
                 match pass {
                     // Waits for room in the socket's buffer rather than
@@ -109,5 +131,24 @@ pub(crate) async fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_glued_to_a_run_of_data_is_taken_apart() {
+        let data = vec![7u8; 3 * 1000];
+        let mut glued = data.clone();
+        glued.extend_from_slice(&[1u8; observe::REQUEST_LEN]);
+        let (run, last) = split_request(&glued, 1000);
+        assert_eq!((run, last.len()), (&data[..], observe::REQUEST_LEN));
+        // A run alone, a single datagram, a shorter last one of another
+        // length: nothing taken apart.
+        assert_eq!(split_request(&data, 1000), (&data[..], &[][..]));
+        assert_eq!(split_request(&data[..24], 1000), (&data[..24], &[][..]));
+        assert_eq!(split_request(&data[..2500], 1000), (&data[..2500], &[][..]));
     }
 }
