@@ -191,6 +191,7 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
             wait_for_start: None,
             peer_ips: Vec::new(),
             punch,
+            later_peer_ips: None,
         };
         let mut meter = Meter::new(&printer, &id, size);
         let serving = serve(&socket, keys, &source, &opts, |d, t| meter.update(d, t));

@@ -432,6 +432,7 @@ impl RawPeer {
             wait_for_start: Some(WAIT),
             peer_ips: vec![deal.offer.asker_ip],
             punch: Vec::new(),
+            later_peer_ips: None,
         };
         self.rt.spawn(async move {
             let Deal { socket, keys, .. } = deal;

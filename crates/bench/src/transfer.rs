@@ -84,6 +84,7 @@ impl BenchSession {
             wait_for_start: Some(Duration::from_secs(10)),
             peer_ips: Vec::new(),
             punch: Vec::new(),
+            later_peer_ips: None,
         }
     }
 }

@@ -7,9 +7,17 @@
 //! a relay for it while it is kept (the relay refuses a second one while
 //! the first is open). Records are kept [`BROKERED_FOR_MS`], at most
 //! [`MAX_BROKERED`] (the oldest go first).
+//!
+//! Between users of two servers, both servers keep a record as the offer
+//! passes, and the server of the side that asks relays: it tells the other
+//! server (`NetMsg::Relay`), which passes the other side its token and the
+//! relay's address (`ServerMsg::RelayAt`) only if it brokered the same
+//! transfer between the same two users.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 
+use chatdrop_proto::link::ServerId;
 use chatdrop_proto::ServerMsg;
 
 use crate::chat::{Chat, Who};
@@ -86,8 +94,8 @@ impl BrokeredTransfers {
 
 impl Chat {
     /// `Relay`: a side of a transfer brokered here asks for a relay. Both
-    /// sides must be users of this server and still connected; the hub
-    /// then opens it ([`Effect::OpenRelay`]) within its limits.
+    /// sides must still be connected, here or at the other side's server;
+    /// the hub then opens it ([`Effect::OpenRelay`]) within its limits.
     pub(crate) fn relay(
         &mut self,
         now_ms: u64,
@@ -115,33 +123,67 @@ impl Chat {
             ));
             return;
         }
-        let (Who::Local(a), Who::Local(o)) = (b.asker.at, b.owner.at) else {
-            out.push(refuse(
-                "the other side is a user of another server of the network; \
-                 a relay carries transfers between users of one server"
-                    .into(),
-            ));
-            return;
-        };
-        if !(self.sessions.contains_key(&a) && self.sessions.contains_key(&o)) {
-            out.push(refuse("the other side is no longer connected".into()));
-            return;
-        }
+        let sides = [b.asker.clone(), b.owner.clone()];
         // The record stays: a request refused for a limit full for a
         // moment may come again (the server's relay refuses a second one
         // while the first is open).
-        let Some(b) = self.brokered.by_session.get(&session) else {
+        let ip = |side: &Side| match side.at {
+            Who::Local(c) => self.sessions.get(&c).map(|s| s.ip),
+            // A user of another server: still online there, at the
+            // address that server sees it at.
+            Who::Remote(server) => (self.remote.get(side.user.as_str()))
+                .filter(|u| u.server == server)
+                .map(|u| u.ip),
+        };
+        let (Some(a_ip), Some(o_ip)) = (ip(&sides[0]), ip(&sides[1])) else {
+            out.push(refuse("the other side is no longer connected".into()));
             return;
         };
-        let (asker, owner) = (b.asker.user.clone(), b.owner.user.clone());
-        let ip = |c: ConnId| self.sessions.get(&c).map(|s| s.ip);
-        let (Some(a_ip), Some(o_ip)) = (ip(a), ip(o)) else {
-            return;
-        };
+        let [asker, owner] = sides;
         out.push(Effect::OpenRelay {
             session,
             requester: conn,
-            sides: [(a, asker, a_ip), (o, owner, o_ip)],
+            sides: [(asker.at, asker.user, a_ip), (owner.at, owner.user, o_ip)],
         });
+    }
+
+    /// `NetMsg::Relay` from `server`: it opened a relay for a transfer it
+    /// brokered between its user `other` and `user` here. `user` is told
+    /// where to bind its leg, if this server brokered that same transfer
+    /// between the same two: a server can send a user of another only
+    /// relays for that user's own transfers.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn remote_relay(
+        &mut self,
+        now_ms: u64,
+        server: ServerId,
+        session: [u8; 8],
+        (user, other): (String, String),
+        token: [u8; 16],
+        at: SocketAddr,
+        out: &mut Vec<Effect>,
+    ) {
+        self.brokered.expire(now_ms);
+        let Some(conn) = self.online.get(user.as_str()).copied() else {
+            return;
+        };
+        let Some(b) = self.brokered.by_session.get(&session) else {
+            return;
+        };
+        let here = Side {
+            at: Who::Local(conn),
+            user,
+        };
+        let there = Side {
+            at: Who::Remote(server),
+            user: other,
+        };
+        let same = (b.asker == here && b.owner == there) || (b.owner == here && b.asker == there);
+        if same {
+            out.push(Effect::Send {
+                to: conn,
+                msg: ServerMsg::RelayAt { session, token, at },
+            });
+        }
     }
 }

@@ -80,8 +80,10 @@ pub struct Chat {
 
 /// Where a user is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Who {
+pub enum Who {
+    /// At this server, on this connection.
     Local(ConnId),
+    /// At another server of the network.
     Remote(ServerId),
 }
 
@@ -214,6 +216,23 @@ impl Chat {
             Event::PasswordChecked {
                 conn, attempt, ok, ..
             } => self.password_checked(now_ms, conn, attempt, ok, out),
+            Event::RelayOpened {
+                session,
+                server,
+                user,
+                other,
+                token,
+                at,
+            } => {
+                let msg = NetMsg::Relay {
+                    session,
+                    user,
+                    other,
+                    token,
+                    at,
+                };
+                self.net.send(now_ms, server, msg, out);
+            }
             Event::Disconnected { conn } => {
                 if self.sessions.contains_key(&conn) {
                     self.logout(now_ms, conn, LeaveReason::Lost, out);
@@ -516,6 +535,13 @@ impl Chat {
                 reason,
                 detail,
             } => self.remote_refused(to, owner, file, reason, detail, out),
+            NetMsg::Relay {
+                session,
+                user,
+                other,
+                token,
+                at,
+            } => self.remote_relay(now_ms, from, session, (user, other), token, at, out),
         }
     }
 

@@ -6,6 +6,7 @@ use chatdrop_proto::link::{LinkMsg, ServerId};
 use chatdrop_proto::{ClientMsg, ServerMsg};
 
 use crate::admin::AdminCommand;
+use crate::chat::Who;
 use crate::state::{HistoryEntry, RoomRecord};
 
 /// Identifies one client connection for the lifetime of the server process.
@@ -64,6 +65,22 @@ pub enum Event {
         attempt: u64,
         /// Whether the password matched.
         ok: bool,
+    },
+    /// The hub opened a relay asked for by [`Effect::OpenRelay`] whose
+    /// side `user` is a user of `server`: that server is told where and
+    /// with which token `user` binds its leg (`NetMsg::Relay`).
+    RelayOpened {
+        session: [u8; 8],
+        /// The other side's server.
+        server: ServerId,
+        /// The side there.
+        user: String,
+        /// The side here.
+        other: String,
+        /// `user`'s token.
+        token: [u8; 16],
+        /// The relay's address as `user` reaches it.
+        at: std::net::SocketAddr,
     },
     /// The connection is gone without a `Quit` (error, keepalive timeout, or
     /// closed by the server).
@@ -179,16 +196,17 @@ pub enum Effect {
         /// The asker's address block, as for `CheckPassword`.
         ip: std::net::IpAddr,
     },
-    /// Open a relay for the transfer `session` between its two sides,
-    /// users of this server (see `brokered.rs`): send each its `Relay`,
-    /// or `requester` a `RelayRefused` when the server's relay limits say
-    /// no.
+    /// Open a relay for the transfer `session` between its two sides (see
+    /// `brokered.rs`): send each side here its `Relay`, and for a side at
+    /// another server feed back [`Event::RelayOpened`]; or send
+    /// `requester` a `RelayRefused` when the server's relay limits say no.
     OpenRelay {
         session: [u8; 8],
         requester: ConnId,
-        /// The asker's and the owner's connections, names and addresses
-        /// (a side's UDP leg must come from its connection's address).
-        sides: [(ConnId, String, std::net::IpAddr); 2],
+        /// The asker's and the owner's places (a connection here, or
+        /// another server), names and addresses (a side's UDP leg must
+        /// come from its connection's address).
+        sides: [(Who, String, std::net::IpAddr); 2],
     },
     /// Write a record to the store.
     Persist(Persist),

@@ -36,7 +36,7 @@ mod state;
 pub use crate::admin::{parse_admin, AdminCommand};
 pub use crate::bans::BanTarget;
 pub use crate::brokered::{BROKERED_FOR_MS, MAX_BROKERED};
-pub use crate::chat::Chat;
+pub use crate::chat::{Chat, Who};
 pub use crate::event::{ConnId, Effect, Event, LinkId, Persist};
 pub use crate::lockout::ip_block;
 pub use crate::net::Identity;

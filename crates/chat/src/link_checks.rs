@@ -274,5 +274,18 @@ pub(crate) fn check(
             }
             user(to).and(file(f)).and(text(detail))
         }
+        NetMsg::Relay {
+            user: u, other, at, ..
+        } => user(u).and(user(other)).and(relay_address(at)),
     }
+}
+
+/// Whether `at` can be a relay's address: a unicast address and a port.
+fn relay_address(at: &std::net::SocketAddr) -> Result<(), String> {
+    let ip = at.ip().to_canonical();
+    let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    if ip.is_unspecified() || ip.is_multicast() || broadcast || at.port() == 0 {
+        return Err(format!("{at} cannot be a relay's address"));
+    }
+    Ok(())
 }

@@ -2,13 +2,13 @@
 //! and clashes, deterministic (no I/O, simulated time).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use chatdrop_proto::link::{LinkMsg, RoutedBody, ServerId};
-use chatdrop_proto::{ChatLine, ClientMsg, ErrorCode, ServerMsg, Target};
+use chatdrop_proto::{ChatLine, ClientMsg, ErrorCode, FileAnswer, Offer, ServerMsg, Target};
 
 use crate::net::Identity;
-use crate::{Chat, ConnId, Effect, Event, LinkId, Settings, Snapshot};
+use crate::{Chat, ConnId, Effect, Event, LinkId, Settings, Snapshot, Who};
 
 const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -48,6 +48,8 @@ struct Sim {
     /// Servers that gave [`Effect::Shutdown`]: their process is gone, and
     /// with it whatever was still on their cables.
     stopped: Vec<bool>,
+    /// Relays the servers were asked to open: (server, effect).
+    relays: Vec<(usize, Effect)>,
 }
 
 impl Sim {
@@ -71,6 +73,7 @@ impl Sim {
             next_link: 1,
             numbered: HashMap::new(),
             stopped: vec![false; n],
+            relays: Vec::new(),
         }
     }
 
@@ -233,8 +236,8 @@ impl Sim {
             Effect::CheckPassword { .. }
             | Effect::HashPassword { .. }
             | Effect::Persist(_)
-            | Effect::OpenRelay { .. }
             | Effect::Console(_) => {}
+            e @ Effect::OpenRelay { .. } => self.relays.push((server, e)),
         }
     }
 
@@ -551,4 +554,150 @@ fn an_exiting_server_stops_at_its_deadline_without_acknowledgements() {
     assert!(!sim.stopped[1], "and keeps waiting until its deadline");
     sim.wait(200);
     assert!(sim.stopped[1], "then stops");
+}
+
+/// Alice at s0 asks bob at s1 for a file, and he offers it with `session`.
+fn offered_across(sim: &mut Sim, session: [u8; 8]) {
+    let (alice, bob) = (ConnId(1), ConnId(1));
+    sim.ev(
+        0,
+        Event::Request {
+            conn: alice,
+            msg: ClientMsg::GetFile {
+                owner: "bob".into(),
+                file: "f.bin".into(),
+                eph: [2; 32],
+                sig: vec![3; 64],
+                candidates: Vec::new(),
+            },
+        },
+    );
+    let req = sim.inbox[&(1, bob)].iter().find_map(|m| match m {
+        ServerMsg::FileRequest { req, .. } => Some(*req),
+        _ => None,
+    });
+    let offer = Offer {
+        size: 10,
+        blake3: [1; 32],
+        port: 4000,
+        eph: [5; 32],
+        session,
+        selective_repeat: true,
+        window: 16,
+        mss: 1200,
+        asker_ip: IP,
+        candidates: Vec::new(),
+        observed: None,
+        sig: vec![1; 64],
+    };
+    let answer = FileAnswer::Accept(offer);
+    let req = req.expect("bob was asked");
+    sim.ev(
+        1,
+        Event::Request {
+            conn: bob,
+            msg: ClientMsg::FileAnswer { req, answer },
+        },
+    );
+    let offered = sim.got(
+        0,
+        1,
+        |m| matches!(m, ServerMsg::FileOffer { offer, .. } if offer.session == session),
+    );
+    assert!(offered, "alice got the offer");
+}
+
+/// Between users of two servers the asker's server relays: it opens a
+/// relay with bob as a side of another server, and once open, bob's
+/// server tells bob where to bind his leg, only for a transfer it
+/// brokered itself between the same two. (Checked to fail with the
+/// record check at bob's server left out: mallory's relay reached bob.)
+#[test]
+fn a_relay_between_two_servers_is_opened_by_the_askers_and_told_to_the_owner_by_his() {
+    let mut sim = Sim::room_across_two();
+    offered_across(&mut sim, [6; 8]);
+    sim.ev(
+        0,
+        Event::Request {
+            conn: ConnId(1),
+            msg: ClientMsg::Relay { session: [6; 8] },
+        },
+    );
+    let [(
+        0,
+        Effect::OpenRelay {
+            session,
+            requester,
+            sides,
+        },
+    )] = &sim.relays[..]
+    else {
+        panic!("{:?}", sim.relays)
+    };
+    assert_eq!((*session, *requester), ([6; 8], ConnId(1)));
+    let want = [
+        (Who::Local(ConnId(1)), "alice".to_string(), IP),
+        (Who::Remote(server_id(1)), "bob".to_string(), IP),
+    ];
+    assert_eq!(sides, &want);
+    // The hub opened it: bob hears where, through his own server.
+    let at: SocketAddr = "203.0.113.9:7000".parse().unwrap();
+    let opened = |session: [u8; 8], other: &str, token: u8| Event::RelayOpened {
+        session,
+        server: server_id(1),
+        user: "bob".into(),
+        other: other.into(),
+        token: [token; 16],
+        at,
+    };
+    sim.ev(0, opened([6; 8], "alice", 5));
+    let told = |sim: &Sim, token: u8| {
+        sim.inbox[&(1, ConnId(1))]
+            .iter()
+            .filter(|m| {
+                matches!(m, ServerMsg::RelayAt { session: [6, ..], token: t, at: a }
+                    if *t == [token; 16] && *a == at)
+            })
+            .count()
+    };
+    assert_eq!(told(&sim, 5), 1, "bob told once");
+    // Not for a transfer bob's server did not broker, nor for one it
+    // brokered with someone else.
+    sim.login(0, 2, "mallory", 3);
+    sim.ev(0, opened([7; 8], "alice", 8));
+    sim.ev(0, opened([6; 8], "mallory", 9));
+    let stray = sim.inbox[&(1, ConnId(1))]
+        .iter()
+        .filter(|m| matches!(m, ServerMsg::RelayAt { token, .. } if *token != [5; 16]))
+        .count();
+    assert_eq!(stray, 0, "bob told of relays that are not his");
+    // Bob may ask at his own server too: s1 relays then, for alice at s0.
+    sim.ev(
+        1,
+        Event::Request {
+            conn: ConnId(1),
+            msg: ClientMsg::Relay { session: [6; 8] },
+        },
+    );
+    let Some((1, Effect::OpenRelay { sides, .. })) = sim.relays.get(1) else {
+        panic!("{:?}", sim.relays)
+    };
+    assert_eq!(sides[0].0, Who::Remote(server_id(0)));
+    assert_eq!(sides[1].0, Who::Local(ConnId(1)));
+    // Alice gone from the network: no relay, and bob is told why.
+    sim.ev(0, Event::Disconnected { conn: ConnId(1) });
+    sim.ev(
+        1,
+        Event::Request {
+            conn: ConnId(1),
+            msg: ClientMsg::Relay { session: [6; 8] },
+        },
+    );
+    let refused = sim.got(
+        1,
+        1,
+        |m| matches!(m, ServerMsg::RelayRefused { why, .. } if why.contains("no longer connected")),
+    );
+    assert!(refused);
+    assert_eq!(sim.relays.len(), 2);
 }

@@ -4,7 +4,7 @@ use chatdrop_proto::{
     ClientMsg, ErrorCode, FileAnswer, LeaveReason, Offer, RefuseReason, ServerMsg, Target,
 };
 
-use crate::{AdminCommand, Chat, ConnId, Effect, Event, Persist, Settings, Snapshot};
+use crate::{AdminCommand, Chat, ConnId, Effect, Event, Persist, Settings, Snapshot, Who};
 
 /// Drives a [`Chat`] and files each delivered message under its recipient.
 struct Harness {
@@ -1549,8 +1549,8 @@ fn only_the_two_sides_of_a_brokered_transfer_get_a_relay() {
     assert_eq!((*session, *requester), ([6; 8], A));
     let ip = |c: ConnId| std::net::IpAddr::from([127, 0, 0, c.0 as u8]);
     let want = [
-        (A, "alice".to_string(), ip(A)),
-        (B, "bob".to_string(), ip(B)),
+        (Who::Local(A), "alice".to_string(), ip(A)),
+        (Who::Local(B), "bob".to_string(), ip(B)),
     ];
     assert_eq!(sides, &want);
     // Bob, the owner, may ask too (the server's relay refuses a second

@@ -34,7 +34,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::paths::Outgoing;
-use crate::relay::{Hook, RelayedAt, Relays};
+use crate::relay::{Hook, RelayPlace, RelayedAt, Relays};
 use crate::session::{open_mailbox, Session};
 
 /// The words of the codes: 256, so each carries 8 bits.
@@ -413,6 +413,7 @@ impl Relaying {
             more: Some(more_tx),
             refused: Some(refused_tx),
             at: at.clone(),
+            allow: None,
         };
         self.relays.add(session, hook);
         Watch { more, refused, at }
@@ -463,7 +464,7 @@ async fn drive(
             },
             msg = session.next() => match msg {
                 Some(Ok(ServerMsg::Relay { session, token })) => {
-                    relays.open(session, token, server, &outgoing);
+                    relays.open(session, token, RelayPlace::Own(server), &outgoing);
                 }
                 Some(Ok(ServerMsg::RelayRefused { session, why })) => relays.refused(session, why),
                 Some(Ok(ServerMsg::Tunnel { session, data })) => relays.tunnel(session, data),

@@ -25,7 +25,8 @@ use chatdrop_arq::{Config, Scheme};
 use chatdrop_proto::auth::{offer_transcript, request_transcript};
 use chatdrop_proto::{ClientMsg, FileAnswer, Offer, RefuseReason, ServerMsg};
 use chatdrop_transfer::{
-    fetch_from, serve, Candidates, Download, FetchOptions, Role, ServeOptions, SessionKeys, Source,
+    fetch_from, serve, Candidates, Download, FetchOptions, LaterIps, Role, ServeOptions,
+    SessionKeys, Source,
 };
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
@@ -35,7 +36,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::event::{ClientEvent, ErrorKind};
 use crate::paths::{self, Observations, Outgoing, Own};
-use crate::relay::{Hook, RelayedAt, Relays, RELAY_AFTER};
+use crate::relay::{Hook, RelayPlace, RelayedAt, Relays, RELAY_AFTER};
 use crate::session::Session;
 use crate::shares::Shares;
 
@@ -329,8 +330,13 @@ impl Peer {
             } => self.on_offer(me, from, from_key, file, addr, offer).await,
             ServerMsg::Relay { session, token } => {
                 if let Some(server) = self.server {
-                    self.relays.open(session, token, server, &self.outgoing);
+                    let relay = RelayPlace::Own(server);
+                    self.relays.open(session, token, relay, &self.outgoing);
                 }
+            }
+            ServerMsg::RelayAt { session, token, at } => {
+                let relay = RelayPlace::Other(at);
+                self.relays.open(session, token, relay, &self.outgoing);
             }
             ServerMsg::RelayRefused { session, why } => self.relays.refused(session, why),
             ServerMsg::Tunnel { session, data } => self.relays.tunnel(session, data),
@@ -548,6 +554,7 @@ impl Peer {
             more: Some(more_tx),
             refused: Some(refused_tx),
             at: relayed.clone(),
+            allow: None,
         };
         self.relays.add(session, hook);
         let opened = Arc::new(AtomicBool::new(false));
@@ -783,12 +790,15 @@ impl Upload {
             answer: FileAnswer::Accept(offer),
         };
         let socket = Arc::new(socket);
+        // A relay at the asker's server is told of later.
+        let later_peer_ips = LaterIps::default();
         let hook = Hook {
             socket: socket.clone(),
             udp: own.reached,
             more: None,
             refused: None,
             at: RelayedAt::default(),
+            allow: Some(later_peer_ips.clone()),
         };
         self.relays.add(session, hook);
         if self.outgoing.send(answer).await.is_err() {
@@ -816,6 +826,7 @@ impl Upload {
             wait_for_start: Some(idle),
             peer_ips,
             punch: asker.candidates.clone(),
+            later_peer_ips: Some(later_peer_ips),
         };
         let events = self.events;
         let to = asker.name;

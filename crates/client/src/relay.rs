@@ -11,6 +11,10 @@
 //!   in for the relay, and what the transfer sends to it goes to the
 //!   server as `Tunnel`, and back the same way.
 //!
+//! Between users of two servers, the asker's server relays, and the owner
+//! is told the relay's address through its own server
+//! (`ServerMsg::RelayAt`): its leg is then UDP to that address.
+//!
 //! Either way the transfer itself does not change: its sessions see the
 //! other side at one more address, and open and validate it as any other.
 
@@ -21,6 +25,7 @@ use std::time::Duration;
 
 use chatdrop_proto::limits::MAX_TUNNELED;
 use chatdrop_proto::{ClientMsg, RELAY_MAGIC};
+use chatdrop_transfer::LaterIps;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -74,6 +79,21 @@ pub(crate) struct Hook {
     pub(crate) refused: Option<oneshot::Sender<String>>,
     /// Filled in when the relay is bound.
     pub(crate) at: RelayedAt,
+    /// The owner's session, told the relay's address: a receiver may
+    /// start from there.
+    pub(crate) allow: Option<LaterIps>,
+}
+
+/// Where a relay is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RelayPlace {
+    /// At this client's server (`ServerMsg::Relay`), reached at this
+    /// address: by UDP if this socket's datagrams reach the server, else
+    /// over TLS.
+    Own(SocketAddr),
+    /// At the other side's server (`ServerMsg::RelayAt`), at this address:
+    /// by UDP only.
+    Other(SocketAddr),
 }
 
 /// A hook's running parts, stopped when the transfer ends.
@@ -127,14 +147,15 @@ impl Relays {
         }
     }
 
-    /// The server's `Relay`: binds this side's leg, by UDP to `server` or
-    /// over TLS through `outgoing`, and tells the asker's session where
-    /// the other side now is.
+    /// The server's `Relay` or `RelayAt`: binds this side's leg, by UDP
+    /// to the relay or over TLS through `outgoing`, and tells the asker's
+    /// session where the other side now is (the owner's, where a receiver
+    /// may start from).
     pub(crate) fn open(
         &self,
         session: [u8; 8],
         token: [u8; 16],
-        server: SocketAddr,
+        relay: RelayPlace,
         outgoing: &Outgoing,
     ) {
         let mut all = self.lock();
@@ -148,8 +169,12 @@ impl Relays {
             return; // bound already
         }
         let socket = r.hook.socket.clone();
-        let (at, leg, task, tunnel) = if r.hook.udp {
-            let at = chatdrop_transfer::for_socket(&socket, server);
+        let by_udp = match relay {
+            RelayPlace::Own(server) => r.hook.udp.then_some(server),
+            RelayPlace::Other(at) => Some(at),
+        };
+        let (at, leg, task, tunnel) = if let Some(relay) = by_udp {
+            let at = chatdrop_transfer::for_socket(&socket, relay);
             // The first bind goes now, ahead of the session's first
             // datagram to the relay, which would be dropped unbound.
             let _ = socket.try_send_to(&bind_datagram(token), at);
@@ -169,6 +194,12 @@ impl Relays {
         r.task = Some(task);
         r.tunnel = tunnel;
         *r.hook.at.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, leg));
+        if let Some(allow) = &r.hook.allow {
+            allow
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(at.ip());
+        }
         if let Some(more) = &r.hook.more {
             let _ = more.try_send(at);
         }

@@ -465,6 +465,7 @@ impl Loop {
             | ServerMsg::FileOffer { .. }
             | ServerMsg::TransferRefused { .. }
             | ServerMsg::Relay { .. }
+            | ServerMsg::RelayAt { .. }
             | ServerMsg::RelayRefused { .. }
             | ServerMsg::Tunnel { .. }) => {
                 if let Err(e) = self

@@ -7,15 +7,17 @@
 /// room list comes in pages. Version 3: candidate addresses in file
 /// requests and offers, and `Observe`. Version 4: the relay (`Relay`,
 /// `RelayEnd`, `RelayRefused`, `Tunnel`), and the mailboxes of short codes
-/// (`Mailbox`).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// (`Mailbox`). Version 5: a relay at another server of the network
+/// (`RelayAt`).
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The version of the server-to-server link protocol, in
 /// [`crate::link::LinkHello`]. Version 2: SPAKE2 instead of a MAC under the
 /// network key, server keys, signed link-state records. Version 3: a
 /// server's state in parts (`Sync` with `part` and `last`). Version 4: a
-/// file request carries the asker's candidate addresses.
-pub const LINK_PROTOCOL_VERSION: u16 = 4;
+/// file request carries the asker's candidate addresses. Version 5: relays
+/// between users of two servers (`Relay`).
+pub const LINK_PROTOCOL_VERSION: u16 = 5;
 
 /// Candidate addresses a file request or offer may carry.
 pub const MAX_CANDIDATES: usize = 8;

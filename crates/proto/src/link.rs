@@ -391,6 +391,21 @@ pub enum NetMsg {
         /// A sentence for the user.
         detail: String,
     },
+    /// The sender opened a relay for the transfer `session`, which it
+    /// brokered between one of its users (`other`) and `user`, at the
+    /// destination: `user` binds its leg with `token` by UDP at `at`.
+    Relay {
+        /// The offer's session id.
+        session: [u8; 8],
+        /// The side at the destination.
+        user: String,
+        /// The side at the sender.
+        other: String,
+        /// `user`'s token.
+        token: [u8; 16],
+        /// The relay's address, as `user` reaches it.
+        at: SocketAddr,
+    },
 }
 
 /// Records (users, rooms and bindings together) in one part of a `Sync` at

@@ -635,6 +635,18 @@ pub enum ServerMsg {
     },
     /// On a mailbox connection (see [`MailboxMsg`]).
     Mailbox(MailboxEvent),
+    /// A relay for the transfer `session` is open at another server of
+    /// the network, the other side's, at `at` (its UDP port): this side
+    /// binds it as for [`ServerMsg::Relay`], by UDP only, sending to `at`
+    /// instead of to its own server.
+    RelayAt {
+        /// The offer's session id.
+        session: [u8; 8],
+        /// This side's token; the other side has its own.
+        token: [u8; 16],
+        /// Where the relaying server is reached from this side.
+        at: std::net::SocketAddr,
+    },
 }
 
 impl ServerMsg {

@@ -7,11 +7,12 @@
 //! rather than allowed to grow the server's memory.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use chatdrop_chat::{AdminCommand, Chat, ConnId, Effect, Event, LinkId};
+use chatdrop_chat::{AdminCommand, Chat, ConnId, Effect, Event, LinkId, Who};
 use chatdrop_proto::link::ServerId;
 use chatdrop_proto::{encode_frame, ServerMsg};
 use tokio::sync::mpsc;
@@ -21,7 +22,7 @@ use tracing::{info, warn};
 use crate::outbox::{Outbox, Refused};
 use crate::password::Hasher;
 use crate::persist::Writer;
-use crate::relay::Relays;
+use crate::relay::{Opening, Relays};
 
 /// Messages waiting for the hub at most; connection readers wait when full.
 pub const HUB_QUEUE: usize = 8_192;
@@ -348,37 +349,8 @@ impl Hub {
                 Effect::OpenRelay {
                     session,
                     requester,
-                    sides: [(a, a_user, a_ip), (o, o_user, o_ip)],
-                } => {
-                    let (Some(a_tx), Some(o_tx)) = (self.conns.get(&a), self.conns.get(&o)) else {
-                        let why = "the other side is no longer connected".to_string();
-                        let msg = ServerMsg::RelayRefused { session, why };
-                        if let Some(frame) = encode(&msg) {
-                            self.deliver(requester, frame, dead);
-                        }
-                        continue;
-                    };
-                    let sides = [
-                        (a, a_user, a_ip, a_tx.tx.clone()),
-                        (o, o_user, o_ip, o_tx.tx.clone()),
-                    ];
-                    match self.relays.open(session, sides, std::time::Instant::now()) {
-                        Ok(tokens) => {
-                            for (conn, token) in [a, o].into_iter().zip(tokens) {
-                                let msg = ServerMsg::Relay { session, token };
-                                if let Some(frame) = encode(&msg) {
-                                    self.deliver(conn, frame, dead);
-                                }
-                            }
-                        }
-                        Err(why) => {
-                            let msg = ServerMsg::RelayRefused { session, why };
-                            if let Some(frame) = encode(&msg) {
-                                self.deliver(requester, frame, dead);
-                            }
-                        }
-                    }
-                }
+                    sides,
+                } => self.open_relay(session, requester, sides, dead),
                 Effect::Console(line) => {
                     // Users' text and names reach the admin's terminal:
                     // whatever would not show as itself is written out.
@@ -413,6 +385,83 @@ impl Hub {
             self.writer.flush().await;
         }
         stop
+    }
+
+    /// Opens the relay [`Effect::OpenRelay`] asks for: each side here is
+    /// sent its token, and a side at another server gets it through its
+    /// server, with the relay's address as it reaches it
+    /// ([`Event::RelayOpened`]); or `requester` is told why not.
+    fn open_relay(
+        &mut self,
+        session: [u8; 8],
+        requester: ConnId,
+        sides: [(Who, String, IpAddr); 2],
+        dead: &mut Dead,
+    ) {
+        let refuse = |hub: &mut Hub, why: String, dead: &mut Dead| {
+            if let Some(frame) = encode(&ServerMsg::RelayRefused { session, why }) {
+                hub.deliver(requester, frame, dead);
+            }
+        };
+        let mut openings = Vec::with_capacity(2);
+        let mut remote_at = [None; 2];
+        for (i, (who, user, ip)) in sides.iter().enumerate() {
+            let here = match who {
+                Who::Local(conn) => match self.conns.get(conn) {
+                    Some(c) => Some((*conn, c.tx.clone())),
+                    None => {
+                        let why = "the other side is no longer connected".to_string();
+                        return refuse(self, why, dead);
+                    }
+                },
+                Who::Remote(_) => {
+                    let Some(at) = self.relays.address_for(*ip) else {
+                        let why = "this server's relay has no address to give \
+                                   the other side's server"
+                            .to_string();
+                        return refuse(self, why, dead);
+                    };
+                    remote_at[i] = Some(at);
+                    None
+                }
+            };
+            openings.push(Opening {
+                user: user.clone(),
+                ip: *ip,
+                here,
+            });
+        }
+        let Ok(openings) = <[Opening; 2]>::try_from(openings) else {
+            return;
+        };
+        let tokens = match self
+            .relays
+            .open(session, openings, std::time::Instant::now())
+        {
+            Ok(tokens) => tokens,
+            Err(why) => return refuse(self, why, dead),
+        };
+        for (i, ((who, user, _), token)) in sides.iter().zip(tokens).enumerate() {
+            match (who, remote_at[i]) {
+                (Who::Local(conn), _) => {
+                    if let Some(frame) = encode(&ServerMsg::Relay { session, token }) {
+                        self.deliver(*conn, frame, dead);
+                    }
+                }
+                (Who::Remote(server), Some(at)) => {
+                    let event = Event::RelayOpened {
+                        session,
+                        server: *server,
+                        user: user.clone(),
+                        other: sides[1 - i].1.clone(),
+                        token,
+                        at,
+                    };
+                    self.off_core(async move { event });
+                }
+                (Who::Remote(_), None) => {}
+            }
+        }
     }
 
     /// Runs slow work (password hashing) in a task of its own and feeds

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::conn::{next_msg, write_loop, End, Reader, Tls};
 use crate::hub::CONN_QUEUE;
 use crate::outbox::{outbox, Outbox, CLIENT_QUEUE_BYTES};
-use crate::relay::Pass;
+use crate::relay::{Opening, Pass};
 use crate::Shared;
 
 /// Nameplates open at once at most.
@@ -358,13 +358,16 @@ fn relay((conn, ip): (ConnId, IpAddr), session: [u8; 8], tx: &Outbox, shared: &S
         None => Err("the other side of the code is not connected".to_string()),
         Some((nameplate, other, other_ip, other_tx)) => {
             let sides = [
-                (conn, format!("code {nameplate} receiver"), ip, tx.clone()),
-                (
-                    other,
-                    format!("code {nameplate} sender"),
-                    other_ip,
-                    other_tx.clone(),
-                ),
+                Opening {
+                    user: format!("code {nameplate} receiver"),
+                    ip,
+                    here: Some((conn, tx.clone())),
+                },
+                Opening {
+                    user: format!("code {nameplate} sender"),
+                    ip: other_ip,
+                    here: Some((other, other_tx.clone())),
+                },
             ];
             (shared.relays.open(session, sides, Instant::now())).map(|tokens| (tokens, other_tx))
         }

@@ -70,6 +70,11 @@ pub struct RelayLimits {
     pub total_bytes_per_sec: f64,
     /// Seconds without a datagram after which a relay is closed.
     pub idle_secs: u64,
+    /// Where users of other servers of the network reach this relay (one
+    /// address per family; the first of a user's family is told): for a
+    /// server behind a NAT or a load balancer. Empty: the address the
+    /// server sends to the user from, at its port.
+    pub addresses: Vec<SocketAddr>,
 }
 
 impl Default for RelayLimits {
@@ -82,6 +87,7 @@ impl Default for RelayLimits {
             session_bytes_per_sec: 16.0 * 1024.0 * 1024.0,
             total_bytes_per_sec: 64.0 * 1024.0 * 1024.0,
             idle_secs: 30,
+            addresses: Vec::new(),
         }
     }
 }
@@ -100,6 +106,13 @@ impl RelayLimits {
         }
         if self.idle_secs == 0 {
             return Err("relay.idle_secs must be at least 1".into());
+        }
+        for a in &self.addresses {
+            if a.ip().is_unspecified() || a.ip().is_multicast() || a.port() == 0 {
+                return Err(format!(
+                    "relay.addresses: {a} is not an address and port users can reach"
+                ));
+            }
         }
         Ok(())
     }
@@ -152,14 +165,14 @@ enum Leg {
 
 #[derive(Debug)]
 struct Side {
-    conn: ConnId,
+    /// Its connection here and that connection's queue (for `Tunnel`);
+    /// `None` for a user of another server, whose leg is UDP only.
+    here: Option<(ConnId, Outbox)>,
     user: String,
     /// The address block ([`ip_block`]) its connection comes from: the
     /// only one its UDP leg may be bound at.
     block: IpAddr,
     token: [u8; 16],
-    /// Its connection's queue, for `Tunnel`.
-    tx: Outbox,
     leg: Leg,
     /// Datagrams that came for it before it was bound.
     held: Vec<Vec<u8>>,
@@ -202,6 +215,23 @@ pub(crate) enum Pass {
     Flush(SocketAddr, Vec<Vec<u8>>),
 }
 
+/// One side of a relay to open.
+pub(crate) struct Opening {
+    /// Its user's name (or, for a code, what it is).
+    pub(crate) user: String,
+    /// The address its connection comes from, here or at its server.
+    pub(crate) ip: IpAddr,
+    /// Its connection here and that connection's queue; `None` for a user
+    /// of another server of the network, whose leg can only be UDP.
+    pub(crate) here: Option<(ConnId, Outbox)>,
+}
+
+impl Side {
+    fn is(&self, conn: ConnId) -> bool {
+        self.here.as_ref().is_some_and(|(c, _)| *c == conn)
+    }
+}
+
 /// Every relay of the server.
 pub(crate) struct Relays {
     limits: RelayLimits,
@@ -229,12 +259,41 @@ impl Relays {
         let _ = self.socket.set(socket);
     }
 
+    /// Where a user at `ip`, of another server of the network, reaches
+    /// this relay: the configured address of `ip`'s family; else the UDP
+    /// port's own address, where it is bound to one; else the address
+    /// this machine sends to `ip` from, which is where the relay's
+    /// datagrams to that side will come from (a NAT in front of it passes
+    /// only those), at the port. `None` before the UDP port is open.
+    pub(crate) fn address_for(&self, ip: IpAddr) -> Option<SocketAddr> {
+        let ip = ip.to_canonical();
+        let configured = (self.limits.addresses.iter())
+            .find(|a| a.ip().to_canonical().is_ipv4() == ip.is_ipv4());
+        if let Some(a) = configured {
+            return Some(*a);
+        }
+        let local = self.socket.get()?.local_addr().ok()?;
+        if !local.ip().is_unspecified() {
+            return Some(local);
+        }
+        // Connecting a UDP socket sends nothing: it asks the kernel for
+        // the route, and so the source address.
+        let any: IpAddr = if ip.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        let probe = std::net::UdpSocket::bind((any, 0)).ok()?;
+        probe.connect((ip, local.port())).ok()?;
+        Some(SocketAddr::new(probe.local_addr().ok()?.ip(), local.port()))
+    }
+
     /// Opens a relay for `session` between `sides` (asker, owner), within
     /// the limits: the tokens to send each, or why not.
     pub(crate) fn open(
         &self,
         session: [u8; 8],
-        sides: [(ConnId, String, IpAddr, Outbox); 2],
+        sides: [Opening; 2],
         now: Instant,
     ) -> Result<[[u8; 16]; 2], String> {
         let l = &self.limits;
@@ -252,7 +311,7 @@ impl Relays {
                 l.max_sessions
             ));
         }
-        for (_, user, ip, _) in &sides {
+        for Opening { user, ip, .. } in &sides {
             let taking_part = (inner.relays.values())
                 .filter(|r| r.sides.iter().any(|s| &s.user == user))
                 .count();
@@ -272,21 +331,17 @@ impl Relays {
             }
         }
         let tokens: [[u8; 16]; 2] = [rand::random(), rand::random()];
-        let [(c0, u0, ip0, t0), (c1, u1, ip1, t1)] = sides;
-        let side = |conn, user, ip, tx, token| Side {
-            conn,
-            user,
-            block: ip_block(ip),
+        let side = |o: Opening, token| Side {
+            here: o.here,
+            user: o.user,
+            block: ip_block(o.ip),
             token,
-            tx,
             leg: Leg::Unbound,
             held: Vec::new(),
         };
+        let [s0, s1] = sides;
         let relay = Relay {
-            sides: [
-                side(c0, u0, ip0, t0, tokens[0]),
-                side(c1, u1, ip1, t1, tokens[1]),
-            ],
+            sides: [side(s0, tokens[0]), side(s1, tokens[1])],
             opened: now,
             last: now,
             bucket: Bucket::full(l.session_bytes_per_sec, now),
@@ -363,12 +418,15 @@ impl Relays {
         let Some(relay) = inner.relays.get_mut(&session) else {
             return Pass::NotMine;
         };
-        let Some(i) = relay.sides.iter().position(|s| s.conn == conn) else {
+        let Some(i) = relay.sides.iter().position(|s| s.is(conn)) else {
             return Pass::NotMine;
         };
         let side = &mut relay.sides[i];
+        let Some((_, tx)) = &side.here else {
+            return Pass::NotMine;
+        };
         for held in std::mem::take(&mut side.held) {
-            tunnel(&side.tx, session, &held);
+            tunnel(tx, session, &held);
         }
         if let Leg::Udp(old) = std::mem::replace(&mut side.leg, Leg::Tls) {
             inner.by_addr.remove(&old);
@@ -429,7 +487,11 @@ impl Relays {
                     }
                     hold
                 }
-                Leg::Tls => datagram.len() <= MAX_TUNNELED && tunnel(&side.tx, session, datagram),
+                Leg::Tls => {
+                    let tx = side.here.as_ref().map(|(_, tx)| tx);
+                    datagram.len() <= MAX_TUNNELED
+                        && tx.is_some_and(|tx| tunnel(tx, session, datagram))
+                }
                 Leg::Udp(_) => false,
             };
             if passed {
@@ -456,7 +518,7 @@ impl Relays {
         let side = inner
             .relays
             .get(&session)
-            .is_some_and(|r| r.sides.iter().any(|s| s.conn == conn));
+            .is_some_and(|r| r.sides.iter().any(|s| s.is(conn)));
         if side {
             inner.close(session);
         }
@@ -466,7 +528,7 @@ impl Relays {
     pub(crate) fn forget(&self, conn: ConnId) {
         let mut inner = self.lock();
         let gone: Vec<[u8; 8]> = (inner.relays.iter())
-            .filter(|(_, r)| r.sides.iter().any(|s| s.conn == conn))
+            .filter(|(_, r)| r.sides.iter().any(|s| s.is(conn)))
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
@@ -607,17 +669,98 @@ mod tests {
         d
     }
 
+    fn local(conn: u64, user: &str, at: &str, tx: Outbox) -> Opening {
+        Opening {
+            user: user.to_string(),
+            ip: ip(at),
+            here: Some((ConnId(conn), tx)),
+        }
+    }
+
     /// A relay for alice (1) and bob (2), with their queues.
     fn opened(limits: RelayLimits, now: Instant) -> (Relays, [[u8; 16]; 2], [Inbox; 2]) {
         let relays = Relays::new(limits);
         let (a_tx, a_rx) = outbox(64, 1 << 20);
         let (b_tx, b_rx) = outbox(64, 1 << 20);
         let sides = [
-            (ConnId(1), "alice".to_string(), ip("198.51.100.1"), a_tx),
-            (ConnId(2), "bob".to_string(), ip("203.0.113.2"), b_tx),
+            local(1, "alice", "198.51.100.1", a_tx),
+            local(2, "bob", "203.0.113.2", b_tx),
         ];
         let tokens = relays.open([6; 8], sides, now).expect("opened");
         (relays, tokens, [a_rx, b_rx])
+    }
+
+    /// Bob is a user of another server: his leg binds by UDP at his
+    /// address as his server sees it, and only there; he has no
+    /// connection here to take it over TLS, and nobody else's `Tunnel`
+    /// or `RelayEnd` speaks for him.
+    #[tokio::test]
+    async fn a_side_at_another_server_binds_by_udp_at_its_own_address_only() {
+        let now = Instant::now();
+        let relays = Relays::new(RelayLimits::default());
+        let (a_tx, _a_rx) = outbox(64, 1 << 20);
+        let bob = Opening {
+            user: "bob".into(),
+            ip: ip("203.0.113.2"),
+            here: None,
+        };
+        let sides = [local(1, "alice", "198.51.100.1", a_tx), bob];
+        let [ta, tb] = relays.open([6; 8], sides, now).expect("opened");
+        let (a, b) = (addr("198.51.100.1:4000"), addr("203.0.113.2:5000"));
+        one(&relays, &bind_datagram(ta), a, now);
+        // His token from a third party's address binds nothing.
+        let elsewhere = addr("192.0.2.3:6000");
+        assert_eq!(one(&relays, &bind_datagram(tb), elsewhere, now), Pass::Done);
+        assert_eq!(one(&relays, b"data", elsewhere, now), Pass::NotMine);
+        assert_eq!(one(&relays, b"start", a, now), Pass::Done, "held");
+        assert_eq!(
+            one(&relays, &bind_datagram(tb), b, now),
+            Pass::Flush(b, vec![b"start".to_vec()])
+        );
+        assert_eq!(one(&relays, b"data", a, now), Pass::SendTo(b));
+        assert_eq!(one(&relays, b"data", b, now), Pass::SendTo(a));
+        // Connection 2 here is not bob.
+        assert_eq!(
+            relays.on_tunnel(ConnId(2), [6; 8], b"x", now),
+            Pass::NotMine
+        );
+        relays.end(ConnId(2), [6; 8]);
+        relays.forget(ConnId(2));
+        assert_eq!(one(&relays, b"data", b, now), Pass::SendTo(a), "still open");
+        // Alice, whose server this is, ends it.
+        relays.end(ConnId(1), [6; 8]);
+        assert_eq!(relays.len(), 0);
+    }
+
+    /// A user of another server is told the configured address of its
+    /// family; else the UDP port's own, where it is bound to one; else
+    /// the address this machine would send to the user from.
+    #[tokio::test]
+    async fn the_address_told_to_another_servers_user_is_where_the_relay_sends_from() {
+        let configured = Relays::new(RelayLimits {
+            addresses: vec![addr("[2001:db8::7]:7000"), addr("198.51.100.7:7000")],
+            ..RelayLimits::default()
+        });
+        assert_eq!(
+            configured.address_for(ip("::ffff:203.0.113.2")),
+            Some(addr("198.51.100.7:7000"))
+        );
+        assert_eq!(
+            configured.address_for(ip("2001:db8:1::2")),
+            Some(addr("[2001:db8::7]:7000"))
+        );
+        let bound = Relays::new(RelayLimits::default());
+        assert_eq!(bound.address_for(ip("127.0.0.1")), None, "no UDP port yet");
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let at = socket.local_addr().unwrap();
+        bound.set_socket(Arc::new(socket));
+        assert_eq!(bound.address_for(ip("127.0.0.1")), Some(at));
+        let any = Relays::new(RelayLimits::default());
+        let socket = UdpSocket::bind("0.0.0.0:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        any.set_socket(Arc::new(socket));
+        let to_loopback = SocketAddr::new(ip("127.0.0.1"), port);
+        assert_eq!(any.address_for(ip("127.0.0.1")), Some(to_loopback));
     }
 
     #[tokio::test]
@@ -746,8 +889,8 @@ mod tests {
         };
         let (relays, [ta, tb], _) = opened(limits.clone(), now);
         let side = |conn: u64, user: &str| {
-            let at = ip(&format!("192.0.2.{conn}"));
-            (ConnId(conn), user.to_string(), at, outbox(4, 1024).0)
+            let at = format!("192.0.2.{conn}");
+            local(conn, user, &at, outbox(4, 1024).0)
         };
         // A second for alice; a third is over her limit.
         relays
@@ -766,14 +909,7 @@ mod tests {
         assert!(why.contains("3 transfers already"), "{why}");
         // One address, whatever the names: at most `max_per_address` (one
         // here, where both sides of the first share it).
-        let at = |conn: u64, user: &str| {
-            (
-                ConnId(conn),
-                user.to_string(),
-                ip("192.0.2.99"),
-                outbox(4, 1024).0,
-            )
-        };
+        let at = |conn: u64, user: &str| local(conn, user, "192.0.2.99", outbox(4, 1024).0);
         let crowded = Relays::new(RelayLimits {
             max_per_address: 1,
             ..RelayLimits::default()

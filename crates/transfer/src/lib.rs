@@ -37,7 +37,7 @@ pub use crypto::{OpenError, Role, SessionKeys, HEADER as ENVELOPE_HEADER, TAG as
 pub use direct::{direct_keys, direct_keys_at};
 pub use files::{hash_file, Download, Source};
 pub use session::{
-    fetch, fetch_from, serve, Candidates, Event as SessionEvent, FetchOptions, Progress,
+    fetch, fetch_from, serve, Candidates, Event as SessionEvent, FetchOptions, LaterIps, Progress,
     RecvSession, SendSession, ServeKeys, ServeOptions, TransferStats, MAX_MSS, MAX_PUNCHED,
     MIN_MSS,
 };

@@ -55,6 +55,7 @@ async fn run(file: &Path, out: &Path, c: Config, imp: Option<Impairment>, secret
         wait_for_start: Some(Duration::from_secs(5)),
         peer_ips: Vec::new(),
         punch: Vec::new(),
+        later_peer_ips: None,
     };
     let sender =
         tokio::spawn(async move { serve(&server, send_keys, &source, &sopts, |_, _| {}).await });
@@ -174,6 +175,7 @@ async fn a_receiver_with_the_wrong_keys_gets_nothing() {
         wait_for_start: Some(Duration::from_millis(800)),
         peer_ips: Vec::new(),
         punch: Vec::new(),
+        later_peer_ips: None,
     };
     let sender =
         tokio::spawn(async move { serve(&server, keys, &source, &sopts, |_, _| {}).await });
@@ -260,6 +262,7 @@ mod hostile {
             wait_for_start: Some(wait),
             peer_ips: peer_ip.into_iter().collect(),
             punch: Vec::new(),
+            later_peer_ips: None,
         };
         let task =
             tokio::spawn(async move { serve(&socket, keys, &source, &opts, |_, _| {}).await });

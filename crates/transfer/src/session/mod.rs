@@ -103,7 +103,15 @@ pub struct ServeOptions {
     /// 200 ms for two seconds. Nothing larger than a `Punch` goes to an
     /// address before it proves it is the receiver's.
     pub punch: Vec<SocketAddr>,
+    /// IP addresses that join `peer_ips` while no receiver started, as
+    /// they become known (chat mode: a relay at another server, told of
+    /// after the offer went).
+    pub later_peer_ips: Option<LaterIps>,
 }
+
+/// IP addresses handed to a running sending end (see
+/// [`ServeOptions::later_peer_ips`]).
+pub type LaterIps = std::sync::Arc<std::sync::Mutex<Vec<IpAddr>>>;
 
 /// Options of the receiving end.
 #[derive(Debug, Clone)]

@@ -240,6 +240,16 @@ impl SendSession {
         matches!(self.phase, Phase::Waiting { rounds, .. } if rounds > PUNCH_ROUNDS - LOW_TTL_ROUNDS)
     }
 
+    /// A receiver may also start from `ip` (where `peer_ips` limits where
+    /// it may start from at all).
+    pub fn allow_peer_ip(&mut self, ip: std::net::IpAddr) {
+        let ips = &mut self.opts.peer_ips;
+        let ip = ip.to_canonical();
+        if !ips.is_empty() && !ips.iter().any(|a| a.to_canonical() == ip) {
+            ips.push(ip);
+        }
+    }
+
     /// The receiver, once a `Start` fixed it.
     pub fn peer(&self) -> Option<SocketAddr> {
         self.peer

@@ -165,6 +165,13 @@ pub async fn serve(
             session.handle_timeout(Instant::now());
             continue;
         }
+        // Addresses learnt meanwhile are allowed before what came is read.
+        if let (None, Some(later)) = (session.peer(), &opts.later_peer_ips) {
+            let later = std::mem::take(&mut *later.lock().unwrap_or_else(|p| p.into_inner()));
+            for ip in later {
+                session.allow_peer_ip(ip);
+            }
+        }
         for _ in 0..BATCH {
             let budget = (&mut stats.forged, &mut foreign);
             match next_frame(&mut net, keys.as_mut(), session.peer(), budget)? {

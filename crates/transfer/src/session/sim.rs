@@ -53,6 +53,7 @@ pub(super) fn serving(cap: u32, wait_for_start: Option<Duration>) -> ServeOption
         wait_for_start,
         peer_ips: Vec::new(),
         punch: Vec::new(),
+        later_peer_ips: None,
     }
 }
 
@@ -316,6 +317,7 @@ fn transfer(scheme: Scheme, data: &[u8], resume_from: u64, path: Path, seed: u64
         wait_for_start: Some(Duration::from_secs(5)),
         peer_ips: vec![RECEIVER.ip()],
         punch: Vec::new(),
+        later_peer_ips: None,
     };
     let rx_opts = FetchOptions {
         cfg: config(scheme, MAX_MSS),
