@@ -135,15 +135,33 @@ fn fetch(
     during: impl FnOnce(&mut ServerProc),
 ) -> (Value, Value) {
     let port = server.port().to_string();
+    let to_owner = format!("{}:{port}", owner.1);
+    let to_asker = format!("{}:{port}", at.1);
+    let owner = (owner.0, to_owner.as_str());
+    let at = (at.0, to_asker.as_str());
+    fetch_via(net, dir, owner, (asker, at), data, || {}, || during(server))
+}
+
+/// Like [`fetch`], with each side's server's full address (`At`'s second
+/// half with its port): the two may be different servers of a network.
+/// `ready` runs once bob is in his room, before the asker comes.
+fn fetch_via(
+    net: &Net,
+    dir: &Path,
+    owner: At,
+    (asker, at): (&str, At),
+    data: &[u8],
+    ready: impl FnOnce(),
+    during: impl FnOnce(),
+) -> (Value, Value) {
     let (owner_ns, asker_ns) = (net.ns(owner.0), net.ns(at.0));
     let files = [("f.bin", data)];
-    let to_owner = format!("{}:{port}", owner.1);
-    let mut bob = client_at(&owner_ns, &to_owner, dir, "bob", "r", &files, &["--create"]);
+    let mut bob = client_at(&owner_ns, owner.1, dir, "bob", "r", &files, &["--create"]);
     bob.send("@me setshare f.bin");
     bob.expect("share_status", &[]);
-    let to_asker = format!("{}:{port}", at.1);
+    ready();
     let wait = ["--timeout", "5"];
-    let mut who = client_at(&asker_ns, &to_asker, dir, asker, "r", &[], &wait);
+    let mut who = client_at(&asker_ns, at.1, dir, asker, "r", &[], &wait);
     who.send("@all whohas f.bin");
     who.expect("whohas_reply", &[("from", "bob".into())]);
     who.send("@bob getfile f.bin");
@@ -154,7 +172,7 @@ fn fetch(
         v["event"] == "transfer_done"
             || v["event"] == "transfer_progress" && v["bytes"].as_u64().unwrap_or(0) > fifth
     });
-    during(server);
+    during();
     let mut done = who.expect_ever("transfer_done", &[("from", "bob".into())]);
     // How long the file took once its path was open, as seen here.
     done["since_started"] = opened.elapsed().as_secs_f64().into();
@@ -166,6 +184,22 @@ fn fetch(
     assert!(std::fs::read(path).unwrap() == data, "byte-exact");
     bob.expect("upload_done", &[("to", asker.into())]);
     (started, done)
+}
+
+/// Whether `server`'s relays all closed, asking its console a bounded
+/// number of times (a `RelayEnd` may still be on its way).
+fn relays_closed(server: &mut ServerProc) -> bool {
+    (0..50).any(|_| {
+        server.console("relays");
+        let line = server.proc.wait_line("an answer to relays", |l| {
+            l.contains("no transfer is relayed") || l.contains("relayed transfers (")
+        });
+        let done = line.contains("no transfer is relayed");
+        if !done {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        done
+    })
 }
 
 /// Both routers keep a socket's port whatever the destination (Linux
@@ -382,20 +416,68 @@ fn behind_routers_that_map_per_destination_the_file_goes_through_the_relay() {
         seconds >= least * 0.95,
         "{seconds} s: faster than the relay allows"
     );
-    // Both sides ended it with the transfer (asked again while their
-    // `RelayEnd` may still be on its way, a bounded number of times).
-    let closed = (0..50).any(|_| {
-        server.console("relays");
-        let line = server.proc.wait_line("an answer to relays", |l| {
-            l.contains("no transfer is relayed") || l.contains("relayed transfers (")
-        });
-        let done = line.contains("no transfer is relayed");
-        if !done {
-            std::thread::sleep(std::time::Duration::from_millis(100));
+    // Both sides ended it with the transfer.
+    assert!(
+        relays_closed(&mut server),
+        "the relay outlived its transfer"
+    );
+}
+
+/// Alice and bob are users of two linked servers, alpha and beta, behind
+/// routers that map per destination: no hole opens, and alice's server
+/// relays. Bob learns where through his own server (`RelayAt`): alpha's
+/// address as seen from bob's router, which is not beta's (beta listens
+/// on an address of its own), so bob's session must let alice start from
+/// there. The file arrives byte-exact through alpha, which lists both
+/// legs by UDP while it moves and closes the relay when alice is done.
+/// Checked to fail with the relay's address left out of bob's allowed
+/// peers (his session refused alice's `Start`s from alpha's address, and
+/// the transfer never started).
+#[test]
+fn between_users_of_two_linked_servers_the_askers_server_relays() {
+    let Some(net) = network_with(|net, router| net.nat_per_destination(router, "out")) else {
+        return;
+    };
+    net.addr("inet", "ib", "10.0.2.100/24").unwrap();
+    let dir = tmp();
+    let linked = |name: &str, listen: &str, links: &[&str]| {
+        let mut args = vec!["--name", name, "--network-key", NETWORK_KEY];
+        for l in links {
+            args.extend(["--link", l]);
         }
-        done
-    });
-    assert!(closed, "the relay outlived its transfer");
+        let data = dir.path().join(name);
+        let mut s = ServerProc::start_in(Some(&net.ns("inet")), listen, &data, &args);
+        s.proc.name = name.to_string();
+        s
+    };
+    let mut alpha = linked("alpha", "0.0.0.0:0", &[]);
+    let to_alpha = format!("10.0.1.1:{}", alpha.port());
+    let mut beta = linked("beta", "10.0.2.100:0", &[&to_alpha]);
+    alpha.wait_in_sync(1);
+    beta.wait_in_sync(1);
+    let data = random_bytes(3_000_000, 76);
+    let to_beta = beta.addr.clone();
+    let bob = ("hb", to_beta.as_str());
+    let alice = ("alice", ("ha", to_alpha.as_str()));
+    let alpha = std::cell::RefCell::new(alpha);
+    let relays = || {
+        let mut alpha = alpha.borrow_mut();
+        alpha.console("relays");
+        let line = alpha
+            .proc
+            .wait_line("the relay listed", |l| l.contains(" <-> "));
+        assert!(line.contains("alice (udp 10.0.1.2:"), "{line}");
+        assert!(line.contains("bob (udp 10.0.2.2:"), "{line}");
+    };
+    let ready = || alpha.borrow_mut().wait_room("r");
+    let (started, _) = fetch_via(&net, dir.path(), bob, alice, &data, ready, relays);
+    let mut alpha = alpha.into_inner();
+    assert_eq!(started["path"], "relay", "{started}");
+    assert!(
+        started["addr"].as_str().unwrap().starts_with("10.0.1.1:"),
+        "alpha's address as alice reaches it: {started}"
+    );
+    assert!(relays_closed(&mut alpha), "the relay outlived its transfer");
 }
 
 /// Alice's router drops UDP altogether: her client learns that the
