@@ -236,6 +236,35 @@ fn a_linked_server_cannot_pass_on_a_file_name_that_shows_reversed() {
     assert!(here.to_bob().is_empty() && here.dropped());
 }
 
+/// A relay's address a linked server passes on must be one a client can
+/// send to: none of nowhere (0.0.0.0), everyone (broadcast, multicast)
+/// or port 0. Such a `Relay` is dropped with a notice before anything
+/// looks at it. (Seen accepted with the check left out.)
+#[test]
+fn a_linked_server_cannot_aim_a_relay_at_no_address_or_at_everyone() {
+    let mut here = Here::new();
+    here.hear(online("eve"));
+    here.to_bob();
+    for at in [
+        "0.0.0.0:7000",
+        "[::]:7000",
+        "255.255.255.255:7000",
+        "224.0.0.1:7000",
+        "[ff02::1]:7000",
+        "198.51.100.7:0",
+    ] {
+        here.hear(NetMsg::Relay {
+            session: [6; 8],
+            user: "bob".into(),
+            other: "eve".into(),
+            token: [1; 16],
+            at: at.parse().unwrap(),
+        });
+        assert!(here.dropped(), "{at} taken");
+    }
+    assert!(here.to_bob().is_empty());
+}
+
 /// A binding dated 0 is the earliest there can be: taken, it would win
 /// bob's name everywhere and close his connection. It is dropped.
 /// (Seen closing bob without the check.)
