@@ -92,6 +92,7 @@ fn server_strings(m: &ServerMsg) -> Vec<&str> {
         ServerMsg::Pong
         | ServerMsg::Observed { .. }
         | ServerMsg::Relay { .. }
+        | ServerMsg::RelayAt { .. }
         | ServerMsg::Tunnel { .. } => {}
         ServerMsg::RelayRefused { why, .. } => out.push(why),
         ServerMsg::Mailbox(MailboxEvent::Closed { why }) => out.push(why),

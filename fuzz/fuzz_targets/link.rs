@@ -143,6 +143,9 @@ fn net_msg(m: &NetMsg) {
         } => [to.as_str(), from, file, reason.as_str(), detail]
             .into_iter()
             .for_each(check_string),
+        NetMsg::Relay { user, other, .. } => {
+            [user.as_str(), other].into_iter().for_each(check_string)
+        }
     }
 }
 

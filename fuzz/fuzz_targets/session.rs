@@ -455,6 +455,7 @@ fn setup(u: &mut Unstructured) -> Result<()> {
         wait_for_start,
         peer_ips: peer_ip.into_iter().collect(),
         punch: Vec::new(),
+        later_peer_ips: None,
     };
     let fetch = FetchOptions { cfg: cfg.clone() };
     let mut sim = Sim {
