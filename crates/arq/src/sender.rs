@@ -28,8 +28,78 @@ pub struct Transmit {
 }
 
 /// Packets sent after a lost one and acknowledged before it declare it lost
-/// (RFC 9002's packet threshold): fewer would take reordering for loss.
+/// (RFC 9002's packet threshold), as long as the path has not been seen
+/// to reorder; from then on only time does (see [`Reordering`]).
 pub const PACKET_THRESHOLD: u64 = 3;
+
+/// Loss recoveries after which a reordering window widened by spurious
+/// retransmissions falls back to its first width (RFC 8985's 16).
+const REO_WND_PERSIST: u32 = 16;
+
+/// How late a packet may come before it is taken for lost, learnt from the
+/// path as RACK does (RFC 8985). A packet is lost once a packet sent after
+/// it was acknowledged and it has been out for an RTT and the reordering
+/// window. Until the path is seen to reorder, three later packets
+/// acknowledged also make it lost, and the window is an eighth of the RTT
+/// (RFC 9002). It is seen to reorder when a packet never resent is
+/// acknowledged after one sent after it, or when a resend that loss
+/// detection made proves spurious (acknowledged sooner than three
+/// quarters of the path's smallest RTT after it went: the first copy had
+/// arrived). From then on the window is a quarter of the smallest RTT,
+/// widened by a quarter for each round trip with a spurious resend, at
+/// most the smoothed RTT; after [`REO_WND_PERSIST`] loss recoveries
+/// without a widening it narrows back.
+#[derive(Debug, Default)]
+struct Reordering {
+    /// A packet was acknowledged after one sent after it.
+    seen: bool,
+    /// The window, in quarters of the smallest RTT.
+    mult: u32,
+    /// Loss recoveries left before `mult` falls back to 1.
+    persist: u32,
+    /// When `mult` last grew: at most once a round trip.
+    widened_at: Option<Instant>,
+    /// When the latest loss recovery began.
+    recovery_at: Option<Instant>,
+    /// Retransmissions found spurious.
+    spurious: u64,
+}
+
+impl Reordering {
+    /// A retransmission proved spurious at `now`.
+    fn spurious(&mut self, now: Instant, srtt: Duration) {
+        self.spurious += 1;
+        if self.widened_at.is_none_or(|t| now >= t + srtt) {
+            self.widened_at = Some(now);
+            self.mult = self.mult.max(1) + 1;
+            self.persist = REO_WND_PERSIST;
+        }
+    }
+
+    /// Packets were found lost at `now`: a new recovery if the last began
+    /// more than a round trip ago.
+    fn on_loss(&mut self, now: Instant, srtt: Duration) {
+        if self.recovery_at.is_some_and(|t| now < t + srtt) {
+            return;
+        }
+        self.recovery_at = Some(now);
+        if self.mult > 1 {
+            self.persist = self.persist.saturating_sub(1);
+            if self.persist == 0 {
+                self.mult = 1;
+            }
+        }
+    }
+
+    /// The window past an RTT of `rtt` (the smallest being `min_rtt`, the
+    /// smoothed `srtt`).
+    fn window(&self, rtt: Duration, min_rtt: Option<Duration>, srtt: Duration) -> Duration {
+        match min_rtt {
+            Some(min) if self.seen => (min / 4 * self.mult.max(1)).min(srtt),
+            _ => rtt / 8,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Slot {
@@ -47,6 +117,11 @@ struct Slot {
     /// Held back on purpose and not sent yet (see [`AckCheck`]): an
     /// acknowledgement of it is a lie.
     withheld: bool,
+    /// Its latest copy was sent because loss detection took the one
+    /// before for lost (not a timeout's or a tail-loss probe's, sent with
+    /// no such sign): an acknowledgement too early for it proves the path
+    /// reordered.
+    by_loss: bool,
 }
 
 /// The defence against optimistic acknowledgements (a receiver that
@@ -161,6 +236,13 @@ pub struct Sender<C = Model> {
     last_sent: Option<Instant>,
     /// Selective Repeat with [`Sender::check_acks`]: the held packets.
     check: Option<AckCheck>,
+    /// Selective Repeat: how late packets come on this path.
+    reordering: Reordering,
+    /// Selective Repeat: a tail-loss probe may go (RFC 8985): armed by
+    /// each acknowledgement of new data, spent by the probe.
+    tlp_armed: bool,
+    /// Tail-loss probes sent.
+    tail_probes: u64,
 }
 
 /// Packets sent on a probe timeout regardless of the window.
@@ -225,6 +307,9 @@ impl<C: Controller> Sender<C> {
             last_timeout: None,
             last_sent: None,
             check: None,
+            reordering: Reordering::default(),
+            tlp_armed: false,
+            tail_probes: 0,
         }
     }
 
@@ -279,6 +364,7 @@ impl<C: Controller> Sender<C> {
             acked: false,
             queued: true,
             withheld: true,
+            by_loss: false,
         });
         self.queued_live += 1;
         self.unacked.insert(idx);
@@ -370,6 +456,18 @@ impl<C: Controller> Sender<C> {
         (self.sent_packets, self.retransmissions)
     }
 
+    /// Retransmissions found spurious (the first copy had arrived), as far
+    /// as the sender can tell: those acknowledged sooner than the path's
+    /// smallest RTT after they went.
+    pub fn spurious_retransmissions(&self) -> u64 {
+        self.reordering.spurious
+    }
+
+    /// Tail-loss probes sent (each also counts as a retransmission).
+    pub fn tail_probes(&self) -> u64 {
+        self.tail_probes
+    }
+
     /// The smoothed RTT and the retransmission timeout derived from it.
     pub fn rtt(&self) -> &RttEstimator {
         &self.rtt
@@ -446,6 +544,7 @@ impl<C: Controller> Sender<C> {
                 acked: false,
                 queued: false,
                 withheld: false,
+                by_loss: false,
             });
             self.unacked.insert(idx);
         }
@@ -488,9 +587,17 @@ impl<C: Controller> Sender<C> {
         // RTT after a packet was resent is for an earlier copy: it must not
         // count as the resend arriving, or every packet sent before the
         // resend and not yet acknowledged would be taken for lost at once.
-        let plausible = self.cc.min_rtt().map_or(Duration::ZERO, |m| m / 2);
+        let min_rtt = self.cc.min_rtt();
+        let plausible = min_rtt.map_or(Duration::ZERO, |m| m / 2);
         let mut lied = false;
         let mut highest: Option<u64> = None;
+        // Reordering: a packet sent once, acknowledged only after one sent
+        // after it was. A spurious retransmission: one acknowledged sooner
+        // than any round trip takes after it went.
+        let before_largest = self.largest_acked_tx;
+        let judged_before = self.judge_below;
+        let mut reordered = false;
+        let mut spurious = 0u64;
         let mut take = |slot: &mut Slot, idx: u64| {
             lied |= slot.withheld;
             highest = highest.max(Some(idx));
@@ -498,6 +605,20 @@ impl<C: Controller> Sender<C> {
                 slot.acked = true;
                 newly += 1;
                 acked_queued += u64::from(slot.queued);
+                let since = now.saturating_duration_since(slot.state.sent_at);
+                // Only what the previous ack covered: one too full to list
+                // every range left some out, and their packets come later
+                // in order.
+                let covered = idx < judged_before;
+                if !slot.resent && covered && before_largest.is_some_and(|l| slot.tx < l) {
+                    reordered = true;
+                }
+                // Three quarters: the smallest RTT may have expired and been
+                // taken afresh over a queue.
+                let by_loss = slot.resent && slot.by_loss && !slot.queued;
+                if by_loss && min_rtt.is_some_and(|m| since < m * 3 / 4) {
+                    spurious += 1;
+                }
                 if now.saturating_duration_since(slot.state.sent_at) >= plausible {
                     largest_tx = largest_tx.max(Some(slot.tx));
                 }
@@ -560,6 +681,18 @@ impl<C: Controller> Sender<C> {
         }
         self.release_held(highest);
         self.largest_acked_tx = largest_tx;
+        // A resend loss detection made, proved unneeded, is reordering
+        // too: one deep enough to be taken for loss before its packet came.
+        if reordered || spurious > 0 {
+            self.reordering.seen = true;
+        }
+        let srtt = self.rtt.srtt().unwrap_or(self.cfg.initial_rto);
+        for _ in 0..spurious {
+            self.reordering.spurious(now, srtt);
+        }
+        if newly > 0 {
+            self.tlp_armed = true;
+        }
         self.acked_in_slots += newly;
         self.queued_live -= acked_queued;
         let rtt_sample = newest_sample.map(|(_, rtt)| rtt);
@@ -619,15 +752,18 @@ impl<C: Controller> Sender<C> {
     }
 
     /// How long a packet sent before the newest acknowledged one may stay
-    /// unacknowledged before it is taken for lost: 9/8 of the larger of the
-    /// smoothed and the latest RTT (RFC 9002), so jitter is not loss.
+    /// unacknowledged before it is taken for lost: the larger of the
+    /// smoothed and the latest RTT, and the reordering window on top (see
+    /// [`Reordering`]), so jitter is not loss.
     fn loss_delay(&self) -> Duration {
         let rtt = match (self.rtt.srtt(), self.latest_rtt) {
             (Some(s), Some(l)) => s.max(l),
             (Some(s), None) => s,
             _ => self.cfg.initial_rto,
         };
-        (rtt * 9 / 8).max(Duration::from_millis(1))
+        let srtt = self.rtt.srtt().unwrap_or(rtt);
+        let window = self.reordering.window(rtt, self.cc.min_rtt(), srtt);
+        (rtt + window).max(Duration::from_millis(1))
     }
 
     /// Selective Repeat: the oldest entry of the flight that is still
@@ -650,10 +786,11 @@ impl<C: Controller> Sender<C> {
     }
 
     /// Queues the oldest packet out for resending (see `oldest_out`).
-    fn queue_oldest(&mut self, idx: u64) {
+    fn queue_oldest(&mut self, idx: u64, by_loss: bool) {
         self.flight.pop_front();
         if let Some(slot) = self.slots.get_mut((idx - self.base) as usize) {
             slot.queued = true;
+            slot.by_loss = by_loss;
             self.queued_live += 1;
             self.resend.push_back(idx);
         }
@@ -672,14 +809,15 @@ impl<C: Controller> Sender<C> {
             return (0, None);
         };
         let delay = self.loss_delay();
+        let by_count = !self.reordering.seen;
         let mut lost = 0;
         let mut newest_sent = None;
         while let Some((tx, idx, sent_at)) = self.oldest_out() {
             if tx >= largest || idx >= self.judge_below {
                 break;
             }
-            if largest - tx >= PACKET_THRESHOLD || now >= sent_at + delay {
-                self.queue_oldest(idx);
+            if (by_count && largest - tx >= PACKET_THRESHOLD) || now >= sent_at + delay {
+                self.queue_oldest(idx, true);
                 lost += 1;
                 newest_sent = Some(sent_at);
             } else {
@@ -687,7 +825,32 @@ impl<C: Controller> Sender<C> {
                 break;
             }
         }
+        if lost > 0 {
+            let srtt = self.rtt.srtt().unwrap_or(delay);
+            self.reordering.on_loss(now, srtt);
+        }
         (lost, newest_sent)
+    }
+
+    /// When a tail-loss probe is due (RFC 8985): two smoothed RTTs after
+    /// the latest packet went, if new data was acknowledged since the last
+    /// probe or timeout, nothing waits to be resent, and that is before
+    /// the probe timeout.
+    fn tlp_time(&self) -> Option<Instant> {
+        if !self.tlp_armed || !self.resend.is_empty() {
+            return None;
+        }
+        let srtt = self.rtt.srtt()?;
+        let at = self.last_sent? + (srtt * 2).max(Duration::from_millis(2));
+        (at < self.last_sent? + self.rtt.rto()).then_some(at)
+    }
+
+    /// Selective Repeat: the newest packet out, if any.
+    fn newest_out(&self) -> Option<u64> {
+        self.flight.iter().rev().find_map(|&(tx, idx)| {
+            let slot = self.slots.get(idx.checked_sub(self.base)? as usize)?;
+            (!slot.acked && !slot.queued && slot.tx == tx).then_some(idx)
+        })
     }
 
     /// When the sender next needs [`Sender::on_timeout`] (or
@@ -709,7 +872,7 @@ impl<C: Controller> Sender<C> {
                 let probe = self
                     .last_sent
                     .filter(|_| any_out)
-                    .map(|t| t + self.rtt.rto());
+                    .map(|t| self.tlp_time().unwrap_or(t + self.rtt.rto()));
                 match (probe, self.loss_time) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -754,6 +917,24 @@ impl<C: Controller> Sender<C> {
                 // lost (everything sent before and still out), so one
                 // timeout repairs a whole lost flight instead of one packet
                 // per (doubling) timeout.
+                // A tail-loss probe first: the newest packet out goes again,
+                // so that its acknowledgement shows what else is missing
+                // (the loss detection above then finds it) without the
+                // timeout's cut. Not a timeout: the window stays.
+                if self.tlp_time().is_some_and(|t| now >= t) {
+                    self.tlp_armed = false;
+                    if let Some(idx) = self.newest_out() {
+                        if let Some(slot) = self.slots.get_mut((idx - self.base) as usize) {
+                            slot.queued = true;
+                            slot.by_loss = false;
+                            self.queued_live += 1;
+                            self.resend.push_front(idx);
+                            self.probes = self.probes.max(1);
+                            self.tail_probes += 1;
+                        }
+                    }
+                    return;
+                }
                 let rto = self.rtt.rto();
                 let due = self.last_sent.is_some_and(|t| now >= t + rto);
                 if due && self.oldest_out().is_some() {
@@ -761,9 +942,10 @@ impl<C: Controller> Sender<C> {
                         let Some((_, idx, _)) = self.oldest_out() else {
                             break;
                         };
-                        self.queue_oldest(idx);
+                        self.queue_oldest(idx, false);
                     }
                     self.probes = PROBES;
+                    self.tlp_armed = false;
                     self.timeouts += 1;
                     self.last_timeout = Some(now);
                     self.cc.on_timeout(now);

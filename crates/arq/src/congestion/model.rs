@@ -115,6 +115,48 @@ const LOSS_SAMPLE_MIN: u64 = 20;
 /// smallest had no queue: its losses were random, not overflow.
 const NO_QUEUE_RTT_FACTOR: f64 = 1.2;
 
+/// How far back [`RecentMin`] looks, as a share of the path's smallest
+/// RTT: the queue is judged from the smallest sample of that span.
+const JITTER_SPAN: f64 = 0.5;
+/// Samples [`RecentMin`] keeps at most, whatever the rate.
+const JITTER_SAMPLES: usize = 4096;
+
+/// The smallest of the RTT samples of a recent span of time. A queue
+/// raises every sample for as long as it stands; jitter (a path whose
+/// delay varies from packet to packet: Wi-Fi retries, multipath routing)
+/// raises some and not others, and the smallest of the span takes it out.
+/// Judged on single samples, jitter of a few milliseconds on a 20 ms path
+/// looks like a queue coming and going, and random loss with it like the
+/// queue overflowing.
+#[derive(Debug, Clone, Default)]
+struct RecentMin {
+    /// (when, sample), the samples rising from the front: each is the
+    /// smallest of those after it (a sliding-window minimum).
+    samples: std::collections::VecDeque<(Instant, Duration)>,
+}
+
+impl RecentMin {
+    /// Takes `rtt` at `now` and returns the smallest sample of the last
+    /// `span` (this one at least).
+    fn push(&mut self, now: Instant, rtt: Duration, span: Duration) -> Duration {
+        while self.samples.back().is_some_and(|&(_, r)| r >= rtt) {
+            self.samples.pop_back();
+        }
+        if self.samples.len() >= JITTER_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now, rtt));
+        while self
+            .samples
+            .front()
+            .is_some_and(|&(t, _)| now.saturating_duration_since(t) > span)
+        {
+            self.samples.pop_front();
+        }
+        self.samples.front().map_or(rtt, |&(_, r)| r)
+    }
+}
+
 /// The controller's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -153,7 +195,9 @@ pub struct Model {
     /// path acknowledges again.
     restore_cwnd: Option<u64>,
     pacing_rate: f64,
+    /// The latest RTT with jitter taken out (see [`RecentMin`]).
     latest_rtt: Option<Duration>,
+    recent: RecentMin,
     /// The smallest RTT sample of the round trip under way.
     round_min_rtt: Option<Duration>,
     /// The round in which the estimate last yielded to overflow losses.
@@ -209,6 +253,7 @@ impl Model {
             restore_cwnd: None,
             pacing_rate: 0.0,
             latest_rtt: None,
+            recent: RecentMin::default(),
             round_min_rtt: None,
             backed_off_round: None,
             inflight_hi: None,
@@ -529,9 +574,12 @@ impl Controller for Model {
         // and only ProbeRtt shows what the path's is.
         let min_rtt_expired = now > self.min_rtt_stamp + MIN_RTT_WINDOW;
         if let Some(rtt) = ev.rtt {
-            self.round_max_rtt = Some(self.round_max_rtt.map_or(rtt, |m| m.max(rtt)));
-            self.rtt_hi.update(self.round, rtt.as_secs_f64());
-            self.latest_rtt = Some(rtt);
+            // Where a queue is read from the RTT, jitter is taken out first.
+            let span = self.min_rtt.unwrap_or(rtt).mul_f64(JITTER_SPAN);
+            let steady = self.recent.push(now, rtt, span);
+            self.round_max_rtt = Some(self.round_max_rtt.map_or(steady, |m| m.max(steady)));
+            self.rtt_hi.update(self.round, steady.as_secs_f64());
+            self.latest_rtt = Some(steady);
             self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |m| m.min(rtt)));
             if self.min_rtt.is_none_or(|m| rtt <= m) || min_rtt_expired {
                 self.min_rtt = Some(rtt);

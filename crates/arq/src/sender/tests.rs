@@ -33,6 +33,22 @@ fn resends(s: &mut Sender, t: Instant) -> Vec<u32> {
         .collect()
 }
 
+/// Fires the tail-loss probe of a silent flight (two smoothed RTTs after
+/// the latest packet, ahead of the timeout): the newest packet out goes
+/// again, alone, and the window stays. Returns when it went.
+fn past_tail_probe(s: &mut Sender) -> Instant {
+    let at = s.poll_timeout().expect("a timer");
+    let cwnd = s.controller().cwnd();
+    s.on_timeout(at);
+    let probe: Vec<(u32, bool)> = std::iter::from_fn(|| s.poll_transmit(at))
+        .map(|t| (t.seq, t.retransmission))
+        .collect();
+    assert_eq!(probe, [(10, true)], "the newest packet out, once");
+    assert_eq!((s.timeouts(), s.tail_probes()), (0, 1));
+    assert_eq!(s.controller().cwnd(), cwnd, "a probe is not a timeout");
+    at
+}
+
 fn sack(cum: u32, ranges: &[(u32, u32)]) -> Ack {
     Ack {
         cum,
@@ -76,7 +92,9 @@ fn losses_are_resent_without_shrinking_the_window() {
 fn a_late_ack_of_an_original_does_not_pass_for_its_resend() {
     let t0 = Instant::now();
     let mut s = ten_out(t0);
-    // The flight's acks are late: the timeout resends packets 1 and 2.
+    // The flight's acks are late: the tail probe, then the timeout
+    // resends packets 1 and 2.
+    past_tail_probe(&mut s);
     let due = s.poll_timeout().expect("a timer");
     s.on_timeout(due);
     assert_eq!(std::iter::from_fn(|| s.poll_transmit(due)).count(), 2);
@@ -93,8 +111,10 @@ fn a_late_ack_of_an_original_does_not_pass_for_its_resend() {
 fn a_probe_timeout_sends_two_probes_whose_ack_repairs_the_flight() {
     let t0 = Instant::now();
     let mut s = ten_out(t0);
-    // The whole flight (packets 1..=10) is lost.
+    // The whole flight (packets 1..=10) is lost, and the tail probe too.
+    let probed = past_tail_probe(&mut s);
     let due = s.poll_timeout().expect("a timer");
+    assert!(due > probed, "one probe, then the timeout");
     s.on_timeout(due);
     assert_eq!(s.timeouts(), 1);
     let probes: Vec<u32> = std::iter::from_fn(|| s.poll_transmit(due))
@@ -209,4 +229,55 @@ fn an_honest_receiver_gets_the_held_packets_late_and_everything_arrives() {
     assert!(s.is_done(), "{:?}", s.failure());
     assert_eq!(got.len(), 2_000);
     assert!(!in_order, "some packets were held back and sent late");
+}
+
+/// A tail-loss probe that draws an acknowledgement repairs the tail from
+/// it: the packets before the probed one are shown lost by time, with no
+/// timeout, and no second probe follows while the first is unanswered.
+#[test]
+fn a_silent_tail_is_repaired_by_one_probe_without_a_timeout() {
+    let t0 = Instant::now();
+    let mut s = ten_out(t0);
+    let probed = past_tail_probe(&mut s);
+    // No second probe: the next timer is the timeout.
+    let next = s.poll_timeout().expect("a timer");
+    assert!(next >= probed + s.rtt().rto(), "a second probe at once");
+    // The probe arrives; 1..=9 were lost.
+    let t = probed + Duration::from_millis(100);
+    s.on_ack(t, &sack(1, &[(10, 11)]));
+    assert_eq!(resends(&mut s, t), (1..=9).collect::<Vec<u32>>());
+    assert_eq!(s.timeouts(), 0);
+}
+
+/// Once a packet came after one sent after it, the path reorders: three
+/// later packets acknowledged no longer make a packet lost, only time
+/// does (an RTT and the reordering window, a quarter of the smallest
+/// RTT). A resend that loss detection made and that the first copy's
+/// acknowledgement beat (too soon for the resend's own) is counted
+/// spurious and widens the window.
+#[test]
+fn a_path_seen_to_reorder_is_judged_by_time_and_learns_from_spurious_resends() {
+    let t0 = Instant::now();
+    let mut s = ten_out(t0);
+    // Every RTT 100 ms: the packets went at 100 ms.
+    let t = t0 + Duration::from_millis(200);
+    // 2 came before 1: reordering.
+    s.on_ack(t, &sack(1, &[(2, 3)]));
+    s.on_ack(t, &sack(3, &[]));
+    // 3 is missing, 4..=7 came: by count it would be lost; not now.
+    s.on_ack(t, &sack(3, &[(4, 8)]));
+    assert_eq!(resends(&mut s, t), Vec::<u32>::new());
+    // Lost once an RTT (100 ms) and a quarter of the smallest (25 ms)
+    // have passed since it went at 100 ms.
+    let window = t0 + Duration::from_millis(100 + 100 + 25);
+    let early = window - Duration::from_millis(2);
+    s.on_timeout(early);
+    assert_eq!(resends(&mut s, early), Vec::<u32>::new());
+    s.on_timeout(window);
+    assert_eq!(resends(&mut s, window), [3]);
+    // The first copy's ack comes 1 ms after the resend: spurious.
+    let late = window + Duration::from_millis(1);
+    s.on_ack(late, &sack(8, &[]));
+    assert_eq!(s.spurious_retransmissions(), 1);
+    assert_eq!(s.reordering.mult, 2, "the window widened to half the RTT");
 }
