@@ -1,8 +1,9 @@
 //! A link emulator for benchmarks: two network namespaces joined by TUN
 //! devices, with a user-space forwarder in this process applying, in each
-//! direction, a one-way delay, random loss and a rate limit with a bounded
-//! drop-tail queue. (This machine's kernel has no netem.) Linux only, needs
-//! root.
+//! direction, a one-way delay, random loss, a rate limit with a bounded
+//! drop-tail queue, and per-packet jitter after the bottleneck, which
+//! reorders packets as Wi-Fi retries and multipath routing do. (This
+//! machine's kernel has no netem.) Linux only, needs root.
 //!
 //! Side A has 10.77.0.1, side B 10.77.0.2; both addresses exist only inside
 //! the namespaces made here, which are deleted on drop. Sockets are opened
@@ -12,7 +13,8 @@
 //! TUN device) on the same two cores as the endpoints; see
 //! docs/BENCHMARKS.md for what it carries.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
@@ -41,6 +43,10 @@ pub struct LinkSpec {
     pub loss: f64,
     /// Bytes the queue before the rate limit holds; more are dropped.
     pub queue_bytes: u64,
+    /// Each packet is delayed by a random further share of this after the
+    /// bottleneck (uniform, packet by packet): packets closer together
+    /// than it may overtake each other.
+    pub jitter: Duration,
 }
 
 impl LinkSpec {
@@ -54,6 +60,15 @@ impl LinkSpec {
             delay: Duration::from_micros(rtt_ms * 500),
             loss,
             queue_bytes: bdp.max(64 * 1024),
+            jitter: Duration::ZERO,
+        }
+    }
+
+    /// This link with per-packet jitter of up to `ms` milliseconds.
+    pub fn with_jitter(self, ms: u64) -> Self {
+        LinkSpec {
+            jitter: Duration::from_millis(ms),
+            ..self
         }
     }
 }
@@ -136,7 +151,9 @@ fn readable(fd: i32, ms: i32) -> bool {
 }
 
 /// Packets with the time each is due, and a signal for new ones.
-type DelayLine = (Mutex<VecDeque<(Instant, Vec<u8>)>>, Condvar);
+/// Packets waiting for their delivery time, the earliest first (with a
+/// number that keeps packets due at once in their order).
+type DelayLine = (Mutex<BinaryHeap<Reverse<(Instant, u64, Vec<u8>)>>>, Condvar);
 
 /// Moves packets from `from` to `to` with the impairment of `spec`.
 fn forward(
@@ -147,8 +164,6 @@ fn forward(
     stop: Arc<AtomicBool>,
     stats: Arc<DirStats>,
 ) -> [std::thread::JoinHandle<()>; 2] {
-    // Packets waiting for their delivery time, in order (the delay is
-    // constant and departures are in order, so the queue stays sorted).
     let queue: Arc<DelayLine> = Arc::default();
     let (q, st) = (queue.clone(), stop.clone());
     let reader = std::thread::spawn(move || {
@@ -156,6 +171,7 @@ fn forward(
         let mut buf = vec![0u8; 65_536];
         // When the link finishes sending what is queued.
         let mut busy_until = Instant::now();
+        let mut number = 0u64;
         while !st.load(Ordering::Relaxed) {
             if !readable(from.as_raw_fd(), 100) {
                 continue;
@@ -179,9 +195,16 @@ fn forward(
                 busy_until
             };
             stats.forwarded.fetch_add(1, Ordering::Relaxed);
+            let jitter = if spec.jitter.is_zero() {
+                Duration::ZERO
+            } else {
+                spec.jitter.mul_f64(rng.gen::<f64>())
+            };
+            number += 1;
             let (lock, cv) = &*q;
             if let Ok(mut g) = lock.lock() {
-                g.push_back((departs + spec.delay, buf[..n].to_vec()));
+                let due = departs + spec.delay + jitter;
+                g.push(Reverse((due, number, buf[..n].to_vec())));
             }
             cv.notify_one();
         }
@@ -191,12 +214,12 @@ fn forward(
         let (lock, cv) = &*queue;
         while !stop.load(Ordering::Relaxed) {
             let Ok(mut g) = lock.lock() else { break };
-            let due = match g.front() {
+            let due = match g.peek() {
                 None => {
                     let _ = cv.wait_timeout(g, Duration::from_millis(100));
                     continue;
                 }
-                Some((at, _)) => *at,
+                Some(Reverse((at, ..))) => *at,
             };
             let now = Instant::now();
             if due > now {
@@ -206,8 +229,8 @@ fn forward(
                 continue;
             }
             let mut ready = Vec::new();
-            while g.front().is_some_and(|(at, _)| *at <= now) {
-                if let Some((_, p)) = g.pop_front() {
+            while g.peek().is_some_and(|Reverse((at, ..))| *at <= now) {
+                if let Some(Reverse((_, _, p))) = g.pop() {
                     ready.push(p);
                 }
             }

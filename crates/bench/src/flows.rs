@@ -89,6 +89,8 @@ pub struct Flow {
     pub recv_cpu: f64,
     /// Retransmitted packets, where the protocol reports them.
     pub retransmissions: Option<u64>,
+    /// Of those, the ones found needless, where the protocol reports them.
+    pub spurious: Option<u64>,
 }
 
 impl Flow {
@@ -249,6 +251,7 @@ fn stream_flow(
         send_cpu,
         recv_cpu,
         retransmissions: None,
+        spurious: None,
     })
 }
 
@@ -392,6 +395,7 @@ pub fn chatdrop(
         send_cpu,
         recv_cpu,
         retransmissions: Some(stats.retransmissions),
+        spurious: Some(stats.spurious),
     })
 }
 

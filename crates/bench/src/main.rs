@@ -155,6 +155,10 @@ enum Cmd {
         /// Random loss each way (0.01 = 1%).
         #[arg(long, default_value_t = 0.0)]
         loss: f64,
+        /// Per-packet jitter each way, ms: packets closer together than
+        /// this overtake each other.
+        #[arg(long, default_value_t = 0)]
+        jitter_ms: u64,
         /// Bytes moved by each flow (default: ten seconds of the link).
         #[arg(long)]
         size: Option<u64>,
@@ -284,11 +288,17 @@ fn main() -> anyhow::Result<()> {
             mbit,
             rtt_ms,
             loss,
+            jitter_ms,
             size,
             runs,
             protocols,
         } => suite::run(
-            &[suite::Link { mbit, rtt_ms, loss }],
+            &[suite::Link {
+                mbit,
+                rtt_ms,
+                loss,
+                jitter_ms,
+            }],
             &suite::Options {
                 size,
                 runs,

@@ -66,12 +66,22 @@ pub struct Link {
     pub rtt_ms: u64,
     /// Random loss each way.
     pub loss: f64,
+    /// Per-packet jitter each way, ms (packets overtake each other).
+    pub jitter_ms: u64,
 }
 
 impl Link {
     fn name(&self) -> String {
         if self.mbit == 0 {
             "loopback".into()
+        } else if self.jitter_ms > 0 {
+            format!(
+                "{} Mbit/s, {} ms, {}% loss, {} ms jitter",
+                self.mbit,
+                self.rtt_ms,
+                self.loss * 100.0,
+                self.jitter_ms
+            )
         } else {
             format!(
                 "{} Mbit/s, {} ms, {}% loss",
@@ -84,36 +94,56 @@ impl Link {
 }
 
 /// The links.
-pub const LINKS: [Link; 6] = [
+pub const LINKS: [Link; 8] = [
     Link {
         mbit: 0,
         rtt_ms: 0,
         loss: 0.0,
+        jitter_ms: 0,
     },
     Link {
         mbit: 200,
         rtt_ms: 20,
         loss: 0.0,
+        jitter_ms: 0,
     },
     Link {
         mbit: 200,
         rtt_ms: 20,
         loss: 0.01,
+        jitter_ms: 0,
     },
     Link {
         mbit: 200,
         rtt_ms: 20,
         loss: 0.05,
+        jitter_ms: 0,
     },
     Link {
         mbit: 100,
         rtt_ms: 100,
         loss: 0.01,
+        jitter_ms: 0,
     },
     Link {
         mbit: 1000,
         rtt_ms: 2,
         loss: 0.0,
+        jitter_ms: 0,
+    },
+    // Packets that overtake each other (Wi-Fi retries, multipath), with
+    // random loss and without.
+    Link {
+        mbit: 100,
+        rtt_ms: 20,
+        loss: 0.02,
+        jitter_ms: 8,
+    },
+    Link {
+        mbit: 50,
+        rtt_ms: 40,
+        loss: 0.0,
+        jitter_ms: 4,
     },
 ];
 
@@ -171,6 +201,7 @@ struct Row {
     send_cpu_gb: f64,
     recv_cpu_gb: f64,
     retransmissions: Option<u64>,
+    spurious: Option<u64>,
     peak_mb: Option<f64>,
 }
 
@@ -267,7 +298,7 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
         let emu = if link.mbit == 0 {
             None
         } else {
-            let spec = LinkSpec::new(link.mbit, link.rtt_ms, link.loss);
+            let spec = LinkSpec::new(link.mbit, link.rtt_ms, link.loss).with_jitter(link.jitter_ms);
             Some(Emulator::start(spec, spec, 1)?)
         };
         let path = Path { emu: emu.as_ref() };
@@ -332,6 +363,7 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
                 send_cpu_gb: median(flows.iter().map(|f| f.send_cpu / gb(f)).collect()),
                 recv_cpu_gb: median(flows.iter().map(|f| f.recv_cpu / gb(f)).collect()),
                 retransmissions: median_u64(flows.iter().filter_map(|f| f.retransmissions)),
+                spurious: median_u64(flows.iter().filter_map(|f| f.spurious)),
                 peak_mb: (!peaks.is_empty()).then(|| median(peaks)),
             };
             let share = if link.mbit > 0 {
@@ -345,7 +377,11 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
                 row.mbit,
                 row.send_cpu_gb,
                 row.recv_cpu_gb,
-                row.retransmissions.map_or(String::new(), |r| r.to_string()),
+                match (row.retransmissions, row.spurious) {
+                    (Some(r), Some(s)) => format!("{r} ({s} spurious)"),
+                    (Some(r), None) => r.to_string(),
+                    _ => String::new(),
+                },
                 row.peak_mb.map_or(String::new(), |m| format!("{m:.0}"))
             );
             rows.push(row);

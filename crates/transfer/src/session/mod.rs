@@ -74,6 +74,9 @@ pub struct TransferStats {
     pub packets: u64,
     /// Retransmitted data packets (sender only).
     pub retransmissions: u64,
+    /// Of those, the ones the sender found needless: acknowledged too soon
+    /// after they went for the resend to have arrived (sender only).
+    pub spurious: u64,
     /// Datagrams dropped because they did not authenticate.
     pub forged: u64,
     /// Where the download resumed from.

@@ -156,6 +156,7 @@ pub async fn serve(
             let (packets, retransmissions) = session.arq().map_or((0, 0), Sender::stats);
             stats.packets = packets;
             stats.retransmissions = retransmissions;
+            stats.spurious = session.arq().map_or(0, Sender::spurious_retransmissions);
             stats.bytes = size - stats.resumed_from;
             stats.seconds = started.elapsed().as_secs_f64();
             progress(size, size);
