@@ -346,15 +346,7 @@ impl Mailbox {
         }
     }
 
-    /// The sender, about to serve: the receiver may begin. Its key
-    /// exchange must not reach the sender's NAT before the sender's first
-    /// punches have (a Linux NAT would then give the punches another port,
-    /// and the exchange would go to the wrong one).
-    pub async fn go(&mut self) -> Result<(), String> {
-        self.say(MailboxMsg::Send { body: GO.to_vec() }).await
-    }
-
-    /// The receiver: waits for the sender's [`go`](Self::go).
+    /// The receiver: waits for the sender's [`Relaying::go`].
     pub async fn wait_go(&mut self) -> Result<(), String> {
         self.message().await.map(|_| ())
     }
@@ -424,7 +416,10 @@ impl Relaying {
         let _ = self.outgoing.send(ClientMsg::Relay { session }).await;
     }
 
-    /// The sender, serving: the receiver may begin (see [`Mailbox::go`]).
+    /// The sender, serving, once its first punches left: the receiver may
+    /// begin. Its key exchange must not reach the sender's NAT before those
+    /// punches have (a Linux NAT would then give the punches another port,
+    /// and the exchange would go to the wrong one).
     pub async fn go(&self) {
         let msg = ClientMsg::Mailbox(MailboxMsg::Send { body: GO.to_vec() });
         let _ = self.outgoing.send(msg).await;
