@@ -51,7 +51,7 @@ const REO_WND_PERSIST: u32 = 16;
 /// without a widening it narrows back.
 #[derive(Debug, Default)]
 struct Reordering {
-    /// A packet was acknowledged after one sent after it.
+    /// The path was seen to reorder (see above).
     seen: bool,
     /// The window, in quarters of the smallest RTT.
     mult: u32,
@@ -457,8 +457,9 @@ impl<C: Controller> Sender<C> {
     }
 
     /// Retransmissions found spurious (the first copy had arrived), as far
-    /// as the sender can tell: those acknowledged sooner than the path's
-    /// smallest RTT after they went.
+    /// as the sender can tell: resends that loss detection made and that
+    /// were acknowledged sooner than three quarters of the path's smallest
+    /// RTT after they went.
     pub fn spurious_retransmissions(&self) -> u64 {
         self.reordering.spurious
     }
@@ -619,7 +620,7 @@ impl<C: Controller> Sender<C> {
                 if by_loss && min_rtt.is_some_and(|m| since < m * 3 / 4) {
                     spurious += 1;
                 }
-                if now.saturating_duration_since(slot.state.sent_at) >= plausible {
+                if since >= plausible {
                     largest_tx = largest_tx.max(Some(slot.tx));
                 }
                 let clean = !slot.resent && last_timeout.is_none_or(|t| slot.state.sent_at > t);
@@ -910,13 +911,6 @@ impl<C: Controller> Sender<C> {
                 if self.loss_time.is_some_and(|t| now >= t) {
                     self.detect_lost(now);
                 }
-                // A probe timeout (RFC 9002): nothing sent for a timeout
-                // with packets out, so acknowledgements have stopped
-                // coming. Resend the oldest packets out, beyond the window
-                // if need be. Their acknowledgement shows what else was
-                // lost (everything sent before and still out), so one
-                // timeout repairs a whole lost flight instead of one packet
-                // per (doubling) timeout.
                 // A tail-loss probe first: the newest packet out goes again,
                 // so that its acknowledgement shows what else is missing
                 // (the loss detection above then finds it) without the
@@ -935,6 +929,13 @@ impl<C: Controller> Sender<C> {
                     }
                     return;
                 }
+                // A probe timeout (RFC 9002): nothing sent for a timeout
+                // with packets out, so acknowledgements have stopped
+                // coming. Resend the oldest packets out, beyond the window
+                // if need be. Their acknowledgement shows what else was
+                // lost (everything sent before and still out), so one
+                // timeout repairs a whole lost flight instead of one packet
+                // per (doubling) timeout.
                 let rto = self.rtt.rto();
                 let due = self.last_sent.is_some_and(|t| now >= t + rto);
                 if due && self.oldest_out().is_some() {

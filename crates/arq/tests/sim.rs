@@ -921,6 +921,31 @@ fn random_loss_does_not_collapse_the_rate() {
     }
 }
 
+/// Moves `file` over `link` (a 50 Mbit/s bottleneck) and `back` once per
+/// seed with Selective Repeat: each outcome, checked byte-exact, with its
+/// share of the link and a line saying what it did.
+fn over_jitter(file: &[u8], link: Link, back: Link) -> Vec<(Outcome, f64, String)> {
+    let mut c = cfg(Scheme::SelectiveRepeat, 16_384);
+    c.mss = 1200;
+    SEEDS
+        .iter()
+        .map(|&seed| {
+            let o = transfer(seed, c.clone(), isn_of(seed, 0), file, link, back);
+            assert!(o.received == file, "seed {seed}");
+            let share = share_of(&o, file.len(), 50);
+            let said = format!(
+                "seed {seed}: {:.1}% of the link, {} of {} resent, {} spurious, {} timeouts",
+                share * 100.0,
+                o.retransmissions,
+                o.sent,
+                o.spurious,
+                o.timeouts
+            );
+            (o, share, said)
+        })
+        .collect()
+}
+
 /// A path that reorders: each packet leaving a 50 Mbit/s bottleneck is
 /// delayed by its own random 0-8 ms on the way (as Wi-Fi retries and
 /// multipath routing do), so packets overtake each other by dozens, and
@@ -939,20 +964,7 @@ fn reordering_and_random_loss_keep_the_rate() {
         jitter: Duration::from_millis(2),
         ..Link::clean(10)
     };
-    let mut c = cfg(Scheme::SelectiveRepeat, 16_384);
-    c.mss = 1200;
-    for seed in SEEDS {
-        let o = transfer(seed, c.clone(), isn_of(seed, 0), &file, link, back);
-        assert!(o.received == file, "seed {seed}");
-        let share = share_of(&o, file.len(), 50);
-        let said = format!(
-            "seed {seed}: {:.1}% of the link, {} of {} resent, {} spurious, {} timeouts",
-            share * 100.0,
-            o.retransmissions,
-            o.sent,
-            o.spurious,
-            o.timeouts
-        );
+    for (o, share, said) in over_jitter(&file, link, back) {
         // With three later packets taken for proof of loss, and the
         // jitter read as a queue overflowing, 24-30% of the link over the
         // seeds, a third of the packets resent, nearly all for nothing.
@@ -984,21 +996,7 @@ fn jitter_without_reordering_neither_stalls_nor_slows() {
         in_order: true,
         ..Link::clean(10)
     };
-    let mut c = cfg(Scheme::SelectiveRepeat, 16_384);
-    c.mss = 1200;
-    for seed in SEEDS {
-        let o = transfer(seed, c.clone(), isn_of(seed, 0), &file, link, back);
-        assert!(o.received == file, "seed {seed}");
-        let share = share_of(&o, file.len(), 50);
-        let said = format!(
-            "seed {seed}: {:.1}% of the link, {} of {} resent, {} spurious, {} timeouts",
-            share * 100.0,
-            o.retransmissions,
-            o.sent,
-            o.spurious,
-            o.timeouts
-        );
-        eprintln!("{said}");
+    for (o, share, said) in over_jitter(&file, link, back) {
         assert_eq!(o.timeouts, 0, "{said}");
         assert!(share > 0.85, "{said}");
         assert!((o.retransmissions as f64) < o.sent as f64 * 0.02, "{said}");

@@ -282,9 +282,7 @@ pub(crate) fn check(
 
 /// Whether `at` can be a relay's address: a unicast address and a port.
 fn relay_address(at: &std::net::SocketAddr) -> Result<(), String> {
-    let ip = at.ip().to_canonical();
-    let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
-    if ip.is_unspecified() || ip.is_multicast() || broadcast || at.port() == 0 {
+    if !chatdrop_proto::limits::is_relay_address(at) {
         return Err(format!("{at} cannot be a relay's address"));
     }
     Ok(())

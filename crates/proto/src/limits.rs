@@ -19,6 +19,14 @@ pub const PROTOCOL_VERSION: u16 = 5;
 /// between users of two servers (`Relay`).
 pub const LINK_PROTOCOL_VERSION: u16 = 5;
 
+/// Whether `at` can be a relay's address (`RelayAt`, `[relay] addresses`):
+/// a unicast address (not unspecified, multicast or broadcast) and a port.
+pub fn is_relay_address(at: &std::net::SocketAddr) -> bool {
+    let ip = at.ip().to_canonical();
+    let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    !(ip.is_unspecified() || ip.is_multicast() || broadcast || at.port() == 0)
+}
+
 /// Candidate addresses a file request or offer may carry.
 pub const MAX_CANDIDATES: usize = 8;
 

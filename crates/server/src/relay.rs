@@ -108,7 +108,7 @@ impl RelayLimits {
             return Err("relay.idle_secs must be at least 1".into());
         }
         for a in &self.addresses {
-            if a.ip().is_unspecified() || a.ip().is_multicast() || a.port() == 0 {
+            if !chatdrop_proto::limits::is_relay_address(a) {
                 return Err(format!(
                     "relay.addresses: {a} is not an address and port users can reach"
                 ));
