@@ -275,7 +275,9 @@ fn show_progress(bars: &mut HashMap<String, Meter>, printer: &Printer, ev: &Clie
             bars.insert(id.clone(), Meter::new(printer, id, *size));
             false
         }
-        ClientEvent::TransferProgress { id, bytes, total } => {
+        ClientEvent::TransferProgress {
+            id, bytes, total, ..
+        } => {
             if let Some(m) = bars.get_mut(id) {
                 m.update(*bytes, *total);
             }

@@ -244,6 +244,12 @@ impl Printer {
                 let (file, from, reason) = (v(file), v(from), v(reason));
                 format!("Transfer of {file} from {from} failed: {reason}")
             }
+            ClientEvent::SourceDropped {
+                file, from, reason, ..
+            } => {
+                let (file, from, reason) = (v(file), v(from), v(reason));
+                format!("{from} was dropped as a source of {file}: {reason}")
+            }
             ClientEvent::UploadStarted { file, to } => {
                 let (file, to) = (v(file), v(to));
                 format!("Sending {file} to {to}")

@@ -57,6 +57,7 @@ impl Meter {
                 id: self.id.clone(),
                 bytes: done,
                 total,
+                sources: Vec::new(),
             })
         );
     }

@@ -132,8 +132,9 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         .and_then(|n| n.to_str())
         .context("the file needs a UTF-8 name")?
         .to_string();
-    let (size, hash) = hash_file(&args.file)?;
-    let source = Source::open(&args.file, size)?;
+    let outline = hash_file(&args.file)?;
+    let (size, hash) = (outline.size(), outline.root());
+    let source = Source::open(&args.file, &outline)?;
     let rt = runtime()?;
     rt.block_on(async move {
         let socket = Arc::new(match args.bind {
@@ -343,7 +344,7 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
             ticket.mss,
             Duration::from_secs(args.timeout.max(1)),
         );
-        let mut download = Download::open(&args.out, &ticket.name, ticket.size, ticket.blake3)?;
+        let download = Download::open(&args.out, &ticket.name, ticket.size, ticket.blake3)?;
         let id = hex::encode(ticket.session);
         let from = ticket.addr.to_string();
         let timeout = Duration::from_secs(args.timeout.max(1));
@@ -403,8 +404,7 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
             &socket,
             chatdrop_transfer::for_socket(&socket, addr),
             keys,
-            &mut download,
-            ticket.size,
+            &download,
             &FetchOptions { cfg },
             |d, t| meter.update(d, t),
         )
@@ -425,6 +425,7 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
                         bytes: stats.bytes,
                         seconds: stats.seconds,
                         blake3: hex::encode(hash),
+                        sources: Vec::new(),
                         path: path.display().to_string(),
                     },
                 );

@@ -660,7 +660,8 @@ fn session_frames() -> Vec<(&'static str, Vec<u8>)> {
             "start",
             Msg::Start {
                 isn: u32::MAX - 3,
-                resume_from: 12_345,
+                from: 12_345,
+                to: 1 << 40,
                 token: [9; TOKEN_LEN],
             },
         ),

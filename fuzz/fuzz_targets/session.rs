@@ -26,7 +26,7 @@ use arbitrary::{Result, Unstructured};
 use chatdrop_arq::{Config, Frame, Scheme};
 use chatdrop_fuzz::{one_in, pick, trace};
 use chatdrop_transfer::{
-    FetchOptions, Msg, RecvSession, SendSession, ServeOptions, SessionEvent, TransferError,
+    FetchOptions, Msg, RecvSession, SendSession, ServeOptions, SessionEvent, Span, TransferError,
     MAX_MSS, MIN_MSS,
 };
 use libfuzzer_sys::fuzz_target;
@@ -91,6 +91,16 @@ struct Sim {
     chunk: Vec<u8>,
 }
 
+/// The receiver's request: the file from `from` on, no outline (a file
+/// of one part).
+fn whole_from(from: u64, size: u64) -> Span {
+    Span {
+        from,
+        to: size,
+        outline: 0,
+    }
+}
+
 fn encode(msg: &Msg<'_>) -> Vec<u8> {
     let mut out = Vec::new();
     msg.encode(&mut out);
@@ -103,10 +113,11 @@ fn short(msg: &Msg<'_>) -> String {
         Msg::Arq(Frame::Data { seq, payload }) => format!("Data {seq}, {} bytes", payload.len()),
         Msg::Start {
             isn,
-            resume_from,
+            from,
+            to,
             token,
         } => {
-            format!("Start {isn} from {resume_from}, token {:02x?}", &token[..2])
+            format!("Start {isn} of {from}..{to}, token {:02x?}", &token[..2])
         }
         Msg::Challenge { token } => format!("Challenge {:02x?}", &token[..2]),
         other => format!("{other:?}"),
@@ -465,8 +476,8 @@ fn setup(u: &mut Unstructured) -> Result<()> {
         cap: cfg.mss,
         size,
         resume_from,
-        tx: SendSession::new(&serve, size, now, u.arbitrary()?),
-        rx: RecvSession::new(SENDER, &fetch, isn, resume_from, size, now),
+        tx: SendSession::new(&serve, size, 0, now, u.arbitrary()?),
+        rx: RecvSession::new(SENDER, &fetch, isn, whole_from(resume_from, size), now),
         to_rx: Vec::new(),
         to_tx: Vec::new(),
         written: HashSet::new(),

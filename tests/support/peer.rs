@@ -315,20 +315,11 @@ impl RawPeer {
             Role::Receiver,
         );
         let cfg = Config::announced(offer.selective_repeat, offer.window, offer.mss, SILENCE);
-        let mut download = Download::open(dir, &asked.file, offer.size, offer.blake3)?;
+        let download = Download::open(dir, &asked.file, offer.size, offer.blake3)?;
         self.rt.block_on(async {
             let socket = chatdrop_transfer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
             let opts = FetchOptions { cfg };
-            fetch(
-                &socket,
-                *addr,
-                keys,
-                &mut download,
-                offer.size,
-                &opts,
-                |_, _| {},
-            )
-            .await
+            fetch(&socket, *addr, keys, &download, &opts, |_, _| {}).await
         })?;
         download.finish().map(|(path, _)| path)
     }
@@ -412,13 +403,14 @@ impl RawPeer {
         file: &Path,
         cut: Option<u64>,
     ) -> tokio::task::JoinHandle<Result<TransferStats, TransferError>> {
-        let size = deal.offer.size;
+        let outline = chatdrop_transfer::hash_file(file).unwrap();
+        assert_eq!(outline.size(), deal.offer.size, "the file offered");
         let source = match cut {
-            None => Source::open(file, size).unwrap(),
+            None => Source::open(file, &outline).unwrap(),
             Some(cut) => {
                 let copy = file.with_extension(format!("cut-{cut}"));
                 std::fs::copy(file, &copy).unwrap();
-                let source = Source::open(&copy, size).unwrap();
+                let source = Source::open(&copy, &outline).unwrap();
                 let f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
                 f.set_len(cut).unwrap();
                 source

@@ -340,7 +340,7 @@ pub fn chatdrop(
     let client = path.udp(0)?;
     let peer = server.local_addr()?;
     let session = BenchSession::new(file, scheme, window)?;
-    let source = Source::open(file, session.size)?;
+    let source = Source::open(file, &session.outline)?;
     let (size, hash) = (session.size, session.hash);
     let (serve_opts, keys) = (session.serve_options(), session.keys(Role::Sender));
     let sender = path.spawn(End::Send, "chatdrop-send", move || {
@@ -354,7 +354,7 @@ pub fn chatdrop(
     let receiver = path.spawn(End::Receive, "chatdrop-recv", move || {
         runtime()?.block_on(async move {
             let socket = tokio::net::UdpSocket::from_std(client)?;
-            let mut dl = Download::open(&out_dir, "bench.bin", size, hash)?;
+            let dl = Download::open(&out_dir, "bench.bin", size, hash)?;
             let keys = session.keys(Role::Receiver);
             // The clock runs from the first bytes received to the last, as
             // for TCP and QUIC: the session's opening (its request and path
@@ -376,7 +376,7 @@ pub fn chatdrop(
                 got.store(done, Ordering::Relaxed);
             };
             let opts = FetchOptions { cfg: session.cfg };
-            fetch(&socket, peer, keys, &mut dl, size, &opts, progress).await?;
+            fetch(&socket, peer, keys, &dl, &opts, progress).await?;
             let secs = match (started, finished) {
                 (Some(s), Some(f)) => (f - s).as_secs_f64(),
                 _ => anyhow::bail!("the transfer ended without reporting all {size} bytes"),

@@ -52,6 +52,8 @@ pub struct BenchSession {
     pub hash: [u8; 32],
     secret: [u8; 32],
     id: [u8; 8],
+    /// The file's outline (its size, hash and parts).
+    pub outline: chatdrop_transfer::outline::Outline,
     /// ARQ settings (the largest packets; a 30 s idle timeout).
     pub cfg: Config,
 }
@@ -59,11 +61,13 @@ pub struct BenchSession {
 impl BenchSession {
     /// A fresh session for sending `file` with `scheme` and `window`.
     pub fn new(file: &std::path::Path, scheme: Scheme, window: u32) -> anyhow::Result<Self> {
-        let (size, hash) = hash_file(file)?;
+        let outline = hash_file(file)?;
+        let (size, hash) = (outline.size(), outline.root());
         let mut cfg = Config::new(scheme, window);
         cfg.idle_timeout = Duration::from_secs(30);
         cfg.mss = chatdrop_transfer::MAX_MSS;
         Ok(BenchSession {
+            outline,
             size,
             hash,
             secret: rand::random(),
@@ -102,23 +106,14 @@ pub async fn between(
 ) -> anyhow::Result<(f64, u64)> {
     let session = BenchSession::new(path, scheme, window)?;
     let (size, hash, cfg) = (session.size, session.hash, session.cfg.clone());
-    let source = Source::open(path, size)?;
+    let source = Source::open(path, &session.outline)?;
     let (opts, keys) = (session.serve_options(), session.keys(Role::Sender));
     let sender = tokio::spawn(async move { serve(&server, keys, &source, &opts, |_, _| {}).await });
     let _ = std::fs::remove_dir_all(out);
-    let mut dl = Download::open(out, "bench.bin", size, hash)?;
+    let dl = Download::open(out, "bench.bin", size, hash)?;
     let keys = session.keys(Role::Receiver);
     let started = Instant::now();
-    fetch(
-        &client,
-        peer,
-        keys,
-        &mut dl,
-        size,
-        &FetchOptions { cfg },
-        |_, _| {},
-    )
-    .await?;
+    fetch(&client, peer, keys, &dl, &FetchOptions { cfg }, |_, _| {}).await?;
     dl.finish()?;
     let secs = started.elapsed().as_secs_f64();
     let stats = sender.await??;

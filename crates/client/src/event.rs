@@ -72,6 +72,16 @@ pub struct RoomEntry {
     pub members: Option<u32>,
 }
 
+/// What one owner sent of a download from several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceBytes {
+    /// The owner.
+    pub from: String,
+    /// Bytes it sent that were verified (and, in progress, those on
+    /// their way).
+    pub bytes: u64,
+}
+
 /// An event of the client.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -233,6 +243,10 @@ pub enum ClientEvent {
         bytes: u64,
         /// Bytes in all.
         total: u64,
+        /// A download's owners and what each sent so far (absent where
+        /// there is no choice of owners: direct mode).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        sources: Vec<SourceBytes>,
     },
     /// A download finished and was verified.
     TransferDone {
@@ -248,6 +262,10 @@ pub enum ClientEvent {
         seconds: f64,
         /// BLAKE3 hash, hex (verified).
         blake3: String,
+        /// Every owner that sent some of it, and how much (absent in
+        /// direct mode).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        sources: Vec<SourceBytes>,
         /// Where it was saved.
         path: String,
     },
@@ -258,6 +276,19 @@ pub enum ClientEvent {
         /// File name.
         file: String,
         /// The peer.
+        from: String,
+        /// Why.
+        reason: String,
+    },
+    /// An owner stopped sending its share of a download, which goes on
+    /// with the others: it sent data that is not the file (`reason` says
+    /// so), failed, or went silent.
+    SourceDropped {
+        /// Transfer id.
+        id: String,
+        /// File name.
+        file: String,
+        /// The owner dropped.
         from: String,
         /// Why.
         reason: String,

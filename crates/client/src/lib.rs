@@ -23,6 +23,7 @@ mod relay;
 mod run;
 mod session;
 mod shares;
+mod swarm;
 mod trust;
 mod unechoed;
 

@@ -19,14 +19,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chatdrop_arq::{Config, Scheme};
 use chatdrop_proto::auth::{offer_transcript, request_transcript};
 use chatdrop_proto::{ClientMsg, FileAnswer, Offer, RefuseReason, ServerMsg};
+use chatdrop_transfer::outline::Outline;
 use chatdrop_transfer::{
     fetch_from, serve, Candidates, Download, FetchOptions, LaterIps, Role, ServeOptions,
-    SessionKeys, Source,
+    SessionKeys, Source, TransferError,
 };
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
@@ -39,6 +40,7 @@ use crate::paths::{self, Observations, Outgoing, Own};
 use crate::relay::{Hook, RelayPlace, RelayedAt, Relays, RELAY_AFTER};
 use crate::session::Session;
 use crate::shares::Shares;
+use crate::swarm::{Next, Swarm, MAX_SOURCES};
 
 /// How this client transfers files.
 #[derive(Debug, Clone)]
@@ -120,6 +122,10 @@ pub struct Peer {
     tried: HashMap<String, HashSet<String>>,
     /// Requests sent, by (owner, file).
     asking: AskingMap,
+    /// Owners asked for each file whose answer has not come.
+    pending: HashMap<String, HashSet<String>>,
+    /// Downloads running, by file name.
+    swarms: Swarms,
     uploads: Arc<AtomicUsize>,
     events: mpsc::Sender<ClientEvent>,
     /// To the server, from the tasks that prepare requests and offers.
@@ -148,6 +154,8 @@ impl Peer {
             asked: std::collections::VecDeque::new(),
             tried: HashMap::new(),
             asking: AskingMap::default(),
+            pending: HashMap::new(),
+            swarms: Swarms::default(),
             uploads: Arc::new(AtomicUsize::new(0)),
             events,
             outgoing,
@@ -178,7 +186,7 @@ impl Peer {
     /// Size and hash of a shared file. Hashing a large file for the first
     /// time takes a while, so it runs where it may block (the client runs on
     /// a multi-threaded runtime).
-    fn describe(&mut self, name: &str) -> Result<(PathBuf, u64, [u8; 32]), RefuseReason> {
+    fn describe(&mut self, name: &str) -> Result<(PathBuf, Arc<Outline>), RefuseReason> {
         let shares = &mut self.shares;
         match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
@@ -223,30 +231,35 @@ impl Peer {
 
     /// `@USER getfile FILE`: opens the transfer's socket, learns where the
     /// server sees it, and sends the request, signed with those candidate
-    /// addresses, in a task of its own.
+    /// addresses, in a task of its own. Where `whohas` found other owners
+    /// of the same file (same hash and size), up to [`MAX_SOURCES`] in all
+    /// are asked at once, and the download takes parts from each (see
+    /// `swarm.rs`).
     pub fn get_file(&mut self, me: &str, key: &SigningKey, owner: &str, file: &str) {
-        let expect = self
-            .holders
-            .get(file)
-            .and_then(|hs| hs.iter().find(|h| h.user == owner))
+        let holders = self.holders.get(file).cloned().unwrap_or_default();
+        let expect = holders
+            .iter()
+            .find(|h| h.user == owner)
             .map(|h| (h.size, h.hash));
-        self.tried
-            .entry(file.to_string())
-            .or_default()
-            .insert(owner.to_string());
-        let prepare = Prepare {
-            me: me.to_string(),
-            key: key.clone(),
-            owner: owner.to_string(),
-            file: file.to_string(),
-            expect,
-            server: self.server,
-            asking: self.asking.clone(),
-            outgoing: self.outgoing.clone(),
-            observations: self.observations.clone(),
-            events: self.events.clone(),
-        };
-        tokio::spawn(prepare.run());
+        let running = lock_swarms(&self.swarms).contains_key(file);
+        let requester = self.requester(me, key);
+        let tried = self.tried.entry(file.to_string()).or_default();
+        let mut owners = vec![owner.to_string()];
+        if let (Some(same), false) = (expect, running) {
+            let others = holders.iter().filter(|h| (h.size, h.hash) == same);
+            let others = others.filter(|h| h.user != owner && h.user != me);
+            let others = others.filter(|h| !tried.contains(&h.user));
+            owners.extend(others.take(MAX_SOURCES - 1).map(|h| h.user.clone()));
+        }
+        for owner in owners {
+            tried.insert(owner.clone());
+            (self.pending.entry(file.to_string()).or_default()).insert(owner.clone());
+            let expect = holders
+                .iter()
+                .find(|h| h.user == owner)
+                .map(|h| (h.size, h.hash));
+            requester.ask(&owner, file, expect);
+        }
     }
 
     /// Handles a file-related message from the server, answering through
@@ -261,12 +274,12 @@ impl Peer {
         match msg {
             ServerMsg::WhoHas { from, file } => {
                 // Only shared files are answered; anything else stays quiet.
-                if let Ok((_, size, blake3)) = self.describe(&file) {
+                if let Ok((_, outline)) = self.describe(&file) {
                     s.send(&ClientMsg::HaveFile {
                         to: from,
                         file,
-                        size,
-                        blake3,
+                        size: outline.size(),
+                        blake3: outline.root(),
                     })
                     .await?;
                 }
@@ -327,7 +340,16 @@ impl Peer {
                 file,
                 addr,
                 offer,
-            } => self.on_offer(me, from, from_key, file, addr, offer).await,
+            } => {
+                let offered = Offered {
+                    owner: from,
+                    owner_key: from_key,
+                    file,
+                    addr,
+                    offer,
+                };
+                self.on_offer(me, key, offered).await
+            }
             ServerMsg::Relay { session, token } => {
                 if let Some(server) = self.server {
                     let relay = RelayPlace::Own(server);
@@ -347,15 +369,25 @@ impl Peer {
                 detail,
             } => {
                 lock(&self.asking).remove(&(from.clone(), file.clone()));
+                let pending = self.pending.entry(file.clone()).or_default();
+                pending.remove(&from);
+                let others_asked = !pending.is_empty();
                 self.emit(ClientEvent::TransferRefused {
                     file: file.clone(),
                     from: from.clone(),
                     reason: reason.as_str().into(),
-                    detail,
+                    detail: detail.clone(),
                 })
                 .await;
-                if reason != RefuseReason::Blocked {
-                    self.next_peer(me, key, &from, &file).await;
+                let running = lock_swarms(&self.swarms).get(&file).cloned();
+                if let Some(swarm) = running {
+                    // A download from several owners: another takes its
+                    // place, if one is left.
+                    let next = swarm.refused(&from, &detail);
+                    let requester = self.requester(me, key);
+                    act(next, &swarm, &self.swarms, &requester, &self.events).await;
+                } else if reason != RefuseReason::Blocked {
+                    self.next_peer(me, key, &from, &file, others_asked).await;
                 }
             }
             _ => {}
@@ -364,7 +396,16 @@ impl Peer {
     }
 
     /// After a refusal: ask the next peer that announced the same file.
-    async fn next_peer(&mut self, me: &str, key: &SigningKey, refused: &str, file: &str) {
+    /// With none left, that is an error, unless `others_asked` may still
+    /// offer it.
+    async fn next_peer(
+        &mut self,
+        me: &str,
+        key: &SigningKey,
+        refused: &str,
+        file: &str,
+        others_asked: bool,
+    ) {
         let holders = self.holders.get(file).cloned().unwrap_or_default();
         let same = holders.iter().find(|h| h.user == refused).map(|h| h.hash);
         let tried = self.tried.get(file).cloned().unwrap_or_default();
@@ -378,9 +419,15 @@ impl Peer {
                     text: format!("{refused} refused {file}; asking {user}, who also has it"),
                 })
                 .await;
-                self.get_file(me, key, &user, file);
+                let expect = Some((h.size, h.hash));
+                self.tried
+                    .entry(file.to_string())
+                    .or_default()
+                    .insert(user.clone());
+                (self.pending.entry(file.to_string()).or_default()).insert(user.clone());
+                self.requester(me, key).ask(&user, file, expect);
             }
-            None if holders.is_empty() => {} // no `whohas` was asked: nothing to fall back on
+            None if holders.is_empty() || others_asked => {} // nothing to fall back on, or no need
             None => {
                 self.error(
                     ErrorKind::NoPeerLeft,
@@ -415,7 +462,7 @@ impl Peer {
             );
             return refuse(RefuseReason::NotShared);
         }
-        let (path, size, blake3) = match self.describe(file) {
+        let (path, outline) = match self.describe(file) {
             Ok(d) => d,
             Err(reason) => return refuse(reason),
         };
@@ -439,7 +486,8 @@ impl Peer {
                 return refuse(RefuseReason::Busy);
             }
         };
-        let source = match Source::open(&path, size) {
+        let (size, blake3) = (outline.size(), outline.root());
+        let source = match Source::open(&path, &outline) {
             Ok(s) => s,
             Err(_) => return refuse(RefuseReason::NotFound),
         };
@@ -469,15 +517,14 @@ impl Peer {
         None
     }
 
-    async fn on_offer(
-        &mut self,
-        me: &str,
-        owner: String,
-        owner_key: [u8; 32],
-        file: String,
-        addr: SocketAddr,
-        offer: Offer,
-    ) {
+    async fn on_offer(&mut self, me: &str, key: &SigningKey, offered: Offered) {
+        let Offered {
+            owner,
+            owner_key,
+            file,
+            addr,
+            offer,
+        } = offered;
         let Some(asking) = lock(&self.asking).remove(&(owner.clone(), file.clone())) else {
             return; // not asked for, or already answered
         };
@@ -523,15 +570,14 @@ impl Peer {
             .await;
             return;
         }
-        let name = file.rsplit('/').next().unwrap_or(&file).to_string();
-        let mut download =
-            match Download::open(&self.opts.download_dir, &name, offer.size, offer.blake3) {
-                Ok(d) => d,
-                Err(e) => {
-                    self.emit(fail(e.to_string())).await;
-                    return;
-                }
-            };
+        let Some(swarm) = self.swarm_for(me, &owner, &file, &id, &offer).await else {
+            return;
+        };
+        // Nothing left to give this owner (the others have it all): its
+        // offer goes unused, and its upload ends when no `Start` comes.
+        let Some((mut region, got)) = swarm.begin(&owner) else {
+            return;
+        };
         let keys = session_keys(&asking.eph, &offer.eph, &offer, &transcript, Role::Receiver);
         let cfg = Config::announced(
             offer.selective_repeat,
@@ -561,9 +607,13 @@ impl Peer {
         // Said once the owner answers at one of its addresses, with the
         // path that did.
         let started = {
-            let (events, id, file, owner) =
-                (events.clone(), id.clone(), file.clone(), owner.clone());
-            let (size, resumed_from) = (offer.size, download.resume_from());
+            let (events, id, file, owner) = (
+                events.clone(),
+                swarm.id.clone(),
+                file.clone(),
+                owner.clone(),
+            );
+            let (size, resumed_from) = (offer.size, swarm.resumed());
             let offer = offer.clone();
             let (relayed, opened) = (relayed.clone(), opened.clone());
             move |at: SocketAddr| {
@@ -586,18 +636,14 @@ impl Peer {
         };
         let at = paths::owner_candidates(addr, &offer);
         let (outgoing, relays) = (self.outgoing.clone(), self.relays.clone());
+        let swarms = self.swarms.clone();
+        let requester = self.requester(me, key);
         tokio::spawn(async move {
-            let mut last = Instant::now();
-            let progress_events = events.clone();
-            let pid = id.clone();
-            let progress = move |done: u64, total: u64| {
-                if last.elapsed() >= Duration::from_millis(250) || done == total {
-                    last = Instant::now();
-                    let _ = progress_events.try_send(ClientEvent::TransferProgress {
-                        id: pid.clone(),
-                        bytes: done,
-                        total,
-                    });
+            let progress = {
+                let (swarm, from) = (swarm.clone(), region.from());
+                move |done: u64, _: u64| {
+                    got.store(from + done, Ordering::Relaxed);
+                    swarm.progress(false);
                 }
             };
             let from = Candidates {
@@ -606,15 +652,7 @@ impl Peer {
                 more: Some(&mut more),
             };
             let opts = FetchOptions { cfg };
-            let fetch = fetch_from(
-                &socket,
-                from,
-                keys,
-                &mut download,
-                offer.size,
-                &opts,
-                progress,
-            );
+            let fetch = fetch_from(&socket, from, keys, &mut region, &opts, progress);
             // Without UDP to the server, a direct path is unlikely: the
             // relay is asked for at once (a direct path may still win).
             let wait = if reached { RELAY_AFTER } else { Duration::ZERO };
@@ -637,30 +675,156 @@ impl Peer {
             };
             relays.end(session, &outgoing);
             let refusal = refusal.into_inner().unwrap_or_else(|p| p.into_inner());
-            let result = result.map_err(|e| match refusal {
-                Some(why) => format!("{e}; the server does not relay it either: {why}"),
-                None => e.to_string(),
-            });
-            let result = result.and_then(|stats| {
-                (download.finish())
-                    .map(|d| (stats, d))
-                    .map_err(|e| e.to_string())
-            });
-            let event = match result {
-                Ok((stats, (path, hash))) => ClientEvent::TransferDone {
-                    id,
-                    file,
-                    from: owner,
-                    bytes: stats.bytes,
-                    seconds: stats.seconds,
-                    blake3: hex::encode(hash),
-                    path: path.display().to_string(),
-                },
-                Err(e) => fail(e),
+            let result = match (result, refusal) {
+                (Err(e @ TransferError::BadData(_)), _) => Err(e),
+                (Err(e), Some(why)) => Err(TransferError::Invalid(format!(
+                    "{e}; the server does not relay it either: {why}"
+                ))),
+                (result, _) => result,
             };
-            let _ = events.send(event).await;
+            let next = swarm.ended(&owner, &result, &region);
+            drop(region);
+            act(next, &swarm, &swarms, &requester, &events).await;
         });
     }
+
+    /// The download `owner`'s offer of `file` (session `id`) joins: the
+    /// one running for it, or a new one, opened with the owners asked
+    /// along with `owner` and those that could take their place. `None`
+    /// (said as a failure) when it cannot be.
+    async fn swarm_for(
+        &mut self,
+        me: &str,
+        owner: &str,
+        file: &str,
+        id: &str,
+        offer: &Offer,
+    ) -> Option<Arc<Swarm>> {
+        let pending = self.pending.entry(file.to_string()).or_default();
+        pending.remove(owner);
+        let asked: Vec<String> = pending.iter().cloned().collect();
+        let fail = |reason: String| ClientEvent::TransferFailed {
+            id: id.to_string(),
+            file: file.to_string(),
+            from: owner.to_string(),
+            reason,
+        };
+        let running = lock_swarms(&self.swarms).get(file).cloned();
+        if let Some(swarm) = running {
+            if swarm.hash == offer.blake3 && swarm.size == offer.size {
+                return Some(swarm);
+            }
+            let why = format!("a download of {file} with another hash is running");
+            self.emit(fail(why)).await;
+            return None;
+        }
+        let name = file.rsplit('/').next().unwrap_or(file).to_string();
+        let opened = Download::open(&self.opts.download_dir, &name, offer.size, offer.blake3)
+            .and_then(|d| d.reserve().map(|()| d));
+        let download = match opened {
+            Ok(d) => d,
+            Err(e) => {
+                self.emit(fail(e.to_string())).await;
+                return None;
+            }
+        };
+        let tried = self.tried.get(file).cloned().unwrap_or_default();
+        let spare: Vec<String> = (self.holders.get(file).into_iter().flatten())
+            .filter(|h| h.hash == offer.blake3 && h.size == offer.size)
+            .filter(|h| !tried.contains(&h.user) && h.user != me)
+            .map(|h| h.user.clone())
+            .collect();
+        let swarm = Arc::new(Swarm::new(
+            id.to_string(),
+            file.to_string(),
+            owner.to_string(),
+            download,
+            asked,
+            spare,
+            self.events.clone(),
+        ));
+        lock_swarms(&self.swarms).insert(file.to_string(), swarm.clone());
+        Some(swarm)
+    }
+
+    /// What a task needs to ask an owner for a file.
+    fn requester(&self, me: &str, key: &SigningKey) -> Requester {
+        Requester {
+            me: me.to_string(),
+            key: key.clone(),
+            server: self.server,
+            asking: self.asking.clone(),
+            outgoing: self.outgoing.clone(),
+            observations: self.observations.clone(),
+            events: self.events.clone(),
+        }
+    }
+}
+
+/// Running downloads, by file name.
+type Swarms = Arc<Mutex<HashMap<String, Arc<Swarm>>>>;
+
+fn lock_swarms(map: &Swarms) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Swarm>>> {
+    map.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Does what a download's [`Next`] says: asks an owner, or ends the
+/// download (moved into place, or failed) and says so.
+async fn act(
+    next: Next,
+    swarm: &Arc<Swarm>,
+    swarms: &Swarms,
+    requester: &Requester,
+    events: &mpsc::Sender<ClientEvent>,
+) {
+    let event = match next {
+        Next::Wait => return,
+        Next::Ask(owner) => {
+            swarm.asking(&owner);
+            let expect = Some((swarm.size, swarm.hash));
+            requester.ask(&owner, &swarm.file, expect);
+            return;
+        }
+        Next::Finish => {
+            swarm.progress(true);
+            let finished = swarm.download().clone().finish();
+            match finished {
+                Ok((path, hash)) => {
+                    let sources = swarm.sources();
+                    let bytes = sources.iter().map(|s| s.bytes).sum();
+                    let from: Vec<&str> = sources.iter().map(|s| s.from.as_str()).collect();
+                    ClientEvent::TransferDone {
+                        id: swarm.id.clone(),
+                        file: swarm.file.clone(),
+                        from: from.join(", "),
+                        bytes,
+                        seconds: swarm.seconds(),
+                        blake3: hex::encode(hash),
+                        path: path.display().to_string(),
+                        sources,
+                    }
+                }
+                Err(e) => swarm.failed(e.to_string()),
+            }
+        }
+        Next::Fail(reason) => {
+            let _ = swarm.download().save_progress();
+            swarm.download().give_back_room();
+            swarm.failed(reason)
+        }
+    };
+    lock_swarms(swarms).remove(&swarm.file);
+    let _ = events.send(event).await;
+}
+
+/// An owner's offer, as the server passed it on.
+struct Offered {
+    owner: String,
+    owner_key: [u8; 32],
+    file: String,
+    /// The owner's address as its server sees it.
+    addr: SocketAddr,
+    offer: Offer,
 }
 
 /// The asker of a file request, as the server passed it on.
@@ -676,14 +840,12 @@ struct Asker {
     candidates: Vec<SocketAddr>,
 }
 
-/// A `getfile` being prepared: its socket opened and observed, then the
-/// request sent.
-struct Prepare {
+/// What asking an owner for a file takes, for the tasks that ask (again,
+/// or in another's place) while a download runs.
+#[derive(Clone)]
+struct Requester {
     me: String,
     key: SigningKey,
-    owner: String,
-    file: String,
-    expect: Option<(u64, [u8; 32])>,
     server: Option<SocketAddr>,
     asking: AskingMap,
     outgoing: Outgoing,
@@ -691,43 +853,70 @@ struct Prepare {
     events: mpsc::Sender<ClientEvent>,
 }
 
+impl Requester {
+    /// Asks `owner` for `file` (announced as `expect`), in a task of its
+    /// own: the socket opened and observed, then the request sent.
+    fn ask(&self, owner: &str, file: &str, expect: Option<(u64, [u8; 32])>) {
+        let prepare = Prepare {
+            by: self.clone(),
+            owner: owner.to_string(),
+            file: file.to_string(),
+            expect,
+        };
+        tokio::spawn(prepare.run());
+    }
+}
+
+/// A `getfile` being prepared: its socket opened and observed, then the
+/// request sent.
+struct Prepare {
+    by: Requester,
+    owner: String,
+    file: String,
+    expect: Option<(u64, [u8; 32])>,
+}
+
 impl Prepare {
     async fn run(self) {
+        let Prepare {
+            by,
+            owner,
+            file,
+            expect,
+        } = self;
         let socket = match chatdrop_transfer::bind_dual(0) {
             Ok(s) => s,
             Err(e) => {
-                let message = format!("cannot open a UDP socket for {}: {e}", self.file);
+                let message = format!("cannot open a UDP socket for {file}: {e}");
                 let error = ClientEvent::Error {
                     code: ErrorKind::Local,
                     message,
                 };
-                let _ = self.events.send(error).await;
+                let _ = by.events.send(error).await;
                 return;
             }
         };
-        let own = Own::learn(&socket, self.server, &self.observations, &self.outgoing).await;
+        let own = Own::learn(&socket, by.server, &by.observations, &by.outgoing).await;
         let candidates = own.candidates();
         let eph = StaticSecret::random_from_rng(rand::rngs::OsRng);
         let eph_pub = PublicKey::from(&eph).to_bytes();
-        let transcript =
-            request_transcript(&self.me, &self.owner, &self.file, &eph_pub, &candidates);
-        let sig = self.key.sign(&transcript);
+        let transcript = request_transcript(&by.me, &owner, &file, &eph_pub, &candidates);
+        let sig = by.key.sign(&transcript);
         let asking = Asking {
             eph,
-            expect: self.expect,
+            expect,
             socket,
             reached: own.reached,
         };
-        let at = (self.owner.clone(), self.file.clone());
-        lock(&self.asking).insert(at, asking);
+        lock(&by.asking).insert((owner.clone(), file.clone()), asking);
         let msg = ClientMsg::GetFile {
-            owner: self.owner,
-            file: self.file,
+            owner,
+            file,
             eph: eph_pub,
             sig: sig.to_bytes().to_vec(),
             candidates,
         };
-        let _ = self.outgoing.send(msg).await;
+        let _ = by.outgoing.send(msg).await;
     }
 }
 

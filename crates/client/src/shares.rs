@@ -9,9 +9,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use chatdrop_proto::RefuseReason;
+use chatdrop_transfer::outline::Outline;
 use serde::{Deserialize, Serialize};
 
 use crate::ClientError;
@@ -34,8 +36,9 @@ pub struct Shares {
     root: PathBuf,
     state_path: PathBuf,
     state: State,
-    /// Hashes already computed: name -> (modified, size, hash).
-    hashes: HashMap<String, (SystemTime, u64, [u8; 32])>,
+    /// Outlines already computed (size, hash and parts): name ->
+    /// (modified, outline).
+    hashes: HashMap<String, (SystemTime, Arc<Outline>)>,
 }
 
 /// One file of the share folder and whether it is shared.
@@ -118,8 +121,9 @@ impl Shares {
         self.state.global || self.state.files.contains(name)
     }
 
-    /// Size and BLAKE3 hash of a shared file (computed once per version).
-    pub fn describe(&mut self, name: &str) -> Result<(PathBuf, u64, [u8; 32]), RefuseReason> {
+    /// Size, BLAKE3 hash and outline of a shared file (computed once per
+    /// version).
+    pub fn describe(&mut self, name: &str) -> Result<(PathBuf, Arc<Outline>), RefuseReason> {
         let name = &Self::canonical(name)?;
         let path = self.resolve(name)?;
         if !self.is_shared(name) {
@@ -127,15 +131,16 @@ impl Shares {
         }
         let meta = fs::metadata(&path).map_err(|_| RefuseReason::NotFound)?;
         let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        if let Some((m, size, hash)) = self.hashes.get(name) {
-            if *m == modified && *size == meta.len() {
-                return Ok((path, *size, *hash));
+        if let Some((m, outline)) = self.hashes.get(name) {
+            if *m == modified && outline.size() == meta.len() {
+                return Ok((path, outline.clone()));
             }
         }
-        let (size, hash) =
-            chatdrop_transfer::hash_file(&path).map_err(|_| RefuseReason::NotFound)?;
-        self.hashes.insert(name.to_string(), (modified, size, hash));
-        Ok((path, size, hash))
+        let outline =
+            Arc::new(chatdrop_transfer::hash_file(&path).map_err(|_| RefuseReason::NotFound)?);
+        self.hashes
+            .insert(name.to_string(), (modified, outline.clone()));
+        Ok((path, outline))
     }
 
     /// `@me setshare FILE`.
@@ -256,7 +261,7 @@ mod tests {
             .unwrap_err()
             .contains("not inside"));
         assert!(s.set_share("link.txt").is_err());
-        let (_, size, _) = s.describe("a.txt").unwrap();
+        let size = s.describe("a.txt").unwrap().1.size();
         assert_eq!(size, 1);
         // Kept across restarts.
         let mut s = Shares::open(&root, dir.path()).unwrap();

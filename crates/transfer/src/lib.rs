@@ -5,8 +5,12 @@
 //! - [`wire`]: the frames of a session (the ARQ's plus `Start`).
 //! - [`ticket`]: what a receiver needs to fetch a file in direct mode.
 //! - [`direct`]: direct mode's key exchange, fresh keys for every run.
-//! - [`files`]: reading the shared file, and the download's `.part` file
-//!   with its resume record and BLAKE3 check.
+//! - [`outline`]: the BLAKE3 chaining values of a file's parts, which
+//!   check each part as it arrives, from whichever owner.
+//! - [`files`]: reading the shared file; safe names in the download folder.
+//! - `download`, `region`: the download's `.part` file, filled by one
+//!   session or several at once ([`Region`]), each part checked as it
+//!   completes, and its resume record of verified parts.
 //! - [`session`]: the two ends of a session: I/O-free machines
 //!   ([`session::SendSession`], [`session::RecvSession`]) and the drivers
 //!   that give them a socket and a file, [`session::serve`] and
@@ -25,7 +29,10 @@
 pub mod batch;
 mod crypto;
 mod direct;
+mod download;
 mod files;
+pub mod outline;
+mod region;
 #[cfg(feature = "relay")]
 pub mod relay;
 mod session;
@@ -35,11 +42,12 @@ mod wire;
 
 pub use crypto::{OpenError, Role, SessionKeys, HEADER as ENVELOPE_HEADER, TAG as ENVELOPE_TAG};
 pub use direct::{direct_keys, direct_keys_at};
-pub use files::{hash_file, Download, Source};
+pub use download::{Download, Region};
+pub use files::{hash_file, Source};
 pub use session::{
-    fetch, fetch_from, serve, Candidates, Event as SessionEvent, FetchOptions, LaterIps, Progress,
-    RecvSession, SendSession, ServeKeys, ServeOptions, TransferStats, MAX_MSS, MAX_PUNCHED,
-    MIN_MSS,
+    fetch, fetch_from, serve, Candidates, Event as SessionEvent, FetchOptions, LaterIps, Piece,
+    Progress, RecvSession, SendSession, ServeKeys, ServeOptions, Span, TransferStats, MAX_MSS,
+    MAX_PUNCHED, MIN_MSS,
 };
 pub use socket::{bind, bind_dual, bind_dual_std, bind_std, for_socket};
 pub use ticket::Ticket;
@@ -69,6 +77,11 @@ pub enum TransferError {
         /// Computed.
         got: String,
     },
+    /// The owner sent data that is not the file it announced (a part, or
+    /// the outline, does not match the file's BLAKE3 hash): it lied, or
+    /// its copy changed on disk. What it sent was not kept.
+    #[error("the owner sent data that does not match the file's hash: {0}")]
+    BadData(String),
     /// A ticket or name that cannot be used.
     #[error("{0}")]
     Invalid(String),

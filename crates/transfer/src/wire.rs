@@ -2,16 +2,21 @@
 //! `Abort`), plus the session's opening, before any data:
 //!
 //! ```text
-//! Start:     0x10 | isn u32 | resume_from u64 | token [32]   receiver -> sender, first
+//! Start:     0x10 | isn u32 | from u64 | to u64 | token [32]  receiver -> sender, first
 //! Probe:     0x11 | size u32 | padding                       sender -> receiver
 //! ProbeAck:  0x12 | size u32                                 receiver -> sender
 //! Begin:     0x13 | mss u32                                  sender -> receiver
 //! Challenge: 0x14 | token [32]                               sender -> receiver
 //! Punch:     0x15                                            sender -> receiver
+//! Enough:    0x16                                            receiver -> sender
 //! ```
 //!
-//! `isn` numbers the data packets; `resume_from` is the byte offset to start
-//! at (what an earlier, interrupted download already has). `token` is zero
+//! `isn` numbers the data packets; `from..to` is the range of the file's
+//! bytes asked for (what an earlier, interrupted download lacks, or the
+//! share of one owner in a download from several). The data that follows
+//! is the file's outline (see [`crate::outline`]), then those bytes.
+//! `Enough` ends a session before its range is complete: another owner
+//! sends the rest (see `session/swarm.rs`). `token` is zero
 //! until the sender's `Challenge` brings the token of the address the
 //! receiver sends from: a `Start` that echoes it proves that the address
 //! is the receiver's own (see `session/send.rs`). A `Probe` is as
@@ -30,12 +35,14 @@ use chatdrop_arq::{DecodeError, Frame};
 pub enum Msg<'a> {
     /// An ARQ frame.
     Arq(Frame<'a>),
-    /// The receiver asks for the file from `resume_from` on.
+    /// The receiver asks for the file's bytes `from..to`.
     Start {
         /// First sequence number.
         isn: u32,
         /// Byte offset to start at.
-        resume_from: u64,
+        from: u64,
+        /// Byte offset to stop at.
+        to: u64,
         /// The sender's token for this address, echoed; zero before one came.
         token: [u8; TOKEN_LEN],
     },
@@ -62,6 +69,9 @@ pub enum Msg<'a> {
     },
     /// The sender, waiting for a `Start`, opens its way to the receiver.
     Punch,
+    /// The receiver has what it needs from this session: the sender
+    /// stops, done.
+    Enough,
 }
 
 const START: u8 = 0x10;
@@ -70,11 +80,12 @@ const PROBE_ACK: u8 = 0x12;
 const BEGIN: u8 = 0x13;
 const CHALLENGE: u8 = 0x14;
 const PUNCH: u8 = 0x15;
+const ENOUGH: u8 = 0x16;
 
 /// Bytes of an address-validation token.
 pub const TOKEN_LEN: usize = 32;
 /// Bytes of a `Start` frame.
-pub const START_LEN: usize = 13 + TOKEN_LEN;
+pub const START_LEN: usize = 21 + TOKEN_LEN;
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, DecodeError> {
     b.get(at..at + 4)
@@ -93,11 +104,14 @@ impl<'a> Msg<'a> {
                 }
                 let mut from = [0u8; 8];
                 from.copy_from_slice(&b[5..13]);
+                let mut to = [0u8; 8];
+                to.copy_from_slice(&b[13..21]);
                 let mut token = [0u8; TOKEN_LEN];
-                token.copy_from_slice(&b[13..]);
+                token.copy_from_slice(&b[21..]);
                 Ok(Msg::Start {
                     isn: u32_at(b, 1)?,
-                    resume_from: u64::from_be_bytes(from),
+                    from: u64::from_be_bytes(from),
+                    to: u64::from_be_bytes(to),
                     token,
                 })
             }
@@ -116,7 +130,10 @@ impl<'a> Msg<'a> {
             }),
             Some(&BEGIN) if b.len() == 5 => Ok(Msg::Begin { mss: u32_at(b, 1)? }),
             Some(&PUNCH) if b.len() == 1 => Ok(Msg::Punch),
-            Some(&PROBE_ACK) | Some(&BEGIN) | Some(&PUNCH) => Err(DecodeError("bad length")),
+            Some(&ENOUGH) if b.len() == 1 => Ok(Msg::Enough),
+            Some(&PROBE_ACK) | Some(&BEGIN) | Some(&PUNCH) | Some(&ENOUGH) => {
+                Err(DecodeError("bad length"))
+            }
             _ => Frame::decode(b).map(Msg::Arq),
         }
     }
@@ -128,12 +145,14 @@ impl<'a> Msg<'a> {
             Msg::Arq(f) => f.encode(out),
             Msg::Start {
                 isn,
-                resume_from,
+                from,
+                to,
                 token,
             } => {
                 out.push(START);
                 out.extend_from_slice(&isn.to_be_bytes());
-                out.extend_from_slice(&resume_from.to_be_bytes());
+                out.extend_from_slice(&from.to_be_bytes());
+                out.extend_from_slice(&to.to_be_bytes());
                 out.extend_from_slice(token);
             }
             Msg::Challenge { token } => {
@@ -156,6 +175,7 @@ impl<'a> Msg<'a> {
                 out.extend_from_slice(&mss.to_be_bytes());
             }
             Msg::Punch => out.push(PUNCH),
+            Msg::Enough => out.push(ENOUGH),
         }
     }
 }
@@ -169,7 +189,8 @@ mod tests {
         for m in [
             Msg::Start {
                 isn: 0xdead_beef,
-                resume_from: 12345,
+                from: 12345,
+                to: 1 << 40,
                 token: [9; TOKEN_LEN],
             },
             Msg::Challenge {
@@ -187,6 +208,8 @@ mod tests {
         assert_eq!(Msg::decode(&[3]).unwrap(), Msg::Arq(Frame::Done));
         assert_eq!(Msg::decode(&[PUNCH]).unwrap(), Msg::Punch);
         assert!(Msg::decode(&[PUNCH, 0]).is_err(), "a Punch has no body");
+        assert_eq!(Msg::decode(&[ENOUGH]).unwrap(), Msg::Enough);
+        assert!(Msg::decode(&[ENOUGH, 0]).is_err(), "nor has Enough");
     }
 
     #[test]

@@ -38,10 +38,11 @@ struct Run {
 
 /// Serves `file` and fetches it into `out`, through `imp` if given.
 async fn run(file: &Path, out: &Path, c: Config, imp: Option<Impairment>, secret: [u8; 32]) -> Run {
-    let (size, hash) = hash_file(file).unwrap();
+    let outline = hash_file(file).unwrap();
+    let (size, hash) = (outline.size(), outline.root());
     let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let target = server.local_addr().unwrap();
-    let source = Source::open(file, size).unwrap();
+    let source = Source::open(file, &outline).unwrap();
     let id = [5u8; 8];
     let send_keys = SessionKeys::derive(&secret, id, b"test", Role::Sender);
     let recv_keys = SessionKeys::derive(&secret, id, b"test", Role::Receiver);
@@ -60,13 +61,12 @@ async fn run(file: &Path, out: &Path, c: Config, imp: Option<Impairment>, secret
     let sender =
         tokio::spawn(async move { serve(&server, send_keys, &source, &sopts, |_, _| {}).await });
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut dl = Download::open(out, "file.bin", size, hash).unwrap();
+    let dl = Download::open(out, "file.bin", size, hash).unwrap();
     let fetched = fetch(
         &client,
         peer,
         recv_keys,
-        &mut dl,
-        size,
+        &dl,
         &FetchOptions { cfg: c },
         |_, _| {},
     )
@@ -165,10 +165,11 @@ async fn a_receiver_with_the_wrong_keys_gets_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src.bin");
     write_random(&src, 10_000, 3);
-    let (size, _) = hash_file(&src).unwrap();
+    let outline = hash_file(&src).unwrap();
+    let size = outline.size();
     let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let target = server.local_addr().unwrap();
-    let source = Source::open(&src, size).unwrap();
+    let source = Source::open(&src, &outline).unwrap();
     let keys = SessionKeys::derive(&[1; 32], [1; 8], b"t", Role::Sender);
     let sopts = ServeOptions {
         cfg: cfg(Scheme::SelectiveRepeat, 8),
@@ -181,13 +182,12 @@ async fn a_receiver_with_the_wrong_keys_gets_nothing() {
         tokio::spawn(async move { serve(&server, keys, &source, &sopts, |_, _| {}).await });
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let wrong = SessionKeys::derive(&[9; 32], [1; 8], b"t", Role::Receiver);
-    let mut dl = Download::open(&dir.path().join("out"), "x", size, [0; 32]).unwrap();
+    let dl = Download::open(&dir.path().join("out"), "x", size, [0; 32]).unwrap();
     let got = fetch(
         &client,
         target,
         wrong,
-        &mut dl,
-        size,
+        &dl,
         &FetchOptions {
             cfg: cfg(Scheme::SelectiveRepeat, 8),
         },
@@ -233,7 +233,9 @@ mod hostile {
     fn start(keys: &mut SessionKeys, token: &[u8]) -> Vec<u8> {
         let mut f = vec![START];
         f.extend_from_slice(&7u32.to_be_bytes());
+        // From the start to the end of the file.
         f.extend_from_slice(&0u64.to_be_bytes());
+        f.extend_from_slice(&u64::MAX.to_be_bytes());
         f.extend_from_slice(token);
         seal(keys, &f)
     }
@@ -250,10 +252,10 @@ mod hostile {
         SocketAddr,
         tokio::task::JoinHandle<Result<chatdrop_transfer::TransferStats, TransferError>>,
     ) {
-        let (size, _) = hash_file(file).unwrap();
+        let outline = hash_file(file).unwrap();
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
-        let source = Source::open(file, size).unwrap();
+        let source = Source::open(file, &outline).unwrap();
         let keys = SessionKeys::derive(&secret, [5; 8], b"test", Role::Sender);
         let mut c = cfg(Scheme::SelectiveRepeat, 1024);
         c.mss = mss;

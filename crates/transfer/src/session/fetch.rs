@@ -1,8 +1,9 @@
 //! The receiving end's driver: it gives a [`RecvSession`] a socket, the
-//! session keys and the download. It owns what the machine leaves out on
-//! purpose: opening and sealing, the receive buffers, writing the file,
-//! hashing it as it fills, recording progress for a resume, the drop count
-//! in each acknowledgement, and the progress.
+//! session keys and a range of the download ([`Region`]). It owns what
+//! the machine leaves out on purpose: opening and sealing, the receive
+//! buffers, taking the outline, writing the file and checking its parts as
+//! they fill, recording progress for a resume, the drop count in each
+//! acknowledgement, and the progress.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -12,10 +13,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::net::{io, next_frame, send_msg, wait, Foreign, Next, BATCH};
-use super::{Event, FetchOptions, Progress, RecvSession, TransferStats};
+use super::{Event, FetchOptions, Piece, Progress, RecvSession, Span, TransferStats};
 use crate::batch::BatchSocket;
 use crate::crypto::SessionKeys;
-use crate::files::Download;
+use crate::download::{Download, Region};
 use crate::socket;
 use crate::wire::Msg;
 use crate::TransferError;
@@ -28,23 +29,49 @@ const SAVE_EVERY: u64 = 64 << 20;
 const RECEIVER_BUFFERS: usize = 32;
 const RECEIVER_BUFFERS_LARGE: usize = 4;
 
-/// Fetches a file from `peer` into `download` with `keys`.
+/// Fetches what `download` lacks from `peer` with `keys`, in one
+/// session: from its first missing byte to its last (parts verified in
+/// between are neither written nor checked again). Progress counts the
+/// whole file. A failed attempt keeps its verified parts for the next.
 pub async fn fetch(
     socket: &UdpSocket,
     peer: SocketAddr,
     keys: SessionKeys,
-    download: &mut Download,
-    size: u64,
+    download: &Download,
     opts: &FetchOptions,
-    progress: impl Progress,
+    mut progress: impl Progress,
 ) -> Result<TransferStats, TransferError> {
+    let missing = download.missing();
+    let size = download.size();
+    let (from, to) = match (missing.first(), missing.last()) {
+        (Some(first), Some(last)) => (first.0, last.1),
+        _ => (size, size),
+    };
+    // Before asking: a file that cannot fit is refused before it comes.
+    download.reserve()?;
+    let mut region = download.region(from, to);
     let at = [peer];
-    let from = Candidates {
+    let candidates = Candidates {
         at: &at,
         opened: |_| {},
         more: None,
     };
-    fetch_from(socket, from, keys, download, size, opts, progress).await
+    let before = size - (to - from);
+    let whole = move |done: u64, _: u64| progress(before + done, size);
+    let mut fetched = fetch_from(socket, candidates, keys, &mut region, opts, whole).await;
+    let damaged = download.damaged_parts();
+    if fetched.is_ok() && !download.is_complete() && damaged > 0 {
+        // Outside the range this session fetched: the next attempt does.
+        let _ = download.save_progress();
+        fetched = Err(TransferError::Invalid(format!(
+            "{damaged} part(s) an earlier attempt left in the .part file were damaged; \
+             the next attempt fetches them again"
+        )));
+    }
+    if fetched.is_err() {
+        download.give_back_room();
+    }
+    fetched
 }
 
 /// Where the sender may be, and what to call once it answered at one of
@@ -59,26 +86,37 @@ pub struct Candidates<'a, F: FnOnce(SocketAddr)> {
     pub more: Option<&'a mut mpsc::Receiver<SocketAddr>>,
 }
 
-/// Like [`fetch`], from the first of `from.at` that answers.
+/// Fetches `region` of a download from the first of `from.at` that
+/// answers: the outline first, checked against the file's hash, then the
+/// region's bytes, each part checked as it completes. The session ends
+/// when the region is verified up to its stop (which another owner may
+/// lower meanwhile: see [`Region::stop_handle`]). Progress is the
+/// region's bytes in, out of its length.
+///
+/// A part or an outline that does not match ends it with
+/// [`TransferError::BadData`] (the owner is told with `Abort`); whatever
+/// ends it, the parts verified stay verified and recorded.
 pub async fn fetch_from(
     socket: &UdpSocket,
     from: Candidates<'_, impl FnOnce(SocketAddr)>,
     mut keys: SessionKeys,
-    download: &mut Download,
-    size: u64,
+    region: &mut Region,
     opts: &FetchOptions,
     mut progress: impl Progress,
 ) -> Result<TransferStats, TransferError> {
     let mut opened = Some(from.opened);
     let mut more = from.more;
-    // Before asking: a file that cannot fit is refused before it comes.
-    download.reserve()?;
+    let download = region.download().clone();
+    let span = Span {
+        from: region.from(),
+        to: region.to(),
+        outline: download.outline_len(),
+    };
     let mut net = BatchSocket::new(socket, RECEIVER_BUFFERS).map_err(io("preparing the socket"))?;
     let mut sbuf = Vec::with_capacity(256);
     let isn: u32 = rand::random();
-    let resume_from = download.resume_from();
     let mut stats = TransferStats {
-        resumed_from: resume_from,
+        resumed_from: span.from,
         ..TransferStats::default()
     };
     let started = Instant::now();
@@ -87,12 +125,16 @@ pub async fn fetch_from(
         .iter()
         .map(|a| socket::for_socket(socket, *a))
         .collect();
-    let mut session = RecvSession::with_candidates(&at, opts, isn, resume_from, size, started);
+    let mut session = RecvSession::with_candidates(&at, opts, isn, span, started);
     let mut foreign = Foreign::new();
-    let mut saved = resume_from;
+    // The outline as it comes (at most `MAX_PARTS` entries), until it is
+    // complete and checked.
+    let mut outline = vec![0u8; span.outline as usize];
+    let mut outline_checked = span.outline == 0;
+    let mut saved = region.verified_to();
     // Datagrams came since the file was last brought up to date.
     let mut arrived = false;
-    let result = loop {
+    let result = 'session: loop {
         // The acknowledgement of what just arrived goes before the file's
         // slower work (hashing, recording), which would delay it.
         while let Some((to, mut msg)) = session.poll_msg(Instant::now()) {
@@ -127,13 +169,33 @@ pub async fn fetch_from(
             }
         }
         if arrived && session.began() {
-            let contiguous = session.contiguous_bytes();
-            download.hash_up_to(contiguous)?;
-            if contiguous >= saved + SAVE_EVERY {
-                download.save_progress(contiguous)?;
-                saved = contiguous;
+            let stream = session.contiguous_bytes();
+            if !outline_checked && stream >= span.from + span.outline {
+                if let Err(e) = download.set_outline(&outline) {
+                    break Err(e);
+                }
+                outline_checked = true;
             }
-            progress(contiguous, size);
+            let contiguous = match span.locate(stream) {
+                Piece::File(at) if outline_checked => at,
+                _ => span.from,
+            };
+            if let Err(e) = region.hash_up_to(contiguous) {
+                break Err(e);
+            }
+            if region.verified_to() >= saved + SAVE_EVERY {
+                download.save_progress()?;
+                saved = region.verified_to();
+            }
+            let stop = region.stop();
+            progress(contiguous.min(stop) - span.from, stop - span.from);
+            if region.is_done() && stop < span.to {
+                // Verified up to a cut: the rest is another owner's. (A
+                // range done to its end closes as always, with the last
+                // acknowledgements and the sender's `Done`.)
+                session.enough();
+                continue;
+            }
         }
         arrived = tokio::select! {
             r = wait(&mut net, session.poll_timeout()) => r?,
@@ -155,23 +217,47 @@ pub async fn fetch_from(
                 Next::Dropped | Next::Hello(..) => continue,
                 Next::Empty => break,
             };
-            if let Some(write) = session.handle(Instant::now(), from, msg) {
-                download.write_at(write.offset, write.bytes)?;
+            let Some(write) = session.handle(Instant::now(), from, msg) else {
+                continue;
+            };
+            for (piece, bytes) in span.split(write.offset, write.bytes) {
+                match piece {
+                    _ if bytes.is_empty() => {}
+                    Piece::Outline(at) => {
+                        let at = at as usize;
+                        if let Some(to) = outline.get_mut(at..at + bytes.len()) {
+                            to.copy_from_slice(bytes);
+                        }
+                    }
+                    Piece::File(at) => {
+                        if let Err(e) = region.write_at(at, bytes) {
+                            break 'session Err(e);
+                        }
+                    }
+                }
             }
         }
     };
     if let Err(e) = result {
-        if session.began() {
+        if let (TransferError::BadData(why), Some(peer)) = (&e, session.peer()) {
+            // An owner whose copy changed on disk learns why it was left.
+            let why = format!("the data did not match the file's hash: {why}");
+            let abort = Msg::Arq(Frame::Abort(&why));
+            let _ = send_msg(&net, &mut keys, peer, &abort, &mut sbuf).await;
+        } else if session.began() {
             // Keep what arrived for the next attempt.
-            let contiguous = session.contiguous_bytes();
-            let _ = download.hash_up_to(contiguous);
-            let _ = download.save_progress(contiguous);
+            let stream = session.contiguous_bytes();
+            if let (true, Piece::File(at)) = (outline_checked, span.locate(stream)) {
+                let _ = region.hash_up_to(at);
+            }
         }
-        download.give_back_room();
+        let _ = region.flush();
+        let _ = download.save_progress();
         return Err(e);
     }
+    region.flush()?;
     stats.packets = session.packets();
-    stats.bytes = size - resume_from;
+    stats.bytes = region.verified_to() - span.from;
     stats.seconds = started.elapsed().as_secs_f64();
     Ok(stats)
 }

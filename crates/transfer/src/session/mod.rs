@@ -85,6 +85,57 @@ pub struct TransferStats {
     pub mss: u32,
 }
 
+/// What one session moves: the file's outline (`outline` bytes, see
+/// [`crate::outline`]), then the file's bytes `from..to`.
+///
+/// The ARQ numbers them as one stream of offsets `from..to + outline`:
+/// the outline at `from..from + outline`, the file's byte `f` at
+/// `f + outline`. Both ends know all three numbers (the outline's length
+/// follows from the file's size), so nothing about the layout travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// The first byte of the file asked for.
+    pub from: u64,
+    /// The byte after the last one asked for.
+    pub to: u64,
+    /// Bytes of the outline sent ahead of them.
+    pub outline: u64,
+}
+
+/// Where a stream offset of a [`Span`] lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// In the outline, this many bytes from its start.
+    Outline(u64),
+    /// In the file, at this byte.
+    File(u64),
+}
+
+impl Span {
+    /// The stream's end: the ARQ's last offset plus one.
+    pub fn end(&self) -> u64 {
+        self.to + self.outline
+    }
+
+    /// Where the stream's offset `at` lies.
+    pub fn locate(&self, at: u64) -> Piece {
+        if at < self.from + self.outline {
+            Piece::Outline(at.saturating_sub(self.from))
+        } else {
+            Piece::File(at - self.outline)
+        }
+    }
+
+    /// Cuts the stream bytes `data` at offset `at` into the outline's
+    /// part and the file's, each with where it goes.
+    pub fn split<'a>(&self, at: u64, data: &'a [u8]) -> [(Piece, &'a [u8]); 2] {
+        let outline_end = self.from + self.outline;
+        let n = outline_end.saturating_sub(at).min(data.len() as u64) as usize;
+        let (head, tail) = data.split_at(n);
+        [(self.locate(at), head), (self.locate(at + n as u64), tail)]
+    }
+}
+
 /// Receives progress: bytes done out of the total.
 pub trait Progress: FnMut(u64, u64) {}
 impl<F: FnMut(u64, u64)> Progress for F {}
@@ -138,6 +189,8 @@ pub enum Event {
         /// The byte offset the receiver asked to start from (what an
         /// earlier attempt left it).
         resume_from: u64,
+        /// The byte offset it asked to stop at.
+        to: u64,
     },
     /// The packet size is fixed and data may flow: the sender's probing
     /// ended, or the receiver accepted the sender's `Begin`.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chatdrop_arq::{Frame, Receiver, Verdict};
 
-use super::{Event, FetchOptions};
+use super::{Event, FetchOptions, Span};
 use crate::wire::{Msg, TOKEN_LEN};
 use crate::TransferError;
 
@@ -74,9 +74,13 @@ pub struct RecvSession {
     /// Rounds of `Start` begun.
     rounds: u32,
     isn: u32,
+    /// What is asked for.
+    span: Span,
+    /// The stream's first and last-plus-one offsets (see [`Span`]).
     resume_from: u64,
-    /// Bytes of the file.
     size: u64,
+    /// `Enough` frames still to send, once the session was stopped.
+    enough: u8,
     phase: Phase,
     /// The ARQ, from the sender's `Begin` on.
     arq: Option<Receiver>,
@@ -119,18 +123,17 @@ enum Phase {
 }
 
 impl RecvSession {
-    /// A session fetching bytes `resume_from..size` from `peer` with
-    /// `opts`, numbering packets from `isn` (the driver's random choice),
-    /// opening at `now`. Its packet size is at most `opts.cfg.mss`.
+    /// A session fetching `span` from `peer` with `opts`, numbering
+    /// packets from `isn` (the driver's random choice), opening at `now`.
+    /// Its packet size is at most `opts.cfg.mss`.
     pub fn new(
         peer: SocketAddr,
         opts: &FetchOptions,
         isn: u32,
-        resume_from: u64,
-        size: u64,
+        span: Span,
         now: Instant,
     ) -> RecvSession {
-        Self::with_candidates(&[peer], opts, isn, resume_from, size, now)
+        Self::with_candidates(&[peer], opts, isn, span, now)
     }
 
     /// Like [`new`](Self::new), with the sender at one of `candidates`
@@ -140,8 +143,7 @@ impl RecvSession {
         candidates: &[SocketAddr],
         opts: &FetchOptions,
         isn: u32,
-        resume_from: u64,
-        size: u64,
+        span: Span,
         now: Instant,
     ) -> RecvSession {
         let mut unique = Vec::with_capacity(candidates.len().min(MAX_TRIED));
@@ -157,8 +159,10 @@ impl RecvSession {
             starts: VecDeque::new(),
             rounds: 0,
             isn,
-            resume_from,
-            size,
+            span,
+            resume_from: span.from,
+            size: span.end(),
+            enough: 0,
             phase: Phase::Opening {
                 next_start: now,
                 give_up: now + opts.cfg.idle_timeout,
@@ -183,12 +187,23 @@ impl RecvSession {
         self.arq.is_some()
     }
 
-    /// Bytes received without a gap from the start of the file (what is
-    /// there already, before `Begin`).
+    /// The stream's offset up to which everything arrived (its start,
+    /// before `Begin`).
     pub fn contiguous_bytes(&self) -> u64 {
         self.arq
             .as_ref()
             .map_or(self.resume_from.min(self.size), Receiver::contiguous_bytes)
+    }
+
+    /// Ends the session at once, done: what arrived is all this end
+    /// needs (another owner sends the rest). The sender is told with
+    /// `Enough`, three times, as losing all three is unlikely; a sender
+    /// that misses them stops after its idle timeout.
+    pub fn enough(&mut self) {
+        if !matches!(self.phase, Phase::Over(_)) {
+            self.enough = if self.peer.is_some() { 3 } else { 0 };
+            self.phase = Phase::Over(Some(Ok(())));
+        }
     }
 
     /// Data packets taken since `Begin`, copies included.
@@ -352,7 +367,8 @@ impl RecvSession {
         self.events.push_back(Event::Started {
             peer: from,
             isn: self.isn,
-            resume_from: self.resume_from,
+            resume_from: self.span.from,
+            to: self.span.to,
         });
     }
 
@@ -388,7 +404,8 @@ impl RecvSession {
     pub fn poll_msg(&mut self, now: Instant) -> Option<(SocketAddr, Msg<'static>)> {
         let start = Msg::Start {
             isn: self.isn,
-            resume_from: self.resume_from,
+            from: self.span.from,
+            to: self.span.to,
             token: self.token,
         };
         let msg = match &mut self.phase {
@@ -418,6 +435,10 @@ impl RecvSession {
                 let ack = self.arq.as_mut()?.poll_ack()?;
                 Some(Msg::Arq(Frame::Ack(ack)))
             }
+            Phase::Over(_) if self.enough > 0 => {
+                self.enough -= 1;
+                Some(Msg::Enough)
+            }
             Phase::Over(_) => None,
         };
         Some((self.peer?, msg?))
@@ -428,11 +449,12 @@ impl RecvSession {
         self.events.pop_front()
     }
 
-    /// How the session ended, once it has: `Ok` when every byte arrived.
+    /// How the session ended, once it has (and its `Enough` went): `Ok`
+    /// when every byte arrived, or when it was [stopped](Self::enough).
     /// Given once.
     pub fn poll_end(&mut self) -> Option<Result<(), TransferError>> {
         match &mut self.phase {
-            Phase::Over(result) => result.take(),
+            Phase::Over(result) if self.enough == 0 => result.take(),
             _ => None,
         }
     }

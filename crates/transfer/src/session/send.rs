@@ -62,12 +62,17 @@ pub struct SendSession {
     opts: ServeOptions,
     /// Bytes of the file.
     size: u64,
+    /// Bytes of its outline, sent ahead of the range asked for.
+    outline: u64,
     /// The receiver, once its `Start` came: nothing from anywhere else
     /// counts after that.
     peer: Option<SocketAddr>,
     isn: u32,
-    /// Where the receiver asked to start, at most the file's size.
+    /// The stream's first offset: where the receiver asked to start, at
+    /// most the file's size (see [`super::Span`]).
     resume_from: u64,
+    /// The stream's end: where it asked to stop, plus the outline.
+    end: u64,
     phase: Phase,
     /// The ARQ, from the end of the probing on.
     arq: Option<Sender>,
@@ -130,14 +135,23 @@ enum Last {
 }
 
 impl SendSession {
-    /// A session serving `size` bytes with `opts`, waiting from `now` for
+    /// A session serving a file of `size` bytes whose outline is
+    /// `outline` bytes long with `opts`, waiting from `now` for
     /// a receiver to start it. `secret` is random and this session's own:
     /// the receiver must not know it (it makes the address tokens and
     /// chooses the packets held back to catch a lying receiver).
-    pub fn new(opts: &ServeOptions, size: u64, now: Instant, secret: [u8; 32]) -> SendSession {
+    pub fn new(
+        opts: &ServeOptions,
+        size: u64,
+        outline: u64,
+        now: Instant,
+        secret: [u8; 32],
+    ) -> SendSession {
         SendSession {
             opts: opts.clone(),
             size,
+            outline,
+            end: 0,
             peer: None,
             isn: 0,
             resume_from: 0,
@@ -175,7 +189,8 @@ impl SendSession {
     fn on_start(&mut self, now: Instant, from: SocketAddr, msg: Msg<'_>) {
         let Msg::Start {
             isn,
-            resume_from,
+            from: from_byte,
+            to,
             token,
         } = msg
         else {
@@ -190,7 +205,7 @@ impl SendSession {
         }
         if hmac::verify(&self.key, &token_input(from), &token).is_ok() {
             self.challenges.clear();
-            self.start(now, from, isn, resume_from);
+            self.start(now, from, isn, (from_byte, to));
             return;
         }
         self.challenge(from);
@@ -286,6 +301,12 @@ impl SendSession {
             }
             (Phase::Probing(_) | Phase::Sending { .. }, Msg::Arq(Frame::Abort(why))) => {
                 self.end(None, Err(TransferError::Aborted(why.to_string())));
+            }
+            // The receiver has what it needs (another owner sends the
+            // rest): done, without a `Done` of our own.
+            (Phase::Probing(_) | Phase::Sending { .. }, Msg::Enough) => {
+                self.end(None, Ok(()));
+                return;
             }
             _ => {}
         }
@@ -414,15 +435,20 @@ impl SendSession {
         self.advance(now);
     }
 
-    fn start(&mut self, now: Instant, from: SocketAddr, isn: u32, resume_from: u64) {
+    /// The receiver at `from` starts the session, asking for the file's
+    /// bytes `range` (cut to the file).
+    fn start(&mut self, now: Instant, from: SocketAddr, isn: u32, range: (u64, u64)) {
         self.peer = Some(from);
         self.punches.clear();
         self.isn = isn;
-        self.resume_from = resume_from.min(self.size);
+        let to = range.1.min(self.size);
+        self.resume_from = range.0.min(to);
+        self.end = to + self.outline;
         self.events.push_back(Event::Started {
             peer: from,
             isn,
-            resume_from,
+            resume_from: self.resume_from,
+            to,
         });
         let probe = PathProbe::new(self.opts.cfg.mss, from.is_ipv6());
         self.phase = Phase::Probing(probe);
@@ -437,7 +463,7 @@ impl SendSession {
             if let Some(mss) = probe.result() {
                 let mut cfg = self.opts.cfg.clone();
                 cfg.mss = mss;
-                let mut arq = Sender::new(cfg, self.isn, self.resume_from, self.size, now);
+                let mut arq = Sender::new(cfg, self.isn, self.resume_from, self.end, now);
                 let seed = hmac::sign(&self.key, b"chatdrop held packets\0");
                 let mut check = [0u8; 32];
                 check.copy_from_slice(seed.as_ref());

@@ -13,7 +13,7 @@ use tracing::{debug, trace};
 
 use super::net::{io, next_frame, send_msg, wait, Foreign, Next, BATCH};
 use super::send::PUNCH_TTL;
-use super::{Event, Progress, SendSession, ServeOptions, TransferStats};
+use super::{Event, Progress, SendSession, ServeOptions, Span, TransferStats};
 use crate::batch::{BatchSocket, MAX_SEND_BYTES};
 use crate::crypto::{SessionKeys, HEADER, TAG};
 use crate::direct::{Answer, Responder};
@@ -65,7 +65,14 @@ pub async fn serve(
     opts.punch = (opts.punch.iter())
         .map(|a| socket::for_socket(socket, *a))
         .collect();
-    let mut session = SendSession::new(&opts, size, Instant::now(), rand::random());
+    let outline = source.outline_len();
+    let mut session = SendSession::new(&opts, size, outline, Instant::now(), rand::random());
+    // What the receiver asked for, once it started.
+    let mut span = Span {
+        from: 0,
+        to: size,
+        outline,
+    };
     let mut ttl = socket::Ttl::of(socket);
     let mut foreign = Foreign::new();
     let mut started = Instant::now();
@@ -115,10 +122,13 @@ pub async fn serve(
                     peer,
                     isn,
                     resume_from,
+                    to,
                 } => {
-                    debug!(%peer, isn, resume_from, "session started");
+                    debug!(%peer, isn, resume_from, to, "session started");
                     started = Instant::now();
-                    stats.resumed_from = resume_from.min(size);
+                    stats.resumed_from = resume_from;
+                    span.from = resume_from;
+                    span.to = to;
                 }
                 Event::Moved { peer } => debug!(%peer, "the receiver moved"),
                 Event::Began { mss } => {
@@ -142,7 +152,7 @@ pub async fn serve(
                     out.flush(&net, peer).await?;
                 }
                 let data = &mut chunk[..t.len as usize];
-                source.read_at(t.offset, data)?;
+                source.read_stream(&span, t.offset, data)?;
                 let frame = Msg::Arq(Frame::Data {
                     seq: t.seq,
                     payload: data,
@@ -157,7 +167,10 @@ pub async fn serve(
             stats.packets = packets;
             stats.retransmissions = retransmissions;
             stats.spurious = session.arq().map_or(0, Sender::spurious_retransmissions);
-            stats.bytes = size - stats.resumed_from;
+            // Of the file's bytes asked for, those acknowledged (all of
+            // them, unless the receiver had enough before).
+            let acked = session.arq().map_or(span.from, Sender::acked_bytes);
+            stats.bytes = acked.saturating_sub(span.from + span.outline);
             stats.seconds = started.elapsed().as_secs_f64();
             progress(size, size);
             return Ok(stats);

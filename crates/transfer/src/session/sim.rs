@@ -17,6 +17,7 @@ use chatdrop_arq::{Config, Frame, Scheme};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::Span;
 use super::{FetchOptions, RecvSession, SendSession, ServeOptions, MAX_MSS};
 use crate::crypto::{HEADER, TAG};
 use crate::wire::{Msg, TOKEN_LEN};
@@ -105,8 +106,9 @@ impl Wire {
         match self.msg() {
             Msg::Start {
                 isn,
-                resume_from,
+                from: resume_from,
                 token,
+                ..
             } => Sent::Start {
                 isn,
                 resume_from,
@@ -124,6 +126,7 @@ impl Wire {
             Msg::Arq(Frame::Done) => Sent::Done,
             Msg::Arq(Frame::Abort(why)) => Sent::Abort(why.to_string()),
             Msg::Punch => Sent::Punch,
+            Msg::Enough => Sent::Enough,
         }
     }
 }
@@ -144,6 +147,7 @@ pub(super) enum Sent {
         proved: bool,
     },
     Challenge,
+    Enough,
     Probe(u32),
     ProbeAck(u32),
     Begin(u32),
@@ -322,10 +326,20 @@ fn transfer(scheme: Scheme, data: &[u8], resume_from: u64, path: Path, seed: u64
     let rx_opts = FetchOptions {
         cfg: config(scheme, MAX_MSS),
     };
-    let mut tx = SendSession::new(&tx_opts, size, now, rng.gen());
+    let mut tx = SendSession::new(&tx_opts, size, 0, now, rng.gen());
     // Numbers that cross the 32-bit wrap on the way.
     let isn = u32::MAX - 20;
-    let mut rx = RecvSession::new(SENDER, &rx_opts, isn, resume_from, size, now);
+    let mut rx = RecvSession::new(
+        SENDER,
+        &rx_opts,
+        isn,
+        Span {
+            from: resume_from,
+            to: size,
+            outline: 0,
+        },
+        now,
+    );
     let mut file = data[..resume_from as usize].to_vec();
     file.resize(data.len(), 0);
     let mut lowest_write = None;

@@ -21,7 +21,17 @@ const PROVED: Sent = Sent::Start {
 };
 
 fn session(cap: u32, size: u64, t0: Instant) -> RecvSession {
-    RecvSession::new(SENDER, &fetching(cap), ISN, 0, size, t0)
+    RecvSession::new(
+        SENDER,
+        &fetching(cap),
+        ISN,
+        Span {
+            from: 0,
+            to: size,
+            outline: 0,
+        },
+        t0,
+    )
 }
 
 /// A session of `size` bytes whose `Start` went at `t0` and that took the
@@ -34,6 +44,7 @@ fn begun(cap: u32, size: u64, t0: Instant) -> RecvSession {
         peer: SENDER,
         isn: ISN,
         resume_from: 0,
+        to: size,
     };
     assert_eq!(rx.poll_event(), Some(opened));
     assert_eq!(rx.poll_event(), Some(Event::Began { mss: cap }));
@@ -55,7 +66,17 @@ fn starts_go_to_every_candidate_until_one_answers_then_to_it_alone() {
     let t0 = Instant::now();
     let near: SocketAddr = "192.168.1.9:4000".parse().unwrap();
     let candidates = [SENDER, near, STRANGER];
-    let mut rx = RecvSession::with_candidates(&candidates, &fetching(MAX_MSS), ISN, 0, 100, t0);
+    let mut rx = RecvSession::with_candidates(
+        &candidates,
+        &fetching(MAX_MSS),
+        ISN,
+        Span {
+            from: 0,
+            to: 100,
+            outline: 0,
+        },
+        t0,
+    );
     let first: Vec<_> = candidates.iter().map(|c| (*c, START)).collect();
     assert_eq!(sends_to(&mut rx, t0), first);
     assert_eq!(rx.peer(), None);
@@ -100,7 +121,17 @@ fn only_the_first_candidate_is_tried_after_three_seconds() {
     // Checked to fail with every candidate tried until the give-up.
     let t0 = Instant::now();
     let candidates = [SENDER, STRANGER];
-    let mut rx = RecvSession::with_candidates(&candidates, &fetching(MAX_MSS), ISN, 0, 100, t0);
+    let mut rx = RecvSession::with_candidates(
+        &candidates,
+        &fetching(MAX_MSS),
+        ISN,
+        Span {
+            from: 0,
+            to: 100,
+            outline: 0,
+        },
+        t0,
+    );
     let mut last = Vec::new();
     for round in 0..20 {
         last = sends_to(&mut rx, at(t0, round * 250));
@@ -116,7 +147,17 @@ fn a_relay_learned_late_is_tried_first_and_at_once() {
     // added at the end of the list (never tried after the rounds).
     let t0 = Instant::now();
     let candidates = [SENDER, STRANGER];
-    let mut rx = RecvSession::with_candidates(&candidates, &fetching(MAX_MSS), ISN, 0, 100, t0);
+    let mut rx = RecvSession::with_candidates(
+        &candidates,
+        &fetching(MAX_MSS),
+        ISN,
+        Span {
+            from: 0,
+            to: 100,
+            outline: 0,
+        },
+        t0,
+    );
     for round in 0..20 {
         sends_to(&mut rx, at(t0, round * 250));
     }
@@ -165,7 +206,7 @@ fn a_lost_start_is_repeated_and_the_sender_begins_on_the_next() {
     // give-up (`next_start` 250 s on).
     let t0 = Instant::now();
     let mut rx = session(MIN_MSS, 2_000, t0);
-    let mut tx = SendSession::new(&serving(MIN_MSS, None), 2_000, t0, [5; 32]);
+    let mut tx = SendSession::new(&serving(MIN_MSS, None), 2_000, 0, t0, [5; 32]);
     assert_eq!(sends(&mut rx, t0), [START], "lost on the way");
     assert_eq!(rx.poll_timeout(), Some(at(t0, 250)));
     rx.handle_timeout(at(t0, 250));
@@ -186,6 +227,7 @@ fn a_lost_start_is_repeated_and_the_sender_begins_on_the_next() {
         peer: RECEIVER,
         isn: ISN,
         resume_from: 0,
+        to: 2_000,
     };
     assert_eq!(tx.poll_event(), Some(started));
     let mut file = vec![0u8; 2_000];

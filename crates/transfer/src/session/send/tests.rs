@@ -17,7 +17,8 @@ const SECRET: [u8; 32] = [5; 32];
 fn start(isn: u32, resume_from: u64, token: [u8; TOKEN_LEN]) -> Msg<'static> {
     Msg::Start {
         isn,
-        resume_from,
+        from: resume_from,
+        to: u64::MAX,
         token,
     }
 }
@@ -54,7 +55,7 @@ fn token_for(tx: &mut SendSession, now: Instant, from: SocketAddr) -> [u8; TOKEN
 /// at `t0` by the receiver's `Start` (after proving its address), its
 /// `Started` event taken.
 fn started(cap: u32, size: u64, t0: Instant) -> SendSession {
-    let mut tx = SendSession::new(&serving(cap, None), size, t0, SECRET);
+    let mut tx = SendSession::new(&serving(cap, None), size, 0, t0, SECRET);
     let token = token_for(&mut tx, t0, RECEIVER);
     tx.handle(t0, RECEIVER, start(ISN, 0, token));
     let event = tx.poll_event();
@@ -62,6 +63,7 @@ fn started(cap: u32, size: u64, t0: Instant) -> SendSession {
         peer: RECEIVER,
         isn: ISN,
         resume_from: 0,
+        to: size,
     };
     assert_eq!(event, Some(expected));
     tx
@@ -98,7 +100,7 @@ fn a_duplicated_start_starts_one_session() {
     let t0 = Instant::now();
     let mut tx = started(MAX_MSS, 10_000, t0);
     assert_eq!(sends(&mut tx, t0), [Sent::Probe(MAX_MSS)]);
-    let mut fresh = SendSession::new(&serving(MAX_MSS, None), 10_000, t0, SECRET);
+    let mut fresh = SendSession::new(&serving(MAX_MSS, None), 10_000, 0, t0, SECRET);
     let copy = start(ISN, 0, token_for(&mut fresh, t0, RECEIVER));
     tx.handle(at(t0, 10), RECEIVER, copy);
     let other = start(99, 5_000, token_for(&mut fresh, t0, STRANGER));
@@ -209,6 +211,7 @@ fn no_start_by_the_deadline_is_peer_silent() {
     let mut tx = SendSession::new(
         &serving(MAX_MSS, Some(Duration::from_secs(5))),
         1_000,
+        0,
         t0,
         SECRET,
     );
@@ -222,14 +225,14 @@ fn no_start_by_the_deadline_is_peer_silent() {
         other => panic!("{other:?}"),
     }
     let token = token_for(
-        &mut SendSession::new(&serving(MAX_MSS, None), 1_000, t0, SECRET),
+        &mut SendSession::new(&serving(MAX_MSS, None), 1_000, 0, t0, SECRET),
         t0,
         RECEIVER,
     );
     tx.handle(now, RECEIVER, start(ISN, 0, token));
     assert_eq!(tx.poll_event(), None);
     // Without a deadline, only a datagram moves it on.
-    let patient = SendSession::new(&serving(MAX_MSS, None), 1_000, t0, SECRET);
+    let patient = SendSession::new(&serving(MAX_MSS, None), 1_000, 0, t0, SECRET);
     assert_eq!(patient.poll_timeout(), None);
 }
 
@@ -311,7 +314,7 @@ fn a_start_from_a_forged_address_gets_only_a_challenge_smaller_than_itself() {
     // `on_start` starting the session on any authentic `Start` (as it
     // did: probes of 64 KiB went to the forged address).
     let t0 = Instant::now();
-    let mut tx = SendSession::new(&serving(MAX_MSS, None), 1 << 20, t0, SECRET);
+    let mut tx = SendSession::new(&serving(MAX_MSS, None), 1 << 20, 0, t0, SECRET);
     let mut received = 0;
     let mut sent = 0;
     let mut now = t0;
@@ -342,7 +345,7 @@ fn a_token_proves_only_the_address_it_was_sent_to() {
     // own address starts the session there. Checked to fail with the
     // token made without the address (one per session).
     let t0 = Instant::now();
-    let mut tx = SendSession::new(&serving(MAX_MSS, None), 10_000, t0, SECRET);
+    let mut tx = SendSession::new(&serving(MAX_MSS, None), 10_000, 0, t0, SECRET);
     let own = token_for(&mut tx, t0, RECEIVER);
     tx.handle(t0, STRANGER, start(ISN, 0, own));
     assert_eq!(tx.poll_event(), None);
@@ -357,9 +360,9 @@ fn a_token_proves_only_the_address_it_was_sent_to() {
     tx.handle(t0, RECEIVER, start(ISN, 0, own));
     assert_eq!(tx.peer(), Some(RECEIVER));
     // Another session's token (another secret) proves nothing here.
-    let mut other = SendSession::new(&serving(MAX_MSS, None), 10_000, t0, [6; 32]);
+    let mut other = SendSession::new(&serving(MAX_MSS, None), 10_000, 0, t0, [6; 32]);
     let foreign = token_for(&mut other, t0, RECEIVER);
-    let mut tx = SendSession::new(&serving(MAX_MSS, None), 10_000, t0, SECRET);
+    let mut tx = SendSession::new(&serving(MAX_MSS, None), 10_000, 0, t0, SECRET);
     tx.handle(t0, RECEIVER, start(ISN, 0, foreign));
     assert_eq!(tx.peer(), None);
 }
@@ -372,7 +375,7 @@ fn in_chat_mode_a_start_from_another_ip_is_not_answered() {
     let t0 = Instant::now();
     let mut opts = serving(MAX_MSS, None);
     opts.peer_ips = vec![RECEIVER.ip()];
-    let mut tx = SendSession::new(&opts, 10_000, t0, SECRET);
+    let mut tx = SendSession::new(&opts, 10_000, 0, t0, SECRET);
     assert!(answer_to_start(&mut tx, t0, STRANGER).is_empty());
     let token = token_for(&mut tx, t0, RECEIVER);
     tx.handle(t0, RECEIVER, start(ISN, 0, token));
@@ -383,7 +386,7 @@ fn in_chat_mode_a_start_from_another_ip_is_not_answered() {
         unreachable!("the test receiver is IPv4");
     };
     opts.peer_ips = vec![v4.to_ipv6_mapped().into()];
-    let mut tx = SendSession::new(&opts, 10_000, t0, SECRET);
+    let mut tx = SendSession::new(&opts, 10_000, 0, t0, SECRET);
     let token = token_for(&mut tx, t0, RECEIVER);
     tx.handle(t0, RECEIVER, start(ISN, 0, token));
     assert_eq!(tx.peer(), Some(RECEIVER));
@@ -397,7 +400,7 @@ fn a_waiting_sender_punches_every_candidate_for_two_seconds_then_stops() {
     let mut opts = serving(MAX_MSS, Some(Duration::from_secs(10)));
     let behind: SocketAddr = "198.51.100.4:5000".parse().unwrap();
     opts.punch = vec![RECEIVER, behind];
-    let mut tx = SendSession::new(&opts, 1_000, t0, SECRET);
+    let mut tx = SendSession::new(&opts, 1_000, 0, t0, SECRET);
     let mut punched = Vec::new();
     let mut now = t0;
     // Time moves as the session asks, up to the deadline.
@@ -419,7 +422,7 @@ fn a_waiting_sender_punches_every_candidate_for_two_seconds_then_stops() {
     let last = punched.last().map(|p| p.0).unwrap_or_default();
     assert_eq!(last, (rounds as u64 - 1) * PUNCH_EVERY.as_millis() as u64);
     // A fresh one, started half-way: no punch after the Start.
-    let mut tx = SendSession::new(&opts, 1_000, t0, SECRET);
+    let mut tx = SendSession::new(&opts, 1_000, 0, t0, SECRET);
     while tx.poll_msg(t0).is_some() {}
     let token = token_for(&mut tx, t0, RECEIVER);
     tx.handle(t0, RECEIVER, start(ISN, 0, token));
@@ -435,7 +438,7 @@ fn at_most_eight_candidates_are_punched() {
     opts.punch = (0..20)
         .map(|i| SocketAddr::new(RECEIVER.ip(), 6000 + i))
         .collect();
-    let mut tx = SendSession::new(&opts, 1_000, t0, SECRET);
+    let mut tx = SendSession::new(&opts, 1_000, 0, t0, SECRET);
     let round = std::iter::from_fn(|| tx.poll_msg(t0).map(|(to, _)| to)).count();
     assert_eq!(round, MAX_PUNCHED);
 }
@@ -446,7 +449,7 @@ fn the_first_half_of_the_punches_go_with_a_small_ttl() {
     let t0 = Instant::now();
     let mut opts = serving(MAX_MSS, None);
     opts.punch = vec![RECEIVER];
-    let mut tx = SendSession::new(&opts, 1_000, t0, SECRET);
+    let mut tx = SendSession::new(&opts, 1_000, 0, t0, SECRET);
     let mut lows = Vec::new();
     for round in 0..PUNCH_ROUNDS {
         let now = t0 + PUNCH_EVERY * round;

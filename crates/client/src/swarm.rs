@@ -1,0 +1,464 @@
+//! Downloads from several owners at once.
+//!
+//! When several owners announced a file with the same hash, a `getfile`
+//! asks up to [`MAX_SOURCES`] of them at once. Every accepted offer joins
+//! the download and takes a range of it ([`Plan`]): the first takes all
+//! that is missing; each later one takes the larger half of the longest
+//! rest another owner still has to send, whose range is cut short there
+//! (it stops with `Enough` when it reaches the cut). An owner that
+//! finishes its range is asked again for more, so the faster owners end
+//! up sending more, as BitTorrent's do; near the end the rests are too
+//! short to split and the download waits for the last ranges.
+//!
+//! Every part is checked against the file's outline as it lands (see
+//! `chatdrop_transfer::outline`), so an owner that sends anything but the
+//! file is caught at its first bad part: it is dropped, named in a
+//! `source_dropped` event and never asked again, and the range it had
+//! goes back to be fetched by another. An owner that fails or goes silent
+//! is dropped the same way, and one that announced the file but was not
+//! asked yet takes its place. Nothing is restarted: the verified parts
+//! stay, in the `.part` file and in its resume record.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chatdrop_transfer::{Download, Region, TransferError, TransferStats};
+use tokio::sync::mpsc;
+
+use crate::event::{ClientEvent, SourceBytes};
+
+/// Owners asked at once for one download.
+pub const MAX_SOURCES: usize = 4;
+/// The shortest rest, in parts, that is split for another owner: a
+/// shorter one is not worth a new session's opening.
+const MIN_SPLIT_PARTS: u64 = 4;
+/// How often progress is told.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// One owner's range while its session runs.
+#[derive(Debug)]
+struct Share {
+    owner: String,
+    from: u64,
+    /// Where its range ends now (lowered when another owner takes the
+    /// rest): the region's own stop.
+    stop: Arc<AtomicU64>,
+    /// The file offset up to which its bytes arrived without a gap.
+    got: Arc<AtomicU64>,
+}
+
+impl Share {
+    fn rest(&self) -> u64 {
+        let got = self.got.load(Ordering::Relaxed).max(self.from);
+        self.stop.load(Ordering::Relaxed).saturating_sub(got)
+    }
+}
+
+/// Which owner fetches which range of a download (no I/O: see the module
+/// docs for the rules).
+#[derive(Debug)]
+pub struct Plan {
+    part: u64,
+    /// Ranges no session fetches now, in file order.
+    pool: VecDeque<(u64, u64)>,
+    running: Vec<Share>,
+}
+
+impl Plan {
+    /// A plan for the `missing` ranges of a file cut in parts of `part`
+    /// bytes.
+    pub fn new(missing: Vec<(u64, u64)>, part: u64) -> Plan {
+        Plan {
+            part,
+            pool: missing.into(),
+            running: Vec::new(),
+        }
+    }
+
+    /// The next range to give an owner, if there is one worth a session:
+    /// the first nobody fetches, or else the larger half of the longest
+    /// rest, whose owner's range is cut short where it begins.
+    pub fn take(&mut self) -> Option<(u64, u64)> {
+        if let Some(range) = self.pool.pop_front() {
+            return Some(range);
+        }
+        let part = self.part;
+        let longest = self.running.iter().max_by_key(|s| s.rest())?;
+        let rest = longest.rest();
+        if rest < MIN_SPLIT_PARTS * part {
+            return None;
+        }
+        let got = longest.got.load(Ordering::Relaxed).max(longest.from);
+        let stop = longest.stop.load(Ordering::Relaxed);
+        // Past the part the owner is in, so that what it is sending now
+        // stays its own.
+        let cut = (got + rest / 2).div_ceil(part) * part;
+        if cut >= stop {
+            return None;
+        }
+        longest.stop.fetch_min(cut, Ordering::Relaxed);
+        Some((cut, stop))
+    }
+
+    /// `owner`'s session runs from `from`, with its region's stop and the
+    /// offset up to which its bytes arrived.
+    fn run(&mut self, owner: &str, from: u64, stop: Arc<AtomicU64>, got: Arc<AtomicU64>) {
+        self.running.push(Share {
+            owner: owner.to_string(),
+            from,
+            stop,
+            got,
+        });
+    }
+
+    /// `owner`'s session ended, verified up to `verified_to` of a range
+    /// that stopped at `stop`: the rest goes back to the pool.
+    pub fn ended(&mut self, owner: &str, verified_to: u64, stop: u64) {
+        self.running.retain(|s| s.owner != owner);
+        if verified_to < stop {
+            let at = self.pool.partition_point(|r| r.0 < verified_to);
+            self.pool.insert(at, (verified_to, stop));
+        }
+    }
+
+    /// Whether another owner could be given a range now.
+    pub fn has_work(&self) -> bool {
+        !self.pool.is_empty()
+            || self
+                .running
+                .iter()
+                .any(|s| s.rest() >= MIN_SPLIT_PARTS * self.part)
+    }
+
+    /// Sessions running.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+}
+
+/// What the download does after a session ended or an owner refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Ask this owner (for more, or as a replacement).
+    Ask(String),
+    /// Every part is verified: move the file into place.
+    Finish,
+    /// No owner is left and parts are missing: the download failed.
+    Fail(String),
+    /// Other sessions run (or offers are awaited): nothing to do now.
+    Wait,
+}
+
+/// A download from one owner or several (see the module docs).
+pub struct Swarm {
+    /// The download's id (its first session's).
+    pub id: String,
+    /// The file's name as asked for.
+    pub file: String,
+    /// Its hash: every owner must have offered this one.
+    pub hash: [u8; 32],
+    /// Its size.
+    pub size: u64,
+    /// The owner whose offer came first.
+    pub owner: String,
+    download: Download,
+    started: Instant,
+    resumed: u64,
+    events: mpsc::Sender<ClientEvent>,
+    state: Mutex<State>,
+}
+
+struct State {
+    plan: Plan,
+    /// Owners that announced the file (same hash) and were not asked.
+    spare: VecDeque<String>,
+    /// Owners asked whose offer has not come.
+    asked: HashSet<String>,
+    /// What each owner sent and had verified, in order of first bytes.
+    sent: Vec<SourceBytes>,
+    /// Owners dropped and why, for the failure's message.
+    dropped: Vec<(String, String)>,
+    /// Owners never asked again.
+    banned: HashSet<String>,
+    last_progress: Option<Instant>,
+    /// The download ended (finished or failed): said once.
+    over: bool,
+}
+
+impl Swarm {
+    /// A download of `file` into `download`, whose first offer is from
+    /// `owner` (session `id`); `asked` are the other owners asked with
+    /// it, `spare` those to ask when one drops out.
+    pub fn new(
+        id: String,
+        file: String,
+        owner: String,
+        download: Download,
+        asked: impl IntoIterator<Item = String>,
+        spare: impl IntoIterator<Item = String>,
+        events: mpsc::Sender<ClientEvent>,
+    ) -> Swarm {
+        let plan = Plan::new(download.missing(), download.part_size());
+        Swarm {
+            id,
+            file,
+            owner,
+            hash: download.hash(),
+            size: download.size(),
+            resumed: download.resume_from(),
+            started: Instant::now(),
+            download,
+            events,
+            state: Mutex::new(State {
+                plan,
+                spare: spare.into_iter().collect(),
+                asked: asked.into_iter().collect(),
+                sent: Vec::new(),
+                dropped: Vec::new(),
+                banned: HashSet::new(),
+                last_progress: None,
+                over: false,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes there from an earlier attempt.
+    pub fn resumed(&self) -> u64 {
+        self.resumed
+    }
+
+    /// The download (for reserving room before the first session).
+    pub fn download(&self) -> &Download {
+        &self.download
+    }
+
+    /// `owner` was asked (for more, or in another's place).
+    pub fn asking(&self, owner: &str) {
+        self.state().asked.insert(owner.to_string());
+    }
+
+    /// `owner`'s offer came: its range, and the offset its session
+    /// reports its bytes in at, if there is anything left to give it.
+    pub fn begin(&self, owner: &str) -> Option<(Region, Arc<AtomicU64>)> {
+        let mut state = self.state();
+        state.asked.remove(owner);
+        if state.banned.contains(owner) {
+            return None;
+        }
+        let (from, to) = state.plan.take()?;
+        let region = self.download.region(from, to);
+        let got = Arc::new(AtomicU64::new(region.from()));
+        state
+            .plan
+            .run(owner, region.from(), region.stop_handle(), got.clone());
+        if !state.sent.iter().any(|s| s.from == owner) {
+            state.sent.push(SourceBytes {
+                from: owner.to_string(),
+                bytes: 0,
+            });
+        }
+        Some((region, got))
+    }
+
+    /// Tells the progress, at most every [`PROGRESS_EVERY`] (always with
+    /// `force`).
+    pub fn progress(&self, force: bool) {
+        let mut state = self.state();
+        let now = Instant::now();
+        if !force
+            && state
+                .last_progress
+                .is_some_and(|t| now - t < PROGRESS_EVERY)
+        {
+            return;
+        }
+        state.last_progress = Some(now);
+        let mut sources = state.sent.clone();
+        for share in &state.plan.running {
+            let moving = share.got.load(Ordering::Relaxed).saturating_sub(share.from);
+            if let Some(s) = sources.iter_mut().find(|s| s.from == share.owner) {
+                s.bytes += moving;
+            }
+        }
+        let bytes = (self.resumed + sources.iter().map(|s| s.bytes).sum::<u64>()).min(self.size);
+        let _ = self.events.try_send(ClientEvent::TransferProgress {
+            id: self.id.clone(),
+            bytes,
+            total: self.size,
+            sources,
+        });
+    }
+
+    /// `owner`'s session ended with `result`, its region verified as far
+    /// as it says: what to do next.
+    pub fn ended(
+        &self,
+        owner: &str,
+        result: &Result<TransferStats, TransferError>,
+        region: &Region,
+    ) -> Next {
+        let mut state = self.state();
+        let verified = region.verified_to();
+        state.plan.ended(owner, verified, region.stop());
+        if let Some(s) = state.sent.iter_mut().find(|s| s.from == owner) {
+            s.bytes += verified - region.from();
+        }
+        if state.over {
+            return Next::Wait;
+        }
+        if self.download.is_complete() {
+            state.over = true;
+            return Next::Finish;
+        }
+        // Parts an earlier attempt left that proved damaged once the
+        // outline came: nobody has them yet.
+        if state.plan.running() == 0 && state.plan.pool.is_empty() {
+            state.plan.pool = self.download.missing().into();
+        }
+        match result {
+            Ok(_) if state.plan.has_work() => return Next::Ask(owner.to_string()),
+            Ok(_) => return self.wait_or_fail(&mut state),
+            Err(e) => {
+                let reason = e.to_string();
+                state.banned.insert(owner.to_string());
+                state.dropped.push((owner.to_string(), reason.clone()));
+                let _ = self.events.try_send(ClientEvent::SourceDropped {
+                    id: self.id.clone(),
+                    file: self.file.clone(),
+                    from: owner.to_string(),
+                    reason,
+                });
+            }
+        }
+        self.replace(&mut state)
+    }
+
+    /// `owner` refused (busy, gone): another takes its place.
+    pub fn refused(&self, owner: &str, why: &str) -> Next {
+        let mut state = self.state();
+        if state.over {
+            return Next::Wait;
+        }
+        state.asked.remove(owner);
+        state.dropped.push((owner.to_string(), why.to_string()));
+        self.replace(&mut state)
+    }
+
+    /// Asks a spare owner, if one is left and there is work; else waits
+    /// for the others, or fails without any.
+    fn replace(&self, state: &mut State) -> Next {
+        if state.plan.has_work() {
+            while let Some(next) = state.spare.pop_front() {
+                if !state.banned.contains(&next) {
+                    return Next::Ask(next);
+                }
+            }
+        }
+        self.wait_or_fail(state)
+    }
+
+    fn wait_or_fail(&self, state: &mut State) -> Next {
+        if state.plan.running() > 0 || !state.asked.is_empty() {
+            return Next::Wait;
+        }
+        // Nothing runs and nobody is asked: what is missing stays so.
+        let why = match state.dropped.as_slice() {
+            [] => "no owner is left to send the rest".to_string(),
+            [(_, why)] => why.clone(),
+            all => {
+                let each: Vec<String> = all.iter().map(|(o, why)| format!("{o}: {why}")).collect();
+                each.join("; ")
+            }
+        };
+        state.over = true;
+        Next::Fail(why)
+    }
+
+    /// The `transfer_failed` event of this download.
+    pub fn failed(&self, reason: String) -> ClientEvent {
+        ClientEvent::TransferFailed {
+            id: self.id.clone(),
+            file: self.file.clone(),
+            from: self.owner.clone(),
+            reason,
+        }
+    }
+
+    /// What each owner sent, for `transfer_done`.
+    pub fn sources(&self) -> Vec<SourceBytes> {
+        let mut sent = self.state().sent.clone();
+        sent.retain(|s| s.bytes > 0);
+        sent
+    }
+
+    /// Seconds since the first offer.
+    pub fn seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PART: u64 = 1 << 20;
+
+    fn handles(from: u64, stop: u64) -> (Arc<AtomicU64>, Arc<AtomicU64>) {
+        (
+            Arc::new(AtomicU64::new(stop)),
+            Arc::new(AtomicU64::new(from)),
+        )
+    }
+
+    /// The first owner takes everything; each later one the larger half of
+    /// the longest rest, from a part boundary past where that owner is;
+    /// a rest too short to split is left alone.
+    #[test]
+    fn later_owners_take_the_larger_half_of_the_longest_rest() {
+        let size = 100 * PART;
+        let mut plan = Plan::new(vec![(0, size)], PART);
+        assert_eq!(plan.take(), Some((0, size)));
+        let (a_stop, a_got) = handles(0, size);
+        plan.run("a", 0, a_stop.clone(), a_got.clone());
+        a_got.store(10 * PART + 5, Ordering::Relaxed);
+        // a is at 10 MiB of 100: b takes from 56 MiB on.
+        assert_eq!(plan.take(), Some((56 * PART, size)));
+        assert_eq!(a_stop.load(Ordering::Relaxed), 56 * PART);
+        let (b_stop, b_got) = handles(56 * PART, size);
+        plan.run("b", 56 * PART, b_stop.clone(), b_got.clone());
+        // c splits the longer rest: a's 46 MiB against b's 44.
+        let c = plan.take().unwrap();
+        assert_eq!(c, (34 * PART, 56 * PART));
+        assert_eq!(a_stop.load(Ordering::Relaxed), 34 * PART);
+        // Near the end nothing is worth splitting.
+        a_got.store(33 * PART, Ordering::Relaxed);
+        b_got.store(98 * PART, Ordering::Relaxed);
+        let (c_stop, c_got) = handles(c.0, c.1);
+        plan.run("c", c.0, c_stop, c_got.clone());
+        c_got.store(54 * PART, Ordering::Relaxed);
+        assert!(!plan.has_work());
+        assert_eq!(plan.take(), None);
+    }
+
+    /// An owner that drops out gives its unverified rest back, and the
+    /// next owner takes exactly that.
+    #[test]
+    fn a_dropped_owners_rest_goes_to_the_next() {
+        let size = 20 * PART;
+        let mut plan = Plan::new(vec![(0, 3 * PART), (5 * PART, size)], PART);
+        assert_eq!(plan.take(), Some((0, 3 * PART)));
+        let (stop, got) = handles(0, 3 * PART);
+        plan.run("liar", 0, stop, got);
+        assert_eq!(plan.take(), Some((5 * PART, size)));
+        plan.ended("liar", PART, 3 * PART);
+        assert_eq!(plan.running(), 0);
+        assert_eq!(plan.take(), Some((PART, 3 * PART)));
+        assert_eq!(plan.take(), None);
+    }
+}
