@@ -241,7 +241,11 @@ impl Peer {
             .iter()
             .find(|h| h.user == owner)
             .map(|h| (h.size, h.hash));
-        let running = lock_swarms(&self.swarms).contains_key(file);
+        let running = {
+            let mut swarms = lock_swarms(&self.swarms);
+            swarms.retain(|_, s| !s.is_over());
+            swarms.contains_key(file)
+        };
         let requester = self.requester(me, key);
         let tried = self.tried.entry(file.to_string()).or_default();
         let mut owners = vec![owner.to_string()];
@@ -711,6 +715,11 @@ impl Peer {
         };
         let running = lock_swarms(&self.swarms).get(file).cloned();
         if let Some(swarm) = running {
+            // A late offer for a download that ended meanwhile: unused
+            // (a new `getfile` starts a new download).
+            if swarm.is_over() {
+                return None;
+            }
             if swarm.hash == offer.blake3 && swarm.size == offer.size {
                 return Some(swarm);
             }
@@ -813,7 +822,9 @@ async fn act(
             swarm.failed(reason)
         }
     };
-    lock_swarms(swarms).remove(&swarm.file);
+    // The ended download stays listed (as over) so that late offers are
+    // not taken for a new one; the next `getfile` of the file clears it.
+    let _ = swarms;
     let _ = events.send(event).await;
 }
 

@@ -228,6 +228,12 @@ impl Swarm {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether the download ended (finished or failed): an offer that
+    /// comes after that is not taken.
+    pub fn is_over(&self) -> bool {
+        self.state().over
+    }
+
     /// Bytes there from an earlier attempt.
     pub fn resumed(&self) -> u64 {
         self.resumed
