@@ -725,7 +725,7 @@ fn datagram_seeds(root: &Path) {
     sc.byte(3).byte(0).flag(false).byte(4).int(0..=7, 0);
     sc.byte(4)
         .int(0..=64, 22)
-        .raw(&[5, 0, 0, 0, 3])
+        .raw(&[6, 0, 0, 0, 3])
         .raw(&[0xaa; 17]);
     s.add("script-reorder-replay-tamper", sc.bytes());
     // Beyond the replay window: a datagram, 20,000 lost, one more, then

@@ -373,9 +373,7 @@ impl Peer {
                 detail,
             } => {
                 lock(&self.asking).remove(&(from.clone(), file.clone()));
-                let pending = self.pending.entry(file.clone()).or_default();
-                pending.remove(&from);
-                let others_asked = !pending.is_empty();
+                let others_asked = !self.answered(&file, &from).is_empty();
                 self.emit(ClientEvent::TransferRefused {
                     file: file.clone(),
                     from: from.clone(),
@@ -389,7 +387,7 @@ impl Peer {
                     // place, if one is left.
                     let next = swarm.refused(&from, &detail);
                     let requester = self.requester(me, key);
-                    act(next, &swarm, &self.swarms, &requester, &self.events).await;
+                    act(next, &swarm, &requester, &self.events).await;
                 } else if reason != RefuseReason::Blocked {
                     self.next_peer(me, key, &from, &file, others_asked).await;
                 }
@@ -640,7 +638,6 @@ impl Peer {
         };
         let at = paths::owner_candidates(addr, &offer);
         let (outgoing, relays) = (self.outgoing.clone(), self.relays.clone());
-        let swarms = self.swarms.clone();
         let requester = self.requester(me, key);
         tokio::spawn(async move {
             let progress = {
@@ -688,7 +685,7 @@ impl Peer {
             };
             let next = swarm.ended(&owner, &result, &region);
             drop(region);
-            act(next, &swarm, &swarms, &requester, &events).await;
+            act(next, &swarm, &requester, &events).await;
         });
     }
 
@@ -704,9 +701,7 @@ impl Peer {
         id: &str,
         offer: &Offer,
     ) -> Option<Arc<Swarm>> {
-        let pending = self.pending.entry(file.to_string()).or_default();
-        pending.remove(owner);
-        let asked: Vec<String> = pending.iter().cloned().collect();
+        let asked = self.answered(file, owner);
         let fail = |reason: String| ClientEvent::TransferFailed {
             id: id.to_string(),
             file: file.to_string(),
@@ -756,6 +751,20 @@ impl Peer {
         Some(swarm)
     }
 
+    /// `owner` answered a request for `file`: the owners asked for it
+    /// whose answer has still not come.
+    fn answered(&mut self, file: &str, owner: &str) -> Vec<String> {
+        let Some(pending) = self.pending.get_mut(file) else {
+            return Vec::new();
+        };
+        pending.remove(owner);
+        let left: Vec<String> = pending.iter().cloned().collect();
+        if left.is_empty() {
+            self.pending.remove(file);
+        }
+        left
+    }
+
     /// What a task needs to ask an owner for a file.
     fn requester(&self, me: &str, key: &SigningKey) -> Requester {
         Requester {
@@ -782,7 +791,6 @@ fn lock_swarms(map: &Swarms) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Sw
 async fn act(
     next: Next,
     swarm: &Arc<Swarm>,
-    swarms: &Swarms,
     requester: &Requester,
     events: &mpsc::Sender<ClientEvent>,
 ) {
@@ -823,8 +831,7 @@ async fn act(
         }
     };
     // The ended download stays listed (as over) so that late offers are
-    // not taken for a new one; the next `getfile` of the file clears it.
-    let _ = swarms;
+    // not taken for a new one; the next `getfile` clears it.
     let _ = events.send(event).await;
 }
 

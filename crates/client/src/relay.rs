@@ -107,7 +107,11 @@ struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+        // A UDP leg's binder stops now. The slow path's pump stops by
+        // itself once `tunnel` is gone: it first sends on what the
+        // transfer's last moment left on its socket (a receiver's
+        // `Enough` or `Abort`), then tells the server the relay may close.
+        if let (Some(task), None) = (self.task.take(), &self.tunnel) {
             task.abort();
         }
     }
@@ -137,11 +141,13 @@ impl Relays {
     /// `session` is over: its binder or slow path stops, and the server
     /// is told, through `outgoing`, that a relay it opened may close.
     pub(crate) fn end(&self, session: [u8; 8], outgoing: &Outgoing) {
-        let relayed = self
-            .lock()
-            .remove(&session)
-            .is_some_and(|r| r.task.is_some());
-        if relayed {
+        let Some(running) = self.lock().remove(&session) else {
+            return;
+        };
+        // The slow path's pump says it itself, after the last datagrams.
+        let by_udp = running.task.is_some() && running.tunnel.is_none();
+        drop(running);
+        if by_udp {
             // A full queue leaves it to the relay's idle timeout.
             let _ = outgoing.try_send(ClientMsg::RelayEnd { session });
         }
@@ -260,6 +266,8 @@ fn slow_path_socket(transfer: &UdpSocket) -> std::io::Result<(UdpSocket, SocketA
 
 /// The slow path: what the transfer socket sends to `shim` goes to the
 /// server as `Tunnel`, and what the server sends comes out of `shim`.
+/// It ends when `from_server` closes (the transfer ended), having sent on
+/// what was left on `shim` and then `RelayEnd`.
 async fn pump(
     shim: UdpSocket,
     target: SocketAddr,
@@ -275,24 +283,37 @@ async fn pump(
     if outgoing.send(bind).await.is_err() {
         return;
     }
+    // What the transfer socket sent, to the server: only from the
+    // transfer's own socket, and no more than a tunnel carries (the
+    // transfer then finds a smaller size). A full queue to the server
+    // drops it, as a router would.
+    let up = |data: &[u8], from: SocketAddr| {
+        if from.port() == target.port() && data.len() <= MAX_TUNNELED {
+            let msg = ClientMsg::Tunnel {
+                session,
+                data: data.to_vec(),
+            };
+            let _ = outgoing.try_send(msg);
+        }
+    };
     let mut buf = vec![0u8; 65_536];
     loop {
         tokio::select! {
             r = shim.recv_from(&mut buf) => {
-                let Ok((len, from)) = r else { continue };
-                // Only the transfer's own socket, and no more than a
-                // tunnel carries (the transfer then finds a smaller size).
-                if from.port() != target.port() || len > MAX_TUNNELED {
-                    continue;
+                if let Ok((len, from)) = r {
+                    up(&buf[..len], from);
                 }
-                let msg = ClientMsg::Tunnel { session, data: buf[..len].to_vec() };
-                // A full queue to the server drops it, as a router would.
-                let _ = outgoing.try_send(msg);
             }
             data = from_server.recv() => {
-                let Some(data) = data else { return };
+                let Some(data) = data else { break };
                 let _ = shim.send_to(&data, target).await;
             }
         }
     }
+    // The transfer is over: what it sent last is on the socket already
+    // (sent on loopback before it ended), and goes before `RelayEnd`.
+    while let Ok((len, from)) = shim.try_recv_from(&mut buf) {
+        up(&buf[..len], from);
+    }
+    let _ = outgoing.try_send(ClientMsg::RelayEnd { session });
 }

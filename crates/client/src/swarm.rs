@@ -285,13 +285,7 @@ impl Swarm {
             return;
         }
         state.last_progress = Some(now);
-        let mut sources = state.sent.clone();
-        for share in &state.plan.running {
-            let moving = share.got.load(Ordering::Relaxed).saturating_sub(share.from);
-            if let Some(s) = sources.iter_mut().find(|s| s.from == share.owner) {
-                s.bytes += moving;
-            }
-        }
+        let sources = tally(&state);
         let bytes = (self.resumed + sources.iter().map(|s| s.bytes).sum::<u64>()).min(self.size);
         let _ = self.events.try_send(ClientEvent::TransferProgress {
             id: self.id.clone(),
@@ -397,8 +391,10 @@ impl Swarm {
     }
 
     /// What each owner sent, for `transfer_done`.
+    /// Once every part is verified, those of sessions still closing (the
+    /// last acknowledgements on their way) count in full.
     pub fn sources(&self) -> Vec<SourceBytes> {
-        let mut sent = self.state().sent.clone();
+        let mut sent = tally(&self.state());
         sent.retain(|s| s.bytes > 0);
         sent
     }
@@ -407,6 +403,19 @@ impl Swarm {
     pub fn seconds(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
     }
+}
+
+/// What each owner sent: its ended sessions' verified bytes, and what its
+/// running session brought so far.
+fn tally(state: &State) -> Vec<SourceBytes> {
+    let mut sources = state.sent.clone();
+    for share in &state.plan.running {
+        let moving = share.got.load(Ordering::Relaxed).saturating_sub(share.from);
+        if let Some(s) = sources.iter_mut().find(|s| s.from == share.owner) {
+            s.bytes += moving;
+        }
+    }
+    sources
 }
 
 #[cfg(test)]

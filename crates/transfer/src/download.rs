@@ -252,31 +252,27 @@ impl Download {
         (index * part, ((index + 1) * part).min(self.shared.size))
     }
 
-    /// Bytes of the file in verified parts (what an earlier attempt left
-    /// counts).
-    pub fn verified_bytes(&self) -> u64 {
+    /// Bytes of the file in the parts `counted` picks.
+    fn bytes_in(&self, counted: impl Fn(&State, u64) -> bool) -> u64 {
         let state = self.state();
-        let last = self.shared.parts - 1;
-        let mut bytes = state.count * self.shared.part;
-        if state.is_verified(last) {
-            let (a, b) = self.part_range(last);
-            bytes -= self.shared.part - (b - a);
-        }
-        bytes
+        (0..self.shared.parts)
+            .filter(|i| counted(&state, *i))
+            .map(|i| {
+                let (a, b) = self.part_range(i);
+                b - a
+            })
+            .sum()
+    }
+
+    /// Bytes of the file in verified parts.
+    pub fn verified_bytes(&self) -> u64 {
+        self.bytes_in(|state, i| state.is_verified(i))
     }
 
     /// Bytes already there from an earlier attempt (in verified parts,
     /// or in parts its record lists, not checked again yet).
     pub fn resume_from(&self) -> u64 {
-        let state = self.state();
-        let mut bytes = 0;
-        for i in 0..self.shared.parts {
-            if state.is_verified(i) || bit(&state.claimed, i) {
-                let (a, b) = self.part_range(i);
-                bytes += b - a;
-            }
-        }
-        bytes
+        self.bytes_in(|state, i| state.is_verified(i) || bit(&state.claimed, i))
     }
 
     /// Whether every part is verified.

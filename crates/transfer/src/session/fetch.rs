@@ -240,10 +240,13 @@ pub async fn fetch_from(
     };
     if let Err(e) = result {
         if let (TransferError::BadData(why), Some(peer)) = (&e, session.peer()) {
-            // An owner whose copy changed on disk learns why it was left.
+            // An owner whose copy changed on disk learns why it was left:
+            // three times, as for `Enough`, since nothing answers it.
             let why = format!("the data did not match the file's hash: {why}");
             let abort = Msg::Arq(Frame::Abort(&why));
-            let _ = send_msg(&net, &mut keys, peer, &abort, &mut sbuf).await;
+            for _ in 0..3 {
+                let _ = send_msg(&net, &mut keys, peer, &abort, &mut sbuf).await;
+            }
         } else if session.began() {
             // Keep what arrived for the next attempt.
             let stream = session.contiguous_bytes();

@@ -20,18 +20,17 @@ const PROVED: Sent = Sent::Start {
     proved: true,
 };
 
+/// A whole file of one part (no outline) of `size` bytes.
+fn all_of(size: u64) -> Span {
+    Span {
+        from: 0,
+        to: size,
+        outline: 0,
+    }
+}
+
 fn session(cap: u32, size: u64, t0: Instant) -> RecvSession {
-    RecvSession::new(
-        SENDER,
-        &fetching(cap),
-        ISN,
-        Span {
-            from: 0,
-            to: size,
-            outline: 0,
-        },
-        t0,
-    )
+    RecvSession::new(SENDER, &fetching(cap), ISN, all_of(size), t0)
 }
 
 /// A session of `size` bytes whose `Start` went at `t0` and that took the
@@ -66,17 +65,8 @@ fn starts_go_to_every_candidate_until_one_answers_then_to_it_alone() {
     let t0 = Instant::now();
     let near: SocketAddr = "192.168.1.9:4000".parse().unwrap();
     let candidates = [SENDER, near, STRANGER];
-    let mut rx = RecvSession::with_candidates(
-        &candidates,
-        &fetching(MAX_MSS),
-        ISN,
-        Span {
-            from: 0,
-            to: 100,
-            outline: 0,
-        },
-        t0,
-    );
+    let mut rx =
+        RecvSession::with_candidates(&candidates, &fetching(MAX_MSS), ISN, all_of(100), t0);
     let first: Vec<_> = candidates.iter().map(|c| (*c, START)).collect();
     assert_eq!(sends_to(&mut rx, t0), first);
     assert_eq!(rx.peer(), None);
@@ -121,17 +111,8 @@ fn only_the_first_candidate_is_tried_after_three_seconds() {
     // Checked to fail with every candidate tried until the give-up.
     let t0 = Instant::now();
     let candidates = [SENDER, STRANGER];
-    let mut rx = RecvSession::with_candidates(
-        &candidates,
-        &fetching(MAX_MSS),
-        ISN,
-        Span {
-            from: 0,
-            to: 100,
-            outline: 0,
-        },
-        t0,
-    );
+    let mut rx =
+        RecvSession::with_candidates(&candidates, &fetching(MAX_MSS), ISN, all_of(100), t0);
     let mut last = Vec::new();
     for round in 0..20 {
         last = sends_to(&mut rx, at(t0, round * 250));
@@ -147,17 +128,8 @@ fn a_relay_learned_late_is_tried_first_and_at_once() {
     // added at the end of the list (never tried after the rounds).
     let t0 = Instant::now();
     let candidates = [SENDER, STRANGER];
-    let mut rx = RecvSession::with_candidates(
-        &candidates,
-        &fetching(MAX_MSS),
-        ISN,
-        Span {
-            from: 0,
-            to: 100,
-            outline: 0,
-        },
-        t0,
-    );
+    let mut rx =
+        RecvSession::with_candidates(&candidates, &fetching(MAX_MSS), ISN, all_of(100), t0);
     for round in 0..20 {
         sends_to(&mut rx, at(t0, round * 250));
     }
