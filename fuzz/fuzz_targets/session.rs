@@ -84,6 +84,9 @@ struct Sim {
     /// Encoded frames on the way to the sender.
     to_tx: Vec<Vec<u8>>,
     written: HashSet<u64>,
+    /// Where a `Punch` came from while the receiver had no sender yet: the
+    /// sender is reachable there too, and a `Start` may go there.
+    punched: HashSet<SocketAddr>,
     tx_end: Option<std::result::Result<(), String>>,
     rx_end: Option<std::result::Result<(), String>>,
     forged_to_rx: bool,
@@ -202,8 +205,15 @@ impl Sim {
             // Where the sender is: where it was asked, or where its fresh
             // data came from last (it moved). The driver drops copies
             // before the machine sees them; here a copy from elsewhere
-            // stands for the sender having moved there.
-            assert_eq!(to, self.rx.peer().unwrap_or(SENDER));
+            // stands for the sender having moved there. Before it answers,
+            // an address a `Punch` came from is tried too.
+            match self.rx.peer() {
+                Some(peer) => assert_eq!(to, peer, "{msg:?} to another than the sender"),
+                None => assert!(
+                    to == SENDER || self.punched.contains(&to),
+                    "{msg:?} to {to}, neither asked nor punched from"
+                ),
+            }
             self.to_tx.push(encode(&msg));
         }
         while let Some(event) = self.rx.poll_event() {
@@ -237,6 +247,9 @@ impl Sim {
             self.ms(),
             short(&msg)
         );
+        if matches!(msg, Msg::Punch) && self.rx.peer().is_none() {
+            self.punched.insert(from);
+        }
         if let Some(w) = self.rx.handle(self.now, from, msg) {
             let end = w.offset + w.bytes.len() as u64;
             assert!(
@@ -481,6 +494,7 @@ fn setup(u: &mut Unstructured) -> Result<()> {
         to_rx: Vec::new(),
         to_tx: Vec::new(),
         written: HashSet::new(),
+        punched: HashSet::new(),
         tx_end: None,
         rx_end: None,
         forged_to_rx: false,
