@@ -7,7 +7,9 @@
 //!
 //! Checked:
 //! - every poll ends (no machine asks to send for ever);
-//! - the receiver writes inside the file, each place once, and, while
+//! - the receiver writes inside the file, each place once per run of
+//!   packets of one size (a change of size sends again what arrived
+//!   ahead of a gap), and, while
 //!   nothing was forged towards it, exactly the file's bytes;
 //! - the packet size either end begins with is within its cap;
 //! - each end reports its end once; a receiver that ends well has the
@@ -83,7 +85,9 @@ struct Sim {
     to_rx: Vec<Vec<u8>>,
     /// Encoded frames on the way to the sender.
     to_tx: Vec<Vec<u8>>,
-    written: HashSet<u64>,
+    /// Offsets written, each with the receiver's count of packet-size
+    /// changes then: a change sends again what arrived ahead of a gap.
+    written: HashSet<(u32, u64)>,
     /// Where a `Punch` came from while the receiver had no sender yet: the
     /// sender is reachable there too, and a `Start` may go there.
     punched: HashSet<SocketAddr>,
@@ -171,8 +175,8 @@ impl Sim {
         let mut reported = None;
         while let Some(event) = self.tx.poll_event() {
             match event {
-                SessionEvent::Began { mss } => {
-                    assert!((1..=self.cap).contains(&mss), "the sender began with {mss}")
+                SessionEvent::Began { mss } | SessionEvent::Resized { mss } => {
+                    assert!((1..=self.cap).contains(&mss), "the sender took {mss}")
                 }
                 SessionEvent::Started { peer, .. } | SessionEvent::Moved { peer } => {
                     reported = Some(peer);
@@ -217,7 +221,7 @@ impl Sim {
             self.to_tx.push(encode(&msg));
         }
         while let Some(event) = self.rx.poll_event() {
-            if let SessionEvent::Began { mss } = event {
+            if let SessionEvent::Began { mss } | SessionEvent::Resized { mss } = event {
                 assert!(
                     (1..=self.cap).contains(&mss),
                     "the receiver began with {mss}"
@@ -262,7 +266,12 @@ impl Sim {
                 w.offset,
                 self.size
             );
-            assert!(self.written.insert(w.offset), "wrote {} twice", w.offset);
+            let run = self.rx.resizes();
+            assert!(
+                self.written.insert((run, w.offset)),
+                "wrote {} twice",
+                w.offset
+            );
             if !self.forged_to_rx {
                 let good = w.bytes.iter().zip(w.offset..).all(|(&b, at)| b == byte(at));
                 assert!(good, "wrote other bytes than the file's at {}", w.offset);

@@ -68,6 +68,12 @@ impl Receiver {
         self.isn.wrapping_add(idx as u32)
     }
 
+    /// Packets the range is cut into: the numbers `isn..isn + packets`
+    /// are this receiver's.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
     /// True once every byte arrived.
     pub fn is_complete(&self) -> bool {
         self.base >= self.packets

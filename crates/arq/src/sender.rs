@@ -441,6 +441,12 @@ impl<C: Controller> Sender<C> {
         self.base >= self.packets
     }
 
+    /// Packets the range is cut into: the numbers `isn..isn + packets`
+    /// are this sender's.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
     /// Why the transfer failed, if it did.
     pub fn failure(&self) -> Option<&ArqError> {
         self.failed.as_ref()

@@ -9,6 +9,7 @@
 //! Challenge: 0x14 | token [32]                               sender -> receiver
 //! Punch:     0x15                                            sender -> receiver
 //! Enough:    0x16                                            receiver -> sender
+//! Resize:    0x17 | mss u32 | isn u32 | from u64             sender -> receiver
 //! ```
 //!
 //! `isn` numbers the data packets; `from..to` is the range of the file's
@@ -27,6 +28,12 @@
 //! while it waits for a `Start`: it opens the sender's own NAT towards
 //! them, and tells the receiver an address the sender is reachable at
 //! (the one it came from), where the receiver sends its `Start` too.
+//! `Resize` changes the packet size mid-session, when the path stopped
+//! carrying the old size (an MTU black hole) or carries a larger one
+//! again: the data from stream offset `from` on is sent again as packets
+//! of `mss` bytes numbered from `isn`, which is the session's previous
+//! `isn` plus the previous run's packet count, so that no packet of one
+//! run can be taken for one of the next (see `session/send.rs`).
 
 use chatdrop_arq::{DecodeError, Frame};
 
@@ -72,6 +79,16 @@ pub enum Msg<'a> {
     /// The receiver has what it needs from this session: the sender
     /// stops, done.
     Enough,
+    /// The sender changes the packet size: the stream from `from` on comes
+    /// again as packets of `mss` bytes numbered from `isn`.
+    Resize {
+        /// Payload bytes per data packet from now on.
+        mss: u32,
+        /// The first packet number of the new run.
+        isn: u32,
+        /// The stream offset the new run starts at.
+        from: u64,
+    },
 }
 
 const START: u8 = 0x10;
@@ -81,6 +98,7 @@ const BEGIN: u8 = 0x13;
 const CHALLENGE: u8 = 0x14;
 const PUNCH: u8 = 0x15;
 const ENOUGH: u8 = 0x16;
+const RESIZE: u8 = 0x17;
 
 /// Bytes of an address-validation token.
 pub const TOKEN_LEN: usize = 32;
@@ -131,7 +149,16 @@ impl<'a> Msg<'a> {
             Some(&BEGIN) if b.len() == 5 => Ok(Msg::Begin { mss: u32_at(b, 1)? }),
             Some(&PUNCH) if b.len() == 1 => Ok(Msg::Punch),
             Some(&ENOUGH) if b.len() == 1 => Ok(Msg::Enough),
-            Some(&PROBE_ACK) | Some(&BEGIN) | Some(&PUNCH) | Some(&ENOUGH) => {
+            Some(&RESIZE) if b.len() == 17 => {
+                let mut from = [0u8; 8];
+                from.copy_from_slice(&b[9..17]);
+                Ok(Msg::Resize {
+                    mss: u32_at(b, 1)?,
+                    isn: u32_at(b, 5)?,
+                    from: u64::from_be_bytes(from),
+                })
+            }
+            Some(&PROBE_ACK) | Some(&BEGIN) | Some(&PUNCH) | Some(&ENOUGH) | Some(&RESIZE) => {
                 Err(DecodeError("bad length"))
             }
             _ => Frame::decode(b).map(Msg::Arq),
@@ -176,6 +203,12 @@ impl<'a> Msg<'a> {
             }
             Msg::Punch => out.push(PUNCH),
             Msg::Enough => out.push(ENOUGH),
+            Msg::Resize { mss, isn, from } => {
+                out.push(RESIZE);
+                out.extend_from_slice(&mss.to_be_bytes());
+                out.extend_from_slice(&isn.to_be_bytes());
+                out.extend_from_slice(&from.to_be_bytes());
+            }
         }
     }
 }
@@ -199,6 +232,11 @@ mod tests {
             Msg::Probe { size: 1442 },
             Msg::ProbeAck { size: 1442 },
             Msg::Begin { mss: 1442 },
+            Msg::Resize {
+                mss: 1442,
+                isn: u32::MAX,
+                from: 1 << 40,
+            },
         ] {
             let mut b = Vec::new();
             m.encode(&mut b);

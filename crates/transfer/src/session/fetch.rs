@@ -165,6 +165,10 @@ pub async fn fetch_from(
                         opened(peer);
                     }
                 }
+                Event::Resized { mss } => {
+                    stats.mss = mss;
+                    stats.resizes += 1;
+                }
                 Event::Moved { .. } => {}
             }
         }

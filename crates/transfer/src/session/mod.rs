@@ -81,8 +81,12 @@ pub struct TransferStats {
     pub forged: u64,
     /// Where the download resumed from.
     pub resumed_from: u64,
-    /// Payload bytes per data packet (the largest the path carried).
+    /// Payload bytes per data packet (the largest the path carried; the
+    /// last in use, after a change).
     pub mss: u32,
+    /// Changes of the packet size mid-session (an MTU black hole, then
+    /// maybe a larger size again).
+    pub resizes: u32,
 }
 
 /// What one session moves: the file's outline (`outline` bytes, see
@@ -196,6 +200,13 @@ pub enum Event {
     /// ended, or the receiver accepted the sender's `Begin`.
     Began {
         /// Payload bytes of every data packet but the last.
+        mss: u32,
+    },
+    /// The packet size changed mid-session: the path stopped carrying
+    /// the old one (a black hole), or carries a larger one again. The
+    /// data goes on from what was acknowledged, in packets of this size.
+    Resized {
+        /// Payload bytes of every data packet but the last, from now on.
         mss: u32,
     },
     /// The sender moved the session to the receiver's new address (its

@@ -49,6 +49,8 @@ pub(super) struct PathProbe {
     found: Option<u32>,
     /// The size used when none larger is confirmed.
     floor: u32,
+    /// How long each probe's answer is waited for.
+    wait: Duration,
 }
 
 impl PathProbe {
@@ -74,7 +76,21 @@ impl PathProbe {
             deadline: None,
             found: None,
             floor,
+            wait: PROBE_WAIT,
         }
+    }
+
+    /// The same search, waiting `wait` (at least the usual 150 ms) for each
+    /// answer: a check made mid-session knows the path's round trip, and a
+    /// long path must not lose its packet size to a slow answer.
+    pub(super) fn waiting(mut self, wait: Duration) -> PathProbe {
+        self.wait = wait.max(PROBE_WAIT);
+        self
+    }
+
+    /// The largest size the search tries first, if any is above the floor.
+    pub(super) fn largest(&self) -> Option<u32> {
+        self.sizes[..self.count].first().copied()
     }
 
     /// The size being tried, while the search goes on.
@@ -100,7 +116,7 @@ impl PathProbe {
         }
         let size = self.current()?;
         self.tries += 1;
-        self.deadline = Some(now + PROBE_WAIT);
+        self.deadline = Some(now + self.wait);
         Some(size)
     }
 

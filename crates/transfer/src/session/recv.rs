@@ -88,6 +88,12 @@ pub struct RecvSession {
     answers: VecDeque<u32>,
     /// Data packets taken since `Begin`.
     packets: u64,
+    /// Where everything had arrived up to when the sender last changed
+    /// the packet size: the new run starts where the sender knew of, at
+    /// most here.
+    floor: u64,
+    /// Changes of the packet size taken.
+    resizes: u32,
     /// The sender's token for this end's address, echoed in `Start` (zero
     /// until its `Challenge` came).
     token: [u8; TOKEN_LEN],
@@ -170,6 +176,8 @@ impl RecvSession {
             arq: None,
             answers: VecDeque::with_capacity(MAX_ANSWERS),
             packets: 0,
+            floor: 0,
+            resizes: 0,
             token: [0; TOKEN_LEN],
             prove: false,
             events: VecDeque::new(),
@@ -193,6 +201,14 @@ impl RecvSession {
         self.arq
             .as_ref()
             .map_or(self.resume_from.min(self.size), Receiver::contiguous_bytes)
+            .max(self.floor)
+    }
+
+    /// Changes of the packet size taken (see [`Msg::Resize`]): bytes that
+    /// arrived ahead of a gap before one may come, and be handed out to
+    /// write, again.
+    pub fn resizes(&self) -> u32 {
+        self.resizes
     }
 
     /// Ends the session at once, done: what arrived is all this end
@@ -289,7 +305,9 @@ impl RecvSession {
                 self.phase = Phase::Over(Some(Err(aborted)));
                 None
             }
-            (Phase::Opening { .. }, Msg::Probe { size }) if size <= cap => {
+            // Probes come while data flows too: the sender checks that the
+            // path still carries its packet size.
+            (_, Msg::Probe { size }) if size <= cap => {
                 if !self.answers.contains(&size) {
                     if self.answers.len() == MAX_ANSWERS {
                         self.answers.pop_front();
@@ -315,6 +333,10 @@ impl RecvSession {
             }
             (Phase::Opening { .. }, Msg::Begin { mss }) => {
                 self.begin(now, mss);
+                None
+            }
+            (Phase::Receiving { .. } | Phase::Lingering { .. }, Msg::Resize { mss, isn, from }) => {
+                self.resize(now, mss, isn, from);
                 None
             }
             // Data before `Begin` is dropped: it will come again. `Done`
@@ -398,6 +420,37 @@ impl RecvSession {
         self.events.push_back(Event::Began { mss });
     }
 
+    /// The sender changes the packet size to `mss`, sending the stream
+    /// again from `from` in packets numbered from `isn`. Taken only as the
+    /// next run of this one (`isn` right after this run's numbers; a copy,
+    /// or one of an older run, changes nothing), within the cap, and from
+    /// where this end has everything (the sender knows no more than was
+    /// acknowledged).
+    fn resize(&mut self, now: Instant, mss: u32, isn: u32, from: u64) {
+        let Some(arq) = &self.arq else {
+            return;
+        };
+        let next = self.isn.wrapping_add(arq.packets() as u32);
+        let have = self.contiguous_bytes();
+        if isn != next || !(1..=self.opts.cfg.mss).contains(&mss) {
+            return;
+        }
+        if from < self.resume_from.min(self.size) || from > have {
+            return;
+        }
+        let mut cfg = self.opts.cfg.clone();
+        cfg.mss = mss;
+        self.floor = have;
+        self.isn = isn;
+        self.resizes += 1;
+        self.arq = Some(Receiver::new(cfg, isn, from, self.size, now));
+        self.phase = Phase::Receiving {
+            nudge: now + NUDGE,
+            every: NUDGE,
+        };
+        self.events.push_back(Event::Resized { mss });
+    }
+
     /// A frame to seal and send now to its address (`Start`, `ProbeAck`,
     /// an acknowledgement), if one is due. An acknowledgement's `dropped`
     /// is 0, for the driver, which owns the socket, to fill in.
@@ -432,6 +485,9 @@ impl RecvSession {
                 Some(start)
             }
             Phase::Receiving { .. } | Phase::Lingering { .. } => {
+                if let Some(size) = self.answers.pop_front() {
+                    return Some((self.peer?, Msg::ProbeAck { size }));
+                }
                 let ack = self.arq.as_mut()?.poll_ack()?;
                 Some(Msg::Arq(Frame::Ack(ack)))
             }

@@ -1,6 +1,14 @@
 //! The sending end of a session, free of I/O: it waits for the receiver's
 //! `Start`, searches for the packet size, announces it with `Begin`, runs
-//! the ARQ's [`Sender`] and ends with `Done` or `Abort`. The driver
+//! the ARQ's [`Sender`] and ends with `Done` or `Abort`. While data flows
+//! it keeps the packet size right for the path, as DPLPMTUD does (RFC
+//! 8899): timeouts in a row with nothing acknowledged make it probe the
+//! size in use, and if the path no longer carries it (a black hole: a
+//! tunnel or a route change on the way, with the ICMP that would say so
+//! filtered), the largest smaller size the path answers; some time after
+//! a smaller size it searches for a larger one again. A new size starts a
+//! new run of the ARQ from what the receiver acknowledged, announced with
+//! `Resize`. The driver
 //! ([`super::serve()`]) feeds it the frames that arrive and the time, and
 //! sends what it says; the data itself it never holds (the driver reads
 //! each [`Transmit`] from the file).
@@ -26,6 +34,18 @@ const MAX_CHALLENGES: usize = 8;
 /// receiver drops data until a `Begin` reaches it, so a lost one would
 /// otherwise cost a whole retransmission timeout of data.
 const BEGIN_REPEAT: Duration = Duration::from_millis(100);
+
+/// Retransmission timeouts in a row, with nothing acknowledged between
+/// them, after which the path is checked for still carrying the packet
+/// size in use: one timeout is ordinary loss (a whole flight lost in a
+/// queue's overflow), and the check costs little, so two are enough.
+const BLACK_HOLE_TIMEOUTS: u64 = 2;
+/// How long after a change to a smaller packet size a larger one is
+/// tried again: the black hole may have been a route that came back. RFC
+/// 8899 suggests ten minutes between such searches; a transfer is
+/// shorter than that and a larger size is worth much to its speed, and
+/// the search costs a few probes alongside the data.
+const RAISE_AFTER: Duration = Duration::from_secs(10);
 
 /// How often the waiting sender punches towards the receiver's candidates.
 pub(crate) const PUNCH_EVERY: Duration = Duration::from_millis(200);
@@ -99,11 +119,26 @@ enum Phase {
         rounds: u32,
     },
     Probing(PathProbe),
-    /// Data flows; `Begin` is repeated at `next_begin` until the receiver
-    /// acknowledges data (then it surely knows the size).
+    /// Data flows; `Begin` (or `Resize`, after a change of size) is
+    /// repeated at `next_begin` until the receiver acknowledges data of
+    /// this run (then it surely knows the size).
     Sending {
         mss: u32,
         next_begin: Instant,
+        /// The stream offset this run of the ARQ started at.
+        from: u64,
+        /// This run followed a change of size: announced by `Resize`.
+        resized: bool,
+        /// A search for the path's packet size under way (see the module
+        /// docs).
+        check: Option<PathProbe>,
+        /// The ARQ's timeout count when it last had something newly
+        /// acknowledged (or a check last ended).
+        timeouts_then: u64,
+        /// The bytes acknowledged then.
+        acked_then: u64,
+        /// When to search for a larger size, after a smaller one.
+        raise_at: Option<Instant>,
     },
     /// Over: `last` is still to be sent, unless `sent`; then `result` is
     /// for the driver.
@@ -294,6 +329,12 @@ impl SendSession {
         }
         match (&mut self.phase, msg) {
             (Phase::Probing(probe), Msg::ProbeAck { size }) => probe.on_ack(size),
+            (
+                Phase::Sending {
+                    check: Some(probe), ..
+                },
+                Msg::ProbeAck { size },
+            ) => probe.on_ack(size),
             (Phase::Sending { .. }, Msg::Arq(Frame::Ack(ack))) => {
                 if let Some(arq) = &mut self.arq {
                     arq.on_ack(now, &ack);
@@ -313,13 +354,80 @@ impl SendSession {
         self.advance(now);
     }
 
-    /// The host refused to send the `Probe` of `size` at once, as too
-    /// big for the path (`EMSGSIZE`).
+    /// The host refused to send a datagram of `size` payload bytes at
+    /// once, as too big for the path (`EMSGSIZE`): a `Probe`, or data
+    /// (its route's MTU went down mid-session), which starts a check of
+    /// the packet size at once.
     pub fn on_too_big(&mut self, now: Instant, size: u32) {
-        if let Phase::Probing(probe) = &mut self.phase {
-            probe.on_too_big(size);
+        match &mut self.phase {
+            Phase::Probing(probe) => probe.on_too_big(size),
+            Phase::Sending {
+                check: Some(probe), ..
+            } => probe.on_too_big(size),
+            Phase::Sending { mss, .. } if *mss == size => self.check_path(false),
+            _ => {}
         }
         self.advance(now);
+    }
+
+    /// Starts a search for the path's packet size while data flows: from
+    /// the size in use down (`raise` false: is it still carried?), or from
+    /// the largest size allowed (after a smaller one was taken).
+    fn check_path(&mut self, raise: bool) {
+        let v6 = self.peer.is_some_and(|p| p.is_ipv6());
+        // Twice the smoothed round trip, plus a margin for the queue the
+        // probe waits in behind the data.
+        let srtt = self.arq.as_ref().and_then(|a| a.rtt().srtt());
+        let wait = srtt.map_or(Duration::ZERO, |r| r * 2 + Duration::from_millis(50));
+        let cap = self.opts.cfg.mss;
+        if let Phase::Sending {
+            mss,
+            check,
+            raise_at,
+            ..
+        } = &mut self.phase
+        {
+            if check.is_some() {
+                return;
+            }
+            let top = if raise { cap } else { *mss };
+            let probe = PathProbe::new(top, v6).waiting(wait);
+            // Nothing above the floor to try: the floor is all there is.
+            if probe.largest().is_none() {
+                return;
+            }
+            if raise {
+                *raise_at = None;
+            }
+            *check = Some(probe);
+        }
+    }
+
+    /// The ARQ's state, for the black-hole watch: a check is due once
+    /// [`BLACK_HOLE_TIMEOUTS`] timeouts fired with nothing acknowledged
+    /// between them.
+    fn watch_timeouts(&mut self) {
+        let Some(arq) = &self.arq else {
+            return;
+        };
+        let (acked, timeouts) = (arq.acked_bytes(), arq.timeouts());
+        let due = match &mut self.phase {
+            Phase::Sending {
+                timeouts_then,
+                acked_then,
+                check,
+                ..
+            } => {
+                if acked != *acked_then {
+                    (*acked_then, *timeouts_then) = (acked, timeouts);
+                }
+                check.is_none() && timeouts >= *timeouts_then + BLACK_HOLE_TIMEOUTS
+            }
+            _ => false,
+        };
+        if due {
+            self.check_path(false);
+        }
     }
 
     /// A frame to seal and send now to its address (`Probe`, `Begin`,
@@ -344,11 +452,29 @@ impl SendSession {
         let msg = match &mut self.phase {
             Phase::Waiting { .. } => None,
             Phase::Probing(probe) => probe.poll_probe(now).map(|size| Msg::Probe { size }),
-            Phase::Sending { mss, next_begin } => {
+            Phase::Sending {
+                mss,
+                next_begin,
+                from,
+                resized,
+                check,
+                ..
+            } => {
+                if let Some(size) = check.as_mut().and_then(|c| c.poll_probe(now)) {
+                    return Some((peer, Msg::Probe { size }));
+                }
                 let acked = self.arq.as_ref().map(Sender::acked_bytes);
-                (now >= *next_begin && acked == Some(self.resume_from)).then(|| {
+                (now >= *next_begin && acked == Some(*from)).then(|| {
                     *next_begin = now + BEGIN_REPEAT;
-                    Msg::Begin { mss: *mss }
+                    if *resized {
+                        Msg::Resize {
+                            mss: *mss,
+                            isn: self.isn,
+                            from: *from,
+                        }
+                    } else {
+                        Msg::Begin { mss: *mss }
+                    }
                 })
             }
             Phase::Over { last, sent, .. } => {
@@ -404,14 +530,20 @@ impl SendSession {
                 }
             }
             Phase::Probing(probe) => probe.poll_timeout(),
-            Phase::Sending { next_begin, .. } => {
+            Phase::Sending {
+                next_begin,
+                from,
+                check,
+                raise_at,
+                ..
+            } => {
                 let arq = self.arq.as_ref()?;
-                let timer = arq.poll_timeout();
-                if arq.acked_bytes() == self.resume_from {
-                    Some(timer.map_or(*next_begin, |t| t.min(*next_begin)))
-                } else {
-                    timer
-                }
+                let begin = (arq.acked_bytes() == *from).then_some(*next_begin);
+                let check = check.as_ref().and_then(PathProbe::poll_timeout);
+                [arq.poll_timeout(), begin, check, *raise_at]
+                    .into_iter()
+                    .flatten()
+                    .min()
             }
             Phase::Over { .. } => None,
         }
@@ -425,10 +557,20 @@ impl SendSession {
                 self.end(None, Err(silent));
             }
             Phase::Probing(probe) => probe.on_timeout(now),
-            Phase::Sending { .. } => {
+            Phase::Sending {
+                check, raise_at, ..
+            } => {
+                if let Some(probe) = check {
+                    probe.on_timeout(now);
+                }
+                let raise = check.is_none() && raise_at.is_some_and(|t| now >= t);
                 if let Some(arq) = &mut self.arq {
                     arq.on_timeout(now);
                 }
+                if raise {
+                    self.check_path(true);
+                }
+                self.watch_timeouts();
             }
             _ => {}
         }
@@ -461,20 +603,20 @@ impl SendSession {
     fn advance(&mut self, now: Instant) {
         if let Phase::Probing(probe) = &self.phase {
             if let Some(mss) = probe.result() {
-                let mut cfg = self.opts.cfg.clone();
-                cfg.mss = mss;
-                let mut arq = Sender::new(cfg, self.isn, self.resume_from, self.end, now);
-                let seed = hmac::sign(&self.key, b"chatdrop held packets\0");
-                let mut check = [0u8; 32];
-                check.copy_from_slice(seed.as_ref());
-                arq.check_acks(check);
-                self.arq = Some(arq);
-                self.phase = Phase::Sending {
-                    mss,
-                    next_begin: now,
-                };
+                self.run(now, mss, self.resume_from, false);
                 self.events.push_back(Event::Began { mss });
             }
+        }
+        let found = match &self.phase {
+            Phase::Sending {
+                mss,
+                check: Some(probe),
+                ..
+            } => probe.result().map(|size| (*mss, size)),
+            _ => None,
+        };
+        if let Some((mss, size)) = found {
+            self.checked(now, mss, size);
         }
         if let (Phase::Sending { .. }, Some(arq)) = (&self.phase, &self.arq) {
             if arq.is_done() {
@@ -491,6 +633,62 @@ impl SendSession {
                 self.end(Some(abort), Err(err));
             }
         }
+    }
+
+    /// Starts a run of the ARQ with packets of `mss` bytes from stream
+    /// offset `from` (the session's first run, or the next after a
+    /// `Resize`).
+    fn run(&mut self, now: Instant, mss: u32, from: u64, resized: bool) {
+        let mut cfg = self.opts.cfg.clone();
+        cfg.mss = mss;
+        let mut arq = Sender::new(cfg, self.isn, from, self.end, now);
+        let seed = hmac::sign(&self.key, b"chatdrop held packets\0");
+        let mut check = [0u8; 32];
+        check.copy_from_slice(seed.as_ref());
+        arq.check_acks(check);
+        self.phase = Phase::Sending {
+            mss,
+            next_begin: now,
+            from,
+            resized,
+            check: None,
+            timeouts_then: 0,
+            acked_then: from,
+            raise_at: None,
+        };
+        self.arq = Some(arq);
+    }
+
+    /// A search for the packet size ended on `size` while `mss` is in
+    /// use: a different size starts a new run from what the receiver
+    /// acknowledged, numbered after every packet of this one.
+    fn checked(&mut self, now: Instant, mss: u32, size: u32) {
+        let Some(arq) = &self.arq else {
+            return;
+        };
+        let (from, packets, timeouts) = (arq.acked_bytes(), arq.packets(), arq.timeouts());
+        if size == mss {
+            if let Phase::Sending {
+                check,
+                timeouts_then,
+                acked_then,
+                ..
+            } = &mut self.phase
+            {
+                *check = None;
+                (*timeouts_then, *acked_then) = (timeouts, from);
+            }
+            return;
+        }
+        self.isn = self.isn.wrapping_add(packets as u32);
+        self.run(now, size, from, true);
+        if let Phase::Sending { raise_at, .. } = &mut self.phase {
+            let top = PathProbe::new(self.opts.cfg.mss, false).largest();
+            if top.is_some_and(|top| size < top) {
+                *raise_at = Some(now + RAISE_AFTER);
+            }
+        }
+        self.events.push_back(Event::Resized { mss: size });
     }
 
     fn end(&mut self, last: Option<Last>, result: Result<(), TransferError>) {

@@ -139,6 +139,12 @@ pub async fn serve(
                     stats.mss = mss;
                     chunk = vec![0u8; mss as usize];
                 }
+                Event::Resized { mss } => {
+                    debug!(mss, "the path's packet size changed");
+                    stats.mss = mss;
+                    stats.resizes += 1;
+                    chunk = vec![0u8; mss as usize];
+                }
             }
         }
         if let (Some(peer), Some(keys)) = (session.peer(), keys.as_mut()) {
@@ -149,7 +155,8 @@ pub async fn serve(
             while let Some(t) = session.poll_data(now) {
                 let len = HEADER + Frame::DATA_HEADER + t.len as usize + TAG;
                 if !out.fits(len) {
-                    out.flush(&net, peer).await?;
+                    let sent = out.flush(&net, peer).await;
+                    too_big_is_loss(sent, &mut session, now, stats.mss)?;
                 }
                 let data = &mut chunk[..t.len as usize];
                 source.read_stream(&span, t.offset, data)?;
@@ -159,7 +166,8 @@ pub async fn serve(
                 });
                 out.push(keys, &frame);
             }
-            out.flush(&net, peer).await?;
+            let sent = out.flush(&net, peer).await;
+            too_big_is_loss(sent, &mut session, now, stats.mss)?;
         }
         if let Some(end) = session.poll_end() {
             end?;
@@ -214,6 +222,25 @@ pub async fn serve(
         if let Some(arq) = session.arq() {
             progress(arq.acked_bytes(), size);
         }
+    }
+}
+
+/// Data the host refused as too big for its route (`EMSGSIZE`: the
+/// route's MTU went down mid-session) is lost data, which the ARQ sends
+/// again, and a sign for the session to check the packet size; any other
+/// failure to send ends the transfer.
+fn too_big_is_loss(
+    sent: Result<(), TransferError>,
+    session: &mut SendSession,
+    now: Instant,
+    mss: u32,
+) -> Result<(), TransferError> {
+    match sent {
+        Err(TransferError::Io { source, .. }) if socket::too_big(&source) => {
+            session.on_too_big(now, mss);
+            Ok(())
+        }
+        other => other,
     }
 }
 
@@ -291,14 +318,16 @@ impl Outgoing {
 
     /// Sends the batch, if any.
     async fn flush(&mut self, net: &BatchSocket<'_>, to: SocketAddr) -> Result<(), TransferError> {
-        if self.count > 0 {
+        let sent = if self.count > 0 {
             net.send(to, &self.buf, self.segment)
                 .await
-                .map_err(io("sending data"))?;
-        }
+                .map_err(io("sending data"))
+        } else {
+            Ok(())
+        };
         self.buf.clear();
         self.count = 0;
         self.closed = false;
-        Ok(())
+        sent
     }
 }

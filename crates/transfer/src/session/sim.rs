@@ -127,6 +127,7 @@ impl Wire {
             Msg::Arq(Frame::Abort(why)) => Sent::Abort(why.to_string()),
             Msg::Punch => Sent::Punch,
             Msg::Enough => Sent::Enough,
+            Msg::Resize { mss, isn, from } => Sent::Resize { mss, isn, from },
         }
     }
 }
@@ -151,6 +152,11 @@ pub(super) enum Sent {
     Probe(u32),
     ProbeAck(u32),
     Begin(u32),
+    Resize {
+        mss: u32,
+        isn: u32,
+        from: u64,
+    },
     Data {
         seq: u32,
         len: usize,
@@ -295,6 +301,9 @@ struct Path {
     host_mtu: usize,
     /// IP packets over this many bytes are lost on the way, silently.
     path_mtu: usize,
+    /// Changes of `path_mtu` on the way: this many milliseconds from the
+    /// start, this MTU (a route change, a tunnel coming up).
+    changes: &'static [(u64, usize)],
 }
 
 /// How a simulated transfer went.
@@ -305,6 +314,10 @@ struct Run {
     file: Vec<u8>,
     /// The packet size the ends agreed on.
     mss: u32,
+    /// The sender's packet sizes, in the order it used them (`Began`,
+    /// then each `Resized`), each with the milliseconds from the start it
+    /// was taken at.
+    sizes: Vec<(u32, u64)>,
     /// The lowest offset the receiver wrote at.
     lowest_write: Option<u64>,
 }
@@ -348,11 +361,15 @@ fn transfer(scheme: Scheme, data: &[u8], resume_from: u64, path: Path, seed: u64
     let mut order = 0u64;
     let (mut sender, mut receiver) = (None, None);
     let mut mss = 0;
+    let mut sizes = Vec::new();
     while sender.is_none() || receiver.is_none() {
         assert!(
-            now - t0 < Duration::from_secs(60),
+            now - t0 < Duration::from_secs(120),
             "the transfer did not end"
         );
+        let path_mtu = (path.changes.iter())
+            .rfind(|(after, _)| ms(t0, now) >= *after)
+            .map_or(path.path_mtu, |(_, mtu)| *mtu);
         let from_tx = sender_sends(&mut tx, now, Some(data), path.host_mtu);
         let from_rx = receiver_sends(&mut rx, now);
         for (to_rx, wire) in from_tx
@@ -361,13 +378,14 @@ fn transfer(scheme: Scheme, data: &[u8], resume_from: u64, path: Path, seed: u64
             .chain(from_rx.into_iter().map(|w| (false, w)))
         {
             order += 1;
-            if wire.ip_len() <= path.path_mtu && !rng.gen_bool(path.loss) {
+            if wire.ip_len() <= path_mtu && !rng.gen_bool(path.loss) {
                 link.push(Reverse((now + path.delay, order, to_rx, wire)));
             }
         }
         while let Some(event) = tx.poll_event() {
-            if let super::Event::Began { mss: m } = event {
+            if let super::Event::Began { mss: m } | super::Event::Resized { mss: m } = event {
                 mss = m;
+                sizes.push((m, ms(t0, now)));
             }
         }
         sender = sender.or_else(|| tx.poll_end());
@@ -405,6 +423,7 @@ fn transfer(scheme: Scheme, data: &[u8], resume_from: u64, path: Path, seed: u64
         receiver: receiver.expect("the receiver ended"),
         file,
         mss,
+        sizes,
         lowest_write,
     }
 }
@@ -430,6 +449,7 @@ fn a_small_file_crosses_a_lossy_narrow_path_byte_exact() {
         loss: 0.05,
         host_mtu: 9_000,
         path_mtu: 1_500,
+        changes: &[],
     };
     for (seed, scheme) in [Scheme::GoBackN, Scheme::SelectiveRepeat]
         .into_iter()
@@ -455,6 +475,7 @@ fn a_resumed_download_fetches_only_the_rest() {
         loss: 0.02,
         host_mtu: 65_535,
         path_mtu: 65_535,
+        changes: &[],
     };
     let run = transfer(Scheme::SelectiveRepeat, &data, 100_001, path, 3);
     run.sender.unwrap();
@@ -476,6 +497,7 @@ fn an_empty_file_and_a_download_resumed_at_its_end_end_well() {
         loss: 0.0,
         host_mtu: 65_535,
         path_mtu: 65_535,
+        changes: &[],
     };
     let data = random_file(5_000, 4);
     for scheme in [Scheme::GoBackN, Scheme::SelectiveRepeat] {
@@ -489,5 +511,63 @@ fn an_empty_file_and_a_download_resumed_at_its_end_end_well() {
             assert!(run.file == file, "{what}: the copy differs");
             assert_eq!(run.lowest_write, None, "{what}: nothing to write");
         }
+    }
+}
+
+#[test]
+fn a_path_that_starts_losing_large_packets_mid_transfer_goes_on_smaller_then_larger_again() {
+    // An MTU black hole: 150 ms in (data has flowed for a few round
+    // trips) the path silently loses every packet over Ethernet's size (a
+    // tunnel came up, its ICMP filtered); two seconds in it carries them
+    // again. The
+    // sender notices the timeouts, finds the size still carried, goes on
+    // in it, and some time later finds the larger size again. Checked to
+    // fail with the black-hole watch off (the transfer stalls until the
+    // path heals) and with the raise off (the sizes end at 1446).
+    let data = random_file(128 << 20, 6);
+    let path = Path {
+        delay: Duration::from_millis(10),
+        loss: 0.0,
+        host_mtu: 65_535,
+        path_mtu: 65_535,
+        changes: &[(150, 1_500), (2_000, 65_535)],
+    };
+    let run = transfer(Scheme::SelectiveRepeat, &data, 0, path, 7);
+    run.sender.expect("the sender");
+    run.receiver.expect("the receiver");
+    assert!(run.file == data, "the copy differs");
+    let sizes: Vec<u32> = run.sizes.iter().map(|s| s.0).collect();
+    assert_eq!(sizes, [MAX_MSS, 1446, MAX_MSS]);
+    // Simulated time: the stall lasts two timeouts and three probes'
+    // waits, well under the idle timeout; the larger size comes back ten
+    // seconds after the smaller one was taken.
+    let (shrunk, raised) = (run.sizes[1].1, run.sizes[2].1);
+    assert!((150..2_000).contains(&shrunk), "shrunk at {shrunk} ms");
+    assert!(
+        (shrunk + 10_000..shrunk + 12_000).contains(&raised),
+        "raised at {raised} ms"
+    );
+}
+
+#[test]
+fn losses_alone_do_not_shrink_the_packets() {
+    // 5% of packets lost both ways makes timeouts in a row now and then:
+    // the check of the size in use finds it still carried. Checked to
+    // fail with the check starting below the size in use.
+    let data = random_file(8 << 20, 8);
+    let path = Path {
+        delay: Duration::from_millis(10),
+        loss: 0.05,
+        host_mtu: 65_535,
+        path_mtu: 65_535,
+        changes: &[],
+    };
+    for scheme in [Scheme::GoBackN, Scheme::SelectiveRepeat] {
+        let run = transfer(scheme, &data, 0, path, 9);
+        run.sender.expect("the sender");
+        run.receiver.expect("the receiver");
+        assert!(run.file == data, "{scheme:?}: the copy differs");
+        let sizes: Vec<u32> = run.sizes.iter().map(|s| s.0).collect();
+        assert_eq!(sizes, [MAX_MSS], "{scheme:?}");
     }
 }

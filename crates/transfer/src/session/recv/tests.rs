@@ -214,8 +214,10 @@ fn a_lost_start_is_repeated_and_the_sender_begins_on_the_next() {
 #[test]
 fn probes_are_answered_up_to_the_cap_only() {
     // Under a cap of 8,946 bytes: no answer to the 64 KiB probe (data that
-    // large would be refused), one per size to the others, none once data
-    // flows. Checked to fail with the `size <= cap` guard removed.
+    // large would be refused), one per size to the others, and the same
+    // while data flows (the sender checks that the path still carries its
+    // size). Checked to fail with the `size <= cap` guard removed, and
+    // with probes answered only while opening.
     let t0 = Instant::now();
     let mut rx = session(8946, 100_000, t0);
     for size in [MAX_MSS, 8946, 1446, 1446] {
@@ -226,7 +228,76 @@ fn probes_are_answered_up_to_the_cap_only() {
     assert_eq!(sends(&mut rx, t0), answers);
     rx.handle(at(t0, 10), SENDER, Msg::Begin { mss: 1446 });
     rx.handle(at(t0, 10), SENDER, Msg::Probe { size: 1446 });
-    assert_eq!(sends(&mut rx, at(t0, 10)), []);
+    rx.handle(at(t0, 10), SENDER, Msg::Probe { size: MAX_MSS });
+    assert_eq!(sends(&mut rx, at(t0, 10)), [Sent::ProbeAck(1446)]);
+}
+
+#[test]
+fn a_resize_is_taken_once_and_only_as_the_next_run() {
+    // Three 1000-byte packets of 10,000 arrive, the second lost; the
+    // sender goes on in 500-byte packets from 1000 (what it saw
+    // acknowledged), numbered right after its first run's ten. Checked to
+    // fail with any `isn` taken (a copy would restart the run), with a
+    // `from` past what arrived taken (a gap no one sends), and with the
+    // contiguous count following the new run back to `from`.
+    let t0 = Instant::now();
+    let mut rx = begun(1000, 10_000, t0);
+    let mut file = vec![0u8; 10_000];
+    for seq in [ISN, ISN + 2] {
+        let payload = [1u8; 1000];
+        let data = Msg::Arq(Frame::Data {
+            seq,
+            payload: &payload,
+        });
+        deliver(&mut rx, t0, &Wire::of(&data), &mut file);
+    }
+    assert_eq!(rx.contiguous_bytes(), 1000);
+    let next = ISN + 10;
+    // Not the next run's numbers, too large, or past what arrived: nothing.
+    for (mss, isn, from) in [(500, ISN + 3, 1000), (2000, next, 1000), (500, next, 1001)] {
+        rx.handle(at(t0, 5), SENDER, Msg::Resize { mss, isn, from });
+        assert_eq!(rx.resizes(), 0, "{mss} {isn} {from}");
+    }
+    let resize = Msg::Resize {
+        mss: 500,
+        isn: next,
+        from: 1000,
+    };
+    rx.handle(at(t0, 10), SENDER, resize.clone());
+    assert_eq!(rx.poll_event(), Some(Event::Resized { mss: 500 }));
+    assert_eq!(rx.resizes(), 1);
+    rx.handle(at(t0, 11), SENDER, resize);
+    assert_eq!(rx.resizes(), 1, "a copy changes nothing");
+    // The old run's packets are the past now, the new run's are taken.
+    let old = [1u8; 1000];
+    let stale = Msg::Arq(Frame::Data {
+        seq: ISN + 1,
+        payload: &old,
+    });
+    assert_eq!(
+        deliver(&mut rx, at(t0, 12), &Wire::of(&stale), &mut file),
+        None
+    );
+    let fresh = [2u8; 500];
+    let data = Msg::Arq(Frame::Data {
+        seq: next + 1,
+        payload: &fresh,
+    });
+    assert_eq!(
+        deliver(&mut rx, at(t0, 12), &Wire::of(&data), &mut file),
+        Some(1500)
+    );
+    assert_eq!(rx.contiguous_bytes(), 1000, "still a gap at 1000..1500");
+    let data = Msg::Arq(Frame::Data {
+        seq: next,
+        payload: &fresh,
+    });
+    assert_eq!(
+        deliver(&mut rx, at(t0, 13), &Wire::of(&data), &mut file),
+        Some(1000)
+    );
+    assert_eq!(rx.contiguous_bytes(), 2000);
+    assert_eq!(sends(&mut rx, at(t0, 13)), [Sent::Ack { cum: next + 2 }]);
 }
 
 #[test]

@@ -506,3 +506,75 @@ fn a_receiver_that_moved_is_challenged_then_followed() {
     assert_eq!(tx.peer(), Some(moved));
     assert_eq!(tx.poll_event(), Some(Event::Moved { peer: moved }));
 }
+
+#[test]
+fn timeouts_in_a_row_check_the_size_and_a_smaller_one_takes_over() {
+    // Under a cap of 8,946: the size is found, the first packet is
+    // acknowledged, then nothing more (a black hole for that size). After
+    // two timeouts the size in use is probed three times, unanswered,
+    // then Ethernet's; its answer starts a run of 1446-byte packets from
+    // what was acknowledged, numbered after the first run's 12 packets,
+    // announced by `Resize` until data of it is acknowledged. A check
+    // answered at the size in use changes nothing. Checked to fail with
+    // the watch counting timeouts across acknowledgements, with the new
+    // run numbered from the old `isn`, and with `Resize` not repeated.
+    let t0 = Instant::now();
+    let mut tx = started(8946, 100_000, t0);
+    assert_eq!(sends(&mut tx, t0), [Sent::Probe(8946)]);
+    tx.handle(at(t0, 1), RECEIVER, Msg::ProbeAck { size: 8946 });
+    let first = sends(&mut tx, at(t0, 1));
+    assert_eq!(first[0], Sent::Begin(8946));
+    assert_eq!(tx.poll_event(), Some(Event::Began { mss: 8946 }));
+    tx.handle(at(t0, 20), RECEIVER, ack(ISN + 1));
+    let mut now = at(t0, 20);
+    let mut sent = Vec::new();
+    let mut until = now;
+    while sent.len() < 4 {
+        until += Duration::from_millis(5);
+        assert!(ms(t0, until) < 3_000, "no check: {sent:?}");
+        sent.extend(without_data(quiet(&mut tx, t0, &mut now, until)));
+    }
+    let probes: Vec<_> = sent.iter().map(|(_, s)| s.clone()).collect();
+    assert_eq!(
+        probes,
+        [
+            Sent::Probe(8946),
+            Sent::Probe(8946),
+            Sent::Probe(8946),
+            Sent::Probe(1446)
+        ]
+    );
+    let (checked, last) = (sent[0].0, sent[3].0);
+    assert!(checked >= 20 && last - checked == 450, "{sent:?}");
+    now = at(t0, last + 5);
+    tx.handle(now, RECEIVER, Msg::ProbeAck { size: 1446 });
+    assert_eq!(tx.poll_event(), Some(Event::Resized { mss: 1446 }));
+    let resize = Sent::Resize {
+        mss: 1446,
+        isn: ISN + 12,
+        from: 8946,
+    };
+    let after = sends(&mut tx, now);
+    assert_eq!(after[0], resize);
+    assert!(
+        after[1..]
+            .iter()
+            .all(|s| matches!(s, Sent::Data { len: 1446, .. })),
+        "{after:?}"
+    );
+    let again = without_data(quiet(&mut tx, t0, &mut now, at(t0, last + 210)));
+    assert_eq!(again.len(), 2, "repeated every 100 ms: {again:?}");
+    assert!(again.iter().all(|(_, s)| *s == resize));
+    tx.handle(now, RECEIVER, ack(ISN + 13));
+    assert_eq!(tx.arq().map(Sender::acked_bytes), Some(8946 + 1446));
+    // An acknowledgement of the old run is the past: ignored, no lie.
+    tx.handle(now, RECEIVER, ack(ISN + 5));
+    assert_eq!(tx.arq().map(Sender::acked_bytes), Some(8946 + 1446));
+    assert!(tx.poll_end().is_none());
+    let end = now + Duration::from_millis(300);
+    assert_eq!(
+        without_data(quiet(&mut tx, t0, &mut now, end)),
+        [],
+        "no Resize once its data is acknowledged, nothing to check at the floor"
+    );
+}
