@@ -374,6 +374,36 @@ fn a_changed_nat_mapping_mid_transfer_moves_the_session() {
     assert_eq!(started["path"], "direct", "{started}");
 }
 
+/// Mid-transfer, the internet starts losing every packet over 1,300
+/// bytes towards alice's router, silently (a tunnel on the way whose ICMP
+/// is filtered: an MTU black hole), while bob's 1,426-byte packets are on
+/// the way. His session
+/// notices the timeouts, finds that only the smallest size still gets
+/// through, and goes on in it from what alice acknowledged: the file
+/// arrives byte-exact, in the same transfer, and the hole did drop
+/// packets. Bob's upload is held to 40 Mbit/s so that the hole opens
+/// mid-transfer. Checked to fail with the black-hole watch off (alice's
+/// download fails: "no answer from the peer").
+#[test]
+fn a_path_that_starts_losing_large_packets_mid_transfer_still_delivers() {
+    let Some(mut net) = network() else {
+        return;
+    };
+    public_home(&mut net, "pb");
+    net.shape("pb", "eth", "40mbit").unwrap();
+    let dir = tmp();
+    let mut server = server_in(&net, "0.0.0.0:0", dir.path());
+    let data = random_bytes(16_000_000, 80);
+    let alice = ("alice", ("ha", "10.0.1.1"));
+    let owner = ("pb", "10.0.3.1");
+    let (started, _) = fetch(&net, &mut server, dir.path(), owner, alice, &data, |_| {
+        net.black_hole("inet", "ia", 1_300).unwrap()
+    });
+    assert_eq!(started["path"], "direct", "{started}");
+    let drops = net.black_hole_drops("inet").unwrap();
+    assert!(drops > 0, "the hole lost nothing: it opened too late");
+}
+
 /// Both routers give each destination a port of its own (masquerade
 /// `fully-random`): what the server observes is no use to the other side,
 /// and no punched hole opens for it. After two seconds without a path the

@@ -31,6 +31,23 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// What `program args` printed, or why it failed.
+fn output(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 impl Net {
     /// A fresh set of names, or why this machine cannot make namespaces
     /// with NAT (not root, no `ip`, no `nft`): the caller skips then.
@@ -195,6 +212,56 @@ impl Net {
     }
 
     /// Runs `nft` in namespace `name`.
+    /// Lowers the MTU of `name`'s `dev` to `mtu` and keeps `name` from
+    /// saying so: the ICMP "fragmentation needed" it would send back for
+    /// each larger packet is dropped (and counted, see
+    /// [`black_hole_drops`](Self::black_hole_drops)). An MTU black hole, as
+    /// a tunnel on the way whose ICMP is filtered makes one: larger
+    /// packets vanish without a word. (The MTU, not a rule on packet
+    /// lengths: a rule would see whole GSO batches as one long packet.)
+    pub fn black_hole(&self, name: &str, dev: &str, mtu: u32) -> Result<(), String> {
+        self.nft(name, &["add", "table", "inet", "hole"])?;
+        let chain = [
+            "add", "chain", "inet", "hole", "quiet", "{", "type", "filter", "hook", "output",
+            "priority", "0", ";", "}",
+        ];
+        self.nft(name, &chain)?;
+        let rule = [
+            "add",
+            "rule",
+            "inet",
+            "hole",
+            "quiet",
+            "icmp",
+            "type",
+            "destination-unreachable",
+            "icmp",
+            "code",
+            "frag-needed",
+            "counter",
+            "drop",
+        ];
+        self.nft(name, &rule)?;
+        let mtu = mtu.to_string();
+        self.ip(name, &["link", "set", "dev", dev, "mtu", &mtu])
+    }
+
+    /// The "too big" messages the black hole of `name` kept back so far:
+    /// each stands for packets lost in it.
+    pub fn black_hole_drops(&self, name: &str) -> Result<u64, String> {
+        let ns = self.ns(name);
+        let args = [
+            "netns", "exec", &ns, "nft", "list", "chain", "inet", "hole", "quiet",
+        ];
+        let listing = output("ip", &args)?;
+        let count = listing
+            .split("counter packets ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok());
+        count.ok_or_else(|| format!("no counter in {listing}"))
+    }
+
     fn nft(&self, name: &str, args: &[&str]) -> Result<(), String> {
         let ns = self.ns(name);
         let mut all = vec!["netns", "exec", ns.as_str(), "nft"];

@@ -34,7 +34,7 @@ use sha2::Sha256;
 /// Envelope version: the version of the whole session protocol (6: the
 /// range in `Start`, the outline ahead of the data, `Enough`), so that a
 /// peer of another version drops every datagram instead of misreading one.
-pub const VERSION: u8 = 6;
+pub const VERSION: u8 = 7;
 /// Bytes before the ciphertext.
 pub const HEADER: usize = 1 + 4;
 /// Bytes of the AEAD tag.
@@ -169,12 +169,12 @@ impl SessionKeys {
         let hk = Hkdf::<Sha256>::new(Some(&id), secret);
         let mut to_receiver = [0u8; 32];
         let mut to_sender = [0u8; 32];
-        let mut info = b"chatdrop transfer v6 to-receiver ".to_vec();
+        let mut info = b"chatdrop transfer v7 to-receiver ".to_vec();
         info.extend_from_slice(context);
         // Both lengths are valid for HKDF-SHA256 (at most 255 * 32 bytes).
         hk.expand(&info, &mut to_receiver)
             .expect("32 bytes is a valid HKDF length");
-        let mut info = b"chatdrop transfer v6 to-sender ".to_vec();
+        let mut info = b"chatdrop transfer v7 to-sender ".to_vec();
         info.extend_from_slice(context);
         hk.expand(&info, &mut to_sender)
             .expect("32 bytes is a valid HKDF length");
