@@ -441,6 +441,18 @@ impl<C: Controller> Sender<C> {
         self.base >= self.packets
     }
 
+    /// When the receiver was last heard from (its last acknowledgement, or
+    /// the sender's start).
+    pub fn last_heard(&self) -> Instant {
+        self.last_heard
+    }
+
+    /// Counts the receiver's silence from `at` instead (when this sender
+    /// carries on a transfer another one began, the silence began there).
+    pub fn heard_at(&mut self, at: Instant) {
+        self.last_heard = at;
+    }
+
     /// Packets the range is cut into: the numbers `isn..isn + packets`
     /// are this sender's.
     pub fn packets(&self) -> u64 {

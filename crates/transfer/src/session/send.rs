@@ -680,8 +680,15 @@ impl SendSession {
             }
             return;
         }
+        let heard = arq.last_heard();
         self.isn = self.isn.wrapping_add(packets as u32);
         self.run(now, size, from, true);
+        // The receiver's silence goes on counting across the change: a
+        // receiver that is gone must not win the sender another idle
+        // timeout of probing and sending.
+        if let Some(arq) = &mut self.arq {
+            arq.heard_at(heard);
+        }
         if let Phase::Sending { raise_at, .. } = &mut self.phase {
             let top = PathProbe::new(self.opts.cfg.mss, false).largest();
             if top.is_some_and(|top| size < top) {

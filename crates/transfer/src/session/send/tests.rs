@@ -578,3 +578,32 @@ fn timeouts_in_a_row_check_the_size_and_a_smaller_one_takes_over() {
         "no Resize once its data is acknowledged, nothing to check at the floor"
     );
 }
+
+#[test]
+fn a_receiver_gone_is_given_up_at_the_idle_timeout_even_across_a_resize() {
+    // Found by fuzzing (the `session` target): the receiver stops
+    // answering after the size was found; the timeouts make the sender
+    // check the size, nothing answers, and it goes on at the floor. The
+    // new run must not count the receiver's silence afresh: the sender
+    // gives up ten seconds after it last heard anything, as before the
+    // change. Checked to fail without carrying `last_heard` over (the
+    // Abort came at 12.4 s).
+    let t0 = Instant::now();
+    let mut tx = started(8946, 100_000, t0);
+    assert_eq!(sends(&mut tx, t0), [Sent::Probe(8946)]);
+    tx.handle(at(t0, 1), RECEIVER, Msg::ProbeAck { size: 8946 });
+    let mut now = at(t0, 1);
+    let sent = quiet(&mut tx, t0, &mut now, at(t0, 30_000));
+    assert!(
+        sent.iter()
+            .any(|(_, s)| matches!(s, Sent::Resize { mss: MIN_MSS, .. })),
+        "the floor was taken: {:?}",
+        without_data(sent.clone())
+    );
+    let why = "no answer from the peer for 10s";
+    assert_eq!(sent.last(), Some(&(10_001, Sent::Abort(why.into()))));
+    assert!(matches!(
+        tx.poll_end(),
+        Some(Err(TransferError::PeerSilent(_)))
+    ));
+}
