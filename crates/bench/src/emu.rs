@@ -86,11 +86,12 @@ pub struct DirStats {
 
 /// A running emulated link. See the module docs.
 pub struct Emulator {
-    ns: [String; 2],
+    /// A_0, B, then A_1... of a star.
+    ns: Vec<String>,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    /// A to B, then B to A.
-    pub stats: [Arc<DirStats>; 2],
+    /// For each link, A to B, then B to A.
+    pub stats: Vec<[Arc<DirStats>; 2]>,
     /// The link from A to B.
     pub spec: LinkSpec,
 }
@@ -247,50 +248,93 @@ impl Emulator {
     /// Makes the namespaces and devices and starts forwarding: `ab` applies
     /// from A to B, `ba` from B to A.
     pub fn start(ab: LinkSpec, ba: LinkSpec, seed: u64) -> anyhow::Result<Emulator> {
-        let tag = std::process::id();
-        let ns = [format!("cdemu{tag}a"), format!("cdemu{tag}b")];
-        let devs = [format!("cdt{tag}a"), format!("cdt{tag}b")];
-        let addrs = [ADDR_A, ADDR_B];
-        let mut fds = Vec::new();
-        for i in 0..2 {
-            sh(&["netns", "add", &ns[i]])?;
-            let fd = tun(&devs[i])?;
-            sh(&["link", "set", &devs[i], "netns", &ns[i]])?;
-            let (me, peer) = (addrs[i].to_string(), addrs[1 - i].to_string());
-            sh(&["-n", &ns[i], "link", "set", "lo", "up"])?;
-            sh(&[
-                "-n", &ns[i], "addr", "add", &me, "peer", &peer, "dev", &devs[i],
-            ])?;
-            sh(&["-n", &ns[i], "link", "set", &devs[i], "up"])?;
-            fds.push(fd);
+        Emulator::star(&[(ab, ba)], seed)
+    }
+
+    /// Like [`start`](Self::start), with several A sides, each on a link
+    /// of its own to the one B side: `links[i]` is (A_i to B, B to A_i).
+    /// A_i has 10.77.i.1 and reaches everything through its link; B has
+    /// 10.77.i.2 on link i. (A_0 and B are [`ADDR_A`] and [`ADDR_B`].)
+    /// Three homes, each behind its own uplink, and the one they send to.
+    pub fn star(links: &[(LinkSpec, LinkSpec)], seed: u64) -> anyhow::Result<Emulator> {
+        if links.is_empty() || links.len() > 200 {
+            bail!("from 1 to 200 links");
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let stats = [Arc::new(DirStats::default()), Arc::new(DirStats::default())];
-        let (a, b) = (fds.remove(0), fds.remove(0));
-        let mut threads = Vec::new();
-        threads.extend(forward(
-            a.try_clone()?,
-            b.try_clone()?,
-            ab,
-            seed,
-            stop.clone(),
-            stats[0].clone(),
-        ));
-        threads.extend(forward(
-            b,
-            a,
-            ba,
-            seed ^ 0x5eed,
-            stop.clone(),
-            stats[1].clone(),
-        ));
-        Ok(Emulator {
-            ns,
-            stop,
-            threads,
-            stats,
-            spec: ab,
-        })
+        let tag = std::process::id();
+        // B first in the list of namespaces made, so that A_0 and B are
+        // sides 0 and 1 as with one link.
+        let mut ns = vec![format!("cdemu{tag}a"), format!("cdemu{tag}b")];
+        ns.extend((1..links.len()).map(|i| format!("cdemu{tag}a{i}")));
+        let mut emu = Emulator {
+            ns: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+            stats: Vec::new(),
+            spec: links[0].0,
+        };
+        for name in &ns {
+            sh(&["netns", "add", name])?;
+            // Recorded at once: dropping `emu` on a later failure
+            // deletes what was made.
+            emu.ns.push(name.clone());
+            sh(&["-n", name, "link", "set", "lo", "up"])?;
+        }
+        let b = ns[1].clone();
+        for (i, (ab, ba)) in links.iter().enumerate() {
+            let a_ns = if i == 0 {
+                ns[0].clone()
+            } else {
+                ns[i + 1].clone()
+            };
+            let a_addr = Ipv4Addr::new(10, 77, i as u8, 1).to_string();
+            let b_addr = Ipv4Addr::new(10, 77, i as u8, 2).to_string();
+            let (a_dev, b_dev) = (format!("cdt{tag}a{i}"), format!("cdt{tag}b{i}"));
+            let mut fds = Vec::new();
+            for (name, dev, me, peer) in [
+                (&a_ns, &a_dev, &a_addr, &b_addr),
+                (&b, &b_dev, &b_addr, &a_addr),
+            ] {
+                let fd = tun(dev)?;
+                sh(&["link", "set", dev, "netns", name])?;
+                sh(&["-n", name, "addr", "add", me, "peer", peer, "dev", dev])?;
+                sh(&["-n", name, "link", "set", dev, "up"])?;
+                fds.push(fd);
+            }
+            // A_i reaches B's other addresses (where the server and the
+            // asker are) through its own link.
+            sh(&["-n", &a_ns, "route", "add", "default", "dev", &a_dev])?;
+            let (a, b_fd) = (fds.remove(0), fds.remove(0));
+            let stats = [Arc::new(DirStats::default()), Arc::new(DirStats::default())];
+            let link_seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9);
+            emu.threads.extend(forward(
+                a.try_clone()?,
+                b_fd.try_clone()?,
+                *ab,
+                link_seed,
+                emu.stop.clone(),
+                stats[0].clone(),
+            ));
+            emu.threads.extend(forward(
+                b_fd,
+                a,
+                *ba,
+                link_seed ^ 0x5eed,
+                emu.stop.clone(),
+                stats[1].clone(),
+            ));
+            emu.stats.push(stats);
+        }
+        Ok(emu)
+    }
+
+    /// The namespace of A side `i` of a [`star`](Self::star) (`i` = 0 is
+    /// side A of one link).
+    pub fn a_side(&self, i: usize) -> &str {
+        if i == 0 {
+            &self.ns[0]
+        } else {
+            &self.ns[i + 1]
+        }
     }
 
     /// The name of side `side`'s namespace (0: A, 1: B), for processes

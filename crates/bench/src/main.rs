@@ -16,6 +16,7 @@ mod soak_attacker;
 mod spawn;
 mod store;
 mod suite;
+mod swarm;
 mod transfer;
 
 use std::path::PathBuf;
@@ -198,6 +199,26 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// One download from three owners at once, each behind an emulated
+    /// uplink of its own, against the same download from one of them,
+    /// with real processes (needs root).
+    Swarm {
+        /// Each owner's uplink, Mbit/s.
+        #[arg(long, default_value_t = 50)]
+        uplink: u64,
+        /// Round-trip time of every path, ms.
+        #[arg(long, default_value_t = 20)]
+        rtt_ms: u64,
+        /// Loss rates each way to try (0.01 = 1%).
+        #[arg(long, value_delimiter = ',', default_values_t = [0.0, 0.01])]
+        loss: Vec<f64>,
+        /// Bytes of the file.
+        #[arg(long, default_value_t = 100_000_000)]
+        size: u64,
+        /// Runs of each case.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// The store alone: history lines committed per second in batches.
     Store {
         /// Lines to write.
@@ -284,6 +305,22 @@ fn main() -> anyhow::Result<()> {
             relayed::run(&server_bin, mbit, rtt_ms, loss, size, runs)
         }
         Cmd::Soak(o) => rt.block_on(soak::run(&server_bin, cli.workers, o)),
+        Cmd::Swarm {
+            uplink,
+            rtt_ms,
+            loss,
+            size,
+            runs,
+        } => swarm::run(
+            &server_bin,
+            &swarm::Options {
+                uplink_mbit: uplink,
+                rtt_ms,
+                losses: loss,
+                size,
+                runs,
+            },
+        ),
         Cmd::Link {
             mbit,
             rtt_ms,

@@ -21,14 +21,14 @@ use serde_json::Value;
 use crate::emu::{Emulator, LinkSpec, ADDR_B};
 
 /// A `chatdrop` process in a namespace, killed on drop.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     stdin: ChildStdin,
     lines: Receiver<String>,
 }
 
 impl Proc {
-    fn spawn(bin: &Path, ns: &str, args: &[&str]) -> anyhow::Result<Proc> {
+    pub(crate) fn spawn(bin: &Path, ns: &str, args: &[&str]) -> anyhow::Result<Proc> {
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(bin)
@@ -56,13 +56,13 @@ impl Proc {
         })
     }
 
-    fn send(&mut self, line: &str) -> anyhow::Result<()> {
+    pub(crate) fn send(&mut self, line: &str) -> anyhow::Result<()> {
         writeln!(self.stdin, "{line}")?;
         Ok(())
     }
 
     /// The next line containing `what`, within `limit`.
-    fn line(&self, what: &str, limit: Duration) -> anyhow::Result<String> {
+    pub(crate) fn line(&self, what: &str, limit: Duration) -> anyhow::Result<String> {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -76,7 +76,7 @@ impl Proc {
     }
 
     /// The next JSON event of kind `kind`; a failure event ends the wait.
-    fn event(&self, kind: &str, limit: Duration) -> anyhow::Result<Value> {
+    pub(crate) fn event(&self, kind: &str, limit: Duration) -> anyhow::Result<Value> {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -268,7 +268,7 @@ pub fn run(
     Ok(())
 }
 
-fn median(xs: &mut [f64]) -> f64 {
+pub(crate) fn median(xs: &mut [f64]) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs.get(xs.len() / 2).copied().unwrap_or(0.0)
 }

@@ -417,7 +417,7 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
                     100.0 * gbn_textbook(&link, 1500.0)
                 );
             }
-            let e = emu.as_ref().map(|e| &e.stats[1]);
+            let e = emu.as_ref().map(|e| &e.stats[0][1]);
             if let Some(s) = e {
                 println!(
                     "Emulator, sending direction: forwarded {}, lost at random {}, queue drops {}.",

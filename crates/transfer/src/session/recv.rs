@@ -421,18 +421,21 @@ impl RecvSession {
     }
 
     /// The sender changes the packet size to `mss`, sending the stream
-    /// again from `from` in packets numbered from `isn`. Taken only as the
-    /// next run of this one (`isn` right after this run's numbers; a copy,
-    /// or one of an older run, changes nothing), within the cap, and from
-    /// where this end has everything (the sender knows no more than was
-    /// acknowledged).
+    /// again from `from` in packets numbered from `isn`. Taken only as a
+    /// later run than this one (`isn` at or past the end of this run's
+    /// numbers: the sender numbers each run after every packet of the one
+    /// before, so a copy of this run's `Resize`, or one of an older run,
+    /// changes nothing, while one whose run followed a run this end never
+    /// heard of is still taken), within the cap, and from where this end
+    /// has everything (the sender knows no more than was acknowledged).
     fn resize(&mut self, now: Instant, mss: u32, isn: u32, from: u64) {
         let Some(arq) = &self.arq else {
             return;
         };
         let next = self.isn.wrapping_add(arq.packets() as u32);
         let have = self.contiguous_bytes();
-        if isn != next || !(1..=self.opts.cfg.mss).contains(&mss) {
+        let later = isn.wrapping_sub(next) < 1 << 31;
+        if !later || !(1..=self.opts.cfg.mss).contains(&mss) {
             return;
         }
         if from < self.resume_from.min(self.size) || from > have {

@@ -233,11 +233,12 @@ fn probes_are_answered_up_to_the_cap_only() {
 }
 
 #[test]
-fn a_resize_is_taken_once_and_only_as_the_next_run() {
+fn a_resize_is_taken_once_and_only_for_a_later_run() {
     // Three 1000-byte packets of 10,000 arrive, the second lost; the
     // sender goes on in 500-byte packets from 1000 (what it saw
     // acknowledged), numbered right after its first run's ten. Checked to
-    // fail with any `isn` taken (a copy would restart the run), with a
+    // fail with any `isn` taken (a copy would restart the run), with only
+    // the very next run's `isn` taken, with a
     // `from` past what arrived taken (a gap no one sends), and with the
     // contiguous count following the new run back to `from`.
     let t0 = Instant::now();
@@ -253,7 +254,7 @@ fn a_resize_is_taken_once_and_only_as_the_next_run() {
     }
     assert_eq!(rx.contiguous_bytes(), 1000);
     let next = ISN + 10;
-    // Not the next run's numbers, too large, or past what arrived: nothing.
+    // Numbers of this run, too large, or past what arrived: nothing.
     for (mss, isn, from) in [(500, ISN + 3, 1000), (2000, next, 1000), (500, next, 1001)] {
         rx.handle(at(t0, 5), SENDER, Msg::Resize { mss, isn, from });
         assert_eq!(rx.resizes(), 0, "{mss} {isn} {from}");
@@ -298,6 +299,26 @@ fn a_resize_is_taken_once_and_only_as_the_next_run() {
     );
     assert_eq!(rx.contiguous_bytes(), 2000);
     assert_eq!(sends(&mut rx, at(t0, 13)), [Sent::Ack { cum: next + 2 }]);
+    // The sender changed again, twice, and the first of the two was
+    // lost: the later run is taken all the same (found by fuzzing: a
+    // receiver that waited for the lost one ignored the sender for good).
+    // This run has 18 packets; the lost one's 9 came after them.
+    let lost_run = next + 18;
+    let resize = Msg::Resize {
+        mss: 1000,
+        isn: lost_run + 9,
+        from: 2000,
+    };
+    rx.handle(at(t0, 20), SENDER, resize);
+    assert_eq!(rx.poll_event(), Some(Event::Resized { mss: 1000 }));
+    assert_eq!(rx.resizes(), 2);
+    let old = Msg::Resize {
+        mss: 500,
+        isn: next,
+        from: 1000,
+    };
+    rx.handle(at(t0, 21), SENDER, old);
+    assert_eq!(rx.resizes(), 2, "an older run's Resize changes nothing");
 }
 
 #[test]
