@@ -32,8 +32,9 @@
 //! carrying the old size (an MTU black hole) or carries a larger one
 //! again: the data from stream offset `from` on is sent again as packets
 //! of `mss` bytes numbered from `isn`, which is the session's previous
-//! `isn` plus the previous run's packet count, so that no packet of one
-//! run can be taken for one of the next (see `session/send.rs`).
+//! `isn` plus the previous run's packet count plus one, so that no packet
+//! or acknowledgement of one run can be taken for one of the next (see
+//! `session/send.rs`).
 
 use chatdrop_arq::{DecodeError, Frame};
 

@@ -106,6 +106,9 @@ pub struct SendSession {
     challenges: VecDeque<(SocketAddr, [u8; TOKEN_LEN])>,
     /// Punches of this round still to send.
     punches: VecDeque<SocketAddr>,
+    /// After a change of packet size: the `cum` with which the run before
+    /// acknowledges the whole stream.
+    previous_end: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -204,6 +207,7 @@ impl SendSession {
             key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
             challenges: VecDeque::with_capacity(MAX_CHALLENGES),
             punches: VecDeque::new(),
+            previous_end: None,
         }
     }
 
@@ -335,6 +339,14 @@ impl SendSession {
                 },
                 Msg::ProbeAck { size },
             ) => probe.on_ack(size),
+            // The whole stream acknowledged by the run before a change of
+            // size (its last acknowledgement was late): done.
+            (Phase::Sending { .. }, Msg::Arq(Frame::Ack(ack)))
+                if self.previous_end == Some(ack.cum) =>
+            {
+                self.end(Some(Last::Done), Ok(()));
+                return;
+            }
             (Phase::Sending { .. }, Msg::Arq(Frame::Ack(ack))) => {
                 if let Some(arq) = &mut self.arq {
                     arq.on_ack(now, &ack);
@@ -681,7 +693,13 @@ impl SendSession {
             return;
         }
         let heard = arq.last_heard();
-        self.isn = self.isn.wrapping_add(packets as u32);
+        // One number is left out between the runs: an acknowledgement of
+        // the old run's last packet (`cum` = that number) still says the
+        // receiver has the whole stream, and no acknowledgement of the new
+        // run can say the same.
+        let old_end = self.isn.wrapping_add(packets as u32);
+        self.previous_end = Some(old_end);
+        self.isn = old_end.wrapping_add(1);
         self.run(now, size, from, true);
         // The receiver's silence goes on counting across the change: a
         // receiver that is gone must not win the sender another idle

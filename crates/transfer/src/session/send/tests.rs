@@ -513,7 +513,8 @@ fn timeouts_in_a_row_check_the_size_and_a_smaller_one_takes_over() {
     // acknowledged, then nothing more (a black hole for that size). After
     // two timeouts the size in use is probed three times, unanswered,
     // then Ethernet's; its answer starts a run of 1446-byte packets from
-    // what was acknowledged, numbered after the first run's 12 packets,
+    // what was acknowledged, numbered after the first run's 12 packets
+    // and one left out,
     // announced by `Resize` until data of it is acknowledged. A check
     // answered at the size in use changes nothing. Checked to fail with
     // the watch counting timeouts across acknowledgements, with the new
@@ -551,7 +552,7 @@ fn timeouts_in_a_row_check_the_size_and_a_smaller_one_takes_over() {
     assert_eq!(tx.poll_event(), Some(Event::Resized { mss: 1446 }));
     let resize = Sent::Resize {
         mss: 1446,
-        isn: ISN + 12,
+        isn: ISN + 13,
         from: 8946,
     };
     let after = sends(&mut tx, now);
@@ -565,7 +566,7 @@ fn timeouts_in_a_row_check_the_size_and_a_smaller_one_takes_over() {
     let again = without_data(quiet(&mut tx, t0, &mut now, at(t0, last + 210)));
     assert_eq!(again.len(), 2, "repeated every 100 ms: {again:?}");
     assert!(again.iter().all(|(_, s)| *s == resize));
-    tx.handle(now, RECEIVER, ack(ISN + 13));
+    tx.handle(now, RECEIVER, ack(ISN + 14));
     assert_eq!(tx.arq().map(Sender::acked_bytes), Some(8946 + 1446));
     // An acknowledgement of the old run is the past: ignored, no lie.
     tx.handle(now, RECEIVER, ack(ISN + 5));
@@ -606,4 +607,43 @@ fn a_receiver_gone_is_given_up_at_the_idle_timeout_even_across_a_resize() {
         tx.poll_end(),
         Some(Err(TransferError::PeerSilent(_)))
     ));
+}
+
+#[test]
+fn the_old_runs_last_acknowledgement_after_a_resize_ends_the_session() {
+    // Found by fuzzing (the `session` target): the receiver got the last
+    // packet, but its acknowledgement came late, after timeouts had made
+    // the sender change the packet size; the new run did not read it,
+    // the receiver finished and left, and the sender failed. That
+    // acknowledgement (`cum` = the old run's end, a number no ack of the
+    // new run carries) now ends the session, done. Checked to fail with
+    // the new run numbered right after the old one (its first ack would
+    // read as the old run's last) and without the check.
+    let t0 = Instant::now();
+    let mut tx = started(8946, 20_000, t0);
+    assert_eq!(sends(&mut tx, t0), [Sent::Probe(8946)]);
+    tx.handle(at(t0, 1), RECEIVER, Msg::ProbeAck { size: 8946 });
+    let mut now = at(t0, 1);
+    let mut until = now;
+    let mut sent = Vec::new();
+    while !sent.iter().any(|(_, s)| matches!(s, Sent::Resize { .. })) {
+        until += Duration::from_millis(5);
+        assert!(ms(t0, until) < 3_000, "no change of size");
+        sent.extend(without_data(quiet(&mut tx, t0, &mut now, until)));
+    }
+    // Three packets in the first run: ISN..ISN + 3, then one left out.
+    let resize = Sent::Resize {
+        mss: MIN_MSS,
+        isn: ISN + 4,
+        from: 0,
+    };
+    assert_eq!(sent.last().map(|(_, s)| s), Some(&resize));
+    tx.handle(now, RECEIVER, ack(ISN + 4));
+    assert!(
+        tx.poll_end().is_none(),
+        "the new run's first ack: nothing yet"
+    );
+    tx.handle(now, RECEIVER, ack(ISN + 3));
+    assert_eq!(sends(&mut tx, now), [Sent::Done]);
+    assert!(matches!(tx.poll_end(), Some(Ok(()))));
 }
