@@ -189,25 +189,8 @@ pub fn run(
     rand_chacha::ChaCha8Rng::seed_from_u64(5).fill_bytes(&mut bytes);
     std::fs::write(dir.path().join("share/f.bin"), &bytes)?;
     drop(bytes);
-    let server_data = dir.path().join("server").display().to_string();
-    let listen = format!("{ADDR_B}:0");
-    let server_args = [
-        "server",
-        "--no-console",
-        "--no-rate-limits",
-        "--listen",
-        &listen,
-        "--data-dir",
-        &server_data,
-    ];
-    let server = Proc::spawn(bin, emu.ns_name(1), &server_args)?;
-    let line = server.line("listening on", Duration::from_secs(30))?;
-    let port = line
-        .rsplit(':')
-        .next()
-        .context("no port")?
-        .trim()
-        .to_string();
+    let server_data = dir.path().join("server");
+    let (server, port) = server_in(bin, emu.ns_name(1), &format!("{ADDR_B}:0"), &server_data)?;
     println!(
         "{runs} runs of {} MB each way over {mbit} Mbit/s, {rtt_ms} ms, {}% loss",
         size / 1_000_000,
@@ -266,6 +249,30 @@ pub fn run(
         println!("relay/direct: {:.1}%", relay / direct * 100.0);
     }
     Ok(())
+}
+
+/// A server in namespace `ns` listening on `listen` (without rate limits:
+/// the benchmark is the only user), its data in `data`, and its port.
+pub(crate) fn server_in(
+    bin: &Path,
+    ns: &str,
+    listen: &str,
+    data: &Path,
+) -> anyhow::Result<(Proc, String)> {
+    let data = data.display().to_string();
+    let args = [
+        "server",
+        "--no-console",
+        "--no-rate-limits",
+        "--listen",
+        listen,
+        "--data-dir",
+        &data,
+    ];
+    let server = Proc::spawn(bin, ns, &args)?;
+    let line = server.line("listening on", Duration::from_secs(30))?;
+    let port = line.rsplit(':').next().context("no port")?.trim();
+    Ok((server, port.to_string()))
 }
 
 pub(crate) fn median(xs: &mut [f64]) -> f64 {

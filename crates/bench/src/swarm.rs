@@ -8,12 +8,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use rand::{RngCore, SeedableRng};
 use serde_json::Value;
 
 use crate::emu::{Emulator, LinkSpec, ADDR_B};
-use crate::relayed::{median, Proc};
+use crate::relayed::{median, server_in, Proc};
 
 /// Owners in the swarm runs.
 const OWNERS: usize = 3;
@@ -126,28 +125,8 @@ pub fn run(bin: &Path, opts: &Options) -> anyhow::Result<()> {
         // owners (acknowledgements, the chat).
         let down = LinkSpec::new(1_000, opts.rtt_ms, loss);
         let emu = Emulator::star(&[(up, down); OWNERS], 13)?;
-        let server_data = dir
-            .path()
-            .join(format!("server{loss}"))
-            .display()
-            .to_string();
-        let server_args = [
-            "server",
-            "--no-console",
-            "--no-rate-limits",
-            "--listen",
-            "0.0.0.0:0",
-            "--data-dir",
-            &server_data,
-        ];
-        let server = Proc::spawn(bin, emu.ns_name(1), &server_args)?;
-        let line = server.line("listening on", Duration::from_secs(30))?;
-        let port = line
-            .rsplit(':')
-            .next()
-            .context("no port")?
-            .trim()
-            .to_string();
+        let server_data = dir.path().join(format!("server{loss}"));
+        let (_server, port) = server_in(bin, emu.ns_name(1), "0.0.0.0:0", &server_data)?;
         println!("{}% loss each way:", loss * 100.0);
         let mut medians = Vec::new();
         for owners in [1, OWNERS] {
