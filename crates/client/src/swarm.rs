@@ -32,8 +32,11 @@ use crate::event::{ClientEvent, SourceBytes};
 /// Owners asked at once for one download.
 pub const MAX_SOURCES: usize = 4;
 /// The shortest rest, in parts, that is split for another owner: a
-/// shorter one is not worth a new session's opening.
-const MIN_SPLIT_PARTS: u64 = 4;
+/// shorter one is not worth a new session's opening. (Four made the last
+/// owner send up to 4 MiB alone at the end; at 50 Mbit/s that is 0.7 s,
+/// and three owners behind such uplinks got 120 Mbit/s of 150, against
+/// 129 with two: docs/BENCHMARKS.md.)
+const MIN_SPLIT_PARTS: u64 = 2;
 /// How often progress is told.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -451,12 +454,17 @@ mod tests {
         let c = plan.take().unwrap();
         assert_eq!(c, (34 * PART, 56 * PART));
         assert_eq!(a_stop.load(Ordering::Relaxed), 34 * PART);
-        // Near the end nothing is worth splitting.
+        // Near the end: a rest of two parts still gives one away, a rest
+        // of one part is not worth a session.
         a_got.store(33 * PART, Ordering::Relaxed);
         b_got.store(98 * PART, Ordering::Relaxed);
         let (c_stop, c_got) = handles(c.0, c.1);
         plan.run("c", c.0, c_stop, c_got.clone());
-        c_got.store(54 * PART, Ordering::Relaxed);
+        c_got.store(55 * PART, Ordering::Relaxed);
+        assert_eq!(plan.take(), Some((99 * PART, size)));
+        assert_eq!(b_stop.load(Ordering::Relaxed), 99 * PART);
+        let (d_stop, d_got) = handles(99 * PART, size);
+        plan.run("d", 99 * PART, d_stop, d_got);
         assert!(!plan.has_work());
         assert_eq!(plan.take(), None);
     }
