@@ -31,8 +31,8 @@ use hkdf::Hkdf;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use sha2::Sha256;
 
-/// Envelope version: the version of the whole session protocol (6: the
-/// range in `Start`, the outline ahead of the data, `Enough`), so that a
+/// Envelope version: the version of the whole session protocol (7:
+/// `Resize`, probes answered while data flows), so that a
 /// peer of another version drops every datagram instead of misreading one.
 pub const VERSION: u8 = 7;
 /// Bytes before the ciphertext.

@@ -165,10 +165,7 @@ pub async fn fetch_from(
                         opened(peer);
                     }
                 }
-                Event::Resized { mss } => {
-                    stats.mss = mss;
-                    stats.resizes += 1;
-                }
+                Event::Resized { mss } => stats.mss = mss,
                 Event::Moved { .. } => {}
             }
         }

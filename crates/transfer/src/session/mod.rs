@@ -84,9 +84,6 @@ pub struct TransferStats {
     /// Payload bytes per data packet (the largest the path carried; the
     /// last in use, after a change).
     pub mss: u32,
-    /// Changes of the packet size mid-session (an MTU black hole, then
-    /// maybe a larger size again).
-    pub resizes: u32,
 }
 
 /// What one session moves: the file's outline (`outline` bytes, see

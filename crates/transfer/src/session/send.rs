@@ -386,7 +386,7 @@ impl SendSession {
     /// the size in use down (`raise` false: is it still carried?), or from
     /// the largest size allowed (after a smaller one was taken).
     fn check_path(&mut self, raise: bool) {
-        let v6 = self.peer.is_some_and(|p| p.is_ipv6());
+        let v6 = self.peer_is_v6();
         // Twice the smoothed round trip, plus a margin for the queue the
         // probe waits in behind the data.
         let srtt = self.arq.as_ref().and_then(|a| a.rtt().srtt());
@@ -413,6 +413,12 @@ impl SendSession {
             }
             *check = Some(probe);
         }
+    }
+
+    /// Whether the receiver is reached over IPv6: the headers below a
+    /// payload, and so the payload sizes the path sizes give, differ.
+    fn peer_is_v6(&self) -> bool {
+        self.peer.is_some_and(|p| p.is_ipv6())
     }
 
     /// The ARQ's state, for the black-hole watch: a check is due once
@@ -707,8 +713,8 @@ impl SendSession {
         if let Some(arq) = &mut self.arq {
             arq.heard_at(heard);
         }
+        let top = PathProbe::new(self.opts.cfg.mss, self.peer_is_v6()).largest();
         if let Phase::Sending { raise_at, .. } = &mut self.phase {
-            let top = PathProbe::new(self.opts.cfg.mss, false).largest();
             if top.is_some_and(|top| size < top) {
                 *raise_at = Some(now + RAISE_AFTER);
             }

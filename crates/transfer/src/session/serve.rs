@@ -142,7 +142,6 @@ pub async fn serve(
                 Event::Resized { mss } => {
                     debug!(mss, "the path's packet size changed");
                     stats.mss = mss;
-                    stats.resizes += 1;
                     chunk = vec![0u8; mss as usize];
                 }
             }
