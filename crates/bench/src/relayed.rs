@@ -28,15 +28,28 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
+    /// Starts `bin` with `args` in namespace `ns`. With `CHATDROP_BENCH_LOGS`
+    /// set to a directory, its debug log goes to a file there named after
+    /// its `--user` (or `server`), to see where a run's time went.
     pub(crate) fn spawn(bin: &Path, ns: &str, args: &[&str]) -> anyhow::Result<Proc> {
+        let (level, stderr) = match std::env::var_os("CHATDROP_BENCH_LOGS") {
+            Some(dir) => {
+                let user = args.iter().position(|a| *a == "--user");
+                let name = user.and_then(|i| args.get(i + 1)).unwrap_or(&"server");
+                let file = std::fs::File::create(Path::new(&dir).join(format!("{name}.log")))
+                    .context("creating a log file")?;
+                ("info,chatdrop=debug", Stdio::from(file))
+            }
+            None => ("warn", Stdio::null()),
+        };
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(bin)
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .context("starting chatdrop")?;
         let stdout = child.stdout.take().context("no stdout")?;

@@ -1,14 +1,22 @@
 //! Downloads from several owners at once.
 //!
 //! When several owners announced a file with the same hash, a `getfile`
-//! asks up to [`MAX_SOURCES`] of them at once. Every accepted offer joins
-//! the download and takes a range of it ([`Plan`]): the first takes all
-//! that is missing; each later one takes the larger half of the longest
-//! rest another owner still has to send, whose range is cut short there
-//! (it stops with `Enough` when it reaches the cut). An owner that
-//! finishes its range is asked again for more, so the faster owners end
-//! up sending more, as BitTorrent's do; near the end the rests are too
-//! short to split and the download waits for the last ranges.
+//! asks up to [`MAX_SOURCES`] of them at once. What is missing is split
+//! from the start into as many shares as owners were asked, in file
+//! order, and every accepted offer joins the download and takes the next
+//! share nobody has ([`Plan`]). Once every share is taken, an offer takes
+//! the larger half of the longest rest another owner still has to send,
+//! whose range is cut short there (it stops with `Enough` when it reaches
+//! the cut). An owner that finishes its range is asked again for more, so
+//! the faster owners end up sending more, as BitTorrent's do; near the end
+//! the rests are too short to split and the download waits for the last
+//! ranges.
+//!
+//! (Splitting from the start matters: had the first offer taken the whole
+//! file and the others halves of it as they came, owners of equal speed
+//! would each finish a range several times and be asked again each time,
+//! their uplinks idle for the round trips of every new request and
+//! session: docs/BENCHMARKS.md.)
 //!
 //! Every part is checked against the file's outline as it lands (see
 //! `chatdrop_transfer::outline`), so an owner that sends anything but the
@@ -71,11 +79,11 @@ pub struct Plan {
 
 impl Plan {
     /// A plan for the `missing` ranges of a file cut in parts of `part`
-    /// bytes.
-    pub fn new(missing: Vec<(u64, u64)>, part: u64) -> Plan {
+    /// bytes, to be shared between `owners` owners.
+    pub fn new(missing: Vec<(u64, u64)>, part: u64, owners: usize) -> Plan {
         Plan {
             part,
-            pool: missing.into(),
+            pool: shares(missing, part, owners),
             running: Vec::new(),
         }
     }
@@ -141,6 +149,43 @@ impl Plan {
     }
 }
 
+/// The `missing` ranges cut into `owners` shares of about the same length
+/// (whole parts; the last share takes what is left over), in file order,
+/// each cut at a part boundary. A share spans more than one range where
+/// parts in between are there already (a resumed download).
+fn shares(missing: Vec<(u64, u64)>, part: u64, owners: usize) -> VecDeque<(u64, u64)> {
+    let part = part.max(1);
+    let owners = owners.max(1) as u64;
+    let total: u64 = missing.iter().map(|(a, b)| b.saturating_sub(*a)).sum();
+    let share = ((total / owners + part / 2) / part).max(1) * part;
+    // Shares begun, and what is left of the one being filled.
+    let mut begun = 1;
+    let size_of = |begun: u64| if begun >= owners { u64::MAX } else { share };
+    let mut left = size_of(begun);
+    let mut pool = VecDeque::new();
+    for (mut from, to) in missing {
+        while to.saturating_sub(from) > left {
+            let cut = (from + left).div_ceil(part) * part;
+            if cut >= to {
+                break;
+            }
+            pool.push_back((from, cut));
+            from = cut;
+            begun += 1;
+            left = size_of(begun);
+        }
+        if from < to {
+            pool.push_back((from, to));
+            left = left.saturating_sub(to - from);
+            if left == 0 {
+                begun += 1;
+                left = size_of(begun);
+            }
+        }
+    }
+    pool
+}
+
 /// What the download does after a session ended or an owner refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
@@ -203,7 +248,9 @@ impl Swarm {
         spare: impl IntoIterator<Item = String>,
         events: mpsc::Sender<ClientEvent>,
     ) -> Swarm {
-        let plan = Plan::new(download.missing(), download.part_size());
+        let asked: HashSet<String> = asked.into_iter().collect();
+        let owners = 1 + asked.len();
+        let plan = Plan::new(download.missing(), download.part_size(), owners);
         Swarm {
             id,
             file,
@@ -217,7 +264,7 @@ impl Swarm {
             state: Mutex::new(State {
                 plan,
                 spare: spare.into_iter().collect(),
-                asked: asked.into_iter().collect(),
+                asked,
                 sent: Vec::new(),
                 dropped: Vec::new(),
                 banned: HashSet::new(),
@@ -440,7 +487,7 @@ mod tests {
     #[test]
     fn later_owners_take_the_larger_half_of_the_longest_rest() {
         let size = 100 * PART;
-        let mut plan = Plan::new(vec![(0, size)], PART);
+        let mut plan = Plan::new(vec![(0, size)], PART, 1);
         assert_eq!(plan.take(), Some((0, size)));
         let (a_stop, a_got) = handles(0, size);
         plan.run("a", 0, a_stop.clone(), a_got.clone());
@@ -474,7 +521,7 @@ mod tests {
     #[test]
     fn a_dropped_owners_rest_goes_to_the_next() {
         let size = 20 * PART;
-        let mut plan = Plan::new(vec![(0, 3 * PART), (5 * PART, size)], PART);
+        let mut plan = Plan::new(vec![(0, 3 * PART), (5 * PART, size)], PART, 1);
         assert_eq!(plan.take(), Some((0, 3 * PART)));
         let (stop, got) = handles(0, 3 * PART);
         plan.run("liar", 0, stop, got);
@@ -483,5 +530,47 @@ mod tests {
         assert_eq!(plan.running(), 0);
         assert_eq!(plan.take(), Some((PART, 3 * PART)));
         assert_eq!(plan.take(), None);
+    }
+
+    /// Owners asked together share the file from the start, a third each
+    /// for three, cut at part boundaries; once the shares are taken, a
+    /// later offer splits the longest rest as before.
+    #[test]
+    fn owners_asked_together_share_the_file_from_the_start() {
+        let size = 100 * PART + 7;
+        let mut plan = Plan::new(vec![(0, size)], PART, 3);
+        assert_eq!(plan.take(), Some((0, 33 * PART)));
+        assert_eq!(plan.take(), Some((33 * PART, 66 * PART)));
+        assert_eq!(plan.take(), Some((66 * PART, size)));
+        let (stop, got) = handles(66 * PART, size);
+        plan.run("c", 66 * PART, stop.clone(), got);
+        // A fourth owner: the larger half of c's 34 parts and 7 bytes.
+        assert_eq!(plan.take(), Some((84 * PART, size)));
+        assert_eq!(stop.load(Ordering::Relaxed), 84 * PART);
+    }
+
+    /// A resumed download's missing ranges are shared by length: the parts
+    /// already there count for no one.
+    #[test]
+    fn shares_of_a_resumed_download_count_only_what_is_missing() {
+        let missing = vec![
+            (0, 2 * PART),
+            (10 * PART, 14 * PART),
+            (20 * PART, 20 * PART + 3),
+        ];
+        let pool: Vec<_> = shares(missing, PART, 2).into();
+        // 6 parts and 3 bytes: 3 parts, then the rest.
+        assert_eq!(
+            pool,
+            vec![
+                (0, 2 * PART),
+                (10 * PART, 11 * PART),
+                (11 * PART, 14 * PART),
+                (20 * PART, 20 * PART + 3),
+            ]
+        );
+        // One owner: the ranges as they are.
+        let one: Vec<_> = shares(vec![(0, 5 * PART)], PART, 1).into();
+        assert_eq!(one, vec![(0, 5 * PART)]);
     }
 }

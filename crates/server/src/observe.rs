@@ -20,7 +20,7 @@
 //! (100 ms) more often than not. Datagrams with made-up tokens only push
 //! real ones out of that short list, and their clients then retry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -42,6 +42,15 @@ pub(crate) const EARLY_KEPT: usize = 256;
 /// How long such a datagram waits for its token.
 pub(crate) const EARLY_FOR: Duration = Duration::from_secs(2);
 
+/// Tokens one connection may have at once; a new one beyond pushes out
+/// its oldest. A download from several owners prepares a socket for each
+/// at the same moment, and each socket needs its own observation (a NAT
+/// maps each apart): with one token a connection, all but the last
+/// registered went unanswered, their requests were sent without the
+/// public address, and the owners behind NATs could not be reached
+/// directly.
+pub(crate) const TOKENS_PER_CONN: usize = 8;
+
 /// A registered token: the connection to answer on.
 struct Entry {
     conn: ConnId,
@@ -49,7 +58,8 @@ struct Entry {
     last: Option<Instant>,
 }
 
-/// The tokens of connected clients, one at most per connection.
+/// The tokens of connected clients, at most [`TOKENS_PER_CONN`] per
+/// connection.
 #[derive(Default)]
 pub(crate) struct Observers {
     inner: Mutex<Inner>,
@@ -58,10 +68,11 @@ pub(crate) struct Observers {
 #[derive(Default)]
 struct Inner {
     by_token: HashMap<[u8; 16], Entry>,
-    by_conn: HashMap<ConnId, [u8; 16]>,
+    /// Each connection's tokens, oldest first.
+    by_conn: HashMap<ConnId, VecDeque<[u8; 16]>>,
     /// Datagrams that came before their token was registered, oldest
     /// first: (token, where from, when).
-    early: std::collections::VecDeque<([u8; 16], SocketAddr, Instant)>,
+    early: VecDeque<([u8; 16], SocketAddr, Instant)>,
 }
 
 impl Observers {
@@ -70,30 +81,34 @@ impl Observers {
     }
 
     /// `conn` will be told where datagrams carrying `token` come from; its
-    /// earlier token, if any, is forgotten. A datagram with that token that
-    /// came shortly before is answered now.
+    /// oldest token is forgotten if it had [`TOKENS_PER_CONN`]. A datagram
+    /// with that token that came shortly before is answered now.
     pub(crate) fn register(&self, conn: ConnId, token: [u8; 16], tx: &Outbox) {
         self.register_at(conn, token, tx, Instant::now());
     }
 
     fn register_at(&self, conn: ConnId, token: [u8; 16], tx: &Outbox, now: Instant) {
         let mut inner = self.lock();
-        if let Some(old) = inner.by_conn.insert(conn, token) {
-            inner.by_token.remove(&old);
+        // A token another connection registered (a copy, or a guess that
+        // hit) is theirs until they go: the first comer keeps it.
+        match inner.by_token.get(&token) {
+            Some(taken) if taken.conn != conn => return,
+            Some(_) => {}
+            None => {
+                let mine = inner.by_conn.entry(conn).or_default();
+                mine.push_back(token);
+                if mine.len() > TOKENS_PER_CONN {
+                    if let Some(old) = mine.pop_front() {
+                        inner.by_token.remove(&old);
+                    }
+                }
+            }
         }
         let entry = Entry {
             conn,
             tx: tx.clone(),
             last: None,
         };
-        // A token another connection registered (a copy, or a guess that
-        // hit) is theirs until they go: the first comer keeps it.
-        if let Some(taken) = inner.by_token.get(&token) {
-            if taken.conn != conn {
-                inner.by_conn.remove(&conn);
-                return;
-            }
-        }
         inner.by_token.insert(token, entry);
         let early = inner
             .early
@@ -107,10 +122,10 @@ impl Observers {
         }
     }
 
-    /// Forgets the token of a connection that ended.
+    /// Forgets the tokens of a connection that ended.
     pub(crate) fn forget(&self, conn: ConnId) {
         let mut inner = self.lock();
-        if let Some(token) = inner.by_conn.remove(&conn) {
+        for token in inner.by_conn.remove(&conn).unwrap_or_default() {
             inner.by_token.remove(&token);
         }
     }
@@ -206,16 +221,52 @@ mod tests {
         let mut long = request([8; 16]);
         long.push(0);
         assert!(!obs.answer(&long, from, t0));
-        // A connection's new token replaces its old one; a connection that
-        // ended is forgotten.
+        // A connection that ended is forgotten.
         obs.register(ConnId(1), [6; 16], &tx);
-        assert!(!obs.answer(&request([7; 16]), from, t0 + MIN_SPACING * 3));
         obs.forget(ConnId(2));
         assert!(!obs.answer(&request([8; 16]), from, t0));
         // A token another connection holds stays theirs.
         obs.register(ConnId(3), [6; 16], &other_tx);
         assert!(obs.answer(&request([6; 16]), from, t0 + MIN_SPACING * 4));
         assert!(rx.try_recv().is_some(), "connection 1 keeps its token");
+    }
+
+    /// Sockets prepared at once for several owners: every one of them is
+    /// told where it is seen from (checked to fail with one token a
+    /// connection: all but the last went unanswered). Beyond
+    /// [`TOKENS_PER_CONN`] the oldest token goes.
+    #[tokio::test]
+    async fn a_connection_observes_several_sockets_at_once() {
+        let obs = Observers::default();
+        let (tx, mut rx) = outbox(64, 1 << 20);
+        let t0 = Instant::now();
+        let tokens: Vec<[u8; 16]> = (0..=TOKENS_PER_CONN as u8).map(|i| [i + 1; 16]).collect();
+        for token in &tokens[..3] {
+            obs.register(ConnId(1), *token, &tx);
+        }
+        for (i, token) in tokens[..3].iter().enumerate() {
+            let from = SocketAddr::from(([198, 51, 100, 4], 40_000 + i as u16));
+            assert!(obs.answer(&request(*token), from, t0), "socket {i}");
+            let frame = rx.try_recv().expect("an answer");
+            let msg: ServerMsg = decode(&frame[4..]).unwrap();
+            let want = ServerMsg::Observed {
+                token: *token,
+                addr: from,
+            };
+            assert_eq!(msg, want);
+        }
+        for token in &tokens[3..] {
+            obs.register(ConnId(1), *token, &tx);
+        }
+        let from = SocketAddr::from(([198, 51, 100, 4], 40_000));
+        let later = t0 + MIN_SPACING;
+        assert!(!obs.answer(&request(tokens[0]), from, later), "pushed out");
+        assert!(obs.answer(&request(tokens[1]), from, later));
+        assert!(obs.answer(&request(tokens[TOKENS_PER_CONN]), from, later));
+        obs.forget(ConnId(1));
+        assert!(!obs.answer(&request(tokens[1]), from, later + MIN_SPACING));
+        let inner = obs.lock();
+        assert!(inner.by_token.is_empty() && inner.by_conn.is_empty());
     }
 
     #[tokio::test]
