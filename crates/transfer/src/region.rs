@@ -8,6 +8,10 @@
 //! The hashing takes bytes as they arrive, in order, without reading them
 //! back; what arrives beyond a gap (a loss) is kept in memory, up to
 //! [`AHEAD_MAX`], until the gap fills.
+//!
+//! The file and the hash never disagree, whatever a sender sends twice:
+//! a byte the hash has taken in is not written again, and a byte sent
+//! again before that replaces the first in the file and in memory alike.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,7 +57,8 @@ pub struct Region {
     /// written: small packets are written in runs, one call for many.
     run_at: u64,
     run: Vec<u8>,
-    /// Bytes that arrived after a gap, by offset, kept for the hasher so
+    /// Bytes that arrived after a gap, by offset (none overlapping
+    /// another), kept for the hasher so
     /// that they need not be read back from the file once the gap fills;
     /// at most [`AHEAD_MAX`] bytes (beyond that they are read back).
     /// Gaps come with every loss, and with every packet the sender holds
@@ -164,30 +169,40 @@ impl Region {
     /// Feeds the staged bytes to the part hashers in whole steps, and
     /// checks each part the moment its last byte is in.
     fn feed(&mut self) -> Result<(), TransferError> {
-        while self.hashed < self.to {
+        // Bytes of `staged` fed: they leave it once, at the end (moving
+        // the rest down after every step moved megabytes again and again
+        // when a gap filled).
+        let mut fed = 0;
+        let result = loop {
+            if self.hashed >= self.to {
+                fed = self.staged.len();
+                break Ok(());
+            }
             let end = self.part_end(self.hashed);
             let want = (end - self.hashed) as usize;
-            let n = if self.staged.len() >= want {
+            let left = self.staged.len() - fed;
+            let n = if left >= want {
                 want
             } else {
-                self.staged.len() / HASH_STEP * HASH_STEP
+                left / HASH_STEP * HASH_STEP
             };
             if n == 0 {
-                return Ok(());
+                break Ok(());
             }
             let skip = self.done_before(self.hashed);
             if !skip {
-                self.hasher.update(&self.staged[..n]);
+                self.hasher.update(&self.staged[fed..fed + n]);
             }
             self.hashed += n as u64;
-            self.staged.copy_within(n.., 0);
-            self.staged.truncate(self.staged.len() - n);
+            fed += n;
             if self.hashed == end {
-                self.part_done(skip)?;
+                if let Err(e) = self.part_done(skip) {
+                    break Err(e);
+                }
             }
-        }
-        self.staged.clear();
-        Ok(())
+        };
+        self.staged.drain(..fed);
+        result
     }
 
     /// The part that ends at `hashed` is in: checked (unless it was
@@ -219,17 +234,20 @@ impl Region {
     /// Writes received bytes at `offset` (small ones may wait for the
     /// next [`flush`](Self::flush) or [`hash_up_to`](Self::hash_up_to)).
     /// Bytes outside the range (or past its stop) are dropped, and so are
-    /// those of parts verified before: a sender cannot change what is
-    /// checked. Bytes that continue what the hash has taken in are given
-    /// to it too, so data arriving in order is hashed without being read
-    /// back.
+    /// those of parts verified before and those the hash has taken in: a
+    /// sender cannot change what is checked. Bytes that continue what the
+    /// hash has taken in are given to it too, so data arriving in order is
+    /// hashed without being read back.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), TransferError> {
         let stop = self.stop();
         let end = (offset + data.len() as u64).min(stop);
-        if offset < self.from || offset >= end {
+        // Bytes before `covered` are in the file and the hash already.
+        let start = offset.max(self.from).max(self.covered());
+        if start >= end {
             return Ok(());
         }
-        let data = &data[..(end - offset) as usize];
+        let data = &data[(start - offset) as usize..(end - offset) as usize];
+        let offset = start;
         // A packet may straddle a part done before: only the rest is
         // written (rare: a range asked across such parts).
         let mut at = offset;
@@ -246,14 +264,49 @@ impl Region {
             self.staged.extend_from_slice(data);
             self.take_ahead();
             self.feed()?;
-        } else if offset > covered
-            && self.ahead_bytes + data.len() <= AHEAD_MAX
-            && !self.ahead.contains_key(&offset)
-        {
-            self.ahead_bytes += data.len();
-            self.ahead.insert(offset, data.to_vec());
+        } else {
+            self.keep_ahead(offset, data);
         }
         Ok(())
+    }
+
+    /// Keeps `data`, the bytes from `offset` beyond a gap, for the hasher:
+    /// where it overlaps bytes kept before, it replaces them (the file has
+    /// the later bytes too); the rest is kept while there is room.
+    fn keep_ahead(&mut self, offset: u64, data: &[u8]) {
+        let end = offset + data.len() as u64;
+        // Overlapping entries: the one that begins before `offset`, if it
+        // reaches into it, and those that begin inside.
+        let before = self.ahead.range(..offset).next_back();
+        let first = match before {
+            Some((&at, bytes)) if at + bytes.len() as u64 > offset => at,
+            _ => offset,
+        };
+        let mut at = offset;
+        let mut gaps = Vec::new();
+        for (&k, bytes) in self.ahead.range_mut(first..end) {
+            let k_end = k + bytes.len() as u64;
+            if k > at {
+                gaps.push((at, k));
+            }
+            let (a, b) = (k.max(offset), k_end.min(end));
+            if a < b {
+                bytes[(a - k) as usize..(b - k) as usize]
+                    .copy_from_slice(&data[(a - offset) as usize..(b - offset) as usize]);
+            }
+            at = at.max(k_end);
+        }
+        if at < end {
+            gaps.push((at, end));
+        }
+        for (a, b) in gaps {
+            let piece = &data[(a - offset) as usize..(b - offset) as usize];
+            if self.ahead_bytes + piece.len() > AHEAD_MAX {
+                break;
+            }
+            self.ahead_bytes += piece.len();
+            self.ahead.insert(a, piece.to_vec());
+        }
     }
 
     fn write_piece(&mut self, offset: u64, data: &[u8]) -> Result<(), TransferError> {

@@ -19,7 +19,15 @@ fn download_of(dir: &Path, data: &[u8]) -> (Download, [u8; 32]) {
 fn finishes_as(d: Download, data: &[u8], hash: [u8; 32]) {
     let (path, got) = d.finish().unwrap();
     assert_eq!(got, hash);
-    assert_eq!(fs::read(&path).unwrap(), data);
+    // Compared without printing megabytes when they differ.
+    let file = fs::read(&path).unwrap();
+    let first_difference = file.iter().zip(data).position(|(a, b)| a != b);
+    assert!(
+        file.len() == data.len() && first_difference.is_none(),
+        "the file differs: {} bytes of {}, first difference at {first_difference:?}",
+        file.len(),
+        data.len()
+    );
 }
 
 /// Writes `data[from..to]` into a region in packets of `packet` bytes,
@@ -122,6 +130,63 @@ fn bytes_beyond_a_gap_are_hashed_from_memory_not_read_back() {
         bytes.len() as u64 - packet as u64 - kept
     );
     finishes_as(d, &bytes, hash);
+}
+
+/// A sender that sends bytes again, different the second time (as a
+/// lying owner may, after a change of packet size makes bytes come
+/// again), never leaves the file unlike what was checked: bytes the hash
+/// took in are not written again, and bytes replaced before that are
+/// replaced for the hash too, which then catches them. (Checked to fail
+/// before: the hash kept the first copy of bytes ahead of a
+/// gap while the file got the second, and bytes already hashed were
+/// overwritten in the file, each time in a part then marked verified.)
+#[test]
+fn bytes_sent_again_differently_never_leave_the_file_unlike_its_check() {
+    let packet = 4_096;
+    let part = MIN_PART as usize;
+    let bytes = data(2 * part, 19);
+    let mut lie = bytes.clone();
+    lie.iter_mut().for_each(|x| *x ^= 0x5a);
+    let at = |i: usize| (i * packet) as u64;
+    // After the hash: the second copy is not written.
+    let dir = tempfile::tempdir().unwrap();
+    let (d, hash) = download_of(dir.path(), &bytes);
+    let mut region = d.region(0, bytes.len() as u64);
+    for i in 0..10 {
+        region
+            .write_at(at(i), &bytes[i * packet..][..packet])
+            .unwrap();
+    }
+    region.hash_up_to(at(10)).unwrap();
+    region
+        .write_at(at(3), &lie[3 * packet..][..packet])
+        .unwrap();
+    fill(&mut region, &bytes, packet, 9).unwrap();
+    // A whole part in and checked, then sent again as a lie.
+    region.write_at(0, &lie[..2 * packet]).unwrap();
+    region.hash_up_to(bytes.len() as u64).unwrap();
+    finishes_as(d, &bytes, hash);
+    // Ahead of a gap, sent again before the gap filled: the part is
+    // checked as it is in the file, and caught.
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _) = download_of(dir.path(), &bytes);
+    let mut region = d.region(0, bytes.len() as u64);
+    for i in 1..10 {
+        region
+            .write_at(at(i), &bytes[i * packet..][..packet])
+            .unwrap();
+    }
+    region
+        .write_at(at(5), &lie[5 * packet..][..packet])
+        .unwrap();
+    region.write_at(0, &bytes[..packet]).unwrap();
+    let mut honest = bytes.clone();
+    honest[5 * packet..6 * packet].copy_from_slice(&lie[5 * packet..6 * packet]);
+    let err = fill(&mut region, &honest, packet, 10)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("part 0 "), "{err}");
+    assert_eq!(d.missing(), vec![(0, 2 * MIN_PART)], "nothing verified");
 }
 
 /// Three regions, as three owners would fill them, at once: the file is
