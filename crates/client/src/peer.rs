@@ -572,15 +572,21 @@ impl Peer {
             .await;
             return;
         }
-        let Some(swarm) = self.swarm_for(me, &owner, &file, &id, &offer).await else {
-            return;
-        };
-        // Nothing left to give this owner (the others have it all): its
-        // offer goes unused, and its upload ends when no `Start` comes.
-        let Some((mut region, got)) = swarm.begin(&owner) else {
-            return;
-        };
         let keys = session_keys(&asking.eph, &offer.eph, &offer, &transcript, Role::Receiver);
+        let taken = match self.swarm_for(me, &owner, &file, &id, &offer).await {
+            Some(swarm) => swarm.begin(&owner).map(|begun| (swarm, begun)),
+            None => None,
+        };
+        let Some((swarm, (mut region, got))) = taken else {
+            // The offer goes unused (the others sent it all, or the
+            // download ended or cannot be): the owner is told, so that
+            // its upload slot is free at once rather than when it gives
+            // up waiting for a `Start`.
+            let at = paths::owner_candidates(addr, &offer);
+            let socket = asking.socket;
+            tokio::spawn(async move { chatdrop_transfer::decline(&socket, keys, &at).await });
+            return;
+        };
         let cfg = Config::announced(
             offer.selective_repeat,
             offer.window,

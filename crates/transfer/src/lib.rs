@@ -45,9 +45,9 @@ pub use direct::{direct_keys, direct_keys_at};
 pub use download::{Download, Region};
 pub use files::{hash_file, Source};
 pub use session::{
-    fetch, fetch_from, serve, Candidates, Event as SessionEvent, FetchOptions, LaterIps, Piece,
-    Progress, RecvSession, SendSession, ServeKeys, ServeOptions, Span, TransferStats, MAX_MSS,
-    MAX_PUNCHED, MIN_MSS,
+    decline, fetch, fetch_from, serve, Candidates, Event as SessionEvent, FetchOptions, LaterIps,
+    Piece, Progress, RecvSession, SendSession, ServeKeys, ServeOptions, Span, TransferStats,
+    MAX_MSS, MAX_PUNCHED, MIN_MSS,
 };
 pub use socket::{bind, bind_dual, bind_dual_std, bind_std, for_socket};
 pub use ticket::Ticket;

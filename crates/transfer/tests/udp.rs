@@ -202,6 +202,37 @@ async fn a_receiver_with_the_wrong_keys_gets_nothing() {
     );
 }
 
+/// An asker that takes no data from an owner (others sent it all) tells
+/// it so with `decline`: the owner's session ends done at once, with
+/// nothing sent, rather than waiting out its minute for a `Start`.
+/// (Checked to fail with `Enough` ignored before a `Start`: the owner
+/// waited the whole minute, cut short by this test's 20 s bound.)
+#[tokio::test]
+async fn a_declined_offer_frees_the_owner_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.bin");
+    write_random(&src, 10_000, 4);
+    let outline = hash_file(&src).unwrap();
+    let owner = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let at = owner.local_addr().unwrap();
+    let source = Source::open(&src, &outline).unwrap();
+    let keys = SessionKeys::derive(&[2; 32], [3; 8], b"t", Role::Sender);
+    let sopts = ServeOptions {
+        cfg: cfg(Scheme::SelectiveRepeat, 8),
+        wait_for_start: Some(Duration::from_secs(60)),
+        peer_ips: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+        punch: Vec::new(),
+        later_peer_ips: None,
+    };
+    let served = tokio::spawn(async move { serve(&owner, keys, &source, &sopts, |_, _| {}).await });
+    let asker = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mine = SessionKeys::derive(&[2; 32], [3; 8], b"t", Role::Receiver);
+    chatdrop_transfer::decline(&asker, mine, &[at]).await;
+    let ended = tokio::time::timeout(Duration::from_secs(20), served).await;
+    let stats = ended.expect("the owner stopped waiting").unwrap().unwrap();
+    assert_eq!(stats.bytes, 0, "nothing was sent");
+}
+
 /// A receiver that breaks the rules, holding the session's keys (any room
 /// member who asks for a file, or a ticket holder, has them): it speaks
 /// the wire format of docs/PROTOCOL.md by hand.

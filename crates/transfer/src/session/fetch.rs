@@ -74,6 +74,29 @@ pub async fn fetch(
     fetched
 }
 
+/// Tells an owner whose offer is not taken (the download has every byte
+/// it needs from others) that nothing is needed: `Enough`, sealed with the
+/// session's `keys`, to each of its candidate addresses `at`, three
+/// rounds 100 ms apart (the owner's punches open its router to this
+/// socket meanwhile). Its session then ends at once instead of holding an
+/// upload slot until it gives up waiting. Best effort: what cannot be sent
+/// is skipped.
+pub async fn decline(socket: &UdpSocket, mut keys: SessionKeys, at: &[SocketAddr]) {
+    let Ok(net) = BatchSocket::new(socket, 1) else {
+        return;
+    };
+    let mut buf = Vec::with_capacity(64);
+    for round in 0..3 {
+        if round > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        for to in at {
+            let to = socket::for_socket(socket, *to);
+            let _ = send_msg(&net, &mut keys, to, &Msg::Enough, &mut buf).await;
+        }
+    }
+}
+
 /// Where the sender may be, and what to call once it answered at one of
 /// those addresses (or at one its punches came from), with that address.
 pub struct Candidates<'a, F: FnOnce(SocketAddr)> {

@@ -52,7 +52,7 @@ mod serve;
 #[cfg(test)]
 mod sim;
 
-pub use fetch::{fetch, fetch_from, Candidates};
+pub use fetch::{decline, fetch, fetch_from, Candidates};
 pub use recv::RecvSession;
 pub use send::{SendSession, MAX_PUNCHED};
 pub use serve::{serve, ServeKeys};

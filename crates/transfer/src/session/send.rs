@@ -226,15 +226,6 @@ impl SendSession {
     /// server knows it nor one of the asker's candidates is not even
     /// answered.
     fn on_start(&mut self, now: Instant, from: SocketAddr, msg: Msg<'_>) {
-        let Msg::Start {
-            isn,
-            from: from_byte,
-            to,
-            token,
-        } = msg
-        else {
-            return;
-        };
         // A server listening on both IPv4 and IPv6 sees an IPv4 client as
         // `::ffff:a.b.c.d`: the same address as `a.b.c.d`.
         let ip = from.ip().to_canonical();
@@ -242,6 +233,21 @@ impl SendSession {
         if !allowed.is_empty() && !allowed.iter().any(|a| a.to_canonical() == ip) {
             return;
         }
+        let Msg::Start {
+            isn,
+            from: from_byte,
+            to,
+            token,
+        } = msg
+        else {
+            // The receiver needs nothing after all (others sent it all):
+            // done, without waiting out the deadline. Only the receiver
+            // can seal it, so no address needs proving.
+            if let Msg::Enough = msg {
+                self.end(None, Ok(()));
+            }
+            return;
+        };
         if hmac::verify(&self.key, &token_input(from), &token).is_ok() {
             self.challenges.clear();
             self.start(now, from, isn, (from_byte, to));

@@ -237,6 +237,25 @@ fn no_start_by_the_deadline_is_peer_silent() {
 }
 
 #[test]
+fn an_enough_before_any_start_ends_the_wait_at_once() {
+    // The asker had every byte from others by the time this offer came:
+    // the session ends done at once, sending nothing, instead of holding
+    // an upload slot until its deadline. Only from where the receiver
+    // may be. Checked to fail with `Enough` ignored while waiting (the
+    // session ended at the deadline, 10 s later, `PeerSilent`).
+    let t0 = Instant::now();
+    let mut opts = serving(MAX_MSS, Some(Duration::from_secs(10)));
+    opts.peer_ips = vec![RECEIVER.ip()];
+    let mut tx = SendSession::new(&opts, 1_000_000, 0, t0, SECRET);
+    tx.handle(at(t0, 50), STRANGER, Msg::Enough);
+    assert!(tx.poll_end().is_none(), "not from elsewhere");
+    tx.handle(at(t0, 60), RECEIVER, Msg::Enough);
+    assert!(matches!(tx.poll_end(), Some(Ok(()))));
+    assert_eq!(tx.poll_msg(at(t0, 60)).map(|(to, _)| to), None);
+    assert_eq!(tx.poll_event(), None, "never started");
+}
+
+#[test]
 fn a_receiver_silent_during_data_is_aborted() {
     // Data and `Begin` go unanswered: at the idle timeout the sender says
     // why in an `Abort` and fails with the same reason. Checked to fail
