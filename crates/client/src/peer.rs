@@ -385,7 +385,8 @@ impl Peer {
                 if let Some(swarm) = running {
                     // A download from several owners: another takes its
                     // place, if one is left.
-                    let next = swarm.refused(&from, &detail);
+                    let busy = reason == RefuseReason::Busy;
+                    let next = swarm.refused(&from, &detail, busy);
                     let requester = self.requester(me, key);
                     act(next, &swarm, &requester, &self.events).await;
                 } else if reason != RefuseReason::Blocked {
@@ -806,6 +807,17 @@ async fn act(
             swarm.asking(&owner);
             let expect = Some((swarm.size, swarm.hash));
             requester.ask(&owner, &swarm.file, expect);
+            return;
+        }
+        Next::AskLater(owner, wait) => {
+            let (swarm, requester) = (swarm.clone(), requester.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                if !swarm.is_over() {
+                    let expect = Some((swarm.size, swarm.hash));
+                    requester.ask(&owner, &swarm.file, expect);
+                }
+            });
             return;
         }
         Next::Finish => {

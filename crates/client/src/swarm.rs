@@ -24,10 +24,12 @@
 //! `source_dropped` event and never asked again, and the range it had
 //! goes back to be fetched by another. An owner that fails or goes silent
 //! is dropped the same way, and one that announced the file but was not
-//! asked yet takes its place. Nothing is restarted: the verified parts
-//! stay, in the `.part` file and in its resume record.
+//! asked yet takes its place. An owner that refuses as busy when nobody
+//! else is left is asked again a few times before the download fails.
+//! Nothing is restarted: the verified parts stay, in the `.part` file and
+//! in its resume record.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -47,6 +49,13 @@ pub const MAX_SOURCES: usize = 4;
 const MIN_SPLIT_PARTS: u64 = 2;
 /// How often progress is told.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// Times an owner that refused as busy is asked again, when it is the
+/// download's last hope (nobody else sends or was asked): after 1, 2 and
+/// 4 s. Its uploads to others end soon enough, as a rule, and failing a
+/// download that is part done for a moment's busyness is worse.
+const BUSY_RETRIES: u32 = 3;
+/// The first of those waits; each next one is twice as long.
+const BUSY_WAIT: Duration = Duration::from_secs(1);
 
 /// One owner's range while its session runs.
 #[derive(Debug)]
@@ -197,6 +206,9 @@ pub enum Next {
     Fail(String),
     /// Other sessions run (or offers are awaited): nothing to do now.
     Wait,
+    /// Ask this owner again after a while (it was busy, and nobody else
+    /// is left).
+    AskLater(String, Duration),
 }
 
 /// A download from one owner or several (see the module docs).
@@ -230,6 +242,8 @@ struct State {
     dropped: Vec<(String, String)>,
     /// Owners never asked again.
     banned: HashSet<String>,
+    /// Owners asked again after refusing as busy, and how many times.
+    busy_tries: HashMap<String, u32>,
     last_progress: Option<Instant>,
     /// The download ended (finished or failed): said once.
     over: bool,
@@ -268,6 +282,7 @@ impl Swarm {
                 sent: Vec::new(),
                 dropped: Vec::new(),
                 banned: HashSet::new(),
+                busy_tries: HashMap::new(),
                 last_progress: None,
                 over: false,
             }),
@@ -389,13 +404,27 @@ impl Swarm {
         self.replace(&mut state)
     }
 
-    /// `owner` refused (busy, gone): another takes its place.
-    pub fn refused(&self, owner: &str, why: &str) -> Next {
+    /// `owner` refused (`busy`, or gone): another takes its place. An
+    /// owner busy when nobody else is left is asked again a few times
+    /// (see [`BUSY_RETRIES`]) before the download fails.
+    pub fn refused(&self, owner: &str, why: &str, busy: bool) -> Next {
         let mut state = self.state();
         if state.over {
             return Next::Wait;
         }
         state.asked.remove(owner);
+        let spare = state.spare.iter().any(|o| !state.banned.contains(o));
+        let alone = state.plan.running() == 0 && state.asked.is_empty() && !spare;
+        if busy && alone && state.plan.has_work() {
+            let tries = state.busy_tries.entry(owner.to_string()).or_insert(0);
+            if *tries < BUSY_RETRIES {
+                let wait = BUSY_WAIT * 2u32.pow(*tries);
+                *tries += 1;
+                // Counted as asked meanwhile: the download waits for it.
+                state.asked.insert(owner.to_string());
+                return Next::AskLater(owner.to_string(), wait);
+            }
+        }
         state.dropped.push((owner.to_string(), why.to_string()));
         self.replace(&mut state)
     }
@@ -572,5 +601,54 @@ mod tests {
         // One owner: the ranges as they are.
         let one: Vec<_> = shares(vec![(0, 5 * PART)], PART, 1).into();
         assert_eq!(one, vec![(0, 5 * PART)]);
+    }
+
+    /// An owner asked again for more that refuses as busy, with nobody
+    /// else left, is asked again after 1, 2 and 4 s before the download
+    /// fails; one that refuses for another reason fails it at once.
+    /// (Checked to fail before: the download failed at the first busy.)
+    #[test]
+    fn a_busy_owner_that_is_the_last_hope_is_asked_again_before_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 4 * PART;
+        let (events, _rx) = mpsc::channel(64);
+        let swarm = |name: &str| {
+            let download = Download::open(&dir.path().join(name), "f.bin", size, [7; 32]).unwrap();
+            Swarm::new(
+                "id".into(),
+                "f.bin".into(),
+                "bob".into(),
+                download,
+                [],
+                [],
+                events.clone(),
+            )
+        };
+        let asked_again = |swarm: &Swarm| {
+            let (region, _) = swarm.begin("bob").unwrap();
+            // Its session ended with nothing verified: more to ask for.
+            let next = swarm.ended("bob", &Ok(TransferStats::default()), &region);
+            assert_eq!(next, Next::Ask("bob".into()));
+            swarm.asking("bob");
+        };
+        let busy = swarm("busy");
+        asked_again(&busy);
+        for wait in [1, 2, 4] {
+            let next = busy.refused("bob", "bob is busy", true);
+            assert_eq!(
+                next,
+                Next::AskLater("bob".into(), Duration::from_secs(wait))
+            );
+            assert!(!busy.is_over());
+        }
+        assert_eq!(
+            busy.refused("bob", "bob is busy", true),
+            Next::Fail("bob is busy".into())
+        );
+        assert!(busy.is_over());
+        let gone = swarm("gone");
+        asked_again(&gone);
+        let next = gone.refused("bob", "bob does not share it", false);
+        assert_eq!(next, Next::Fail("bob does not share it".into()));
     }
 }
