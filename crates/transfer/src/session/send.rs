@@ -46,6 +46,10 @@ const BLACK_HOLE_TIMEOUTS: u64 = 2;
 /// shorter than that and a larger size is worth much to its speed, and
 /// the search costs a few probes alongside the data.
 const RAISE_AFTER: Duration = Duration::from_secs(10);
+/// The longest wait between searches for a larger size while each finds
+/// the path still narrow: the waits double from twice [`RAISE_AFTER`] up
+/// to this, RFC 8899's ten minutes.
+const RAISE_MAX: Duration = Duration::from_secs(600);
 
 /// How often the waiting sender punches towards the receiver's candidates.
 pub(crate) const PUNCH_EVERY: Duration = Duration::from_millis(200);
@@ -109,6 +113,9 @@ pub struct SendSession {
     /// After a change of packet size: the `cum` with which the run before
     /// acknowledges the whole stream.
     previous_end: Option<u32>,
+    /// How long after a search for a larger size that found none the next
+    /// one starts (see [`RAISE_MAX`]).
+    raise_wait: Duration,
 }
 
 #[derive(Debug)]
@@ -208,6 +215,7 @@ impl SendSession {
             challenges: VecDeque::with_capacity(MAX_CHALLENGES),
             punches: VecDeque::new(),
             previous_end: None,
+            raise_wait: RAISE_AFTER * 2,
         }
     }
 
@@ -691,16 +699,27 @@ impl SendSession {
             return;
         };
         let (from, packets, timeouts) = (arq.acked_bytes(), arq.packets(), arq.timeouts());
+        let top = PathProbe::new(self.opts.cfg.mss, self.peer_is_v6()).largest();
+        let below_top = |size: u32| top.is_some_and(|top| size < top);
         if size == mss {
+            let wait = self.raise_wait;
             if let Phase::Sending {
                 check,
                 timeouts_then,
                 acked_then,
+                raise_at,
                 ..
             } = &mut self.phase
             {
                 *check = None;
                 (*timeouts_then, *acked_then) = (timeouts, from);
+                // Still narrow (a search for a larger size found none):
+                // searched again later, less and less often, as RFC 8899
+                // does, so that a path that heals late is still used.
+                if raise_at.is_none() && below_top(size) {
+                    *raise_at = Some(now + wait);
+                    self.raise_wait = (wait * 2).min(RAISE_MAX);
+                }
             }
             return;
         }
@@ -719,12 +738,12 @@ impl SendSession {
         if let Some(arq) = &mut self.arq {
             arq.heard_at(heard);
         }
-        let top = PathProbe::new(self.opts.cfg.mss, self.peer_is_v6()).largest();
         if let Phase::Sending { raise_at, .. } = &mut self.phase {
-            if top.is_some_and(|top| size < top) {
+            if below_top(size) {
                 *raise_at = Some(now + RAISE_AFTER);
             }
         }
+        self.raise_wait = RAISE_AFTER * 2;
         self.events.push_back(Event::Resized { mss: size });
     }
 

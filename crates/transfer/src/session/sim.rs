@@ -550,6 +550,33 @@ fn a_path_that_starts_losing_large_packets_mid_transfer_goes_on_smaller_then_lar
 }
 
 #[test]
+fn a_path_still_narrow_at_the_first_search_is_searched_again_later() {
+    // The black hole lasts past the first search for the larger size (10
+    // s after the smaller was taken): that search finds none, and the next
+    // one, 20 s later, finds the path healed. Checked to fail with the
+    // search run once per change (the sizes end at 1446).
+    let data = random_file(1 << 30, 11);
+    let path = Path {
+        delay: Duration::from_millis(10),
+        loss: 0.0,
+        host_mtu: 65_535,
+        path_mtu: 65_535,
+        changes: &[(150, 1_500), (13_000, 65_535)],
+    };
+    let run = transfer(Scheme::SelectiveRepeat, &data, 0, path, 12);
+    run.sender.expect("the sender");
+    run.receiver.expect("the receiver");
+    assert!(run.file == data, "the copy differs");
+    let sizes: Vec<u32> = run.sizes.iter().map(|s| s.0).collect();
+    assert_eq!(sizes, [MAX_MSS, 1446, MAX_MSS], "{:?}", run.sizes);
+    let (shrunk, raised) = (run.sizes[1].1, run.sizes[2].1);
+    assert!(
+        (shrunk + 30_000..shrunk + 32_000).contains(&raised),
+        "raised at {raised} ms, shrunk at {shrunk}"
+    );
+}
+
+#[test]
 fn losses_alone_do_not_shrink_the_packets() {
     // 5% of packets lost both ways makes timeouts in a row now and then:
     // the check of the size in use finds it still carried. Checked to
