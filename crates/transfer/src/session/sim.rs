@@ -514,6 +514,28 @@ fn an_empty_file_and_a_download_resumed_at_its_end_end_well() {
     }
 }
 
+/// A transfer of `size` bytes over a 10 ms path whose MTU changes at
+/// the given times (ms, bytes), lossless: it must end well, byte-exact,
+/// in 64 KiB packets, then 1446-byte ones, then 64 KiB ones again. Returns
+/// when (ms) the smaller size and the larger one again were taken.
+fn through_a_black_hole(size: usize, changes: &'static [(u64, usize)], seed: u64) -> (u64, u64) {
+    let data = random_file(size, seed - 1);
+    let path = Path {
+        delay: Duration::from_millis(10),
+        loss: 0.0,
+        host_mtu: 65_535,
+        path_mtu: 65_535,
+        changes,
+    };
+    let run = transfer(Scheme::SelectiveRepeat, &data, 0, path, seed);
+    run.sender.expect("the sender");
+    run.receiver.expect("the receiver");
+    assert!(run.file == data, "the copy differs");
+    let sizes: Vec<u32> = run.sizes.iter().map(|s| s.0).collect();
+    assert_eq!(sizes, [MAX_MSS, 1446, MAX_MSS], "{:?}", run.sizes);
+    (run.sizes[1].1, run.sizes[2].1)
+}
+
 #[test]
 fn a_path_that_starts_losing_large_packets_mid_transfer_goes_on_smaller_then_larger_again() {
     // An MTU black hole: 150 ms in (data has flowed for a few round
@@ -524,24 +546,10 @@ fn a_path_that_starts_losing_large_packets_mid_transfer_goes_on_smaller_then_lar
     // in it, and some time later finds the larger size again. Checked to
     // fail with the black-hole watch off (the transfer stalls until the
     // path heals) and with the raise off (the sizes end at 1446).
-    let data = random_file(128 << 20, 6);
-    let path = Path {
-        delay: Duration::from_millis(10),
-        loss: 0.0,
-        host_mtu: 65_535,
-        path_mtu: 65_535,
-        changes: &[(150, 1_500), (2_000, 65_535)],
-    };
-    let run = transfer(Scheme::SelectiveRepeat, &data, 0, path, 7);
-    run.sender.expect("the sender");
-    run.receiver.expect("the receiver");
-    assert!(run.file == data, "the copy differs");
-    let sizes: Vec<u32> = run.sizes.iter().map(|s| s.0).collect();
-    assert_eq!(sizes, [MAX_MSS, 1446, MAX_MSS]);
+    let (shrunk, raised) = through_a_black_hole(128 << 20, &[(150, 1_500), (2_000, 65_535)], 7);
     // Simulated time: the stall lasts two timeouts and three probes'
     // waits, well under the idle timeout; the larger size comes back ten
     // seconds after the smaller one was taken.
-    let (shrunk, raised) = (run.sizes[1].1, run.sizes[2].1);
     assert!((150..2_000).contains(&shrunk), "shrunk at {shrunk} ms");
     assert!(
         (shrunk + 10_000..shrunk + 12_000).contains(&raised),
@@ -555,21 +563,7 @@ fn a_path_still_narrow_at_the_first_search_is_searched_again_later() {
     // s after the smaller was taken): that search finds none, and the next
     // one, 20 s later, finds the path healed. Checked to fail with the
     // search run once per change (the sizes end at 1446).
-    let data = random_file(1 << 30, 11);
-    let path = Path {
-        delay: Duration::from_millis(10),
-        loss: 0.0,
-        host_mtu: 65_535,
-        path_mtu: 65_535,
-        changes: &[(150, 1_500), (13_000, 65_535)],
-    };
-    let run = transfer(Scheme::SelectiveRepeat, &data, 0, path, 12);
-    run.sender.expect("the sender");
-    run.receiver.expect("the receiver");
-    assert!(run.file == data, "the copy differs");
-    let sizes: Vec<u32> = run.sizes.iter().map(|s| s.0).collect();
-    assert_eq!(sizes, [MAX_MSS, 1446, MAX_MSS], "{:?}", run.sizes);
-    let (shrunk, raised) = (run.sizes[1].1, run.sizes[2].1);
+    let (shrunk, raised) = through_a_black_hole(1 << 30, &[(150, 1_500), (13_000, 65_535)], 12);
     assert!(
         (shrunk + 30_000..shrunk + 32_000).contains(&raised),
         "raised at {raised} ms, shrunk at {shrunk}"
