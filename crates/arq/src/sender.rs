@@ -190,6 +190,11 @@ pub struct Sender<C = Model> {
     /// can list leaves out those between its oldest ranges and its newest,
     /// and a packet there may well have arrived.
     judge_below: u64,
+    /// The highest packet index any acknowledgement has reached (its `cum`
+    /// or its highest range's end): an acknowledgement that reaches less
+    /// is older than one already taken (acknowledgements reorder too), and
+    /// says nothing of what may be judged.
+    acked_top: u64,
     rtt: RttEstimator,
     last_heard: Instant,
     /// Go-Back-N: when the oldest unacked packet times out.
@@ -286,6 +291,7 @@ impl<C: Controller> Sender<C> {
             flight: VecDeque::new(),
             hits: Vec::new(),
             judge_below: u64::MAX,
+            acked_top: 0,
             rtt,
             last_heard: now,
             gbn_deadline: None,
@@ -652,7 +658,8 @@ impl<C: Controller> Sender<C> {
             }
         };
         // An ack for packets never sent (or from long ago) is ignored.
-        if let Some(cum) = self.index_of(ack.cum) {
+        let cum_index = self.index_of(ack.cum);
+        if let Some(cum) = cum_index {
             for idx in self.base..cum {
                 let slot = &mut self.slots[(idx - self.base) as usize];
                 take(slot, idx);
@@ -680,11 +687,18 @@ impl<C: Controller> Sender<C> {
                     }
                 }
             }
-            self.judge_below = if full && top.is_some() {
-                covered
-            } else {
-                u64::MAX
-            };
+            // Only the newest acknowledgement says what may be judged: an
+            // older one that comes late, listing fewer gaps, would open the
+            // ranges a full one left out to loss detection.
+            let reach = top.map(|(_, e)| e).max(cum_index);
+            if let Some(reach) = reach.filter(|&r| r >= self.acked_top) {
+                self.acked_top = reach;
+                self.judge_below = if full && top.is_some() {
+                    covered
+                } else {
+                    u64::MAX
+                };
+            }
             for &idx in &hits {
                 self.unacked.remove(&idx);
                 if let Some(slot) = self.slots.get_mut((idx - self.base) as usize) {
