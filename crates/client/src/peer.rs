@@ -804,9 +804,7 @@ async fn act(
     let event = match next {
         Next::Wait => return,
         Next::Ask(owner) => {
-            swarm.asking(&owner);
-            let expect = Some((swarm.size, swarm.hash));
-            requester.ask(&owner, &swarm.file, expect);
+            ask_for_swarm(swarm, requester, &owner);
             return;
         }
         Next::AskLater(owner, wait) => {
@@ -814,8 +812,7 @@ async fn act(
             tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
                 if !swarm.is_over() {
-                    let expect = Some((swarm.size, swarm.hash));
-                    requester.ask(&owner, &swarm.file, expect);
+                    ask_for_swarm(&swarm, &requester, &owner);
                 }
             });
             return;
@@ -851,6 +848,13 @@ async fn act(
     // The ended download stays listed (as over) so that late offers are
     // not taken for a new one; the next `getfile` clears it.
     let _ = events.send(event).await;
+}
+
+/// Asks `owner` for more of `swarm`'s file (the same hash and size).
+fn ask_for_swarm(swarm: &Swarm, requester: &Requester, owner: &str) {
+    swarm.asking(owner);
+    let expect = Some((swarm.size, swarm.hash));
+    requester.ask(owner, &swarm.file, expect);
 }
 
 /// An owner's offer, as the server passed it on.

@@ -232,7 +232,8 @@ impl SendSession {
     /// gets datagrams at that address can send, starts the session. In
     /// chat mode a `Start` from an IP that is neither the asker's as its
     /// server knows it nor one of the asker's candidates is not even
-    /// answered.
+    /// answered. An `Enough` from an allowed IP ends the wait, done: the
+    /// asker took no data from this offer.
     fn on_start(&mut self, now: Instant, from: SocketAddr, msg: Msg<'_>) {
         // A server listening on both IPv4 and IPv6 sees an IPv4 client as
         // `::ffff:a.b.c.d`: the same address as `a.b.c.d`.
@@ -713,9 +714,10 @@ impl SendSession {
             {
                 *check = None;
                 (*timeouts_then, *acked_then) = (timeouts, from);
-                // Still narrow (a search for a larger size found none):
-                // searched again later, less and less often, as RFC 8899
-                // does, so that a path that heals late is still used.
+                // A search ended on a size below the largest with none
+                // planned (one for a larger size found none): searched
+                // again later, less and less often, as RFC 8899 does, so
+                // that a path that heals late is still used.
                 if raise_at.is_none() && below_top(size) {
                     *raise_at = Some(now + wait);
                     self.raise_wait = (wait * 2).min(RAISE_MAX);
