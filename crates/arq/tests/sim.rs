@@ -968,7 +968,7 @@ fn reordering_and_random_loss_keep_the_rate() {
         // With three later packets taken for proof of loss, and the
         // jitter read as a queue overflowing, 24-30% of the link over the
         // seeds, a third of the packets resent, nearly all for nothing.
-        // Now 92-94%, 2.3-2.5% resent (2% lost), 8-12 spurious.
+        // Now 92-94%, 2.3-2.6% resent (2% lost), 7-12 spurious.
         assert!(share > 0.85, "{said}");
         assert!((o.retransmissions as f64) < o.sent as f64 * 0.03, "{said}");
         assert!(o.spurious * 500 < o.sent, "{said}");
@@ -980,8 +980,8 @@ fn reordering_and_random_loss_keep_the_rate() {
 /// with 1% loss: the RTT varies, and neither the retransmission timer nor
 /// the queue judgement may read that as trouble. No timeout fires, little
 /// is resent but what the link loses, and the link stays busy (93-94%
-/// over the seeds; 80-90% where it wanders by 10 ms, half the RTT: the
-/// model then takes it for a queue, a known gap).
+/// over the seeds, 1.8-2.1% of the packets resent; the next test has a
+/// delay that wanders by the whole RTT).
 #[test]
 fn jitter_without_reordering_neither_stalls_nor_slows() {
     let file = data(20_000_000, 22);
@@ -999,7 +999,39 @@ fn jitter_without_reordering_neither_stalls_nor_slows() {
     for (o, share, said) in over_jitter(&file, link, back) {
         assert_eq!(o.timeouts, 0, "{said}");
         assert!(share > 0.85, "{said}");
-        assert!((o.retransmissions as f64) < o.sent as f64 * 0.02, "{said}");
+        assert!((o.retransmissions as f64) < o.sent as f64 * 0.025, "{said}");
+    }
+}
+
+/// A path whose delay wanders by up to 10 ms each way over a 20 ms round
+/// trip, packets in order, with 1% loss each way (the suite's "delay
+/// wandering" link): the RTT moves between 20 and 40 ms without this
+/// flow's queue, and the loss that comes meanwhile is random, not a queue
+/// overflowing. The model learnt no random loss on such a path (its round
+/// trips never stayed near the smallest RTT), so it took every loss at a
+/// high RTT for an overflow and cut: 33-79% of the link over the seeds.
+/// Learning the loss told while the RTT is in the lower half of its range:
+/// 85-93% (a 20 MB transfer, startup included; 89-95% over 60 MB), one
+/// seed with one retransmission timeout and no stall.
+#[test]
+fn a_delay_wandering_by_the_whole_rtt_is_not_a_queue() {
+    let file = data(20_000_000, 23);
+    let link = Link {
+        loss: 0.01,
+        jitter: Duration::from_millis(10),
+        in_order: true,
+        ..Link::bottleneck(50, 10)
+    };
+    let back = Link {
+        loss: 0.01,
+        jitter: Duration::from_millis(10),
+        in_order: true,
+        ..Link::clean(10)
+    };
+    for (o, share, said) in over_jitter(&file, link, back) {
+        assert!(o.timeouts <= 1, "{said}");
+        assert!(share > 0.8, "{said}");
+        assert!((o.retransmissions as f64) < o.sent as f64 * 0.025, "{said}");
     }
 }
 

@@ -1,8 +1,10 @@
 //! A link emulator for benchmarks: two network namespaces joined by TUN
 //! devices, with a user-space forwarder in this process applying, in each
 //! direction, a one-way delay, random loss, a rate limit with a bounded
-//! drop-tail queue, and per-packet jitter after the bottleneck, which
-//! reorders packets as Wi-Fi retries and multipath routing do. (This
+//! drop-tail queue, per-packet jitter after the bottleneck, which
+//! reorders packets as Wi-Fi retries and multipath routing do, and a delay
+//! that wanders without reordering, as a radio link's queue that other
+//! traffic fills does. (This
 //! machine's kernel has no netem.) Linux only, needs root.
 //!
 //! Side A has 10.77.0.1, side B 10.77.0.2; both addresses exist only inside
@@ -47,7 +49,14 @@ pub struct LinkSpec {
     /// bottleneck (uniform, packet by packet): packets closer together
     /// than it may overtake each other.
     pub jitter: Duration,
+    /// A further delay that wanders: every [`WANDER_EVERY`] a new one,
+    /// uniform up to this, and no packet arrives before one sent ahead of
+    /// it (the RTT moves, packets keep their order).
+    pub wander: Duration,
 }
+
+/// How long a wandering delay (see [`LinkSpec::wander`]) holds.
+pub const WANDER_EVERY: Duration = Duration::from_millis(20);
 
 impl LinkSpec {
     /// A link of `mbit` Mbit/s, `rtt_ms` round trip (half each way), `loss`
@@ -61,6 +70,16 @@ impl LinkSpec {
             loss,
             queue_bytes: bdp.max(64 * 1024),
             jitter: Duration::ZERO,
+            wander: Duration::ZERO,
+        }
+    }
+
+    /// This link with a delay wandering by up to `ms` milliseconds (see
+    /// [`LinkSpec::wander`]).
+    pub fn with_wander(self, ms: u64) -> Self {
+        LinkSpec {
+            wander: Duration::from_millis(ms),
+            ..self
         }
     }
 
@@ -173,6 +192,9 @@ fn forward(
         // When the link finishes sending what is queued.
         let mut busy_until = Instant::now();
         let mut number = 0u64;
+        // The wandering delay, until when it holds, and the latest
+        // delivery time given (no packet is due before it on such a link).
+        let (mut wander, mut wander_until, mut last_due) = (Duration::ZERO, busy_until, busy_until);
         while !st.load(Ordering::Relaxed) {
             if !readable(from.as_raw_fd(), 100) {
                 continue;
@@ -201,10 +223,18 @@ fn forward(
             } else {
                 spec.jitter.mul_f64(rng.gen::<f64>())
             };
+            if !spec.wander.is_zero() && now >= wander_until {
+                wander = spec.wander.mul_f64(rng.gen::<f64>());
+                wander_until = now + WANDER_EVERY;
+            }
             number += 1;
             let (lock, cv) = &*q;
             if let Ok(mut g) = lock.lock() {
-                let due = departs + spec.delay + jitter;
+                let mut due = departs + spec.delay + jitter + wander;
+                if !spec.wander.is_zero() {
+                    due = due.max(last_due);
+                    last_due = due;
+                }
                 g.push(Reverse((due, number, buf[..n].to_vec())));
             }
             cv.notify_one();

@@ -160,6 +160,10 @@ enum Cmd {
         /// this overtake each other.
         #[arg(long, default_value_t = 0)]
         jitter_ms: u64,
+        /// A delay wandering by up to this each way, ms, a new one every
+        /// 20 ms, packets kept in order.
+        #[arg(long, default_value_t = 0)]
+        wander_ms: u64,
         /// Bytes moved by each flow (default: ten seconds of the link).
         #[arg(long)]
         size: Option<u64>,
@@ -326,6 +330,7 @@ fn main() -> anyhow::Result<()> {
             rtt_ms,
             loss,
             jitter_ms,
+            wander_ms,
             size,
             runs,
             protocols,
@@ -335,6 +340,7 @@ fn main() -> anyhow::Result<()> {
                 rtt_ms,
                 loss,
                 jitter_ms,
+                wander_ms,
             }],
             &suite::Options {
                 size,

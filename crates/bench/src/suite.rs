@@ -68,68 +68,75 @@ pub struct Link {
     pub loss: f64,
     /// Per-packet jitter each way, ms (packets overtake each other).
     pub jitter_ms: u64,
+    /// A delay wandering by up to this each way, ms, packets in order
+    /// (see [`crate::emu::LinkSpec::wander`]).
+    pub wander_ms: u64,
 }
 
 impl Link {
     fn name(&self) -> String {
         if self.mbit == 0 {
-            "loopback".into()
-        } else if self.jitter_ms > 0 {
-            format!(
-                "{} Mbit/s, {} ms, {}% loss, {} ms jitter",
-                self.mbit,
-                self.rtt_ms,
-                self.loss * 100.0,
-                self.jitter_ms
-            )
-        } else {
-            format!(
-                "{} Mbit/s, {} ms, {}% loss",
-                self.mbit,
-                self.rtt_ms,
-                self.loss * 100.0
-            )
+            return "loopback".into();
         }
+        let mut name = format!(
+            "{} Mbit/s, {} ms, {}% loss",
+            self.mbit,
+            self.rtt_ms,
+            self.loss * 100.0
+        );
+        if self.jitter_ms > 0 {
+            name += &format!(", {} ms jitter", self.jitter_ms);
+        }
+        if self.wander_ms > 0 {
+            name += &format!(", delay wandering by {} ms", self.wander_ms);
+        }
+        name
     }
 }
 
 /// The links.
-pub const LINKS: [Link; 8] = [
+pub const LINKS: [Link; 9] = [
     Link {
         mbit: 0,
         rtt_ms: 0,
         loss: 0.0,
         jitter_ms: 0,
+        wander_ms: 0,
     },
     Link {
         mbit: 200,
         rtt_ms: 20,
         loss: 0.0,
         jitter_ms: 0,
+        wander_ms: 0,
     },
     Link {
         mbit: 200,
         rtt_ms: 20,
         loss: 0.01,
         jitter_ms: 0,
+        wander_ms: 0,
     },
     Link {
         mbit: 200,
         rtt_ms: 20,
         loss: 0.05,
         jitter_ms: 0,
+        wander_ms: 0,
     },
     Link {
         mbit: 100,
         rtt_ms: 100,
         loss: 0.01,
         jitter_ms: 0,
+        wander_ms: 0,
     },
     Link {
         mbit: 1000,
         rtt_ms: 2,
         loss: 0.0,
         jitter_ms: 0,
+        wander_ms: 0,
     },
     // Packets that overtake each other (Wi-Fi retries, multipath), with
     // random loss and without.
@@ -138,12 +145,24 @@ pub const LINKS: [Link; 8] = [
         rtt_ms: 20,
         loss: 0.02,
         jitter_ms: 8,
+        wander_ms: 0,
     },
     Link {
         mbit: 50,
         rtt_ms: 40,
         loss: 0.0,
         jitter_ms: 4,
+        wander_ms: 0,
+    },
+    // A delay that moves by half the RTT and back, packets in order (a
+    // radio link's queue that other traffic fills), with random loss: the
+    // RTT rises and falls without this flow's queue.
+    Link {
+        mbit: 50,
+        rtt_ms: 20,
+        loss: 0.01,
+        jitter_ms: 0,
+        wander_ms: 10,
     },
 ];
 
@@ -298,7 +317,9 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
         let emu = if link.mbit == 0 {
             None
         } else {
-            let spec = LinkSpec::new(link.mbit, link.rtt_ms, link.loss).with_jitter(link.jitter_ms);
+            let spec = LinkSpec::new(link.mbit, link.rtt_ms, link.loss)
+                .with_jitter(link.jitter_ms)
+                .with_wander(link.wander_ms);
             Some(Emulator::start(spec, spec, 1)?)
         };
         let path = Path { emu: emu.as_ref() };

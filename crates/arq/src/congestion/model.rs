@@ -209,6 +209,10 @@ pub struct Model {
     /// round trip under way.
     round_lost: u64,
     round_acked: u64,
+    /// Of those, the ones told by acknowledgements whose RTT was in the
+    /// lower half of the RTT's recent range (see [`Model::low_rtt`]).
+    round_low_lost: u64,
+    round_low_acked: u64,
     round_max_rtt: Option<Duration>,
     /// The largest RTT of the last ten round trips, seconds.
     rtt_hi: WindowedMax,
@@ -259,6 +263,8 @@ impl Model {
             inflight_hi: None,
             round_lost: 0,
             round_acked: 0,
+            round_low_lost: 0,
+            round_low_acked: 0,
             round_max_rtt: None,
             rtt_hi: WindowedMax::default(),
             round_receiver_dropped: 0,
@@ -373,6 +379,16 @@ impl Model {
         }
     }
 
+    /// Whether `rtt` is in the lower half of how far the RTT has moved
+    /// lately, that range being wide (see [`QUEUE_RANGE_FACTOR`]).
+    fn low_rtt(&self, rtt: Duration) -> bool {
+        let Some(m) = self.min_rtt else {
+            return false;
+        };
+        let (m, hi) = (m.as_secs_f64(), self.rtt_hi.get());
+        hi > m * QUEUE_RANGE_FACTOR && rtt.as_secs_f64() < (m + hi) / 2.0
+    }
+
     /// Whether an RTT of `rtt` means the queue is full: it shows a queue
     /// over the smallest RTT, or (that smallest one measured over someone
     /// else's queue) it is at the top of how far the RTT has moved lately.
@@ -418,6 +434,22 @@ impl Model {
             (Some(max), Some(min)) => max.as_secs_f64() < min.as_secs_f64() * NO_QUEUE_RTT_FACTOR,
             _ => false,
         };
+        // Where the RTT moves widely without a queue of this flow's (a
+        // delay that wanders: a radio link's queue that other traffic
+        // fills), few round trips stay near the smallest RTT and the
+        // random loss would never be learnt: every loss would then read as
+        // the queue overflowing. What was told while the RTT was in the
+        // lower half of its range is sampled instead: random loss comes
+        // there as often as anywhere, and a drop-tail queue drops only at
+        // the top.
+        let (lost, sampled) = if no_queue {
+            (self.round_lost, packets)
+        } else {
+            (
+                self.round_low_lost,
+                self.round_low_lost + self.round_low_acked,
+            )
+        };
         // A receiver that drops datagrams cannot keep up: its losses grow
         // with the rate, and making up for them would overflow it more.
         let receiver_kept_up = self.round_receiver_dropped == 0;
@@ -430,13 +462,14 @@ impl Model {
         {
             self.full_bw_reached = true;
         }
-        if self.mode == Mode::ProbeBw && no_queue && receiver_kept_up && packets >= LOSS_SAMPLE_MIN
-        {
-            let p = self.round_lost as f64 / packets as f64;
+        if self.mode == Mode::ProbeBw && receiver_kept_up && sampled >= LOSS_SAMPLE_MIN {
+            let p = lost as f64 / sampled as f64;
             self.loss_rate += LOSS_RATE_WEIGHT * (p - self.loss_rate);
         }
         self.round_lost = 0;
         self.round_acked = 0;
+        self.round_low_lost = 0;
+        self.round_low_acked = 0;
         self.round_max_rtt = None;
         self.round_receiver_dropped = 0;
     }
@@ -585,6 +618,10 @@ impl Controller for Model {
                 self.min_rtt = Some(rtt);
                 self.min_rtt_stamp = now;
             }
+        }
+        if self.latest_rtt.is_some_and(|r| self.low_rtt(r)) {
+            self.round_low_lost += ev.newly_lost;
+            self.round_low_acked += ev.newly_acked;
         }
         if let Some(s) = sample {
             // A sample over less than the RTT comes from a burst of acks
