@@ -49,7 +49,7 @@ const REO_WND_PERSIST: u32 = 16;
 /// widened by a quarter for each round trip with a spurious resend, at
 /// most the smoothed RTT; after [`REO_WND_PERSIST`] loss recoveries
 /// without a widening it narrows back.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Reordering {
     /// The path was seen to reorder (see above).
     seen: bool,
@@ -263,6 +263,35 @@ impl Sender {
     }
 }
 
+impl Sender {
+    /// A sender of bytes `[start, total)`, numbering packets from `isn`,
+    /// that carries on a transfer `old` began on the same path with
+    /// packets of another size: it keeps what `old` learnt of the path
+    /// (the congestion model, in packets of this size, the RTT, how late
+    /// packets come) and counts the receiver's silence from when `old`
+    /// last heard it, so that a receiver that is gone wins no new idle
+    /// timeout.
+    pub fn carry_on(
+        cfg: Config,
+        isn: u32,
+        start: u64,
+        total: u64,
+        old: &Sender,
+        now: Instant,
+    ) -> Self {
+        let factor = f64::from(old.cfg.mss.max(1)) / f64::from(cfg.mss.max(1));
+        let cc = old.cc.rescaled(factor);
+        let mut s = Sender::with_controller(cfg, isn, start, total, cc, now);
+        s.rtt = old.rtt.clone();
+        s.reordering = Reordering {
+            spurious: 0,
+            ..old.reordering.clone()
+        };
+        s.last_heard = old.last_heard;
+        s
+    }
+}
+
 impl<C: Controller> Sender<C> {
     /// A sender of bytes `[start, total)`, numbering packets from `isn`,
     /// that sends as `cc` allows.
@@ -451,12 +480,6 @@ impl<C: Controller> Sender<C> {
     /// the sender's start).
     pub fn last_heard(&self) -> Instant {
         self.last_heard
-    }
-
-    /// Counts the receiver's silence from `at` instead (when this sender
-    /// carries on a transfer another one began, the silence began there).
-    pub fn heard_at(&mut self, at: Instant) {
-        self.last_heard = at;
     }
 
     /// Packets the range is cut into: the numbers `isn..isn + packets`

@@ -305,6 +305,39 @@ impl Model {
         self.overflows
     }
 
+    /// This model for a sender whose packets are `factor` times as many
+    /// for the same bytes (its packet size divided by `factor`), counting
+    /// delivered packets afresh: what it learnt of the path (bandwidth,
+    /// RTTs, random loss, phase, the flight cap after overflows) carries
+    /// over, in the new unit. After a change of packet size the path is
+    /// the same one, and starting afresh would cost a startup (its
+    /// overshoot included) each time.
+    pub fn rescaled(&self, factor: f64) -> Model {
+        let factor = if factor.is_finite() && factor > 0.0 {
+            factor
+        } else {
+            1.0
+        };
+        let packets = |n: u64| ((n as f64 * factor).ceil() as u64).max(MIN_CWND);
+        let mut m = self.clone();
+        m.bw.scale(factor);
+        m.full_bw *= factor;
+        m.pacing_rate *= factor;
+        m.cwnd = packets(self.cwnd).min(self.cap);
+        m.restore_cwnd = self.restore_cwnd.map(packets);
+        m.inflight_hi = self.inflight_hi.map(packets);
+        m.hi_carry = 0.0;
+        // The new sender counts delivered packets from zero: a round trip
+        // starts with its first sample.
+        m.next_round_delivered = 0;
+        m.round_lost = 0;
+        m.round_acked = 0;
+        m.round_low_lost = 0;
+        m.round_low_acked = 0;
+        m.round_receiver_dropped = 0;
+        m
+    }
+
     /// The round-trip propagation time estimate: the smallest RTT of the
     /// last ten seconds.
     pub fn min_rtt(&self) -> Option<Duration> {

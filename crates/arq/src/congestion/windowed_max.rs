@@ -38,6 +38,13 @@ impl WindowedMax {
         self.entries.front().map_or(0.0, |&(_, v)| v)
     }
 
+    /// Multiplies every value by `factor` (a change of unit).
+    pub(super) fn scale(&mut self, factor: f64) {
+        for (_, v) in &mut self.entries {
+            *v *= factor;
+        }
+    }
+
     /// Lowers every value above `limit` to it.
     pub(super) fn cap(&mut self, limit: f64) {
         // Values decrease from front to back: those above the limit form a

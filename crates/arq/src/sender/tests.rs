@@ -1,6 +1,7 @@
 //! Unit tests of the sender: acknowledgements, losses and timeouts fed by hand.
 
 use super::*;
+use crate::congestion::Mode;
 
 /// A Selective Repeat sender with ten packets out at `t0` and an RTT of
 /// 100 ms measured on an earlier packet.
@@ -340,5 +341,81 @@ fn a_stale_acknowledgement_after_a_full_one_resends_nothing_left_out() {
     assert!(
         !again.iter().any(|&q| arrived(q)),
         "arrived packets resent: {again:?}"
+    );
+}
+
+/// Runs `s` from `t0` to `until` over a lossless path of `rate` bytes a
+/// second and a 20 ms round trip: each packet is acknowledged (all before
+/// it too) once the bottleneck has passed it and 20 ms on. Returns the
+/// bytes acknowledged meanwhile.
+fn over_a_bottleneck(s: &mut Sender, t0: Instant, rate: f64, until: Instant) -> u64 {
+    let first = s.acked_bytes();
+    let mut acks: VecDeque<(Instant, u32)> = VecDeque::new();
+    let (mut now, mut busy) = (t0, t0);
+    for _ in 0..1_000_000 {
+        while let Some(t) = s.poll_transmit(now) {
+            busy = busy.max(now) + Duration::from_secs_f64(f64::from(t.len) / rate);
+            acks.push_back((busy + Duration::from_millis(20), t.seq.wrapping_add(1)));
+        }
+        let next = [acks.front().map(|a| a.0), s.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(next) if next <= until => now = now.max(next),
+            _ => break,
+        }
+        while let Some(&(at, cum)) = acks.front().filter(|a| a.0 <= now) {
+            acks.pop_front();
+            s.on_ack(at, &sack(cum, &[]));
+        }
+        s.on_timeout(now);
+    }
+    s.acked_bytes() - first
+}
+
+#[test]
+fn a_sender_carrying_on_with_smaller_packets_keeps_the_paths_rate() {
+    // After a change of packet size (a black hole found, or a path healed)
+    // the transfer goes on in a new run of the ARQ on the same path. Begun
+    // afresh, that run went through startup again: ten packets, doubling
+    // each round trip, and its overshoot. Carried on, it keeps the rate:
+    // the same bytes a second, in packets an eighth the size.
+    let t0 = Instant::now();
+    let rate = 12.5e6; // 100 Mbit/s
+    let total = 1 << 40;
+    let mut big = Config::new(Scheme::SelectiveRepeat, 16_384);
+    big.mss = 8_000;
+    let mut old = Sender::new(big, 0, 0, total, t0);
+    let t1 = t0 + Duration::from_secs(3);
+    over_a_bottleneck(&mut old, t0, rate, t1);
+    let learnt = old.controller().bandwidth() * 8_000.0;
+    assert!(learnt > rate * 0.9, "the old run learnt {learnt} B/s");
+
+    let mut small = Config::new(Scheme::SelectiveRepeat, 16_384);
+    small.mss = 1_000;
+    let from = old.acked_bytes();
+    let mut carried = Sender::carry_on(small.clone(), 1 << 20, from, total, &old, t1);
+    let m = carried.controller();
+    assert_ne!(m.mode(), Mode::Startup);
+    let kept = m.bandwidth() * 1_000.0;
+    assert!(
+        (kept / learnt - 1.0).abs() < 1e-6,
+        "{kept} B/s against {learnt}"
+    );
+    assert!(m.cwnd() * 1_000 >= old.controller().cwnd() * 8_000);
+
+    // The first 200 ms of each, over the same path: the carried-on run
+    // moves what the path carries in that time (less one round trip),
+    // the fresh one a fraction of it.
+    let t2 = t1 + Duration::from_millis(200);
+    let moved = over_a_bottleneck(&mut carried, t1, rate, t2) as f64;
+    let mut fresh = Sender::new(small, 1 << 20, from, total, t1);
+    let moved_fresh = over_a_bottleneck(&mut fresh, t1, rate, t2) as f64;
+    let path = rate * 0.18;
+    assert!(moved > path * 0.9, "carried on: {moved} of {path} bytes");
+    assert!(
+        moved_fresh < path * 0.8,
+        "afresh: {moved_fresh} of {path} bytes"
     );
 }

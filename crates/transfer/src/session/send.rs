@@ -674,7 +674,10 @@ impl SendSession {
     fn run(&mut self, now: Instant, mss: u32, from: u64, resized: bool) {
         let mut cfg = self.opts.cfg.clone();
         cfg.mss = mss;
-        let mut arq = Sender::new(cfg, self.isn, from, self.end, now);
+        let mut arq = match (&self.arq, resized) {
+            (Some(old), true) => Sender::carry_on(cfg, self.isn, from, self.end, old, now),
+            _ => Sender::new(cfg, self.isn, from, self.end, now),
+        };
         let seed = hmac::sign(&self.key, b"chatdrop held packets\0");
         let mut check = [0u8; 32];
         check.copy_from_slice(seed.as_ref());
@@ -725,7 +728,6 @@ impl SendSession {
             }
             return;
         }
-        let heard = arq.last_heard();
         // One number is left out between the runs: an acknowledgement of
         // the old run's last packet (`cum` = that number) still says the
         // receiver has the whole stream, and no acknowledgement of the new
@@ -733,13 +735,9 @@ impl SendSession {
         let old_end = self.isn.wrapping_add(packets as u32);
         self.previous_end = Some(old_end);
         self.isn = old_end.wrapping_add(1);
+        // The new run keeps what the old one learnt of the path, and the
+        // receiver's silence goes on counting across the change.
         self.run(now, size, from, true);
-        // The receiver's silence goes on counting across the change: a
-        // receiver that is gone must not win the sender another idle
-        // timeout of probing and sending.
-        if let Some(arq) = &mut self.arq {
-            arq.heard_at(heard);
-        }
         if let Phase::Sending { raise_at, .. } = &mut self.phase {
             if below_top(size) {
                 *raise_at = Some(now + RAISE_AFTER);
