@@ -176,8 +176,9 @@ enum Cmd {
     },
     /// The transfer suite: every protocol over loopback and the emulated
     /// links (200 Mbit/s 20 ms at 0, 1 and 5% loss; 100 Mbit/s 100 ms at
-    /// 1%; 1 Gbit/s 2 ms), fairness, CPU per GB, receive drops, and a plot
-    /// (needs root).
+    /// 1%; 1 Gbit/s 2 ms; two with per-packet jitter that reorders; one
+    /// whose delay wanders), fairness, CPU per GB, receive drops, and a
+    /// plot (needs root).
     Suite(suite::Options),
     /// Linked servers and thousands of clients chatting for minutes, one
     /// server restarted half-way, optionally with an attacker: every line
