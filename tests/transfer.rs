@@ -682,12 +682,13 @@ fn whohas_getfile_upload_slots_and_next_peer() {
     assert_download(&alice, &started, &done, &photo);
     let to_alice = [("file", json!("photo.jpg")), ("to", json!("alice"))];
     carol.expect("upload_started", &to_alice);
+    // Her sessions' bytes add up to the whole file (a cut session may send
+    // a little past its cut): an `upload_done` missing fails the wait.
     let mut sent = 0;
     while sent < photo.len() as u64 {
         let up = carol.expect("upload_done", &to_alice);
-        sent += up["bytes"].as_u64().unwrap();
+        sent += up["bytes"].as_u64().expect("upload_done says its bytes");
     }
-    assert!(sent >= photo.len() as u64, "carol sent it all");
 
     // Mallory's download ends, and with it bob's upload: the slot is free.
     let got = mallory.fetch(&asked, &offer, &dir.path().join("mallory-downloads"));

@@ -261,9 +261,7 @@ impl Sender {
         let cc = Model::new(cfg.window, u64::from(isn), now);
         Sender::with_controller(cfg, isn, start, total, cc, now)
     }
-}
 
-impl Sender {
     /// A sender of bytes `[start, total)`, numbering packets from `isn`,
     /// that carries on a transfer `old` began on the same path with
     /// packets of another size: it keeps what `old` learnt of the path

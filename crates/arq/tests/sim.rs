@@ -979,7 +979,7 @@ fn reordering_and_random_loss_keep_the_rate() {
 /// without reordering (a busy radio link's queue that someone else fills),
 /// with 1% loss: the RTT varies, and neither the retransmission timer nor
 /// the queue judgement may read that as trouble. No timeout fires, little
-/// is resent but what the link loses, and the link stays busy (93-94%
+/// is resent but what the link loses, and the link stays busy (92-94%
 /// over the seeds, 1.8-2.1% of the packets resent; the next test has a
 /// delay that wanders by the whole RTT).
 #[test]
@@ -1011,7 +1011,7 @@ fn jitter_without_reordering_neither_stalls_nor_slows() {
 /// trips never stayed near the smallest RTT), so it took every loss at a
 /// high RTT for an overflow and cut: 33-79% of the link over the seeds.
 /// Learning the loss told while the RTT is in the lower half of its range:
-/// 85-93% (a 20 MB transfer, startup included; 89-95% over 60 MB), one
+/// 85-93% (a 20 MB transfer, startup included; 89-94% over 60 MB), one
 /// seed with one retransmission timeout and no stall.
 #[test]
 fn a_delay_wandering_by_the_whole_rtt_is_not_a_queue() {

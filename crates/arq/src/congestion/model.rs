@@ -30,8 +30,8 @@
 //! empty-queue RTT together.
 //!
 //! Random losses do not shrink the model; the pacing rate makes up for
-//! them (their rate, measured in round trips without a queue and without
-//! drops at the receiver, is sent on top). Losses with a queue, beyond what
+//! them (their rate, measured where no queue could have caused the losses
+//! and away from drops at the receiver, is sent on top). Losses with a queue, beyond what
 //! the random rate explains, do: the queue overflows, so the estimate comes
 //! down 5% and the flight is capped (to 0.7 of it, growing back half a
 //! packet a round trip, as CUBIC's window does); that is also how the flow
@@ -224,7 +224,8 @@ pub struct Model {
     /// The latest round in which the receiver reported drops.
     receiver_dropped_round: Option<u64>,
     /// Random loss rate: a running average over round trips without a
-    /// queue.
+    /// queue, or over what a round trip told while the RTT was low in a
+    /// wide range (see `sample_loss_rate`).
     loss_rate: f64,
     /// The part of a packet `inflight_hi` has grown by but not yet taken.
     hi_carry: f64,
@@ -377,8 +378,8 @@ impl Model {
         ((self.pacing_rate / 1000.0) as u64).clamp(2, 64)
     }
 
-    /// The share of packets lost at random (measured in round trips
-    /// without a queue).
+    /// The share of packets lost at random (measured where no queue could
+    /// have caused the losses).
     pub fn loss_rate(&self) -> f64 {
         self.loss_rate
     }
@@ -465,8 +466,9 @@ impl Model {
 
     /// At the end of a round trip: takes its loss rate into the running
     /// estimate if no queue could have caused the losses (its largest RTT
-    /// stayed near the path's), in probing only (startup's losses are its
-    /// queue's).
+    /// stayed near the path's; or else, the RTT's range being wide, what
+    /// it told while the RTT was in the lower half of that range), in
+    /// probing only (startup's losses are its queue's).
     fn sample_loss_rate(&mut self) {
         let packets = self.round_lost + self.round_acked;
         let no_queue = match (self.round_max_rtt, self.min_rtt) {
