@@ -216,6 +216,10 @@ pub struct Model {
     /// lower half of the RTT's recent range (see [`Model::low_rtt`]).
     round_low_lost: u64,
     round_low_acked: u64,
+    /// Packets told lost or acknowledged in the round trip before: what
+    /// the random loss of the one under way is judged against until it
+    /// has told as many (see [`Model::losses_beyond_random`]).
+    last_round_packets: u64,
     round_max_rtt: Option<Duration>,
     /// The largest RTT of the last ten round trips, seconds.
     rtt_hi: WindowedMax,
@@ -271,6 +275,7 @@ impl Model {
             round_acked: 0,
             round_low_lost: 0,
             round_low_acked: 0,
+            last_round_packets: 0,
             round_max_rtt: None,
             rtt_hi: WindowedMax::default(),
             round_receiver_dropped: 0,
@@ -341,6 +346,7 @@ impl Model {
         m.round_acked = 0;
         m.round_low_lost = 0;
         m.round_low_acked = 0;
+        m.last_round_packets = (self.last_round_packets as f64 * factor) as u64;
         m.round_receiver_dropped = 0;
         m
     }
@@ -455,11 +461,19 @@ impl Model {
     /// below the link. A queue that overflows loses far more: the whole
     /// surplus of a probe once the buffer is full. On a path without random
     /// loss any loss counts.
+    ///
+    /// The count is judged against the round trip's packets, the whole
+    /// of the one before until this one has told as many: early in a
+    /// round trip a few told packets would make two random losses (those
+    /// a loss timer found, or that came together by chance) look like
+    /// half of them lost. Judged so, on a path whose delay wanders with 1%
+    /// random loss, most of the round trips taken for overflow had lost
+    /// nothing at the queue, and each cut the flight.
     fn losses_beyond_random(&self) -> bool {
         if self.loss_rate <= 0.0 {
             return true;
         }
-        let packets = (self.round_lost + self.round_acked) as f64;
+        let packets = (self.round_lost + self.round_acked).max(self.last_round_packets) as f64;
         let expected = self.loss_rate * packets;
         self.round_lost as f64 > expected + 3.0 * expected.sqrt() + 1.0
     }
@@ -517,6 +531,7 @@ impl Model {
             let p = lost as f64 / sampled as f64;
             self.loss_rate += LOSS_RATE_WEIGHT * (p - self.loss_rate);
         }
+        self.last_round_packets = packets;
         self.round_lost = 0;
         self.round_acked = 0;
         self.round_low_lost = 0;

@@ -207,6 +207,41 @@ fn random_loss_with_a_queue_is_not_taken_for_overflow() {
     assert!(c.overflows() > 0, "overflow missed");
 }
 
+/// Round trips `from` to `to` of [`run_rounds`]' path with a queue
+/// (RTT 17 ms over the 10 ms path), each losing `lost` packets with its
+/// first acknowledgements.
+fn rounds_losing_first(c: &mut Model, t0: Instant, from: u64, to: u64, lost: u64) {
+    let tick = Duration::from_millis(10);
+    for r in from..to {
+        for k in 0..100 {
+            let ev = one_acked(
+                r * 100 + k + 1,
+                u64::from(k < lost),
+                Duration::from_millis(17),
+                0,
+            );
+            c.on_ack(t0 + tick * r as u32, &ev);
+        }
+    }
+}
+
+#[test]
+fn random_losses_early_in_a_round_trip_are_not_taken_for_overflow() {
+    let t0 = Instant::now();
+    let mut c = probing(t0, 2, 0);
+    assert!(c.loss_rate() > 0.015, "loss rate {}", c.loss_rate());
+    // The path's 2% random loss, with a queue, the two losses of each
+    // round trip found by its first two acknowledgements: two lost of
+    // three told is far beyond 2%, but not of the round trip's hundred
+    // packets, which is what random loss is to be judged on.
+    rounds_losing_first(&mut c, t0, 60, 90, 2);
+    assert_eq!(c.overflows(), 0, "random loss taken for overflow");
+    // The queue overflows at a round trip's start: a tenth of its
+    // packets, lost together, is seen at once.
+    rounds_losing_first(&mut c, t0, 90, 91, 10);
+    assert_eq!(c.overflows(), 1, "overflow missed");
+}
+
 #[test]
 fn overflow_is_seen_over_a_queue_that_was_there_first() {
     // The flow starts over another flow's standing queue: the path is
