@@ -700,12 +700,24 @@ impl Controller for Model {
             // A sample over less than the RTT comes from a burst of acks
             // and overstates the path.
             let short = self.min_rtt.is_some_and(|m| s.interval < m);
+            // A flight held at the cap an overflow set (or a sender short
+            // of data) delivers what it holds, not what the path carries:
+            // its samples may raise the estimate, not lower it, and the
+            // estimate does not expire meanwhile (as the kernel's BBR
+            // keeps its filter). Taken as the bandwidth, the estimate
+            // falls to the cap's rate, the cap's floor (one product of
+            // the estimate) with it, and the next overflow cuts from
+            // there: where the delay wanders, the flow chased itself down
+            // to half the link.
+            let prior_in_flight = ev.in_flight + ev.newly_acked + ev.newly_lost;
+            let hi_limited = self
+                .inflight_hi
+                .is_some_and(|hi| prior_in_flight + self.send_quantum() >= hi);
             if let Some(rate) = s.rate().filter(|_| !short) {
-                if !s.app_limited || rate >= self.bw.get() {
+                if !(s.app_limited || hi_limited) || rate >= self.bw.get() {
                     self.bw.update(self.round, rate);
                 }
             }
-            self.bw.expire(self.round);
             self.rtt_hi.expire(self.round);
             if round_start && !self.full_bw_reached && !s.app_limited {
                 let bw = self.bw.get();

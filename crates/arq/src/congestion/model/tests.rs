@@ -293,6 +293,57 @@ fn an_overflow_leaves_room_for_bunched_acknowledgements() {
 }
 
 #[test]
+fn a_flight_held_at_its_cap_does_not_lower_the_bandwidth() {
+    let t0 = Instant::now();
+    let mut c = probing(t0, 0, 0);
+    let mut now = t0 + Duration::from_millis(600);
+    let mut delivered = 6_000;
+    while c.overflows() == 0 && delivered < 6_200 {
+        delivered += 1;
+        c.on_ack(now, &one_acked(delivered, 1, Duration::from_millis(17), 0));
+    }
+    assert_eq!(c.overflows(), 1, "overflow missed");
+    let bw = c.bandwidth();
+    // Then the path's delay wanders up to twice its smallest (10,000
+    // packets a second over 20 ms: 200 in flight fill it). The flight,
+    // held at the cap the overflow set, delivers less than the path
+    // carries. Those samples measure the cap, not the path: taken as the
+    // bandwidth, the pacing rate and the cap's floor (one bandwidth-delay
+    // product of the estimate) would chase each other down.
+    let rtt = Duration::from_millis(20);
+    let mut lowest = bw;
+    for _ in 0..30 {
+        let flight = c.cwnd();
+        for _ in 0..flight {
+            delivered += 1;
+            let ev = AckEvent {
+                sample: Some(RateSample {
+                    delivered: flight.min(200),
+                    interval: rtt,
+                    prior_delivered: delivered - flight,
+                    app_limited: false,
+                    since_sent: rtt,
+                }),
+                newly_acked: 1,
+                newly_lost: 0,
+                lost_sent_at: None,
+                delivered,
+                in_flight: flight - 1,
+                rtt: Some(rtt),
+                receiver_dropped: 0,
+            };
+            c.on_ack(now, &ev);
+            lowest = lowest.min(c.bandwidth());
+        }
+        now += rtt;
+    }
+    assert!(
+        lowest >= bw * 0.99,
+        "bandwidth down to {lowest:.0} packets/s from {bw:.0}"
+    );
+}
+
+#[test]
 fn a_smallest_rtt_ten_seconds_old_is_measured_afresh() {
     // After the first 600 ms on an empty 10 ms path, another flow keeps
     // a queue standing: every RTT is 15 ms from then on. Ten seconds
