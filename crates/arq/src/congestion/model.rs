@@ -191,6 +191,11 @@ pub struct Model {
     cycle_stamp: Instant,
     probe_rtt_until: Option<Instant>,
     probe_rtt_round: Option<u64>,
+    /// Packets delivered when ProbeRtt last ended: a sample whose packet
+    /// was sent before that measures its small flight, not the path.
+    probe_rtt_done_delivered: u64,
+    /// The window when ProbeRtt began, restored when it ends.
+    probe_rtt_prior_cwnd: u64,
     pacing_gain: f64,
     cwnd_gain: f64,
     cwnd: u64,
@@ -261,6 +266,8 @@ impl Model {
             cycle_stamp: now,
             probe_rtt_until: None,
             probe_rtt_round: None,
+            probe_rtt_done_delivered: 0,
+            probe_rtt_prior_cwnd: 0,
             pacing_gain: STARTUP_GAIN,
             cwnd_gain: CWND_GAIN,
             cwnd: INITIAL_CWND.min(cap),
@@ -342,6 +349,8 @@ impl Model {
         // The new sender counts delivered packets from zero: a round trip
         // starts with its first sample.
         m.next_round_delivered = 0;
+        m.probe_rtt_done_delivered = 0;
+        m.probe_rtt_prior_cwnd = packets(self.probe_rtt_prior_cwnd);
         m.round_lost = 0;
         m.round_acked = 0;
         m.round_low_lost = 0;
@@ -582,6 +591,7 @@ impl Model {
             self.mode = Mode::ProbeRtt;
             self.pacing_gain = 1.0;
             self.cwnd_gain = 1.0;
+            self.probe_rtt_prior_cwnd = self.cwnd;
             self.probe_rtt_until = None;
             self.probe_rtt_round = None;
         }
@@ -594,6 +604,11 @@ impl Model {
             let round_done = self.probe_rtt_round.is_some_and(|r| self.round >= r);
             if time_done && round_done {
                 self.min_rtt_stamp = now;
+                self.probe_rtt_done_delivered = ev.delivered;
+                // The window returns at once, as BBR's does: growing back
+                // from four packets a round trip at a time would cost
+                // another half-dozen round trips below the path.
+                self.cwnd = self.cwnd.max(self.probe_rtt_prior_cwnd);
                 if self.full_bw_reached {
                     self.enter_probe_bw(now);
                 } else {
@@ -709,12 +724,18 @@ impl Controller for Model {
             // the estimate) with it, and the next overflow cuts from
             // there: where the delay wanders, the flow chased itself down
             // to half the link.
+            // So does the flight of four packets that measures the RTT
+            // afresh, until the last packet sent in it is acknowledged:
+            // it lasts 200 ms and a round trip, ten round trips or more of
+            // a path under 20 ms, and the estimate would be its rate.
             let prior_in_flight = ev.in_flight + ev.newly_acked + ev.newly_lost;
             let hi_limited = self
                 .inflight_hi
                 .is_some_and(|hi| prior_in_flight + self.send_quantum() >= hi);
+            let probing_rtt =
+                self.mode == Mode::ProbeRtt || s.prior_delivered < self.probe_rtt_done_delivered;
             if let Some(rate) = s.rate().filter(|_| !short) {
-                if !(s.app_limited || hi_limited) || rate >= self.bw.get() {
+                if !(s.app_limited || hi_limited || probing_rtt) || rate >= self.bw.get() {
                     self.bw.update(self.round, rate);
                 }
             }

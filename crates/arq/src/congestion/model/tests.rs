@@ -365,3 +365,70 @@ fn a_smallest_rtt_ten_seconds_old_is_measured_afresh() {
     assert_eq!(c.mode(), Mode::ProbeRtt);
     assert_eq!(c.cwnd(), MIN_CWND);
 }
+
+#[test]
+fn measuring_the_rtt_afresh_keeps_the_bandwidth() {
+    // As in `a_smallest_rtt_ten_seconds_old_is_measured_afresh`, into
+    // ProbeRtt: four packets in flight for 200 ms and a round trip,
+    // twenty round trips of the 10 ms path. What four packets
+    // deliver says nothing of the path: taken as the bandwidth, it
+    // replaced the estimate after ten round trips, and the flow left
+    // ProbeRtt sending at a twenty-fifth of the path and took a second
+    // or more to find it again (on a 200 Mbit/s, 20 ms link, a tenth of
+    // a ten-second transfer).
+    let t0 = Instant::now();
+    let mut c = probing(t0, 0, 0);
+    let bw = c.bandwidth();
+    let queued = Round {
+        lost: 0,
+        dropped: 0,
+        rtt_ms: 15,
+    };
+    run_rounds(&mut c, t0, 60, 1_055, queued);
+    let window = c.cwnd();
+    run_rounds(&mut c, t0, 1_055, 1_070, queued);
+    assert_eq!(c.mode(), Mode::ProbeRtt);
+    let rtt = Duration::from_millis(10);
+    let mut now = t0 + Duration::from_millis(10_700);
+    let mut delivered = 107_000;
+    let mut lowest = c.bandwidth();
+    let mut left = None;
+    // Four acknowledgements every 10 ms, each sample four packets over
+    // one round trip, until a round trip after ProbeRtt ended: the
+    // packets sent in it are acknowledged then.
+    for _ in 0..200 {
+        delivered += 1;
+        now += rtt / 4;
+        let ev = AckEvent {
+            sample: Some(RateSample {
+                delivered: 4,
+                interval: rtt,
+                prior_delivered: delivered - 4,
+                app_limited: false,
+                since_sent: rtt,
+            }),
+            newly_acked: 1,
+            newly_lost: 0,
+            lost_sent_at: None,
+            delivered,
+            in_flight: 3,
+            rtt: Some(rtt),
+            receiver_dropped: 0,
+        };
+        c.on_ack(now, &ev);
+        lowest = lowest.min(c.bandwidth());
+        if c.mode() != Mode::ProbeRtt && left.is_none() {
+            left = Some(delivered);
+            // And the window comes back at once, not from four packets.
+            assert!(c.cwnd() >= window, "window {} after {window}", c.cwnd());
+        }
+        if left.is_some_and(|d| delivered >= d + 3) {
+            break;
+        }
+    }
+    assert!(left.is_some(), "ProbeRtt never ended");
+    assert!(
+        lowest >= bw * 0.95,
+        "bandwidth down to {lowest:.0} packets/s from {bw:.0}"
+    );
+}
