@@ -196,6 +196,11 @@ pub struct Model {
     probe_rtt_done_delivered: u64,
     /// The window when ProbeRtt began, restored when it ends.
     probe_rtt_prior_cwnd: u64,
+    /// The round in which ProbeRtt last ended.
+    probe_rtt_done_round: Option<u64>,
+    /// The round trips the bandwidth filter counts: all but those of
+    /// ProbeRtt and the one after it (see `on_ack`).
+    bw_rounds: u64,
     pacing_gain: f64,
     cwnd_gain: f64,
     cwnd: u64,
@@ -268,6 +273,8 @@ impl Model {
             probe_rtt_round: None,
             probe_rtt_done_delivered: 0,
             probe_rtt_prior_cwnd: 0,
+            probe_rtt_done_round: None,
+            bw_rounds: 0,
             pacing_gain: STARTUP_GAIN,
             cwnd_gain: CWND_GAIN,
             cwnd: INITIAL_CWND.min(cap),
@@ -605,6 +612,7 @@ impl Model {
             if time_done && round_done {
                 self.min_rtt_stamp = now;
                 self.probe_rtt_done_delivered = ev.delivered;
+                self.probe_rtt_done_round = Some(self.round);
                 // The window returns at once, as BBR's does: growing back
                 // from four packets a round trip at a time would cost
                 // another half-dozen round trips below the path.
@@ -676,6 +684,18 @@ impl Controller for Model {
                 self.next_round_delivered = ev.delivered;
                 self.round += 1;
                 round_start = true;
+                // ProbeRtt's round trips, and the one after it in which
+                // the flight grows back from four packets, measure the
+                // small flight: the bandwidth filter's clock stands
+                // still, so that the estimate outlives them (BBR's later
+                // versions count its window in probing cycles for this).
+                let rtt_probe = self.mode == Mode::ProbeRtt
+                    || self
+                        .probe_rtt_done_round
+                        .is_some_and(|r| self.round <= r + 1);
+                if !rtt_probe {
+                    self.bw_rounds += 1;
+                }
                 self.round_min_rtt = None;
                 self.sample_loss_rate();
             }
@@ -736,7 +756,7 @@ impl Controller for Model {
                 self.mode == Mode::ProbeRtt || s.prior_delivered < self.probe_rtt_done_delivered;
             if let Some(rate) = s.rate().filter(|_| !short) {
                 if !(s.app_limited || hi_limited || probing_rtt) || rate >= self.bw.get() {
-                    self.bw.update(self.round, rate);
+                    self.bw.update(self.bw_rounds, rate);
                 }
             }
             self.rtt_hi.expire(self.round);
