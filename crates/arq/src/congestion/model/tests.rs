@@ -64,6 +64,28 @@ fn acked_at(per_round: u64, prior: u64, delivered: u64, lost: u64, rtt: Duration
     }
 }
 
+/// The acknowledgement of the `delivered`th packet of a flight of
+/// `flight` packets, of which `sampled` were delivered over the `rtt`
+/// since the acknowledged one was sent.
+fn flight_acked(delivered: u64, flight: u64, sampled: u64, rtt: Duration) -> AckEvent {
+    AckEvent {
+        sample: Some(RateSample {
+            delivered: sampled,
+            interval: rtt,
+            prior_delivered: delivered - flight,
+            app_limited: false,
+            since_sent: rtt,
+        }),
+        newly_acked: 1,
+        newly_lost: 0,
+        lost_sent_at: None,
+        delivered,
+        in_flight: flight - 1,
+        rtt: Some(rtt),
+        receiver_dropped: 0,
+    }
+}
+
 /// [`run_rounds`] from the start over an empty 10 ms path.
 fn steady_rounds(c: &mut Model, t0: Instant, rounds: u64, lost: u64, dropped: u64) {
     let round = Round {
@@ -316,22 +338,7 @@ fn a_flight_held_at_its_cap_does_not_lower_the_bandwidth() {
         let flight = c.cwnd();
         for _ in 0..flight {
             delivered += 1;
-            let ev = AckEvent {
-                sample: Some(RateSample {
-                    delivered: flight.min(200),
-                    interval: rtt,
-                    prior_delivered: delivered - flight,
-                    app_limited: false,
-                    since_sent: rtt,
-                }),
-                newly_acked: 1,
-                newly_lost: 0,
-                lost_sent_at: None,
-                delivered,
-                in_flight: flight - 1,
-                rtt: Some(rtt),
-                receiver_dropped: 0,
-            };
+            let ev = flight_acked(delivered, flight, flight.min(200), rtt);
             c.on_ack(now, &ev);
             lowest = lowest.min(c.bandwidth());
         }
@@ -400,23 +407,7 @@ fn measuring_the_rtt_afresh_keeps_the_bandwidth() {
     for _ in 0..200 {
         delivered += 1;
         now += rtt / 4;
-        let ev = AckEvent {
-            sample: Some(RateSample {
-                delivered: 4,
-                interval: rtt,
-                prior_delivered: delivered - 4,
-                app_limited: false,
-                since_sent: rtt,
-            }),
-            newly_acked: 1,
-            newly_lost: 0,
-            lost_sent_at: None,
-            delivered,
-            in_flight: 3,
-            rtt: Some(rtt),
-            receiver_dropped: 0,
-        };
-        c.on_ack(now, &ev);
+        c.on_ack(now, &flight_acked(delivered, 4, 4, rtt));
         lowest = lowest.min(c.bandwidth());
         if c.mode() != Mode::ProbeRtt && left.is_none() {
             left = Some(delivered);
