@@ -275,14 +275,46 @@ fn set_cc(s: &TcpStream, cc: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A file the received bytes are appended to, as a file transfer's
+/// receiver writes them; removed when dropped.
+struct Sink {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl Sink {
+    fn create(path: Option<std::path::PathBuf>) -> anyhow::Result<Option<Sink>> {
+        let Some(path) = path else {
+            return Ok(None);
+        };
+        let file = std::fs::File::create(&path)?;
+        Ok(Some(Sink { path, file }))
+    }
+
+    fn write(sink: &mut Option<Sink>, data: &[u8]) -> anyhow::Result<()> {
+        if let Some(s) = sink {
+            s.file.write_all(data)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// TCP with congestion control `cc`: `bytes` (or as many as fit in
-/// `limit`); `got` counts what arrived as it arrives.
+/// `limit`); `got` counts what arrived as it arrives, written into the
+/// file `sink` if given.
 pub fn tcp(
     path: Path,
     cc: &str,
     bytes: u64,
     limit: Duration,
     got: Arc<AtomicU64>,
+    sink: Option<std::path::PathBuf>,
 ) -> anyhow::Result<Flow> {
     let ip = path.ip(0);
     let listener = path.on(0, move || TcpListener::bind((ip, 0)))??;
@@ -311,6 +343,7 @@ pub fn tcp(
         // From the first byte received (the connection is already open).
         let mut started = None;
         let mut buf = vec![0u8; 256 * 1024];
+        let mut sink = Sink::create(sink)?;
         conn.set_read_timeout(Some(limit + Duration::from_secs(30)))?;
         loop {
             let n = conn.read(&mut buf)?;
@@ -318,7 +351,11 @@ pub fn tcp(
                 break;
             }
             started.get_or_insert_with(Instant::now);
+            Sink::write(&mut sink, &buf[..n])?;
             got.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        if let Some(s) = &sink {
+            s.file.sync_all()?;
         }
         let secs = started.map_or(0.0, |t: Instant| t.elapsed().as_secs_f64());
         Ok((got.load(Ordering::Relaxed), secs))
@@ -426,13 +463,14 @@ fn quic_transport(cc: QuicCc) -> Arc<quinn::TransportConfig> {
 }
 
 /// QUIC (quinn) with controller `cc`: one stream of `bytes` (or as many
-/// as fit in `limit`).
+/// as fit in `limit`), written into the file `sink` if given.
 pub fn quic(
     path: Path,
     cc: QuicCc,
     bytes: u64,
     limit: Duration,
     got: Arc<AtomicU64>,
+    sink: Option<std::path::PathBuf>,
 ) -> anyhow::Result<Flow> {
     use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -478,8 +516,13 @@ pub fn quic(
             // clock runs from the first byte received, as for the others.
             let mut stream = conn.accept_uni().await?;
             let started = Instant::now();
+            let mut sink = Sink::create(sink)?;
             while let Some(chunk) = stream.read_chunk(1 << 20, true).await? {
+                Sink::write(&mut sink, &chunk.bytes)?;
                 got.fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+            }
+            if let Some(s) = &sink {
+                s.file.sync_all()?;
             }
             let secs = started.elapsed().as_secs_f64();
             conn.close(0u32.into(), b"done");

@@ -173,6 +173,10 @@ enum Cmd {
         /// Only these protocols: sr, gbn, cubic, bbr, quinn-cubic, quinn-bbr.
         #[arg(long, value_delimiter = ',')]
         protocols: Vec<String>,
+        /// TCP's and QUIC's receivers write what they get into a file, as
+        /// chatdrop's does (see the suite's option).
+        #[arg(long)]
+        baselines_write: bool,
     },
     /// The transfer suite: every protocol over loopback and the emulated
     /// links (200 Mbit/s 20 ms at 0, 1 and 5% loss; 100 Mbit/s 100 ms at
@@ -335,6 +339,7 @@ fn main() -> anyhow::Result<()> {
             size,
             runs,
             protocols,
+            baselines_write,
         } => suite::run(
             &[suite::Link {
                 mbit,
@@ -351,6 +356,7 @@ fn main() -> anyhow::Result<()> {
                 no_fairness: true,
                 protocols,
                 dir: None,
+                baselines_write,
             },
         ),
         Cmd::Suite(opts) => suite::run(&suite::LINKS, &opts),

@@ -231,22 +231,25 @@ fn write_file(path: &std::path::Path, size: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one protocol once over `path`.
+/// Runs one protocol once over `path`; TCP's and QUIC's receivers write
+/// into `sink` if given.
 fn once(
     path: Path,
     proto: Proto,
     file: &std::path::Path,
     out: &std::path::Path,
     size: u64,
+    sink: Option<&std::path::Path>,
 ) -> anyhow::Result<(Flow, Option<f64>)> {
     let got = Arc::new(AtomicU64::new(0));
     let memory = flows::PeakMemory::start();
+    let sink = sink.map(std::path::Path::to_path_buf);
     let flow = match proto {
         Proto::Chatdrop(scheme) => {
             flows::chatdrop(path, file, out, scheme, chatdrop_arq::DEFAULT_WINDOW, got)
         }
-        Proto::Tcp(cc) => flows::tcp(path, cc, size, LIMIT, got),
-        Proto::Quic(cc) => flows::quic(path, cc, size, LIMIT, got),
+        Proto::Tcp(cc) => flows::tcp(path, cc, size, LIMIT, got, sink),
+        Proto::Quic(cc) => flows::quic(path, cc, size, LIMIT, got, sink),
     }?;
     Ok((flow, memory.and_then(|m| m.mb())))
 }
@@ -280,6 +283,12 @@ pub struct Options {
     /// inside it); by default `/dev/shm` where there is one.
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// TCP's and QUIC's receivers write what they get into a file in the
+    /// same folder, as chatdrop's receiver writes the file it receives.
+    /// By default they discard it, and where CPU is the limit (loopback,
+    /// 1 Gbit/s) they are measured doing less than a file transfer does.
+    #[arg(long)]
+    pub baselines_write: bool,
 }
 
 /// Runs the suite over `links` and prints Markdown tables.
@@ -364,7 +373,10 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
             let mut peaks = Vec::new();
             let proto_drops_before = rcvbuf_errors(path);
             for _ in 0..opts.runs {
-                match once(path, proto, f, &out, size) {
+                let sink = opts
+                    .baselines_write
+                    .then(|| dir.path().join("baseline.bin"));
+                match once(path, proto, f, &out, size, sink.as_deref()) {
                     Ok((flow, peak)) => {
                         flows.push(flow);
                         peaks.extend(peak);
@@ -541,7 +553,14 @@ fn fair_pair(
         });
         let hb = s.spawn(move || {
             if second_tcp {
-                flows::tcp(path, "cubic", 2 * fair_size, Duration::from_secs(17), gb)
+                flows::tcp(
+                    path,
+                    "cubic",
+                    2 * fair_size,
+                    Duration::from_secs(17),
+                    gb,
+                    None,
+                )
             } else {
                 flows::chatdrop(
                     path,
