@@ -283,19 +283,9 @@ struct Sink {
 }
 
 impl Sink {
-    fn create(path: Option<std::path::PathBuf>) -> anyhow::Result<Option<Sink>> {
-        let Some(path) = path else {
-            return Ok(None);
-        };
+    fn create(path: std::path::PathBuf) -> anyhow::Result<Sink> {
         let file = std::fs::File::create(&path)?;
-        Ok(Some(Sink { path, file }))
-    }
-
-    fn write(sink: &mut Option<Sink>, data: &[u8]) -> anyhow::Result<()> {
-        if let Some(s) = sink {
-            s.file.write_all(data)?;
-        }
-        Ok(())
+        Ok(Sink { path, file })
     }
 }
 
@@ -343,7 +333,7 @@ pub fn tcp(
         // From the first byte received (the connection is already open).
         let mut started = None;
         let mut buf = vec![0u8; 256 * 1024];
-        let mut sink = Sink::create(sink)?;
+        let mut sink = sink.map(Sink::create).transpose()?;
         conn.set_read_timeout(Some(limit + Duration::from_secs(30)))?;
         loop {
             let n = conn.read(&mut buf)?;
@@ -351,7 +341,9 @@ pub fn tcp(
                 break;
             }
             started.get_or_insert_with(Instant::now);
-            Sink::write(&mut sink, &buf[..n])?;
+            if let Some(s) = &mut sink {
+                s.file.write_all(&buf[..n])?;
+            }
             got.fetch_add(n as u64, Ordering::Relaxed);
         }
         if let Some(s) = &sink {
@@ -516,9 +508,11 @@ pub fn quic(
             // clock runs from the first byte received, as for the others.
             let mut stream = conn.accept_uni().await?;
             let started = Instant::now();
-            let mut sink = Sink::create(sink)?;
+            let mut sink = sink.map(Sink::create).transpose()?;
             while let Some(chunk) = stream.read_chunk(1 << 20, true).await? {
-                Sink::write(&mut sink, &chunk.bytes)?;
+                if let Some(s) = &mut sink {
+                    s.file.write_all(&chunk.bytes)?;
+                }
                 got.fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
             }
             if let Some(s) = &sink {

@@ -239,11 +239,10 @@ fn once(
     file: &std::path::Path,
     out: &std::path::Path,
     size: u64,
-    sink: Option<&std::path::Path>,
+    sink: Option<std::path::PathBuf>,
 ) -> anyhow::Result<(Flow, Option<f64>)> {
     let got = Arc::new(AtomicU64::new(0));
     let memory = flows::PeakMemory::start();
-    let sink = sink.map(std::path::Path::to_path_buf);
     let flow = match proto {
         Proto::Chatdrop(scheme) => {
             flows::chatdrop(path, file, out, scheme, chatdrop_arq::DEFAULT_WINDOW, got)
@@ -376,7 +375,7 @@ pub fn run(links: &[Link], opts: &Options) -> anyhow::Result<()> {
                 let sink = opts
                     .baselines_write
                     .then(|| dir.path().join("baseline.bin"));
-                match once(path, proto, f, &out, size, sink.as_deref()) {
+                match once(path, proto, f, &out, size, sink) {
                     Ok((flow, peak)) => {
                         flows.push(flow);
                         peaks.extend(peak);

@@ -191,9 +191,6 @@ pub struct Model {
     cycle_stamp: Instant,
     probe_rtt_until: Option<Instant>,
     probe_rtt_round: Option<u64>,
-    /// Packets delivered when ProbeRtt last ended: a sample whose packet
-    /// was sent before that measures its small flight, not the path.
-    probe_rtt_done_delivered: u64,
     /// The window when ProbeRtt began, restored when it ends.
     probe_rtt_prior_cwnd: u64,
     /// The round in which ProbeRtt last ended.
@@ -271,7 +268,6 @@ impl Model {
             cycle_stamp: now,
             probe_rtt_until: None,
             probe_rtt_round: None,
-            probe_rtt_done_delivered: 0,
             probe_rtt_prior_cwnd: 0,
             probe_rtt_done_round: None,
             bw_rounds: 0,
@@ -356,7 +352,6 @@ impl Model {
         // The new sender counts delivered packets from zero: a round trip
         // starts with its first sample.
         m.next_round_delivered = 0;
-        m.probe_rtt_done_delivered = 0;
         m.probe_rtt_prior_cwnd = packets(self.probe_rtt_prior_cwnd);
         m.round_lost = 0;
         m.round_acked = 0;
@@ -611,7 +606,6 @@ impl Model {
             let round_done = self.probe_rtt_round.is_some_and(|r| self.round >= r);
             if time_done && round_done {
                 self.min_rtt_stamp = now;
-                self.probe_rtt_done_delivered = ev.delivered;
                 self.probe_rtt_done_round = Some(self.round);
                 // The window returns at once, as BBR's does: growing back
                 // from four packets a round trip at a time would cost
@@ -684,10 +678,12 @@ impl Controller for Model {
                 self.next_round_delivered = ev.delivered;
                 self.round += 1;
                 round_start = true;
-                // ProbeRtt's round trips, and the one after it in which
-                // the flight grows back from four packets, measure the
-                // small flight: the bandwidth filter's clock stands
-                // still, so that the estimate outlives them (BBR's later
+                // ProbeRtt's round trips (200 ms and one more: ten or more
+                // of a path under 20 ms, the filter's whole span), and the
+                // one after it in which the flight grows back from four
+                // packets, measure the small flight: the bandwidth
+                // filter's clock stands still, so that their samples sit
+                // below the estimate without outliving it (BBR's later
                 // versions count its window in probing cycles for this).
                 let rtt_probe = self.mode == Mode::ProbeRtt
                     || self
@@ -743,19 +739,14 @@ impl Controller for Model {
             // falls to the cap's rate, the cap's floor (one product of
             // the estimate) with it, and the next overflow cuts from
             // there: where the delay wanders, the flow chased itself down
-            // to half the link.
-            // So does the flight of four packets that measures the RTT
-            // afresh, until the last packet sent in it is acknowledged:
-            // it lasts 200 ms and a round trip, ten round trips or more of
-            // a path under 20 ms, and the estimate would be its rate.
+            // to half the link. (ProbeRtt's small flight is kept out by
+            // the filter's clock standing still, above.)
             let prior_in_flight = ev.in_flight + ev.newly_acked + ev.newly_lost;
             let hi_limited = self
                 .inflight_hi
                 .is_some_and(|hi| prior_in_flight + self.send_quantum() >= hi);
-            let probing_rtt =
-                self.mode == Mode::ProbeRtt || s.prior_delivered < self.probe_rtt_done_delivered;
             if let Some(rate) = s.rate().filter(|_| !short) {
-                if !(s.app_limited || hi_limited || probing_rtt) || rate >= self.bw.get() {
+                if !(s.app_limited || hi_limited) || rate >= self.bw.get() {
                     self.bw.update(self.bw_rounds, rate);
                 }
             }
