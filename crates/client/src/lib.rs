@@ -4,6 +4,7 @@
 //! - [`identity`]: the client's Ed25519 key pair, made on first run.
 //! - [`trust`]: pinning of server certificates by fingerprint (known hosts).
 //! - [`command`]: the line syntax users type (`@bob hi`, `/join room`...).
+//! - [`describe`]: events as human text.
 //! - [`session`]: one TLS connection and its login.
 //! - [`shares`]: the share folder and what of it is shared.
 //! - [`peer`]: whohas, getfile, uploads and downloads.
@@ -15,6 +16,7 @@
 
 pub mod code;
 mod command;
+mod describe;
 mod event;
 mod identity;
 mod paths;
@@ -30,6 +32,7 @@ mod unechoed;
 use chatdrop_proto::ErrorCode;
 
 pub use command::{parse_command, Command, HELP};
+pub use describe::{describe, human_bytes, shown};
 pub use event::{ClientEvent, ErrorKind};
 pub use peer::TransferOptions;
 pub use run::{run, ClientOptions, Exit};
