@@ -47,6 +47,15 @@ pub struct ClientArgs {
     /// Print one JSON object per event instead of text.
     #[arg(long)]
     json: bool,
+    /// The line mode: events printed as lines, commands read line by line
+    /// (the default when standard input or output is not a terminal).
+    /// Without it, a terminal gets the full-screen UI.
+    #[arg(long, conflicts_with = "json")]
+    plain: bool,
+    /// No terminal bell in the full-screen UI (it rings when someone names
+    /// you or writes to you, and when a download finishes).
+    #[arg(long)]
+    no_bell: bool,
     /// The folder whose files can be shared [default: `shared` in the data
     /// directory].
     #[arg(long)]
@@ -104,18 +113,54 @@ impl Prompt {
     }
 }
 
+/// Asks `prompt`'s question, if it has one; a password's answer is typed
+/// without echo (the guard returned turns it back on).
+fn ask_prompt(prompt: &Prompt, interactive: bool) -> Option<crate::echo::EchoOff> {
+    let q = prompt.question()?;
+    ask(&q);
+    let secret = matches!(prompt, Prompt::Password(_) | Prompt::CreatePassword(_));
+    (secret && interactive)
+        .then(crate::echo::EchoOff::new)
+        .flatten()
+}
+
 fn ask(q: &str) {
     eprintln!("{q}");
     let _ = std::io::stderr().flush();
 }
 
-pub fn main(args: ClientArgs) -> anyhow::Result<ExitCode> {
-    let interactive = std::io::stdin().is_terminal();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+impl ClientArgs {
+    /// Whether the full-screen UI runs: a terminal on both ends, and
+    /// neither `--plain` nor `--json`.
+    pub fn full_screen(&self) -> bool {
+        !self.plain
+            && !self.json
+            && std::io::stdin().is_terminal()
+            && std::io::stdout().is_terminal()
+    }
+
+    /// The data directory, as given or the platform's.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| crate::paths::default_data_dir("client"))
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .context("starting the runtime")?;
+        .context("starting the runtime")
+}
+
+pub fn main(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    if args.full_screen() {
+        return full_screen(args);
+    }
+    let interactive = std::io::stdin().is_terminal();
+    let rt = runtime()?;
     // Standard input blocks, so a thread reads it into a bounded channel.
     let (line_tx, line_rx) = mpsc::channel::<String>(64);
     std::thread::spawn(move || {
@@ -129,22 +174,59 @@ pub fn main(args: ClientArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(client(args, interactive, line_rx))
 }
 
-async fn client(
-    args: ClientArgs,
-    interactive: bool,
-    mut lines: mpsc::Receiver<String>,
-) -> anyhow::Result<ExitCode> {
-    let user = match args.user {
+/// The full-screen UI, around the same client as the line mode.
+fn full_screen(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let user = match args.user.clone() {
         Some(u) => u,
-        None if interactive => {
+        None => {
             ask("Please enter your username:");
-            lines.recv().await.unwrap_or_default().trim().to_string()
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the user name")?;
+            line.trim().to_string()
         }
-        None => anyhow::bail!("--user is required when standard input is not a terminal"),
     };
     if let Err(why) = chatdrop_proto::names::check_user_name(&user) {
         anyhow::bail!("{why}");
     }
+    let bell = !args.no_bell;
+    let opts = options(args, &user)?;
+    let first_room = match &opts.first {
+        Some(Command::Join { room, .. } | Command::Create { room, .. }) => Some(room.clone()),
+        _ => None,
+    };
+    let rt = runtime()?;
+    let ended = rt.block_on(async {
+        let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
+        let (ev_tx, ev_rx) = mpsc::channel::<ClientEvent>(256);
+        let task = tokio::spawn(chatdrop_client::run(opts, cmd_rx, ev_tx));
+        let mut app = chatdrop_tui::App::new(&user, chatdrop_tui::local_time);
+        // https://no-color.org: present and not empty.
+        app.color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        app.bell = bell;
+        if let Some(room) = first_room {
+            app.joining(&room);
+        }
+        chatdrop_tui::run(app, cmd_tx, ev_rx, task).await
+    });
+    // A client that did not end within the quit's wait is not waited for.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    match ended.context("running the terminal")? {
+        None | Some(Ok(Ok(_))) => Ok(ExitCode::SUCCESS),
+        Some(Ok(Err(e))) => {
+            eprintln!("chatdrop: {e}");
+            Ok(ExitCode::from(match e {
+                ClientError::Kicked(_) => 3,
+                _ => 1,
+            }))
+        }
+        Some(Err(e)) => Err(e).context("client task failed"),
+    }
+}
+
+/// The client's options from the command line, for user `user`.
+fn options(args: ClientArgs, user: &str) -> anyhow::Result<ClientOptions> {
     let first = args.room.clone().map(|room| {
         let password = args.password.clone();
         if args.create {
@@ -153,19 +235,12 @@ async fn client(
             Command::Join { room, password }
         }
     });
-    let mut prompt = if first.is_none() && interactive {
-        Prompt::Choose
-    } else {
-        Prompt::Off
-    };
     anyhow::ensure!(
         (1..=chatdrop_arq::MAX_WINDOW).contains(&args.window),
         "-w must be between 1 and {} packets",
         chatdrop_arq::MAX_WINDOW
     );
-    let data_dir = args
-        .data_dir
-        .unwrap_or_else(|| crate::paths::default_data_dir("client"));
+    let data_dir = args.data_dir();
     let transfer = TransferOptions {
         share_dir: args.share_dir.unwrap_or_else(|| data_dir.join("shared")),
         download_dir: args
@@ -176,18 +251,42 @@ async fn client(
         max_uploads: args.max_uploads,
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
     };
-    let opts = ClientOptions {
+    Ok(ClientOptions {
         servers: args.server,
-        user: user.clone(),
+        user: user.to_string(),
         data_dir,
         fingerprint: args.server_fingerprint,
         first,
         transfer,
+    })
+}
+
+async fn client(
+    args: ClientArgs,
+    interactive: bool,
+    mut lines: mpsc::Receiver<String>,
+) -> anyhow::Result<ExitCode> {
+    let user = match args.user.clone() {
+        Some(u) => u,
+        None if interactive => {
+            ask("Please enter your username:");
+            lines.recv().await.unwrap_or_default().trim().to_string()
+        }
+        None => anyhow::bail!("--user is required when standard input is not a terminal"),
     };
-    let printer = Printer {
-        json: args.json,
-        me: user,
+    if let Err(why) = chatdrop_proto::names::check_user_name(&user) {
+        anyhow::bail!("{why}");
+    }
+    let json = args.json;
+    let opts = options(args, &user)?;
+    let mut prompt = if opts.first.is_none() && interactive {
+        Prompt::Choose
+    } else {
+        Prompt::Off
     };
+    // The terminal's echo, off while a password is typed.
+    let mut hidden: Option<crate::echo::EchoOff> = None;
+    let printer = Printer { json, me: user };
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
     let (ev_tx, mut ev_rx) = mpsc::channel::<ClientEvent>(256);
     let mut task = tokio::spawn(chatdrop_client::run(opts, cmd_rx, ev_tx));
@@ -205,7 +304,7 @@ async fn client(
                 let _ = stdout.flush();
                 if let Some(next) = advance(&prompt, &ev) {
                     prompt = next;
-                    if let Some(q) = prompt.question() { ask(&q) }
+                    hidden = ask_prompt(&prompt, interactive);
                 }
             }
             line = lines.recv(), if cmd_tx.is_some() => {
@@ -213,6 +312,10 @@ async fn client(
                     cmd_tx = None; // end of input: quit cleanly
                     continue;
                 };
+                if hidden.take().is_some() {
+                    // The Enter of a hidden answer was not echoed either.
+                    eprintln!();
+                }
                 let Some(tx) = &cmd_tx else { continue };
                 let (cmd, next) = if prompt != Prompt::Off && !line.starts_with(['@', '/']) {
                     answer(&prompt, line.trim())
@@ -228,7 +331,7 @@ async fn client(
                 };
                 if let Some(next) = next {
                     prompt = next;
-                    if let Some(q) = prompt.question() { ask(&q) }
+                    hidden = ask_prompt(&prompt, interactive);
                 }
                 let sent = match cmd {
                     Some(Command::Help) => { let _ = writeln!(stdout, "{HELP}"); true }

@@ -2,6 +2,7 @@
 //! libraries do the work, this crate parses arguments and prints.
 
 mod client_cmd;
+mod echo;
 mod paths;
 mod printer;
 mod progress;
@@ -34,14 +35,27 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,chatdrop=info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,chatdrop=info"))
+    };
+    // The full-screen UI owns the terminal: its log goes to a file.
+    let log_file = match &cli.command {
+        Cmd::Client(args) if args.full_screen() => Some(open_log(&args.data_dir())),
+        _ => None,
+    };
+    match log_file {
+        Some(file) => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     log_panics();
     let result = match cli.command {
         Cmd::Server(args) => server_cmd::main(args),
@@ -55,6 +69,21 @@ fn main() -> ExitCode {
             eprintln!("chatdrop: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `client.log` in `dir`, opened to append; if it cannot be, the log is
+/// dropped rather than drawn over the UI.
+fn open_log(dir: &std::path::Path) -> Box<dyn std::io::Write + Send> {
+    let file = std::fs::create_dir_all(dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("client.log"))
+    });
+    match file {
+        Ok(f) => Box::new(f),
+        Err(_) => Box::new(std::io::sink()),
     }
 }
 

@@ -933,3 +933,132 @@ fn chat_events_carry_their_documented_fields() {
         "{first} then {second}"
     );
 }
+
+/// The full-screen UI in a real terminal (tmux): an incoming line does
+/// not disturb a half-typed one, a room's password is not echoed, and
+/// Ctrl-C leaves the terminal as it was (normal screen, echo and line
+/// editing back on).
+#[test]
+fn the_full_screen_ui_in_a_real_terminal() {
+    let root = tmp();
+    let server = ServerProc::start(&root.path().join("srv"), &[]);
+    let mut carol = joined(
+        &server,
+        root.path(),
+        "carol",
+        "vault",
+        &["--create", "--password", "s3cret"],
+    );
+    let line = format!(
+        "{} client --server {} --user alice --data-dir {} --room lobby --create; \
+         stty -a; echo ENDED; sleep 60",
+        bin(),
+        server.addr,
+        root.path().join("alice").display()
+    );
+    let Some(term) = support::tmux::Tmux::start(80, 24, &line) else {
+        eprintln!("SKIPPED: tmux is not installed (apt-get install tmux)");
+        return;
+    };
+    term.wait_screen("alice in lobby", |s| {
+        s.iter()
+            .any(|r| r.contains("You created and joined #lobby"))
+    });
+    let mut bob = joined(&server, root.path(), "bob", "lobby", &[]);
+    term.type_text("half typed");
+    bob.send("@all hello alice");
+    let screen = term.wait_screen("bob's line", |s| {
+        s.iter().any(|r| r.contains("<bob>! hello alice"))
+    });
+    assert_eq!(
+        screen[23], "[#lobby] half typed",
+        "the typed line is untouched"
+    );
+    // The line typed goes on where it was, and goes to the room.
+    term.type_text(" and sent");
+    term.press(&["Enter"]);
+    bob.expect(
+        "message",
+        &[
+            ("from", json!("alice")),
+            ("text", json!("half typed and sent")),
+        ],
+    );
+    // A private room: the password is asked, and never shown.
+    term.type_text("/join vault");
+    term.press(&["Enter"]);
+    term.wait_screen("the password prompt", |s| s[23] == "[password for vault]");
+    term.type_text("s3cret");
+    let screen = term.screen();
+    assert!(
+        !screen.iter().any(|r| r.contains("s3cret")),
+        "the password is on the screen:\n{}",
+        screen.join("\n")
+    );
+    assert_eq!(screen[23], "[password for vault]");
+    term.press(&["Enter"]);
+    term.wait_screen("alice in vault", |s| {
+        s.iter()
+            .any(|r| r.contains("You joined #vault, with carol"))
+    });
+    carol.expect("peer_joined", &[("user", json!("alice"))]);
+    // Ctrl-C: the client says goodbye and the terminal is as it was.
+    term.press(&["C-c"]);
+    let screen = term.wait_screen("the client's end", |s| s.iter().any(|r| r == "ENDED"));
+    carol.expect("peer_left", &[("user", json!("alice"))]);
+    assert!(!term.alternate_screen(), "still on the alternate screen");
+    let modes: Vec<&str> = screen.iter().flat_map(|r| r.split_whitespace()).collect();
+    for mode in ["icanon", "echo", "isig"] {
+        assert!(
+            modes.contains(&mode),
+            "{mode} is not back on:\n{}",
+            screen.join("\n")
+        );
+    }
+}
+
+/// The line mode in a real terminal asks a private room's password without
+/// echoing it, as the original's dialogue goes, and echoes again after.
+#[test]
+fn the_line_mode_does_not_echo_a_password() {
+    let root = tmp();
+    let server = ServerProc::start(&root.path().join("srv"), &[]);
+    let mut carol = joined(
+        &server,
+        root.path(),
+        "carol",
+        "vault",
+        &["--create", "--password", "s3cret"],
+    );
+    let line = format!(
+        "{} client --plain --server {} --user alice --data-dir {}; echo ENDED; sleep 60",
+        bin(),
+        server.addr,
+        root.path().join("alice").display()
+    );
+    let Some(term) = support::tmux::Tmux::start(100, 30, &line) else {
+        eprintln!("SKIPPED: tmux is not installed (apt-get install tmux)");
+        return;
+    };
+    let has = |text: &'static str| move |s: &[String]| s.iter().any(|r| r.contains(text));
+    term.wait_screen("the first question", has("create/join a chatroom"));
+    term.type_text("join");
+    term.press(&["Enter"]);
+    term.wait_screen("which room", has("Which chatroom?"));
+    term.type_text("vault");
+    term.press(&["Enter"]);
+    term.wait_screen("the password question", has("Please enter password:"));
+    term.type_text("s3cret");
+    term.press(&["Enter"]);
+    let screen = term.wait_screen("alice in vault", has("You have joined chatroom - vault"));
+    assert!(
+        !screen.iter().any(|r| r.contains("s3cret")),
+        "the password was echoed:\n{}",
+        screen.join("\n")
+    );
+    carol.expect("peer_joined", &[("user", json!("alice"))]);
+    term.type_text("@all typed after");
+    term.wait_screen("echo back on", has("@all typed after"));
+    term.press(&["Enter"]);
+    carol.expect("message", &[("text", json!("typed after"))]);
+}

@@ -6,6 +6,7 @@
 pub mod netns;
 pub mod peer;
 pub mod raw;
+pub mod tmux;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
