@@ -37,6 +37,7 @@ fn each_flood_is_refused_by_name_then_disconnected_and_others_chat_on() {
     let mut bob = RawPeer::join(&server, "bob", "r");
     let say = |text: &str| ClientMsg::Say {
         to: Target::All,
+        room: Some("r".into()),
         text: text.into(),
     };
     type Flood = Box<dyn Fn(usize) -> ClientMsg>;
@@ -45,6 +46,7 @@ fn each_flood_is_refused_by_name_then_disconnected_and_others_chat_on() {
         (
             "whohas",
             Box::new(|i| ClientMsg::WhoHas {
+                room: "r".into(),
                 file: format!("f{i}"),
             }),
         ),
@@ -69,7 +71,10 @@ fn each_flood_is_refused_by_name_then_disconnected_and_others_chat_on() {
             "list_rooms",
             Box::new(|_| ClientMsg::ListRooms { after: None }),
         ),
-        ("server_commands", Box::new(|_| ClientMsg::GetPeers)),
+        (
+            "server_commands",
+            Box::new(|_| ClientMsg::GetPeers { room: "r".into() }),
+        ),
         ("frames", Box::new(|_| ClientMsg::Ping)),
     ];
     for (round, (limit, flood)) in floods.iter().enumerate() {
@@ -278,10 +283,13 @@ fn a_long_room_list_comes_in_pages() {
     let mut mallory = RawPeer::login(&server, "mallory");
     let long = "x".repeat(60);
     for i in 0..250 {
+        let room = format!("{long}{i:03}");
         mallory.send(ClientMsg::CreateRoom {
-            room: format!("{long}{i:03}"),
+            room: room.clone(),
             password: None,
         });
+        // A client is in at most 20 rooms at once; the rooms stay.
+        mallory.send(ClientMsg::LeaveRoom { room });
     }
     mallory.until(
         "the last room",
@@ -411,6 +419,7 @@ fn reconnecting_brings_no_fresh_burst_and_a_flooder_waits() {
     let mut alice = RawPeer::create(&server, "alice", "r");
     let say = |text: String| ClientMsg::Say {
         to: Target::All,
+        room: Some("r".into()),
         text,
     };
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);

@@ -734,7 +734,10 @@ fn unservable_file_names_are_not_offered_and_the_rest_are_served() {
         ),
     ] {
         for msg in [
-            ClientMsg::WhoHas { file: file.into() },
+            ClientMsg::WhoHas {
+                room: "r".into(),
+                file: file.into(),
+            },
             ClientMsg::GetFile {
                 owner: "bob".into(),
                 file: file.into(),
@@ -761,7 +764,10 @@ fn unservable_file_names_are_not_offered_and_the_rest_are_served() {
         "back/slash.txt",
         "good.bin",
     ] {
-        mallory.send(ClientMsg::WhoHas { file: file.into() });
+        mallory.send(ClientMsg::WhoHas {
+            room: "r".into(),
+            file: file.into(),
+        });
     }
     let answer = mallory.expect("an answer", |m| matches!(m, ServerMsg::HaveFile { .. }));
     let ServerMsg::HaveFile {
@@ -971,7 +977,12 @@ fn a_password_guesser_is_slowed_and_an_honest_member_still_joins() {
         join_answer(&mut alice, "vault", "right horse"),
         ServerMsg::Joined { .. }
     ));
-    send_frame(&mut alice, &ClientMsg::LeaveRoom);
+    send_frame(
+        &mut alice,
+        &ClientMsg::LeaveRoom {
+            room: "vault".into(),
+        },
+    );
     let mut carl = RawPeer::create(&server, "carl", "lobby");
     let mut dana = RawPeer::join(&server, "dana", "lobby");
 
@@ -1026,6 +1037,7 @@ fn a_password_guesser_is_slowed_and_an_honest_member_still_joins() {
     carl.expect("pong", |m| matches!(m, ServerMsg::Pong));
     carl.send(ClientMsg::Say {
         to: Target::All,
+        room: Some("lobby".into()),
         text: "still here".into(),
     });
     dana.expect(

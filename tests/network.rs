@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use rand::{RngCore, SeedableRng};
-use serde_json::Value;
+use serde_json::{json, Value};
 use support::*;
 
 /// The texts of the live `message` events `p` got from `from`, in order.
@@ -432,4 +432,88 @@ fn servers_link_and_carry_chat_and_files_over_ipv6() {
     let done = bob.expect_ever("transfer_done", &[("from", "alice".into())]);
     assert!(std::fs::read(done["path"].as_str().unwrap()).unwrap() == report);
     assert_eq!(texts_from(&alice, "bob"), ["hello over six"]);
+}
+
+/// Several rooms at once across two linked servers: alice (at alpha) is in
+/// `work` with bob and in `games` with carol (both at beta); each line goes
+/// to its own room only; a direct message reaches dave, who shares no room
+/// with anyone; leaving one room is seen in that room alone, and
+/// logging out in both.
+#[test]
+fn several_rooms_and_direct_messages_across_linked_servers() {
+    let dir = tmp();
+    let mut a = ServerProc::linked(&dir.path().join("a"), "alpha", &[], &[]);
+    let mut b = ServerProc::linked(&dir.path().join("b"), "beta", &[&a.addr], &[]);
+    for s in [&mut a, &mut b] {
+        s.wait_in_sync(1);
+    }
+    let mut bob = joined(&b, dir.path(), "bob", "work", &["--create"]);
+    let mut carol = joined(&b, dir.path(), "carol", "games", &["--create"]);
+    let mut dave = client(&b, dir.path(), "dave", &[]);
+    dave.expect("connected", &[]);
+    a.wait_room("work");
+    a.wait_room("games");
+    let mut alice = joined(&a, dir.path(), "alice", "work", &[]);
+    alice.send("/join games");
+    alice.expect("joined", &[("room", json!("games"))]);
+    bob.expect("peer_joined", &[("user", json!("alice"))]);
+    carol.expect("peer_joined", &[("user", json!("alice"))]);
+    let of_kind = |p: &Proc, kind: &str| p.events().iter().filter(|v| v["event"] == kind).count();
+    assert_eq!(
+        of_kind(&bob, "peer_left"),
+        0,
+        "joining games did not take alice out of work"
+    );
+    // Lines go to the room joined last; /join of a room one is in makes
+    // it the one.
+    alice.send("@all who wants a game?");
+    carol.expect(
+        "message",
+        &[
+            ("room", json!("games")),
+            ("text", json!("who wants a game?")),
+        ],
+    );
+    alice.send("/join work");
+    alice.expect_nth(2, "joined", &[("room", json!("work"))]);
+    alice.send("@all standup in five");
+    bob.expect(
+        "message",
+        &[("room", json!("work")), ("text", json!("standup in five"))],
+    );
+    // A direct message goes to anyone online, sharing a room or not.
+    alice.send("@dave are you around?");
+    let m = dave.expect("message", &[("text", json!("are you around?"))]);
+    assert_eq!(
+        (m["from"].clone(), m["room"].clone()),
+        (json!("alice"), json!(null))
+    );
+    dave.send("@alice yes");
+    alice.expect(
+        "message",
+        &[("from", json!("dave")), ("text", json!("yes"))],
+    );
+    // Nobody heard a room not theirs.
+    assert_eq!(bob.count_text("who wants a game?"), 0);
+    assert_eq!(carol.count_text("standup in five"), 0);
+    assert_eq!(
+        dave.count_text("standup in five") + dave.count_text("who wants a game?"),
+        0
+    );
+    // Leaving games is seen in games alone.
+    alice.send("/leave games");
+    alice.expect("left", &[("room", json!("games"))]);
+    carol.expect(
+        "peer_left",
+        &[("room", json!("games")), ("user", json!("alice"))],
+    );
+    alice.send("@all still in work");
+    bob.expect("message", &[("text", json!("still in work"))]);
+    // Quitting is seen in the room left.
+    alice.send("/quit");
+    bob.expect(
+        "peer_left",
+        &[("room", json!("work")), ("user", json!("alice"))],
+    );
+    assert_eq!(of_kind(&bob, "peer_left"), 1);
 }

@@ -129,12 +129,23 @@ fn client_msgs() -> Vec<(&'static str, ClientMsg)> {
                 password: None,
             },
         ),
-        ("leave-room", ClientMsg::LeaveRoom),
-        ("get-peers", ClientMsg::GetPeers),
+        (
+            "leave-room",
+            ClientMsg::LeaveRoom {
+                room: "Lobby".into(),
+            },
+        ),
+        (
+            "get-peers",
+            ClientMsg::GetPeers {
+                room: "Lobby".into(),
+            },
+        ),
         (
             "say-user",
             ClientMsg::Say {
                 to: Target::User("bob".into()),
+                room: None,
                 text: "hi bob, ça va? 東京".into(),
             },
         ),
@@ -142,6 +153,7 @@ fn client_msgs() -> Vec<(&'static str, ClientMsg)> {
             "say-all",
             ClientMsg::Say {
                 to: Target::All,
+                room: Some("Lobby".into()),
                 text: "hello \u{1F468}\u{200D}\u{1F469}".into(),
             },
         ),
@@ -149,6 +161,7 @@ fn client_msgs() -> Vec<(&'static str, ClientMsg)> {
             "say-server",
             ClientMsg::Say {
                 to: Target::Server,
+                room: None,
                 text: "look \u{202E}txt.exe".into(),
             },
         ),
@@ -156,6 +169,7 @@ fn client_msgs() -> Vec<(&'static str, ClientMsg)> {
         (
             "whohas",
             ClientMsg::WhoHas {
+                room: "Lobby".into(),
                 file: "music/song.mp3".into(),
             },
         ),
@@ -446,7 +460,7 @@ fn net_user() -> NetUser {
         user: "alice".into(),
         key: [7; 32],
         ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
-        room: Some("Lobby".into()),
+        rooms: vec!["Lobby".into()],
         since_ms: 1_764_547_200_000,
     }
 }
@@ -493,6 +507,7 @@ fn net_msgs() -> Vec<(&'static str, NetMsg)> {
             "leave",
             NetMsg::Leave {
                 user: user(),
+                room: "Lobby".into(),
                 reason: LeaveReason::Left,
             },
         ),
@@ -502,7 +517,7 @@ fn net_msgs() -> Vec<(&'static str, NetMsg)> {
             "say",
             NetMsg::Say {
                 from: user(),
-                room: "Lobby".into(),
+                room: None,
                 to: Target::User("bob".into()),
                 text: "psst".into(),
                 ts: 1_764_547_200_000,

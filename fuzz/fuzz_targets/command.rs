@@ -45,10 +45,11 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     match cmd {
-        Command::Say { to, text: t } => {
+        Command::Say { to, room, text: t } => {
             if let Target::User(user) = &to {
                 word(user);
             }
+            assert!(room.is_none(), "a typed line names no room");
             text(&t);
         }
         Command::Create { room, password } | Command::Join { room, password } => {
@@ -57,7 +58,15 @@ fuzz_target!(|data: &[u8]| {
                 text(&p);
             }
         }
-        Command::WhoHas { file } => text(&file),
+        Command::WhoHas { room, file } => {
+            assert!(room.is_none(), "a typed line names no room");
+            text(&file);
+        }
+        Command::Peers { room } | Command::Leave { room } => {
+            if let Some(room) = room {
+                text(&room);
+            }
+        }
         Command::GetFile { owner, file } => {
             word(&owner);
             text(&file);
@@ -65,8 +74,6 @@ fuzz_target!(|data: &[u8]| {
         Command::Share(_)
         | Command::ListRooms
         | Command::MoreRooms
-        | Command::Peers
-        | Command::Leave
         | Command::Help
         | Command::Quit => {}
     }

@@ -60,8 +60,12 @@ fn client_strings(m: &ClientMsg) -> Vec<&str> {
             out.push(room);
             out.extend(password.as_deref());
         }
-        ClientMsg::Say { to, text } => out.extend([to.as_str(), text]),
-        ClientMsg::WhoHas { file } => out.push(file),
+        ClientMsg::Say { to, room, text } => {
+            out.extend([to.as_str(), text]);
+            out.extend(room.as_deref());
+        }
+        ClientMsg::WhoHas { room, file } => out.extend([room.as_str(), file]),
+        ClientMsg::LeaveRoom { room } | ClientMsg::GetPeers { room } => out.push(room),
         ClientMsg::HaveFile { to, file, .. } => out.extend([to.as_str(), file]),
         ClientMsg::GetFile { owner, file, .. } => out.extend([owner.as_str(), file]),
         ClientMsg::FileAnswer { answer, .. } => match answer {
@@ -72,8 +76,7 @@ fn client_strings(m: &ClientMsg) -> Vec<&str> {
         ClientMsg::ListRooms { after } => out.extend(after.as_deref()),
         ClientMsg::Auth { .. }
         | ClientMsg::Ping
-        | ClientMsg::LeaveRoom
-        | ClientMsg::GetPeers
+
         | ClientMsg::Quit
         | ClientMsg::Observe { .. }
         | ClientMsg::Relay { .. }

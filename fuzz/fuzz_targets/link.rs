@@ -63,9 +63,7 @@ fn binding(b: &NetBinding) {
 
 fn user(u: &NetUser) {
     check_string(&u.user);
-    if let Some(room) = &u.room {
-        check_string(room);
-    }
+    u.rooms.iter().for_each(|r| check_string(r));
 }
 
 fn room(r: &NetRoom) {
@@ -93,8 +91,13 @@ fn net_msg(m: &NetMsg) {
         NetMsg::Online(u) => user(u),
         NetMsg::Room(r) => room(r),
         NetMsg::Bind(b) => binding(b),
-        NetMsg::Offline { user, reason } | NetMsg::Leave { user, reason } => {
+        NetMsg::Offline { user, reason } => {
             check_string(user);
+            check_string(reason.as_str());
+        }
+        NetMsg::Leave { user, room, reason } => {
+            check_string(user);
+            check_string(room);
             check_string(reason.as_str());
         }
         NetMsg::Enter { user, room } => {
@@ -107,8 +110,9 @@ fn net_msg(m: &NetMsg) {
             to,
             text,
             ..
-        } => [from.as_str(), room, to.as_str(), text]
+        } => [from.as_str(), to.as_str(), text]
             .into_iter()
+            .chain(room.as_deref())
             .for_each(check_string),
         NetMsg::WhoHas { from, room, file } => [from.as_str(), room, file]
             .into_iter()

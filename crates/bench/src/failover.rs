@@ -108,6 +108,7 @@ async fn run_once(
         }
         let msg = ClientMsg::Say {
             to: Target::All,
+            room: Some("ring".into()),
             text: format!("n{n}"),
         };
         w.write_all(&encode_frame(&msg)?).await?;

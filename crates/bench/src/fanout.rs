@@ -149,6 +149,7 @@ pub async fn run(bin: &Path, workers: usize, load: Load) -> anyhow::Result<()> {
                     buf.clear();
                     let msg = ClientMsg::Say {
                         to: Target::All,
+                        room: Some("bench".into()),
                         text: stamp(t0),
                     };
                     buf.extend_from_slice(&encode_frame(&msg).expect("encodes"));
@@ -157,6 +158,7 @@ pub async fn run(bin: &Path, workers: usize, load: Load) -> anyhow::Result<()> {
                         p.forget();
                         let msg = ClientMsg::Say {
                             to: Target::All,
+                            room: Some("bench".into()),
                             text: stamp(t0),
                         };
                         buf.extend_from_slice(&encode_frame(&msg).expect("encodes"));
@@ -171,6 +173,7 @@ pub async fn run(bin: &Path, workers: usize, load: Load) -> anyhow::Result<()> {
                     while sent < due {
                         let msg = ClientMsg::Say {
                             to: Target::All,
+                            room: Some("bench".into()),
                             text: stamp(t0),
                         };
                         buf.extend_from_slice(&encode_frame(&msg).expect("encodes"));

@@ -118,6 +118,7 @@ async fn latency(servers: &[ServerProc], count: u64, rate: u64) -> anyhow::Resul
         tick.tick().await;
         let msg = ClientMsg::Say {
             to: Target::All,
+            room: Some("bench".into()),
             text: stamp(t0),
         };
         w.write_all(&encode_frame(&msg)?).await?;
@@ -169,6 +170,7 @@ async fn throughput(servers: &[ServerProc], receivers: usize, secs: u64) -> anyh
         let mut buf = Vec::new();
         let frame = encode_frame(&ClientMsg::Say {
             to: Target::All,
+            room: Some("bench".into()),
             text: "x".repeat(64),
         })?;
         loop {

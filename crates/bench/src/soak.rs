@@ -313,7 +313,7 @@ async fn client(i: usize, addr: String, rooms: usize, mut s: Session, shared: Ar
                     continue;
                 }
                 let text = line_text(i, seq + 1, shared.t0);
-                let msg = ClientMsg::Say { to: Target::All, text: text.clone() };
+                let msg = ClientMsg::Say { to: Target::All, room: Some(format!("soak{}", i % rooms)), text: text.clone() };
                 if s.send(&msg).await.is_ok() {
                     if unechoed.len() >= 256 {
                         unechoed.pop_front();
@@ -379,7 +379,7 @@ async fn client(i: usize, addr: String, rooms: usize, mut s: Session, shared: Ar
                             }
                         };
                         for (n, text) in carried {
-                            let msg = ClientMsg::Say { to: Target::All, text: text.clone() };
+                            let msg = ClientMsg::Say { to: Target::All, room: Some(format!("soak{}", i % rooms)), text: text.clone() };
                             if s.send(&msg).await.is_ok() {
                                 unechoed.push_back((n, text));
                             }

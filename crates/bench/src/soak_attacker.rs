@@ -25,12 +25,14 @@ pub struct Attacker {
 fn floods() -> Vec<ClientMsg> {
     let say = |text: String| ClientMsg::Say {
         to: Target::All,
+        room: Some("soak0".into()),
         text,
     };
     vec![
         say("flood".into()),
         say("x".repeat(4000)),
         ClientMsg::WhoHas {
+            room: "soak0".into(),
             file: "flood.bin".into(),
         },
         ClientMsg::GetFile {
@@ -49,7 +51,9 @@ fn floods() -> Vec<ClientMsg> {
             password: Some("guess".into()),
         },
         ClientMsg::ListRooms { after: None },
-        ClientMsg::GetPeers,
+        ClientMsg::GetPeers {
+            room: "soak0".into(),
+        },
         ClientMsg::Ping,
     ]
 }

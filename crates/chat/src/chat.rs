@@ -95,12 +95,12 @@ pub(crate) fn err(conn: ConnId, code: ErrorCode, message: impl Into<String>) -> 
     }
 }
 
-/// The answer to a request that needs a room when the asker is in none.
-pub(crate) fn not_in_room(conn: ConnId) -> Effect {
+/// The answer to a request about room `room` from a client not in it.
+pub(crate) fn not_in_room(conn: ConnId, room: &str) -> Effect {
     err(
         conn,
         ErrorCode::NotInRoom,
-        "join a room first (/rooms, /join NAME)",
+        format!("you are not in room {room} (/rooms lists them, /join {room} enters it)"),
     )
 }
 
@@ -275,10 +275,10 @@ impl Chat {
                 msg: self.room_list(after.as_deref()),
             }),
             ClientMsg::JoinRoom { room, password } => self.join(now_ms, conn, room, password, out),
-            ClientMsg::LeaveRoom => self.leave(now_ms, conn, out),
-            ClientMsg::GetPeers => self.peers(conn, out),
-            ClientMsg::Say { to, text } => self.say(now_ms, conn, to, text, out),
-            ClientMsg::WhoHas { file } => self.who_has(now_ms, conn, file, out),
+            ClientMsg::LeaveRoom { room } => self.leave(now_ms, conn, &room, out),
+            ClientMsg::GetPeers { room } => self.peers(conn, &room, out),
+            ClientMsg::Say { to, room, text } => self.say(now_ms, conn, to, room, text, out),
+            ClientMsg::WhoHas { room, file } => self.who_has(now_ms, conn, &room, file, out),
             ClientMsg::HaveFile {
                 to,
                 file,
@@ -323,28 +323,40 @@ impl Chat {
         }
     }
 
-    /// The room of a logged-in connection, or an error to it.
-    pub(crate) fn room_of(&self, conn: ConnId, out: &mut Vec<Effect>) -> Option<&Room> {
+    /// Room `name` (by any spelling of its name), if `conn` is in it;
+    /// otherwise an error to `conn`.
+    pub(crate) fn joined(&self, conn: ConnId, name: &str, out: &mut Vec<Effect>) -> Option<&Room> {
         let session = self.sessions.get(&conn)?;
-        let room = session.room.as_ref().and_then(|r| self.rooms.get(r));
+        let room = self
+            .find_room(name)
+            .filter(|n| session.rooms.contains(n))
+            .and_then(|n| self.rooms.get(&n));
         if room.is_none() {
-            out.push(not_in_room(conn));
+            out.push(not_in_room(conn, name));
         }
         room
     }
 
-    /// A member of `conn`'s room by name, or an error to `conn`.
-    pub(crate) fn member(&self, conn: ConnId, name: &str, out: &mut Vec<Effect>) -> Option<Who> {
-        let room = self.room_of(conn, out)?;
+    /// The user `name` if it shares a room with `conn` (where it is
+    /// connected), or an error to `conn`.
+    pub(crate) fn fellow(&self, conn: ConnId, name: &str, out: &mut Vec<Effect>) -> Option<Who> {
+        let session = self.sessions.get(&conn)?;
+        let rooms = session.rooms.iter().filter_map(|r| self.rooms.get(r));
         let found = match self.online.get(name) {
-            Some(c) if room.has(*c) => Some(Who::Local(*c)),
-            _ => room.remote_server(name).map(Who::Remote),
+            Some(c) => rooms
+                .into_iter()
+                .any(|r| r.has(*c))
+                .then_some(Who::Local(*c)),
+            None => rooms
+                .into_iter()
+                .find_map(|r| r.remote_server(name))
+                .map(Who::Remote),
         };
         if found.is_none() {
             out.push(err(
                 conn,
                 ErrorCode::UnknownUser,
-                format!("no user {name} in room {}", room.name()),
+                format!("no user {name} in your rooms"),
             ));
         }
         found
@@ -474,12 +486,12 @@ impl Chat {
             NetMsg::Room(r) => self.merge_room(r, Source::live(from, now_ms), out),
             NetMsg::Enter { user, room } => {
                 if self.of_server(&user, from) {
-                    self.move_remote(&user, Some(&room), LeaveReason::Left, out);
+                    self.remote_enter(&user, &room, out);
                 }
             }
-            NetMsg::Leave { user, reason } => {
+            NetMsg::Leave { user, room, reason } => {
                 if self.of_server(&user, from) {
-                    self.move_remote(&user, None, reason, out);
+                    self.remote_leave(&user, &room, reason, out);
                 }
             }
             NetMsg::Say {
@@ -549,13 +561,5 @@ impl Chat {
     /// for its own users.
     pub(crate) fn of_server(&self, user: &str, server: ServerId) -> bool {
         self.remote.get(user).is_some_and(|u| u.server == server)
-    }
-
-    /// Local connection of `user` if it is in the room with id `room_id`.
-    pub(crate) fn local_in(&self, user: &str, room_id: &str) -> Option<ConnId> {
-        let conn = self.online.get(user).copied()?;
-        let name = self.room_ids.get(room_id)?;
-        let s = self.sessions.get(&conn)?;
-        (s.room.as_deref() == Some(&**name)).then_some(conn)
     }
 }

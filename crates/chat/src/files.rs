@@ -95,13 +95,14 @@ impl Chat {
         &mut self,
         now_ms: u64,
         conn: ConnId,
+        room: &str,
         file: String,
         out: &mut Vec<Effect>,
     ) {
         if !check_file_name(conn, &file, out) {
             return;
         }
-        let Some(room) = self.room_of(conn, out) else {
+        let Some(room) = self.joined(conn, room, out) else {
             return;
         };
         if let Err(why) = self.settings.policy.check_name(&file) {
@@ -155,7 +156,7 @@ impl Chat {
         if !check_file_name(conn, &file, out) {
             return;
         }
-        let Some(asker) = self.member(conn, &to, out) else {
+        let Some(asker) = self.fellow(conn, &to, out) else {
             return;
         };
         let from = self.sessions[&conn].user.clone();
@@ -229,7 +230,7 @@ impl Chat {
             out.push(err(conn, ErrorCode::BadRequest, why));
             return;
         }
-        let Some(owner_at) = self.member(conn, &owner, out) else {
+        let Some(owner_at) = self.fellow(conn, &owner, out) else {
             return;
         };
         if let Err(why) = self.settings.policy.check_name(&file) {

@@ -13,7 +13,7 @@
 //! name.)
 
 use chatdrop_proto::chars::check_text_chars;
-use chatdrop_proto::limits::MAX_TEXT_BYTES;
+use chatdrop_proto::limits::{MAX_ROOMS_JOINED, MAX_TEXT_BYTES};
 use chatdrop_proto::link::{NetBinding, NetMsg, NetRoom, NetUser};
 use chatdrop_proto::names::{check_file_name, check_room_name, check_user_name};
 use chatdrop_proto::Target;
@@ -101,7 +101,14 @@ fn net_user(u: &NetUser, now_ms: u64) -> Result<(), String> {
     // The later of two logins of one name wins: a login from the future
     // would always win.
     plausible(&format!("the login of {:?}", u.user), u.since_ms, now_ms)?;
-    u.room.as_deref().map_or(Ok(()), room_id)
+    if u.rooms.len() > MAX_ROOMS_JOINED {
+        return Err(format!(
+            "{:?} is in {} rooms, more than {MAX_ROOMS_JOINED}",
+            u.user,
+            u.rooms.len()
+        ));
+    }
+    u.rooms.iter().try_for_each(|r| room_id(r))
 }
 
 fn net_room(r: &NetRoom, now_ms: u64) -> Result<(), String> {
@@ -220,8 +227,10 @@ pub(crate) fn check(
             bindings.iter().try_for_each(|b| binding(b, now_ms, &held))
         }
         NetMsg::Online(u) => net_user(u, now_ms),
-        NetMsg::Offline { user: u, .. } | NetMsg::Leave { user: u, .. } => user(u),
-        NetMsg::Enter { user: u, room } => user(u).and(room_id(room)),
+        NetMsg::Offline { user: u, .. } => user(u),
+        NetMsg::Enter { user: u, room } | NetMsg::Leave { user: u, room, .. } => {
+            user(u).and(room_id(room))
+        }
         NetMsg::Room(r) => net_room(r, now_ms),
         NetMsg::Bind(b) => binding(b, now_ms, &held),
         NetMsg::Say {
@@ -232,12 +241,14 @@ pub(crate) fn check(
             ts,
         } => {
             user(from)?;
-            room_id(room)?;
+            // A line to a room names it; a direct message names none.
+            match (to, room) {
+                (Target::All, Some(r)) => room_id(r)?,
+                (Target::User(u), None) => user(u)?,
+                _ => return Err("a line to a room names the room, a direct message none".into()),
+            }
             // Shown beside the line, and kept in history.
             plausible("a chat line", *ts, now_ms)?;
-            if let Target::User(u) = to {
-                user(u)?;
-            }
             text(t)
         }
         NetMsg::WhoHas {

@@ -124,7 +124,7 @@ fn online(user: &str) -> NetMsg {
         user: user.into(),
         key: [7; 32],
         ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        room: Some("r1".into()),
+        rooms: vec!["r1".into()],
         since_ms: T0 + 1,
     })
 }
@@ -132,7 +132,7 @@ fn online(user: &str) -> NetMsg {
 fn say(text: &str) -> NetMsg {
     NetMsg::Say {
         from: "eve".into(),
-        room: "r1".into(),
+        room: Some("r1".into()),
         to: Target::All,
         text: text.into(),
         ts: T0 + 2,
@@ -541,13 +541,14 @@ fn a_user_of_another_server_under_another_key_s_binding_is_gone() {
     here.hear(NetMsg::Bind(other));
     assert!(!here.dropped());
     assert_eq!(left(&here), ["eve"]);
-    // carol is still a member (bob's line to her is echoed to him), eve
+    // carol is still online (bob's line to her is echoed to him), eve
     // is not (refused).
     let to = |here: &mut Here, user: &str| {
         here.ev(Event::Request {
             conn: BOB,
             msg: ClientMsg::Say {
                 to: Target::User(user.into()),
+                room: None,
                 text: "hi".into(),
             },
         });

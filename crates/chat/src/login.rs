@@ -151,7 +151,9 @@ pub(crate) struct Session {
     pub(crate) user: String,
     pub(crate) key: [u8; 32],
     pub(crate) ip: IpAddr,
-    pub(crate) room: Option<String>,
+    /// The rooms it is in, in the order it joined them (at most
+    /// [`chatdrop_proto::limits::MAX_ROOMS_JOINED`]).
+    pub(crate) rooms: Vec<String>,
     /// When it logged in (ms since the Unix epoch).
     pub(crate) since_ms: u64,
     /// Room whose password is being checked for this connection, and the
@@ -171,11 +173,11 @@ pub(crate) struct RemoteUser {
     /// otherwise the binding's (see [`Chat::remote_key`]).
     pub(crate) key: Option<Box<[u8; 32]>>,
     pub(crate) ip: IpAddr,
-    /// Name of its room, as known here (shared with the room).
-    pub(crate) room: Option<Arc<str>>,
-    /// Id of the room its server says it is in, while that room is not
-    /// known here yet (its record may come from a third server, later).
-    pub(crate) room_id: Option<Box<str>>,
+    /// Names of its rooms, as known here (shared with the rooms).
+    pub(crate) rooms: Vec<Arc<str>>,
+    /// Ids of rooms its server says it is in, while they are not known
+    /// here yet (their records may come from a third server, later).
+    pub(crate) waiting: Vec<Box<str>>,
     pub(crate) since_ms: u64,
 }
 
@@ -304,7 +306,7 @@ impl Chat {
                 user: user.clone(),
                 key,
                 ip,
-                room: None,
+                rooms: Vec::new(),
                 since_ms: now_ms,
                 joining: None,
                 creating: None,
@@ -337,7 +339,8 @@ impl Chat {
         reason: LeaveReason,
         out: &mut Vec<Effect>,
     ) {
-        self.leave_room(conn, reason, false, now_ms, out);
+        // The other servers learn of it from the `Offline` below.
+        self.leave_rooms(conn, reason, false, now_ms, out);
         self.requests
             .retain(|_, r| r.asker != Who::Local(conn) && r.owner != conn);
         if let Some(session) = self.sessions.remove(&conn) {
@@ -357,11 +360,12 @@ impl Chat {
             user: s.user.clone(),
             key: s.key,
             ip: s.ip,
-            room: s
-                .room
-                .as_ref()
-                .and_then(|r| self.rooms.get(r))
-                .map(|r| r.id().to_string()),
+            rooms: s
+                .rooms
+                .iter()
+                .filter_map(|r| self.rooms.get(r))
+                .map(|r| r.id().to_string())
+                .collect(),
             since_ms: s.since_ms,
         }
     }
@@ -484,7 +488,7 @@ impl Chat {
     /// Forgets a user of another server, telling its room here.
     pub(crate) fn remove_remote(&mut self, user: &str, reason: LeaveReason, out: &mut Vec<Effect>) {
         if let Some(u) = self.remote.remove(user) {
-            if let Some(room) = u.room {
+            for room in u.rooms {
                 self.remote_left_room(user, &room, reason, out);
             }
         }
@@ -544,14 +548,14 @@ impl Chat {
                         server,
                         key,
                         ip: u.ip,
-                        room: None,
-                        room_id: None,
+                        rooms: Vec::new(),
+                        waiting: Vec::new(),
                         since_ms: u.since_ms,
                     },
                 );
             }
         }
-        self.move_remote(&u.user, u.room.as_deref(), LeaveReason::Left, out);
+        self.remote_rooms(&u.user, &u.rooms, LeaveReason::Left, out);
     }
 
     /// The name `user` as its binding holds it (to share its memory), if

@@ -48,6 +48,9 @@ struct Sim {
     /// Servers that gave [`Effect::Shutdown`]: their process is gone, and
     /// with it whatever was still on their cables.
     stopped: Vec<bool>,
+    /// The room each (server, connection) last created or joined: where
+    /// its lines go.
+    rooms: HashMap<(usize, u64), String>,
     /// Relays the servers were asked to open: (server, effect).
     relays: Vec<(usize, Effect)>,
 }
@@ -73,6 +76,7 @@ impl Sim {
             next_link: 1,
             numbered: HashMap::new(),
             stopped: vec![false; n],
+            rooms: HashMap::new(),
             relays: Vec::new(),
         }
     }
@@ -266,6 +270,7 @@ impl Sim {
 
     /// `conn` at `server` makes public room `room` with id `id`.
     fn create(&mut self, server: usize, conn: u64, room: &str, id: &str) {
+        self.rooms.insert((server, conn), room.to_string());
         self.ev(
             server,
             Event::CreateRoom {
@@ -278,6 +283,7 @@ impl Sim {
     }
 
     fn join(&mut self, server: usize, conn: u64, room: &str) {
+        self.rooms.insert((server, conn), room.to_string());
         self.ev(
             server,
             Event::Request {
@@ -291,12 +297,14 @@ impl Sim {
     }
 
     fn say(&mut self, server: usize, conn: u64, text: &str) {
+        let room = self.rooms.get(&(server, conn)).cloned();
         self.ev(
             server,
             Event::Request {
                 conn: ConnId(conn),
                 msg: ClientMsg::Say {
                     to: Target::All,
+                    room,
                     text: text.into(),
                 },
             },
@@ -389,6 +397,7 @@ fn a_cut_in_a_ring_loses_and_doubles_nothing() {
                 conn: ConnId(1),
                 msg: ClientMsg::Say {
                     to: Target::All,
+                    room: Some("ring".into()),
                     text: format!("m{i}"),
                 },
             },
@@ -507,6 +516,7 @@ fn an_exiting_server_delivers_what_it_echoed_before_it_stops() {
             conn: ConnId(1),
             msg: ClientMsg::Say {
                 to: Target::All,
+                room: Some("r".into()),
                 text: format!("line {n}"),
             },
         };
@@ -700,4 +710,78 @@ fn a_relay_between_two_servers_is_opened_by_the_askers_and_told_to_the_owner_by_
     );
     assert!(refused);
     assert_eq!(sim.relays.len(), 2);
+}
+
+/// A user of one server in two rooms with members at another: each room
+/// there lists it and hears its lines, leaving one room is told in that
+/// room only, and logging out is told in both. Direct messages cross the
+/// network to users who share no room.
+#[test]
+fn a_user_in_two_rooms_across_the_network() {
+    let mut sim = Sim::room_across_two();
+    sim.login(1, 2, "carol", 3);
+    sim.create(1, 2, "games", "id-games");
+    sim.run();
+    sim.join(0, 1, "games");
+    sim.run();
+    assert!(sim.got(
+        1,
+        2,
+        |m| matches!(m, ServerMsg::PeerJoined { room, user } if room == "games" && user == "alice")
+    ));
+    assert!(
+        !sim.got(1, 1, |m| matches!(m, ServerMsg::PeerLeft { .. })),
+        "alice is still in r for bob"
+    );
+    sim.say(0, 1, "gg");
+    sim.run();
+    let heard = |sim: &Sim, conn: u64, text: &str| {
+        sim.got(
+            1,
+            conn,
+            |m| matches!(m, ServerMsg::Message(l) if l.text == text),
+        )
+    };
+    assert!(heard(&sim, 2, "gg") && !heard(&sim, 1, "gg"), "games only");
+    sim.ev(
+        0,
+        Event::Request {
+            conn: ConnId(1),
+            msg: ClientMsg::LeaveRoom {
+                room: "games".into(),
+            },
+        },
+    );
+    sim.run();
+    assert!(sim.got(
+        1,
+        2,
+        |m| matches!(m, ServerMsg::PeerLeft { room, .. } if room == "games")
+    ));
+    assert!(!sim.got(1, 1, |m| matches!(m, ServerMsg::PeerLeft { .. })));
+    // carol (only in games) and alice (only in r) share no room now.
+    sim.ev(
+        1,
+        Event::Request {
+            conn: ConnId(2),
+            msg: ClientMsg::Say {
+                to: Target::User("alice".into()),
+                room: None,
+                text: "psst".into(),
+            },
+        },
+    );
+    sim.run();
+    assert!(sim.got(
+        0,
+        1,
+        |m| matches!(m, ServerMsg::Message(l) if l.text == "psst" && l.room.is_none())
+    ));
+    sim.ev(0, Event::Disconnected { conn: ConnId(1) });
+    sim.run();
+    assert!(sim.got(
+        1,
+        1,
+        |m| matches!(m, ServerMsg::PeerLeft { room, .. } if room == "r")
+    ));
 }

@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use chatdrop_proto::limits::ROOM_PAGE;
+use chatdrop_proto::limits::{MAX_ROOMS_JOINED, ROOM_PAGE};
 use chatdrop_proto::link::{NetMsg, NetRoom};
 use chatdrop_proto::names::{check_room_name, name_key};
 use chatdrop_proto::{ErrorCode, LeaveReason, ServerMsg};
@@ -88,13 +88,10 @@ impl Chat {
         }
     }
 
-    /// `GetPeers`: who is in the asker's room.
-    pub(crate) fn peers(&self, conn: ConnId, out: &mut Vec<Effect>) {
-        let room = self.sessions[&conn]
-            .room
-            .as_ref()
-            .and_then(|r| self.rooms.get(r));
-        match room {
+    /// `GetPeers`: who is in room `name`, one the asker is in.
+    pub(crate) fn peers(&self, conn: ConnId, name: &str, out: &mut Vec<Effect>) {
+        let mut refused = Vec::new();
+        match self.joined(conn, name, &mut refused) {
             Some(room) => out.push(Effect::Send {
                 to: conn,
                 msg: ServerMsg::Peers {
@@ -102,7 +99,7 @@ impl Chat {
                     peers: self.names(room, None),
                 },
             }),
-            None => out.push(err(conn, ErrorCode::NotInRoom, "you are not in a room")),
+            None => out.extend(refused),
         }
     }
 
@@ -187,6 +184,7 @@ impl Chat {
     /// Whether `conn` may make a room named `name`; otherwise the error.
     fn may_create(&self, conn: ConnId, name: &str) -> Result<(), (ErrorCode, String)> {
         check_room_name(name).map_err(|why| (ErrorCode::InvalidName, why))?;
+        self.may_join_another(conn)?;
         self.room_allowed(conn)
             .map_err(|why| (ErrorCode::LimitReached, why))?;
         if let Some(existing) = self.find_room(name) {
@@ -249,6 +247,18 @@ impl Chat {
         Ok(())
     }
 
+    /// Whether `conn` may be in one more room ([`MAX_ROOMS_JOINED`]).
+    fn may_join_another(&self, conn: ConnId) -> Result<(), (ErrorCode, String)> {
+        let n = self.sessions.get(&conn).map_or(0, |s| s.rooms.len());
+        if n >= MAX_ROOMS_JOINED {
+            return Err((
+                ErrorCode::LimitReached,
+                format!("you are in {n} rooms, the most at once; leave one first (/part)"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Adds a room record (not yet persisted by this call) whose name no
     /// room has.
     fn add_room(&mut self, rec: RoomRecord) {
@@ -282,7 +292,16 @@ impl Chat {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
-        let member = session.room.as_deref() == Some(name.as_str());
+        let member = session.rooms.contains(&name);
+        if !member {
+            if let Err((code, why)) = self.may_join_another(conn) {
+                out.push(err(conn, code, why));
+                return;
+            }
+        }
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
         let max = self.settings.max_room_members;
         if !member && room.member_count() >= max {
             out.push(err(
@@ -296,7 +315,7 @@ impl Chat {
             self.enter_room(now_ms, conn, &name, false, out);
             return;
         };
-        if session.room.as_deref() == Some(name.as_str()) {
+        if member {
             // Already a member: no password needed to be told again.
             self.enter_room(now_ms, conn, &name, false, out);
             return;
@@ -373,7 +392,7 @@ impl Chat {
         ));
     }
 
-    /// Puts `conn` in room `name` (which exists), leaving its current room.
+    /// Puts `conn` in room `name` (which exists); it stays in its others.
     fn enter_room(
         &mut self,
         now_ms: u64,
@@ -382,26 +401,16 @@ impl Chat {
         created: bool,
         out: &mut Vec<Effect>,
     ) {
-        let already = self
-            .sessions
-            .get(&conn)
-            .is_some_and(|s| s.room.as_deref() == Some(name));
-        if !already {
-            // The other servers learn of the move from the `Enter` below.
-            if let Some(old) = self.leave_room(conn, LeaveReason::Left, false, now_ms, out) {
-                out.push(Effect::Send {
-                    to: conn,
-                    msg: ServerMsg::Left { room: old },
-                });
-            }
-        }
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
-        session.room = Some(name.to_string());
+        let already = session.rooms.iter().any(|r| r == name);
+        if !already {
+            session.rooms.push(name.to_string());
+        }
         let user = session.user.clone();
         let others: Vec<ConnId> = room.local().to_vec();
         room.add(conn);
@@ -435,39 +444,72 @@ impl Chat {
         self.net.send_all(now_ms, &enter, out);
     }
 
-    /// `LeaveRoom`.
-    pub(crate) fn leave(&mut self, now_ms: u64, conn: ConnId, out: &mut Vec<Effect>) {
-        match self.leave_room(conn, LeaveReason::Left, true, now_ms, out) {
-            Some(room) => out.push(Effect::Send {
-                to: conn,
-                msg: ServerMsg::Left { room },
-            }),
-            None => out.push(err(conn, ErrorCode::NotInRoom, "you are not in a room")),
-        }
+    /// `LeaveRoom`: leaves room `name`, one the client is in.
+    pub(crate) fn leave(&mut self, now_ms: u64, conn: ConnId, name: &str, out: &mut Vec<Effect>) {
+        let Some(room) = self.joined(conn, name, out).map(|r| r.name().to_string()) else {
+            return;
+        };
+        self.leave_room(conn, &room, LeaveReason::Left, true, now_ms, out);
+        out.push(Effect::Send {
+            to: conn,
+            msg: ServerMsg::Left { room },
+        });
     }
 
-    /// Takes `conn` out of its room, telling the others (and, with
-    /// `announce`, the other servers). Returns the room.
+    /// Takes `conn` out of room `name`, telling the others (and, with
+    /// `announce`, the other servers). Returns whether it was in it.
     pub(crate) fn leave_room(
+        &mut self,
+        conn: ConnId,
+        name: &str,
+        reason: LeaveReason,
+        announce: bool,
+        now_ms: u64,
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return false;
+        };
+        let Some(at) = session.rooms.iter().position(|r| r == name) else {
+            return false;
+        };
+        session.rooms.remove(at);
+        let user = session.user.clone();
+        let Some(room) = self.rooms.get_mut(name) else {
+            return true;
+        };
+        room.remove(conn);
+        Self::tell_left(room, &user, reason, out);
+        if announce {
+            let leave = NetMsg::Leave {
+                user,
+                room: room.id().to_string(),
+                reason,
+            };
+            self.net.send_all(now_ms, &leave, out);
+        }
+        true
+    }
+
+    /// Takes `conn` out of every room it is in (see [`Chat::leave_room`]);
+    /// returns their names.
+    pub(crate) fn leave_rooms(
         &mut self,
         conn: ConnId,
         reason: LeaveReason,
         announce: bool,
         now_ms: u64,
         out: &mut Vec<Effect>,
-    ) -> Option<String> {
-        let session = self.sessions.get_mut(&conn)?;
-        let name = session.room.take()?;
-        let user = session.user.clone();
-        if let Some(room) = self.rooms.get_mut(&name) {
-            room.remove(conn);
-            Self::tell_left(room, &user, reason, out);
+    ) -> Vec<String> {
+        let rooms = self
+            .sessions
+            .get(&conn)
+            .map(|s| s.rooms.clone())
+            .unwrap_or_default();
+        for room in &rooms {
+            self.leave_room(conn, room, reason, announce, now_ms, out);
         }
-        if announce {
-            let leave = NetMsg::Leave { user, reason };
-            self.net.send_all(now_ms, &leave, out);
-        }
-        Some(name)
+        rooms
     }
 
     /// Tells a room's members here that `user` left it.
@@ -499,16 +541,10 @@ impl Chat {
         Self::tell_left(r, user, reason, out);
     }
 
-    /// Moves a user of another server to the room with id `room_id` (or out
-    /// of any room), telling the rooms here.
-    pub(crate) fn move_remote(
-        &mut self,
-        user: &str,
-        room_id: Option<&str>,
-        reason: LeaveReason,
-        out: &mut Vec<Effect>,
-    ) {
-        let new = room_id.and_then(|id| self.room_ids.get(id)).cloned();
+    /// A user of another server entered the room with id `room_id` (one
+    /// not known here yet is remembered until its record comes).
+    pub(crate) fn remote_enter(&mut self, user: &str, room_id: &str, out: &mut Vec<Effect>) {
+        let name = self.room_ids.get(room_id).cloned();
         // The name as the map holds it, shared with the room's list.
         let Some(user) = self.remote.get_key_value(user).map(|(n, _)| n.clone()) else {
             return;
@@ -516,17 +552,18 @@ impl Chat {
         let Some(u) = self.remote.get_mut(&user) else {
             return;
         };
-        u.room_id = room_id.filter(|_| new.is_none()).map(Box::from);
-        if u.room == new {
-            return;
-        }
-        let (old, server) = (std::mem::replace(&mut u.room, new.clone()), u.server);
-        if let Some(old) = old {
-            self.remote_left_room(&user, &old, reason, out);
-        }
-        let Some(name) = new else {
+        let Some(name) = name else {
+            if u.waiting.len() < MAX_ROOMS_JOINED && !u.waiting.iter().any(|w| **w == *room_id) {
+                u.waiting.push(Box::from(room_id));
+            }
             return;
         };
+        u.waiting.retain(|w| **w != *room_id);
+        if u.rooms.contains(&name) || u.rooms.len() >= MAX_ROOMS_JOINED {
+            return;
+        }
+        u.rooms.push(name.clone());
+        let server = u.server;
         let Some(r) = self.rooms.get_mut(&*name) else {
             return;
         };
@@ -539,6 +576,57 @@ impl Chat {
                     user: user.to_string(),
                 },
             });
+        }
+    }
+
+    /// A user of another server left the room with id `room_id`.
+    pub(crate) fn remote_leave(
+        &mut self,
+        user: &str,
+        room_id: &str,
+        reason: LeaveReason,
+        out: &mut Vec<Effect>,
+    ) {
+        let name = self.room_ids.get(room_id).cloned();
+        let Some(u) = self.remote.get_mut(user) else {
+            return;
+        };
+        u.waiting.retain(|w| **w != *room_id);
+        let Some(name) = name else {
+            return;
+        };
+        let Some(at) = u.rooms.iter().position(|r| *r == name) else {
+            return;
+        };
+        u.rooms.remove(at);
+        self.remote_left_room(user, &name, reason, out);
+    }
+
+    /// Sets the rooms of a user of another server to those with ids
+    /// `room_ids` (as its server's `Online` says), entering and leaving
+    /// as needed.
+    pub(crate) fn remote_rooms(
+        &mut self,
+        user: &str,
+        room_ids: &[String],
+        reason: LeaveReason,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(u) = self.remote.get(user) else {
+            return;
+        };
+        let ids: Vec<String> = u
+            .rooms
+            .iter()
+            .filter_map(|name| self.rooms.get(&**name).map(|r| r.id().to_string()))
+            .chain(u.waiting.iter().map(|w| w.to_string()))
+            .filter(|id| !room_ids.contains(id))
+            .collect();
+        for id in ids {
+            self.remote_leave(user, &id, reason, out);
+        }
+        for id in room_ids.iter().take(MAX_ROOMS_JOINED) {
+            self.remote_enter(user, id, out);
         }
     }
 
@@ -602,12 +690,12 @@ impl Chat {
         let mut waiting: Vec<Arc<str>> = self
             .remote
             .iter()
-            .filter(|(_, u)| u.room.is_none() && u.room_id.as_deref() == Some(id))
+            .filter(|(_, u)| u.waiting.iter().any(|w| **w == *id))
             .map(|(n, _)| n.clone())
             .collect();
         waiting.sort();
         for user in waiting {
-            self.move_remote(&user, Some(id), LeaveReason::Left, out);
+            self.remote_enter(&user, id, out);
         }
     }
 
@@ -629,7 +717,9 @@ impl Chat {
         self.room_ids.insert(room.id().to_string(), shared.clone());
         for conn in room.local() {
             if let Some(s) = self.sessions.get_mut(conn) {
-                s.room = Some(new.to_string());
+                for r in s.rooms.iter_mut().filter(|r| *r == old) {
+                    *r = new.to_string();
+                }
             }
         }
         // A password check under way for the old name is for this room.
@@ -640,7 +730,9 @@ impl Chat {
         }
         for user in room.remote_names() {
             if let Some(u) = self.remote.get_mut(user) {
-                u.room = Some(shared.clone());
+                for r in u.rooms.iter_mut().filter(|r| &***r == old) {
+                    *r = shared.clone();
+                }
             }
         }
         let reason = format!(

@@ -1,5 +1,6 @@
-//! Chat lines: to the room, to one member, or to the admin console; lines
-//! from users of other servers; and each room's history.
+//! Chat lines: to a room, to one user anywhere in the network (a direct
+//! message), or to the admin console; lines from users of other servers;
+//! and each room's history.
 //!
 //! A line to the room goes to every server, not only to those hosting
 //! members, since every server keeps every room's history.
@@ -7,18 +8,20 @@
 use chatdrop_proto::link::{NetMsg, ServerId};
 use chatdrop_proto::{ErrorCode, Target};
 
-use crate::chat::{err, not_in_room, Chat, Who};
+use crate::chat::{err, Chat, Who};
 use crate::event::{ConnId, Effect, Persist};
 use crate::link_checks::check_text;
 use crate::room::line;
 
 impl Chat {
-    /// `Say` from a client here.
+    /// `Say` from a client here: to a room it is in, to a user online
+    /// anywhere in the network, or to the admin console.
     pub(crate) fn say(
         &mut self,
         now_ms: u64,
         conn: ConnId,
         to: Target,
+        room: Option<String>,
         text: String,
         out: &mut Vec<Effect>,
     ) {
@@ -26,33 +29,36 @@ impl Chat {
             out.push(err(conn, code, why));
             return;
         }
-        let session = &self.sessions[&conn];
-        let from = session.user.clone();
-        if to == Target::Server {
-            out.push(Effect::Console(format!("@{from}|{text}")));
-            out.push(Effect::Send {
-                to: conn,
-                msg: line(session.room.clone(), from, Target::Server, text, now_ms),
-            });
-            return;
-        }
-        let Some(room_name) = &session.room else {
-            out.push(not_in_room(conn));
-            return;
-        };
-        let Some(room) = self.rooms.get(room_name) else {
-            return;
-        };
-        let (room_name, room_id) = (room.name().to_string(), room.id().to_string());
+        let from = self.sessions[&conn].user.clone();
         let name = match to {
+            Target::Server => {
+                out.push(Effect::Console(format!("@{from}|{text}")));
+                out.push(Effect::Send {
+                    to: conn,
+                    msg: line(None, from, Target::Server, text, now_ms),
+                });
+                return;
+            }
             Target::User(name) => name,
-            _ => {
+            Target::All => {
+                let Some(room) = room else {
+                    out.push(err(
+                        conn,
+                        ErrorCode::BadRequest,
+                        "a line to the room names the room",
+                    ));
+                    return;
+                };
+                let Some(room) = self.joined(conn, &room, out) else {
+                    return;
+                };
+                let (room_name, room_id) = (room.name().to_string(), room.id().to_string());
                 self.room_line(&room_name, &from, &text, now_ms, out);
                 let servers: Vec<ServerId> = self.net.reachable().copied().collect();
                 for server in servers {
                     let msg = NetMsg::Say {
                         from: from.clone(),
-                        room: room_id.clone(),
+                        room: Some(room_id.clone()),
                         to: Target::All,
                         text: text.clone(),
                         ts: now_ms,
@@ -62,20 +68,24 @@ impl Chat {
                 return;
             }
         };
+        // A direct message: to the user wherever it is online.
         let at = match self.online.get(&name).copied() {
-            Some(c) if room.has(c) => Some(Who::Local(c)),
-            _ => room.remote_server(&name).map(Who::Remote),
+            Some(c) => Some(Who::Local(c)),
+            None => self
+                .remote
+                .get(name.as_str())
+                .map(|u| Who::Remote(u.server)),
         };
         let Some(at) = at else {
             out.push(err(
                 conn,
                 ErrorCode::UnknownUser,
-                format!("no user {name} in room {room_name}"),
+                format!("no user {name} is online in the network"),
             ));
             return;
         };
         let receipt = line(
-            Some(room_name),
+            None,
             from.clone(),
             Target::User(name.clone()),
             text.clone(),
@@ -95,7 +105,7 @@ impl Chat {
             Who::Remote(server) => {
                 let msg = NetMsg::Say {
                     from,
-                    room: room_id,
+                    room: None,
                     to: Target::User(name),
                     text,
                     ts: now_ms,
@@ -144,35 +154,37 @@ impl Chat {
         }
     }
 
-    /// A line from a user of server `server`.
+    /// A line from a user of server `server`: to a room (by id), or a
+    /// direct message to a user here.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn remote_say(
         &mut self,
         server: ServerId,
         sender: String,
-        room_id: String,
+        room_id: Option<String>,
         to: Target,
         text: String,
         ts: u64,
         out: &mut Vec<Effect>,
     ) {
-        let Some(name) = self.room_ids.get(&room_id).cloned() else {
-            return;
-        };
         if !self.of_server(&sender, server) {
             return;
         }
-        match to {
-            Target::All => self.room_line(&name, &sender, &text, ts, out),
-            Target::User(user) => {
-                if let Some(conn) = self.local_in(&user, &room_id) {
+        match (to, room_id) {
+            (Target::All, Some(room_id)) => {
+                if let Some(name) = self.room_ids.get(&room_id).cloned() {
+                    self.room_line(&name, &sender, &text, ts, out);
+                }
+            }
+            (Target::User(user), None) => {
+                if let Some(conn) = self.online.get(&user).copied() {
                     out.push(Effect::Send {
                         to: conn,
-                        msg: line(Some(name.to_string()), sender, Target::User(user), text, ts),
+                        msg: line(None, sender, Target::User(user), text, ts),
                     });
                 }
             }
-            Target::Server => {}
+            _ => {}
         }
     }
 }

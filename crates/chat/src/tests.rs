@@ -19,6 +19,9 @@ struct Harness {
     /// Relays the core asked the hub to open.
     relays: Vec<Effect>,
     shutdown: bool,
+    /// The room each connection last created or joined: where its lines to
+    /// `All` go.
+    rooms: std::collections::HashMap<ConnId, String>,
 }
 
 const A: ConnId = ConnId(1);
@@ -42,6 +45,7 @@ impl Harness {
             pending_hashes: vec![],
             relays: vec![],
             shutdown: false,
+            rooms: Default::default(),
         }
     }
 
@@ -136,6 +140,7 @@ impl Harness {
     }
 
     fn create(&mut self, conn: ConnId, room: &str, password: Option<&str>) {
+        self.rooms.insert(conn, room.to_string());
         self.ev(Event::CreateRoom {
             conn,
             room: room.into(),
@@ -152,6 +157,7 @@ impl Harness {
     }
 
     fn join(&mut self, conn: ConnId, room: &str, password: Option<&str>) {
+        self.rooms.insert(conn, room.to_string());
         self.ev(Event::Request {
             conn,
             msg: ClientMsg::JoinRoom {
@@ -163,10 +169,12 @@ impl Harness {
     }
 
     fn say(&mut self, conn: ConnId, to: Target, text: &str) {
+        let room = (to == Target::All).then(|| self.rooms.get(&conn).cloned().unwrap_or_default());
         self.ev(Event::Request {
             conn,
             msg: ClientMsg::Say {
                 to,
+                room,
                 text: text.into(),
             },
         });
@@ -245,14 +253,18 @@ fn the_original_scenario() {
     assert_eq!(texts(&h.take(B)), ["bob>all:hello!"]);
     assert!(h.take(C).is_empty());
 
-    // A DM to someone outside the room is refused.
+    // A DM goes to anyone online, in a room of one's own or not.
     h.say(A, Target::User("carol".into()), "psst");
+    assert_eq!(texts(&h.take(C)), ["alice>carol:psst"]);
+    assert_eq!(texts(&h.take(A)), ["alice>carol:psst"]);
+    h.say(A, Target::User("dave".into()), "psst");
     assert_eq!(error_code(&h.take(A)), Some(ErrorCode::UnknownUser));
-    assert!(h.take(C).is_empty());
 
     h.ev(Event::Request {
         conn: A,
-        msg: ClientMsg::GetPeers,
+        msg: ClientMsg::GetPeers {
+            room: "whatsapp".into(),
+        },
     });
     assert!(
         matches!(&h.take(A)[..], [ServerMsg::Peers { peers, .. }] if peers == &["bob", "alice"])
@@ -268,6 +280,106 @@ fn the_original_scenario() {
         h.closed.last(),
         Some((A, Some(ServerMsg::Bye { .. })))
     ));
+}
+
+/// A client is in several rooms at once: a line goes to the room it
+/// names, leaving one room keeps the others, a room it is not in refuses
+/// its lines, and the number of rooms at once is bounded.
+#[test]
+fn a_client_is_in_several_rooms_at_once() {
+    let settings = Settings {
+        max_rooms_per_user: 100,
+        ..Settings::default()
+    };
+    let mut h = Harness::with(settings, Snapshot::default());
+    h.login(A, "alice");
+    h.login(B, "bob");
+    h.login(C, "carol");
+    h.create(A, "work", None);
+    h.create(A, "games", None);
+    let alice = h.take(A);
+    assert_eq!(
+        alice
+            .iter()
+            .filter(|m| matches!(m, ServerMsg::Joined { .. }))
+            .count(),
+        2
+    );
+    assert!(
+        !alice.iter().any(|m| matches!(m, ServerMsg::Left { .. })),
+        "joining does not leave: {alice:?}"
+    );
+    h.join(B, "work", None);
+    h.join(C, "games", None);
+    h.take(A);
+    h.take(B);
+    h.take(C);
+    let say = |h: &mut Harness, room: &str, text: &str| {
+        h.ev(Event::Request {
+            conn: A,
+            msg: ClientMsg::Say {
+                to: Target::All,
+                room: Some(room.into()),
+                text: text.into(),
+            },
+        });
+    };
+    say(&mut h, "work", "standup at ten");
+    assert_eq!(texts(&h.take(B)), ["alice>all:standup at ten"]);
+    assert!(h.take(C).is_empty(), "games does not hear work");
+    say(&mut h, "GAMES", "chess later?");
+    assert_eq!(texts(&h.take(C)), ["alice>all:chess later?"]);
+    assert!(h.take(B).is_empty());
+    assert_eq!(texts(&h.take(A)).len(), 2, "alice hears both rooms");
+    // Leaving one keeps the other.
+    h.ev(Event::Request {
+        conn: A,
+        msg: ClientMsg::LeaveRoom {
+            room: "work".into(),
+        },
+    });
+    assert!(matches!(&h.take(A)[..], [ServerMsg::Left { room }] if room == "work"));
+    assert!(matches!(&h.take(B)[..], [ServerMsg::PeerLeft { user, .. }] if user == "alice"));
+    assert!(h.take(C).is_empty());
+    say(&mut h, "work", "still here?");
+    assert_eq!(error_code(&h.take(A)), Some(ErrorCode::NotInRoom));
+    assert!(h.take(B).is_empty());
+    say(&mut h, "games", "yes");
+    assert_eq!(texts(&h.take(C)), ["alice>all:yes"]);
+    // A line to the room must name it.
+    h.ev(Event::Request {
+        conn: A,
+        msg: ClientMsg::Say {
+            to: Target::All,
+            room: None,
+            text: "where?".into(),
+        },
+    });
+    assert_eq!(error_code(&h.take(A)), Some(ErrorCode::BadRequest));
+    // At most MAX_ROOMS_JOINED at once, created or joined.
+    let max = chatdrop_proto::limits::MAX_ROOMS_JOINED;
+    for i in 1..max {
+        h.create(A, &format!("r{i}"), None);
+    }
+    let made = h.take(A);
+    assert_eq!(error_code(&made), None, "{made:?}");
+    h.create(A, "one-too-many", None);
+    let refused = h.take(A);
+    assert_eq!(
+        error_code(&refused),
+        Some(ErrorCode::LimitReached),
+        "{refused:?}"
+    );
+    h.join(A, "work", None);
+    let refused = h.take(A);
+    assert_eq!(error_code(&refused), Some(ErrorCode::LimitReached));
+    assert!(format!("{refused:?}").contains("leave one first"));
+    // Quitting leaves them all.
+    h.ev(Event::Request {
+        conn: A,
+        msg: ClientMsg::Quit,
+    });
+    assert!(matches!(&h.take(C)[..], [ServerMsg::PeerLeft { user, .. }] if user == "alice"));
 }
 
 #[test]
@@ -498,7 +610,9 @@ fn a_full_room_refuses_one_more() {
     assert!(matches!(h.take(B)[0], ServerMsg::Joined { .. }));
     h.ev(Event::Request {
         conn: B,
-        msg: ClientMsg::LeaveRoom,
+        msg: ClientMsg::LeaveRoom {
+            room: "vault".into(),
+        },
     });
     h.join(C, "vault", Some("pw"));
     assert!(matches!(h.take(C)[0], ServerMsg::Joined { .. }));
@@ -519,6 +633,7 @@ fn the_room_list_comes_in_pages() {
     h.login(A, "alice");
     for i in 0..250 {
         h.create(A, &format!("room{i:03}"), None);
+        h.leave(A);
     }
     h.take(A);
     let mut after = None;
@@ -675,6 +790,7 @@ fn bad_messages_get_clear_errors() {
     h.ev(Event::Request {
         conn: A,
         msg: ClientMsg::WhoHas {
+            room: "r".into(),
             file: "a\x1b[31m.txt".into(),
         },
     });
@@ -839,6 +955,7 @@ fn whohas_and_getfile_are_brokered_within_the_room() {
     h.ev(Event::Request {
         conn: A,
         msg: ClientMsg::WhoHas {
+            room: "r".into(),
             file: "song.mp3".into(),
         },
     });
@@ -991,6 +1108,7 @@ fn the_share_policy_is_enforced_where_requests_are_brokered() {
     h.ev(Event::Request {
         conn: A,
         msg: ClientMsg::WhoHas {
+            room: "r".into(),
             file: "setup.exe".into(),
         },
     });
@@ -1074,7 +1192,13 @@ fn a_file_name_that_shows_reversed_is_refused_where_files_are_brokered() {
     let mut h = Harness::alice_and_bob_in("r");
     let bidi = "invoice\u{202E}fdp.exe";
     let requests = [
-        (A, ClientMsg::WhoHas { file: bidi.into() }),
+        (
+            A,
+            ClientMsg::WhoHas {
+                room: "r".into(),
+                file: bidi.into(),
+            },
+        ),
         (
             B,
             ClientMsg::HaveFile {
@@ -1110,6 +1234,7 @@ fn a_file_name_that_shows_reversed_is_refused_where_files_are_brokered() {
     h.ev(Event::Request {
         conn: A,
         msg: ClientMsg::WhoHas {
+            room: "r".into(),
             file: greek_japanese.into(),
         },
     });
@@ -1262,10 +1387,12 @@ impl Harness {
         }
     }
 
+    /// `conn` leaves the room it last created or joined.
     fn leave(&mut self, conn: ConnId) {
+        let room = self.rooms.get(&conn).cloned().unwrap_or_default();
         self.ev(Event::Request {
             conn,
-            msg: ClientMsg::LeaveRoom,
+            msg: ClientMsg::LeaveRoom { room },
         });
     }
 

@@ -12,14 +12,17 @@ pub enum Command {
     Say {
         /// Recipient.
         to: Target,
+        /// The room of a line to `All`; `None` for the room joined last.
+        room: Option<String>,
         text: String,
     },
     /// `@server get_rooms`, `/rooms`: the first page of the room list.
     ListRooms,
     /// `@server get_rooms more`, `/rooms more`: the next page.
     MoreRooms,
-    /// `@server get_peers`, `/peers`.
-    Peers,
+    /// `@server get_peers`, `/peers [ROOM]`: the room's members (`None`:
+    /// the room joined last).
+    Peers { room: Option<String> },
     /// `/create NAME [password]`.
     Create {
         room: String,
@@ -32,14 +35,15 @@ pub enum Command {
         /// Password.
         password: Option<String>,
     },
-    /// `/leave`.
-    Leave,
+    /// `/leave [ROOM]`, `/part [ROOM]` (`None`: the room joined last).
+    Leave { room: Option<String> },
     /// `/help`.
     Help,
     /// `@server exit`, `/quit`: leave the room, disconnect cleanly and exit.
     Quit,
-    /// `@all whohas FILE`: ask the room who shares a file.
-    WhoHas { file: String },
+    /// `@all whohas FILE`: ask a room who shares a file (`None`: the room
+    /// joined last).
+    WhoHas { room: Option<String>, file: String },
     /// `@USER getfile FILE`: fetch a file from a peer.
     GetFile {
         /// The peer.
@@ -53,11 +57,11 @@ pub enum Command {
 /// The help text listing every command.
 pub const HELP: &str = "\
 commands:
-  @USER text            message one user in your room
-  @all text             message everyone in your room
+  @USER text            message one user, anywhere in the network
+  @all text             message everyone in your room (the last joined)
   @server text          message the server's admin
   @server get_rooms     list the rooms            (also /rooms)
-  @server get_peers     list the peers in the room (also /peers)
+  @server get_peers     list the peers in the room (also /peers [ROOM])
   @server exit          leave and disconnect       (also /quit)
   @all whohas FILE      ask the room who shares FILE
   @USER getfile FILE    fetch FILE from USER, peer to peer
@@ -67,8 +71,8 @@ commands:
   @me clrglobalshare    stop sharing the folder as a whole
   @me getsharestatus    what is shared
   /create NAME [PASS]   create a room (private with a password) and join it
-  /join NAME [PASS]     join a room
-  /leave                leave the room
+  /join NAME [PASS]     join a room (staying in the others)
+  /leave [ROOM]         leave a room (also /part)
   /help                 this help";
 
 fn split_word(s: &str) -> (&str, &str) {
@@ -124,19 +128,22 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, String> {
             ("", _) => return Err("@ needs a user name, `all` or `server`: @bob hello".into()),
             ("server", "get_rooms") => Command::ListRooms,
             ("server", "get_rooms more") => Command::MoreRooms,
-            ("server", "get_peers") => Command::Peers,
+            ("server", "get_peers") => Command::Peers { room: None },
             ("server", "exit") => Command::Quit,
             ("me", rest) => Command::Share(parse_share(rest)?),
             (_, "") => return Err(format!("{word} needs a message: {word} hello")),
             ("all", text) if text.starts_with("whohas ") => Command::WhoHas {
+                room: None,
                 file: text["whohas ".len()..].trim().to_string(),
             },
             ("all", text) => Command::Say {
                 to: Target::All,
+                room: None,
                 text: text.into(),
             },
             ("server", text) => Command::Say {
                 to: Target::Server,
+                room: None,
                 text: text.into(),
             },
             (user, text) if text.starts_with("getfile ") => Command::GetFile {
@@ -145,6 +152,7 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, String> {
             },
             (user, text) => Command::Say {
                 to: Target::User(user.into()),
+                room: None,
                 text: text.into(),
             },
         };
@@ -153,8 +161,12 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, String> {
     let cmd = match word {
         "/rooms" if rest == "more" => Command::MoreRooms,
         "/rooms" => Command::ListRooms,
-        "/peers" => Command::Peers,
-        "/leave" => Command::Leave,
+        "/peers" => Command::Peers {
+            room: (!rest.is_empty()).then(|| rest.to_string()),
+        },
+        "/leave" | "/part" => Command::Leave {
+            room: (!rest.is_empty()).then(|| rest.to_string()),
+        },
         "/help" | "/?" => Command::Help,
         "/quit" | "/exit" => Command::Quit,
         "/create" => {
@@ -182,6 +194,7 @@ mod tests {
     fn say(to: Target, text: &str) -> Option<Command> {
         Some(Command::Say {
             to,
+            room: None,
             text: text.into(),
         })
     }
@@ -206,7 +219,7 @@ mod tests {
         );
         assert_eq!(
             parse_command("@server get_peers").unwrap(),
-            Some(Command::Peers)
+            Some(Command::Peers { room: None })
         );
         assert_eq!(parse_command("@server exit").unwrap(), Some(Command::Quit));
         assert_eq!(parse_command("").unwrap(), None);
@@ -217,6 +230,7 @@ mod tests {
         assert_eq!(
             parse_command("@all whohas my song.mp3").unwrap(),
             Some(Command::WhoHas {
+                room: None,
                 file: "my song.mp3".into()
             })
         );
@@ -265,6 +279,16 @@ mod tests {
             })
         );
         assert_eq!(parse_command("/quit").unwrap(), Some(Command::Quit));
+        assert_eq!(
+            parse_command("/part games").unwrap(),
+            Some(Command::Leave {
+                room: Some("games".into())
+            })
+        );
+        assert_eq!(
+            parse_command("/leave").unwrap(),
+            Some(Command::Leave { room: None })
+        );
         assert!(parse_command("/join")
             .unwrap_err()
             .contains("needs a room name"));

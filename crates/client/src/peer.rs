@@ -214,8 +214,8 @@ impl Peer {
         }
     }
 
-    /// `@all whohas FILE`: forget earlier answers for it and ask.
-    pub fn who_has(&mut self, file: &str) -> ClientMsg {
+    /// `@all whohas FILE` in `room`: forget earlier answers for it and ask.
+    pub fn who_has(&mut self, room: String, file: &str) -> ClientMsg {
         self.tried.remove(file);
         self.asked.retain(|f| f != file);
         if self.asked.len() == MAX_ASKED {
@@ -226,7 +226,10 @@ impl Peer {
         }
         self.asked.push_back(file.to_string());
         self.holders.insert(file.to_string(), Vec::new());
-        ClientMsg::WhoHas { file: file.into() }
+        ClientMsg::WhoHas {
+            room,
+            file: file.into(),
+        }
     }
 
     /// `@USER getfile FILE`: opens the transfer's socket, learns where the

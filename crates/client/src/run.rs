@@ -1,14 +1,14 @@
 //! The client's control loop: one session at a time, keepalive, reconnect
-//! with backoff, and rejoining the room the user was in. Lines the server
+//! with backoff, and rejoining the rooms the user was in. Lines the server
 //! had not taken when it said goodbye (it is restarting) are sent again once
-//! the client is back in its room.
+//! the client is back in their room.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use chatdrop_proto::limits::{IDLE_TIMEOUT_SECS, PING_INTERVAL_SECS};
-use chatdrop_proto::{ClientMsg, ErrorCode, ServerMsg};
+use chatdrop_proto::{ClientMsg, ErrorCode, ServerMsg, Target};
 use ed25519_dalek::SigningKey;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -17,7 +17,7 @@ use crate::event::{ClientEvent, ErrorKind, RoomEntry, ServerRtt};
 use crate::peer::{Peer, TransferOptions};
 use crate::session::{connect, ConnectError, Session};
 use crate::trust::KnownHosts;
-use crate::unechoed::Unechoed;
+use crate::unechoed::{Said, Unechoed};
 use crate::{identity, ClientError, Command};
 
 /// How to run a client.
@@ -60,8 +60,10 @@ struct Loop {
     opts: ClientOptions,
     key: SigningKey,
     events: mpsc::Sender<ClientEvent>,
-    /// Room to rejoin after a reconnect, with its password.
-    room: Option<(String, Option<String>)>,
+    /// The rooms the client is in, with their passwords (to rejoin them
+    /// after a reconnect), in the order joined: the last is where a
+    /// command that names no room goes.
+    rooms: Vec<(String, Option<String>)>,
     /// Passwords of create/join requests awaiting an answer.
     pending: HashMap<String, Option<String>>,
     /// Where the next page of the room list starts, after a page that was
@@ -125,7 +127,7 @@ pub async fn run(
         key,
         events,
         peer,
-        room: None,
+        rooms: Vec::new(),
         pending: HashMap::new(),
         rooms_next: None,
         unechoed: Unechoed::default(),
@@ -209,13 +211,13 @@ pub async fn run(
             }
         };
         lp.pin_first_use(&known, &session)?;
-        if let Some((room, password)) = lp.room.clone() {
-            // The carried lines go once the room is joined again.
+        // A room's carried lines go once it is joined again; direct ones
+        // at once.
+        for (room, password) in std::mem::take(&mut lp.rooms) {
             lp.command(&mut session, Command::Join { room, password })
                 .await;
-        } else {
-            lp.resend_carried(&mut session).await;
         }
+        lp.resend_carried(&mut session).await;
     }
 }
 
@@ -332,9 +334,20 @@ impl Loop {
     /// Sends what a command asks for. Returns false if the connection failed.
     async fn command(&mut self, s: &mut Session, cmd: Command) -> bool {
         let msg = match cmd {
-            Command::Say { to, text } => {
-                self.unechoed.sent(to.clone(), text.clone());
-                ClientMsg::Say { to, text }
+            Command::Say { to, room, text } => {
+                let room = match to {
+                    Target::All => match self.room_for(room).await {
+                        Some(room) => Some(room),
+                        None => return true,
+                    },
+                    _ => None,
+                };
+                self.unechoed.sent(Said {
+                    to: to.clone(),
+                    room: room.clone(),
+                    text: text.clone(),
+                });
+                ClientMsg::Say { to, room, text }
             }
             Command::ListRooms => ClientMsg::ListRooms { after: None },
             Command::MoreRooms => match self.rooms_next.clone() {
@@ -349,8 +362,14 @@ impl Loop {
                     return true;
                 }
             },
-            Command::Peers => ClientMsg::GetPeers,
-            Command::Leave => ClientMsg::LeaveRoom,
+            Command::Peers { room } => match self.room_for(room).await {
+                Some(room) => ClientMsg::GetPeers { room },
+                None => return true,
+            },
+            Command::Leave { room } => match self.room_for(room).await {
+                Some(room) => ClientMsg::LeaveRoom { room },
+                None => return true,
+            },
             Command::Quit => ClientMsg::Quit,
             Command::Create { room, password } => {
                 self.pending.insert(room.clone(), password.clone());
@@ -361,7 +380,10 @@ impl Loop {
                 ClientMsg::JoinRoom { room, password }
             }
             Command::Help => return true, // the front end shows help itself
-            Command::WhoHas { file } => self.peer.who_has(&file),
+            Command::WhoHas { room, file } => match self.room_for(room).await {
+                Some(room) => self.peer.who_has(room, &file),
+                None => return true,
+            },
             Command::GetFile { owner, file } => {
                 self.peer
                     .get_file(&self.opts.user, &self.key, &owner, &file);
@@ -378,12 +400,30 @@ impl Loop {
     /// Sends again the lines the last server did not take before its
     /// goodbye. Returns false if the connection failed.
     async fn resend_carried(&mut self, s: &mut Session) -> bool {
-        for (to, text) in self.unechoed.take_carried() {
-            if !self.command(s, Command::Say { to, text }).await {
+        let joined: Vec<String> = self.rooms.iter().map(|(r, _)| r.clone()).collect();
+        for Said { to, room, text } in self
+            .unechoed
+            .take_carried(|r| joined.iter().any(|j| j == r))
+        {
+            if !self.command(s, Command::Say { to, room, text }).await {
                 return false;
             }
         }
         true
+    }
+
+    /// The room a command is about: the one it names, or else the room
+    /// joined last; `None` (the user told why) if the client is in none.
+    async fn room_for(&self, named: Option<String>) -> Option<String> {
+        if let Some(room) = named.or_else(|| self.rooms.last().map(|(r, _)| r.clone())) {
+            return Some(room);
+        }
+        self.emit(ClientEvent::Error {
+            code: ErrorKind::Server(ErrorCode::NotInRoom),
+            message: "join a room first (/rooms lists them, /join NAME enters one)".into(),
+        })
+        .await;
+        None
     }
 
     /// Runs one logged-in session until it ends.
@@ -509,7 +549,9 @@ impl Loop {
                 peers,
             } => {
                 let password = self.pending.remove(&room).flatten();
-                self.room = Some((room.clone(), password));
+                // The room joined last is where commands without a room go.
+                self.rooms.retain(|(r, _)| *r != room);
+                self.rooms.push((room.clone(), password));
                 self.emit(ClientEvent::Joined {
                     room,
                     room_id,
@@ -525,9 +567,7 @@ impl Loop {
                 return Ok(None);
             }
             ServerMsg::Left { room } => {
-                if self.room.as_ref().is_some_and(|(r, _)| *r == room) {
-                    self.room = None;
-                }
+                self.rooms.retain(|(r, _)| *r != room);
                 ClientEvent::Left { room }
             }
             ServerMsg::PeerJoined { room, user } => ClientEvent::PeerJoined { room, user },
@@ -538,7 +578,11 @@ impl Loop {
             },
             ServerMsg::Message(l) => {
                 if !l.history && l.from == self.opts.user {
-                    self.unechoed.echoed(&l.to, &l.text);
+                    self.unechoed.echoed(&Said {
+                        to: l.to.clone(),
+                        room: l.room.clone(),
+                        text: l.text.clone(),
+                    });
                 }
                 ClientEvent::Message {
                     room: l.room,
@@ -553,7 +597,7 @@ impl Loop {
             ServerMsg::Notice { text } => ClientEvent::ServerNotice { text },
             ServerMsg::RoomRenamed { old, new, reason } => {
                 // Rejoin under the new name after a reconnect.
-                if let Some((room, _)) = self.room.as_mut().filter(|(r, _)| *r == old) {
+                for (room, _) in self.rooms.iter_mut().filter(|(r, _)| *r == old) {
                     *room = new.clone();
                 }
                 ClientEvent::RoomRenamed { old, new, reason }

@@ -109,6 +109,7 @@ mod tests {
             },
             ClientMsg::Say {
                 to: Target::User("bob".into()),
+                room: None,
                 text: "hi ✓".into(),
             },
             ClientMsg::JoinRoom {
@@ -161,6 +162,7 @@ mod tests {
         // a header when it arrives in pieces.
         let msg = ClientMsg::Say {
             to: Target::All,
+            room: Some("lobby".into()),
             text: "x".repeat(5000),
         };
         let frame = encode_frame(&msg).unwrap();

@@ -8,16 +8,25 @@
 /// requests and offers, and `Observe`. Version 4: the relay (`Relay`,
 /// `RelayEnd`, `RelayRefused`, `Tunnel`), and the mailboxes of short codes
 /// (`Mailbox`). Version 5: a relay at another server of the network
-/// (`RelayAt`).
-pub const PROTOCOL_VERSION: u16 = 5;
+/// (`RelayAt`). Version 6: several rooms at once (`JoinRoom` no longer
+/// leaves the others; `LeaveRoom`, `GetPeers` and `WhoHas` name their
+/// room, `Say` to the room names it) and direct messages to anyone online
+/// in the network.
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// The version of the server-to-server link protocol, in
 /// [`crate::link::LinkHello`]. Version 2: SPAKE2 instead of a MAC under the
 /// network key, server keys, signed link-state records. Version 3: a
 /// server's state in parts (`Sync` with `part` and `last`). Version 4: a
 /// file request carries the asker's candidate addresses. Version 5: relays
-/// between users of two servers (`Relay`).
-pub const LINK_PROTOCOL_VERSION: u16 = 5;
+/// between users of two servers (`Relay`). Version 6: a user in several
+/// rooms (`NetUser::rooms`, `Leave` names its room), and direct messages
+/// outside rooms (`Say` without a room).
+pub const LINK_PROTOCOL_VERSION: u16 = 6;
+
+/// Rooms one client may be in at once: each costs its server a member
+/// entry, and every join and leave goes to every server of the network.
+pub const MAX_ROOMS_JOINED: usize = 20;
 
 /// Whether `at` can be a relay's address (`RelayAt`, `[relay] addresses`):
 /// a unicast address (not unspecified, multicast or broadcast) and a port.

@@ -217,8 +217,9 @@ pub struct NetUser {
     pub key: [u8; 32],
     /// The address its server sees it at (where its file offers are reached).
     pub ip: IpAddr,
-    /// The room it is in.
-    pub room: Option<String>,
+    /// The ids of the rooms it is in (at most
+    /// [`crate::limits::MAX_ROOMS_JOINED`]).
+    pub rooms: Vec<String>,
     /// When it logged in (ms since the Unix epoch).
     pub since_ms: u64,
 }
@@ -307,11 +308,12 @@ pub enum NetMsg {
         /// Why.
         reason: LeaveReason,
     },
-    /// A user of the sender entered a room (leaving any other).
+    /// A user of the sender entered a room (by id; it stays in the others).
     Enter { user: String, room: String },
-    /// A user of the sender left its room.
+    /// A user of the sender left a room (by id).
     Leave {
         user: String,
+        room: String,
         /// Why.
         reason: LeaveReason,
     },
@@ -323,7 +325,9 @@ pub enum NetMsg {
     Say {
         /// The sender.
         from: String,
-        room: String,
+        /// The room's id, for a line to the room; `None` for a direct
+        /// message (to a user online at the destination).
+        room: Option<String>,
         /// `All` or one user.
         to: Target,
         text: String,

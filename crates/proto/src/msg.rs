@@ -64,28 +64,42 @@ pub enum ClientMsg {
         /// Password of a private room; `None` for a public room.
         password: Option<String>,
     },
-    /// Join a room, leaving the current one.
+    /// Join a room, staying in the others (at most
+    /// [`crate::limits::MAX_ROOMS_JOINED`] at once).
     JoinRoom {
         /// Name of the room.
         room: String,
         /// Password, for a private room.
         password: Option<String>,
     },
-    /// Leave the current room.
-    LeaveRoom,
-    /// Ask for the peers of the current room (`@server get_peers`).
-    GetPeers,
+    /// Leave a room.
+    LeaveRoom {
+        /// Its name.
+        room: String,
+    },
+    /// Ask for the peers of a room the client is in (`@server get_peers`).
+    GetPeers {
+        /// Its name.
+        room: String,
+    },
     /// Send a chat line.
     Say {
-        /// Who receives it.
+        /// Who receives it: `All`, the members of `room`; a user, that
+        /// user wherever it is online in the network (a direct message);
+        /// `Server`, the admin console.
         to: Target,
+        /// The room of a line to `All` (one the client is in); `None` for
+        /// the others.
+        room: Option<String>,
         /// The text, at most [`crate::limits::MAX_TEXT_BYTES`] bytes.
         text: String,
     },
-    /// Leave the room and log out cleanly (`@server exit`).
+    /// Leave every room and log out cleanly (`@server exit`).
     Quit,
-    /// Ask the room who shares a file (`@all whohas FILE`).
+    /// Ask a room the client is in who shares a file (`@all whohas FILE`).
     WhoHas {
+        /// The room asked.
+        room: String,
         /// The file's name, relative to the owners' share folders.
         file: String,
     },

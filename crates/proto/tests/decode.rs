@@ -41,7 +41,7 @@ proptest! {
 
     #[test]
     fn says_round_trip(user in "[a-z]{1,32}", text in "\\PC{0,200}", split in 0usize..300) {
-        let msg = ClientMsg::Say { to: Target::User(user), text };
+        let msg = ClientMsg::Say { to: Target::User(user), room: None, text };
         let frame = encode_frame(&msg).unwrap();
         let cut = split.min(frame.len());
         let mut codec = FrameCodec::new(16 * 1024);

@@ -258,9 +258,9 @@ impl Kind {
             ClientMsg::GetFile { .. } => &[Kind::GetFile],
             ClientMsg::CreateRoom { .. } => &[Kind::CreateRoom, Kind::ServerCommands],
             ClientMsg::ListRooms { .. } => &[Kind::ListRooms, Kind::ServerCommands],
-            ClientMsg::JoinRoom { .. } | ClientMsg::LeaveRoom | ClientMsg::GetPeers => {
-                &[Kind::ServerCommands]
-            }
+            ClientMsg::JoinRoom { .. }
+            | ClientMsg::LeaveRoom { .. }
+            | ClientMsg::GetPeers { .. } => &[Kind::ServerCommands],
             _ => &[],
         }
     }
@@ -374,6 +374,7 @@ fn shown(x: f64) -> String {
 pub(crate) fn say() -> ClientMsg {
     ClientMsg::Say {
         to: chatdrop_proto::Target::All,
+        room: Some("r".into()),
         text: "hi".into(),
     }
 }
@@ -383,7 +384,10 @@ mod tests {
     use super::*;
 
     fn whohas() -> ClientMsg {
-        ClientMsg::WhoHas { file: "a".into() }
+        ClientMsg::WhoHas {
+            room: "r".into(),
+            file: "a".into(),
+        }
     }
 
     fn error_text(v: &Verdict) -> String {
@@ -433,9 +437,12 @@ mod tests {
         // 5 of the 20 @server commands were spent, the refused ones took
         // nothing: 15 are left.
         for _ in 0..15 {
-            assert_eq!(q.check(0, &ClientMsg::GetPeers, 10), Verdict::Allow);
+            assert_eq!(
+                q.check(0, &ClientMsg::GetPeers { room: "r".into() }, 10),
+                Verdict::Allow
+            );
         }
-        let q2 = q.check(0, &ClientMsg::GetPeers, 10);
+        let q2 = q.check(0, &ClientMsg::GetPeers { room: "r".into() }, 10);
         assert!(error_text(&q2).contains("server_commands"));
     }
 

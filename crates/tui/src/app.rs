@@ -32,7 +32,7 @@ in this window:
   plain text            goes to the room or user of the window shown
   /query USER           open a window with USER   /msg USER TEXT  message USER
   /win N                show window N             /close      close this window
-  /get N                download whohas answer N  /part       leave the room
+  /get N                download whohas answer N  /part [ROOM] leave a room
   /clear                clear this window";
 
 /// What the UI asks of the program around it.
@@ -556,6 +556,7 @@ impl App {
         };
         self.command(Command::Say {
             to,
+            room: None,
             text: line.to_string(),
         })
     }
@@ -575,14 +576,14 @@ impl App {
             },
             "/close" => match self.windows.current().kind.clone() {
                 Kind::Status => self.here(self.clock_ms, "The status window stays", Tone::Error),
-                Kind::Room(_) if self.windows.current().joined => {
+                Kind::Room(room) if self.windows.current().joined => {
                     self.windows.close_current();
-                    return Some(self.command(Command::Leave));
+                    return Some(self.command(Command::Leave { room: Some(room) }));
                 }
                 _ => self.windows.close_current(),
             },
             "/clear" => self.windows.current_mut().lines.clear(),
-            "/part" => return Some(self.command(Command::Leave)),
+
             "/query" if !rest.is_empty() && !rest.contains(' ') => {
                 let i = self.windows.open(Kind::Direct(rest.to_string()));
                 self.windows.show(i);
@@ -596,6 +597,7 @@ impl App {
                 Some((user, text)) if !text.trim().is_empty() => {
                     return Some(self.command(Command::Say {
                         to: Target::User(user.to_string()),
+                        room: None,
                         text: text.trim().to_string(),
                     }))
                 }
@@ -621,8 +623,28 @@ impl App {
         Some(Vec::new())
     }
 
-    /// `cmd`, noted where the UI follows it, to send.
-    fn command(&mut self, cmd: Command) -> Vec<Action> {
+    /// `cmd`, noted where the UI follows it, to send. A command about
+    /// a room that names none is about the room of the window shown.
+    fn command(&mut self, mut cmd: Command) -> Vec<Action> {
+        let here = match &self.windows.current().kind {
+            Kind::Room(room) => Some(room.clone()),
+            _ => None,
+        };
+        match &mut cmd {
+            Command::Say {
+                to: Target::All,
+                room,
+                ..
+            }
+            | Command::Peers { room }
+            | Command::Leave { room }
+            | Command::WhoHas { room, .. }
+                if room.is_none() =>
+            {
+                room.clone_from(&here)
+            }
+            _ => {}
+        }
         match &cmd {
             Command::Help => {
                 self.here(self.clock_ms, HELP, Tone::Info);
@@ -634,7 +656,7 @@ impl App {
                 self.pending_join = Some(room.clone());
             }
             Command::GetFile { owner, file } => self.transfers.asked(file, owner),
-            Command::WhoHas { file } => self.owners.retain(|o| &o.file != file),
+            Command::WhoHas { file, .. } => self.owners.retain(|o| &o.file != file),
             _ => {}
         }
         vec![Action::Send(cmd)]

@@ -262,6 +262,7 @@ fn windows_for_rooms_and_direct_messages_with_unread_and_mentions() {
         enter(&mut app, "sure"),
         send(Command::Say {
             to: Target::User("bob".into()),
+            room: None,
             text: "sure".into()
         })
     );
@@ -282,6 +283,7 @@ fn plain_text_and_the_original_commands() {
         enter(&mut app, "hello everyone"),
         send(Command::Say {
             to: Target::All,
+            room: Some("lobby".into()),
             text: "hello everyone".into()
         })
     );
@@ -289,6 +291,7 @@ fn plain_text_and_the_original_commands() {
         enter(&mut app, "@bob hi"),
         send(Command::Say {
             to: Target::User("bob".into()),
+            room: None,
             text: "hi".into()
         })
     );
@@ -299,10 +302,16 @@ fn plain_text_and_the_original_commands() {
     assert_eq!(
         enter(&mut app, "@all whohas notes.txt"),
         send(Command::WhoHas {
+            room: Some("lobby".into()),
             file: "notes.txt".into()
         })
     );
-    assert_eq!(enter(&mut app, "/part"), send(Command::Leave));
+    assert_eq!(
+        enter(&mut app, "/part"),
+        send(Command::Leave {
+            room: Some("lobby".into())
+        })
+    );
     assert_eq!(enter(&mut app, "@server exit"), vec![Action::Quit]);
     assert_eq!(enter(&mut app, "/dance"), vec![]);
     assert!(flat(&app, 80, 24).contains("!! unknown command /dance; type /help"));
@@ -680,5 +689,65 @@ fn the_readme_shows_the_real_screen() {
     assert!(
         readme.contains(&picture),
         "README.md does not show the screen as drawn:\n{picture}"
+    );
+}
+
+/// Two rooms at once, a window each: plain text goes to the room of the
+/// window shown, and leaving one keeps the other.
+#[test]
+fn two_rooms_at_once() {
+    let mut app = in_lobby();
+    ev(
+        &mut app,
+        ClientEvent::Joined {
+            room: "games".into(),
+            room_id: "r2".into(),
+            created: true,
+            peers: vec![],
+        },
+    );
+    let rows = screen(&app, 80, 6);
+    assert_eq!(
+        rows[0],
+        " chatdrop | alice on hub at 127.0.0.1:50000 | #games (1 member)"
+    );
+    assert!(rows[2].starts_with(" 2 #lobby") && rows[3].starts_with(" 3 #games"));
+    let say = |room: &str, text: &str| {
+        send(Command::Say {
+            to: Target::All,
+            room: Some(room.into()),
+            text: text.into(),
+        })
+    };
+    assert_eq!(enter(&mut app, "gg"), say("games", "gg"));
+    alt(&mut app, '2');
+    assert_eq!(enter(&mut app, "hi"), say("lobby", "hi"));
+    ev(&mut app, said("bob", "all", "in lobby", 1));
+    ev(
+        &mut app,
+        ClientEvent::Message {
+            room: Some("games".into()),
+            from: "carol".into(),
+            to: "all".into(),
+            text: "in games".into(),
+            ts: NOON,
+            history: false,
+        },
+    );
+    let rows = screen(&app, 80, 6);
+    assert!(rows[3].starts_with(" 3 #games 1 "), "{}", show(&rows));
+    assert!(rows[4].ends_with("<bob> in lobby"), "{}", show(&rows));
+    ev(
+        &mut app,
+        ClientEvent::Left {
+            room: "games".into(),
+        },
+    );
+    alt(&mut app, '3');
+    assert_eq!(enter(&mut app, "anyone?"), vec![]);
+    assert!(flat(&app, 80, 6).contains("You are not in games now: /join games first"));
+    assert_eq!(
+        screen(&app, 80, 6)[0],
+        " chatdrop | alice on hub at 127.0.0.1:50000 | #games (not joined)"
     );
 }

@@ -10,8 +10,6 @@ mod command;
 use command::ADMIN_HELP;
 pub use command::{parse_admin, AdminCommand};
 
-use std::collections::BTreeMap;
-
 use chatdrop_proto::{LeaveReason, ServerMsg, Target};
 
 use crate::bans::BanTarget;
@@ -47,31 +45,21 @@ impl Chat {
                     out.push(console(self.not_here(&user)));
                     return;
                 };
-                let room = self.sessions.get(&conn).and_then(|s| s.room.clone());
                 let to = Target::User(user.clone());
                 out.push(Effect::Send {
                     to: conn,
-                    msg: line(room, SERVER_SENDER.into(), to, text, now_ms),
+                    msg: line(None, SERVER_SENDER.into(), to, text, now_ms),
                 });
                 out.push(console(format!("sent to {user}")));
             }
             AdminCommand::ToAll { text } => {
-                // One frame per room, since each carries its room's name.
-                let mut by_room: BTreeMap<Option<String>, Vec<ConnId>> = BTreeMap::new();
-                for (conn, s) in &self.sessions {
-                    by_room.entry(s.room.clone()).or_default().push(*conn);
-                }
-                let n = self.sessions.len();
-                for (room, conns) in by_room {
+                // Outside any room: one frame for everyone.
+                let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
+                let n = conns.len();
+                if n > 0 {
                     out.push(Effect::Broadcast {
                         to: conns,
-                        msg: line(
-                            room,
-                            SERVER_SENDER.into(),
-                            Target::All,
-                            text.clone(),
-                            now_ms,
-                        ),
+                        msg: line(None, SERVER_SENDER.into(), Target::All, text, now_ms),
                     });
                 }
                 out.push(console(format!("sent to {n} users")));

@@ -580,7 +580,7 @@ mod tests {
     fn say(n: u32) -> NetMsg {
         NetMsg::Say {
             from: "ann".into(),
-            room: "r".into(),
+            room: Some("r".into()),
             to: chatdrop_proto::Target::All,
             text: n.to_string(),
             ts: 0,
@@ -853,7 +853,7 @@ mod tests {
     fn heavy(n: u32) -> NetMsg {
         NetMsg::Say {
             from: "ann".into(),
-            room: "r".into(),
+            room: Some("r".into()),
             to: chatdrop_proto::Target::All,
             text: format!("{n:>4000}"),
             ts: 0,
