@@ -16,13 +16,19 @@ use tokio::sync::mpsc;
 use crate::printer::Printer;
 use crate::progress::Meter;
 
-/// Options of `chatdrop client`.
+/// Options of `chatdrop client`. Each may also be set in the client's
+/// config file (`chatdrop config path` says where); a flag given wins.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
+    /// A config file to read instead of the default one (see `chatdrop
+    /// config`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Server address, HOST:PORT; or several, comma-separated, servers of
     /// one network: the client measures the round-trip time to each, uses
-    /// the closest, and moves to the next closest when its server fails.
-    #[arg(long, default_value = "127.0.0.1:50000", value_delimiter = ',')]
+    /// the closest, and moves to the next closest when its server fails
+    /// [default: 127.0.0.1:50000].
+    #[arg(long, value_delimiter = ',')]
     server: Vec<String>,
     /// User name (asked for when missing and standard input is a terminal).
     #[arg(long)]
@@ -37,7 +43,8 @@ pub struct ClientArgs {
     #[arg(long, requires = "room")]
     password: Option<String>,
     /// Directory of the identity key and known hosts [default: the
-    /// platform's data directory for chatdrop, then `client`].
+    /// platform's data directory for chatdrop, then `client`]. Given, it
+    /// also holds the default share and download folders.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Pin the server's certificate SHA-256 fingerprint (hex) instead of
@@ -60,23 +67,61 @@ pub struct ClientArgs {
     /// directory].
     #[arg(long)]
     share_dir: Option<PathBuf>,
-    /// Where downloads go [default: `downloads` in the data directory].
+    /// Where downloads go [default: your Downloads folder; with
+    /// --data-dir, `downloads` in it].
     #[arg(long)]
     download_dir: Option<PathBuf>,
     /// ARQ scheme for sending files: `sr` (Selective Repeat) or `gbn`
-    /// (Go-Back-N).
-    #[arg(long, default_value = "sr")]
-    arq: chatdrop_arq::Scheme,
+    /// (Go-Back-N) [default: sr].
+    #[arg(long)]
+    arq: Option<chatdrop_arq::Scheme>,
     /// Window cap in packets, for sending files: the most ever in flight
-    /// (the congestion controller decides how many below it).
-    #[arg(short = 'w', long = "window", default_value_t = chatdrop_arq::DEFAULT_WINDOW)]
-    window: u32,
-    /// Uploads at once; further requests are refused as busy.
-    #[arg(long, default_value_t = 4)]
-    max_uploads: usize,
-    /// Seconds of silence after which a file transfer fails.
-    #[arg(long, default_value_t = 10)]
-    timeout: u64,
+    /// (the congestion controller decides how many below it) [default:
+    /// 16384].
+    #[arg(short = 'w', long = "window")]
+    window: Option<u32>,
+    /// Uploads at once; further requests are refused as busy [default: 4].
+    #[arg(long)]
+    max_uploads: Option<usize>,
+    /// Seconds of silence after which a file transfer fails [default: 10].
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// From the config file: colours in the full-screen UI.
+    #[arg(skip)]
+    colors: Option<bool>,
+}
+
+/// Folds the config file (the one named, or the default one if it exists)
+/// into the flags: a flag given wins.
+pub fn merge(mut args: ClientArgs) -> anyhow::Result<ClientArgs> {
+    let (path, required) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (crate::client_config::default_path(), false),
+    };
+    let Some(c) = crate::client_config::load(&path, required)? else {
+        return Ok(args);
+    };
+    if args.server.is_empty() {
+        args.server = c.servers.unwrap_or_default();
+    }
+    args.user = args.user.or(c.user);
+    args.data_dir = args.data_dir.or(c.data_dir);
+    args.share_dir = args.share_dir.or(c.share_dir);
+    args.download_dir = args.download_dir.or(c.download_dir);
+    if args.arq.is_none() {
+        if let Some(arq) = c.arq {
+            let scheme = arq
+                .parse()
+                .map_err(|e| anyhow::anyhow!("in {}: arq: {e}", path.display()))?;
+            args.arq = Some(scheme);
+        }
+    }
+    args.window = args.window.or(c.window);
+    args.max_uploads = args.max_uploads.or(c.max_uploads);
+    args.timeout = args.timeout.or(c.timeout);
+    args.no_bell |= c.bell == Some(false);
+    args.colors = c.colors;
+    Ok(args)
 }
 
 /// The questions asked, as the original does, when no room was given.
@@ -191,7 +236,12 @@ fn full_screen(args: ClientArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{why}");
     }
     let bell = !args.no_bell;
+    let colors = args.colors.unwrap_or(true);
     let opts = options(args, &user)?;
+    let (share_dir, download_dir) = (
+        opts.transfer.share_dir.clone(),
+        opts.transfer.download_dir.clone(),
+    );
     let first_room = match &opts.first {
         Some(Command::Join { room, .. } | Command::Create { room, .. }) => Some(room.clone()),
         _ => None,
@@ -203,7 +253,8 @@ fn full_screen(args: ClientArgs) -> anyhow::Result<ExitCode> {
         let task = tokio::spawn(chatdrop_client::run(opts, cmd_rx, ev_tx));
         let mut app = chatdrop_tui::App::new(&user, chatdrop_tui::local_time);
         // https://no-color.org: present and not empty.
-        app.color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        app.color = colors && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        app.set_folders(&share_dir, &download_dir);
         app.bell = bell;
         if let Some(room) = first_room {
             app.joining(&room);
@@ -227,6 +278,12 @@ fn full_screen(args: ClientArgs) -> anyhow::Result<ExitCode> {
 
 /// The client's options from the command line, for user `user`.
 fn options(args: ClientArgs, user: &str) -> anyhow::Result<ClientOptions> {
+    let servers = if args.server.is_empty() {
+        vec!["127.0.0.1:50000".to_string()]
+    } else {
+        args.server.clone()
+    };
+    let window = args.window.unwrap_or(chatdrop_arq::DEFAULT_WINDOW);
     let first = args.room.clone().map(|room| {
         let password = args.password.clone();
         if args.create {
@@ -236,23 +293,29 @@ fn options(args: ClientArgs, user: &str) -> anyhow::Result<ClientOptions> {
         }
     });
     anyhow::ensure!(
-        (1..=chatdrop_arq::MAX_WINDOW).contains(&args.window),
+        (1..=chatdrop_arq::MAX_WINDOW).contains(&window),
         "-w must be between 1 and {} packets",
         chatdrop_arq::MAX_WINDOW
     );
     let data_dir = args.data_dir();
+    let download_dir = match (args.download_dir, &args.data_dir) {
+        (Some(dir), _) => dir,
+        // A data directory given holds everything of this client.
+        (None, Some(given)) => given.join("downloads"),
+        (None, None) => directories::UserDirs::new()
+            .and_then(|u| u.download_dir().map(PathBuf::from))
+            .unwrap_or_else(|| data_dir.join("downloads")),
+    };
     let transfer = TransferOptions {
         share_dir: args.share_dir.unwrap_or_else(|| data_dir.join("shared")),
-        download_dir: args
-            .download_dir
-            .unwrap_or_else(|| data_dir.join("downloads")),
-        scheme: args.arq,
-        window: args.window,
-        max_uploads: args.max_uploads,
-        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+        download_dir,
+        scheme: args.arq.unwrap_or(chatdrop_arq::Scheme::SelectiveRepeat),
+        window,
+        max_uploads: args.max_uploads.unwrap_or(4),
+        timeout: std::time::Duration::from_secs(args.timeout.unwrap_or(10).max(1)),
     };
     Ok(ClientOptions {
-        servers: args.server,
+        servers,
         user: user.to_string(),
         data_dir,
         fingerprint: args.server_fingerprint,

@@ -2,6 +2,7 @@
 //! libraries do the work, this crate parses arguments and prints.
 
 mod client_cmd;
+mod client_config;
 mod echo;
 mod paths;
 mod printer;
@@ -24,23 +25,110 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run a server: rooms, users and the admin console.
+    #[command(after_help = "Examples:
+  chatdrop server                                  a server on port 50000, data in the platform's data dir
+  chatdrop server --name hub --config server.toml  options from a file (docs/CONFIG.md)")]
     Server(server_cmd::ServerArgs),
-    /// Connect to a server and chat.
+    /// Connect to a server and chat: the full-screen UI on a terminal, the
+    /// line mode otherwise (or with --plain).
+    #[command(after_help = "Examples:
+  chatdrop client --server chat.example.org:50000 --user alice
+  chatdrop client --user bob --room lobby --create     bob makes room lobby and enters it
+  chatdrop client --plain --user carl < lines.txt      the line mode, reading commands from a file")]
     Client(client_cmd::ClientArgs),
     /// Offer one file to one receiver, without a server: prints a ticket.
+    #[command(after_help = "Examples:
+  chatdrop send report.pdf                              prints a ticket for `chatdrop recv`
+  chatdrop send report.pdf --via chat.example.org:50000 prints a short code instead")]
     Send(transfer_cmd::SendArgs),
     /// Fetch a file offered with `chatdrop send`.
+    #[command(after_help = "Examples:
+  chatdrop recv chatdrop1-...                  with the ticket `chatdrop send` printed
+  chatdrop recv --via chat.example.org:50000   asks for the short code")]
     Recv(transfer_cmd::RecvArgs),
+    /// The client's configuration file: where it is, or a commented one.
+    #[command(after_help = "Examples:
+  chatdrop config init    writes a commented default (every option of `chatdrop client`)
+  chatdrop config path    prints where the client reads it")]
+    Config {
+        #[command(subcommand)]
+        action: ConfigCmd,
+    },
+    /// Print a shell completion script.
+    #[command(after_help = "Example:
+  chatdrop completions bash > ~/.local/share/bash-completion/completions/chatdrop")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    #[command(after_help = "Example:
+  chatdrop man > chatdrop.1 && man ./chatdrop.1")]
+    Man,
+}
+
+/// `chatdrop config ...`.
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Write a commented default config file (kept if it exists, unless
+    /// --force).
+    Init {
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+        /// Where to write it [default: the path `chatdrop config path`
+        /// prints].
+        #[arg(long, value_name = "FILE")]
+        path: Option<std::path::PathBuf>,
+    },
+    /// Print where the client reads its config file.
+    Path,
+}
+
+/// `chatdrop config`, `completions` and `man`: they print and exit.
+fn small(command: Cmd) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut out = std::io::stdout();
+    match command {
+        Cmd::Config {
+            action: ConfigCmd::Path,
+        } => println!("{}", client_config::default_path().display()),
+        Cmd::Config {
+            action: ConfigCmd::Init { force, path },
+        } => {
+            let path = path.unwrap_or_else(client_config::default_path);
+            client_config::init(&path, force)?;
+            println!("wrote {}", path.display());
+        }
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "chatdrop", &mut out)
+        }
+        Cmd::Man => clap_mangen::Man::new(Cli::command()).render(&mut out)?,
+        _ => {}
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The client's config file is folded in first: it may name the data
+    // directory, where the full-screen UI's log goes.
+    let command = match cli.command {
+        Cmd::Client(args) => match client_cmd::merge(args) {
+            Ok(args) => Cmd::Client(args),
+            Err(e) => {
+                eprintln!("chatdrop: error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        other => other,
+    };
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,chatdrop=info"))
     };
     // The full-screen UI owns the terminal: its log goes to a file.
-    let log_file = match &cli.command {
+    let log_file = match &command {
         Cmd::Client(args) if args.full_screen() => Some(open_log(&args.data_dir())),
         _ => None,
     };
@@ -57,11 +145,12 @@ fn main() -> ExitCode {
             .init(),
     }
     log_panics();
-    let result = match cli.command {
+    let result = match command {
         Cmd::Server(args) => server_cmd::main(args),
         Cmd::Client(args) => client_cmd::main(args),
         Cmd::Send(args) => transfer_cmd::send(args),
         Cmd::Recv(args) => transfer_cmd::recv(args),
+        other => small(other),
     };
     match result {
         Ok(code) => code,
@@ -110,6 +199,66 @@ fn log_panics() {
         );
         default(info);
     }));
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every command's `--help` ends with an example, and the completion
+    /// scripts and the man page, made from the same definition, name every
+    /// command.
+    #[test]
+    fn help_completions_and_the_man_page_cover_every_command() {
+        let cli = Cli::command();
+        let names: Vec<String> = cli
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .filter(|n| n != "help")
+            .collect();
+        for sub in cli.get_subcommands().filter(|c| c.get_name() != "help") {
+            let after = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                after.contains("Example") && after.contains("chatdrop "),
+                "`chatdrop {} --help` has no example",
+                sub.get_name()
+            );
+        }
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "chatdrop", &mut script);
+            let script = String::from_utf8(script).unwrap();
+            for name in &names {
+                assert!(script.contains(name.as_str()), "{shell}: no {name}");
+            }
+            // Flags too (fish names them without the dashes).
+            assert!(
+                script.contains("plain") && script.contains("download-dir"),
+                "{shell}"
+            );
+        }
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Cli::command())
+            .render(&mut page)
+            .unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(
+            page.starts_with(".ie") || page.contains(".TH chatdrop"),
+            "{page}"
+        );
+        for name in &names {
+            assert!(page.contains(name.as_str()), "man: no {name}");
+        }
+    }
 }
 
 #[cfg(test)]

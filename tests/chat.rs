@@ -1062,3 +1062,42 @@ fn the_line_mode_does_not_echo_a_password() {
     term.press(&["Enter"]);
     carol.expect("message", &[("text", json!("typed after"))]);
 }
+
+/// The client's config file sets its options; a flag given wins; a key
+/// the file cannot have is refused, naming it.
+#[test]
+fn a_config_file_sets_the_clients_options() {
+    let root = tmp();
+    let server = ServerProc::start(&root.path().join("srv"), &[]);
+    let conf = root.path().join("client.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "servers = [\"{}\"]\nuser = \"fromfile\"\ndata_dir = \"{}\"\n",
+            server.addr,
+            root.path().join("cfg").display()
+        ),
+    )
+    .unwrap();
+    let conf = conf.to_str().unwrap();
+    let mut c = Proc::spawn("cfg", &["client", "--json", "--config", conf]);
+    c.expect("connected", &[("user", json!("fromfile"))]);
+    assert!(
+        root.path().join("cfg").exists(),
+        "the data directory of the file"
+    );
+    let mut c2 = Proc::spawn(
+        "flag",
+        &["client", "--json", "--config", conf, "--user", "fromflag"],
+    );
+    c2.expect("connected", &[("user", json!("fromflag"))]);
+    let bad = root.path().join("bad.toml");
+    std::fs::write(&bad, "sever = [\"x:1\"]\n").unwrap();
+    let mut b = Proc::spawn(
+        "bad",
+        &["client", "--json", "--config", bad.to_str().unwrap()],
+    );
+    assert_eq!(b.wait_exit().code(), Some(1));
+    let err = b.stderr();
+    assert!(err.contains("bad.toml") && err.contains("sever"), "{err}");
+}

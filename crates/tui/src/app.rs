@@ -83,6 +83,9 @@ pub struct App {
     /// The wall clock's time at the last event or tick (ms since the
     /// epoch), for lines the UI adds itself.
     clock_ms: u64,
+    /// The share folder and the download folder, told on the first line
+    /// and in `/help`.
+    folders: Option<(String, String)>,
     /// Rows of the message area at the last draw, for paging.
     pub(crate) page: Cell<usize>,
 }
@@ -109,6 +112,7 @@ impl App {
             bell: true,
             ring: false,
             clock_ms: 0,
+            folders: None,
             page: Cell::new(10),
         }
     }
@@ -119,12 +123,31 @@ impl App {
         self.clock_ms = now_ms;
     }
 
-    /// The first line of the status window.
+    /// Names the share folder and the download folder (shown escaped).
+    pub fn set_folders(&mut self, share: &std::path::Path, downloads: &std::path::Path) {
+        let show = |p: &std::path::Path| shown(&p.display().to_string()).into_owned();
+        self.folders = Some((show(share), show(downloads)));
+    }
+
+    /// The first lines of the status window.
     pub fn welcome(&mut self) {
         self.info(
             self.clock_ms,
             "chatdrop: /join NAME enters a room, /create NAME makes one, /help lists everything",
         );
+        self.tell_folders(0);
+    }
+
+    /// Says where shared files are taken from and downloads go, in window
+    /// `i`.
+    fn tell_folders(&mut self, i: usize) {
+        if let Some((share, downloads)) = self.folders.clone() {
+            let text = format!(
+                "Your share folder is {share} (put files there, then @me setshare NAME); \
+                 downloads go to {downloads}"
+            );
+            self.info_at(i, self.clock_ms, &text, Tone::Info);
+        }
     }
 
     /// Whether the bell should ring now (once per call that returns true).
@@ -649,6 +672,7 @@ impl App {
             Command::Help => {
                 self.here(self.clock_ms, HELP, Tone::Info);
                 self.here(self.clock_ms, KEYS, Tone::Info);
+                self.tell_folders(self.windows.current_index());
                 return Vec::new();
             }
             Command::Quit => return vec![Action::Quit],

@@ -320,8 +320,16 @@ fn plain_text_and_the_original_commands() {
     assert_eq!(enter(&mut app, "hello?"), vec![]);
     assert!(flat(&app, 80, 24)
         .contains("!! This is the status window: /join a room first, or write @user text"));
-    // Help lists the keys too.
+    // Help lists the keys too, and names the folders.
+    app.set_folders(
+        std::path::Path::new("/home/alice/share"),
+        std::path::Path::new("/home/alice/Downloads"),
+    );
     enter(&mut app, "/help");
+    assert!(flat(&app, 100, 60).contains(
+        "Your share folder is /home/alice/share (put files there, then @me setshare NAME); \
+         downloads go to /home/alice/Downloads"
+    ));
     let text = screen(&app, 100, 60).join("\n");
     assert!(
         text.contains("@USER getfile FILE") && text.contains("Alt+1..9"),
