@@ -47,6 +47,7 @@ mod tests {
             text: "hi".into(),
             ts: 7,
             history: false,
+            seq: 0,
         }
     }
 

@@ -39,9 +39,13 @@ pub struct ServerArgs {
     /// Worker threads [default: one per core].
     #[arg(long)]
     workers: Option<usize>,
-    /// Lines of history each room keeps and shows on join [default: 100].
+    /// Lines of history each room keeps [default: 1000]; the latest 50
+    /// are shown on join, older ones a page at a time (`/history`).
     #[arg(long)]
     history: Option<u32>,
+    /// Days a line of history is kept [default: 0, no age limit].
+    #[arg(long)]
+    history_days: Option<u32>,
     /// Most rooms the server lets its users make [default: 10000].
     #[arg(long)]
     max_rooms: Option<usize>,
@@ -120,6 +124,7 @@ fn merge(mut args: ServerArgs) -> anyhow::Result<ServerArgs> {
     args.max_clients = args.max_clients.or(c.max_clients);
     args.workers = args.workers.or(c.workers);
     args.history = args.history.or(c.history);
+    args.history_days = args.history_days.or(c.history_days);
     args.max_rooms = args.max_rooms.or(c.max_rooms);
     args.max_rooms_per_user = args.max_rooms_per_user.or(c.max_rooms_per_user);
     args.max_room_members = args.max_room_members.or(c.max_room_members);
@@ -169,6 +174,9 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.history {
         opts.history_len = n;
+    }
+    if let Some(n) = args.history_days {
+        opts.history_days = n;
     }
     if let Some(n) = args.max_rooms {
         opts.max_rooms = n;

@@ -517,3 +517,69 @@ fn several_rooms_and_direct_messages_across_linked_servers() {
     );
     assert_eq!(of_kind(&bob, "peer_left"), 1);
 }
+
+/// A room's history pages back end to end across linked servers: bob, at
+/// beta, joins a room alice (at alpha) talked in, gets the latest 50 lines
+/// on joining and the earlier ones with `/history`, each once, in order.
+#[test]
+fn history_pages_back_across_linked_servers() {
+    let dir = tmp();
+    let quiet = ["--no-rate-limits"];
+    let mut a = ServerProc::linked(&dir.path().join("a"), "alpha", &[], &quiet);
+    let mut b = ServerProc::linked(&dir.path().join("b"), "beta", &[&a.addr], &quiet);
+    for s in [&mut a, &mut b] {
+        s.wait_in_sync(1);
+    }
+    let mut alice = joined(&a, dir.path(), "alice", "log", &["--create"]);
+    for i in 1..=120 {
+        alice.send(&format!("@all entry {i}"));
+    }
+    alice.expect("message", &[("text", json!("entry 120"))]);
+    b.wait_room("log");
+    let mut bob = client(&b, dir.path(), "bob", &[]);
+    bob.expect("connected", &[]);
+    // The lines reach beta as they are said; bob joins once all are there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let replayed = loop {
+        bob.send("/join log");
+        let joined = bob.expect_nth(
+            bob.events()
+                .iter()
+                .filter(|v| v["event"] == "joined")
+                .count()
+                + 1,
+            "joined",
+            &[],
+        );
+        assert_eq!(joined["room"], "log");
+        let last = bob
+            .events()
+            .into_iter()
+            .filter(|v| v["event"] == "message" && v["history"] == true)
+            .map(|v| v["seq"].as_u64().unwrap())
+            .max();
+        if last == Some(120) || std::time::Instant::now() > deadline {
+            break bob
+                .events()
+                .into_iter()
+                .filter(|v| v["event"] == "message" && v["history"] == true)
+                .map(|v| v["seq"].as_u64().unwrap())
+                .collect::<std::collections::BTreeSet<u64>>();
+        }
+        bob.send("/leave log");
+        bob.expect("left", &[]);
+    };
+    assert_eq!(replayed, (71..=120).collect(), "the latest 50 on joining");
+    bob.send("/history");
+    let page = bob.expect("history", &[("room", json!("log"))]);
+    let seqs: Vec<u64> = page["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=70).collect::<Vec<u64>>());
+    assert_eq!(page["lines"][0]["text"], "entry 1");
+    assert_eq!(page["lines"][0]["from"], "alice");
+    assert_eq!(page["more"], false);
+}

@@ -167,6 +167,15 @@ fn client_msgs() -> Vec<(&'static str, ClientMsg)> {
         ),
         ("quit", ClientMsg::Quit),
         (
+            "history",
+            ClientMsg::History {
+                room: "Lobby".into(),
+                before: Some(120),
+                after: None,
+                limit: 100,
+            },
+        ),
+        (
             "whohas",
             ClientMsg::WhoHas {
                 room: "Lobby".into(),
@@ -290,7 +299,24 @@ fn server_msgs() -> Vec<(&'static str, ServerMsg)> {
                 text: "hello everyone".into(),
                 ts: 1_764_547_200_000,
                 history: true,
+                seq: 7,
             }),
+        ),
+        (
+            "history-page",
+            ServerMsg::History {
+                room: "Lobby".into(),
+                lines: vec![ChatLine {
+                    room: Some("Lobby".into()),
+                    from: "bob".into(),
+                    to: Target::All,
+                    text: "earlier".into(),
+                    ts: 1_764_547_100_000,
+                    history: true,
+                    seq: 3,
+                }],
+                more: true,
+            },
         ),
         (
             "peers",

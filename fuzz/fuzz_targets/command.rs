@@ -62,7 +62,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(room.is_none(), "a typed line names no room");
             text(&file);
         }
-        Command::Peers { room } | Command::Leave { room } => {
+        Command::Peers { room }
+        | Command::Leave { room }
+        | Command::History { room, before: None } => {
             if let Some(room) = room {
                 text(&room);
             }
@@ -74,6 +76,9 @@ fuzz_target!(|data: &[u8]| {
         Command::Share(_)
         | Command::ListRooms
         | Command::MoreRooms
+        | Command::History {
+            before: Some(_), ..
+        }
         | Command::Help
         | Command::Quit => {}
     }

@@ -65,7 +65,9 @@ fn client_strings(m: &ClientMsg) -> Vec<&str> {
             out.extend(room.as_deref());
         }
         ClientMsg::WhoHas { room, file } => out.extend([room.as_str(), file]),
-        ClientMsg::LeaveRoom { room } | ClientMsg::GetPeers { room } => out.push(room),
+        ClientMsg::LeaveRoom { room }
+        | ClientMsg::GetPeers { room }
+        | ClientMsg::History { room, .. } => out.push(room),
         ClientMsg::HaveFile { to, file, .. } => out.extend([to.as_str(), file]),
         ClientMsg::GetFile { owner, file, .. } => out.extend([owner.as_str(), file]),
         ClientMsg::FileAnswer { answer, .. } => match answer {
@@ -76,7 +78,6 @@ fn client_strings(m: &ClientMsg) -> Vec<&str> {
         ClientMsg::ListRooms { after } => out.extend(after.as_deref()),
         ClientMsg::Auth { .. }
         | ClientMsg::Ping
-
         | ClientMsg::Quit
         | ClientMsg::Observe { .. }
         | ClientMsg::Relay { .. }
@@ -131,6 +132,13 @@ fn server_strings(m: &ServerMsg) -> Vec<&str> {
         ServerMsg::Peers { room, peers } => {
             out.push(room);
             out.extend(peers.iter().map(String::as_str));
+        }
+        ServerMsg::History { room, lines, .. } => {
+            out.push(room);
+            for l in lines {
+                out.extend(l.room.as_deref());
+                out.extend([l.from.as_str(), l.to.as_str(), &l.text]);
+            }
         }
         ServerMsg::Notice { text } => out.push(text),
         ServerMsg::Kicked { reason } | ServerMsg::Bye { reason } => out.push(reason),

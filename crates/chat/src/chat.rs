@@ -279,6 +279,12 @@ impl Chat {
             ClientMsg::GetPeers { room } => self.peers(conn, &room, out),
             ClientMsg::Say { to, room, text } => self.say(now_ms, conn, to, room, text, out),
             ClientMsg::WhoHas { room, file } => self.who_has(now_ms, conn, &room, file, out),
+            ClientMsg::History {
+                room,
+                before,
+                after,
+                limit,
+            } => self.history(conn, &room, before, after, limit, out),
             ClientMsg::HaveFile {
                 to,
                 file,

@@ -40,10 +40,25 @@ impl Chat {
     /// is empty and forgets those empty for long enough.
     pub(crate) fn sweep_rooms(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
         let expiry = self.settings.empty_room_expiry_ms;
-        if expiry == 0 || now_ms < self.next_room_sweep_ms {
+        let max_age = self.settings.history_max_age_ms;
+        if (expiry == 0 && max_age == 0) || now_ms < self.next_room_sweep_ms {
             return;
         }
         self.next_room_sweep_ms = now_ms + SWEEP_MS;
+        if max_age > 0 {
+            // Lines older than the server keeps go, here and in the store.
+            let before = now_ms.saturating_sub(max_age);
+            let mut any = false;
+            for room in self.rooms.values_mut() {
+                any |= room.expire_history(before);
+            }
+            if any {
+                out.push(Effect::Persist(Persist::ExpireHistory { ts: before }));
+            }
+        }
+        if expiry == 0 {
+            return;
+        }
         let mut gone = Vec::new();
         for (name, room) in self.rooms.iter_mut() {
             if room.member_count() > 0 || room.has_history() {

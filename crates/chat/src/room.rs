@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use chatdrop_proto::limits::JOIN_REPLAY;
 use chatdrop_proto::link::{NetRoom, ServerId};
 use chatdrop_proto::{ChatLine, RoomInfo, ServerMsg, Target};
 
@@ -30,19 +31,21 @@ pub(crate) fn line(
         text,
         ts,
         history: false,
+        seq: 0,
     })
 }
 
-/// A line of the history as it is replayed to a member who joins.
-fn replayed(room: &str, h: &HistoryEntry) -> ServerMsg {
-    ServerMsg::Message(ChatLine {
+/// A line of the history as it is replayed (on join, or in a page).
+fn replayed(room: &str, h: &HistoryEntry) -> ChatLine {
+    ChatLine {
         room: Some(room.to_string()),
         from: h.from.clone(),
         to: Target::All,
         text: h.text.clone(),
         ts: h.ts,
         history: true,
-    })
+        seq: h.seq,
+    }
 }
 
 #[derive(Debug)]
@@ -163,14 +166,14 @@ impl Room {
     }
 
     /// Records a line in the history (when the room keeps `keep` > 0 lines)
-    /// and returns the entry to persist.
+    /// and returns its `seq`, with the entry to persist.
     pub(crate) fn record(
         &mut self,
         from: &str,
         text: &str,
         ts: u64,
         keep: u32,
-    ) -> Option<HistoryEntry> {
+    ) -> (u64, Option<HistoryEntry>) {
         let entry = HistoryEntry {
             seq: self.next_seq,
             from: from.to_string(),
@@ -179,18 +182,66 @@ impl Room {
         };
         self.next_seq += 1;
         if keep == 0 {
-            return None;
+            return (entry.seq, None);
         }
         if self.history.len() >= keep as usize {
             self.history.pop_front();
         }
         self.history.push_back(entry.clone());
-        Some(entry)
+        (entry.seq, Some(entry))
     }
 
-    /// The history as lines replayed to a member who joins, oldest first.
+    /// The latest lines of the history ([`JOIN_REPLAY`] at most), replayed
+    /// to a member who joins, oldest first.
     pub(crate) fn replay(&self) -> impl Iterator<Item = ServerMsg> + '_ {
-        self.history.iter().map(|h| replayed(&self.rec.name, h))
+        let skip = self.history.len().saturating_sub(JOIN_REPLAY);
+        self.history
+            .iter()
+            .skip(skip)
+            .map(|h| ServerMsg::Message(replayed(&self.rec.name, h)))
+    }
+
+    /// A page of at most `limit` lines of the history, oldest first: the
+    /// latest, those before line `before`, or those after line `after`;
+    /// and whether more lie beyond in that direction.
+    pub(crate) fn page(
+        &self,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> (Vec<ChatLine>, bool) {
+        let h = &self.history;
+        // The kept lines are in `seq` order: the bounds are found by
+        // bisection.
+        let (from, to) = match (before, after) {
+            (_, Some(after)) => {
+                let from = h.partition_point(|e| e.seq <= after);
+                (from, (from + limit).min(h.len()))
+            }
+            (Some(before), None) => {
+                let to = h.partition_point(|e| e.seq < before);
+                (to.saturating_sub(limit), to)
+            }
+            (None, None) => (h.len().saturating_sub(limit), h.len()),
+        };
+        let more = if after.is_some() {
+            to < h.len()
+        } else {
+            from > 0
+        };
+        let lines = h
+            .range(from..to)
+            .map(|e| replayed(&self.rec.name, e))
+            .collect();
+        (lines, more)
+    }
+
+    /// Drops the lines sent before `ts` (ms since the epoch); returns
+    /// whether any went.
+    pub(crate) fn expire_history(&mut self, ts: u64) -> bool {
+        let old = self.history.partition_point(|e| e.ts < ts);
+        self.history.drain(..old);
+        old > 0
     }
 
     /// How the room shows in a room list: a private room's size is not told.

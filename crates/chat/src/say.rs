@@ -5,8 +5,9 @@
 //! A line to the room goes to every server, not only to those hosting
 //! members, since every server keeps every room's history.
 
+use chatdrop_proto::limits::HISTORY_PAGE;
 use chatdrop_proto::link::{NetMsg, ServerId};
-use chatdrop_proto::{ErrorCode, Target};
+use chatdrop_proto::{ErrorCode, ServerMsg, Target};
 
 use crate::chat::{err, Chat, Who};
 use crate::event::{ConnId, Effect, Persist};
@@ -133,7 +134,8 @@ impl Chat {
         let Some(room) = self.rooms.get_mut(room_name) else {
             return;
         };
-        if let Some(entry) = room.record(from, text, ts, keep) {
+        let (seq, entry) = room.record(from, text, ts, keep);
+        if let Some(entry) = entry {
             out.push(Effect::Persist(Persist::History {
                 room: room_name.to_string(),
                 entry,
@@ -141,15 +143,19 @@ impl Chat {
             }));
         }
         if !room.local().is_empty() {
+            let ServerMsg::Message(mut l) = line(
+                Some(room_name.to_string()),
+                from.to_string(),
+                Target::All,
+                text.to_string(),
+                ts,
+            ) else {
+                return;
+            };
+            l.seq = seq;
             out.push(Effect::Broadcast {
                 to: room.local().to_vec(),
-                msg: line(
-                    Some(room_name.to_string()),
-                    from.to_string(),
-                    Target::All,
-                    text.to_string(),
-                    ts,
-                ),
+                msg: ServerMsg::Message(l),
             });
         }
     }
@@ -186,5 +192,30 @@ impl Chat {
             }
             _ => {}
         }
+    }
+
+    /// `History`: a page of room `room`'s history, for a member.
+    pub(crate) fn history(
+        &self,
+        conn: ConnId,
+        room: &str,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: u16,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(r) = self.joined(conn, room, out) else {
+            return;
+        };
+        let limit = usize::from(limit).clamp(1, HISTORY_PAGE);
+        let (lines, more) = r.page(before, after, limit);
+        out.push(Effect::Send {
+            to: conn,
+            msg: ServerMsg::History {
+                room: r.name().to_string(),
+                lines,
+                more,
+            },
+        });
     }
 }

@@ -3,8 +3,13 @@
 /// Tunables of the chat core.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Lines of history each room keeps and replays on join.
+    /// Lines of history each room keeps (the latest
+    /// [`chatdrop_proto::limits::JOIN_REPLAY`] are replayed on join, the
+    /// rest come a page at a time).
     pub history_len: u32,
+    /// How long (ms) a line of history is kept; 0 keeps lines until
+    /// `history_len` newer ones push them out.
+    pub history_max_age_ms: u64,
     /// Wrong passwords allowed for one user before attempts are slowed down.
     pub free_password_failures: u32,
     /// Wrong passwords allowed for one room, whoever guesses, before guesses
@@ -42,7 +47,8 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            history_len: 100,
+            history_len: 1000,
+            history_max_age_ms: 0,
             free_password_failures: 3,
             free_room_password_failures: 20,
             max_lockout_ms: 60_000,

@@ -1700,3 +1700,99 @@ fn only_the_two_sides_of_a_brokered_transfer_get_a_relay() {
     assert!(relay_refusal(&mut h, A, [8; 8]).is_some());
     assert_eq!(h.relays.len(), 2);
 }
+
+/// A room keeps `history_len` lines; a member who joins gets the latest
+/// `JOIN_REPLAY`, then pages back (and forward) through the rest by
+/// `seq`, as IRCv3's `chathistory` BEFORE / AFTER / LATEST; lines older
+/// than `history_max_age_ms` go, from the store too; a room one is not in
+/// is refused.
+#[test]
+fn history_comes_a_page_at_a_time() {
+    use chatdrop_proto::limits::{HISTORY_PAGE, JOIN_REPLAY};
+    const DAY: u64 = 86_400_000;
+    let settings = Settings {
+        history_len: 300,
+        history_max_age_ms: DAY,
+        ..Settings::default()
+    };
+    let mut h = Harness::with(settings, Snapshot::default());
+    h.login(A, "alice");
+    h.login(B, "bob");
+    h.create(A, "r", None);
+    for i in 1..=400 {
+        h.say(A, Target::All, &format!("line {i}"));
+    }
+    h.join(B, "r", None);
+    let replayed: Vec<u64> = h
+        .take(B)
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Message(l) if l.history => Some(l.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        replayed,
+        (351..=400).collect::<Vec<u64>>(),
+        "the latest {JOIN_REPLAY}"
+    );
+    let page = |h: &mut Harness, before: Option<u64>, after: Option<u64>, limit: u16| {
+        h.ev(Event::Request {
+            conn: B,
+            msg: ClientMsg::History {
+                room: "r".into(),
+                before,
+                after,
+                limit,
+            },
+        });
+        match h.take(B).pop() {
+            Some(ServerMsg::History { room, lines, more }) => {
+                assert_eq!(room, "r");
+                assert!(lines
+                    .iter()
+                    .all(|l| l.history && l.room.as_deref() == Some("r")));
+                (lines.iter().map(|l| l.seq).collect::<Vec<u64>>(), more)
+            }
+            other => panic!("no page: {other:?}"),
+        }
+    };
+    let (seqs, more) = page(&mut h, Some(351), None, 100);
+    assert_eq!(
+        (seqs.first(), seqs.last(), more),
+        (Some(&251), Some(&350), true)
+    );
+    // The room keeps 300 lines: 101..=400.
+    let (seqs, more) = page(&mut h, Some(151), None, 100);
+    assert_eq!((seqs, more), ((101..=150).collect::<Vec<u64>>(), false));
+    let (seqs, more) = page(&mut h, None, Some(390), 5);
+    assert_eq!((seqs, more), ((391..=395).collect::<Vec<u64>>(), true));
+    let (seqs, more) = page(&mut h, None, None, 3);
+    assert_eq!((seqs, more), (vec![398, 399, 400], true));
+    let (seqs, _) = page(&mut h, None, None, u16::MAX);
+    assert_eq!(seqs.len(), HISTORY_PAGE, "a page is bounded");
+    // A line said now carries its seq.
+    h.say(A, Target::All, "live");
+    assert!(matches!(&h.take(B)[..], [ServerMsg::Message(l)] if l.seq == 401 && !l.history));
+    // Not a member: refused.
+    h.login(C, "carol");
+    h.ev(Event::Request {
+        conn: C,
+        msg: ClientMsg::History {
+            room: "r".into(),
+            before: None,
+            after: None,
+            limit: 10,
+        },
+    });
+    assert_eq!(error_code(&h.take(C)), Some(ErrorCode::NotInRoom));
+    // A day later the old lines are gone, here and in the store.
+    let t0 = h.now;
+    h.tick_at(t0 + DAY + crate::expiry::SWEEP_MS);
+    assert!(h
+        .persisted
+        .iter()
+        .any(|p| matches!(p, Persist::ExpireHistory { ts } if *ts >= t0)));
+    let (seqs, more) = page(&mut h, None, None, 10);
+    assert_eq!((seqs, more), (vec![], false));
+}

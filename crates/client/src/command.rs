@@ -50,6 +50,12 @@ pub enum Command {
         owner: String,
         file: String,
     },
+    /// `/history [ROOM]`: the page of a room's history before the oldest
+    /// line seen (`None`: the room joined last), or before line `before`.
+    History {
+        room: Option<String>,
+        before: Option<u64>,
+    },
     /// `@me ...`: sharing settings.
     Share(ShareCommand),
 }
@@ -73,6 +79,7 @@ commands:
   /create NAME [PASS]   create a room (private with a password) and join it
   /join NAME [PASS]     join a room (staying in the others)
   /leave [ROOM]         leave a room (also /part)
+  /history [ROOM]       earlier lines of a room, a page at a time
   /help                 this help";
 
 fn split_word(s: &str) -> (&str, &str) {
@@ -163,6 +170,10 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, String> {
         "/rooms" => Command::ListRooms,
         "/peers" => Command::Peers {
             room: (!rest.is_empty()).then(|| rest.to_string()),
+        },
+        "/history" => Command::History {
+            room: (!rest.is_empty()).then(|| rest.to_string()),
+            before: None,
         },
         "/leave" | "/part" => Command::Leave {
             room: (!rest.is_empty()).then(|| rest.to_string()),

@@ -101,6 +101,26 @@ pub fn describe(event: &ClientEvent, me: &str) -> String {
             let past = if *history { "[earlier] " } else { "" };
             format!("{past}{who}{dest}|{text}")
         }
+        ClientEvent::History { room, lines, more } => {
+            let room = v(room);
+            let mut s = if lines.is_empty() {
+                format!("No earlier lines in {room}")
+            } else {
+                format!("Earlier in {room}:")
+            };
+            for l in lines {
+                let who = if l.from == me {
+                    "#me".to_string()
+                } else {
+                    format!("@{}", v(&l.from))
+                };
+                s.push_str(&format!("\n[earlier] {who}|{}", v(&l.text)));
+            }
+            if *more {
+                s.push_str(&format!("\n... more with /history {room}"));
+            }
+            s
+        }
         ClientEvent::Peers { room, peers } => {
             let room = v(room);
             format!(
@@ -325,6 +345,7 @@ mod tests {
             text: "hi".into(),
             ts: 7,
             history: false,
+            seq: 0,
         }
     }
 
@@ -355,6 +376,7 @@ mod tests {
             text: "hi\n@server|you are banned \u{202E}fdp.exe".into(),
             ts: 1,
             history: false,
+            seq: 0,
         });
         assert_eq!(
             shown,

@@ -152,6 +152,17 @@ pub enum ClientEvent {
         ts: u64,
         /// True when replayed from the room's history.
         history: bool,
+        /// Its place in the room's history (from 1), for paging back; 0
+        /// for lines no history keeps (direct messages).
+        seq: u64,
+    },
+    /// A page of a room's history (`/history`), oldest first.
+    History {
+        room: String,
+        /// The lines.
+        lines: Vec<HistoryLine>,
+        /// Whether older lines are left (`/history` again fetches them).
+        more: bool,
     },
     /// Members of our room.
     Peers {
@@ -337,6 +348,18 @@ pub enum ClientEvent {
         /// Each file of the share folder and whether it is shared.
         files: Vec<crate::shares::FileShare>,
     },
+}
+
+/// A line of a `history` page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryLine {
+    /// Sender.
+    pub from: String,
+    pub text: String,
+    /// Server time, ms since the Unix epoch.
+    pub ts: u64,
+    /// Its place in the room's history.
+    pub seq: u64,
 }
 
 /// One server's round-trip time, measured to pick the closest.

@@ -7,13 +7,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chatdrop_proto::limits::{IDLE_TIMEOUT_SECS, PING_INTERVAL_SECS};
+use chatdrop_proto::limits::{
+    HISTORY_PAGE, IDLE_TIMEOUT_SECS, MAX_ROOMS_JOINED, PING_INTERVAL_SECS,
+};
 use chatdrop_proto::{ClientMsg, ErrorCode, ServerMsg, Target};
 use ed25519_dalek::SigningKey;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::event::{ClientEvent, ErrorKind, RoomEntry, ServerRtt};
+use crate::event::{ClientEvent, ErrorKind, HistoryLine, RoomEntry, ServerRtt};
 use crate::peer::{Peer, TransferOptions};
 use crate::session::{connect, ConnectError, Session};
 use crate::trust::KnownHosts;
@@ -64,6 +66,9 @@ struct Loop {
     /// after a reconnect), in the order joined: the last is where a
     /// command that names no room goes.
     rooms: Vec<(String, Option<String>)>,
+    /// The oldest line seen of each room (by `seq`), where `/history`
+    /// pages back from.
+    oldest: HashMap<String, u64>,
     /// Passwords of create/join requests awaiting an answer.
     pending: HashMap<String, Option<String>>,
     /// Where the next page of the room list starts, after a page that was
@@ -128,6 +133,7 @@ pub async fn run(
         events,
         peer,
         rooms: Vec::new(),
+        oldest: HashMap::new(),
         pending: HashMap::new(),
         rooms_next: None,
         unechoed: Unechoed::default(),
@@ -380,6 +386,19 @@ impl Loop {
                 ClientMsg::JoinRoom { room, password }
             }
             Command::Help => return true, // the front end shows help itself
+            Command::History { room, before } => match self.room_for(room).await {
+                Some(room) => {
+                    // Before the oldest line seen, unless told.
+                    let before = before.or_else(|| self.oldest.get(&room).copied());
+                    ClientMsg::History {
+                        room,
+                        before,
+                        after: None,
+                        limit: HISTORY_PAGE as u16,
+                    }
+                }
+                None => return true,
+            },
             Command::WhoHas { room, file } => match self.room_for(room).await {
                 Some(room) => self.peer.who_has(room, &file),
                 None => return true,
@@ -410,6 +429,19 @@ impl Loop {
             }
         }
         true
+    }
+
+    /// Notes line `seq` of `room` as seen: `/history` pages back from
+    /// the oldest.
+    fn seen_line(&mut self, room: &str, seq: u64) {
+        let full = self.oldest.len() >= MAX_ROOMS_JOINED * 4;
+        match self.oldest.get_mut(room) {
+            Some(oldest) => *oldest = (*oldest).min(seq),
+            None if !full => {
+                self.oldest.insert(room.to_string(), seq);
+            }
+            None => {}
+        }
     }
 
     /// The room a command is about: the one it names, or else the room
@@ -584,6 +616,9 @@ impl Loop {
                         text: l.text.clone(),
                     });
                 }
+                if let (Some(room), true) = (&l.room, l.seq > 0) {
+                    self.seen_line(room, l.seq);
+                }
                 ClientEvent::Message {
                     room: l.room,
                     from: l.from,
@@ -591,9 +626,28 @@ impl Loop {
                     text: l.text,
                     ts: l.ts,
                     history: l.history,
+                    seq: l.seq,
                 }
             }
             ServerMsg::Peers { room, peers } => ClientEvent::Peers { room, peers },
+            ServerMsg::History { room, lines, more } => {
+                if let Some(first) = lines.first() {
+                    self.seen_line(&room, first.seq);
+                }
+                ClientEvent::History {
+                    room,
+                    lines: lines
+                        .into_iter()
+                        .map(|l| HistoryLine {
+                            from: l.from,
+                            text: l.text,
+                            ts: l.ts,
+                            seq: l.seq,
+                        })
+                        .collect(),
+                    more,
+                }
+            }
             ServerMsg::Notice { text } => ClientEvent::ServerNotice { text },
             ServerMsg::RoomRenamed { old, new, reason } => {
                 // Rejoin under the new name after a reconnect.

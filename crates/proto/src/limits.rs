@@ -11,7 +11,8 @@
 /// (`RelayAt`). Version 6: several rooms at once (`JoinRoom` no longer
 /// leaves the others; `LeaveRoom`, `GetPeers` and `WhoHas` name their
 /// room, `Say` to the room names it) and direct messages to anyone online
-/// in the network.
+/// in the network; chat lines carry their `seq`, and `History` pages
+/// through a room's history.
 pub const PROTOCOL_VERSION: u16 = 6;
 
 /// The version of the server-to-server link protocol, in
@@ -60,6 +61,14 @@ pub const MAX_SERVER_FRAME: usize = 1024 * 1024;
 
 /// Rooms in one page of the room list.
 pub const ROOM_PAGE: usize = 100;
+
+/// Lines in one page of a room's history (`History`): 100 of the longest
+/// lines fit well within [`MAX_SERVER_FRAME`].
+pub const HISTORY_PAGE: usize = 100;
+
+/// Lines of a room's history replayed to a member who joins; older ones
+/// come a page at a time on request.
+pub const JOIN_REPLAY: usize = 50;
 
 /// Longest chat message text, in bytes of UTF-8.
 pub const MAX_TEXT_BYTES: usize = 4096;

@@ -181,6 +181,19 @@ pub enum ClientMsg {
     /// of a connection it makes it a mailbox connection, which never logs
     /// in (see [`MailboxMsg`]).
     Mailbox(MailboxMsg),
+    /// Asks for a page of a room's history (the client must be in it), as
+    /// IRCv3's `chathistory` does: the latest lines (neither bound), those
+    /// before line `before`, or those after line `after` (by `seq`).
+    /// Answered with [`ServerMsg::History`].
+    History {
+        room: String,
+        /// Lines older than this `seq`.
+        before: Option<u64>,
+        /// Lines newer than this `seq`.
+        after: Option<u64>,
+        /// Lines wanted, at most [`crate::limits::HISTORY_PAGE`].
+        limit: u16,
+    },
 }
 
 /// What a mailbox connection asks for: the server pairs two strangers by a
@@ -347,8 +360,11 @@ pub struct ChatLine {
     pub text: String,
     /// Server time it was accepted, in milliseconds since the Unix epoch.
     pub ts: u64,
-    /// True when replayed from the room's history on join.
+    /// True when replayed from the room's history (on join, or a page).
     pub history: bool,
+    /// The line's place in its room's history, from 1; 0 for lines no
+    /// history keeps (direct messages, the admin's).
+    pub seq: u64,
 }
 
 /// Why a peer left a room.
@@ -660,6 +676,14 @@ pub enum ServerMsg {
         token: [u8; 16],
         /// Where the relaying server is reached from this side.
         at: std::net::SocketAddr,
+    },
+    /// A page of a room's history, oldest first, answering
+    /// [`ClientMsg::History`].
+    History {
+        room: String,
+        lines: Vec<ChatLine>,
+        /// Whether the room keeps more lines in the direction asked.
+        more: bool,
     },
 }
 

@@ -29,6 +29,8 @@ pub struct ConfigFile {
     pub workers: Option<usize>,
     /// Lines of history each room keeps.
     pub history: Option<u32>,
+    /// Days a line of history is kept (0: no age limit).
+    pub history_days: Option<u32>,
     /// Most rooms users may make on this server.
     pub max_rooms: Option<usize>,
     /// Most rooms one user may have made.

@@ -515,6 +515,7 @@ fn msg_name(m: &ClientMsg) -> &'static str {
         ClientMsg::JoinRoom { .. } => "JoinRoom",
         ClientMsg::LeaveRoom { .. } => "LeaveRoom",
         ClientMsg::GetPeers { .. } => "GetPeers",
+        ClientMsg::History { .. } => "History",
         ClientMsg::Say { .. } => "Say",
         ClientMsg::Quit => "Quit",
         ClientMsg::WhoHas { .. } => "WhoHas",

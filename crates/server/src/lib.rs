@@ -99,6 +99,8 @@ pub struct ServerOptions {
     pub max_clients: usize,
     /// Lines of history each room keeps.
     pub history_len: u32,
+    /// Days a line of history is kept; 0 for no age limit.
+    pub history_days: u32,
     /// Most rooms the server lets its users make.
     pub max_rooms: usize,
     /// Most rooms one user may have made.
@@ -130,7 +132,8 @@ impl ServerOptions {
             tls_cert: None,
             tls_key: None,
             max_clients: 20_000,
-            history_len: 100,
+            history_len: 1000,
+            history_days: 0,
             max_rooms: chat.max_rooms,
             max_rooms_per_user: chat.max_rooms_per_user,
             max_room_members: chat.max_room_members,
@@ -285,6 +288,7 @@ impl Server {
         );
         let settings = Settings {
             history_len: opts.history_len,
+            history_max_age_ms: u64::from(opts.history_days) * 86_400_000,
             max_rooms: opts.max_rooms,
             max_rooms_per_user: opts.max_rooms_per_user,
             max_room_members: opts.max_room_members,

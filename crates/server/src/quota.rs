@@ -257,7 +257,10 @@ impl Kind {
             ClientMsg::WhoHas { .. } => &[Kind::WhoHas],
             ClientMsg::GetFile { .. } => &[Kind::GetFile],
             ClientMsg::CreateRoom { .. } => &[Kind::CreateRoom, Kind::ServerCommands],
-            ClientMsg::ListRooms { .. } => &[Kind::ListRooms, Kind::ServerCommands],
+            // A history page is as large as a room list's: one bucket.
+            ClientMsg::ListRooms { .. } | ClientMsg::History { .. } => {
+                &[Kind::ListRooms, Kind::ServerCommands]
+            }
             ClientMsg::JoinRoom { .. }
             | ClientMsg::LeaveRoom { .. }
             | ClientMsg::GetPeers { .. } => &[Kind::ServerCommands],

@@ -279,6 +279,9 @@ impl Store {
                     Persist::Unban { user } => {
                         tx.execute("DELETE FROM bans WHERE user = ?1", params![user])?;
                     }
+                    Persist::ExpireHistory { ts } => {
+                        tx.execute("DELETE FROM history WHERE ts < ?1", params![*ts as i64])?;
+                    }
                     Persist::History { room, entry, keep } => {
                         add_line.execute(params![
                             room,

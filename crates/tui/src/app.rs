@@ -33,6 +33,7 @@ in this window:
   /query USER           open a window with USER   /msg USER TEXT  message USER
   /win N                show window N             /close      close this window
   /get N                download whohas answer N  /part [ROOM] leave a room
+  /history              earlier lines of the room (PgUp at the top does it too)
   /clear                clear this window";
 
 /// What the UI asks of the program around it.
@@ -88,6 +89,9 @@ pub struct App {
     folders: Option<(String, String)>,
     /// Rows of the message area at the last draw, for paging.
     pub(crate) page: Cell<usize>,
+    /// Rows the window shown had at the last draw (all its lines wrapped,
+    /// as far as drawing went), for knowing its top.
+    pub(crate) rows: Cell<usize>,
 }
 
 impl App {
@@ -114,6 +118,7 @@ impl App {
             clock_ms: 0,
             folders: None,
             page: Cell::new(10),
+            rows: Cell::new(0),
         }
     }
 
@@ -168,6 +173,7 @@ impl App {
             who: who.map(|w| shown(w).into_owned()),
             text: text.to_string(),
             tone,
+            seq: 0,
         }
     }
 
@@ -220,7 +226,37 @@ impl App {
                 text: said,
                 ts,
                 history,
-            } => self.message(room.as_deref(), from, to, said, *ts, *history),
+                seq,
+            } => self.message(room.as_deref(), from, to, said, *ts, *history, *seq),
+            ClientEvent::History { room, lines, more } => {
+                let i = self.room_window(room);
+                let page: Vec<Line> = lines
+                    .iter()
+                    .map(|l| {
+                        let tone = if l.from == self.me {
+                            Tone::Mine
+                        } else {
+                            Tone::Chat
+                        };
+                        let mut line = self.line(l.ts, Some(&l.from), &shown(&l.text), tone);
+                        line.seq = l.seq;
+                        line
+                    })
+                    .collect();
+                let w = self.windows.get_mut(i);
+                w.fetching = false;
+                w.complete = !*more;
+                w.prepend(page);
+                if !*more {
+                    let first = self.line(
+                        now_ms,
+                        None,
+                        "(the beginning of what the room keeps)",
+                        Tone::Info,
+                    );
+                    self.windows.get_mut(i).lines.push_front(first);
+                }
+            }
             ClientEvent::Connected {
                 server,
                 server_name,
@@ -381,6 +417,7 @@ impl App {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn message(
         &mut self,
         room: Option<&str>,
@@ -389,6 +426,7 @@ impl App {
         text: &str,
         ts: u64,
         history: bool,
+        seq: u64,
     ) {
         let mine = from == self.me;
         let kind = match (to, room) {
@@ -411,7 +449,12 @@ impl App {
             self.ring = true;
         }
         let i = self.windows.open(kind);
-        let line = self.line(ts, Some(from), &shown(text), tone);
+        let mut line = self.line(ts, Some(from), &shown(text), tone);
+        line.seq = seq;
+        // A line replayed on a rejoin may be shown already.
+        if history && seq > 0 && self.windows.all()[i].lines.iter().any(|l| l.seq == seq) {
+            return;
+        }
         self.windows.push(i, line, !history);
     }
 
@@ -472,8 +515,15 @@ impl App {
             },
             KeyCode::PageUp => {
                 let page = self.page.get().max(1);
+                let rows = self.rows.get();
                 let w = self.windows.current_mut();
-                w.scroll = (w.scroll + page).min(w.lines.len());
+                // Scrolled up at most until the first row is at the top.
+                let top = rows.saturating_sub(page + 1);
+                w.scroll = (w.scroll + page).min(top);
+                // At the top of what is shown: the room's earlier lines.
+                if w.scroll >= top {
+                    return self.earlier();
+                }
             }
             KeyCode::PageDown => {
                 let page = self.page.get().max(1);
@@ -483,6 +533,24 @@ impl App {
             _ => {}
         }
         Vec::new()
+    }
+
+    /// Asks for the page of history before the oldest line of the room
+    /// window shown, unless one is on its way or there is none.
+    fn earlier(&mut self) -> Vec<Action> {
+        let w = self.windows.current_mut();
+        let Kind::Room(room) = &w.kind else {
+            return Vec::new();
+        };
+        if !w.joined || w.fetching || w.complete {
+            return Vec::new();
+        }
+        w.fetching = true;
+        let cmd = Command::History {
+            room: Some(room.clone()),
+            before: w.oldest_seq(),
+        };
+        vec![Action::Send(cmd)]
     }
 
     /// Pasted text: typed as it is, line breaks as spaces (a paste never
@@ -662,6 +730,7 @@ impl App {
             | Command::Peers { room }
             | Command::Leave { room }
             | Command::WhoHas { room, .. }
+            | Command::History { room, .. }
                 if room.is_none() =>
             {
                 room.clone_from(&here)
@@ -680,6 +749,28 @@ impl App {
                 self.pending_join = Some(room.clone());
             }
             Command::GetFile { owner, file } => self.transfers.asked(file, owner),
+            Command::History {
+                room: Some(room), ..
+            } => {
+                // Before the oldest line this window shows.
+                let Some(i) = self.windows.find(&Kind::Room(room.clone())) else {
+                    return vec![Action::Send(cmd)];
+                };
+                let w = self.windows.get_mut(i);
+                if w.complete {
+                    self.here(
+                        self.clock_ms,
+                        "No earlier lines: the room keeps no more",
+                        Tone::Info,
+                    );
+                    return Vec::new();
+                }
+                w.fetching = true;
+                let before = w.oldest_seq();
+                if let Command::History { before: b, .. } = &mut cmd {
+                    *b = b.or(before);
+                }
+            }
             Command::WhoHas { file, .. } => self.owners.retain(|o| &o.file != file),
             _ => {}
         }

@@ -237,14 +237,23 @@ fn draw_messages(frame: &mut Frame, app: &App, w: &Window, r: Rect) {
     // need.
     let want = height + w.scroll;
     let mut rows: Vec<TextLine> = Vec::with_capacity(want);
+    let mut complete = true;
     for line in w.lines.iter().rev() {
+        if rows.len() >= want {
+            complete = false;
+            break;
+        }
         let mut these = rows_of(app, line, width);
         these.reverse();
         rows.extend(these);
-        if rows.len() >= want {
-            break;
-        }
     }
+    // Rows known: all of them when every line was laid out, else at
+    // least one page more than shown (the top is not reached).
+    app.rows.set(if complete {
+        rows.len()
+    } else {
+        rows.len() + height
+    });
     let scroll = w.scroll.min(rows.len().saturating_sub(height));
     let mut shown: Vec<TextLine> = rows.into_iter().skip(scroll).take(height).collect();
     shown.reverse();

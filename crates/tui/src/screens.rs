@@ -109,6 +109,7 @@ fn said(from: &str, to: &str, text: &str, minute: u64) -> ClientEvent {
         text: text.into(),
         ts: NOON + minute * 60_000,
         history: false,
+        seq: 0,
     }
 }
 
@@ -212,6 +213,7 @@ fn windows_for_rooms_and_direct_messages_with_unread_and_mentions() {
             text: "psst, got a minute?".into(),
             ts: NOON + 60_000,
             history: false,
+            seq: 0,
         },
         1,
     );
@@ -428,17 +430,18 @@ fn scrolling_back_and_forth() {
     for i in 0..100 {
         ev(&mut app, said("bob", "all", &format!("line {i}"), 1));
     }
-    key(&mut app, KeyCode::PageUp);
+    screen(&app, 80, 12);
+    assert_eq!(key(&mut app, KeyCode::PageUp), vec![], "not at the top yet");
     let rows = screen(&app, 80, 12);
-    assert!(rows[1].ends_with("<bob> line 80"), "{}", show(&rows));
+    assert!(rows[1].ends_with("<bob> line 81"), "{}", show(&rows));
     assert!(
-        rows[10].contains("-- 10 rows below: PgDn --"),
+        rows[10].contains("-- 9 rows below: PgDn --"),
         "{}",
         show(&rows)
     );
     // New lines do not move what is being read.
     ev(&mut app, said("carol", "all", "new", 2));
-    assert!(screen(&app, 80, 12)[1].ends_with("<bob> line 80"));
+    assert!(screen(&app, 80, 12)[1].ends_with("<bob> line 81"));
     key(&mut app, KeyCode::PageDown);
     key(&mut app, KeyCode::PageDown);
     assert!(screen(&app, 80, 12)[10].ends_with("<carol> new"));
@@ -635,6 +638,7 @@ fn the_readme_shows_the_real_screen() {
             text: "lunch?".into(),
             ts: NOON + 2 * 60_000,
             history: false,
+            seq: 0,
         },
     );
     ev(
@@ -740,6 +744,7 @@ fn two_rooms_at_once() {
             text: "in games".into(),
             ts: NOON,
             history: false,
+            seq: 0,
         },
     );
     let rows = screen(&app, 80, 6);
@@ -758,4 +763,73 @@ fn two_rooms_at_once() {
         screen(&app, 80, 6)[0],
         " chatdrop | alice on hub at 127.0.0.1:50000 | #games (not joined)"
     );
+}
+
+/// Paging back through a room's history: PgUp at the top of what the
+/// window shows asks for the page before its oldest line (once, until it
+/// comes); the page goes above, without the lines shown already; at the
+/// beginning of what the room keeps it says so and asks no more.
+#[test]
+fn paging_back_through_history() {
+    let mut app = in_lobby();
+    let line = |seq: u64, history: bool| ClientEvent::Message {
+        room: Some("lobby".into()),
+        from: "bob".into(),
+        to: "all".into(),
+        text: format!("line {seq}"),
+        ts: NOON + seq * 60_000,
+        history,
+        seq,
+    };
+    for seq in 8..=10 {
+        ev(&mut app, line(seq, true));
+    }
+    ev(&mut app, line(11, false));
+    ev(&mut app, line(10, true));
+    screen(&app, 80, 12);
+    let asked = send(Command::History {
+        room: Some("lobby".into()),
+        before: Some(8),
+    });
+    assert_eq!(key(&mut app, KeyCode::PageUp), asked);
+    assert_eq!(
+        key(&mut app, KeyCode::PageUp),
+        vec![],
+        "one request at a time"
+    );
+    let page = |seqs: std::ops::RangeInclusive<u64>, more: bool| ClientEvent::History {
+        room: "lobby".into(),
+        lines: seqs
+            .map(|seq| chatdrop_client::HistoryLine {
+                from: "bob".into(),
+                text: format!("line {seq}"),
+                ts: NOON + seq * 60_000,
+                seq,
+            })
+            .collect(),
+        more,
+    };
+    ev(&mut app, page(5..=8, false));
+    let text = flat(&app, 80, 24);
+    let order: Vec<usize> = [
+        "line 5", "line 6", "line 7", "line 8", "line 9", "line 10", "line 11",
+    ]
+    .iter()
+    .map(|l| {
+        text.find(&format!("<bob> {l}"))
+            .unwrap_or_else(|| panic!("{l} missing: {text}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {text}");
+    assert_eq!(text.matches("<bob> line 8").count(), 1, "line 8 once");
+    assert_eq!(text.matches("<bob> line 10").count(), 1, "line 10 once");
+    assert!(text.contains("(the beginning of what the room keeps)"));
+    screen(&app, 80, 12);
+    key(&mut app, KeyCode::PageUp);
+    assert_eq!(
+        key(&mut app, KeyCode::PageUp),
+        vec![],
+        "nothing more to ask"
+    );
+    assert_eq!(enter(&mut app, "/history"), vec![]);
 }

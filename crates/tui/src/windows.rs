@@ -43,6 +43,8 @@ pub struct Line {
     /// The text, already escaped for the terminal.
     pub text: String,
     pub tone: Tone,
+    /// Its place in the room's history (0 for lines no history keeps).
+    pub seq: u64,
 }
 
 /// A window.
@@ -60,6 +62,10 @@ pub struct Window {
     pub peers: Vec<String>,
     /// Whether we are in the room now (a room window stays after `/part`).
     pub joined: bool,
+    /// An earlier page of the room's history is asked for.
+    pub fetching: bool,
+    /// The room keeps no line earlier than those shown.
+    pub complete: bool,
 }
 
 impl Window {
@@ -72,6 +78,25 @@ impl Window {
             scroll: 0,
             peers: Vec::new(),
             joined: false,
+            fetching: false,
+            complete: false,
+        }
+    }
+
+    /// The oldest line of the room's history shown (by `seq`).
+    pub fn oldest_seq(&self) -> Option<u64> {
+        self.lines.iter().map(|l| l.seq).filter(|s| *s > 0).min()
+    }
+
+    /// Puts `page` (older lines, oldest first) before what is shown,
+    /// leaving out lines shown already and any beyond the scrollback.
+    pub fn prepend(&mut self, page: Vec<Line>) {
+        let oldest = self.oldest_seq().unwrap_or(u64::MAX);
+        let room = SCROLLBACK.saturating_sub(self.lines.len());
+        let older: Vec<Line> = page.into_iter().filter(|l| l.seq < oldest).collect();
+        let skip = older.len().saturating_sub(room);
+        for line in older.into_iter().skip(skip).rev() {
+            self.lines.push_front(line);
         }
     }
 
@@ -198,6 +223,7 @@ mod tests {
             who: None,
             text: "x".into(),
             tone,
+            seq: 0,
         }
     }
 
