@@ -259,7 +259,7 @@ fn full_screen(args: ClientArgs) -> anyhow::Result<ExitCode> {
         if let Some(room) = first_room {
             app.joining(&room);
         }
-        chatdrop_tui::run(app, cmd_tx, ev_rx, task).await
+        chatdrop_tui::run(app, cmd_tx, ev_rx, task, None).await
     });
     // A client that did not end within the quit's wait is not waited for.
     rt.shutdown_timeout(std::time::Duration::from_millis(500));

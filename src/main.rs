@@ -3,6 +3,7 @@
 
 mod client_cmd;
 mod client_config;
+mod demo_cmd;
 mod echo;
 mod paths;
 mod printer;
@@ -46,6 +47,11 @@ enum Cmd {
   chatdrop recv chatdrop1-...                  with the ticket `chatdrop send` printed
   chatdrop recv --via chat.example.org:50000   asks for the short code")]
     Recv(transfer_cmd::RecvArgs),
+    /// See it work: a server and three clients on this machine play the
+    /// original's scenario in about ten seconds, then clean up.
+    #[command(after_help = "Example:
+  chatdrop demo    alice's full-screen UI: a private room, messages, whohas, a busy owner, a download")]
+    Demo,
     /// The client's configuration file: where it is, or a commented one.
     #[command(after_help = "Examples:
   chatdrop config init    writes a commented default (every option of `chatdrop client`)
@@ -130,6 +136,10 @@ fn main() -> ExitCode {
     // The full-screen UI owns the terminal: its log goes to a file.
     let log_file = match &command {
         Cmd::Client(args) if args.full_screen() => Some(open_log(&args.data_dir())),
+        // The demo's server and clients log nothing over its UI.
+        Cmd::Demo if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+            Some(Box::new(std::io::sink()) as Box<dyn std::io::Write + Send>)
+        }
         _ => None,
     };
     match log_file {
@@ -150,6 +160,7 @@ fn main() -> ExitCode {
         Cmd::Client(args) => client_cmd::main(args),
         Cmd::Send(args) => transfer_cmd::send(args),
         Cmd::Recv(args) => transfer_cmd::recv(args),
+        Cmd::Demo => demo_cmd::main(),
         other => small(other),
     };
     match result {

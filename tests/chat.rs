@@ -861,11 +861,29 @@ fn chat_events_carry_their_documented_fields() {
     alice.send("@all hi");
     let ev = bob.expect("message", &[("text", json!("hi"))]);
     let after = now_ms();
-    assert_documented(&ev, &["room", "from", "to", "text", "ts", "history"]);
+    assert_documented(&ev, &["room", "from", "to", "text", "ts", "history", "seq"]);
     assert_eq!(
-        (&ev["room"], &ev["from"], &ev["to"], &ev["history"]),
-        (&json!("r"), &json!("alice"), &json!("all"), &json!(false))
+        (
+            &ev["room"],
+            &ev["from"],
+            &ev["to"],
+            &ev["history"],
+            &ev["seq"]
+        ),
+        (
+            &json!("r"),
+            &json!("alice"),
+            &json!("all"),
+            &json!(false),
+            &json!(1)
+        )
     );
+    // A page of history, with its documented fields (nothing is older
+    // than the first line; tests/network.rs checks a page's lines).
+    bob.send("/history");
+    let page = bob.expect("history", &[]);
+    assert_documented(&page, &["room", "lines", "more"]);
+    assert_eq!((&page["lines"], &page["more"]), (&json!([]), &json!(false)));
     let ts = ev["ts"].as_u64().unwrap();
     assert!(
         (before..=after).contains(&ts),
@@ -900,7 +918,7 @@ fn chat_events_carry_their_documented_fields() {
     // An admin broadcast reaches alice outside any room: `room` is null.
     server.console("@all hello all");
     let ev = alice.expect("message", &[("text", json!("hello all"))]);
-    assert_documented(&ev, &["room", "from", "to", "text", "ts", "history"]);
+    assert_documented(&ev, &["room", "from", "to", "text", "ts", "history", "seq"]);
     assert_eq!(
         (&ev["room"], &ev["from"], &ev["to"]),
         (&Value::Null, &json!("server"), &json!("all"))
@@ -1100,4 +1118,30 @@ fn a_config_file_sets_the_clients_options() {
     assert_eq!(b.wait_exit().code(), Some(1));
     let err = b.stderr();
     assert!(err.contains("bad.toml") && err.contains("sever"), "{err}");
+}
+
+/// `chatdrop demo` plays the original's scenario on this machine and
+/// cleans up: without a terminal it prints alice's side as the line mode
+/// does; the password is asked, the busy owner refuses, the next one
+/// sends, the file is verified, and the temporary folder is gone.
+#[test]
+fn the_demo_plays_the_scenario_and_cleans_up() {
+    let mut demo = Proc::spawn("demo", &["demo"]);
+    assert!(demo.wait_exit().success(), "{}", demo.stderr());
+    let out = demo.seen.join("\n");
+    for step in [
+        "whatsapp (private)",
+        "room whatsapp is private; give its password",
+        "You have joined chatroom - whatsapp",
+        "#me|hello everyone!",
+        "@bob|hi alice! I have the song you wanted",
+        "carol has song.mp3",
+        "carol refused song.mp3 (busy)",
+        "Fetching song.mp3 (67.1 MB) from bob",
+        "Completed file transfer",
+    ] {
+        assert!(out.contains(step), "no {step:?} in:\n{out}");
+    }
+    let dir = std::env::temp_dir().join(format!("chatdrop-demo-{}", demo.pid()));
+    assert!(!dir.exists(), "{} is left behind", dir.display());
 }

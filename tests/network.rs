@@ -572,6 +572,8 @@ fn history_pages_back_across_linked_servers() {
     assert_eq!(replayed, (71..=120).collect(), "the latest 50 on joining");
     bob.send("/history");
     let page = bob.expect("history", &[("room", json!("log"))]);
+    assert_documented(&page, &["room", "lines", "more"]);
+    assert_documented_entries(&page, "lines", &["from", "text", "ts", "seq"]);
     let seqs: Vec<u64> = page["lines"]
         .as_array()
         .unwrap()

@@ -34,7 +34,7 @@ use chatdrop_proto::ErrorCode;
 pub use command::{parse_command, Command, HELP};
 pub use describe::{describe, human_bytes, shown};
 pub use event::{ClientEvent, ErrorKind, HistoryLine};
-pub use peer::TransferOptions;
+pub use peer::{ShareCommand, TransferOptions};
 pub use run::{run, ClientOptions, Exit};
 pub use session::{connect, ConnectError, Session};
 pub use trust::PinVerifier;

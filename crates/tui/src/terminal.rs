@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use chatdrop_client::{ClientEvent, Command};
-use crossterm::event::{DisableBracketedPaste, EnableBracketedPaste, Event, EventStream};
+use crossterm::event::{DisableBracketedPaste, EnableBracketedPaste, Event, EventStream, KeyEvent};
 use crossterm::execute;
 use futures::StreamExt;
 use tokio::signal::unix::{signal, SignalKind};
@@ -35,11 +35,14 @@ impl Drop for Restore {
 /// Runs the UI until the user quits or `client` ends; returns the
 /// client's result if it ended (after a quit, if it ended within a few
 /// seconds). Commands go out on `commands`; events come on `events`.
+/// Keys come from the terminal, and from `script` if given (`chatdrop
+/// demo` types through it, and ends the UI by closing it).
 pub async fn run<T>(
     mut app: App,
     commands: mpsc::Sender<Command>,
     mut events: mpsc::Receiver<ClientEvent>,
     client: impl Future<Output = T>,
+    mut script: Option<mpsc::Receiver<KeyEvent>>,
 ) -> io::Result<Option<T>> {
     let mut terminal = ratatui::try_init()?;
     let _restore = Restore;
@@ -86,6 +89,13 @@ pub async fn run<T>(
                 app.set_time(now_ms());
                 Vec::new()
             }
+            key = next_scripted(&mut script) => match key {
+                Some(key) => {
+                    app.set_time(now_ms());
+                    app.on_key(key)
+                }
+                None => vec![Action::Quit],
+            },
             _ = hangup.recv() => vec![Action::Quit],
             _ = terminate.recv() => vec![Action::Quit],
             result = &mut client => break Some(result),
@@ -108,4 +118,12 @@ pub async fn run<T>(
     };
     drop(terminal);
     Ok(ended)
+}
+
+/// The next scripted key; pending for ever without a script.
+async fn next_scripted(script: &mut Option<mpsc::Receiver<KeyEvent>>) -> Option<KeyEvent> {
+    match script {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
