@@ -952,21 +952,27 @@ fn chat_events_carry_their_documented_fields() {
     );
 }
 
-/// The full-screen UI in a real terminal (tmux): an incoming line does
-/// not disturb a half-typed one, a room's password is not echoed, and
-/// Ctrl-C leaves the terminal as it was (normal screen, echo and line
-/// editing back on).
-#[test]
-fn the_full_screen_ui_in_a_real_terminal() {
+/// A server, and carol in the private room `vault` (password `s3cret`).
+fn carol_in_vault() -> (tempfile::TempDir, ServerProc, Proc) {
     let root = tmp();
     let server = ServerProc::start(&root.path().join("srv"), &[]);
-    let mut carol = joined(
+    let carol = joined(
         &server,
         root.path(),
         "carol",
         "vault",
         &["--create", "--password", "s3cret"],
     );
+    (root, server, carol)
+}
+
+/// The full-screen UI in a real terminal (tmux): an incoming line does
+/// not disturb a half-typed one, a room's password is not echoed, and
+/// Ctrl-C leaves the terminal as it was (normal screen, echo and line
+/// editing back on).
+#[test]
+fn the_full_screen_ui_in_a_real_terminal() {
+    let (root, server, mut carol) = carol_in_vault();
     let line = format!(
         "{} client --server {} --user alice --data-dir {} --room lobby --create; \
          stty -a; echo ENDED; sleep 60",
@@ -1039,15 +1045,7 @@ fn the_full_screen_ui_in_a_real_terminal() {
 /// echoing it, as the original's dialogue goes, and echoes again after.
 #[test]
 fn the_line_mode_does_not_echo_a_password() {
-    let root = tmp();
-    let server = ServerProc::start(&root.path().join("srv"), &[]);
-    let mut carol = joined(
-        &server,
-        root.path(),
-        "carol",
-        "vault",
-        &["--create", "--password", "s3cret"],
-    );
+    let (root, server, mut carol) = carol_in_vault();
     let line = format!(
         "{} client --plain --server {} --user alice --data-dir {}; echo ENDED; sleep 60",
         bin(),

@@ -136,17 +136,13 @@ fn in_lobby() -> App {
     app
 }
 
-fn send(cmd: Command) -> Vec<Action> {
-    vec![Action::Send(cmd)]
-}
-
-#[test]
-fn a_room_at_80x24() {
-    let mut app = in_lobby();
-    ev(&mut app, said("bob", "all", "hi all, the slides are up", 1));
-    ev(&mut app, said("alice", "all", "thanks!", 2));
+/// The lobby's talk of the screens below: two lines, one naming alice,
+/// and dave coming in.
+fn chatter(app: &mut App) {
+    ev(app, said("bob", "all", "hi all, the slides are up", 1));
+    ev(app, said("alice", "all", "thanks!", 2));
     ev(
-        &mut app,
+        app,
         said(
             "carol",
             "all",
@@ -155,13 +151,23 @@ fn a_room_at_80x24() {
         ),
     );
     ev_at(
-        &mut app,
+        app,
         ClientEvent::PeerJoined {
             room: "lobby".into(),
             user: "dave".into(),
         },
         4,
     );
+}
+
+fn send(cmd: Command) -> Vec<Action> {
+    vec![Action::Send(cmd)]
+}
+
+#[test]
+fn a_room_at_80x24() {
+    let mut app = in_lobby();
+    chatter(&mut app);
     typed(&mut app, "sure, one moment");
     let mut want = vec![
         " chatdrop | alice on hub at 127.0.0.1:50000 | #lobby (4 members)",
@@ -627,12 +633,11 @@ fn without_colour_nothing_is_coloured() {
 #[test]
 fn the_readme_shows_the_real_screen() {
     let mut app = in_lobby();
-    ev(&mut app, said("bob", "all", "hi all, the slides are up", 1));
-    ev(&mut app, said("alice", "all", "thanks!", 2));
+    chatter(&mut app);
     ev(
         &mut app,
         ClientEvent::Message {
-            room: Some("lobby".into()),
+            room: None,
             from: "bob".into(),
             to: "alice".into(),
             text: "lunch?".into(),
@@ -640,23 +645,6 @@ fn the_readme_shows_the_real_screen() {
             history: false,
             seq: 0,
         },
-    );
-    ev(
-        &mut app,
-        said(
-            "carol",
-            "all",
-            "alice: could you share notes.txt as well? It is the one from Tuesday's meeting",
-            3,
-        ),
-    );
-    ev_at(
-        &mut app,
-        ClientEvent::PeerJoined {
-            room: "lobby".into(),
-            user: "dave".into(),
-        },
-        4,
     );
     enter(&mut app, "@all whohas notes.txt");
     ev_at(
