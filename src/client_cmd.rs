@@ -158,6 +158,21 @@ impl Prompt {
     }
 }
 
+/// Takes Ctrl-C (SIGINT) from now on, instead of dying of it.
+fn on_interrupt() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok()
+}
+
+/// The next Ctrl-C, once taken; pending for ever before.
+async fn interrupted(interrupt: &mut Option<tokio::signal::unix::Signal>) {
+    match interrupt {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Asks `prompt`'s question, if it has one; a password's answer is typed
 /// without echo (the guard returned turns it back on).
 fn ask_prompt(prompt: &Prompt, interactive: bool) -> Option<crate::echo::EchoOff> {
@@ -349,7 +364,13 @@ async fn client(
     };
     // The terminal's echo, off while a password is typed.
     let mut hidden: Option<crate::echo::EchoOff> = None;
-    let printer = Printer { json, me: user };
+    // Ctrl-C, taken from the first password asked on.
+    let mut interrupt: Option<tokio::signal::unix::Signal> = None;
+    let printer = Printer {
+        json,
+        me: user,
+        ..Printer::default()
+    };
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
     let (ev_tx, mut ev_rx) = mpsc::channel::<ClientEvent>(256);
     let mut task = tokio::spawn(chatdrop_client::run(opts, cmd_rx, ev_tx));
@@ -368,6 +389,7 @@ async fn client(
                 if let Some(next) = advance(&prompt, &ev) {
                     prompt = next;
                     hidden = ask_prompt(&prompt, interactive);
+                    interrupt = interrupt.take().or_else(|| hidden.as_ref().and_then(|_| on_interrupt()));
                 }
             }
             line = lines.recv(), if cmd_tx.is_some() => {
@@ -395,6 +417,7 @@ async fn client(
                 if let Some(next) = next {
                     prompt = next;
                     hidden = ask_prompt(&prompt, interactive);
+                    interrupt = interrupt.take().or_else(|| hidden.as_ref().and_then(|_| on_interrupt()));
                 }
                 let sent = match cmd {
                     Some(Command::Help) => { let _ = writeln!(stdout, "{HELP}"); true }
@@ -405,6 +428,14 @@ async fn client(
                     cmd_tx = None;
                 }
                 let _ = stdout.flush();
+            }
+            // Ctrl-C once a password was asked (the echo may be off): the
+            // terminal is put back before the process ends.
+            _ = interrupted(&mut interrupt) => {
+                if hidden.take().is_some() {
+                    eprintln!();
+                }
+                return Ok(ExitCode::from(130));
             }
             r = &mut task => break r,
         }

@@ -146,6 +146,7 @@ async fn lines(commands: mpsc::Sender<Command>, mut events: mpsc::Receiver<Clien
     let printer = crate::printer::Printer {
         json: false,
         me: "alice".into(),
+        ..Default::default()
     };
     let script = async {
         for (pause, line) in ALICE {

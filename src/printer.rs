@@ -4,12 +4,15 @@
 use chatdrop_client::ClientEvent;
 
 /// How events are printed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Printer {
     /// One JSON object per line instead of human text.
     pub json: bool,
     /// Our own user name, to show our lines as `#me`.
     pub me: String,
+    /// The rooms joined (followed from the events): in several, a room's
+    /// line names its room.
+    pub rooms: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl Printer {
@@ -24,7 +27,17 @@ impl Printer {
     }
 
     fn human(&self, event: &ClientEvent) -> String {
-        chatdrop_client::describe(event, &self.me)
+        let mut rooms = self.rooms.borrow_mut();
+        match event {
+            ClientEvent::Joined { room, .. } => {
+                rooms.insert(room.clone());
+            }
+            ClientEvent::Left { room } => {
+                rooms.remove(room);
+            }
+            _ => {}
+        }
+        chatdrop_client::describe_in(event, &self.me, rooms.len() > 1)
     }
 }
 
@@ -36,6 +49,7 @@ mod tests {
         Printer {
             json,
             me: "alice".into(),
+            ..Printer::default()
         }
     }
 
@@ -55,6 +69,26 @@ mod tests {
     fn human_lines_are_the_descriptions() {
         assert_eq!(p(false).line(&msg("bob", "all")), "@bob|hi");
         assert_eq!(p(false).line(&msg("alice", "bob")), "#me (to bob)|hi");
+    }
+
+    /// In two rooms, a room's line names its room; back in one, not.
+    #[test]
+    fn in_several_rooms_lines_name_their_room() {
+        let p = p(false);
+        let joined = |room: &str| ClientEvent::Joined {
+            room: room.into(),
+            room_id: "x".into(),
+            created: false,
+            peers: vec![],
+        };
+        p.line(&joined("whatsapp"));
+        assert_eq!(p.line(&msg("bob", "all")), "@bob|hi");
+        p.line(&joined("games"));
+        assert_eq!(p.line(&msg("bob", "all")), "[whatsapp] @bob|hi");
+        p.line(&ClientEvent::Left {
+            room: "games".into(),
+        });
+        assert_eq!(p.line(&msg("bob", "all")), "@bob|hi");
     }
 
     #[test]

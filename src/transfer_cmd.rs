@@ -114,6 +114,7 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let printer = Printer {
         json: args.json,
         me: String::new(),
+        ..Printer::default()
     };
     anyhow::ensure!(
         (chatdrop_transfer::MIN_MSS..=chatdrop_transfer::MAX_MSS).contains(&args.max_packet),
@@ -304,6 +305,7 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
     let printer = Printer {
         json: args.json,
         me: String::new(),
+        ..Printer::default()
     };
     let given = match &args.ticket {
         Some(t) => Some(Ticket::decode(t)?),

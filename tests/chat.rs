@@ -582,6 +582,10 @@ fn clients_reconnect_and_rejoin() {
     );
     bob.send("@all welcome back");
     alice.expect("message", &[("text", json!("welcome back"))]);
+    // A second private room: both are joined again after the crash (one
+    // password is checked at a time, so the rejoins go one by one).
+    bob.send("/create vault abcd");
+    bob.expect("joined", &[("room", json!("vault"))]);
 
     server.proc.signal(libc::SIGKILL);
     bob.expect_nth(2, "disconnected", &[]);
@@ -592,7 +596,12 @@ fn clients_reconnect_and_rejoin() {
     drop(server);
     let _server = ServerProc::start_on(&listen, &sdir, &["--no-console"]);
     bob.expect_nth(3, "joined", &[("room", json!("whatsapp"))]);
+    bob.expect_nth(2, "joined", &[("room", json!("vault"))]);
     alice.expect_nth(2, "joined", &[("room", json!("whatsapp"))]);
+    // bob's lines go to the room he joined last (vault) until he joins
+    // whatsapp again, which makes it his.
+    bob.send("/join whatsapp");
+    bob.expect_nth(4, "joined", &[("room", json!("whatsapp"))]);
     bob.send("@all after the crash");
     alice.expect("message", &[("text", json!("after the crash"))]);
     // The last line: everything before it has arrived.
@@ -1142,4 +1151,46 @@ fn the_demo_plays_the_scenario_and_cleans_up() {
     }
     let dir = std::env::temp_dir().join(format!("chatdrop-demo-{}", demo.pid()));
     assert!(!dir.exists(), "{} is left behind", dir.display());
+}
+
+/// Ctrl-C at the line mode's password question (echo off) ends the
+/// client with the terminal's echo back on.
+#[test]
+fn ctrl_c_at_the_password_question_gives_the_echo_back() {
+    let (root, server, _carol) = carol_in_vault();
+    // The shell outlives the Ctrl-C (a trap with a command; the client
+    // gets the default action back, as from an interactive shell).
+    let line = format!(
+        "trap true INT; {} client --plain --server {} --user alice --data-dir {}; \
+         stty -a; echo ENDED; sleep 60",
+        bin(),
+        server.addr,
+        root.path().join("alice").display()
+    );
+    let Some(term) = support::tmux::Tmux::start(100, 30, &line) else {
+        eprintln!("SKIPPED: tmux is not installed (apt-get install tmux)");
+        return;
+    };
+    let has = |text: &'static str| move |s: &[String]| s.iter().any(|r| r.contains(text));
+    term.wait_screen("the first question", has("create/join a chatroom"));
+    term.type_text("join");
+    term.press(&["Enter"]);
+    term.wait_screen("which room", has("Which chatroom?"));
+    term.type_text("vault");
+    term.press(&["Enter"]);
+    term.wait_screen("the password question", has("Please enter password:"));
+    term.type_text("s3c");
+    term.press(&["C-c"]);
+    let screen = term.wait_screen("the client's end", |s| s.iter().any(|r| r == "ENDED"));
+    let modes: Vec<&str> = screen.iter().flat_map(|r| r.split_whitespace()).collect();
+    assert!(
+        modes.contains(&"echo"),
+        "echo is off:\n{}",
+        screen.join("\n")
+    );
+    assert!(
+        !screen.iter().any(|r| r.contains("s3c")),
+        "{}",
+        screen.join("\n")
+    );
 }

@@ -153,9 +153,9 @@ pub enum Persist {
         /// How many lines of history the room keeps.
         keep: u32,
     },
-    /// Lines of history (of every room) sent before `ts` (ms since the
-    /// epoch) may be forgotten: they are older than the server keeps.
-    ExpireHistory { ts: u64 },
+    /// Lines of `room`'s history up to `seq` may be forgotten: they are
+    /// older than the server keeps.
+    ExpireHistory { room: String, seq: u64 },
 }
 
 /// An output of [`crate::Chat::handle`], carried out by the server in order.

@@ -48,12 +48,13 @@ impl Chat {
         if max_age > 0 {
             // Lines older than the server keeps go, here and in the store.
             let before = now_ms.saturating_sub(max_age);
-            let mut any = false;
-            for room in self.rooms.values_mut() {
-                any |= room.expire_history(before);
-            }
-            if any {
-                out.push(Effect::Persist(Persist::ExpireHistory { ts: before }));
+            for (name, room) in self.rooms.iter_mut() {
+                if let Some(seq) = room.expire_history(before) {
+                    out.push(Effect::Persist(Persist::ExpireHistory {
+                        room: name.clone(),
+                        seq,
+                    }));
+                }
             }
         }
         if expiry == 0 {

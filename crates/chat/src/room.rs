@@ -236,12 +236,16 @@ impl Room {
         (lines, more)
     }
 
-    /// Drops the lines sent before `ts` (ms since the epoch); returns
-    /// whether any went.
-    pub(crate) fn expire_history(&mut self, ts: u64) -> bool {
-        let old = self.history.partition_point(|e| e.ts < ts);
-        self.history.drain(..old);
-        old > 0
+    /// Drops the lines up to the last one sent before `ts` (ms since the
+    /// epoch); returns the `seq` of the last dropped. (Times are nearly in
+    /// order: a line from another server carries that server's time, within
+    /// minutes; cutting at a `seq` keeps the history whole, and lets the
+    /// store cut the same lines by its key.)
+    pub(crate) fn expire_history(&mut self, ts: u64) -> Option<u64> {
+        let last = self.history.iter().rposition(|e| e.ts < ts)?;
+        let seq = self.history[last].seq;
+        self.history.drain(..=last);
+        Some(seq)
     }
 
     /// How the room shows in a room list: a private room's size is not told.

@@ -380,6 +380,12 @@ impl Chat {
         if ok {
             self.failures.users.clear(&session.user);
             self.failures.admit(&session.user, &room_id, now_ms);
+            // Other rooms may have been joined while the password was
+            // checked: the limit holds still.
+            if let Err((code, why)) = self.may_join_another(conn) {
+                out.push(err(conn, code, why));
+                return;
+            }
             self.enter_room(now_ms, conn, &room, false, out);
             return;
         }

@@ -10,6 +10,7 @@ use crate::ClientEvent;
 /// read `#me`).
 pub fn describe(event: &ClientEvent, me: &str) -> String {
     match event {
+        ClientEvent::Message { .. } => describe_in(event, me, false),
         ClientEvent::Connected {
             server,
             server_name,
@@ -79,27 +80,6 @@ pub fn describe(event: &ClientEvent, me: &str) -> String {
                 "left" => format!("* {user} left {room}"),
                 other => format!("* {user} left {room} ({other})"),
             }
-        }
-        ClientEvent::Message {
-            from,
-            to,
-            text,
-            history,
-            ..
-        } => {
-            let (from, to, text) = (v(from), v(to), v(text));
-            let who = if *from == *me {
-                "#me".to_string()
-            } else {
-                format!("@{from}")
-            };
-            let dest = match to.as_ref() {
-                "all" => String::new(),
-                t if t == me => " (to you)".to_string(),
-                t => format!(" (to {t})"),
-            };
-            let past = if *history { "[earlier] " } else { "" };
-            format!("{past}{who}{dest}|{text}")
         }
         ClientEvent::History { room, lines, more } => {
             let room = v(room);
@@ -297,6 +277,40 @@ pub fn describe(event: &ClientEvent, me: &str) -> String {
         )
         }
     }
+}
+
+/// [`describe`], with a room's line prefixed by its room (`[lobby] @bob|hi`)
+/// when `name_room`: the line mode does so while in several rooms, so
+/// that one can tell where each line was said.
+pub fn describe_in(event: &ClientEvent, me: &str, name_room: bool) -> String {
+    let ClientEvent::Message {
+        room,
+        from,
+        to,
+        text,
+        history,
+        ..
+    } = event
+    else {
+        return describe(event, me);
+    };
+    let (from, to, text) = (v(from), v(to), v(text));
+    let who = if *from == *me {
+        "#me".to_string()
+    } else {
+        format!("@{from}")
+    };
+    let dest = match to.as_ref() {
+        "all" => String::new(),
+        t if t == me => " (to you)".to_string(),
+        t => format!(" (to {t})"),
+    };
+    let past = if *history { "[earlier] " } else { "" };
+    let place = match room {
+        Some(room) if name_room => format!("[{}] ", v(room)),
+        _ => String::new(),
+    };
+    format!("{place}{past}{who}{dest}|{text}")
 }
 
 /// `s` as it can be shown on a terminal: control characters (escape

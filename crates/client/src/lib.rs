@@ -32,7 +32,7 @@ mod unechoed;
 use chatdrop_proto::ErrorCode;
 
 pub use command::{parse_command, Command, HELP};
-pub use describe::{describe, human_bytes, shown};
+pub use describe::{describe, describe_in, human_bytes, shown};
 pub use event::{ClientEvent, ErrorKind, HistoryLine};
 pub use peer::{ShareCommand, TransferOptions};
 pub use run::{run, ClientOptions, Exit};

@@ -3,7 +3,7 @@
 //! had not taken when it said goodbye (it is restarting) are sent again once
 //! the client is back in their room.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -66,9 +66,13 @@ struct Loop {
     /// after a reconnect), in the order joined: the last is where a
     /// command that names no room goes.
     rooms: Vec<(String, Option<String>)>,
-    /// The oldest line seen of each room (by `seq`), where `/history`
-    /// pages back from.
+    /// The oldest line seen of each room (by `seq`, which is the
+    /// server's), where `/history` pages back from.
     oldest: HashMap<String, u64>,
+    /// Rooms still to join again after a reconnect, in order.
+    rejoin: VecDeque<(String, Option<String>)>,
+    /// Whether the answer awaited is to a rejoin.
+    rejoining: bool,
     /// Passwords of create/join requests awaiting an answer.
     pending: HashMap<String, Option<String>>,
     /// Where the next page of the room list starts, after a page that was
@@ -134,6 +138,8 @@ pub async fn run(
         peer,
         rooms: Vec::new(),
         oldest: HashMap::new(),
+        rejoin: VecDeque::new(),
+        rejoining: false,
         pending: HashMap::new(),
         rooms_next: None,
         unechoed: Unechoed::default(),
@@ -217,12 +223,14 @@ pub async fn run(
             }
         };
         lp.pin_first_use(&known, &session)?;
-        // A room's carried lines go once it is joined again; direct ones
-        // at once.
-        for (room, password) in std::mem::take(&mut lp.rooms) {
-            lp.command(&mut session, Command::Join { room, password })
-                .await;
-        }
+        // Line numbers are the server's: paging starts afresh.
+        lp.oldest.clear();
+        // The rooms are joined again one at a time (a server checks one
+        // password at a time per connection), each after the answer to
+        // the one before; a room's carried lines go once it is joined
+        // again, direct ones at once.
+        lp.rejoin = std::mem::take(&mut lp.rooms).into();
+        lp.rejoin_next(&mut session).await;
         lp.resend_carried(&mut session).await;
     }
 }
@@ -431,6 +439,26 @@ impl Loop {
         true
     }
 
+    /// Joins the next room of a rejoin; when none is left, the carried
+    /// lines of rooms not joined again are given up. Returns false if
+    /// the connection failed.
+    async fn rejoin_next(&mut self, s: &mut Session) -> bool {
+        match self.rejoin.pop_front() {
+            Some((room, password)) => {
+                self.rejoining = true;
+                self.command(s, Command::Join { room, password }).await
+            }
+            None => {
+                if std::mem::take(&mut self.rejoining) {
+                    let joined: Vec<String> = self.rooms.iter().map(|(r, _)| r.clone()).collect();
+                    self.unechoed
+                        .forget_carried(|r| !joined.iter().any(|j| j == r));
+                }
+                true
+            }
+        }
+    }
+
     /// Notes line `seq` of `room` as seen: `/history` pages back from
     /// the oldest.
     fn seen_line(&mut self, room: &str, seq: u64) {
@@ -584,6 +612,8 @@ impl Loop {
                 // The room joined last is where commands without a room go.
                 self.rooms.retain(|(r, _)| *r != room);
                 self.rooms.push((room.clone(), password));
+                // The replay that follows starts the room's paging afresh.
+                self.oldest.remove(&room);
                 self.emit(ClientEvent::Joined {
                     room,
                     room_id,
@@ -591,7 +621,7 @@ impl Loop {
                     peers,
                 })
                 .await;
-                if !self.resend_carried(s).await {
+                if !self.resend_carried(s).await || !self.rejoin_next(s).await {
                     return Ok(Some(SessionEnd::Lost(
                         "writing to the server failed".into(),
                     )));
@@ -600,6 +630,7 @@ impl Loop {
             }
             ServerMsg::Left { room } => {
                 self.rooms.retain(|(r, _)| *r != room);
+                self.oldest.remove(&room);
                 ClientEvent::Left { room }
             }
             ServerMsg::PeerJoined { room, user } => ClientEvent::PeerJoined { room, user },
@@ -672,9 +703,16 @@ impl Loop {
                         | ErrorCode::RoomExists
                         | ErrorCode::RateLimited
                         | ErrorCode::InvalidName
+                        | ErrorCode::LimitReached
                 ) {
                     // The create/join it answers failed; forget its password.
                     self.pending.clear();
+                    // A room that cannot be joined again is left out.
+                    if self.rejoining && !self.rejoin_next(s).await {
+                        return Ok(Some(SessionEnd::Lost(
+                            "writing to the server failed".into(),
+                        )));
+                    }
                 }
                 ClientEvent::Error {
                     code: ErrorKind::Server(code),

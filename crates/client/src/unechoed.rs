@@ -48,9 +48,19 @@ impl Unechoed {
         }
     }
 
-    /// The server said goodbye: what is not echoed is carried over.
+    /// The server said goodbye: what is not echoed is carried over (the
+    /// newest [`MAX_UNECHOED`] at most).
     pub fn goodbye(&mut self) {
         self.carried.extend(self.waiting.drain(..));
+        let over = self.carried.len().saturating_sub(MAX_UNECHOED);
+        self.carried.drain(..over);
+    }
+
+    /// Gives up the carried lines of the rooms `gone` says were not
+    /// joined again.
+    pub fn forget_carried(&mut self, gone: impl Fn(&str) -> bool) {
+        self.carried
+            .retain(|l| l.room.as_deref().is_none_or(|r| !gone(r)));
     }
 
     /// The connection broke without a goodbye: nothing is known.

@@ -279,8 +279,11 @@ impl Store {
                     Persist::Unban { user } => {
                         tx.execute("DELETE FROM bans WHERE user = ?1", params![user])?;
                     }
-                    Persist::ExpireHistory { ts } => {
-                        tx.execute("DELETE FROM history WHERE ts < ?1", params![*ts as i64])?;
+                    Persist::ExpireHistory { room, seq } => {
+                        tx.execute(
+                            "DELETE FROM history WHERE room = ?1 AND seq <= ?2",
+                            params![room, *seq as i64],
+                        )?;
                     }
                     Persist::History { room, entry, keep } => {
                         add_line.execute(params![

@@ -268,6 +268,7 @@ impl App {
             }
             ClientEvent::Disconnected { .. } | ClientEvent::Kicked { .. } => {
                 self.online = false;
+                self.windows.stop_fetching();
                 self.info(now_ms, &text);
                 if self.windows.current_index() != 0 {
                     self.here(now_ms, &text, Tone::Error);
@@ -279,20 +280,34 @@ impl App {
                 created,
                 ..
             } => {
-                if self.pending_join.as_deref() == Some(room) {
+                // A room the user asked for is shown; one joined again
+                // after a reconnect is not, nor does it end a password
+                // prompt for another room.
+                let asked = self.pending_join.as_deref() == Some(room);
+                if asked {
                     self.pending_join = None;
                 }
-                self.secret = None;
+                if self.secret.as_deref() == Some(room) {
+                    self.secret = None;
+                    self.input.take(true);
+                }
                 self.remember_room(room);
                 let i = self.room_window(room);
                 let w = self.windows.get_mut(i);
                 w.joined = true;
+                // Its lines are numbered by this server: paging starts
+                // afresh.
+                w.complete = false;
+                w.fetching = false;
                 w.peers = peers.clone();
                 if !w.peers.contains(&self.me) {
                     w.peers.push(self.me.clone());
                 }
                 w.peers.sort();
-                self.windows.show(i);
+                let shown_room = matches!(self.windows.current().kind, Kind::Room(_));
+                if asked || !shown_room {
+                    self.windows.show(i);
+                }
                 // The peers have their own column: one line says it all.
                 let others: Vec<String> = peers.iter().map(|p| shown(p).into_owned()).collect();
                 let with = if others.is_empty() {
@@ -376,6 +391,8 @@ impl App {
                 );
             }
             ClientEvent::Error { code, message } => {
+                // A page refused (too many asked) can be asked again.
+                self.windows.stop_fetching();
                 let private = matches!(
                     code,
                     ErrorKind::Server(ErrorCode::PasswordRequired | ErrorCode::WrongPassword)
@@ -452,7 +469,8 @@ impl App {
         let mut line = self.line(ts, Some(from), &shown(text), tone);
         line.seq = seq;
         // A line replayed on a rejoin may be shown already.
-        if history && seq > 0 && self.windows.all()[i].lines.iter().any(|l| l.seq == seq) {
+        let again = |l: &Line| l.seq == seq && l.text == line.text && l.who == line.who;
+        if history && seq > 0 && self.windows.all()[i].lines.iter().any(again) {
             return;
         }
         self.windows.push(i, line, !history);
@@ -604,7 +622,21 @@ impl App {
                 password: Some(password),
             })];
         }
-        let line = self.input.take(false);
+        // A password typed on the line (`/join ROOM PASS`) is not kept.
+        let text = self.input.text();
+        let secret = matches!(
+            parse_command(&text),
+            Ok(Some(
+                Command::Join {
+                    password: Some(_),
+                    ..
+                } | Command::Create {
+                    password: Some(_),
+                    ..
+                }
+            ))
+        );
+        let line = self.input.take(secret);
         let line = line.trim();
         if line.is_empty() {
             return Vec::new();
@@ -721,6 +753,22 @@ impl App {
             Kind::Room(room) => Some(room.clone()),
             _ => None,
         };
+        let needs_room = matches!(
+            &cmd,
+            Command::Say {
+                to: Target::All,
+                room: None,
+                ..
+            } | Command::WhoHas { room: None, .. }
+        );
+        if needs_room && here.is_none() {
+            self.here(
+                self.clock_ms,
+                "This window is not a room: show a room's window (Alt+number) to write to it",
+                Tone::Error,
+            );
+            return Vec::new();
+        }
         match &mut cmd {
             Command::Say {
                 to: Target::All,

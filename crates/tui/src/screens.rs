@@ -323,8 +323,11 @@ fn plain_text_and_the_original_commands() {
     assert_eq!(enter(&mut app, "@server exit"), vec![Action::Quit]);
     assert_eq!(enter(&mut app, "/dance"), vec![]);
     assert!(flat(&app, 80, 24).contains("!! unknown command /dance; type /help"));
-    // In the status window plain text has nowhere to go, and says so.
+    // In the status window plain text has nowhere to go, and says so;
+    // nor does a line to "all".
     alt(&mut app, '1');
+    assert_eq!(enter(&mut app, "@all hi"), vec![]);
+    assert!(flat(&app, 80, 24).contains("!! This window is not a room"));
     assert_eq!(enter(&mut app, "hello?"), vec![]);
     assert!(flat(&app, 80, 24)
         .contains("!! This is the status window: /join a room first, or write @user text"));
@@ -391,6 +394,25 @@ fn a_password_is_asked_for_and_never_drawn() {
         },
     );
     assert_eq!(screen(&app, 80, 24)[23], "[password for vault]");
+    // Another room joined meanwhile (a rejoin after a reconnect) neither
+    // ends the prompt nor shows what is typed.
+    typed(&mut app, "hun");
+    ev(
+        &mut app,
+        ClientEvent::Joined {
+            room: "games".into(),
+            room_id: "r2".into(),
+            created: false,
+            peers: vec![],
+        },
+    );
+    let rows = screen(&app, 80, 24);
+    assert_eq!(rows[23], "[password for vault]");
+    assert!(
+        rows[0].contains("#lobby"),
+        "the window shown stays: {}",
+        rows[0]
+    );
     key(&mut app, KeyCode::Esc);
     assert_eq!(screen(&app, 80, 24)[23], "[#lobby]");
     key(&mut app, KeyCode::Up);
@@ -399,6 +421,18 @@ fn a_password_is_asked_for_and_never_drawn() {
         "[#lobby] /join vault",
         "the password is not in the history"
     );
+    // Nor is one typed on the line.
+    key(&mut app, KeyCode::Esc);
+    app.on_key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+    assert_eq!(
+        enter(&mut app, "/join vault hunter2"),
+        send(Command::Join {
+            room: "vault".into(),
+            password: Some("hunter2".into())
+        })
+    );
+    key(&mut app, KeyCode::Up);
+    assert_eq!(screen(&app, 80, 24)[23], "[#lobby] /join vault");
 }
 
 #[test]
@@ -697,6 +731,13 @@ fn the_readme_shows_the_real_screen() {
 #[test]
 fn two_rooms_at_once() {
     let mut app = in_lobby();
+    assert_eq!(
+        enter(&mut app, "/create games"),
+        send(Command::Create {
+            room: "games".into(),
+            password: None
+        })
+    );
     ev(
         &mut app,
         ClientEvent::Joined {

@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 /// Lines a window keeps; older ones are dropped (the server keeps a room's
 /// history).
 pub const SCROLLBACK: usize = 10_000;
+/// Windows open at most.
+pub const MAX_WINDOWS: usize = 100;
 
 /// What a window shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,12 +102,14 @@ impl Window {
         }
     }
 
-    /// The name shown in the window list and the bar.
+    /// The name shown in the window list and the bar (escaped: it comes
+    /// from outside).
     pub fn title(&self) -> String {
+        let shown = chatdrop_client::shown;
         match &self.kind {
             Kind::Status => "status".into(),
-            Kind::Room(r) => format!("#{r}"),
-            Kind::Direct(u) => format!("@{u}"),
+            Kind::Room(r) => format!("#{}", shown(r)),
+            Kind::Direct(u) => format!("@{}", shown(u)),
         }
     }
 }
@@ -147,13 +151,26 @@ impl Windows {
         &mut self.list[self.current]
     }
 
-    /// The index of the window of `kind`, opened if there is none.
+    /// The index of the window of `kind`, opened if there is none; past
+    /// [`MAX_WINDOWS`] (anyone online can open one with a direct
+    /// message), the status window's.
     pub fn open(&mut self, kind: Kind) -> usize {
         if let Some(i) = self.find(&kind) {
             return i;
         }
+        if self.list.len() >= MAX_WINDOWS {
+            return 0;
+        }
         self.list.push(Window::new(kind));
         self.list.len() - 1
+    }
+
+    /// No page of history is on its way any more (it was refused, or the
+    /// connection went).
+    pub fn stop_fetching(&mut self) {
+        for w in &mut self.list {
+            w.fetching = false;
+        }
     }
 
     /// The index of the window of `kind`, if open.
