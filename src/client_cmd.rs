@@ -389,7 +389,9 @@ async fn client(
                 if let Some(next) = advance(&prompt, &ev) {
                     prompt = next;
                     hidden = ask_prompt(&prompt, interactive);
-                    interrupt = interrupt.take().or_else(|| hidden.as_ref().and_then(|_| on_interrupt()));
+                    if interrupt.is_none() && hidden.is_some() {
+                        interrupt = on_interrupt();
+                    }
                 }
             }
             line = lines.recv(), if cmd_tx.is_some() => {
@@ -417,7 +419,9 @@ async fn client(
                 if let Some(next) = next {
                     prompt = next;
                     hidden = ask_prompt(&prompt, interactive);
-                    interrupt = interrupt.take().or_else(|| hidden.as_ref().and_then(|_| on_interrupt()));
+                    if interrupt.is_none() && hidden.is_some() {
+                        interrupt = on_interrupt();
+                    }
                 }
                 let sent = match cmd {
                     Some(Command::Help) => { let _ = writeln!(stdout, "{HELP}"); true }

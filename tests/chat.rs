@@ -1050,20 +1050,24 @@ fn the_full_screen_ui_in_a_real_terminal() {
     }
 }
 
-/// The line mode in a real terminal asks a private room's password without
-/// echoing it, as the original's dialogue goes, and echoes again after.
-#[test]
-fn the_line_mode_does_not_echo_a_password() {
-    let (root, server, mut carol) = carol_in_vault();
+/// alice's line-mode client in a real terminal (tmux), through the
+/// original's dialogue up to vault's password question; the shell runs
+/// `before` it and `after` it (then waits). `None`, saying so, without tmux.
+fn line_mode_at_the_password(
+    root: &std::path::Path,
+    server: &ServerProc,
+    before: &str,
+    after: &str,
+) -> Option<support::tmux::Tmux> {
     let line = format!(
-        "{} client --plain --server {} --user alice --data-dir {}; echo ENDED; sleep 60",
+        "{before} {} client --plain --server {} --user alice --data-dir {}; {after}; sleep 60",
         bin(),
         server.addr,
-        root.path().join("alice").display()
+        root.join("alice").display()
     );
     let Some(term) = support::tmux::Tmux::start(100, 30, &line) else {
         eprintln!("SKIPPED: tmux is not installed (apt-get install tmux)");
-        return;
+        return None;
     };
     let has = |text: &'static str| move |s: &[String]| s.iter().any(|r| r.contains(text));
     term.wait_screen("the first question", has("create/join a chatroom"));
@@ -1073,6 +1077,18 @@ fn the_line_mode_does_not_echo_a_password() {
     term.type_text("vault");
     term.press(&["Enter"]);
     term.wait_screen("the password question", has("Please enter password:"));
+    Some(term)
+}
+
+/// The line mode in a real terminal asks a private room's password without
+/// echoing it, as the original's dialogue goes, and echoes again after.
+#[test]
+fn the_line_mode_does_not_echo_a_password() {
+    let (root, server, mut carol) = carol_in_vault();
+    let Some(term) = line_mode_at_the_password(root.path(), &server, "", "echo ENDED") else {
+        return;
+    };
+    let has = |text: &'static str| move |s: &[String]| s.iter().any(|r| r.contains(text));
     term.type_text("s3cret");
     term.press(&["Enter"]);
     let screen = term.wait_screen("alice in vault", has("You have joined chatroom - vault"));
@@ -1160,25 +1176,11 @@ fn ctrl_c_at_the_password_question_gives_the_echo_back() {
     let (root, server, _carol) = carol_in_vault();
     // The shell outlives the Ctrl-C (a trap with a command; the client
     // gets the default action back, as from an interactive shell).
-    let line = format!(
-        "trap true INT; {} client --plain --server {} --user alice --data-dir {}; \
-         stty -a; echo ENDED; sleep 60",
-        bin(),
-        server.addr,
-        root.path().join("alice").display()
-    );
-    let Some(term) = support::tmux::Tmux::start(100, 30, &line) else {
-        eprintln!("SKIPPED: tmux is not installed (apt-get install tmux)");
+    let before = "trap true INT;";
+    let Some(term) = line_mode_at_the_password(root.path(), &server, before, "stty -a; echo ENDED")
+    else {
         return;
     };
-    let has = |text: &'static str| move |s: &[String]| s.iter().any(|r| r.contains(text));
-    term.wait_screen("the first question", has("create/join a chatroom"));
-    term.type_text("join");
-    term.press(&["Enter"]);
-    term.wait_screen("which room", has("Which chatroom?"));
-    term.type_text("vault");
-    term.press(&["Enter"]);
-    term.wait_screen("the password question", has("Please enter password:"));
     term.type_text("s3c");
     term.press(&["C-c"]);
     let screen = term.wait_screen("the client's end", |s| s.iter().any(|r| r == "ENDED"));

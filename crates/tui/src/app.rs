@@ -390,7 +390,7 @@ impl App {
                     Tone::Info,
                 );
             }
-            ClientEvent::Error { code, message } => {
+            ClientEvent::Error { code, .. } => {
                 // A page refused (too many asked) can be asked again.
                 self.windows.stop_fetching();
                 let private = matches!(
@@ -415,10 +415,7 @@ impl App {
                         );
                         self.secret = Some(room);
                     }
-                    _ => {
-                        let _ = message;
-                        self.here(now_ms, &text, Tone::Error);
-                    }
+                    _ => self.here(now_ms, &text, Tone::Error),
                 }
             }
             ClientEvent::ServerNotice { .. }
