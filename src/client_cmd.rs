@@ -86,6 +86,10 @@ pub struct ClientArgs {
     /// Seconds of silence after which a file transfer fails [default: 10].
     #[arg(long)]
     timeout: Option<u64>,
+    /// Accept files USER offers (`/send`) without asking; repeat for
+    /// several users [default: nobody].
+    #[arg(long = "auto-accept", value_name = "USER")]
+    auto_accept: Vec<String>,
     /// From the config file: colours in the full-screen UI.
     #[arg(skip)]
     colors: Option<bool>,
@@ -119,6 +123,9 @@ pub fn merge(mut args: ClientArgs) -> anyhow::Result<ClientArgs> {
     args.window = args.window.or(c.window);
     args.max_uploads = args.max_uploads.or(c.max_uploads);
     args.timeout = args.timeout.or(c.timeout);
+    if args.auto_accept.is_empty() {
+        args.auto_accept = c.auto_accept.unwrap_or_default();
+    }
     args.no_bell |= c.bell == Some(false);
     args.colors = c.colors;
     Ok(args)
@@ -327,6 +334,7 @@ fn options(args: ClientArgs, user: &str) -> anyhow::Result<ClientOptions> {
         scheme: args.arq.unwrap_or(chatdrop_arq::Scheme::SelectiveRepeat),
         window,
         max_uploads: args.max_uploads.unwrap_or(4),
+        auto_accept: args.auto_accept.clone(),
         timeout: std::time::Duration::from_secs(args.timeout.unwrap_or(10).max(1)),
     };
     Ok(ClientOptions {

@@ -24,6 +24,8 @@ pub struct ClientConfig {
     pub window: Option<u32>,
     pub max_uploads: Option<usize>,
     pub timeout: Option<u64>,
+    /// Users whose offers of files are accepted without asking.
+    pub auto_accept: Option<Vec<String>>,
     /// The terminal bell in the full-screen UI.
     pub bell: Option<bool>,
     /// Colours in the full-screen UI (`NO_COLOR` also turns them off).
@@ -56,6 +58,10 @@ pub const TEMPLATE: &str = r#"# chatdrop client configuration. Every option of `
 # window = 16384
 # max_uploads = 4
 # timeout = 10
+
+# Users whose offers of files (/send) are accepted without asking: their
+# files land in the download folder at once. Nobody by default.
+# auto_accept = ["bob"]
 
 # The full-screen UI: the terminal bell when someone names you or writes
 # to you and when a download finishes, and colours.
@@ -122,6 +128,7 @@ mod tests {
             (Some(16384), Some(4), Some(10))
         );
         assert_eq!((c.bell, c.colors), (Some(true), Some(true)));
+        assert_eq!(c.auto_accept.unwrap(), ["bob"]);
         assert!(c.data_dir.is_some() && c.share_dir.is_some() && c.download_dir.is_some());
         let err = toml::from_str::<ClientConfig>("sever = [\"x:1\"]").unwrap_err();
         assert!(err.to_string().contains("sever"), "{err}");

@@ -239,6 +239,7 @@ fn options(
             window: chatdrop_arq::DEFAULT_WINDOW,
             max_uploads,
             timeout: Duration::from_secs(10),
+            auto_accept: Vec::new(),
         },
     })
 }

@@ -55,6 +55,7 @@ fn each_flood_is_refused_by_name_then_disconnected_and_others_chat_on() {
             Box::new(|i| ClientMsg::GetFile {
                 owner: "alice".into(),
                 file: format!("f{i}"),
+                offer: None,
                 eph: [1; 32],
                 sig: vec![0; 64],
                 candidates: Vec::new(),

@@ -741,6 +741,7 @@ fn unservable_file_names_are_not_offered_and_the_rest_are_served() {
             ClientMsg::GetFile {
                 owner: "bob".into(),
                 file: file.into(),
+                offer: None,
                 eph: [1; 32],
                 sig: vec![0; 64],
                 candidates: Vec::new(),

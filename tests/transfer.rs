@@ -58,6 +58,18 @@ const FILE_EVENTS: &[(&str, &[&str])] = &[
     ("upload_started", &["file", "to"]),
     ("upload_done", &["file", "to", "bytes", "seconds"]),
     ("ticket", &["ticket", "file", "size", "blake3"]),
+    ("offer_sent", &["offer", "to", "files", "bytes", "skipped"]),
+    ("offer_answered", &["offer", "to", "accepted"]),
+    (
+        "offer_received",
+        &["offer", "from", "files", "bytes", "auto_accepted"],
+    ),
+    ("offer_accepted", &["offer", "from", "into"]),
+    ("offer_declined", &["offer", "from"]),
+    (
+        "offer_finished",
+        &["offer", "from", "received", "failed", "into"],
+    ),
 ];
 
 fn is_hex(v: &Value, bytes: usize) -> bool {
@@ -93,7 +105,22 @@ fn assert_file_event(v: &Value) {
                         && e["bytes"].is_u64()
                 })
             }),
-            "size" | "bytes" | "total" | "resumed_from" => x.is_u64(),
+            "size" | "bytes" | "total" | "resumed_from" | "offer" | "skipped" | "received" => {
+                x.is_u64()
+            }
+            "accepted" | "auto_accepted" => x.is_boolean(),
+            "failed" => x
+                .as_array()
+                .is_some_and(|names| names.iter().all(|n| n.is_string())),
+            "files" if kind == "offer_sent" => x.as_u64().is_some_and(|n| n > 0),
+            "files" if kind == "offer_received" => x.as_array().is_some_and(|files| {
+                files.iter().all(|e| {
+                    e.as_object().is_some_and(|o| o.len() == 3)
+                        && e["name"].as_str().is_some_and(|s| !s.is_empty())
+                        && e["size"].is_u64()
+                        && is_hex(&e["blake3"], 32)
+                })
+            }),
             "seconds" => x.as_f64().is_some_and(|s| s >= 0.0),
             "global" => x.is_boolean(),
             "files" => x.as_array().is_some_and(|files| {
@@ -1176,4 +1203,159 @@ fn the_server_share_policy() {
     ] {
         server.proc.wait_line(line, |l| l.contains(line));
     }
+}
+
+/// Offers (`/send`): alice offers bob, who is in another room, a file and
+/// a folder from anywhere on her disk. Bob sees each name, size and hash;
+/// he declines the first offer (alice is told) and accepts the second, and
+/// every file arrives byte-exact under its path in his download folder,
+/// the folder's links left out (the one leading out of it included) and
+/// an empty file kept. Carol accepts alice's offers without asking
+/// (`--auto-accept alice`). A user that is not online cannot be offered
+/// anything, and a path that is not there is named in the error.
+#[test]
+fn offered_files_and_folders_arrive_with_their_paths() {
+    let dir = tmp();
+    let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    let mut alice = sharer(&server, dir.path(), "alice", "r", &[], &["--create"]);
+    let mut bob = sharer(&server, dir.path(), "bob", "s", &[], &["--create"]);
+    let outbox = dir.path().join("alice-outbox");
+    let photos = outbox.join("photos");
+    std::fs::create_dir_all(photos.join("2024")).unwrap();
+    let report = random_file(&outbox.join("report.pdf"), 300_000, 1);
+    let a = random_file(&photos.join("a.jpg"), 70_000, 2);
+    let b = random_file(&photos.join("2024/b.jpg"), 5_000, 3);
+    std::fs::write(photos.join("empty.txt"), b"").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), b"not offered").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), photos.join("secret.txt")).unwrap();
+    let send = format!(
+        "/send bob '{}' '{}'",
+        outbox.join("report.pdf").display(),
+        photos.display()
+    );
+    let expected = [
+        ("report.pdf", &report[..]),
+        ("photos/2024/b.jpg", &b[..]),
+        ("photos/a.jpg", &a[..]),
+        ("photos/empty.txt", &[][..]),
+    ];
+    let total: usize = expected.iter().map(|(_, d)| d.len()).sum();
+
+    // The first offer is declined, and alice is told.
+    alice.send(&send);
+    let sent = alice.expect("offer_sent", &[("to", json!("bob"))]);
+    assert_eq!((&sent["files"], &sent["bytes"]), (&json!(4), &json!(total)));
+    assert_eq!(sent["skipped"], 1, "the link is left out: {sent}");
+    let offered = bob.expect("offer_received", &[("from", json!("alice"))]);
+    assert_eq!(offered["auto_accepted"], false);
+    let files = offered["files"].as_array().unwrap();
+    let listed: Vec<(&str, u64, &str)> = files
+        .iter()
+        .map(|f| {
+            let (name, size) = (f["name"].as_str().unwrap(), f["size"].as_u64().unwrap());
+            (name, size, f["blake3"].as_str().unwrap())
+        })
+        .collect();
+    let hashes: Vec<String> = expected.iter().map(|(_, d)| hash_hex(d)).collect();
+    let want: Vec<(&str, u64, &str)> = expected
+        .iter()
+        .zip(&hashes)
+        .map(|((n, d), h)| (*n, d.len() as u64, h.as_str()))
+        .collect();
+    assert_eq!(listed, want);
+    bob.send("/decline");
+    bob.expect("offer_declined", &[("offer", offered["offer"].clone())]);
+    let answered = alice.expect("offer_answered", &[("offer", sent["offer"].clone())]);
+    assert_eq!(
+        (&answered["to"], &answered["accepted"]),
+        (&json!("bob"), &json!(false))
+    );
+
+    // The second is accepted: every file comes, one after another.
+    alice.send(&send);
+    let sent = alice.expect("offer_sent", &[("to", json!("bob"))]);
+    let offered = bob.expect("offer_received", &[("from", json!("alice"))]);
+    let number = offered["offer"].as_u64().unwrap();
+    bob.send(&format!("/accept {number}"));
+    let downloads = dir.path().join("bob-downloads");
+    let accepted = bob.expect("offer_accepted", &[("offer", json!(number))]);
+    assert_eq!(accepted["into"], downloads.to_str().unwrap());
+    let answered = alice.expect("offer_answered", &[("offer", sent["offer"].clone())]);
+    assert_eq!(answered["accepted"], true);
+    let finished = bob.expect("offer_finished", &[("offer", json!(number))]);
+    let about = |file: &str| -> Vec<Value> {
+        let events = bob.events().into_iter();
+        events.filter(|e| e["file"] == file).collect()
+    };
+    assert_eq!(
+        (&finished["received"], &finished["failed"]),
+        (&json!(4), &json!([])),
+        "{:?}",
+        about("photos/empty.txt")
+    );
+    for (name, data) in expected {
+        let got = read(downloads.join(name));
+        assert!(got == data, "{name} differs from what alice offered");
+        let done = bob.expect_ever("transfer_done", &[("file", json!(name))]);
+        assert_eq!(done["path"], downloads.join(name).to_str().unwrap());
+    }
+    let all: Vec<PathBuf> = walk_files(&downloads);
+    assert_eq!(all.len(), 4, "only the offered files, no link: {all:?}");
+    for (name, _) in expected {
+        alice.expect_ever(
+            "upload_done",
+            &[("file", json!(name)), ("to", json!("bob"))],
+        );
+    }
+
+    // Carol accepts alice's offers without asking.
+    let mut carol = sharer(
+        &server,
+        dir.path(),
+        "carol",
+        "s",
+        &[],
+        &["--auto-accept", "alice"],
+    );
+    alice.send(&format!(
+        "@carol sendfile {}",
+        outbox.join("report.pdf").display()
+    ));
+    let offered = carol.expect("offer_received", &[("from", json!("alice"))]);
+    assert_eq!(offered["auto_accepted"], true);
+    carol.expect("offer_finished", &[("received", json!(1))]);
+    assert!(read(dir.path().join("carol-downloads/report.pdf")) == report);
+
+    // Nobody of that name online; nothing at that path.
+    alice.send(&format!(
+        "/send dave '{}'",
+        outbox.join("report.pdf").display()
+    ));
+    let e = alice.expect("error", &[("code", json!("unknown_user"))]);
+    assert!(e["message"].as_str().unwrap().contains("dave"), "{e}");
+    alice.send("/send bob /no/such/file");
+    let e = alice.expect("error", &[("code", json!("offer"))]);
+    assert!(
+        e["message"].as_str().unwrap().contains("/no/such/file"),
+        "{e}"
+    );
+    bob.send("/accept");
+    let e = bob.expect("error", &[("code", json!("offer"))]);
+    assert!(e["message"].as_str().unwrap().contains("no offer"), "{e}");
+    assert_all_documented(&[&alice, &bob, &carol]);
+}
+
+/// Every file under `dir` (links included, not followed).
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            out.extend(walk_files(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out
 }

@@ -22,8 +22,8 @@ use chatdrop_proto::link::{
     RoutedBody,
 };
 use chatdrop_proto::{
-    encode_frame, ChatLine, ClientMsg, ErrorCode, FileAnswer, LeaveReason, Offer, RefuseReason,
-    RoomInfo, ServerMsg, Target,
+    encode_frame, ChatLine, ClientMsg, ErrorCode, FileAnswer, LeaveReason, Offer, OfferedFile,
+    RefuseReason, RoomInfo, ServerMsg, Target,
 };
 use chatdrop_transfer::{Msg, Role, Ticket, ENVELOPE_HEADER, MAX_MSS, TOKEN_LEN};
 use ed25519_dalek::{Signer, SigningKey};
@@ -167,6 +167,22 @@ fn client_msgs() -> Vec<(&'static str, ClientMsg)> {
         ),
         ("quit", ClientMsg::Quit),
         (
+            "offer-files",
+            ClientMsg::OfferFiles {
+                to: "bob".into(),
+                offer: 0x0123_4567_89ab_cdef,
+                files: offered_files(),
+            },
+        ),
+        (
+            "offer-answer",
+            ClientMsg::OfferAnswer {
+                to: "alice".into(),
+                offer: 0x0123_4567_89ab_cdef,
+                accept: true,
+            },
+        ),
+        (
             "history",
             ClientMsg::History {
                 room: "Lobby".into(),
@@ -196,6 +212,7 @@ fn client_msgs() -> Vec<(&'static str, ClientMsg)> {
             ClientMsg::GetFile {
                 owner: "bob".into(),
                 file: "docs/a.pdf".into(),
+                offer: Some(0x0123_4567_89ab_cdef),
                 eph: [2; 32],
                 sig: vec![3; 64],
                 candidates: vec![SocketAddr::new(
@@ -303,6 +320,22 @@ fn server_msgs() -> Vec<(&'static str, ServerMsg)> {
             }),
         ),
         (
+            "files-offered",
+            ServerMsg::FilesOffered {
+                from: "alice".into(),
+                offer: 0x0123_4567_89ab_cdef,
+                files: offered_files(),
+            },
+        ),
+        (
+            "offer-answered",
+            ServerMsg::OfferAnswered {
+                from: "bob".into(),
+                offer: 0x0123_4567_89ab_cdef,
+                accept: false,
+            },
+        ),
+        (
             "history-page",
             ServerMsg::History {
                 room: "Lobby".into(),
@@ -370,6 +403,7 @@ fn server_msgs() -> Vec<(&'static str, ServerMsg)> {
                 from: "alice".into(),
                 from_key: [7; 32],
                 file: "docs/a.pdf".into(),
+                offer: None,
                 eph: [2; 32],
                 sig: vec![3; 64],
                 from_ip: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
@@ -574,9 +608,28 @@ fn net_msgs() -> Vec<(&'static str, NetMsg)> {
                 from_key: [7; 32],
                 owner: "bob".into(),
                 file: "docs/a.pdf".into(),
+                offer: None,
                 eph: [2; 32],
                 sig: vec![3; 64],
                 candidates: Vec::new(),
+            },
+        ),
+        (
+            "offer-files",
+            NetMsg::OfferFiles {
+                from: user(),
+                to: "bob".into(),
+                offer: 7,
+                files: offered_files(),
+            },
+        ),
+        (
+            "offer-answer",
+            NetMsg::OfferAnswer {
+                from: "bob".into(),
+                to: user(),
+                offer: 7,
+                accept: true,
             },
         ),
         (
@@ -601,6 +654,18 @@ fn net_msgs() -> Vec<(&'static str, NetMsg)> {
             },
         ),
     ]
+}
+
+/// A folder's files, as an offer lists them.
+fn offered_files() -> Vec<OfferedFile> {
+    ["photos/a.jpg", "photos/2024/b.jpg"]
+        .into_iter()
+        .map(|name| OfferedFile {
+            name: name.into(),
+            size: 4_000,
+            blake3: [5; 32],
+        })
+        .collect()
 }
 
 fn routed(body: RoutedBody) -> LinkMsg {

@@ -73,6 +73,11 @@ fuzz_target!(|data: &[u8]| {
             word(&owner);
             text(&file);
         }
+        Command::Send { to, paths } => {
+            word(&to);
+            paths.iter().for_each(|p| text(p));
+        }
+        Command::Accept { .. } | Command::Decline { .. } => {}
         Command::Share(_)
         | Command::ListRooms
         | Command::MoreRooms

@@ -70,6 +70,11 @@ fn client_strings(m: &ClientMsg) -> Vec<&str> {
         | ClientMsg::History { room, .. } => out.push(room),
         ClientMsg::HaveFile { to, file, .. } => out.extend([to.as_str(), file]),
         ClientMsg::GetFile { owner, file, .. } => out.extend([owner.as_str(), file]),
+        ClientMsg::OfferFiles { to, files, .. } => {
+            out.push(to);
+            out.extend(files.iter().map(|f| f.name.as_str()));
+        }
+        ClientMsg::OfferAnswer { to, .. } => out.push(to),
         ClientMsg::FileAnswer { answer, .. } => match answer {
             FileAnswer::Accept(_) => {}
             FileAnswer::Refuse(r) => out.push(r.as_str()),
@@ -157,6 +162,11 @@ fn server_strings(m: &ServerMsg) -> Vec<&str> {
             detail,
         } => out.extend([from.as_str(), file, reason.as_str(), detail]),
         ServerMsg::RoomRenamed { old, new, reason } => out.extend([old.as_str(), new, reason]),
+        ServerMsg::FilesOffered { from, files, .. } => {
+            out.push(from);
+            out.extend(files.iter().map(|f| f.name.as_str()));
+        }
+        ServerMsg::OfferAnswered { from, .. } => out.push(from),
     }
     out
 }

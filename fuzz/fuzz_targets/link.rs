@@ -125,6 +125,7 @@ fn net_msg(m: &NetMsg) {
             from_key,
             owner,
             file,
+            offer,
             eph,
             sig,
             candidates,
@@ -132,7 +133,9 @@ fn net_msg(m: &NetMsg) {
             [from.as_str(), owner, file]
                 .into_iter()
                 .for_each(check_string);
-            let t = chatdrop_proto::auth::request_transcript(from, owner, file, eph, candidates);
+            let t = chatdrop_proto::auth::request_transcript(
+                from, owner, file, *offer, eph, candidates,
+            );
             let _ = verifies(from_key, &t, sig);
         }
         NetMsg::FileOffer { to, from, file, .. } => {
@@ -149,6 +152,18 @@ fn net_msg(m: &NetMsg) {
             .for_each(check_string),
         NetMsg::Relay { user, other, .. } => {
             [user.as_str(), other].into_iter().for_each(check_string)
+        }
+        NetMsg::OfferFiles {
+            from, to, files, ..
+        } => {
+            [from.as_str(), to].into_iter().for_each(check_string);
+            for f in files {
+                check_string(&f.name);
+                let _ = chatdrop_proto::names::check_offered_name(&f.name);
+            }
+        }
+        NetMsg::OfferAnswer { from, to, .. } => {
+            [from.as_str(), to].into_iter().for_each(check_string)
         }
     }
 }

@@ -261,12 +261,14 @@ impl RawPeer {
             &self.name,
             signed_for,
             file,
+            None,
             &eph_pub,
             &[],
         ));
         self.send(ClientMsg::GetFile {
             owner: owner.to_string(),
             file: file.to_string(),
+            offer: None,
             eph: eph_pub,
             sig: sig.to_bytes().to_vec(),
             candidates: Vec::new(),

@@ -38,6 +38,7 @@ fn floods() -> Vec<ClientMsg> {
         ClientMsg::GetFile {
             owner: "c1".into(),
             file: "flood.bin".into(),
+            offer: None,
             eph: [1; 32],
             sig: vec![0; 64],
             candidates: Vec::new(),

@@ -294,12 +294,19 @@ impl Chat {
             ClientMsg::GetFile {
                 owner,
                 file,
+                offer,
                 eph,
                 sig,
                 candidates,
             } => {
-                let ask = (file, eph, sig, candidates);
+                let ask = (file, offer, eph, sig, candidates);
                 self.get_file(now_ms, conn, owner, ask, out)
+            }
+            ClientMsg::OfferFiles { to, offer, files } => {
+                self.offer_files(now_ms, conn, to, offer, files, out)
+            }
+            ClientMsg::OfferAnswer { to, offer, accept } => {
+                self.offer_answer(now_ms, conn, to, offer, accept, out)
             }
             ClientMsg::FileAnswer { req, answer } => {
                 self.file_answer(now_ms, conn, req, answer, out)
@@ -524,6 +531,7 @@ impl Chat {
                 from_key,
                 owner,
                 file,
+                offer,
                 eph,
                 sig,
                 candidates,
@@ -532,6 +540,7 @@ impl Chat {
                     from: asker,
                     from_key,
                     file,
+                    offer,
                     eph,
                     sig,
                     candidates,
@@ -560,6 +569,18 @@ impl Chat {
                 token,
                 at,
             } => self.remote_relay(now_ms, from, session, (user, other), token, at, out),
+            NetMsg::OfferFiles {
+                from: sender,
+                to,
+                offer,
+                files,
+            } => self.remote_offer_files(from, sender, to, offer, files, out),
+            NetMsg::OfferAnswer {
+                from: receiver,
+                to,
+                offer,
+                accept,
+            } => self.remote_offer_answer(from, receiver, to, offer, accept, out),
         }
     }
 

@@ -30,6 +30,8 @@ pub(crate) struct Ask {
     pub(crate) from: String,
     pub(crate) from_key: [u8; 32],
     pub(crate) file: String,
+    /// The owner's offer it is asked from, if any.
+    pub(crate) offer: Option<u64>,
     pub(crate) eph: [u8; 32],
     pub(crate) sig: Vec<u8>,
     pub(crate) candidates: Vec<SocketAddr>,
@@ -213,14 +215,22 @@ impl Chat {
         );
     }
 
-    /// `GetFile`: the request goes to the owner, here or at its server.
+    /// `GetFile`: the request goes to the owner, here or at its server: a
+    /// member of one of the asker's rooms, or, for a file the owner offered
+    /// (`offer`), the owner wherever it is online.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn get_file(
         &mut self,
         now_ms: u64,
         conn: ConnId,
         owner: String,
-        (file, eph, sig, candidates): (String, [u8; 32], Vec<u8>, Vec<SocketAddr>),
+        (file, offer, eph, sig, candidates): (
+            String,
+            Option<u64>,
+            [u8; 32],
+            Vec<u8>,
+            Vec<SocketAddr>,
+        ),
         out: &mut Vec<Effect>,
     ) {
         if !check_file_name(conn, &file, out) {
@@ -230,7 +240,11 @@ impl Chat {
             out.push(err(conn, ErrorCode::BadRequest, why));
             return;
         }
-        let Some(owner_at) = self.fellow(conn, &owner, out) else {
+        let owner_at = match offer {
+            None => self.fellow(conn, &owner, out),
+            Some(_) => self.online_anywhere(conn, &owner, out),
+        };
+        let Some(owner_at) = owner_at else {
             return;
         };
         if let Err(why) = self.settings.policy.check_name(&file) {
@@ -245,6 +259,7 @@ impl Chat {
                     from,
                     from_key,
                     file,
+                    offer,
                     eph,
                     sig,
                     candidates,
@@ -257,6 +272,7 @@ impl Chat {
                     from_key,
                     owner,
                     file,
+                    offer,
                     eph,
                     sig,
                     candidates,
@@ -279,6 +295,7 @@ impl Chat {
             from: asker_name,
             from_key: asker_key,
             file,
+            offer,
             eph,
             sig,
             candidates,
@@ -337,6 +354,7 @@ impl Chat {
                 from: asker_name,
                 from_key: asker_key,
                 file,
+                offer,
                 eph,
                 sig,
                 from_ip,

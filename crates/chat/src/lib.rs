@@ -27,6 +27,7 @@ mod lockout;
 mod login;
 mod net;
 mod new_names;
+mod offers;
 mod policy;
 mod room;
 mod rooms;

@@ -288,6 +288,12 @@ pub(crate) fn check(
         NetMsg::Relay {
             user: u, other, at, ..
         } => user(u).and(user(other)).and(relay_address(at)),
+        NetMsg::OfferFiles {
+            from, to, files, ..
+        } => user(from)
+            .and(user(to))
+            .and(crate::offers::check_offer(files)),
+        NetMsg::OfferAnswer { from, to, .. } => user(from).and(user(to)),
     }
 }
 

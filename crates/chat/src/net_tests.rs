@@ -5,7 +5,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use chatdrop_proto::link::{LinkMsg, RoutedBody, ServerId};
-use chatdrop_proto::{ChatLine, ClientMsg, ErrorCode, FileAnswer, Offer, ServerMsg, Target};
+use chatdrop_proto::{
+    ChatLine, ClientMsg, ErrorCode, FileAnswer, Offer, OfferedFile, ServerMsg, Target,
+};
 
 use crate::net::Identity;
 use crate::{Chat, ConnId, Effect, Event, LinkId, Settings, Snapshot, Who};
@@ -576,6 +578,7 @@ fn offered_across(sim: &mut Sim, session: [u8; 8]) {
             msg: ClientMsg::GetFile {
                 owner: "bob".into(),
                 file: "f.bin".into(),
+                offer: None,
                 eph: [2; 32],
                 sig: vec![3; 64],
                 candidates: Vec::new(),
@@ -784,4 +787,140 @@ fn a_user_in_two_rooms_across_the_network() {
         1,
         |m| matches!(m, ServerMsg::PeerLeft { room, .. } if room == "r")
     ));
+}
+
+/// Offers go to a user anywhere in the network, with no room shared:
+/// carol at s1 offers alice at s0 a folder, alice declines and carol is
+/// told; a request naming the offer reaches carol though she shares no
+/// room with alice, and one naming none does not. Offers that would save
+/// a file outside the receiver's folder, list no file, or go to oneself
+/// are refused with the reason.
+#[test]
+fn offers_cross_the_network_outside_rooms() {
+    let mut sim = Sim::room_across_two();
+    sim.login(1, 2, "carol", 3);
+    sim.run();
+    let file = |name: &str| OfferedFile {
+        name: name.into(),
+        size: 3,
+        blake3: [4; 32],
+    };
+    let (alice, carol) = (ConnId(1), ConnId(2));
+    let offer_files = |to: &str, files: Vec<OfferedFile>| ClientMsg::OfferFiles {
+        to: to.into(),
+        offer: 77,
+        files,
+    };
+    let photos = vec![file("photos/a.jpg"), file("photos/2024/b.jpg")];
+    sim.ev(
+        1,
+        Event::Request {
+            conn: carol,
+            msg: offer_files("alice", photos.clone()),
+        },
+    );
+    sim.run();
+    assert!(sim.got(0, 1, |m| matches!(
+        m,
+        ServerMsg::FilesOffered { from, offer: 77, files } if from == "carol" && *files == photos
+    )));
+    let answer = ClientMsg::OfferAnswer {
+        to: "carol".into(),
+        offer: 77,
+        accept: false,
+    };
+    sim.ev(
+        0,
+        Event::Request {
+            conn: alice,
+            msg: answer,
+        },
+    );
+    sim.run();
+    assert!(sim.got(1, 2, |m| matches!(
+        m,
+        ServerMsg::OfferAnswered { from, offer: 77, accept: false } if from == "alice"
+    )));
+    let ask = |offer| ClientMsg::GetFile {
+        owner: "carol".into(),
+        file: "photos/a.jpg".into(),
+        offer,
+        eph: [2; 32],
+        sig: vec![3; 64],
+        candidates: Vec::new(),
+    };
+    sim.ev(
+        0,
+        Event::Request {
+            conn: alice,
+            msg: ask(None),
+        },
+    );
+    sim.run();
+    assert!(sim.got(0, 1, |m| matches!(
+        m,
+        ServerMsg::Error { code: ErrorCode::UnknownUser, message } if message.contains("in your rooms")
+    )));
+    sim.ev(
+        0,
+        Event::Request {
+            conn: alice,
+            msg: ask(Some(77)),
+        },
+    );
+    sim.run();
+    assert!(sim.got(1, 2, |m| matches!(
+        m,
+        ServerMsg::FileRequest { from, offer: Some(77), file, .. }
+            if from == "alice" && file == "photos/a.jpg"
+    )));
+    for (files, why) in [
+        (
+            vec![file("../.bashrc")],
+            "\"../.bashrc\" is not a relative path",
+        ),
+        (
+            vec![file("/etc/passwd")],
+            "\"/etc/passwd\" is not a relative path",
+        ),
+        (Vec::new(), "1 to 100 files (got 0)"),
+        (vec![file("a"); 101], "1 to 100 files (got 101)"),
+    ] {
+        sim.ev(
+            1,
+            Event::Request {
+                conn: carol,
+                msg: offer_files("alice", files),
+            },
+        );
+        assert!(
+            sim.got(1, 2, |m| matches!(
+                m,
+                ServerMsg::Error { code: ErrorCode::BadRequest, message } if message.contains(why)
+            )),
+            "{why}"
+        );
+    }
+    sim.ev(
+        1,
+        Event::Request {
+            conn: carol,
+            msg: offer_files("carol", vec![file("a")]),
+        },
+    );
+    assert!(sim.got(1, 2, |m| matches!(
+        m,
+        ServerMsg::Error { message, .. } if message.contains("not to yourself")
+    )));
+    sim.ev(
+        1,
+        Event::Request {
+            conn: carol,
+            msg: offer_files("dave", vec![file("a")]),
+        },
+    );
+    assert!(sim.got(1, 2, |m| matches!(
+        m,
+        ServerMsg::Error { code: ErrorCode::UnknownUser, message } if message.contains("dave")
+    )));
 }

@@ -70,19 +70,7 @@ impl Chat {
             }
         };
         // A direct message: to the user wherever it is online.
-        let at = match self.online.get(&name).copied() {
-            Some(c) => Some(Who::Local(c)),
-            None => self
-                .remote
-                .get(name.as_str())
-                .map(|u| Who::Remote(u.server)),
-        };
-        let Some(at) = at else {
-            out.push(err(
-                conn,
-                ErrorCode::UnknownUser,
-                format!("no user {name} is online in the network"),
-            ));
+        let Some(at) = self.online_anywhere(conn, &name, out) else {
             return;
         };
         let receipt = line(
@@ -118,6 +106,28 @@ impl Chat {
                 });
             }
         }
+    }
+
+    /// Where the user `name` is online in the network, or an error to
+    /// `conn`.
+    pub(crate) fn online_anywhere(
+        &self,
+        conn: ConnId,
+        name: &str,
+        out: &mut Vec<Effect>,
+    ) -> Option<Who> {
+        let at = match self.online.get(name).copied() {
+            Some(c) => Some(Who::Local(c)),
+            None => self.remote.get(name).map(|u| Who::Remote(u.server)),
+        };
+        if at.is_none() {
+            out.push(err(
+                conn,
+                ErrorCode::UnknownUser,
+                format!("no user {name} is online in the network"),
+            ));
+        }
+        at
     }
 
     /// Adds a line to a room's history and delivers it to the room's

@@ -985,6 +985,7 @@ fn whohas_and_getfile_are_brokered_within_the_room() {
         msg: ClientMsg::GetFile {
             owner: "bob".into(),
             file: "song.mp3".into(),
+            offer: None,
             eph: [2; 32],
             sig: vec![3; 64],
             candidates: vec!["192.168.1.5:4100".parse().unwrap()],
@@ -1059,6 +1060,7 @@ fn whohas_and_getfile_are_brokered_within_the_room() {
         msg: ClientMsg::GetFile {
             owner: "bob".into(),
             file: "x".into(),
+            offer: None,
             eph: [2; 32],
             sig: vec![],
             candidates: Vec::new(),
@@ -1084,6 +1086,7 @@ fn whohas_and_getfile_are_brokered_within_the_room() {
         msg: ClientMsg::GetFile {
             owner: "carol".into(),
             file: "x".into(),
+            offer: None,
             eph: [2; 32],
             sig: vec![],
             candidates: Vec::new(),
@@ -1144,6 +1147,7 @@ fn the_share_policy_is_enforced_where_requests_are_brokered() {
         msg: ClientMsg::GetFile {
             owner: "bob".into(),
             file: "a.bin".into(),
+            offer: None,
             eph: [0; 32],
             sig: vec![],
             candidates: Vec::new(),
@@ -1213,6 +1217,7 @@ fn a_file_name_that_shows_reversed_is_refused_where_files_are_brokered() {
             ClientMsg::GetFile {
                 owner: "bob".into(),
                 file: bidi.into(),
+                offer: None,
                 eph: [2; 32],
                 sig: vec![3; 64],
                 candidates: Vec::new(),
@@ -1563,6 +1568,7 @@ fn a_request_or_offer_with_too_many_candidates_is_refused() {
     let ask = |candidates| ClientMsg::GetFile {
         owner: "bob".into(),
         file: "song.mp3".into(),
+        offer: None,
         eph: [2; 32],
         sig: vec![3; 64],
         candidates,
@@ -1608,6 +1614,7 @@ fn brokered(h: &mut Harness, session: [u8; 8]) {
         msg: ClientMsg::GetFile {
             owner: "bob".into(),
             file: "song.mp3".into(),
+            offer: None,
             eph: [2; 32],
             sig: vec![3; 64],
             candidates: Vec::new(),

@@ -58,6 +58,18 @@ pub enum Command {
     },
     /// `@me ...`: sharing settings.
     Share(ShareCommand),
+    /// `/send USER PATH...`, `@USER sendfile PATH`: offer files (or
+    /// folders, whole) to a user.
+    Send {
+        /// The receiver.
+        to: String,
+        /// Files and folders, as typed (relative to the working folder).
+        paths: Vec<String>,
+    },
+    /// `/accept [N]`: accept offer `N` (`None`: the latest waiting).
+    Accept { offer: Option<u32> },
+    /// `/decline [N]`: decline offer `N` (`None`: the latest waiting).
+    Decline { offer: Option<u32> },
 }
 
 /// The help text listing every command.
@@ -71,6 +83,10 @@ commands:
   @server exit          leave and disconnect       (also /quit)
   @all whohas FILE      ask the room who shares FILE
   @USER getfile FILE    fetch FILE from USER, peer to peer
+  @USER sendfile PATH   offer a file or folder on disk to USER
+  /send USER PATH...    the same, several at once (quote names with spaces)
+  /accept [N]           accept an offer (the latest, or number N)
+  /decline [N]          decline an offer
   @me setshare FILE     share FILE (a path inside your share folder)
   @me clrshare FILE     stop sharing FILE
   @me setglobalshare    share every file of the folder
@@ -122,6 +138,17 @@ fn parse_share(rest: &str) -> Result<ShareCommand, String> {
     }
 }
 
+/// The offer number after `/accept` or `/decline`, if one is given.
+fn offer_number(rest: &str, cmd: &str) -> Result<Option<u32>, String> {
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    let n = rest.trim_start_matches('#');
+    n.parse()
+        .map(Some)
+        .map_err(|_| format!("{cmd} takes an offer's number: {cmd} 2"))
+}
+
 /// Parses one line. Blank lines give `Ok(None)`; a line that is not a command
 /// gives an error saying what is expected.
 pub fn parse_command(line: &str) -> Result<Option<Command>, String> {
@@ -157,6 +184,10 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, String> {
                 owner: user.to_string(),
                 file: text["getfile ".len()..].trim().to_string(),
             },
+            (user, text) if text.starts_with("sendfile ") => Command::Send {
+                to: user.to_string(),
+                paths: vec![text["sendfile ".len()..].trim().to_string()],
+            },
             (user, text) => Command::Say {
                 to: Target::User(user.into()),
                 room: None,
@@ -177,6 +208,23 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, String> {
         },
         "/leave" | "/part" => Command::Leave {
             room: (!rest.is_empty()).then(|| rest.to_string()),
+        },
+        "/send" => {
+            let (to, rest) = split_word(rest);
+            let paths = shlex::split(rest).ok_or("/send: a quote is not closed")?;
+            if to.is_empty() || paths.is_empty() {
+                return Err("/send needs a user and what to offer: /send bob report.pdf".into());
+            }
+            Command::Send {
+                to: to.to_string(),
+                paths,
+            }
+        }
+        "/accept" => Command::Accept {
+            offer: offer_number(rest, "/accept")?,
+        },
+        "/decline" => Command::Decline {
+            offer: offer_number(rest, "/decline")?,
         },
         "/help" | "/?" => Command::Help,
         "/quit" | "/exit" => Command::Quit,
@@ -266,6 +314,33 @@ mod tests {
         assert!(parse_command("@me dance")
             .unwrap_err()
             .contains("unknown @me"));
+        assert_eq!(
+            parse_command("@bob sendfile my notes.txt").unwrap(),
+            Some(Command::Send {
+                to: "bob".into(),
+                paths: vec!["my notes.txt".into()]
+            })
+        );
+        assert_eq!(
+            parse_command("/send bob 'a b.txt' photos").unwrap(),
+            Some(Command::Send {
+                to: "bob".into(),
+                paths: vec!["a b.txt".into(), "photos".into()]
+            })
+        );
+        assert!(parse_command("/send bob")
+            .unwrap_err()
+            .contains("needs a user"));
+        assert!(parse_command("/send bob 'a").unwrap_err().contains("quote"));
+        assert_eq!(
+            parse_command("/accept").unwrap(),
+            Some(Command::Accept { offer: None })
+        );
+        assert_eq!(
+            parse_command("/decline #3").unwrap(),
+            Some(Command::Decline { offer: Some(3) })
+        );
+        assert!(parse_command("/accept x").unwrap_err().contains("number"));
         // Plain messages that merely mention the words stay messages.
         assert_eq!(
             parse_command("@all whohasit").unwrap(),

@@ -276,6 +276,98 @@ pub fn describe(event: &ClientEvent, me: &str) -> String {
             human_bytes((*bytes as f64 / seconds.max(1e-9)) as u64)
         )
         }
+        ClientEvent::OfferSent {
+            offer,
+            to,
+            files,
+            bytes,
+            skipped,
+        } => {
+            let to = v(to);
+            let mut s = format!(
+                "Offered {} ({}) to {to} as offer {offer}; waiting for {to} to accept",
+                count(*files, "file"),
+                human_bytes(*bytes)
+            );
+            if *skipped > 0 {
+                let left = count(*skipped, "link or special file");
+                s.push_str(&format!(" ({left} left out: links are never followed)"));
+            }
+            s
+        }
+        ClientEvent::OfferAnswered {
+            offer,
+            to,
+            accepted,
+        } => {
+            let to = v(to);
+            match accepted {
+                true => format!("{to} accepted offer {offer}"),
+                false => format!("{to} declined offer {offer}"),
+            }
+        }
+        ClientEvent::OfferReceived {
+            offer,
+            from,
+            files,
+            bytes,
+            auto_accepted,
+        } => {
+            let from = v(from);
+            let mut s = format!(
+                "{from} offers you {} ({}):",
+                count(files.len(), "file"),
+                human_bytes(*bytes)
+            );
+            for f in files {
+                let hash = f.blake3.get(..16).unwrap_or(&f.blake3);
+                let (name, size) = (v(&f.name), human_bytes(f.size));
+                s.push_str(&format!("\n  {name} ({size}, blake3 {hash}...)"));
+            }
+            match auto_accepted {
+                true => s.push_str(&format!("\nAccepted at once: {from} is in auto_accept")),
+                false => s.push_str(&format!(
+                    "\nType /accept {offer} to take it, /decline {offer} to refuse"
+                )),
+            }
+            s
+        }
+        ClientEvent::OfferAccepted { offer, from, into } => {
+            let (from, into) = (v(from), v(into));
+            format!("Accepted offer {offer} from {from}: fetching into {into}")
+        }
+        ClientEvent::OfferDeclined { offer, from } => {
+            let from = v(from);
+            format!("Declined offer {offer} from {from}")
+        }
+        ClientEvent::OfferFinished {
+            offer,
+            from,
+            received,
+            failed,
+            into,
+        } => {
+            let (from, into) = (v(from), v(into));
+            let got = count(*received, "file");
+            match failed.len() {
+                0 => format!("Offer {offer} from {from} is done: {got} in {into}"),
+                _ => {
+                    let names: Vec<Cow<str>> = failed.iter().map(|f| v(f)).collect();
+                    format!(
+                        "Offer {offer} from {from} is over: {got} in {into}; failed: {}",
+                        names.join(", ")
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// `n` things, in the plural unless one.
+fn count(n: usize, thing: &str) -> String {
+    match n {
+        1 => format!("1 {thing}"),
+        _ => format!("{n} {thing}s"),
     }
 }
 

@@ -18,6 +18,9 @@ pub enum ErrorKind {
     Offline,
     /// An `@me` command could not be done.
     Share,
+    /// An offer (`/send`, `/accept`, `/decline`) could not be made or
+    /// answered.
+    Offer,
     /// Every peer that announced a file refused it.
     NoPeerLeft,
     /// Serving a file to a peer failed.
@@ -40,6 +43,7 @@ impl ErrorKind {
             ErrorKind::BadCommand => "bad_command",
             ErrorKind::Offline => "offline",
             ErrorKind::Share => "share",
+            ErrorKind::Offer => "offer",
             ErrorKind::NoPeerLeft => "no_peer_left",
             ErrorKind::UploadFailed => "upload_failed",
             ErrorKind::ConnectFailed => "connect_failed",
@@ -80,6 +84,16 @@ pub struct SourceBytes {
     /// Bytes it sent that were verified (and, in progress, those on
     /// their way).
     pub bytes: u64,
+}
+
+/// One file of an offer, as `offer_received` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OfferFile {
+    /// Its path, under which it is saved in the download folder.
+    pub name: String,
+    pub size: u64,
+    /// Its BLAKE3 hash, hex.
+    pub blake3: String,
 }
 
 /// An event of the client.
@@ -348,6 +362,62 @@ pub enum ClientEvent {
         /// Each file of the share folder and whether it is shared.
         files: Vec<crate::shares::FileShare>,
     },
+    /// This client offered files (`/send`); the receiver is asked.
+    OfferSent {
+        /// The offer's number.
+        offer: u32,
+        /// The receiver.
+        to: String,
+        /// How many files, and their bytes in all.
+        files: usize,
+        bytes: u64,
+        /// Links and special files left out of the folders offered.
+        skipped: usize,
+    },
+    /// The receiver of this client's offer answered it.
+    OfferAnswered {
+        /// The offer's number.
+        offer: u32,
+        /// The receiver.
+        to: String,
+        /// Accepted (its requests follow) or declined.
+        accepted: bool,
+    },
+    /// A user offers files; answer with `/accept N` or `/decline N`
+    /// (unless it was accepted at once: `auto_accepted`).
+    OfferReceived {
+        /// The offer's number, for `/accept` and `/decline`.
+        offer: u32,
+        /// The sender.
+        from: String,
+        files: Vec<OfferFile>,
+        /// Their bytes in all.
+        bytes: u64,
+        /// Accepted without asking (the sender is in `auto_accept`).
+        auto_accepted: bool,
+    },
+    /// This client accepted an offer: its files are fetched one after
+    /// another into `into`.
+    OfferAccepted {
+        offer: u32,
+        from: String,
+        /// The download folder they go into.
+        into: String,
+    },
+    /// This client declined an offer.
+    OfferDeclined { offer: u32, from: String },
+    /// Every file of an accepted offer was fetched or failed.
+    OfferFinished {
+        offer: u32,
+        from: String,
+        /// How many were fetched and verified.
+        received: usize,
+        /// Those that failed (each had its `transfer_failed` or
+        /// `transfer_refused`).
+        failed: Vec<String>,
+        /// The download folder.
+        into: String,
+    },
 }
 
 /// A line of a `history` page.
@@ -386,6 +456,7 @@ mod tests {
             ErrorKind::BadCommand,
             ErrorKind::Offline,
             ErrorKind::Share,
+            ErrorKind::Offer,
             ErrorKind::NoPeerLeft,
             ErrorKind::UploadFailed,
             ErrorKind::ConnectFailed,

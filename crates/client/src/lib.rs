@@ -19,6 +19,7 @@ mod command;
 mod describe;
 mod event;
 mod identity;
+mod offers;
 mod paths;
 mod peer;
 mod relay;
@@ -33,7 +34,7 @@ use chatdrop_proto::ErrorCode;
 
 pub use command::{parse_command, Command, HELP};
 pub use describe::{describe, describe_in, human_bytes, shown};
-pub use event::{ClientEvent, ErrorKind, HistoryLine};
+pub use event::{ClientEvent, ErrorKind, HistoryLine, OfferFile};
 pub use peer::{ShareCommand, TransferOptions};
 pub use run::{run, ClientOptions, Exit};
 pub use session::{connect, ConnectError, Session};

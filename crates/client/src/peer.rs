@@ -14,7 +14,7 @@
 //! each side's candidate addresses, signed with the rest, and the session
 //! opens on the first pair that answers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use chatdrop_arq::{Config, Scheme};
 use chatdrop_proto::auth::{offer_transcript, request_transcript};
-use chatdrop_proto::{ClientMsg, FileAnswer, Offer, RefuseReason, ServerMsg};
+use chatdrop_proto::{ClientMsg, FileAnswer, Offer, OfferedFile, RefuseReason, ServerMsg};
 use chatdrop_transfer::outline::Outline;
 use chatdrop_transfer::{
     fetch_from, serve, Candidates, Download, FetchOptions, LaterIps, Role, ServeOptions,
@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::event::{ClientEvent, ErrorKind};
+use crate::offers::{self, SharedOffers, MAX_OFFER_UPLOADS};
 use crate::paths::{self, Observations, Outgoing, Own};
 use crate::relay::{Hook, RelayPlace, RelayedAt, Relays, RELAY_AFTER};
 use crate::session::Session;
@@ -57,6 +58,8 @@ pub struct TransferOptions {
     pub max_uploads: usize,
     /// Seconds of silence after which a transfer fails.
     pub timeout: Duration,
+    /// Users whose offers are accepted without asking.
+    pub auto_accept: Vec<String>,
 }
 
 /// A `share` command (`@me ...`).
@@ -91,6 +94,8 @@ struct Asking {
     socket: UdpSocket,
     /// Its UDP reaches the server (a relay's leg can be UDP).
     reached: bool,
+    /// The rest of the offer this file is of, to fetch after it.
+    fetch: Option<Fetch>,
 }
 
 /// Requests sent, by (owner, file): filled by the tasks that prepare
@@ -136,6 +141,11 @@ pub struct Peer {
     server: Option<SocketAddr>,
     /// Transfers that may be relayed, and the relays bound.
     relays: Relays,
+    /// Offers made and received.
+    offers: SharedOffers,
+    /// The rest of each offer being fetched, by the id of the download
+    /// of its current file.
+    fetches: Fetches,
 }
 
 impl Peer {
@@ -162,6 +172,8 @@ impl Peer {
             observations: Observations::default(),
             server: None,
             relays: Relays::default(),
+            offers: SharedOffers::default(),
+            fetches: Fetches::default(),
         })
     }
 
@@ -265,7 +277,7 @@ impl Peer {
                 .iter()
                 .find(|h| h.user == owner)
                 .map(|h| (h.size, h.hash));
-            requester.ask(&owner, file, expect);
+            requester.ask(&owner, file, expect, None);
         }
     }
 
@@ -323,6 +335,7 @@ impl Peer {
                 from,
                 from_key,
                 file,
+                offer,
                 eph,
                 sig,
                 from_ip,
@@ -337,7 +350,7 @@ impl Peer {
                     ip: from_ip,
                     candidates,
                 };
-                if let Some(answer) = self.answer(me, key, asker, &file).await {
+                if let Some(answer) = self.answer(me, key, asker, &file, offer).await {
                     s.send(&ClientMsg::FileAnswer { req, answer }).await?;
                 }
             }
@@ -369,13 +382,40 @@ impl Peer {
             }
             ServerMsg::RelayRefused { session, why } => self.relays.refused(session, why),
             ServerMsg::Tunnel { session, data } => self.relays.tunnel(session, data),
+            ServerMsg::FilesOffered { from, offer, files } => {
+                return self.offered(me, key, (from, offer, files), s).await;
+            }
+            ServerMsg::OfferAnswered {
+                from,
+                offer,
+                accept,
+            } => {
+                let number = {
+                    let mut offers = offers::lock(&self.offers);
+                    let number = offers.made_to(offer, &from);
+                    if number.is_some() && !accept {
+                        offers.close(offer);
+                    }
+                    number
+                };
+                // An answer to no offer of this client's is dropped.
+                let Some(number) = number else {
+                    return Ok(());
+                };
+                self.emit(ClientEvent::OfferAnswered {
+                    offer: number,
+                    to: from,
+                    accepted: accept,
+                })
+                .await;
+            }
             ServerMsg::TransferRefused {
                 from,
                 file,
                 reason,
                 detail,
             } => {
-                lock(&self.asking).remove(&(from.clone(), file.clone()));
+                let asked = lock(&self.asking).remove(&(from.clone(), file.clone()));
                 let others_asked = !self.answered(&file, &from).is_empty();
                 self.emit(ClientEvent::TransferRefused {
                     file: file.clone(),
@@ -384,6 +424,12 @@ impl Peer {
                     detail: detail.clone(),
                 })
                 .await;
+                // A file of an offer: the offer goes on with the next.
+                if let Some(mut fetch) = asked.and_then(|a| a.fetch) {
+                    fetch.failed.push(file);
+                    self.requester(me, key).fetch_next(fetch);
+                    return Ok(());
+                }
                 let running = lock_swarms(&self.swarms).get(&file).cloned();
                 if let Some(swarm) = running {
                     // A download from several owners: another takes its
@@ -431,7 +477,7 @@ impl Peer {
                     .or_default()
                     .insert(user.clone());
                 (self.pending.entry(file.to_string()).or_default()).insert(user.clone());
-                self.requester(me, key).ask(&user, file, expect);
+                self.requester(me, key).ask(&user, file, expect, None);
             }
             None if holders.is_empty() || others_asked => {} // nothing to fall back on, or no need
             None => {
@@ -453,9 +499,11 @@ impl Peer {
         key: &SigningKey,
         asker: Asker,
         file: &str,
+        offer: Option<u64>,
     ) -> Option<FileAnswer> {
         let refuse = |reason| Some(FileAnswer::Refuse(reason));
-        let transcript = request_transcript(&asker.name, me, file, &asker.eph, &asker.candidates);
+        let transcript =
+            request_transcript(&asker.name, me, file, offer, &asker.eph, &asker.candidates);
         let genuine = VerifyingKey::from_bytes(&asker.key).ok().is_some_and(|k| {
             Signature::from_slice(&asker.sig)
                 .is_ok_and(|sig| k.verify_strict(&transcript, &sig).is_ok())
@@ -468,15 +516,23 @@ impl Peer {
             );
             return refuse(RefuseReason::NotShared);
         }
-        let (path, outline) = match self.describe(file) {
-            Ok(d) => d,
-            Err(reason) => return refuse(reason),
+        // A file of an offer is served to its receiver only, without an
+        // upload slot (the user chose to send it), a few at a time; one
+        // of the share folder, to anyone who asks, in a slot.
+        let ((path, outline), (slots, limit)) = match offer {
+            Some(id) => match offers::lock(&self.offers).serve(id, &asker.name, file) {
+                Ok((f, serving)) => ((f.path, f.outline), (serving, MAX_OFFER_UPLOADS)),
+                Err(reason) => return refuse(reason),
+            },
+            None => match self.describe(file) {
+                Ok(d) => (d, (self.uploads.clone(), self.opts.max_uploads)),
+                Err(reason) => return refuse(reason),
+            },
         };
-        // Take an upload slot, or refuse as busy.
-        let slots = self.uploads.clone();
+        // Take a slot, or refuse as busy.
         if slots
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < self.opts.max_uploads).then_some(n + 1)
+                (n < limit).then_some(n + 1)
             })
             .is_err()
         {
@@ -523,7 +579,33 @@ impl Peer {
         None
     }
 
+    /// An owner's offer of a file asked for: the download starts, or
+    /// joins the one running. For a file of an offer (`/send`) that does
+    /// not start, the offer goes on with its next file.
     async fn on_offer(&mut self, me: &str, key: &SigningKey, offered: Offered) {
+        let asked = (offered.owner.clone(), offered.file.clone());
+        let Some(mut asking) = lock(&self.asking).remove(&asked) else {
+            return; // not asked for, or already answered
+        };
+        let mut fetch = asking.fetch.take();
+        self.start_download(me, key, offered, asking, &mut fetch)
+            .await;
+        if let Some(mut fetch) = fetch {
+            fetch.failed.push(asked.1);
+            self.requester(me, key).fetch_next(fetch);
+        }
+    }
+
+    /// Starts the download an offer answers (see [`Peer::on_offer`]);
+    /// `fetch`, the rest of a `/send` offer, is taken if it does.
+    async fn start_download(
+        &mut self,
+        me: &str,
+        key: &SigningKey,
+        offered: Offered,
+        asking: Asking,
+        fetch: &mut Option<Fetch>,
+    ) {
         let Offered {
             owner,
             owner_key,
@@ -531,9 +613,6 @@ impl Peer {
             addr,
             offer,
         } = offered;
-        let Some(asking) = lock(&self.asking).remove(&(owner.clone(), file.clone())) else {
-            return; // not asked for, or already answered
-        };
         let my_pub = PublicKey::from(&asking.eph).to_bytes();
         let transcript = offer_transcript(&owner, me, &file, &my_pub, &offer);
         let genuine = VerifyingKey::from_bytes(&owner_key).ok().is_some_and(|k| {
@@ -577,11 +656,12 @@ impl Peer {
             return;
         }
         let keys = session_keys(&asking.eph, &offer.eph, &offer, &transcript, Role::Receiver);
-        let taken = match self.swarm_for(me, &owner, &file, &id, &offer).await {
-            Some(swarm) => swarm.begin(&owner).map(|begun| (swarm, begun)),
-            None => None,
-        };
-        let Some((swarm, (mut region, got))) = taken else {
+        let of_offer = fetch.as_ref().map(|f| f.id);
+        let swarm = self
+            .swarm_for(me, &owner, &file, &id, &offer, of_offer)
+            .await;
+        let begun = swarm.as_ref().and_then(|s| s.begin(&owner));
+        let (Some(swarm), Some((mut region, got))) = (swarm.clone(), begun) else {
             // The offer goes unused (the others sent it all, or the
             // download ended or cannot be): the owner is told, so that
             // its upload slot is free at once rather than when it gives
@@ -589,6 +669,15 @@ impl Peer {
             let at = paths::owner_candidates(addr, &offer);
             let socket = asking.socket;
             tokio::spawn(async move { chatdrop_transfer::decline(&socket, keys, &at).await });
+            // Nothing was left to fetch (an empty file, or every part
+            // here from an earlier attempt): the download is done.
+            if let Some(swarm) = swarm.filter(|s| s.complete_already()) {
+                if let Some(f) = fetch.take() {
+                    lock_fetches(&self.fetches).insert(swarm.id.clone(), f);
+                }
+                let requester = self.requester(me, key);
+                act(Next::Finish, &swarm, &requester, &self.events).await;
+            }
             return;
         };
         let cfg = Config::announced(
@@ -649,6 +738,10 @@ impl Peer {
         let at = paths::owner_candidates(addr, &offer);
         let (outgoing, relays) = (self.outgoing.clone(), self.relays.clone());
         let requester = self.requester(me, key);
+        // The rest of an offer waits for this download's end.
+        if let Some(f) = fetch.take() {
+            lock_fetches(&self.fetches).insert(swarm.id.clone(), f);
+        }
         tokio::spawn(async move {
             let progress = {
                 let (swarm, from) = (swarm.clone(), region.from());
@@ -710,6 +803,7 @@ impl Peer {
         file: &str,
         id: &str,
         offer: &Offer,
+        of_offer: Option<u64>,
     ) -> Option<Arc<Swarm>> {
         let asked = self.answered(file, owner);
         let fail = |reason: String| ClientEvent::TransferFailed {
@@ -732,8 +826,20 @@ impl Peer {
             self.emit(fail(why)).await;
             return None;
         }
-        let name = file.rsplit('/').next().unwrap_or(file).to_string();
-        let opened = Download::open(&self.opts.download_dir, &name, offer.size, offer.blake3)
+        // A file of the share folder lands in the download folder by its
+        // own name; one of an offer keeps its path there.
+        let root = &self.opts.download_dir;
+        let (dir, name) = match of_offer {
+            None => (root.clone(), file.rsplit('/').next().unwrap_or(file).into()),
+            Some(_) => match offers::place(root, file) {
+                Ok(place) => place,
+                Err(why) => {
+                    self.emit(fail(why)).await;
+                    return None;
+                }
+            },
+        };
+        let opened = Download::open(&dir, &name, offer.size, offer.blake3)
             .and_then(|d| d.reserve().map(|()| d));
         let download = match opened {
             Ok(d) => d,
@@ -748,15 +854,18 @@ impl Peer {
             .filter(|h| !tried.contains(&h.user) && h.user != me)
             .map(|h| h.user.clone())
             .collect();
-        let swarm = Arc::new(Swarm::new(
-            id.to_string(),
-            file.to_string(),
-            owner.to_string(),
-            download,
-            asked,
-            spare,
-            self.events.clone(),
-        ));
+        let swarm = Arc::new(
+            Swarm::new(
+                id.to_string(),
+                file.to_string(),
+                owner.to_string(),
+                download,
+                asked,
+                spare,
+                self.events.clone(),
+            )
+            .of_offer(of_offer),
+        );
         lock_swarms(&self.swarms).insert(file.to_string(), swarm.clone());
         Some(swarm)
     }
@@ -785,8 +894,170 @@ impl Peer {
             outgoing: self.outgoing.clone(),
             observations: self.observations.clone(),
             events: self.events.clone(),
+            fetches: self.fetches.clone(),
         }
     }
+
+    /// `/send USER PATH...`: the files are listed and hashed in a task of
+    /// their own (hashing takes a while), then offered.
+    pub async fn send_offer(&mut self, me: &str, to: String, paths: Vec<String>) {
+        if to == me {
+            let why = "an offer goes to another user, not to yourself".to_string();
+            self.error(ErrorKind::Offer, why).await;
+            return;
+        }
+        let (offers, outgoing, events) = (
+            self.offers.clone(),
+            self.outgoing.clone(),
+            self.events.clone(),
+        );
+        tokio::spawn(async move {
+            let paths: Vec<PathBuf> = paths.iter().map(|p| offers::expand_home(p)).collect();
+            let listed = tokio::task::spawn_blocking(move || {
+                let (files, skipped) = offers::collect(&paths)?;
+                Ok::<_, String>((offers::hash(files)?, skipped))
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            let id = rand::random();
+            let made = listed.and_then(|(files, skipped)| {
+                let msg = offers::message(&to, id, &files)?;
+                let bytes = files.iter().map(|f| f.outline.size()).sum();
+                let count = files.len();
+                let number = offers::lock(&offers).made(id, &to, files);
+                let event = ClientEvent::OfferSent {
+                    offer: number,
+                    to: to.clone(),
+                    files: count,
+                    bytes,
+                    skipped,
+                };
+                Ok((msg, event))
+            });
+            let event = match made {
+                Ok((msg, event)) => match outgoing.send(msg).await {
+                    Ok(()) => event,
+                    Err(_) => return, // the client is ending
+                },
+                Err(message) => ClientEvent::Error {
+                    code: ErrorKind::Offer,
+                    message,
+                },
+            };
+            let _ = events.send(event).await;
+        });
+    }
+
+    /// An offer received: shown, and accepted at once from a user in
+    /// `auto_accept`. Fails only if writing to the server fails.
+    async fn offered(
+        &mut self,
+        me: &str,
+        key: &SigningKey,
+        (from, id, files): (String, u64, Vec<OfferedFile>),
+        s: &mut Session,
+    ) -> std::io::Result<()> {
+        let received = offers::lock(&self.offers).received(&from, id, files);
+        let received = match received {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::warn!("an offer was dropped: {why}");
+                return Ok(());
+            }
+        };
+        let auto = self.opts.auto_accept.contains(&from);
+        self.emit(ClientEvent::OfferReceived {
+            offer: received.number,
+            from,
+            files: offers::shown(&received.files),
+            bytes: received.files.iter().map(|f| f.size).sum(),
+            auto_accepted: auto,
+        })
+        .await;
+        if auto {
+            if let Some(msg) = self
+                .answer_offer(me, key, Some(received.number), true)
+                .await
+            {
+                s.send(&msg).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `/accept [N]` or `/decline [N]`: the answer for the sender, if
+    /// there is an offer to answer. An accepted offer's files are then
+    /// fetched one after another.
+    pub async fn answer_offer(
+        &mut self,
+        me: &str,
+        key: &SigningKey,
+        number: Option<u32>,
+        accept: bool,
+    ) -> Option<ClientMsg> {
+        let taken = offers::lock(&self.offers).answer(number);
+        let r = match taken {
+            Ok(r) => r,
+            Err(why) => {
+                self.error(ErrorKind::Offer, why).await;
+                return None;
+            }
+        };
+        let answer = ClientMsg::OfferAnswer {
+            to: r.from.clone(),
+            offer: r.id,
+            accept,
+        };
+        if !accept {
+            let (offer, from) = (r.number, r.from);
+            self.emit(ClientEvent::OfferDeclined { offer, from }).await;
+            return Some(answer);
+        }
+        let into = self.opts.download_dir.clone();
+        self.emit(ClientEvent::OfferAccepted {
+            offer: r.number,
+            from: r.from.clone(),
+            into: into.display().to_string(),
+        })
+        .await;
+        let fetch = Fetch {
+            id: r.id,
+            number: r.number,
+            owner: r.from,
+            rest: r.files.into(),
+            received: 0,
+            failed: Vec::new(),
+            into,
+        };
+        self.requester(me, key).fetch_next(fetch);
+        Some(answer)
+    }
+}
+
+/// What is left to fetch of an accepted offer.
+#[derive(Debug)]
+struct Fetch {
+    /// The offer's id.
+    id: u64,
+    /// Its number, as shown.
+    number: u32,
+    /// Its sender.
+    owner: String,
+    /// Files not asked for yet.
+    rest: VecDeque<OfferedFile>,
+    /// Files fetched.
+    received: usize,
+    /// Files that failed.
+    failed: Vec<String>,
+    /// The download folder.
+    into: PathBuf,
+}
+
+/// Offers being fetched, by the id of the download of the current file.
+type Fetches = Arc<Mutex<HashMap<String, Fetch>>>;
+
+fn lock_fetches(map: &Fetches) -> std::sync::MutexGuard<'_, HashMap<String, Fetch>> {
+    map.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Running downloads, by file name.
@@ -827,7 +1098,10 @@ async fn act(
                 Ok((path, hash)) => {
                     let sources = swarm.sources();
                     let bytes = sources.iter().map(|s| s.bytes).sum();
-                    let from: Vec<&str> = sources.iter().map(|s| s.from.as_str()).collect();
+                    let mut from: Vec<&str> = sources.iter().map(|s| s.from.as_str()).collect();
+                    if from.is_empty() {
+                        from.push(&swarm.owner); // it had nothing to send
+                    }
                     ClientEvent::TransferDone {
                         id: swarm.id.clone(),
                         file: swarm.file.clone(),
@@ -850,14 +1124,24 @@ async fn act(
     };
     // The ended download stays listed (as over) so that late offers are
     // not taken for a new one; the next `getfile` clears it.
+    let done = matches!(event, ClientEvent::TransferDone { .. });
     let _ = events.send(event).await;
+    // A file of an offer: the offer goes on with the next.
+    let fetch = lock_fetches(&requester.fetches).remove(&swarm.id);
+    if let Some(mut fetch) = fetch {
+        match done {
+            true => fetch.received += 1,
+            false => fetch.failed.push(swarm.file.clone()),
+        }
+        requester.fetch_next(fetch);
+    }
 }
 
 /// Asks `owner` for more of `swarm`'s file (the same hash and size).
 fn ask_for_swarm(swarm: &Swarm, requester: &Requester, owner: &str) {
     swarm.asking(owner);
     let expect = Some((swarm.size, swarm.hash));
-    requester.ask(owner, &swarm.file, expect);
+    requester.ask(owner, &swarm.file, expect, swarm.offer);
 }
 
 /// An owner's offer, as the server passed it on.
@@ -894,19 +1178,52 @@ struct Requester {
     outgoing: Outgoing,
     observations: Observations,
     events: mpsc::Sender<ClientEvent>,
+    fetches: Fetches,
 }
 
 impl Requester {
-    /// Asks `owner` for `file` (announced as `expect`), in a task of its
-    /// own: the socket opened and observed, then the request sent.
-    fn ask(&self, owner: &str, file: &str, expect: Option<(u64, [u8; 32])>) {
+    /// Asks `owner` for `file` (announced as `expect`) of its share
+    /// folder, or of its offer `offer`, in a task of its own: the socket
+    /// opened and observed, then the request sent.
+    fn ask(&self, owner: &str, file: &str, expect: Option<(u64, [u8; 32])>, offer: Option<u64>) {
         let prepare = Prepare {
             by: self.clone(),
             owner: owner.to_string(),
             file: file.to_string(),
             expect,
+            offer,
+            fetch: None,
         };
         tokio::spawn(prepare.run());
+    }
+
+    /// Asks for the next file of an accepted offer, or, with none left,
+    /// says the offer is over.
+    fn fetch_next(&self, mut fetch: Fetch) {
+        match fetch.rest.pop_front() {
+            Some(next) => {
+                let prepare = Prepare {
+                    by: self.clone(),
+                    owner: fetch.owner.clone(),
+                    file: next.name,
+                    expect: Some((next.size, next.blake3)),
+                    offer: Some(fetch.id),
+                    fetch: Some(fetch),
+                };
+                tokio::spawn(prepare.run());
+            }
+            None => {
+                let event = ClientEvent::OfferFinished {
+                    offer: fetch.number,
+                    from: fetch.owner,
+                    received: fetch.received,
+                    failed: fetch.failed,
+                    into: fetch.into.display().to_string(),
+                };
+                let events = self.events.clone();
+                tokio::spawn(async move { events.send(event).await });
+            }
+        }
     }
 }
 
@@ -917,6 +1234,10 @@ struct Prepare {
     owner: String,
     file: String,
     expect: Option<(u64, [u8; 32])>,
+    /// The owner's offer the file is of, if any.
+    offer: Option<u64>,
+    /// The rest of that offer, when this asks for its next file.
+    fetch: Option<Fetch>,
 }
 
 impl Prepare {
@@ -926,6 +1247,8 @@ impl Prepare {
             owner,
             file,
             expect,
+            offer,
+            fetch,
         } = self;
         let socket = match chatdrop_transfer::bind_dual(0) {
             Ok(s) => s,
@@ -936,6 +1259,10 @@ impl Prepare {
                     message,
                 };
                 let _ = by.events.send(error).await;
+                if let Some(mut fetch) = fetch {
+                    fetch.failed.push(file);
+                    by.fetch_next(fetch);
+                }
                 return;
             }
         };
@@ -943,18 +1270,20 @@ impl Prepare {
         let candidates = own.candidates();
         let eph = StaticSecret::random_from_rng(rand::rngs::OsRng);
         let eph_pub = PublicKey::from(&eph).to_bytes();
-        let transcript = request_transcript(&by.me, &owner, &file, &eph_pub, &candidates);
+        let transcript = request_transcript(&by.me, &owner, &file, offer, &eph_pub, &candidates);
         let sig = by.key.sign(&transcript);
         let asking = Asking {
             eph,
             expect,
             socket,
             reached: own.reached,
+            fetch,
         };
         lock(&by.asking).insert((owner.clone(), file.clone()), asking);
         let msg = ClientMsg::GetFile {
             owner,
             file,
+            offer,
             eph: eph_pub,
             sig: sig.to_bytes().to_vec(),
             candidates,

@@ -420,8 +420,26 @@ impl Loop {
                 self.peer.share_command(cmd).await;
                 return true;
             }
+            Command::Send { to, paths } => {
+                self.peer.send_offer(&self.opts.user, to, paths).await;
+                return true;
+            }
+            Command::Accept { offer } => match self.answer_offer(offer, true).await {
+                Some(msg) => msg,
+                None => return true,
+            },
+            Command::Decline { offer } => match self.answer_offer(offer, false).await {
+                Some(msg) => msg,
+                None => return true,
+            },
         };
         s.send(&msg).await.is_ok()
+    }
+
+    /// `/accept` or `/decline`: the answer to send, if there is an offer.
+    async fn answer_offer(&mut self, offer: Option<u32>, accept: bool) -> Option<ClientMsg> {
+        let (me, key) = (&self.opts.user, &self.key);
+        self.peer.answer_offer(me, key, offer, accept).await
     }
 
     /// Sends again the lines the last server did not take before its
@@ -567,7 +585,9 @@ impl Loop {
             | ServerMsg::Relay { .. }
             | ServerMsg::RelayAt { .. }
             | ServerMsg::RelayRefused { .. }
-            | ServerMsg::Tunnel { .. }) => {
+            | ServerMsg::Tunnel { .. }
+            | ServerMsg::FilesOffered { .. }
+            | ServerMsg::OfferAnswered { .. }) => {
                 if let Err(e) = self
                     .peer
                     .on_server(msg, &self.opts.user, &self.key, s)

@@ -215,6 +215,9 @@ pub enum Next {
 pub struct Swarm {
     /// The download's id (its first session's).
     pub id: String,
+    /// The owner's offer (`/send`) the file is of, for the requests made
+    /// for more of it.
+    pub offer: Option<u64>,
     /// The file's name as asked for.
     pub file: String,
     /// Its hash: every owner must have offered this one.
@@ -267,6 +270,7 @@ impl Swarm {
         let plan = Plan::new(download.missing(), download.part_size(), owners);
         Swarm {
             id,
+            offer: None,
             file,
             owner,
             hash: download.hash(),
@@ -289,6 +293,12 @@ impl Swarm {
         }
     }
 
+    /// The download is of a file of the offer `offer`.
+    pub fn of_offer(mut self, offer: Option<u64>) -> Swarm {
+        self.offer = offer;
+        self
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -307,6 +317,18 @@ impl Swarm {
     /// The download (for reserving room before the first session).
     pub fn download(&self) -> &Download {
         &self.download
+    }
+
+    /// Whether nothing is left to fetch (an empty file, or every part here
+    /// from an earlier attempt) while the download is not over: it is
+    /// over now, for the caller to finish.
+    pub fn complete_already(&self) -> bool {
+        let mut state = self.state();
+        if state.over || !self.download.is_complete() {
+            return false;
+        }
+        state.over = true;
+        true
     }
 
     /// `owner` was asked (for more, or in another's place).

@@ -37,19 +37,28 @@ fn put_str(t: &mut Vec<u8>, s: &str) {
     t.extend_from_slice(s.as_bytes());
 }
 
-/// The bytes a client signs to ask `owner` for `file`, binding its ephemeral
-/// X25519 key `eph` to its identity.
+/// The bytes a client signs to ask `owner` for `file` (of the owner's
+/// offer `offer`, or of its share folder), binding its ephemeral X25519 key
+/// `eph` to its identity.
 pub fn request_transcript(
     asker: &str,
     owner: &str,
     file: &str,
+    offer: Option<u64>,
     eph: &[u8; 32],
     candidates: &[SocketAddr],
 ) -> Vec<u8> {
-    let mut t = b"chatdrop getfile v2\0".to_vec();
+    let mut t = b"chatdrop getfile v3\0".to_vec();
     put_str(&mut t, asker);
     put_str(&mut t, owner);
     put_str(&mut t, file);
+    match offer {
+        None => t.push(0),
+        Some(id) => {
+            t.push(1);
+            t.extend_from_slice(&id.to_be_bytes());
+        }
+    }
     t.extend_from_slice(eph);
     put_addrs(&mut t, candidates);
     t

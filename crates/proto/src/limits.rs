@@ -12,8 +12,10 @@
 /// leaves the others; `LeaveRoom`, `GetPeers` and `WhoHas` name their
 /// room, `Say` to the room names it) and direct messages to anyone online
 /// in the network; chat lines carry their `seq`, and `History` pages
-/// through a room's history.
-pub const PROTOCOL_VERSION: u16 = 6;
+/// through a room's history. Version 7: offering files to a user
+/// (`OfferFiles`, `OfferAnswer`, `FilesOffered`, `OfferAnswered`), and a
+/// file request may name the offer it fetches from (`GetFile::offer`).
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// The version of the server-to-server link protocol, in
 /// [`crate::link::LinkHello`]. Version 2: SPAKE2 instead of a MAC under the
@@ -22,8 +24,13 @@ pub const PROTOCOL_VERSION: u16 = 6;
 /// file request carries the asker's candidate addresses. Version 5: relays
 /// between users of two servers (`Relay`). Version 6: a user in several
 /// rooms (`NetUser::rooms`, `Leave` names its room), and direct messages
-/// outside rooms (`Say` without a room).
-pub const LINK_PROTOCOL_VERSION: u16 = 6;
+/// outside rooms (`Say` without a room). Version 7: offers of files between
+/// users of two servers (`OfferFiles`, `OfferAnswer`, `GetFile::offer`).
+pub const LINK_PROTOCOL_VERSION: u16 = 7;
+
+/// Files one offer lists at most (`/send`): the offer is one frame, shown
+/// whole to its receiver before it accepts.
+pub const MAX_OFFER_FILES: usize = 100;
 
 /// Rooms one client may be in at once: each costs its server a member
 /// entry, and every join and leave goes to every server of the network.

@@ -362,6 +362,8 @@ pub enum NetMsg {
         /// The owner.
         owner: String,
         file: String,
+        /// The owner's offer it is asked from (`ClientMsg::GetFile`).
+        offer: Option<u64>,
         /// The asker's ephemeral X25519 key.
         eph: [u8; 32],
         /// The asker's signature.
@@ -409,6 +411,26 @@ pub enum NetMsg {
         token: [u8; 16],
         /// The relay's address, as `user` reaches it.
         at: SocketAddr,
+    },
+    /// A user of the sender offers files to `to`, at the destination.
+    OfferFiles {
+        /// The sender of the offer.
+        from: String,
+        /// The receiver.
+        to: String,
+        /// The offer's id.
+        offer: u64,
+        files: Vec<crate::OfferedFile>,
+    },
+    /// The receiver's answer to an offer, for its sender at the
+    /// destination.
+    OfferAnswer {
+        /// The receiver.
+        from: String,
+        /// The sender of the offer.
+        to: String,
+        offer: u64,
+        accept: bool,
     },
 }
 
@@ -463,6 +485,9 @@ impl NetMsg {
                 ..
             } => RECORD * (users.len() + rooms.len() + bindings.len()),
             NetMsg::Say { text, .. } => text.len(),
+            NetMsg::OfferFiles { files, .. } => {
+                files.iter().map(|f| RECORD + f.name.len()).sum::<usize>()
+            }
             NetMsg::Refused { detail, .. } => detail.len(),
             NetMsg::WhoHas { file, .. }
             | NetMsg::HaveFile { file, .. }

@@ -121,6 +121,12 @@ pub enum ClientMsg {
         owner: String,
         /// The file's name.
         file: String,
+        /// The owner's offer (`OfferFiles`) the file is one of, or `None`
+        /// for a file of the owner's share folder. A request for an offered
+        /// file may go to the owner wherever it is online, as a direct
+        /// message does; the owner serves it only to the user it offered
+        /// it to. Signed with the rest.
+        offer: Option<u64>,
         /// The asker's ephemeral X25519 public key.
         eph: [u8; 32],
         /// Ed25519 signature over the request (docs/PROTOCOL.md).
@@ -194,6 +200,42 @@ pub enum ClientMsg {
         /// Lines wanted, at most [`crate::limits::HISTORY_PAGE`].
         limit: u16,
     },
+    /// Offers files to a user (`/send USER FILE...`), online anywhere in
+    /// the network: it is shown them, with their sizes and hashes, and
+    /// accepts (then fetches each with `GetFile` naming `offer`) or
+    /// declines. At most [`crate::limits::MAX_OFFER_FILES`] files, each
+    /// named by a relative path
+    /// ([`crate::names::check_offered_name`]).
+    OfferFiles {
+        /// The receiver.
+        to: String,
+        /// The offer's id, random, chosen by the sender.
+        offer: u64,
+        /// What is offered.
+        files: Vec<OfferedFile>,
+    },
+    /// The receiver's answer to `FilesOffered`, for the sender.
+    OfferAnswer {
+        /// The sender of the offer.
+        to: String,
+        /// The offer's id.
+        offer: u64,
+        /// Accepted (the requests follow) or declined.
+        accept: bool,
+    },
+}
+
+/// One file of an offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferedFile {
+    /// Its path relative to what was offered, which the receiver keeps
+    /// under its download folder
+    /// ([`crate::names::check_offered_name`]).
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its BLAKE3 hash.
+    pub blake3: [u8; 32],
 }
 
 /// What a mailbox connection asks for: the server pairs two strangers by a
@@ -586,6 +628,9 @@ pub enum ServerMsg {
         /// The asker's identity key (as bound on this server).
         from_key: [u8; 32],
         file: String,
+        /// The offer the file is asked from, as the asker named it (see
+        /// `ClientMsg::GetFile`).
+        offer: Option<u64>,
         /// The asker's ephemeral X25519 key.
         eph: [u8; 32],
         /// The asker's signature over its request.
@@ -684,6 +729,24 @@ pub enum ServerMsg {
         lines: Vec<ChatLine>,
         /// Whether the room keeps more lines in the direction asked.
         more: bool,
+    },
+    /// A user offers this client files (its `OfferFiles`).
+    FilesOffered {
+        /// The sender.
+        from: String,
+        /// The offer's id, for `OfferAnswer` and `GetFile`.
+        offer: u64,
+        /// What is offered.
+        files: Vec<OfferedFile>,
+    },
+    /// The receiver of this client's offer accepted or declined it.
+    OfferAnswered {
+        /// The receiver.
+        from: String,
+        /// The offer's id.
+        offer: u64,
+        /// Whether it accepted.
+        accept: bool,
     },
 }
 

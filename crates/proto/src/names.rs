@@ -90,9 +90,49 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
     check_shown_as_is("file name", name)
 }
 
+/// Checks the name of a file in an offer (`/send`): a file name
+/// ([`check_file_name`]) that is also a relative path in its one spelling,
+/// `/`-separated plain components: no leading `/`, no `.` or `..`, no empty
+/// component, no backslash. The receiver saves the file under this path in
+/// its download folder, so nothing else may pass.
+pub fn check_offered_name(name: &str) -> Result<(), String> {
+    check_file_name(name)?;
+    if name.contains('\\') {
+        return Err(format!("{name:?}: a backslash is not allowed in a path"));
+    }
+    if name
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(format!(
+            "{name:?} is not a relative path of plain names (no leading '/', '.', '..' or '//')"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offered_names_are_relative_paths_in_one_spelling() {
+        assert!(check_offered_name("a.txt").is_ok());
+        assert!(check_offered_name("photos/2024/b c.jpg").is_ok());
+        for bad in [
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a/",
+            "a\\..\\b",
+            "",
+            "a/\u{202E}b",
+        ] {
+            assert!(check_offered_name(bad).is_err(), "{bad:?} passed");
+        }
+    }
 
     #[test]
     fn user_names() {

@@ -528,6 +528,8 @@ fn msg_name(m: &ClientMsg) -> &'static str {
         ClientMsg::Tunnel { .. } => "Tunnel",
         ClientMsg::RelayEnd { .. } => "RelayEnd",
         ClientMsg::Mailbox(_) => "Mailbox",
+        ClientMsg::OfferFiles { .. } => "OfferFiles",
+        ClientMsg::OfferAnswer { .. } => "OfferAnswer",
     }
 }
 

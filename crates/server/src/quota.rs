@@ -253,7 +253,10 @@ impl Kind {
     /// The buckets a message draws from besides frames and bytes.
     fn of(msg: &ClientMsg) -> &'static [Kind] {
         match msg {
-            ClientMsg::Say { .. } => &[Kind::Say],
+            // An offer and its answer are direct messages of a kind.
+            ClientMsg::Say { .. }
+            | ClientMsg::OfferFiles { .. }
+            | ClientMsg::OfferAnswer { .. } => &[Kind::Say],
             ClientMsg::WhoHas { .. } => &[Kind::WhoHas],
             ClientMsg::GetFile { .. } => &[Kind::GetFile],
             ClientMsg::CreateRoom { .. } => &[Kind::CreateRoom, Kind::ServerCommands],
