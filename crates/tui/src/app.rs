@@ -17,6 +17,8 @@ use crate::windows::{Kind, Line, Tone, Windows};
 
 /// `whohas` answers kept for the picker.
 const MAX_OWNERS: usize = 50;
+/// Offers waiting for an answer that the UI lists.
+const MAX_OFFERS: usize = 32;
 /// Room names kept for completion.
 const MAX_ROOM_NAMES: usize = 1000;
 
@@ -27,6 +29,7 @@ keys:
   Alt+1..9, Ctrl+N/P    switch windows            PgUp/PgDn   scroll
   Up/Down               earlier lines typed       Tab         complete
   F2 (or Ctrl+O)        pick a whohas answer; Enter downloads it
+  F3 / F4               accept / decline the offer of files shown
   Ctrl+C                quit
 in this window:
   plain text            goes to the room or user of the window shown
@@ -55,6 +58,19 @@ pub struct Owner {
     pub size: u64,
 }
 
+/// An offer of files waiting for the user's answer (F3, F4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// Its number, for `/accept` and `/decline`.
+    pub offer: u32,
+    /// The sender (raw).
+    pub from: String,
+    pub files: usize,
+    pub bytes: u64,
+    /// The first file's name (raw).
+    pub first: String,
+}
+
 /// The whole state of the UI.
 pub struct App {
     pub(crate) me: String,
@@ -68,6 +84,9 @@ pub struct App {
     pub(crate) owners: VecDeque<Owner>,
     /// The answer chosen while the picker has the keys.
     pub(crate) picker: Option<usize>,
+    /// Offers of files waiting for an answer, newest last: the newest is
+    /// shown above the input line, where F3 and F4 answer it.
+    pub(crate) offers: VecDeque<Waiting>,
     /// The room whose password is being typed (the input is hidden).
     pub(crate) secret: Option<String>,
     /// The room of the last join or create not answered yet.
@@ -107,6 +126,7 @@ impl App {
             transfers: Transfers::default(),
             owners: VecDeque::new(),
             picker: None,
+            offers: VecDeque::new(),
             secret: None,
             pending_join: None,
             rooms: BTreeSet::new(),
@@ -418,6 +438,51 @@ impl App {
                     _ => self.here(now_ms, &text, Tone::Error),
                 }
             }
+            ClientEvent::OfferReceived {
+                offer,
+                from,
+                files,
+                bytes,
+                auto_accepted,
+            } => {
+                // Said in the window with the sender, and answered with a
+                // key wherever the user is.
+                // (A mention: the window is marked `!` until shown.)
+                let i = self.windows.open(Kind::Direct(from.clone()));
+                let tell = match auto_accepted {
+                    true => text,
+                    false => format!("{text} (or F3 / F4)"),
+                };
+                self.info_at(i, now_ms, &tell, Tone::Mention);
+                self.ring = true;
+                if !auto_accepted {
+                    if self.offers.len() == MAX_OFFERS {
+                        self.offers.pop_front();
+                    }
+                    self.offers.push_back(Waiting {
+                        offer: *offer,
+                        from: from.clone(),
+                        files: files.len(),
+                        bytes: *bytes,
+                        first: files.first().map(|f| f.name.clone()).unwrap_or_default(),
+                    });
+                }
+            }
+            ClientEvent::OfferAccepted { offer, from, .. }
+            | ClientEvent::OfferDeclined { offer, from } => {
+                self.offers.retain(|o| o.offer != *offer);
+                let i = self.windows.open(Kind::Direct(from.clone()));
+                self.info_at(i, now_ms, &text, Tone::Info);
+            }
+            ClientEvent::OfferFinished { from, .. } => {
+                let i = self.windows.open(Kind::Direct(from.clone()));
+                self.info_at(i, now_ms, &text, Tone::Info);
+                self.ring = true;
+            }
+            ClientEvent::OfferSent { to, .. } | ClientEvent::OfferAnswered { to, .. } => {
+                let i = self.windows.open(Kind::Direct(to.clone()));
+                self.info_at(i, now_ms, &text, Tone::Info);
+            }
             ClientEvent::ServerNotice { .. }
             | ClientEvent::ServerChosen { .. }
             | ClientEvent::Reconnecting { .. } => self.info(now_ms, &text),
@@ -494,6 +559,8 @@ impl App {
             KeyCode::Char('p') if ctrl => self.windows.cycle(-1),
             KeyCode::Char('o') if ctrl => self.toggle_picker(),
             KeyCode::F(2) => self.toggle_picker(),
+            KeyCode::F(3) => return self.answer_offer(true),
+            KeyCode::F(4) => return self.answer_offer(false),
             KeyCode::Char('a') if ctrl => self.input.home(),
             KeyCode::Char('e') if ctrl => self.input.end(),
             KeyCode::Char('u') if ctrl => self.input.kill_to_start(),
@@ -575,6 +642,21 @@ impl App {
             self.input
                 .insert(if c == '\n' || c == '\r' { ' ' } else { c });
         }
+    }
+
+    /// F3 or F4: the offer shown above the input line (the newest
+    /// waiting) accepted or declined.
+    fn answer_offer(&mut self, accept: bool) -> Vec<Action> {
+        let Some(o) = self.offers.pop_back() else {
+            self.here(self.clock_ms, "No offer of files is waiting", Tone::Info);
+            return Vec::new();
+        };
+        let offer = Some(o.offer);
+        let cmd = match accept {
+            true => Command::Accept { offer },
+            false => Command::Decline { offer },
+        };
+        vec![Action::Send(cmd)]
     }
 
     fn toggle_picker(&mut self) {

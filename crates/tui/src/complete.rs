@@ -4,8 +4,9 @@
 
 /// The commands completed at the start of a line.
 const COMMANDS: &[&str] = &[
-    "/clear", "/close", "/create", "/get", "/help", "/join", "/leave", "/msg", "/part", "/peers",
-    "/query", "/quit", "/rooms", "/win", "@all", "@me", "@server",
+    "/accept", "/clear", "/close", "/create", "/decline", "/get", "/help", "/history", "/join",
+    "/leave", "/msg", "/part", "/peers", "/query", "/quit", "/rooms", "/send", "/win", "@all",
+    "@me", "@server",
 ];
 /// What may follow `@me`.
 const SHARE_WORDS: &[&str] = &[
@@ -52,14 +53,17 @@ impl Completion {
             }
             [] => names.users.iter().map(|u| format!("{u}: ")).collect(),
             ["/join" | "/create"] => names.rooms.clone(),
-            ["/query" | "/msg"] => names.users.clone(),
+            ["/query" | "/msg" | "/send"] => names.users.clone(),
+            ["/history" | "/part" | "/leave" | "/peers"] => names.rooms.clone(),
             ["@me"] => SHARE_WORDS.iter().map(|w| w.to_string()).collect(),
             ["@server"] => SERVER_WORDS.iter().map(|w| w.to_string()).collect(),
             ["@all", "whohas", ..] | [_, "getfile", ..] => names.files.clone(),
             ["@all"] => std::iter::once("whohas".to_string())
                 .chain(names.users.iter().cloned())
                 .collect(),
-            [w] if w.starts_with('@') => std::iter::once("getfile".to_string())
+            [w] if w.starts_with('@') => ["getfile", "sendfile"]
+                .into_iter()
+                .map(String::from)
                 .chain(names.users.iter().cloned())
                 .collect(),
             _ => names.users.clone(),

@@ -45,12 +45,19 @@ pub fn draw(frame: &mut Frame, app: &App) {
         return;
     }
     draw_bar(frame, app, Rect::new(area.x, area.y, area.width, 1));
+    // An offer of files waiting for an answer: a row above the input.
+    let offer_rows = u16::from(!app.offers.is_empty() && area.height >= 5);
+    if offer_rows > 0 {
+        let r = Rect::new(area.x, input_row.y - 1, area.width, 1);
+        draw_offer(frame, app, r);
+    }
     // The pane never takes more than a third of the rows between.
-    let between = area.height - 2;
+    let between = area.height - 2 - offer_rows;
     let pane = pane_lines(app, area.width as usize);
     let pane_rows = pane.len().min(PANE_ROWS).min(between as usize / 3) as u16;
     if pane_rows > 0 {
-        let r = Rect::new(area.x, input_row.y - pane_rows, area.width, pane_rows);
+        let top = input_row.y - offer_rows - pane_rows;
+        let r = Rect::new(area.x, top, area.width, pane_rows);
         let shown: Vec<TextLine> = pane.into_iter().take(pane_rows as usize).collect();
         frame.render_widget(Paragraph::new(shown), r);
     }
@@ -391,6 +398,33 @@ fn clock(d: std::time::Duration) -> String {
     } else {
         format!("{}:{:02}", s / 60, s % 60)
     }
+}
+
+/// The newest offer waiting, with the keys that answer it (and how many
+/// more wait).
+fn draw_offer(frame: &mut Frame, app: &App, r: Rect) {
+    let Some(o) = app.offers.back() else {
+        return;
+    };
+    let what = match o.files {
+        1 => chatdrop_client::shown(&o.first).into_owned(),
+        n => format!("{} and {} more", chatdrop_client::shown(&o.first), n - 1),
+    };
+    let more = match app.offers.len() {
+        1 => String::new(),
+        n => format!(" ({} more waiting)", n - 1),
+    };
+    let text = format!(
+        " offer {}: {} sends {what} ({}) | F3 accept | F4 decline{more}",
+        o.offer,
+        chatdrop_client::shown(&o.from),
+        human_bytes(o.bytes)
+    );
+    let mut s = Style::default().add_modifier(Modifier::REVERSED);
+    if app.color {
+        s = s.fg(Color::Yellow);
+    }
+    frame.render_widget(Paragraph::new(fit(&text, r.width as usize)).style(s), r);
 }
 
 fn draw_input(frame: &mut Frame, app: &App, r: Rect) {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use chatdrop_client::{ClientEvent, Command, ErrorKind};
+use chatdrop_client::{ClientEvent, Command, ErrorKind, OfferFile};
 use chatdrop_proto::{ErrorCode, Target};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
@@ -861,4 +861,119 @@ fn paging_back_through_history() {
         "nothing more to ask"
     );
     assert_eq!(enter(&mut app, "/history"), vec![]);
+}
+
+fn offer_of(offer: u32, from: &str, names: &[&str], auto_accepted: bool) -> ClientEvent {
+    let files: Vec<OfferFile> = names
+        .iter()
+        .map(|n| OfferFile {
+            name: n.to_string(),
+            size: 70_000,
+            blake3: "3f2a9c".repeat(10) + "3f2a",
+        })
+        .collect();
+    ClientEvent::OfferReceived {
+        offer,
+        from: from.into(),
+        bytes: 70_000 * files.len() as u64,
+        files,
+        auto_accepted,
+    }
+}
+
+#[test]
+fn an_offer_of_files_is_answered_with_a_key() {
+    let mut app = in_lobby();
+    chatter(&mut app);
+    typed(&mut app, "half a li");
+    let names = ["photos/a.jpg", "photos/2024/b.jpg", "report.pdf"];
+    ev_at(&mut app, offer_of(1, "bob", &names, false), 5);
+    assert!(app.take_ring(), "an offer rings");
+    assert_screen(
+        &app,
+        80,
+        24,
+        &[
+            " chatdrop | alice on hub at 127.0.0.1:50000 | #lobby (4 members)",
+            " 1 status",
+            " 2 #lobby",
+            " 3 @bob 5!",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "                12:34 -- You joined #lobby, with bob, carol",
+            "                12:35 <bob> hi all, the slides are up",
+            "                12:36 <alice> thanks!",
+            "                12:37 <carol>! alice: could you share notes.txt as well? It is",
+            "                               the one from Tuesday's meeting",
+            "                12:38 -- * dave joined lobby",
+            " offer 1: bob sends photos/a.jpg and 2 more (210.0 kB) | F3 accept | F4 decline",
+            "[#lobby] half a li",
+        ],
+    );
+    // Its window lists every file with its size and hash.
+    alt(&mut app, '3');
+    let text = flat(&app, 80, 24);
+    assert!(
+        text.contains("bob offers you 3 files (210.0 kB):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("photos/2024/b.jpg (70.0 kB, blake3 3f2a9c3f2a9c3f2a...)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Type /accept 1 to take it, /decline 1 to refuse (or F3 / F4)"),
+        "{text}"
+    );
+    assert_eq!(
+        key(&mut app, KeyCode::F(3)),
+        send(Command::Accept { offer: Some(1) })
+    );
+    assert!(
+        !flat(&app, 80, 24).contains("F3 accept"),
+        "answered, the row goes"
+    );
+    // Two waiting: the newest is answered first, the other stays.
+    ev(&mut app, offer_of(2, "carol", &["a.txt"], false));
+    ev(&mut app, offer_of(3, "dave", &["b.txt"], false));
+    let text = flat(&app, 80, 24);
+    assert!(
+        text.contains(
+            "offer 3: dave sends b.txt (70.0 kB) | F3 accept | F4 decline (1 more waiting)"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        key(&mut app, KeyCode::F(4)),
+        send(Command::Decline { offer: Some(3) })
+    );
+    // `/decline 2` typed: the event takes it off the row too.
+    ev(
+        &mut app,
+        ClientEvent::OfferDeclined {
+            offer: 2,
+            from: "carol".into(),
+        },
+    );
+    assert!(key(&mut app, KeyCode::F(3)).is_empty());
+    assert!(flat(&app, 80, 24).contains("No offer of files is waiting"));
+    // Accepted without asking: told, nothing to answer.
+    ev(&mut app, offer_of(4, "erin", &["c.txt"], true));
+    let text = flat(&app, 80, 24);
+    assert!(!text.contains("F3 accept"), "{text}");
+    assert_eq!(
+        app.input.text(),
+        "half a li",
+        "the typed line was left alone"
+    );
 }
