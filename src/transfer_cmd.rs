@@ -399,6 +399,7 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
                 resumed_from: download.resume_from(),
                 path: path.into(),
                 addr: addr.to_string(),
+                arq: chatdrop_client::arq_name(ticket.selective_repeat).into(),
             },
         );
         let mut meter = Meter::new(&printer, &id, ticket.size);

@@ -42,7 +42,16 @@ const FILE_EVENTS: &[(&str, &[&str])] = &[
     ("whohas_reply", &["file", "from", "size", "blake3"]),
     (
         "transfer_started",
-        &["id", "file", "from", "size", "resumed_from", "path", "addr"],
+        &[
+            "id",
+            "file",
+            "from",
+            "size",
+            "resumed_from",
+            "path",
+            "addr",
+            "arq",
+        ],
     ),
     ("transfer_progress", &["id", "bytes", "total", "sources?"]),
     (
@@ -55,7 +64,7 @@ const FILE_EVENTS: &[(&str, &[&str])] = &[
     ("transfer_refused", &["file", "from", "reason", "detail"]),
     ("transfer_failed", &["id", "file", "from", "reason"]),
     ("share_status", &["global", "files"]),
-    ("upload_started", &["file", "to"]),
+    ("upload_started", &["file", "to", "arq"]),
     ("upload_done", &["file", "to", "bytes", "seconds"]),
     ("ticket", &["ticket", "file", "size", "blake3"]),
     ("offer_sent", &["offer", "to", "files", "bytes", "skipped"]),
@@ -109,6 +118,7 @@ fn assert_file_event(v: &Value) {
                 x.is_u64()
             }
             "accepted" | "auto_accepted" => x.is_boolean(),
+            "arq" => x == "sr" || x == "gbn",
             "failed" => x
                 .as_array()
                 .is_some_and(|names| names.iter().all(|n| n.is_string())),

@@ -233,7 +233,7 @@ pub fn describe(event: &ClientEvent, me: &str) -> String {
             let (file, from, reason) = (v(file), v(from), v(reason));
             format!("{from} was dropped as a source of {file}: {reason}")
         }
-        ClientEvent::UploadStarted { file, to } => {
+        ClientEvent::UploadStarted { file, to, .. } => {
             let (file, to) = (v(file), v(to));
             format!("Sending {file} to {to}")
         }
@@ -491,6 +491,7 @@ mod tests {
         let shown = line(&ClientEvent::UploadStarted {
             file: "invoice\u{202E}fdp.exe".into(),
             to: "eve".into(),
+            arq: "sr".into(),
         });
         assert!(
             !shown.contains('\u{202E}') && shown.contains("\\u{202e}"),

@@ -76,6 +76,16 @@ pub struct RoomEntry {
     pub members: Option<u32>,
 }
 
+/// The name of an ARQ scheme in events: `sr` (Selective Repeat) or `gbn`
+/// (Go-Back-N).
+pub fn arq_name(selective_repeat: bool) -> &'static str {
+    if selective_repeat {
+        "sr"
+    } else {
+        "gbn"
+    }
+}
+
 /// What one owner sent of a download from several.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SourceBytes {
@@ -259,6 +269,9 @@ pub enum ClientEvent {
         path: String,
         /// The owner's address the session runs with.
         addr: String,
+        /// How the owner sends it: `sr` (Selective Repeat) or `gbn`
+        /// (Go-Back-N).
+        arq: String,
     },
     /// Progress of a download or upload (at most 4 a second).
     TransferProgress {
@@ -324,6 +337,8 @@ pub enum ClientEvent {
         file: String,
         /// The peer receiving it.
         to: String,
+        /// How this client sends it: `sr` or `gbn` (`--arq`).
+        arq: String,
     },
     /// An upload finished.
     UploadDone {

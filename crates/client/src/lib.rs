@@ -34,7 +34,7 @@ use chatdrop_proto::ErrorCode;
 
 pub use command::{parse_command, Command, HELP};
 pub use describe::{describe, describe_in, human_bytes, shown};
-pub use event::{ClientEvent, ErrorKind, HistoryLine, OfferFile};
+pub use event::{arq_name, ClientEvent, ErrorKind, HistoryLine, OfferFile, SourceBytes};
 pub use peer::{ShareCommand, TransferOptions};
 pub use run::{run, ClientOptions, Exit};
 pub use session::{connect, ConnectError, Session};

@@ -486,6 +486,16 @@ mod tests {
             refused(&mut offers, id, "bob", "a.txt"),
             Some(RefuseReason::NotFound)
         );
+        // Declined: closed.
+        fs::write(&path, b"hello").unwrap();
+        let files = hash(vec![("a.txt".into(), path.clone())]).unwrap();
+        let again = offers.made(7, "bob", files);
+        assert!(again > number && offers.serve(7, "bob", "a.txt").is_ok());
+        offers.close(7);
+        assert_eq!(
+            refused(&mut offers, 7, "bob", "a.txt"),
+            Some(RefuseReason::NotFound)
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::event::{ClientEvent, ErrorKind};
+use crate::event::{arq_name, ClientEvent, ErrorKind};
 use crate::offers::{self, SharedOffers, MAX_OFFER_UPLOADS};
 use crate::paths::{self, Observations, Outgoing, Own};
 use crate::relay::{Hook, RelayPlace, RelayedAt, Relays, RELAY_AFTER};
@@ -732,6 +732,7 @@ impl Peer {
                     resumed_from,
                     path: path.to_string(),
                     addr: SocketAddr::new(at.ip().to_canonical(), at.port()).to_string(),
+                    arq: arq_name(offer.selective_repeat).into(),
                 });
             }
         };
@@ -1395,6 +1396,7 @@ impl Upload {
             .send(ClientEvent::UploadStarted {
                 file: file.clone(),
                 to: to.clone(),
+                arq: arq_name(self.selective_repeat).into(),
             })
             .await;
         let served = serve(&socket, keys, &self.source, &opts, |_, _| {}).await;

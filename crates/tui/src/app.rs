@@ -986,6 +986,7 @@ impl App {
                 resumed_from: 0,
                 path: "direct".into(),
                 addr: "10.0.0.2:4000".into(),
+                arq: "sr".into(),
             },
             self.clock_ms,
             now,

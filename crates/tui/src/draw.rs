@@ -331,7 +331,13 @@ fn transfer_spans(app: &App, t: &Transfer, width: usize) -> Vec<Span<'static>> {
         Direction::Down => "v",
         Direction::Up => "^",
     };
+    // A download from several owners names them all.
+    let many = t.sources.len() > 1;
     let who = match t.direction {
+        Direction::Down if many => {
+            let names: Vec<&str> = t.sources.iter().map(|(n, _)| n.as_str()).collect();
+            format!("from {}", names.join("+"))
+        }
         Direction::Down => format!("from {}", t.peer),
         Direction::Up => format!("to {}", t.peer),
     };
@@ -362,10 +368,21 @@ fn transfer_spans(app: &App, t: &Transfer, width: usize) -> Vec<Span<'static>> {
                 human_bytes(t.done)
             };
             let path = t.path.as_ref().map(|p| format!(" {p}")).unwrap_or_default();
+            let arq = t.arq.as_ref().map(|a| format!(" {a}")).unwrap_or_default();
+            // What each owner sent, when several do.
+            let shares = match many {
+                true => {
+                    let each: Vec<String> = (t.sources.iter())
+                        .map(|(n, b)| format!("{n} {}", human_bytes(*b)))
+                        .collect();
+                    format!(" ({})", each.join(", "))
+                }
+                false => String::new(),
+            };
             // What matters most first: a narrow terminal cuts the end.
             (
                 format!(
-                    "{:>3}% {}/s ETA {eta} {size}{path}",
+                    "{:>3}% {}/s ETA {eta} {size}{path}{arq}{shares}",
                     (t.ratio() * 100.0).floor() as u32,
                     human_bytes(t.rate as u64)
                 ),

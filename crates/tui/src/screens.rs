@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use chatdrop_client::{ClientEvent, Command, ErrorKind, OfferFile};
+use chatdrop_client::{ClientEvent, Command, ErrorKind, OfferFile, SourceBytes};
 use chatdrop_proto::{ErrorCode, Target};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
@@ -544,6 +544,7 @@ fn transfers_and_picking_an_owner() {
             resumed_from: 0,
             path: "punched".into(),
             addr: "198.51.100.7:4000".into(),
+            arq: "sr".into(),
         },
         NOON,
         t0,
@@ -561,9 +562,40 @@ fn transfers_and_picking_an_owner() {
     let rows = screen(&app, 100, 24);
     assert!(rows[0].ends_with("| 1 transfer"), "{}", rows[0]);
     assert_eq!(rows[21], " transfers: 1 under way (F2 picks a whohas answer) -------------------------------------------------");
+    // The end of the row (the ARQ scheme) shows on a wider terminal.
     assert_eq!(
         rows[22],
-        " v notes.txt from carol [#####---------------]  25% 500.0 kB/s ETA 0:03 500.0 kB of 2.0 MB punched"
+        " v notes.txt from carol [#####---------------]  25% 500.0 kB/s ETA 0:03 500.0 kB of 2.0 MB punched s"
+    );
+    assert!(screen(&app, 110, 24)[22].ends_with("2.0 MB punched sr"));
+    // From two owners at once: both named, with what each sent.
+    app.on_event(
+        &ClientEvent::TransferProgress {
+            id: "t1".into(),
+            bytes: 1_000_000,
+            total: 2_000_000,
+            sources: vec![
+                SourceBytes {
+                    from: "carol".into(),
+                    bytes: 600_000,
+                },
+                SourceBytes {
+                    from: "dave".into(),
+                    bytes: 400_000,
+                },
+            ],
+        },
+        NOON,
+        t0 + Duration::from_secs(1),
+    );
+    let row = &screen(&app, 160, 24)[22];
+    assert!(
+        row.starts_with(" v notes.txt from carol+dave [##########----------]  50%"),
+        "{row}"
+    );
+    assert!(
+        row.ends_with("punched sr (carol 600.0 kB, dave 400.0 kB)"),
+        "{row}"
     );
     app.on_event(
         &ClientEvent::TransferDone {
@@ -583,7 +615,7 @@ fn transfers_and_picking_an_owner() {
     let rows = screen(&app, 100, 24);
     assert_eq!(
         rows[22],
-        " v notes.txt from carol [####################] done, saved as /home/alice/Downloads/notes.txt"
+        " v notes.txt from carol+dave [####################] done, saved as /home/alice/Downloads/notes.txt"
     );
     assert!(flat(&app, 100, 24).contains("-- Completed file transfer in 2.00 seconds"));
 }
@@ -702,6 +734,7 @@ fn the_readme_shows_the_real_screen() {
             resumed_from: 0,
             path: "direct".into(),
             addr: "10.0.0.3:4000".into(),
+            arq: "sr".into(),
         },
         NOON + 5 * 60_000,
         t0,

@@ -49,6 +49,11 @@ pub struct Transfer {
     pub done: u64,
     /// `direct`, `punched`, `relay` or `tcp`, once known.
     pub path: Option<String>,
+    /// The ARQ scheme the sender uses (`sr`, `gbn`), once known.
+    pub arq: Option<String>,
+    /// A download's owners and the bytes each sent, when more than one
+    /// sends (escaped names).
+    pub sources: Vec<(String, u64)>,
     pub state: State,
     /// The latest thing worth saying: an owner refused, was dropped...
     pub note: Option<String>,
@@ -67,6 +72,8 @@ impl Transfer {
             size: 0,
             done: 0,
             path: None,
+            arq: None,
+            sources: Vec::new(),
             state: State::Waiting,
             note: None,
             rate: 0.0,
@@ -148,6 +155,7 @@ impl Transfers {
                 size,
                 resumed_from,
                 path,
+                arq,
                 ..
             } => {
                 // The row made when it was asked for becomes this one.
@@ -160,16 +168,24 @@ impl Transfers {
                 t.peer = shown(from).into_owned();
                 t.size = *size;
                 t.path = Some(shown(path).into_owned());
+                t.arq = Some(shown(arq).into_owned());
                 t.progress(now, *resumed_from);
                 self.add(t);
             }
             ClientEvent::TransferProgress {
-                id, bytes, total, ..
+                id,
+                bytes,
+                total,
+                sources,
             } => {
                 if let Some(i) = self.find(id) {
                     let t = &mut self.rows[i];
                     t.size = *total;
                     t.progress(now, *bytes);
+                    t.sources = sources
+                        .iter()
+                        .map(|s| (shown(&s.from).into_owned(), s.bytes))
+                        .collect();
                 }
             }
             ClientEvent::TransferDone { id, path, .. } => {
@@ -218,13 +234,14 @@ impl Transfers {
                 }
                 return false;
             }
-            ClientEvent::UploadStarted { file, to } => {
+            ClientEvent::UploadStarted { file, to, arq } => {
                 let id = format!("up:{file}:{to}");
                 if let Some(i) = self.find(&id) {
                     self.rows.remove(i);
                 }
                 let mut t = Transfer::new(id, Direction::Up, file, to);
                 t.state = State::Moving;
+                t.arq = Some(shown(arq).into_owned());
                 self.add(t);
             }
             ClientEvent::UploadDone {
@@ -268,6 +285,7 @@ mod tests {
             resumed_from: 0,
             path: "direct".into(),
             addr: "10.0.0.2:4000".into(),
+            arq: "sr".into(),
         }
     }
 
