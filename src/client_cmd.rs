@@ -63,6 +63,10 @@ pub struct ClientArgs {
     /// you or writes to you, and when a download finishes).
     #[arg(long)]
     no_bell: bool,
+    /// Also a desktop notification, through the terminal (OSC 777: foot,
+    /// WezTerm, Ghostty, rxvt-unicode...), when the bell would ring.
+    #[arg(long)]
+    notify: bool,
     /// The folder whose files can be shared [default: `shared` in the data
     /// directory].
     #[arg(long)]
@@ -127,6 +131,7 @@ pub fn merge(mut args: ClientArgs) -> anyhow::Result<ClientArgs> {
         args.auto_accept = c.auto_accept.unwrap_or_default();
     }
     args.no_bell |= c.bell == Some(false);
+    args.notify |= c.notify == Some(true);
     args.colors = c.colors;
     Ok(args)
 }
@@ -257,7 +262,7 @@ fn full_screen(args: ClientArgs) -> anyhow::Result<ExitCode> {
     if let Err(why) = chatdrop_proto::names::check_user_name(&user) {
         anyhow::bail!("{why}");
     }
-    let bell = !args.no_bell;
+    let (bell, notify) = (!args.no_bell, args.notify);
     let colors = args.colors.unwrap_or(true);
     let opts = options(args, &user)?;
     let (share_dir, download_dir) = (
@@ -278,6 +283,7 @@ fn full_screen(args: ClientArgs) -> anyhow::Result<ExitCode> {
         app.color = colors && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         app.set_folders(&share_dir, &download_dir);
         app.bell = bell;
+        app.notify = notify;
         if let Some(room) = first_room {
             app.joining(&room);
         }

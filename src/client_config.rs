@@ -30,6 +30,8 @@ pub struct ClientConfig {
     pub bell: Option<bool>,
     /// Colours in the full-screen UI (`NO_COLOR` also turns them off).
     pub colors: Option<bool>,
+    /// Desktop notifications through the terminal, with the bell.
+    pub notify: Option<bool>,
 }
 
 /// The commented file `chatdrop config init` writes: every option, with
@@ -67,6 +69,10 @@ pub const TEMPLATE: &str = r#"# chatdrop client configuration. Every option of `
 # to you and when a download finishes, and colours.
 # bell = true
 # colors = true
+
+# A desktop notification with the bell, asked of the terminal (OSC 777:
+# foot, WezTerm, Ghostty, rxvt-unicode...); off by default.
+# notify = false
 "#;
 
 /// Where the client reads its configuration by default.
@@ -127,7 +133,10 @@ mod tests {
             (c.window, c.max_uploads, c.timeout),
             (Some(16384), Some(4), Some(10))
         );
-        assert_eq!((c.bell, c.colors), (Some(true), Some(true)));
+        assert_eq!(
+            (c.bell, c.colors, c.notify),
+            (Some(true), Some(true), Some(false))
+        );
         assert_eq!(c.auto_accept.unwrap(), ["bob"]);
         assert!(c.data_dir.is_some() && c.share_dir.is_some() && c.download_dir.is_some());
         let err = toml::from_str::<ClientConfig>("sever = [\"x:1\"]").unwrap_err();

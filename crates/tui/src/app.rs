@@ -100,6 +100,11 @@ pub struct App {
     /// Whether the terminal bell rings on a mention or a finished download.
     pub bell: bool,
     ring: bool,
+    /// Whether those also ask the terminal for a desktop notification
+    /// (`--notify`).
+    pub notify: bool,
+    /// What the next notification says.
+    notice: Option<String>,
     /// The wall clock's time at the last event or tick (ms since the
     /// epoch), for lines the UI adds itself.
     clock_ms: u64,
@@ -135,6 +140,8 @@ impl App {
             color: true,
             bell: true,
             ring: false,
+            notify: false,
+            notice: None,
             clock_ms: 0,
             folders: None,
             page: Cell::new(10),
@@ -178,6 +185,21 @@ impl App {
     /// Whether the bell should ring now (once per call that returns true).
     pub fn take_ring(&mut self) -> bool {
         std::mem::take(&mut self.ring) && self.bell
+    }
+
+    /// The desktop notification due, if notifications are on: a line for
+    /// what rang, escaped, with no `;` (which ends a field of the
+    /// terminal's notification sequence).
+    pub fn take_notice(&mut self) -> Option<String> {
+        let notice = self.notice.take().filter(|_| self.notify)?;
+        let text: String = shown(&notice).chars().take(200).collect();
+        Some(text.replace(';', ","))
+    }
+
+    /// Rings, and notes what a notification would say.
+    fn alert(&mut self, what: String) {
+        self.ring = true;
+        self.notice = Some(what);
     }
 
     /// Enters `room` as the client will at start (`--room`): a password
@@ -229,8 +251,8 @@ impl App {
         if self.transfers.on_event(now, ev) {
             match ev {
                 ClientEvent::TransferProgress { .. } => {}
-                ClientEvent::TransferDone { .. } => {
-                    self.ring = true;
+                ClientEvent::TransferDone { file, .. } => {
+                    self.alert(format!("{file} downloaded"));
                     self.here(now_ms, &text, Tone::Info);
                 }
                 ClientEvent::TransferFailed { .. } => self.here(now_ms, &text, Tone::Error),
@@ -454,7 +476,7 @@ impl App {
                     false => format!("{text} (or F3 / F4)"),
                 };
                 self.info_at(i, now_ms, &tell, Tone::Mention);
-                self.ring = true;
+                self.alert(format!("{from} offers you {} files", files.len()));
                 if !auto_accepted {
                     if self.offers.len() == MAX_OFFERS {
                         self.offers.pop_front();
@@ -477,7 +499,7 @@ impl App {
             ClientEvent::OfferFinished { from, .. } => {
                 let i = self.windows.open(Kind::Direct(from.clone()));
                 self.info_at(i, now_ms, &text, Tone::Info);
-                self.ring = true;
+                self.alert(text.clone());
             }
             ClientEvent::OfferSent { to, .. } | ClientEvent::OfferAnswered { to, .. } => {
                 let i = self.windows.open(Kind::Direct(to.clone()));
@@ -525,7 +547,7 @@ impl App {
             Tone::Chat
         };
         if tone == Tone::Mention && !history {
-            self.ring = true;
+            self.alert(format!("{from}: {text}"));
         }
         let i = self.windows.open(kind);
         let mut line = self.line(ts, Some(from), &shown(text), tone);

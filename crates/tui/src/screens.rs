@@ -1010,3 +1010,21 @@ fn an_offer_of_files_is_answered_with_a_key() {
         "the typed line was left alone"
     );
 }
+
+#[test]
+fn a_desktop_notification_only_when_asked_for_and_never_raw() {
+    let mut app = in_lobby();
+    ev(&mut app, said("bob", "alice", "psst; look", 1));
+    assert!(app.take_ring());
+    assert_eq!(app.take_notice(), None, "off by default");
+    app.notify = true;
+    ev(
+        &mut app,
+        said("bob", "alice", "psst; look \u{1b}]0;pwned\u{7}", 2),
+    );
+    let notice = app.take_notice().expect("a notice");
+    assert_eq!(notice, "bob: psst, look \\u{1b}]0,pwned\\u{7}");
+    assert_eq!(app.take_notice(), None, "once");
+    ev(&mut app, said("bob", "all", "hello room", 3));
+    assert_eq!(app.take_notice(), None, "a line that names nobody");
+}

@@ -56,6 +56,14 @@ pub async fn run<T>(
     app.welcome();
     let ended = loop {
         terminal.draw(|f| crate::draw::draw(f, &app))?;
+        if let Some(text) = app.take_notice() {
+            // OSC 777 (foot, WezTerm, Ghostty, rxvt-unicode and others
+            // show it as a desktop notification; terminals that do not
+            // know it ignore it).
+            let mut out = io::stdout();
+            let _ = write!(out, "\x1b]777;notify;chatdrop;{text}\x1b\\");
+            let _ = out.flush();
+        }
         if app.take_ring() {
             let mut out = io::stdout();
             let _ = out.write_all(b"\x07");
