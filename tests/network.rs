@@ -493,6 +493,22 @@ fn several_rooms_and_direct_messages_across_linked_servers() {
         "message",
         &[("from", json!("dave")), ("text", json!("yes"))],
     );
+    // So does an offer of files, and the files follow it from server to
+    // server's user, peer to peer.
+    let plans = dir.path().join("plans");
+    std::fs::create_dir_all(plans.join("v2")).unwrap();
+    let (one, two) = (b"first draft\n".repeat(5000), b"second\n".repeat(300));
+    std::fs::write(plans.join("draft.txt"), &one).unwrap();
+    std::fs::write(plans.join("v2/final.txt"), &two).unwrap();
+    alice.send(&format!("/send dave {}", plans.display()));
+    alice.expect("offer_sent", &[("to", json!("dave")), ("files", json!(2))]);
+    let offer = dave.expect("offer_received", &[("from", json!("alice"))]);
+    dave.send(&format!("/accept {}", offer["offer"]));
+    dave.expect("offer_finished", &[("received", json!(2))]);
+    alice.expect("offer_answered", &[("accepted", json!(true))]);
+    let got = dir.path().join("dave/downloads/plans");
+    assert!(std::fs::read(got.join("draft.txt")).unwrap() == one);
+    assert!(std::fs::read(got.join("v2/final.txt")).unwrap() == two);
     // Nobody heard a room not theirs.
     assert_eq!(bob.count_text("who wants a game?"), 0);
     assert_eq!(carol.count_text("standup in five"), 0);

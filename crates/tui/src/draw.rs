@@ -360,6 +360,11 @@ fn transfer_spans(app: &App, t: &Transfer, width: usize) -> Vec<Span<'static>> {
             ),
             Color::Yellow,
         ),
+        // Every byte is in: the last part is checked against the hash
+        // and the file synced and moved into place.
+        State::Moving if t.direction == Direction::Down && t.size > 0 && t.done >= t.size => {
+            ("verifying and saving".to_string(), Color::Reset)
+        }
         State::Moving => {
             let eta = t.eta().map(clock).unwrap_or_else(|| "-".into());
             let size = if t.size > 0 {

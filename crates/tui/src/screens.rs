@@ -597,6 +597,22 @@ fn transfers_and_picking_an_owner() {
         row.ends_with("punched sr (carol 600.0 kB, dave 400.0 kB)"),
         "{row}"
     );
+    // Every byte in, not yet told done: the last check and the move.
+    app.on_event(
+        &ClientEvent::TransferProgress {
+            id: "t1".into(),
+            bytes: 2_000_000,
+            total: 2_000_000,
+            sources: vec![],
+        },
+        NOON,
+        t0 + Duration::from_secs(2),
+    );
+    let row = &screen(&app, 100, 24)[22];
+    assert!(
+        row.ends_with("[####################] verifying and saving"),
+        "{row}"
+    );
     app.on_event(
         &ClientEvent::TransferDone {
             id: "t1".into(),

@@ -182,10 +182,13 @@ impl Transfers {
                     let t = &mut self.rows[i];
                     t.size = *total;
                     t.progress(now, *bytes);
-                    t.sources = sources
-                        .iter()
-                        .map(|s| (shown(&s.from).into_owned(), s.bytes))
-                        .collect();
+                    // (Direct mode has no list of owners.)
+                    if !sources.is_empty() {
+                        t.sources = sources
+                            .iter()
+                            .map(|s| (shown(&s.from).into_owned(), s.bytes))
+                            .collect();
+                    }
                 }
             }
             ClientEvent::TransferDone { id, path, .. } => {
