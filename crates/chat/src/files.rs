@@ -240,9 +240,18 @@ impl Chat {
             out.push(err(conn, ErrorCode::BadRequest, why));
             return;
         }
+        // A file of an offer whose sender left is refused, so that the
+        // asker goes on with the offer's next file.
         let owner_at = match offer {
             None => self.fellow(conn, &owner, out),
-            Some(_) => self.online_anywhere(conn, &owner, out),
+            Some(_) => {
+                let at = self.where_online(&owner);
+                if at.is_none() {
+                    let why = format!("{owner} is no longer online");
+                    out.push(refused(conn, &owner, &file, RefuseReason::NotFound, &why));
+                }
+                at
+            }
         };
         let Some(owner_at) = owner_at else {
             return;

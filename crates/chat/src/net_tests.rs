@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use chatdrop_proto::link::{LinkMsg, RoutedBody, ServerId};
 use chatdrop_proto::{
-    ChatLine, ClientMsg, ErrorCode, FileAnswer, Offer, OfferedFile, ServerMsg, Target,
+    ChatLine, ClientMsg, ErrorCode, FileAnswer, Offer, OfferedFile, RefuseReason, ServerMsg, Target,
 };
 
 use crate::net::Identity;
@@ -922,5 +922,27 @@ fn offers_cross_the_network_outside_rooms() {
     assert!(sim.got(1, 2, |m| matches!(
         m,
         ServerMsg::Error { code: ErrorCode::UnknownUser, message } if message.contains("dave")
+    )));
+    // The sender gone, a request for its offer is refused (the asker
+    // goes on with the offer's next file).
+    let ask_dave = ClientMsg::GetFile {
+        owner: "dave".into(),
+        file: "a".into(),
+        offer: Some(5),
+        eph: [2; 32],
+        sig: vec![3; 64],
+        candidates: Vec::new(),
+    };
+    sim.ev(
+        0,
+        Event::Request {
+            conn: alice,
+            msg: ask_dave,
+        },
+    );
+    assert!(sim.got(0, 1, |m| matches!(
+        m,
+        ServerMsg::TransferRefused { from, reason: RefuseReason::NotFound, detail, .. }
+            if from == "dave" && detail.contains("no longer online")
     )));
 }

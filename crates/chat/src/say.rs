@@ -108,6 +108,14 @@ impl Chat {
         }
     }
 
+    /// Where the user `name` is online in the network, if it is.
+    pub(crate) fn where_online(&self, name: &str) -> Option<Who> {
+        match self.online.get(name).copied() {
+            Some(c) => Some(Who::Local(c)),
+            None => self.remote.get(name).map(|u| Who::Remote(u.server)),
+        }
+    }
+
     /// Where the user `name` is online in the network, or an error to
     /// `conn`.
     pub(crate) fn online_anywhere(
@@ -116,10 +124,7 @@ impl Chat {
         name: &str,
         out: &mut Vec<Effect>,
     ) -> Option<Who> {
-        let at = match self.online.get(name).copied() {
-            Some(c) => Some(Who::Local(c)),
-            None => self.remote.get(name).map(|u| Who::Remote(u.server)),
-        };
+        let at = self.where_online(name);
         if at.is_none() {
             out.push(err(
                 conn,
