@@ -1335,6 +1335,13 @@ fn offered_files_and_folders_arrive_with_their_paths() {
     assert_eq!(offered["auto_accepted"], true);
     carol.expect("offer_finished", &[("received", json!(1))]);
     assert!(read(dir.path().join("carol-downloads/report.pdf")) == report);
+    // The same file offered again comes again, beside the first.
+    alice.send(&format!(
+        "@carol sendfile {}",
+        outbox.join("report.pdf").display()
+    ));
+    carol.expect_nth(2, "offer_finished", &[("received", json!(1))]);
+    assert!(read(dir.path().join("carol-downloads/report (1).pdf")) == report);
 
     // Nobody of that name online; nothing at that path.
     alice.send(&format!(
@@ -1353,6 +1360,53 @@ fn offered_files_and_folders_arrive_with_their_paths() {
     let e = bob.expect("error", &[("code", json!("offer"))]);
     assert!(e["message"].as_str().unwrap().contains("no offer"), "{e}");
     assert_all_documented(&[&alice, &bob, &carol]);
+}
+
+/// An offer of many small files: they come one after another, paced
+/// under the server's `getfile` limit (1 a second, 10 at once), all of
+/// them. (Before, the eleventh request ran into the limit, the server
+/// answered with an error the client could not tie to the request, and
+/// the offer waited for ever.)
+#[test]
+fn an_offer_of_many_small_files_stays_under_the_servers_limit() {
+    let dir = tmp();
+    let server = ServerProc::start(&dir.path().join("server"), &["--no-console"]);
+    let mut alice = sharer(&server, dir.path(), "alice", "r", &[], &["--create"]);
+    let mut bob = sharer(
+        &server,
+        dir.path(),
+        "bob",
+        "r",
+        &[],
+        &["--auto-accept", "alice"],
+    );
+    let notes = dir.path().join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    let count = 16;
+    for i in 0..count {
+        std::fs::write(notes.join(format!("{i:02}.txt")), format!("note {i}\n")).unwrap();
+    }
+    alice.send(&format!("/send bob {}", notes.display()));
+    let done = bob.expect_for(
+        Duration::from_secs(60),
+        "offer_finished",
+        &[("from", json!("alice"))],
+    );
+    assert_eq!(
+        (&done["received"], &done["failed"]),
+        (&json!(count), &json!([]))
+    );
+    for i in 0..count {
+        let got = read(dir.path().join(format!("bob-downloads/notes/{i:02}.txt")));
+        assert_eq!(got, format!("note {i}\n").as_bytes());
+    }
+    let limited = |p: &Proc| {
+        p.events()
+            .iter()
+            .filter(|e| e["code"] == "rate_limited")
+            .count()
+    };
+    assert_eq!(limited(&bob), 0, "no request ran into the limit");
 }
 
 /// Every file under `dir` (links included, not followed).

@@ -428,6 +428,7 @@ fn server_msgs() -> Vec<(&'static str, ServerMsg)> {
                 file: "docs/a.pdf".into(),
                 addr: v6,
                 offer: offer(),
+                offered: Some(0x0123_4567_89ab_cdef),
             },
         ),
         (
@@ -437,6 +438,7 @@ fn server_msgs() -> Vec<(&'static str, ServerMsg)> {
                 file: "secret.txt".into(),
                 reason: RefuseReason::Blocked,
                 detail: "the server's policy forbids it".into(),
+                offered: None,
             },
         ),
         (
@@ -641,6 +643,7 @@ fn net_msgs() -> Vec<(&'static str, NetMsg)> {
                 file: "docs/a.pdf".into(),
                 addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)), 40_000),
                 offer: offer(),
+                offered: Some(0x0123_4567_89ab_cdef),
             },
         ),
         (
@@ -651,6 +654,7 @@ fn net_msgs() -> Vec<(&'static str, NetMsg)> {
                 file: "docs/a.pdf".into(),
                 reason: RefuseReason::NotFound,
                 detail: "no such file".into(),
+                offered: None,
             },
         ),
     ]

@@ -160,6 +160,7 @@ fn server_strings(m: &ServerMsg) -> Vec<&str> {
             file,
             reason,
             detail,
+            ..
         } => out.extend([from.as_str(), file, reason.as_str(), detail]),
         ServerMsg::RoomRenamed { old, new, reason } => out.extend([old.as_str(), new, reason]),
         ServerMsg::FilesOffered { from, files, .. } => {

@@ -147,6 +147,7 @@ fn net_msg(m: &NetMsg) {
             file,
             reason,
             detail,
+            ..
         } => [to.as_str(), from, file, reason.as_str(), detail]
             .into_iter()
             .for_each(check_string),

@@ -554,14 +554,19 @@ impl Chat {
                 file,
                 addr,
                 offer,
-            } => self.remote_offer(now_ms, from, to, owner, from_key, file, addr, offer, out),
+                offered,
+            } => {
+                let offer = (offer, offered);
+                self.remote_offer(now_ms, from, to, owner, from_key, file, addr, offer, out)
+            }
             NetMsg::Refused {
                 to,
                 from: owner,
                 file,
                 reason,
                 detail,
-            } => self.remote_refused(to, owner, file, reason, detail, out),
+                offered,
+            } => self.remote_refused(to, owner, (file, offered), reason, detail, out),
             NetMsg::Relay {
                 session,
                 user,

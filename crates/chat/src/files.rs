@@ -22,6 +22,8 @@ pub(crate) struct Request {
     asker_name: String,
     pub(crate) owner: ConnId,
     file: String,
+    /// The offer of files the request named, if any.
+    offer: Option<u64>,
 }
 
 /// A file request on its way to the owner: who asks, with which key, for
@@ -49,21 +51,34 @@ pub(crate) fn check_candidates(candidates: &[SocketAddr]) -> Result<(), String> 
     Ok(())
 }
 
-/// A refusal as the asker receives it.
-fn refusal(from: &str, file: &str, reason: RefuseReason, detail: &str) -> ServerMsg {
+/// A refusal as the asker receives it, of `file` (of the offer of files
+/// `offered`, if the request named one).
+fn refusal(
+    from: &str,
+    (file, offered): (&str, Option<u64>),
+    reason: RefuseReason,
+    detail: &str,
+) -> ServerMsg {
     ServerMsg::TransferRefused {
         from: from.to_string(),
         file: file.to_string(),
         reason,
         detail: detail.to_string(),
+        offered,
     }
 }
 
 /// A refusal sent to an asker here.
-fn refused(to: ConnId, from: &str, file: &str, reason: RefuseReason, detail: &str) -> Effect {
+fn refused(
+    to: ConnId,
+    from: &str,
+    asked: (&str, Option<u64>),
+    reason: RefuseReason,
+    detail: &str,
+) -> Effect {
     Effect::Send {
         to,
-        msg: refusal(from, file, reason, detail),
+        msg: refusal(from, asked, reason, detail),
     }
 }
 
@@ -111,7 +126,7 @@ impl Chat {
             out.push(refused(
                 conn,
                 SERVER_SENDER,
-                &file,
+                (&file, None),
                 RefuseReason::Blocked,
                 &why,
             ));
@@ -164,7 +179,7 @@ impl Chat {
         let from = self.sessions[&conn].user.clone();
         if let Err(why) = self.settings.policy.check_file(&file, size, &blake3) {
             let reason = RefuseReason::Blocked;
-            self.refuse_to(now_ms, asker, &to, &from, &file, reason, why, out);
+            self.refuse_to(now_ms, asker, &to, &from, (&file, None), reason, why, out);
             return;
         }
         self.send_to_member(
@@ -195,7 +210,7 @@ impl Chat {
         asker: Who,
         asker_name: &str,
         owner: &str,
-        file: &str,
+        (file, offered): (&str, Option<u64>),
         reason: RefuseReason,
         detail: String,
         out: &mut Vec<Effect>,
@@ -203,13 +218,14 @@ impl Chat {
         self.send_to_member(
             now_ms,
             asker,
-            || refusal(owner, file, reason, &detail),
+            || refusal(owner, (file, offered), reason, &detail),
             || NetMsg::Refused {
                 to: asker_name.to_string(),
                 from: owner.to_string(),
                 file: file.to_string(),
                 reason,
                 detail: detail.clone(),
+                offered,
             },
             out,
         );
@@ -248,7 +264,8 @@ impl Chat {
                 let at = self.where_online(&owner);
                 if at.is_none() {
                     let why = format!("{owner} is no longer online");
-                    out.push(refused(conn, &owner, &file, RefuseReason::NotFound, &why));
+                    let asked = (file.as_str(), offer);
+                    out.push(refused(conn, &owner, asked, RefuseReason::NotFound, &why));
                 }
                 at
             }
@@ -257,7 +274,8 @@ impl Chat {
             return;
         };
         if let Err(why) = self.settings.policy.check_name(&file) {
-            out.push(refused(conn, &owner, &file, RefuseReason::Blocked, &why));
+            let asked = (file.as_str(), offer);
+            out.push(refused(conn, &owner, asked, RefuseReason::Blocked, &why));
             return;
         }
         let asker = &self.sessions[&conn];
@@ -327,7 +345,7 @@ impl Chat {
                         asker,
                         &asker_name,
                         owner_name,
-                        &file,
+                        (&file, offer),
                         reason,
                         why,
                         out,
@@ -354,6 +372,7 @@ impl Chat {
                 asker_name: asker_name.clone(),
                 owner,
                 file: file.clone(),
+                offer,
             },
         );
         out.push(Effect::Send {
@@ -420,9 +439,9 @@ impl Chat {
         let offer = match verdict {
             Ok(offer) => offer,
             Err((reason, detail)) => {
-                let (asker, file) = (r.asker, &r.file);
+                let (asker, asked) = (r.asker, (r.file.as_str(), r.offer));
                 let to = &r.asker_name;
-                self.refuse_to(now_ms, asker, to, &owner_name, file, reason, detail, out);
+                self.refuse_to(now_ms, asker, to, &owner_name, asked, reason, detail, out);
                 return;
             }
         };
@@ -445,6 +464,7 @@ impl Chat {
                 file: r.file.clone(),
                 addr,
                 offer: offer.clone(),
+                offered: r.offer,
             },
             || NetMsg::FileOffer {
                 to: r.asker_name.clone(),
@@ -453,6 +473,7 @@ impl Chat {
                 file: r.file.clone(),
                 addr,
                 offer: offer.clone(),
+                offered: r.offer,
             },
             out,
         );
@@ -521,9 +542,8 @@ impl Chat {
         let Some(owner_conn) = self.online.get(&owner).copied() else {
             let detail = format!("{owner} is no longer connected");
             let (at, reason) = (Who::Remote(server), RefuseReason::NotFound);
-            self.refuse_to(
-                now_ms, at, &ask.from, &owner, &ask.file, reason, detail, out,
-            );
+            let asked = (ask.file.as_str(), ask.offer);
+            self.refuse_to(now_ms, at, &ask.from, &owner, asked, reason, detail, out);
             return;
         };
         // The asker is that server's, with the key this server knows for
@@ -545,7 +565,7 @@ impl Chat {
         from_key: [u8; 32],
         file: String,
         addr: SocketAddr,
-        offer: Offer,
+        (offer, offered): (Offer, Option<u64>),
         out: &mut Vec<Effect>,
     ) {
         let owner_ok = self.of_server(&owner, server) && self.remote_key(&owner) == Some(from_key);
@@ -569,6 +589,7 @@ impl Chat {
             file,
             addr,
             offer,
+            offered,
         };
         self.send_to_online(&to, msg, out);
     }
@@ -578,11 +599,12 @@ impl Chat {
         &mut self,
         to: String,
         owner: String,
-        file: String,
+        (file, offered): (String, Option<u64>),
         reason: RefuseReason,
         detail: String,
         out: &mut Vec<Effect>,
     ) {
-        self.send_to_online(&to, refusal(&owner, &file, reason, &detail), out);
+        let msg = refusal(&owner, (&file, offered), reason, &detail);
+        self.send_to_online(&to, msg, out);
     }
 }

@@ -324,6 +324,18 @@ pub fn describe(event: &ClientEvent, me: &str) -> String {
                 let (name, size) = (v(&f.name), human_bytes(f.size));
                 s.push_str(&format!("\n  {name} ({size}, blake3 {hash}...)"));
             }
+            // Files a folder listing hides (`.git/config`, `.envrc`) are
+            // said aloud: they may mean something to programs.
+            let hidden = files
+                .iter()
+                .filter(|f| (f.name.split('/')).any(|part| part.starts_with('.')));
+            let hidden = hidden.count();
+            if hidden > 0 {
+                let them = count(hidden, "hidden file");
+                s.push_str(&format!(
+                    "\nMind: {them} among them (a name starting with '.')"
+                ));
+            }
             match auto_accepted {
                 true => s.push_str(&format!("\nAccepted at once: {from} is in auto_accept")),
                 false => s.push_str(&format!(
@@ -509,5 +521,28 @@ mod tests {
         assert_eq!(human_bytes(999), "999 B");
         assert_eq!(human_bytes(1_500_000), "1.5 MB");
         assert_eq!(human_bytes(10_000_000_000), "10.0 GB");
+    }
+
+    #[test]
+    fn an_offer_lists_every_file_and_says_which_are_hidden() {
+        let file = |name: &str, size| crate::OfferFile {
+            name: name.into(),
+            size,
+            blake3: "ab".repeat(32),
+        };
+        let shown = line(&ClientEvent::OfferReceived {
+            offer: 3,
+            from: "bob".into(),
+            files: vec![file("proj/main.rs", 1_500), file("proj/.git/config", 200)],
+            bytes: 1_700,
+            auto_accepted: false,
+        });
+        assert_eq!(
+            shown,
+            "bob offers you 2 files (1.7 kB):\n  proj/main.rs (1.5 kB, blake3 abababababababab...)\n  \
+             proj/.git/config (200 B, blake3 abababababababab...)\n\
+             Mind: 1 hidden file among them (a name starting with '.')\n\
+             Type /accept 3 to take it, /decline 3 to refuse"
+        );
     }
 }

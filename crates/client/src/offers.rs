@@ -29,8 +29,8 @@ use chatdrop_transfer::outline::Outline;
 
 use crate::event::OfferFile;
 
-/// How long an offer made stays open for its receiver to accept and
-/// fetch.
+/// How long an offer made stays open without its receiver accepting it
+/// or asking for a file of it.
 pub const OFFER_TTL: Duration = Duration::from_secs(3600);
 /// Offers this client keeps open at once (sent or received): the oldest
 /// is forgotten first.
@@ -61,7 +61,8 @@ pub(crate) struct Made {
     /// The receiver.
     pub(crate) to: String,
     pub(crate) files: Vec<OfferedPath>,
-    made: Instant,
+    /// When it was made, accepted, or last asked for a file.
+    touched: Instant,
     /// Files of it being served now.
     pub(crate) serving: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -103,14 +104,14 @@ impl Offers {
 
     /// Records offer `id` (random), made to `to`; returns its number.
     pub(crate) fn made(&mut self, id: u64, to: &str, files: Vec<OfferedPath>) -> u32 {
-        self.made.retain(|_, m| m.made.elapsed() < OFFER_TTL);
+        self.made.retain(|_, m| m.touched.elapsed() < OFFER_TTL);
         if self.made.len() >= MAX_OFFERS {
-            if let Some(oldest) = self
-                .made
-                .iter()
-                .min_by_key(|(_, m)| m.made)
-                .map(|(id, _)| *id)
-            {
+            // The one left alone longest goes, one being served last.
+            let serving = |m: &Made| m.serving.load(std::sync::atomic::Ordering::Relaxed) > 0;
+            let oldest = (self.made.iter())
+                .min_by_key(|(_, m)| (serving(m), m.touched))
+                .map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
                 self.made.remove(&oldest);
             }
         }
@@ -121,16 +122,19 @@ impl Offers {
                 number,
                 to: to.to_string(),
                 files,
-                made: Instant::now(),
+                touched: Instant::now(),
                 serving: Default::default(),
             },
         );
         number
     }
 
-    /// The number of offer `id`, made to `to`, if this client made it.
-    pub(crate) fn made_to(&self, id: u64, to: &str) -> Option<u32> {
-        self.made.get(&id).filter(|m| m.to == to).map(|m| m.number)
+    /// The number of offer `id`, made to `to`, if this client made it;
+    /// it stays open an hour from now.
+    pub(crate) fn made_to(&mut self, id: u64, to: &str) -> Option<u32> {
+        let made = self.made.get_mut(&id).filter(|m| m.to == to)?;
+        made.touched = Instant::now();
+        Some(made.number)
     }
 
     /// The receiver declined offer `id`: it is closed.
@@ -146,10 +150,10 @@ impl Offers {
         asker: &str,
         name: &str,
     ) -> Result<(OfferedPath, Arc<std::sync::atomic::AtomicUsize>), RefuseReason> {
-        let Some(made) = self.made.get(&id) else {
+        let Some(made) = self.made.get_mut(&id) else {
             return Err(RefuseReason::NotFound);
         };
-        if made.made.elapsed() >= OFFER_TTL {
+        if made.touched.elapsed() >= OFFER_TTL {
             self.made.remove(&id);
             return Err(RefuseReason::NotFound);
         }
@@ -157,6 +161,7 @@ impl Offers {
         if made.to != asker {
             return Err(RefuseReason::NotFound);
         }
+        made.touched = Instant::now();
         let Some(file) = made.files.iter().find(|f| f.name == name) else {
             return Err(RefuseReason::NotFound);
         };
@@ -223,6 +228,12 @@ pub(crate) fn expand_home(path: &str) -> PathBuf {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(path),
     }
+}
+
+/// The bytes of an offer in all (the sizes are the sender's word: a sum
+/// past `u64` stays at its largest).
+pub(crate) fn total(files: &[OfferedFile]) -> u64 {
+    files.iter().fold(0, |sum, f| sum.saturating_add(f.size))
 }
 
 /// The files of an offer as events show them.

@@ -88,6 +88,9 @@ struct Holder {
 /// A `getfile` waiting for its offer.
 struct Asking {
     eph: StaticSecret,
+    /// Its public half, which tells this request from a later one of the
+    /// same file.
+    eph_pub: [u8; 32],
     /// The size and hash the owner announced in `whohas`, if it did.
     expect: Option<(u64, [u8; 32])>,
     /// The socket the request's candidates are addresses of.
@@ -98,13 +101,32 @@ struct Asking {
     fetch: Option<Fetch>,
 }
 
-/// Requests sent, by (owner, file): filled by the tasks that prepare
-/// them, emptied by offers and refusals.
-type AskingMap = Arc<Mutex<HashMap<(String, String), Asking>>>;
+/// What a request is for: the owner, the file, and the offer of files
+/// (`/send`) it is of, if any (a file of an offer and one of the owner's
+/// share folder may have one name).
+type AskKey = (String, String, Option<u64>);
 
-fn lock(map: &AskingMap) -> std::sync::MutexGuard<'_, HashMap<(String, String), Asking>> {
+/// Requests sent, by [`AskKey`]: filled by the tasks that prepare them,
+/// emptied by offers and refusals.
+type AskingMap = Arc<Mutex<HashMap<AskKey, Asking>>>;
+
+fn lock(map: &AskingMap) -> std::sync::MutexGuard<'_, HashMap<AskKey, Asking>> {
     map.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// How long a file of an accepted offer waits for its owner's answer
+/// before it counts as failed and the offer goes on: the answer may be
+/// lost for good (the owner left, the server refused the request for a
+/// limit, the connection was replaced).
+const OFFER_ANSWER_WAIT: Duration = Duration::from_secs(30);
+/// Files of an offer asked for at once before the rest are paced, and
+/// the pace: under the server's `getfile` limit (1 a second, 10 at once
+/// by default), so that many small files do not run into it.
+const OFFER_BURST: u32 = 6;
+const OFFER_PACE: Duration = Duration::from_millis(1100);
+/// Times a file of an offer refused as busy is asked again (after 1, 2
+/// and 4 s) before it counts as failed.
+const OFFER_BUSY_RETRIES: u32 = 3;
 
 /// Files whose `whohas` answers are remembered at once.
 const MAX_ASKED: usize = 64;
@@ -259,7 +281,7 @@ impl Peer {
         let running = {
             let mut swarms = lock_swarms(&self.swarms);
             swarms.retain(|_, s| !s.is_over());
-            swarms.contains_key(file)
+            swarms.contains_key(&(file.to_string(), None))
         };
         let requester = self.requester(me, key);
         let tried = self.tried.entry(file.to_string()).or_default();
@@ -360,6 +382,7 @@ impl Peer {
                 file,
                 addr,
                 offer,
+                offered,
             } => {
                 let offered = Offered {
                     owner: from,
@@ -367,6 +390,7 @@ impl Peer {
                     file,
                     addr,
                     offer,
+                    of_offer: offered,
                 };
                 self.on_offer(me, key, offered).await
             }
@@ -414,9 +438,10 @@ impl Peer {
                 file,
                 reason,
                 detail,
+                offered,
             } => {
-                let asked = lock(&self.asking).remove(&(from.clone(), file.clone()));
-                let others_asked = !self.answered(&file, &from).is_empty();
+                let asked = lock(&self.asking).remove(&(from.clone(), file.clone(), offered));
+                let others_asked = offered.is_none() && !self.answered(&file, &from).is_empty();
                 self.emit(ClientEvent::TransferRefused {
                     file: file.clone(),
                     from: from.clone(),
@@ -424,13 +449,16 @@ impl Peer {
                     detail: detail.clone(),
                 })
                 .await;
-                // A file of an offer: the offer goes on with the next.
-                if let Some(mut fetch) = asked.and_then(|a| a.fetch) {
-                    fetch.failed.push(file);
-                    self.requester(me, key).fetch_next(fetch);
+                // A file of an offer: asked again if the owner is busy,
+                // else the offer goes on with the next.
+                if let Some(fetch) = asked.and_then(|a| a.fetch) {
+                    let busy = reason == RefuseReason::Busy;
+                    self.requester(me, key).refused(fetch, busy);
                     return Ok(());
                 }
-                let running = lock_swarms(&self.swarms).get(&file).cloned();
+                let running = lock_swarms(&self.swarms)
+                    .get(&(file.clone(), offered))
+                    .cloned();
                 if let Some(swarm) = running {
                     // A download from several owners: another takes its
                     // place, if one is left.
@@ -438,7 +466,7 @@ impl Peer {
                     let next = swarm.refused(&from, &detail, busy);
                     let requester = self.requester(me, key);
                     act(next, &swarm, &requester, &self.events).await;
-                } else if reason != RefuseReason::Blocked {
+                } else if reason != RefuseReason::Blocked && offered.is_none() {
                     self.next_peer(me, key, &from, &file, others_asked).await;
                 }
             }
@@ -583,16 +611,19 @@ impl Peer {
     /// joins the one running. For a file of an offer (`/send`) that does
     /// not start, the offer goes on with its next file.
     async fn on_offer(&mut self, me: &str, key: &SigningKey, offered: Offered) {
-        let asked = (offered.owner.clone(), offered.file.clone());
+        let asked = (
+            offered.owner.clone(),
+            offered.file.clone(),
+            offered.of_offer,
+        );
         let Some(mut asking) = lock(&self.asking).remove(&asked) else {
             return; // not asked for, or already answered
         };
         let mut fetch = asking.fetch.take();
         self.start_download(me, key, offered, asking, &mut fetch)
             .await;
-        if let Some(mut fetch) = fetch {
-            fetch.failed.push(asked.1);
-            self.requester(me, key).fetch_next(fetch);
+        if let Some(fetch) = fetch {
+            self.requester(me, key).failed(fetch);
         }
     }
 
@@ -612,6 +643,7 @@ impl Peer {
             file,
             addr,
             offer,
+            of_offer,
         } = offered;
         let my_pub = PublicKey::from(&asking.eph).to_bytes();
         let transcript = offer_transcript(&owner, me, &file, &my_pub, &offer);
@@ -656,7 +688,6 @@ impl Peer {
             return;
         }
         let keys = session_keys(&asking.eph, &offer.eph, &offer, &transcript, Role::Receiver);
-        let of_offer = fetch.as_ref().map(|f| f.id);
         let swarm = self
             .swarm_for(me, &owner, &file, &id, &offer, of_offer)
             .await;
@@ -806,14 +837,21 @@ impl Peer {
         offer: &Offer,
         of_offer: Option<u64>,
     ) -> Option<Arc<Swarm>> {
-        let asked = self.answered(file, owner);
+        // A file of an offer has one owner: nothing of the share folder's
+        // downloads of the same name (owners asked, owners that announced
+        // it) is its business.
+        let asked = match of_offer {
+            None => self.answered(file, owner),
+            Some(_) => Vec::new(),
+        };
         let fail = |reason: String| ClientEvent::TransferFailed {
             id: id.to_string(),
             file: file.to_string(),
             from: owner.to_string(),
             reason,
         };
-        let running = lock_swarms(&self.swarms).get(file).cloned();
+        let key = (file.to_string(), of_offer);
+        let running = lock_swarms(&self.swarms).get(&key).cloned();
         if let Some(swarm) = running {
             // A late offer for a download that ended meanwhile: unused
             // (a new `getfile` starts a new download).
@@ -850,7 +888,8 @@ impl Peer {
             }
         };
         let tried = self.tried.get(file).cloned().unwrap_or_default();
-        let spare: Vec<String> = (self.holders.get(file).into_iter().flatten())
+        let holders = self.holders.get(file).filter(|_| of_offer.is_none());
+        let spare: Vec<String> = (holders.into_iter().flatten())
             .filter(|h| h.hash == offer.blake3 && h.size == offer.size)
             .filter(|h| !tried.contains(&h.user) && h.user != me)
             .map(|h| h.user.clone())
@@ -867,7 +906,7 @@ impl Peer {
             )
             .of_offer(of_offer),
         );
-        lock_swarms(&self.swarms).insert(file.to_string(), swarm.clone());
+        lock_swarms(&self.swarms).insert(key, swarm.clone());
         Some(swarm)
     }
 
@@ -896,6 +935,7 @@ impl Peer {
             observations: self.observations.clone(),
             events: self.events.clone(),
             fetches: self.fetches.clone(),
+            swarms: self.swarms.clone(),
         }
     }
 
@@ -971,7 +1011,7 @@ impl Peer {
             offer: received.number,
             from,
             files: offers::shown(&received.files),
-            bytes: received.files.iter().map(|f| f.size).sum(),
+            bytes: offers::total(&received.files),
             auto_accepted: auto,
         })
         .await;
@@ -1025,6 +1065,10 @@ impl Peer {
             id: r.id,
             number: r.number,
             owner: r.from,
+            current: None,
+            busy: 0,
+            asked: 0,
+            last_ask: None,
             rest: r.files.into(),
             received: 0,
             failed: Vec::new(),
@@ -1044,6 +1088,13 @@ struct Fetch {
     number: u32,
     /// Its sender.
     owner: String,
+    /// The file asked for now.
+    current: Option<OfferedFile>,
+    /// Times it was refused as busy.
+    busy: u32,
+    /// Files asked for so far, and when the last was.
+    asked: u32,
+    last_ask: Option<std::time::Instant>,
     /// Files not asked for yet.
     rest: VecDeque<OfferedFile>,
     /// Files fetched.
@@ -1061,10 +1112,11 @@ fn lock_fetches(map: &Fetches) -> std::sync::MutexGuard<'_, HashMap<String, Fetc
     map.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Running downloads, by file name.
-type Swarms = Arc<Mutex<HashMap<String, Arc<Swarm>>>>;
+/// Running downloads, by file name and the offer of files it is of.
+type SwarmMap = HashMap<(String, Option<u64>), Arc<Swarm>>;
+type Swarms = Arc<Mutex<SwarmMap>>;
 
-fn lock_swarms(map: &Swarms) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Swarm>>> {
+fn lock_swarms(map: &Swarms) -> std::sync::MutexGuard<'_, SwarmMap> {
     map.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -1124,17 +1176,28 @@ async fn act(
         }
     };
     // The ended download stays listed (as over) so that late offers are
-    // not taken for a new one; the next `getfile` clears it.
+    // not taken for a new one; the next `getfile` clears it. One of a
+    // file of an offer goes at once (and with it its open file): it had
+    // one owner, asked once.
     let done = matches!(event, ClientEvent::TransferDone { .. });
     let _ = events.send(event).await;
+    if swarm.offer.is_some() {
+        let key = (swarm.file.clone(), swarm.offer);
+        let mut swarms = lock_swarms(&requester.swarms);
+        if swarms.get(&key).is_some_and(|s| Arc::ptr_eq(s, swarm)) {
+            swarms.remove(&key);
+        }
+    }
     // A file of an offer: the offer goes on with the next.
     let fetch = lock_fetches(&requester.fetches).remove(&swarm.id);
     if let Some(mut fetch) = fetch {
         match done {
-            true => fetch.received += 1,
-            false => fetch.failed.push(swarm.file.clone()),
+            true => {
+                fetch.received += 1;
+                requester.fetch_next(fetch);
+            }
+            false => requester.failed(fetch),
         }
-        requester.fetch_next(fetch);
     }
 }
 
@@ -1153,6 +1216,8 @@ struct Offered {
     /// The owner's address as its server sees it.
     addr: SocketAddr,
     offer: Offer,
+    /// The offer of files the request named, if any.
+    of_offer: Option<u64>,
 }
 
 /// The asker of a file request, as the server passed it on.
@@ -1180,6 +1245,7 @@ struct Requester {
     observations: Observations,
     events: mpsc::Sender<ClientEvent>,
     fetches: Fetches,
+    swarms: Swarms,
 }
 
 impl Requester {
@@ -1199,32 +1265,77 @@ impl Requester {
     }
 
     /// Asks for the next file of an accepted offer, or, with none left,
-    /// says the offer is over.
+    /// says the offer is over. Past the first few, files are asked for
+    /// at the pace the server's `getfile` limit allows.
     fn fetch_next(&self, mut fetch: Fetch) {
-        match fetch.rest.pop_front() {
-            Some(next) => {
-                let prepare = Prepare {
-                    by: self.clone(),
-                    owner: fetch.owner.clone(),
-                    file: next.name,
-                    expect: Some((next.size, next.blake3)),
-                    offer: Some(fetch.id),
-                    fetch: Some(fetch),
-                };
-                tokio::spawn(prepare.run());
-            }
-            None => {
-                let event = ClientEvent::OfferFinished {
-                    offer: fetch.number,
-                    from: fetch.owner,
-                    received: fetch.received,
-                    failed: fetch.failed,
-                    into: fetch.into.display().to_string(),
-                };
-                let events = self.events.clone();
-                tokio::spawn(async move { events.send(event).await });
-            }
+        fetch.busy = 0;
+        fetch.current = fetch.rest.pop_front();
+        if fetch.current.is_none() {
+            self.offer_over(fetch);
+            return;
         }
+        let now = std::time::Instant::now();
+        let wait = match fetch.last_ask {
+            Some(last) if fetch.asked >= OFFER_BURST => {
+                (last + OFFER_PACE).saturating_duration_since(now)
+            }
+            _ => Duration::ZERO,
+        };
+        fetch.asked += 1;
+        fetch.last_ask = Some(now + wait);
+        self.ask_current(fetch, wait);
+    }
+
+    /// Asks for the offer's current file after `wait`.
+    fn ask_current(&self, fetch: Fetch, wait: Duration) {
+        let Some(file) = fetch.current.clone() else {
+            return self.offer_over(fetch);
+        };
+        let prepare = Prepare {
+            by: self.clone(),
+            owner: fetch.owner.clone(),
+            file: file.name,
+            expect: Some((file.size, file.blake3)),
+            offer: Some(fetch.id),
+            fetch: Some(fetch),
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            prepare.run().await
+        });
+    }
+
+    /// The offer's current file failed: the offer goes on with the next.
+    fn failed(&self, mut fetch: Fetch) {
+        if let Some(file) = fetch.current.take() {
+            fetch.failed.push(file.name);
+        }
+        self.fetch_next(fetch);
+    }
+
+    /// The offer's current file was refused: asked again a few times if
+    /// the owner is busy, else failed.
+    fn refused(&self, mut fetch: Fetch, busy: bool) {
+        if busy && fetch.busy < OFFER_BUSY_RETRIES {
+            let wait = Duration::from_secs(1 << fetch.busy);
+            fetch.busy += 1;
+            self.ask_current(fetch, wait);
+        } else {
+            self.failed(fetch);
+        }
+    }
+
+    /// Every file of the offer was fetched or failed: said so.
+    fn offer_over(&self, fetch: Fetch) {
+        let event = ClientEvent::OfferFinished {
+            offer: fetch.number,
+            from: fetch.owner,
+            received: fetch.received,
+            failed: fetch.failed,
+            into: fetch.into.display().to_string(),
+        };
+        let events = self.events.clone();
+        tokio::spawn(async move { events.send(event).await });
     }
 }
 
@@ -1260,9 +1371,8 @@ impl Prepare {
                     message,
                 };
                 let _ = by.events.send(error).await;
-                if let Some(mut fetch) = fetch {
-                    fetch.failed.push(file);
-                    by.fetch_next(fetch);
+                if let Some(fetch) = fetch {
+                    by.failed(fetch);
                 }
                 return;
             }
@@ -1273,14 +1383,17 @@ impl Prepare {
         let eph_pub = PublicKey::from(&eph).to_bytes();
         let transcript = request_transcript(&by.me, &owner, &file, offer, &eph_pub, &candidates);
         let sig = by.key.sign(&transcript);
+        let of_offer = fetch.is_some();
         let asking = Asking {
             eph,
+            eph_pub,
             expect,
             socket,
             reached: own.reached,
             fetch,
         };
-        lock(&by.asking).insert((owner.clone(), file.clone()), asking);
+        let key = (owner.clone(), file.clone(), offer);
+        lock(&by.asking).insert(key.clone(), asking);
         let msg = ClientMsg::GetFile {
             owner,
             file,
@@ -1290,6 +1403,34 @@ impl Prepare {
             candidates,
         };
         let _ = by.outgoing.send(msg).await;
+        if of_offer {
+            // No answer may ever come (the owner left before answering,
+            // the server refused the request for a limit, the connection
+            // was replaced): the offer does not wait for it for ever.
+            tokio::time::sleep(OFFER_ANSWER_WAIT).await;
+            let stale = {
+                let mut asking = lock(&by.asking);
+                match asking.get(&key) {
+                    Some(a) if a.eph_pub == eph_pub => asking.remove(&key),
+                    _ => None,
+                }
+            };
+            if let Some(fetch) = stale.and_then(|a| a.fetch) {
+                let (owner, file, _) = key;
+                let reason = format!(
+                    "no answer from {owner} within {} s",
+                    OFFER_ANSWER_WAIT.as_secs()
+                );
+                let failed = ClientEvent::TransferFailed {
+                    id: hex::encode(rand::random::<[u8; 8]>()),
+                    file,
+                    from: owner,
+                    reason,
+                };
+                let _ = by.events.send(failed).await;
+                by.failed(fetch);
+            }
+        }
     }
 }
 

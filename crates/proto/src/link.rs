@@ -384,6 +384,8 @@ pub enum NetMsg {
         addr: SocketAddr,
         /// The signed offer.
         offer: Offer,
+        /// The offer of files the request named, if any.
+        offered: Option<u64>,
     },
     /// A request was refused, for the asker.
     Refused {
@@ -396,6 +398,8 @@ pub enum NetMsg {
         reason: RefuseReason,
         /// A sentence for the user.
         detail: String,
+        /// The offer of files the request named, if any.
+        offered: Option<u64>,
     },
     /// The sender opened a relay for the transfer `session`, which it
     /// brokered between one of its users (`other`) and `user`, at the

@@ -652,6 +652,8 @@ pub enum ServerMsg {
         /// Where the owner serves it.
         addr: std::net::SocketAddr,
         offer: Offer,
+        /// The offer of files (`OfferFiles`) the request named, if any.
+        offered: Option<u64>,
     },
     /// A file request was refused, by the owner or by the server's policy.
     TransferRefused {
@@ -662,6 +664,8 @@ pub enum ServerMsg {
         reason: RefuseReason,
         /// A sentence for the user.
         detail: String,
+        /// The offer of files (`OfferFiles`) the request named, if any.
+        offered: Option<u64>,
     },
     /// The client's room was renamed: when two parts of a server network
     /// merge and each had a room of the same name, the later one is renamed.

@@ -69,7 +69,14 @@ pub struct Waiting {
     pub bytes: u64,
     /// The first file's name (raw).
     pub first: String,
+    /// When it came (ms since the epoch, the UI's clock).
+    pub since_ms: u64,
 }
+
+/// How long an offer is shown on the row before F3 or F4 answers it: a
+/// key pressed for the one before does not answer one that just took its
+/// place (someone flooding offers cannot have theirs accepted so).
+const OFFER_SETTLE_MS: u64 = 1000;
 
 /// The whole state of the UI.
 pub struct App {
@@ -487,6 +494,7 @@ impl App {
                         files: files.len(),
                         bytes: *bytes,
                         first: files.first().map(|f| f.name.clone()).unwrap_or_default(),
+                        since_ms: now_ms,
                     });
                 }
             }
@@ -669,8 +677,17 @@ impl App {
     /// F3 or F4: the offer shown above the input line (the newest
     /// waiting) accepted or declined.
     fn answer_offer(&mut self, accept: bool) -> Vec<Action> {
-        let Some(o) = self.offers.pop_back() else {
+        let Some(o) = self.offers.back() else {
             self.here(self.clock_ms, "No offer of files is waiting", Tone::Info);
+            return Vec::new();
+        };
+        if self.clock_ms < o.since_ms + OFFER_SETTLE_MS {
+            let from = shown(&o.from).into_owned();
+            let text = format!("A new offer from {from} just came: read it, then F3 or F4 again");
+            self.here(self.clock_ms, &text, Tone::Info);
+            return Vec::new();
+        }
+        let Some(o) = self.offers.pop_back() else {
             return Vec::new();
         };
         let offer = Some(o.offer);

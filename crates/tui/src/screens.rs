@@ -984,6 +984,12 @@ fn an_offer_of_files_is_answered_with_a_key() {
         text.contains("Type /accept 1 to take it, /decline 1 to refuse (or F3 / F4)"),
         "{text}"
     );
+    // A key pressed the moment an offer comes does not answer it.
+    assert!(key(&mut app, KeyCode::F(3)).is_empty());
+    assert!(
+        flat(&app, 80, 24).contains("A new offer from bob just came: read it, then F3 or F4 again")
+    );
+    app.set_time(NOON + 5 * 60_000 + 1_500);
     assert_eq!(
         key(&mut app, KeyCode::F(3)),
         send(Command::Accept { offer: Some(1) })
@@ -1002,6 +1008,7 @@ fn an_offer_of_files_is_answered_with_a_key() {
         ),
         "{text}"
     );
+    app.set_time(NOON + 1_000);
     assert_eq!(
         key(&mut app, KeyCode::F(4)),
         send(Command::Decline { offer: Some(3) })
