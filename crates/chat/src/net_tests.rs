@@ -841,9 +841,9 @@ fn offers_cross_the_network_outside_rooms() {
         m,
         ServerMsg::OfferAnswered { from, offer: 77, accept: false } if from == "alice"
     )));
-    let ask = |offer| ClientMsg::GetFile {
-        owner: "carol".into(),
-        file: "photos/a.jpg".into(),
+    let ask = |owner: &str, file: &str, offer| ClientMsg::GetFile {
+        owner: owner.into(),
+        file: file.into(),
         offer,
         eph: [2; 32],
         sig: vec![3; 64],
@@ -853,7 +853,7 @@ fn offers_cross_the_network_outside_rooms() {
         0,
         Event::Request {
             conn: alice,
-            msg: ask(None),
+            msg: ask("carol", "photos/a.jpg", None),
         },
     );
     sim.run();
@@ -865,7 +865,7 @@ fn offers_cross_the_network_outside_rooms() {
         0,
         Event::Request {
             conn: alice,
-            msg: ask(Some(77)),
+            msg: ask("carol", "photos/a.jpg", Some(77)),
         },
     );
     sim.run();
@@ -925,19 +925,11 @@ fn offers_cross_the_network_outside_rooms() {
     )));
     // The sender gone, a request for its offer is refused (the asker
     // goes on with the offer's next file).
-    let ask_dave = ClientMsg::GetFile {
-        owner: "dave".into(),
-        file: "a".into(),
-        offer: Some(5),
-        eph: [2; 32],
-        sig: vec![3; 64],
-        candidates: Vec::new(),
-    };
     sim.ev(
         0,
         Event::Request {
             conn: alice,
-            msg: ask_dave,
+            msg: ask("dave", "a", Some(5)),
         },
     );
     assert!(sim.got(0, 1, |m| matches!(

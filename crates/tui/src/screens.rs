@@ -160,6 +160,31 @@ fn chatter(app: &mut App) {
     );
 }
 
+/// Download `t1` has `bytes` of `total` (from `sources`), at `now_ms` by
+/// the wall clock and `now` by the monotonic one.
+fn progress(
+    app: &mut App,
+    (bytes, total): (u64, u64),
+    sources: &[(&str, u64)],
+    now_ms: u64,
+    now: Instant,
+) {
+    let sources = sources
+        .iter()
+        .map(|(from, bytes)| SourceBytes {
+            from: from.to_string(),
+            bytes: *bytes,
+        })
+        .collect();
+    let ev = ClientEvent::TransferProgress {
+        id: "t1".into(),
+        bytes,
+        total,
+        sources,
+    };
+    app.on_event(&ev, now_ms, now);
+}
+
 fn send(cmd: Command) -> Vec<Action> {
     vec![Action::Send(cmd)]
 }
@@ -549,13 +574,10 @@ fn transfers_and_picking_an_owner() {
         NOON,
         t0,
     );
-    app.on_event(
-        &ClientEvent::TransferProgress {
-            id: "t1".into(),
-            bytes: 500_000,
-            total: 2_000_000,
-            sources: vec![],
-        },
+    progress(
+        &mut app,
+        (500_000, 2_000_000),
+        &[],
         NOON,
         t0 + Duration::from_secs(1),
     );
@@ -569,22 +591,10 @@ fn transfers_and_picking_an_owner() {
     );
     assert!(screen(&app, 110, 24)[22].ends_with("2.0 MB punched sr"));
     // From two owners at once: both named, with what each sent.
-    app.on_event(
-        &ClientEvent::TransferProgress {
-            id: "t1".into(),
-            bytes: 1_000_000,
-            total: 2_000_000,
-            sources: vec![
-                SourceBytes {
-                    from: "carol".into(),
-                    bytes: 600_000,
-                },
-                SourceBytes {
-                    from: "dave".into(),
-                    bytes: 400_000,
-                },
-            ],
-        },
+    progress(
+        &mut app,
+        (1_000_000, 2_000_000),
+        &[("carol", 600_000), ("dave", 400_000)],
         NOON,
         t0 + Duration::from_secs(1),
     );
@@ -598,13 +608,10 @@ fn transfers_and_picking_an_owner() {
         "{row}"
     );
     // Every byte in, not yet told done: the last check and the move.
-    app.on_event(
-        &ClientEvent::TransferProgress {
-            id: "t1".into(),
-            bytes: 2_000_000,
-            total: 2_000_000,
-            sources: vec![],
-        },
+    progress(
+        &mut app,
+        (2_000_000, 2_000_000),
+        &[],
         NOON,
         t0 + Duration::from_secs(2),
     );
@@ -755,13 +762,10 @@ fn the_readme_shows_the_real_screen() {
         NOON + 5 * 60_000,
         t0,
     );
-    app.on_event(
-        &ClientEvent::TransferProgress {
-            id: "t1".into(),
-            bytes: 10_300_000,
-            total: 41_200_000,
-            sources: vec![],
-        },
+    progress(
+        &mut app,
+        (10_300_000, 41_200_000),
+        &[],
         NOON + 5 * 60_000,
         t0 + Duration::from_secs(1),
     );
