@@ -547,13 +547,19 @@ impl Peer {
         // A file of an offer is served to its receiver only, without an
         // upload slot (the user chose to send it), a few at a time; one
         // of the share folder, to anyone who asks, in a slot.
-        let ((path, outline), (slots, limit)) = match offer {
+        let ((path, outline, modified), (slots, limit)) = match offer {
             Some(id) => match offers::lock(&self.offers).serve(id, &asker.name, file) {
-                Ok((f, serving)) => ((f.path, f.outline), (serving, MAX_OFFER_UPLOADS)),
+                Ok((f, serving)) => (
+                    (f.path, f.outline, Some(f.modified)),
+                    (serving, MAX_OFFER_UPLOADS),
+                ),
                 Err(reason) => return refuse(reason),
             },
             None => match self.describe(file) {
-                Ok(d) => (d, (self.uploads.clone(), self.opts.max_uploads)),
+                Ok((path, outline)) => (
+                    (path, outline, None),
+                    (self.uploads.clone(), self.opts.max_uploads),
+                ),
                 Err(reason) => return refuse(reason),
             },
         };
@@ -577,7 +583,11 @@ impl Peer {
             }
         };
         let (size, blake3) = (outline.size(), outline.root());
-        let source = match Source::open(&path, &outline) {
+        let opened = match modified {
+            Some(modified) => Source::open_unchanged(&path, &outline, modified),
+            None => Source::open(&path, &outline),
+        };
+        let source = match opened {
             Ok(s) => s,
             Err(_) => return refuse(RefuseReason::NotFound),
         };

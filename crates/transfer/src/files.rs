@@ -47,6 +47,39 @@ impl Source {
         })
     }
 
+    /// Opens `path` for sending a file as it was when it was hashed (a
+    /// file offered with `/send`): not through a symbolic link, and a
+    /// regular file of the size and modification time recorded then,
+    /// checked on the file opened, so that nothing swapped in after a
+    /// check of the path is sent.
+    pub fn open_unchanged(
+        path: &Path,
+        outline: &Outline,
+        modified: std::time::SystemTime,
+    ) -> Result<Source, TransferError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(TransferError::io(format!("opening {}", path.display())))?;
+        let meta = file
+            .metadata()
+            .map_err(TransferError::io(format!("reading {}", path.display())))?;
+        if !meta.is_file() || meta.len() != outline.size() || meta.modified().ok() != Some(modified)
+        {
+            return Err(TransferError::Invalid(format!(
+                "{} changed since it was hashed",
+                path.display()
+            )));
+        }
+        Ok(Source {
+            file,
+            size: outline.size(),
+            outline: outline.bytes(),
+        })
+    }
+
     /// Bytes of the outline sent ahead of a range.
     pub fn outline_len(&self) -> u64 {
         self.outline.len() as u64
@@ -164,5 +197,25 @@ mod tests {
         assert!(safe_file_name("..").is_err());
         assert!(safe_file_name("dir/").is_err());
         assert!(safe_file_name("").is_err());
+    }
+
+    /// A file offered is sent only as it was hashed: not through a link
+    /// swapped in for it, nor once it changed.
+    #[test]
+    fn an_offered_file_opens_only_unchanged_and_not_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, other) = (dir.path().join("a.txt"), dir.path().join("secret"));
+        fs::write(&path, b"offered").unwrap();
+        fs::write(&other, b"private").unwrap();
+        let outline = crate::hash_file(&path).unwrap();
+        let modified = fs::metadata(&path).unwrap().modified().unwrap();
+        assert!(Source::open_unchanged(&path, &outline, modified).is_ok());
+        let later = modified + std::time::Duration::from_secs(1);
+        assert!(Source::open_unchanged(&path, &outline, later).is_err());
+        fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&other, &path).unwrap();
+        let other_modified = fs::metadata(&other).unwrap().modified().unwrap();
+        let via_link = Source::open_unchanged(&path, &outline, other_modified);
+        assert!(via_link.is_err(), "a link swapped in is not followed");
     }
 }
