@@ -143,7 +143,9 @@ impl Offers {
     }
 
     /// The file `name` of offer `id`, for `asker`: what to serve, with
-    /// the offer's count of files being served, or why not.
+    /// the offer's count of files being served, or why not. (That the
+    /// file is still what was hashed is checked on the file opened:
+    /// `Source::open_unchanged`.)
     pub(crate) fn serve(
         &mut self,
         id: u64,
@@ -165,19 +167,10 @@ impl Offers {
         let Some(file) = made.files.iter().find(|f| f.name == name) else {
             return Err(RefuseReason::NotFound);
         };
-        let now = fs::symlink_metadata(&file.path).ok();
-        let unchanged = now.is_some_and(|m| {
-            m.is_file()
-                && m.len() == file.outline.size()
-                && m.modified().ok() == Some(file.modified)
-        });
-        if !unchanged {
-            return Err(RefuseReason::NotFound);
-        }
         Ok((file.clone(), made.serving.clone()))
     }
 
-    /// Records an offer received; `None` if it is not well formed (the
+    /// Records an offer received, or says why it is not well formed (the
     /// server checks it too, but a server is not trusted with paths).
     pub(crate) fn received(
         &mut self,
@@ -191,11 +184,11 @@ impl Offers {
         if let Some(bad) = files.iter().find_map(|f| check_offered_name(&f.name).err()) {
             return Err(format!("{from}'s offer names a file badly: {bad}"));
         }
+        // Offered again (the same id): one entry.
+        self.received.retain(|r| !(r.from == from && r.id == id));
         if self.received.len() >= MAX_OFFERS {
             self.received.pop_front();
         }
-        // Offered again (the same id): one entry.
-        self.received.retain(|r| !(r.from == from && r.id == id));
         let offer = Received {
             number: self.number(),
             from: from.to_string(),
@@ -405,6 +398,7 @@ pub(crate) fn place(root: &Path, name: &str) -> Result<(PathBuf, String), String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chatdrop_transfer::Source;
 
     #[test]
     fn a_folder_is_offered_whole_without_following_links() {
@@ -492,11 +486,11 @@ mod tests {
             refused(&mut offers, id ^ 1, "bob", "a.txt"),
             Some(RefuseReason::NotFound)
         );
+        // Changed since it was hashed: what is served does not open.
+        let (served, _) = offers.serve(id, "bob", "a.txt").unwrap();
         fs::write(&path, b"hello, changed").unwrap();
-        assert_eq!(
-            refused(&mut offers, id, "bob", "a.txt"),
-            Some(RefuseReason::NotFound)
-        );
+        let opened = Source::open_unchanged(&served.path, &served.outline, served.modified);
+        assert!(opened.is_err(), "a changed file is not sent");
         // Declined: closed.
         fs::write(&path, b"hello").unwrap();
         let files = hash(vec![("a.txt".into(), path.clone())]).unwrap();

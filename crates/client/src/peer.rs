@@ -88,9 +88,6 @@ struct Holder {
 /// A `getfile` waiting for its offer.
 struct Asking {
     eph: StaticSecret,
-    /// Its public half, which tells this request from a later one of the
-    /// same file.
-    eph_pub: [u8; 32],
     /// The size and hash the owner announced in `whohas`, if it did.
     expect: Option<(u64, [u8; 32])>,
     /// The socket the request's candidates are addresses of.
@@ -1396,7 +1393,6 @@ impl Prepare {
         let of_offer = fetch.is_some();
         let asking = Asking {
             eph,
-            eph_pub,
             expect,
             socket,
             reached: own.reached,
@@ -1418,10 +1414,12 @@ impl Prepare {
             // the server refused the request for a limit, the connection
             // was replaced): the offer does not wait for it for ever.
             tokio::time::sleep(OFFER_ANSWER_WAIT).await;
+            // (Its ephemeral key tells this request from a later one of
+            // the same file.)
             let stale = {
                 let mut asking = lock(&by.asking);
                 match asking.get(&key) {
-                    Some(a) if a.eph_pub == eph_pub => asking.remove(&key),
+                    Some(a) if PublicKey::from(&a.eph).to_bytes() == eph_pub => asking.remove(&key),
                     _ => None,
                 }
             };

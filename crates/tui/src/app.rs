@@ -477,12 +477,11 @@ impl App {
                 // Said in the window with the sender, and answered with a
                 // key wherever the user is.
                 // (A mention: the window is marked `!` until shown.)
-                let i = self.windows.open(Kind::Direct(from.clone()));
                 let tell = match auto_accepted {
                     true => text,
                     false => format!("{text} (or F3 / F4)"),
                 };
-                self.info_at(i, now_ms, &tell, Tone::Mention);
+                self.with_user(from, now_ms, &tell, Tone::Mention);
                 self.alert(format!("{from} offers you {} files", files.len()));
                 if !auto_accepted {
                     if self.offers.len() == MAX_OFFERS {
@@ -501,23 +500,27 @@ impl App {
             ClientEvent::OfferAccepted { offer, from, .. }
             | ClientEvent::OfferDeclined { offer, from } => {
                 self.offers.retain(|o| o.offer != *offer);
-                let i = self.windows.open(Kind::Direct(from.clone()));
-                self.info_at(i, now_ms, &text, Tone::Info);
+                self.with_user(from, now_ms, &text, Tone::Info);
             }
             ClientEvent::OfferFinished { from, .. } => {
-                let i = self.windows.open(Kind::Direct(from.clone()));
-                self.info_at(i, now_ms, &text, Tone::Info);
-                self.alert(text.clone());
+                self.with_user(from, now_ms, &text, Tone::Info);
+                self.alert(text);
             }
             ClientEvent::OfferSent { to, .. } | ClientEvent::OfferAnswered { to, .. } => {
-                let i = self.windows.open(Kind::Direct(to.clone()));
-                self.info_at(i, now_ms, &text, Tone::Info);
+                self.with_user(to, now_ms, &text, Tone::Info)
             }
             ClientEvent::ServerNotice { .. }
             | ClientEvent::ServerChosen { .. }
             | ClientEvent::Reconnecting { .. } => self.info(now_ms, &text),
             _ => self.here(now_ms, &text, Tone::Info),
         }
+    }
+
+    /// Adds `text` to the window of the conversation with `user` (opened
+    /// if need be): where offers of files between the two are told.
+    fn with_user(&mut self, user: &str, now_ms: u64, text: &str, tone: Tone) {
+        let i = self.windows.open(Kind::Direct(user.to_string()));
+        self.info_at(i, now_ms, text, tone);
     }
 
     fn remember_room(&mut self, room: &str) {
